@@ -1,0 +1,1 @@
+//! wanrt-opt
