@@ -1,1 +1,19 @@
-//! wanrt-nn
+//! wanrt-nn: the tensor layer under every wanrt model.
+//!
+//! Activations are dense row-major `f32` tensors; parameters may be stored in
+//! bf16/f16 (widened on use) or in quantized formats owned by higher crates.
+//! Every op has a plain CPU implementation that is the numerical reference
+//! (f32 accumulate); a GPU backend implements the same [`Tensor`] methods.
+
+pub mod dtype;
+pub mod error;
+pub mod linear;
+pub mod ops;
+pub mod tensor;
+pub mod weights;
+
+pub use dtype::DType;
+pub use error::{Error, Result};
+pub use linear::Linear;
+pub use tensor::Tensor;
+pub use weights::WeightStore;

@@ -1,0 +1,26 @@
+//! CPU reference kernels. Each works on dense row-major f32 data; the
+//! [`crate::Tensor`]-level wrappers check shapes and name the op in errors.
+
+pub mod activation;
+pub mod attention;
+pub mod conv;
+pub mod matmul;
+pub mod norm;
+pub mod rope;
+pub mod softmax;
+
+pub use conv::{conv2d, conv3d, Padding3d, PaddingFull};
+
+pub use activation::{gelu_tanh, silu};
+pub use attention::attention;
+pub use matmul::{matmul, matmul_nt};
+pub use norm::{layer_norm, rms_norm};
+pub use softmax::softmax_last_dim;
+
+/// Number of threads kernels may use (rayon's pool size).
+pub fn num_threads() -> usize {
+    rayon::current_num_threads()
+}
+
+/// Work below this many elements stays on one thread: spawning costs more.
+pub(crate) const PAR_MIN: usize = 1 << 15;

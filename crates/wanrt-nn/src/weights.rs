@@ -1,0 +1,266 @@
+//! Named parameter store over memory-mapped safetensors files (single or
+//! sharded with an index json) and other sources converted to raw tensors.
+//!
+//! Tensors stay in the mapped files until a layer asks for them, so loading
+//! never holds two copies of a model; conversion to f32 happens per tensor.
+
+use crate::dtype::{bytes_to_f32, DType};
+use crate::error::{Error, Result};
+use crate::Tensor;
+use memmap2::Mmap;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Where the bytes of one tensor live.
+#[derive(Clone)]
+enum Bytes {
+    Mapped {
+        map: Arc<Mmap>,
+        start: usize,
+        end: usize,
+    },
+    Owned(Arc<Vec<u8>>),
+}
+
+impl Bytes {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Bytes::Mapped { map, start, end } => &map[*start..*end],
+            Bytes::Owned(v) => v,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct RawTensor {
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+    bytes: Bytes,
+}
+
+impl RawTensor {
+    /// A tensor from owned little-endian bytes; the length must match.
+    pub fn from_bytes(dtype: DType, shape: Vec<usize>, bytes: Vec<u8>) -> Result<Self> {
+        let want = shape
+            .iter()
+            .product::<usize>()
+            .checked_mul(dtype.size_in_bytes());
+        if want != Some(bytes.len()) {
+            return Err(Error::Msg(format!(
+                "tensor of shape {shape:?} {dtype} needs {want:?} bytes, found {}",
+                bytes.len()
+            )));
+        }
+        Ok(RawTensor {
+            dtype,
+            shape,
+            bytes: Bytes::Owned(Arc::new(bytes)),
+        })
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        self.bytes.as_slice()
+    }
+}
+
+/// All tensors of a model component, by name.
+#[derive(Clone, Default)]
+pub struct WeightStore {
+    tensors: BTreeMap<String, RawTensor>,
+    /// Human description of where the tensors came from, for error messages.
+    origin: String,
+}
+
+fn st_dtype(d: safetensors::Dtype) -> Option<DType> {
+    use safetensors::Dtype as S;
+    Some(match d {
+        S::F32 => DType::F32,
+        S::F16 => DType::F16,
+        S::BF16 => DType::BF16,
+        S::F64 => DType::F64,
+        S::I64 => DType::I64,
+        S::I32 => DType::I32,
+        S::I8 => DType::I8,
+        S::U8 => DType::U8,
+        S::F8_E4M3 => DType::F8E4M3,
+        _ => return None,
+    })
+}
+
+impl WeightStore {
+    pub fn new(origin: impl Into<String>) -> Self {
+        WeightStore {
+            tensors: BTreeMap::new(),
+            origin: origin.into(),
+        }
+    }
+
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    pub fn insert(&mut self, name: impl Into<String>, t: RawTensor) {
+        self.tensors.insert(name.into(), t);
+    }
+
+    /// Memory-maps one safetensors file and adds all its tensors.
+    pub fn add_safetensors(&mut self, path: &Path) -> Result<()> {
+        let file = std::fs::File::open(path)
+            .map_err(|e| Error::file(path, format!("cannot open: {e}")))?;
+        // SAFETY: the mapping is read-only; a concurrent truncation of the file
+        // by another process is outside what any loader can defend against.
+        let map = unsafe { Mmap::map(&file) }
+            .map_err(|e| Error::file(path, format!("cannot map: {e}")))?;
+        let map = Arc::new(map);
+        let (header_len, meta) = safetensors::SafeTensors::read_metadata(&map[..])
+            .map_err(|e| Error::file(path, format!("not a valid safetensors file: {e}")))?;
+        let data_start = 8 + header_len;
+        for (name, info) in meta.tensors() {
+            let dtype = st_dtype(info.dtype).ok_or_else(|| Error::UnsupportedDType {
+                name: name.clone(),
+                dtype: format!("{:?}", info.dtype),
+            })?;
+            let (s, e) = info.data_offsets;
+            let bytes = Bytes::Mapped {
+                map: map.clone(),
+                start: data_start + s,
+                end: data_start + e,
+            };
+            self.tensors.insert(
+                name.clone(),
+                RawTensor {
+                    dtype,
+                    shape: info.shape.clone(),
+                    bytes,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Loads a diffusers component folder: `<stem>.safetensors`, or the shards
+    /// named by `<stem>.safetensors.index.json`.
+    pub fn from_diffusers_dir(dir: &Path, stem: &str) -> Result<Self> {
+        let mut ws = WeightStore::new(dir.display().to_string());
+        let single = dir.join(format!("{stem}.safetensors"));
+        let index = dir.join(format!("{stem}.safetensors.index.json"));
+        if single.is_file() {
+            ws.add_safetensors(&single)?;
+        } else if index.is_file() {
+            for shard in shard_files(&index)? {
+                ws.add_safetensors(&dir.join(shard))?;
+            }
+        } else {
+            return Err(Error::file(
+                dir,
+                format!("no weights: expected {stem}.safetensors or {stem}.safetensors.index.json"),
+            ));
+        }
+        Ok(ws)
+    }
+
+    pub fn from_safetensors_files(files: &[PathBuf]) -> Result<Self> {
+        let origin = files
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut ws = WeightStore::new(origin);
+        for f in files {
+            ws.add_safetensors(f)?;
+        }
+        Ok(ws)
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.tensors.keys().map(String::as_str)
+    }
+
+    pub fn len(&self) -> usize {
+        self.tensors.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tensors.is_empty()
+    }
+
+    pub fn raw(&self, name: &str) -> Result<&RawTensor> {
+        self.tensors.get(name).ok_or_else(|| Error::MissingTensor {
+            name: name.to_string(),
+            source_desc: self.origin.clone(),
+        })
+    }
+
+    pub fn shape_of(&self, name: &str) -> Result<&[usize]> {
+        Ok(&self.raw(name)?.shape)
+    }
+
+    /// The tensor widened to f32.
+    pub fn get(&self, name: &str) -> Result<Tensor> {
+        let raw = self.raw(name)?;
+        let data = bytes_to_f32(raw.bytes(), raw.dtype).ok_or_else(|| Error::UnsupportedDType {
+            name: name.to_string(),
+            dtype: raw.dtype.to_string(),
+        })?;
+        Tensor::new(raw.shape.clone(), data)
+    }
+
+    /// The tensor widened to f32, after checking its shape.
+    pub fn get_shaped(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let raw = self.raw(name)?;
+        if raw.shape != shape {
+            return Err(Error::TensorShape {
+                name: name.to_string(),
+                expected: shape.to_vec(),
+                found: raw.shape.clone(),
+            });
+        }
+        self.get(name)
+    }
+
+    /// A store whose names are rewritten by `rename` (None drops the tensor).
+    pub fn renamed(self, mut rename: impl FnMut(&str) -> Option<String>) -> Self {
+        let tensors = self
+            .tensors
+            .into_iter()
+            .filter_map(|(k, v)| rename(&k).map(|k| (k, v)))
+            .collect();
+        WeightStore {
+            tensors,
+            origin: self.origin,
+        }
+    }
+}
+
+fn shard_files(index: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(index)
+        .map_err(|e| Error::file(index, format!("cannot read: {e}")))?;
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Error::file(index, format!("invalid json: {e}")))?;
+    let map = json
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| Error::file(index, "missing object `weight_map`"))?;
+    let mut files: Vec<String> = Vec::new();
+    for v in map.values() {
+        let f = v
+            .as_str()
+            .ok_or_else(|| Error::file(index, "weight_map values must be file names"))?;
+        if f.contains('/') || f.contains('\\') || f.starts_with('.') {
+            return Err(Error::file(
+                index,
+                format!("shard name `{f}` must be a plain file name"),
+            ));
+        }
+        if !files.iter().any(|x| x == f) {
+            files.push(f.to_string());
+        }
+    }
+    files.sort();
+    Ok(files)
+}
