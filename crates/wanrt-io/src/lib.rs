@@ -1,1 +1,23 @@
-//! wanrt-io
+//! wanrt-io: safe readers and writers of untrusted tensor files.
+//!
+//! - [`pth`]: PyTorch `torch.save` zip files, through a restricted pickle VM that never
+//!   runs code and accepts only the globals a state_dict uses.
+//! - [`npy`] / [`npz`]: NumPy arrays and archives (what pytorch-fid's `numpy.load` reads).
+//! - [`atomic`]: write-to-temp-then-rename helpers, so no failed write leaves a partial file.
+//!
+//! Headers are never trusted for allocation: sizes are checked against the file first,
+//! with checked arithmetic. No tensor type lives here; callers get bytes, shapes, dtypes.
+
+pub mod atomic;
+pub mod error;
+pub mod npy;
+pub mod npz;
+mod pickle;
+pub mod pth;
+mod zipfile;
+
+pub use atomic::{create_dir_atomic, write_atomic};
+pub use error::{Error, Result};
+pub use npy::{read_npy, write_npy, NpyArray, NpyDType, NpyElement};
+pub use npz::{read_npz, write_npz, NpzReader};
+pub use pth::{read_pth, PthFile, PthTensor, TorchDType};

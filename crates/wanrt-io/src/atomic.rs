@@ -1,0 +1,73 @@
+//! Atomic output: write into a temporary file (or folder) beside the target, then rename.
+//!
+//! On any error the temporary is removed and the target is left untouched, so a failed
+//! write never leaves a partial output file.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// Writes `path` atomically: `write` fills a buffered temporary file in the same folder,
+/// which is flushed, synced and renamed over `path` only if `write` succeeds.
+pub fn write_atomic<F>(path: impl AsRef<Path>, write: F) -> Result<()>
+where
+    F: FnOnce(&mut BufWriter<&mut File>) -> Result<()>,
+{
+    let path = path.as_ref();
+    let dir = parent_dir(path);
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".wanrt-tmp-")
+        .tempfile_in(dir)
+        .map_err(|e| Error::io(dir, e))?;
+    {
+        let mut w = BufWriter::new(tmp.as_file_mut());
+        write(&mut w)?;
+        w.flush().map_err(|e| Error::io(path, e))?;
+    }
+    tmp.as_file().sync_all().map_err(|e| Error::io(path, e))?;
+    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
+    Ok(())
+}
+
+/// Creates the folder `path` atomically: `fill` writes into a temporary folder beside it,
+/// which is renamed to `path` only if `fill` succeeds. `path` must not exist, or be an
+/// empty folder (it is replaced); a non-empty folder is an error, never overwritten.
+pub fn create_dir_atomic<F>(path: impl AsRef<Path>, fill: F) -> Result<()>
+where
+    F: FnOnce(&Path) -> Result<()>,
+{
+    let path = path.as_ref();
+    if path.exists() {
+        let mut entries = std::fs::read_dir(path).map_err(|e| Error::io(path, e))?;
+        if entries.next().is_some() {
+            return Err(Error::Invalid {
+                path: path.to_path_buf(),
+                msg: "output folder exists and is not empty (refusing to overwrite)".into(),
+            });
+        }
+    }
+    let dir = parent_dir(path);
+    let tmp = tempfile::Builder::new()
+        .prefix(".wanrt-tmp-")
+        .tempdir_in(dir)
+        .map_err(|e| Error::io(dir, e))?;
+    fill(tmp.path())?;
+    if path.exists() {
+        std::fs::remove_dir(path).map_err(|e| Error::io(path, e))?;
+    }
+    let tmp_path = tmp.keep();
+    if let Err(e) = std::fs::rename(&tmp_path, path) {
+        let _ = std::fs::remove_dir_all(&tmp_path);
+        return Err(Error::io(path, e));
+    }
+    Ok(())
+}

@@ -1,0 +1,113 @@
+//! The crate's error type: every variant names the file and says what was expected.
+
+use std::path::{Path, PathBuf};
+
+/// Result alias of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Errors of wanrt-io. Every variant carries the path of the file it is about.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An operating-system error while opening, reading, writing or renaming a file.
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not a well-formed file of the expected format.
+    #[error("{}: not a valid {format} file: {msg}", path.display())]
+    Format {
+        path: PathBuf,
+        format: &'static str,
+        msg: String,
+    },
+    /// The file is well-formed but uses a feature this reader does not support.
+    #[error("{}: unsupported {what}: found {found}, expected {expected}", path.display())]
+    Unsupported {
+        path: PathBuf,
+        what: &'static str,
+        found: String,
+        expected: String,
+    },
+    /// A pickle asked for a Python global outside the allow-list (it could run code).
+    #[error(
+        "{}: refusing pickle global `{module}.{name}`: only the globals of a PyTorch \
+         state_dict are allowed (collections.OrderedDict, torch._utils._rebuild_tensor_v2, \
+         torch._utils._rebuild_parameter, torch.*Storage); the file may try to run code",
+        path.display()
+    )]
+    ForbiddenGlobal {
+        path: PathBuf,
+        module: String,
+        name: String,
+    },
+    /// A tensor's shape, strides or offset are inconsistent with its storage.
+    #[error("{}: tensor `{name}`: {msg}", path.display())]
+    Tensor {
+        path: PathBuf,
+        name: String,
+        msg: String,
+    },
+    /// A named entry (tensor, array) is not in the file.
+    #[error("{}: no {what} named `{name}` (found: {available})", path.display())]
+    Missing {
+        path: PathBuf,
+        what: &'static str,
+        name: String,
+        available: String,
+    },
+    /// The caller passed an array whose data does not match its declared shape/dtype.
+    #[error("{}: {msg}", path.display())]
+    Invalid { path: PathBuf, msg: String },
+}
+
+impl Error {
+    /// Wraps an `std::io::Error` with the path it happened on.
+    pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.as_ref().to_path_buf(),
+            source,
+        }
+    }
+
+    /// A format error for `path`.
+    pub fn format(path: impl AsRef<Path>, format: &'static str, msg: impl Into<String>) -> Self {
+        Error::Format {
+            path: path.as_ref().to_path_buf(),
+            format,
+            msg: msg.into(),
+        }
+    }
+
+    /// The path this error is about.
+    pub fn path(&self) -> &Path {
+        match self {
+            Error::Io { path, .. }
+            | Error::Format { path, .. }
+            | Error::Unsupported { path, .. }
+            | Error::ForbiddenGlobal { path, .. }
+            | Error::Tensor { path, .. }
+            | Error::Missing { path, .. }
+            | Error::Invalid { path, .. } => path,
+        }
+    }
+}
+
+/// Joins up to `max` names for an error message, with a count of the rest.
+pub(crate) fn list_names<'a>(names: impl Iterator<Item = &'a str>, max: usize) -> String {
+    let all: Vec<&str> = names.collect();
+    if all.is_empty() {
+        return "nothing".to_string();
+    }
+    let mut s = all
+        .iter()
+        .take(max)
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if all.len() > max {
+        s.push_str(&format!(" and {} more", all.len() - max));
+    }
+    s
+}
