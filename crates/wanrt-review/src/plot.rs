@@ -37,10 +37,11 @@ fn text<DB: DrawingBackend>(
                     if bits & (1 << rx) != 0 {
                         let x0 = cx + rx * scale;
                         let y0 = y + ry as i32 * scale;
-                        let _ = area.draw(&Rectangle::new(
-                            [(x0, y0), (x0 + scale - 1, y0 + scale - 1)],
-                            color.filled(),
-                        ));
+                        for dy in 0..scale {
+                            for dx in 0..scale {
+                                let _ = area.draw_pixel((x0 + dx, y0 + dy), color);
+                            }
+                        }
                     }
                 }
             }

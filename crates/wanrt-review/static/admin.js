@@ -34,7 +34,7 @@ async function main() {
   out.replaceChildren();
   for (const c of r.criteria) {
     out.appendChild(h("h2", c.label + " (" + c.n_votes + " votes)"));
-    out.appendChild(table("pairs-" + c.criterion, ["pair", "wins", "ties", "losses", "n", "share of first (wins + ties/2)", "95% CI"],
+    out.appendChild(table("pairs-" + c.criterion, ["pair", "first wins", "ties", "second wins", "n", "share of first (wins + ties/2)", "95% CI"],
       c.pairs.map((p) => [p.a + " vs " + p.b, p.a_wins, p.ties, p.b_wins, p.n, f(p.a_share), ci(p.a_share_ci)])));
     out.appendChild(table("bt-" + c.criterion, ["variant", "Bradley–Terry log-strength", "95% CI", "comparisons"],
       c.bradley_terry.map((s) => [s.variant, c.n_votes ? f(s.log_strength) : "–", ci(s.ci), s.n])));

@@ -89,7 +89,7 @@ async fn fifty_raters_forty_votes_each() {
         *per_pair.iter().max().unwrap(),
     );
     eprintln!("load: votes per pair {min}..{max}");
-    assert!(max - min <= 6, "unbalanced: {min}..{max}");
+    assert!(max - min <= 3, "unbalanced: {min}..{max}");
     let ok: String = conn
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .unwrap();
