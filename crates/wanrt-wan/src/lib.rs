@@ -1,1 +1,14 @@
-//! wanrt-wan
+//! wanrt-wan: the Wan2.1 text-to-video model family.
+//!
+//! One file per component, each mirroring its reference module:
+//! UMT5 text encoder (transformers), diffusion transformer, causal 3D VAE,
+//! flow-matching schedulers and the pipeline (diffusers).
+
+pub mod error;
+pub mod rope;
+pub mod scheduler;
+pub mod scheduler_euler;
+pub mod scheduler_unipc;
+pub mod transformer;
+
+pub use error::{Error, Result};

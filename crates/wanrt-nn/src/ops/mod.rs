@@ -5,7 +5,10 @@ pub mod activation;
 pub mod attention;
 pub mod conv;
 pub mod matmul;
+pub mod modulate;
 pub mod norm;
+pub mod pool;
+pub mod resize;
 pub mod rope;
 pub mod softmax;
 
@@ -14,6 +17,7 @@ pub use conv::{conv2d, conv3d, Padding3d, PaddingFull};
 pub use activation::{gelu_tanh, silu};
 pub use attention::attention;
 pub use matmul::{matmul, matmul_nt};
+pub use modulate::{add_gated, layer_norm_modulate};
 pub use norm::{layer_norm, rms_norm};
 pub use softmax::softmax_last_dim;
 

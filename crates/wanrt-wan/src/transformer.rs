@@ -1,0 +1,543 @@
+//! Wan2.1 text-to-video diffusion transformer.
+//!
+//! Mirrors diffusers 0.42.1 `WanTransformer3DModel`, `WanTransformerBlock`,
+//! `WanAttention` + `WanAttnProcessor` and `WanTimeTextImageEmbedding`
+//! (models/transformers/transformer_wan.py). Parameter names are the
+//! diffusers state-dict names; the original release layout is renamed to
+//! them on load (see [`crate::names`]).
+
+use crate::rope::{rope_tables, split_dims, RopeTables};
+use crate::{Error, Result};
+use serde::Deserialize;
+use wanrt_nn::ops::attention::AttentionBias;
+use wanrt_nn::ops::{self, rope::apply_rope_interleaved};
+use wanrt_nn::{Linear, Tensor, WeightStore};
+
+fn default_patch() -> [usize; 3] {
+    [1, 2, 2]
+}
+fn default_true() -> bool {
+    true
+}
+fn default_eps() -> f32 {
+    1e-6
+}
+fn default_rope_len() -> usize {
+    1024
+}
+fn default_freq_dim() -> usize {
+    256
+}
+
+/// `transformer/config.json` of a diffusers Wan model (defaults as diffusers).
+#[derive(Debug, Clone, Deserialize)]
+pub struct TransformerConfig {
+    #[serde(default = "default_patch")]
+    pub patch_size: [usize; 3],
+    pub num_attention_heads: usize,
+    pub attention_head_dim: usize,
+    pub in_channels: usize,
+    #[serde(default)]
+    pub out_channels: Option<usize>,
+    pub text_dim: usize,
+    #[serde(default = "default_freq_dim")]
+    pub freq_dim: usize,
+    pub ffn_dim: usize,
+    pub num_layers: usize,
+    #[serde(default = "default_true")]
+    pub cross_attn_norm: bool,
+    #[serde(default = "default_eps")]
+    pub eps: f32,
+    #[serde(default)]
+    pub image_dim: Option<usize>,
+    #[serde(default)]
+    pub added_kv_proj_dim: Option<usize>,
+    #[serde(default = "default_rope_len")]
+    pub rope_max_seq_len: usize,
+}
+
+impl TransformerConfig {
+    pub fn inner_dim(&self) -> usize {
+        self.num_attention_heads * self.attention_head_dim
+    }
+    pub fn out_channels(&self) -> usize {
+        self.out_channels.unwrap_or(self.in_channels)
+    }
+    pub fn patch_volume(&self) -> usize {
+        self.patch_size.iter().product()
+    }
+
+    /// Wan2.1-T2V-1.3B, for benchmarks.
+    pub fn t2v_1_3b() -> Self {
+        TransformerConfig {
+            patch_size: [1, 2, 2],
+            num_attention_heads: 12,
+            attention_head_dim: 128,
+            in_channels: 16,
+            out_channels: Some(16),
+            text_dim: 4096,
+            freq_dim: 256,
+            ffn_dim: 8960,
+            num_layers: 30,
+            cross_attn_norm: true,
+            eps: 1e-6,
+            image_dim: None,
+            added_kv_proj_dim: None,
+            rope_max_seq_len: 1024,
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if self.image_dim.is_some() || self.added_kv_proj_dim.is_some() {
+            return Err(Error::Config(
+                "transformer: image-conditioned (I2V) Wan models are not supported yet; expected a T2V config".into(),
+            ));
+        }
+        let d = self.attention_head_dim;
+        if d % 2 != 0 || split_dims(d).iter().any(|&p| p % 2 != 0) {
+            return Err(Error::Config(format!(
+                "transformer: attention_head_dim {d} cannot be split for 3D RoPE"
+            )));
+        }
+        if self.patch_size.contains(&0) || self.num_layers == 0 || self.num_attention_heads == 0 {
+            return Err(Error::Config(
+                "transformer: patch_size, num_layers and heads must be positive".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+struct SelfAttention {
+    /// Fused `to_q | to_k | to_v`: one GEMM instead of three.
+    qkv: Linear,
+    norm_q: Vec<f32>,
+    norm_k: Vec<f32>,
+    to_out: Linear,
+}
+
+struct CrossAttention {
+    to_q: Linear,
+    /// Fused `to_k | to_v` over the text tokens.
+    kv: Linear,
+    norm_q: Vec<f32>,
+    norm_k: Vec<f32>,
+    to_out: Linear,
+}
+
+struct Block {
+    attn1: SelfAttention,
+    attn2: CrossAttention,
+    /// `norm2` affine parameters (None when `cross_attn_norm` is false).
+    norm2: Option<(Vec<f32>, Vec<f32>)>,
+    ffn_in: Linear,
+    ffn_out: Linear,
+    /// `[6, C]`: shift, scale, gate (attention), shift, scale, gate (FFN).
+    scale_shift_table: Vec<f32>,
+}
+
+fn fuse_linears(parts: &[Linear]) -> Result<Linear> {
+    let weights: Vec<&Tensor> = parts.iter().map(|l| &l.weight).collect();
+    let weight = Tensor::cat(&weights, 0)?;
+    let bias = parts
+        .iter()
+        .map(|l| l.bias.clone())
+        .collect::<Option<Vec<_>>>()
+        .map(|b| b.concat());
+    Ok(Linear { weight, bias })
+}
+
+fn load_vec(ws: &WeightStore, name: &str, len: usize) -> Result<Vec<f32>> {
+    Ok(ws.get_shaped(name, &[len])?.into_data())
+}
+
+impl Block {
+    fn load(ws: &WeightStore, cfg: &TransformerConfig, i: usize) -> Result<Self> {
+        let dim = cfg.inner_dim();
+        let p = |s: &str| format!("blocks.{i}.{s}");
+        let lin = |s: &str, i_: usize, o: usize| Linear::load(ws, &p(s), i_, o, true);
+        let attn1 = SelfAttention {
+            qkv: fuse_linears(&[
+                lin("attn1.to_q", dim, dim)?,
+                lin("attn1.to_k", dim, dim)?,
+                lin("attn1.to_v", dim, dim)?,
+            ])?,
+            norm_q: load_vec(ws, &p("attn1.norm_q.weight"), dim)?,
+            norm_k: load_vec(ws, &p("attn1.norm_k.weight"), dim)?,
+            to_out: lin("attn1.to_out.0", dim, dim)?,
+        };
+        let attn2 = CrossAttention {
+            to_q: lin("attn2.to_q", dim, dim)?,
+            kv: fuse_linears(&[lin("attn2.to_k", dim, dim)?, lin("attn2.to_v", dim, dim)?])?,
+            norm_q: load_vec(ws, &p("attn2.norm_q.weight"), dim)?,
+            norm_k: load_vec(ws, &p("attn2.norm_k.weight"), dim)?,
+            to_out: lin("attn2.to_out.0", dim, dim)?,
+        };
+        let norm2 = if cfg.cross_attn_norm {
+            Some((
+                load_vec(ws, &p("norm2.weight"), dim)?,
+                load_vec(ws, &p("norm2.bias"), dim)?,
+            ))
+        } else {
+            None
+        };
+        Ok(Block {
+            attn1,
+            attn2,
+            norm2,
+            ffn_in: lin("ffn.net.0.proj", dim, cfg.ffn_dim)?,
+            ffn_out: lin("ffn.net.2", cfg.ffn_dim, dim)?,
+            scale_shift_table: ws
+                .get_shaped(&p("scale_shift_table"), &[1, 6, dim])?
+                .into_data(),
+        })
+    }
+}
+
+/// Per-forward conditioning shared by all blocks.
+struct Conditioning {
+    /// `[B, C]`.
+    temb: Vec<f32>,
+    /// `[B, 6, C]` projected timestep.
+    timestep_proj: Vec<f32>,
+    /// `[B, L_text, C]` projected text tokens.
+    context: Tensor,
+}
+
+pub struct WanTransformer {
+    pub config: TransformerConfig,
+    /// Patch embedding as a GEMM: `[C, in·pt·ph·pw]`.
+    patch_embed: Linear,
+    time_linear_1: Linear,
+    time_linear_2: Linear,
+    time_proj: Linear,
+    text_linear_1: Linear,
+    text_linear_2: Linear,
+    blocks: Vec<Block>,
+    proj_out: Linear,
+    /// `[2, C]`: shift, scale of the output norm.
+    scale_shift_table: Vec<f32>,
+}
+
+impl WanTransformer {
+    pub fn load(ws: &WeightStore, config: TransformerConfig) -> Result<Self> {
+        config.validate()?;
+        let dim = config.inner_dim();
+        let [pt, ph, pw] = config.patch_size;
+        let patch_in = config.in_channels * pt * ph * pw;
+        let pe_w = ws.get_shaped(
+            "patch_embedding.weight",
+            &[dim, config.in_channels, pt, ph, pw],
+        )?;
+        let patch_embed = Linear {
+            weight: pe_w.reshape([dim, patch_in])?,
+            bias: Some(load_vec(ws, "patch_embedding.bias", dim)?),
+        };
+        let ce = |s: &str, i: usize, o: usize| {
+            Linear::load(ws, &format!("condition_embedder.{s}"), i, o, true)
+        };
+        let blocks = (0..config.num_layers)
+            .map(|i| Block::load(ws, &config, i))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(WanTransformer {
+            patch_embed,
+            time_linear_1: ce("time_embedder.linear_1", config.freq_dim, dim)?,
+            time_linear_2: ce("time_embedder.linear_2", dim, dim)?,
+            time_proj: ce("time_proj", dim, 6 * dim)?,
+            text_linear_1: ce("text_embedder.linear_1", config.text_dim, dim)?,
+            text_linear_2: ce("text_embedder.linear_2", dim, dim)?,
+            blocks,
+            proj_out: Linear::load(
+                ws,
+                "proj_out",
+                dim,
+                config.out_channels() * config.patch_volume(),
+                true,
+            )?,
+            scale_shift_table: ws
+                .get_shaped("scale_shift_table", &[1, 2, dim])?
+                .into_data(),
+            config,
+        })
+    }
+
+    /// Number of parameters held (for reports).
+    pub fn num_params(&self) -> usize {
+        let lin = |l: &Linear| l.weight.numel() + l.bias.as_ref().map_or(0, Vec::len);
+        let mut n = [
+            &self.patch_embed,
+            &self.time_linear_1,
+            &self.time_linear_2,
+            &self.time_proj,
+        ]
+        .iter()
+        .chain([&self.text_linear_1, &self.text_linear_2, &self.proj_out].iter())
+        .map(|l| lin(l))
+        .sum::<usize>()
+            + self.scale_shift_table.len();
+        for b in &self.blocks {
+            n += [
+                &b.attn1.qkv,
+                &b.attn1.to_out,
+                &b.attn2.to_q,
+                &b.attn2.kv,
+                &b.attn2.to_out,
+                &b.ffn_in,
+                &b.ffn_out,
+            ]
+            .iter()
+            .map(|l| lin(l))
+            .sum::<usize>();
+            n += b.attn1.norm_q.len() * 4 + b.scale_shift_table.len();
+            n += b.norm2.as_ref().map_or(0, |(w, bb)| w.len() + bb.len());
+        }
+        n
+    }
+
+    /// Sinusoidal timestep features `[B, freq_dim]` (flip_sin_to_cos=True,
+    /// downscale_freq_shift=0), computed in f32 like diffusers' `Timesteps`.
+    fn timestep_features(&self, timesteps: &[f32]) -> Tensor {
+        let dim = self.config.freq_dim;
+        let half = dim / 2;
+        let freqs: Vec<f32> = (0..half)
+            .map(|i| (-(10000f32.ln()) * i as f32 / half as f32).exp())
+            .collect();
+        let mut out = Vec::with_capacity(timesteps.len() * dim);
+        for &t in timesteps {
+            out.extend(freqs.iter().map(|&f| (t * f).cos()));
+            out.extend(freqs.iter().map(|&f| (t * f).sin()));
+            out.extend(std::iter::repeat_n(0.0, dim - 2 * half));
+        }
+        Tensor::new([timesteps.len(), dim], out).expect("sizes match")
+    }
+
+    fn condition(&self, timesteps: &[f32], text: &Tensor) -> Result<Conditioning> {
+        let b = timesteps.len();
+        let dim = self.config.inner_dim();
+        let t = self.timestep_features(timesteps);
+        let temb = self
+            .time_linear_2
+            .forward(&ops::silu(self.time_linear_1.forward(&t)?))?;
+        let timestep_proj = self.time_proj.forward(&ops::silu(temb.clone()))?;
+        let context = self
+            .text_linear_2
+            .forward(&ops::gelu_tanh(self.text_linear_1.forward(text)?))?;
+        debug_assert_eq!(temb.numel(), b * dim);
+        Ok(Conditioning {
+            temb: temb.into_data(),
+            timestep_proj: timestep_proj.into_data(),
+            context,
+        })
+    }
+
+    /// Token grid `(f, h, w)` for latents of `(frames, height, width)`.
+    pub fn grid(&self, frames: usize, height: usize, width: usize) -> Result<[usize; 3]> {
+        let [pt, ph, pw] = self.config.patch_size;
+        if frames % pt != 0 || height % ph != 0 || width % pw != 0 {
+            return Err(Error::Shape(format!(
+                "latent size {frames}×{height}×{width} is not divisible by patch size {:?}",
+                self.config.patch_size
+            )));
+        }
+        let grid = [frames / pt, height / ph, width / pw];
+        if grid.iter().any(|&g| g > self.config.rope_max_seq_len) {
+            return Err(Error::Shape(format!(
+                "token grid {grid:?} exceeds rope_max_seq_len {}",
+                self.config.rope_max_seq_len
+            )));
+        }
+        Ok(grid)
+    }
+
+    /// Rotary tables for a token grid; callers running many steps on one
+    /// shape compute them once.
+    pub fn rope(&self, grid: [usize; 3]) -> RopeTables {
+        rope_tables(self.config.attention_head_dim, grid, 10000.0)
+    }
+
+    /// `latents: [B, C_in, F, H, W]`, `timesteps: [B]`, `text: [B, L_text, text_dim]`
+    /// → `[B, C_out, F, H, W]` (the flow prediction).
+    pub fn forward(&self, latents: &Tensor, timesteps: &[f32], text: &Tensor) -> Result<Tensor> {
+        let &[b, c, f, h, w] = latents.shape() else {
+            return Err(Error::Shape(format!(
+                "transformer input must be [B, C, F, H, W], found {:?}",
+                latents.shape()
+            )));
+        };
+        if c != self.config.in_channels
+            || timesteps.len() != b
+            || text.rank() != 3
+            || text.dim(0) != b
+        {
+            return Err(Error::Shape(format!(
+                "transformer inputs: latents {:?} (expected {} channels), {} timesteps, text {:?} (expected [{b}, L, {}])",
+                latents.shape(),
+                self.config.in_channels,
+                timesteps.len(),
+                text.shape(),
+                self.config.text_dim
+            )));
+        }
+        let grid = self.grid(f, h, w)?;
+        let rope = self.rope(grid);
+        let cond = self.condition(timesteps, text)?;
+        let mut x = self
+            .patch_embed
+            .forward(&patchify(latents, self.config.patch_size)?)?;
+        for block in &self.blocks {
+            x = self.block_forward(block, x, &cond, &rope)?;
+        }
+        // Output norm with the final shift/scale table.
+        let dim = self.config.inner_dim();
+        let (mut shift, mut scale) = (Vec::with_capacity(b * dim), Vec::with_capacity(b * dim));
+        for bi in 0..b {
+            let temb = &cond.temb[bi * dim..(bi + 1) * dim];
+            shift.extend((0..dim).map(|i| self.scale_shift_table[i] + temb[i]));
+            scale.extend((0..dim).map(|i| self.scale_shift_table[dim + i] + temb[i]));
+        }
+        let x = ops::layer_norm_modulate(&x, self.config.eps, &scale, &shift)?;
+        let x = self.proj_out.forward(&x)?;
+        unpatchify(
+            &x,
+            b,
+            self.config.out_channels(),
+            grid,
+            self.config.patch_size,
+        )
+    }
+
+    fn block_forward(
+        &self,
+        blk: &Block,
+        mut x: Tensor,
+        cond: &Conditioning,
+        rope: &RopeTables,
+    ) -> Result<Tensor> {
+        let dim = self.config.inner_dim();
+        let heads = self.config.num_attention_heads;
+        let eps = self.config.eps;
+        let b = x.dim(0);
+        // mods[k]: [B, C] = scale_shift_table[k] + timestep_proj[:, k].
+        let mods: Vec<Vec<f32>> = (0..6)
+            .map(|k| {
+                (0..b)
+                    .flat_map(|bi| {
+                        let tp = &cond.timestep_proj[(bi * 6 + k) * dim..(bi * 6 + k + 1) * dim];
+                        let table = &blk.scale_shift_table[k * dim..(k + 1) * dim];
+                        tp.iter().zip(table).map(|(a, t)| a + t).collect::<Vec<_>>()
+                    })
+                    .collect()
+            })
+            .collect();
+
+        // Self-attention.
+        let nx = ops::layer_norm_modulate(&x, eps, &mods[1], &mods[0])?;
+        let attn = self.self_attention(&blk.attn1, &nx, heads, rope)?;
+        ops::add_gated(&mut x, &attn, &mods[2])?;
+
+        // Cross-attention over the text tokens.
+        let nx = match &blk.norm2 {
+            Some((wt, bs)) => ops::layer_norm(x.clone(), eps, Some(wt), Some(bs))?,
+            None => x.clone(),
+        };
+        let attn = self.cross_attention(&blk.attn2, &nx, &cond.context, heads)?;
+        x.add_assign(&attn)?;
+
+        // Feed-forward.
+        let nx = ops::layer_norm_modulate(&x, eps, &mods[4], &mods[3])?;
+        let hidden = ops::gelu_tanh(blk.ffn_in.forward(&nx)?);
+        let ff = blk.ffn_out.forward(&hidden)?;
+        ops::add_gated(&mut x, &ff, &mods[5])?;
+        Ok(x)
+    }
+
+    fn self_attention(
+        &self,
+        a: &SelfAttention,
+        x: &Tensor,
+        heads: usize,
+        rope: &RopeTables,
+    ) -> Result<Tensor> {
+        let (b, l, dim) = (x.dim(0), x.dim(1), x.dim(2));
+        let qkv = a.qkv.forward(x)?;
+        let q = qkv.narrow(2, 0, dim)?;
+        let k = qkv.narrow(2, dim, dim)?;
+        let v = qkv.narrow(2, 2 * dim, dim)?;
+        drop(qkv);
+        let hd = dim / heads;
+        let mut q =
+            ops::rms_norm(q, self.config.eps, Some(&a.norm_q))?.reshape([b, l, heads, hd])?;
+        let mut k =
+            ops::rms_norm(k, self.config.eps, Some(&a.norm_k))?.reshape([b, l, heads, hd])?;
+        apply_rope_interleaved(&mut q, &rope.cos, &rope.sin)?;
+        apply_rope_interleaved(&mut k, &rope.cos, &rope.sin)?;
+        let v = v.reshape([b, l, heads, hd])?;
+        let o = ops::attention(
+            &q,
+            &k,
+            &v,
+            1.0 / (hd as f32).sqrt(),
+            AttentionBias::default(),
+        )?;
+        Ok(a.to_out.forward(&o.reshape([b, l, dim])?)?)
+    }
+
+    fn cross_attention(
+        &self,
+        a: &CrossAttention,
+        x: &Tensor,
+        ctx: &Tensor,
+        heads: usize,
+    ) -> Result<Tensor> {
+        let (b, l, dim) = (x.dim(0), x.dim(1), x.dim(2));
+        let lt = ctx.dim(1);
+        let hd = dim / heads;
+        let q = ops::rms_norm(a.to_q.forward(x)?, self.config.eps, Some(&a.norm_q))?
+            .reshape([b, l, heads, hd])?;
+        let kv = a.kv.forward(ctx)?;
+        let k = ops::rms_norm(kv.narrow(2, 0, dim)?, self.config.eps, Some(&a.norm_k))?
+            .reshape([b, lt, heads, hd])?;
+        let v = kv.narrow(2, dim, dim)?.reshape([b, lt, heads, hd])?;
+        let o = ops::attention(
+            &q,
+            &k,
+            &v,
+            1.0 / (hd as f32).sqrt(),
+            AttentionBias::default(),
+        )?;
+        Ok(a.to_out.forward(&o.reshape([b, l, dim])?)?)
+    }
+}
+
+/// `[B, C, F, H, W]` → `[B, L, C·pt·ph·pw]` with features ordered `(c, pt, ph, pw)`
+/// like the flattened Conv3d weight.
+fn patchify(x: &Tensor, patch: [usize; 3]) -> Result<Tensor> {
+    let &[b, c, f, h, w] = x.shape() else {
+        unreachable!("checked by caller")
+    };
+    let [pt, ph, pw] = patch;
+    let (gf, gh, gw) = (f / pt, h / ph, w / pw);
+    // [B, C, gf, pt, gh, ph, gw, pw] → [B, gf, gh, gw, C, pt, ph, pw]
+    let t = x
+        .clone()
+        .reshape([b, c, gf, pt, gh, ph, gw, pw])?
+        .permute(&[0, 2, 4, 6, 1, 3, 5, 7])?;
+    Ok(t.reshape([b, gf * gh * gw, c * pt * ph * pw])?)
+}
+
+/// `[B, L, pt·ph·pw·C]` (features ordered `(pt, ph, pw, c)`) → `[B, C, F, H, W]`.
+fn unpatchify(
+    x: &Tensor,
+    b: usize,
+    c: usize,
+    grid: [usize; 3],
+    patch: [usize; 3],
+) -> Result<Tensor> {
+    let [gf, gh, gw] = grid;
+    let [pt, ph, pw] = patch;
+    let t = x
+        .clone()
+        .reshape([b, gf, gh, gw, pt, ph, pw, c])?
+        .permute(&[0, 7, 1, 4, 2, 5, 3, 6])?;
+    Ok(t.reshape([b, c, gf * pt, gh * ph, gw * pw])?)
+}

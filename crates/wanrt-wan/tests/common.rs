@@ -1,0 +1,55 @@
+//! Shared helpers of the parity tests: fixture paths, reference tensors and
+//! comparisons that print max-abs and NMSE with the tensor's name.
+//! Fixtures are made by `tools/fixtures/make_wan_fixtures.py`.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use wanrt_nn::{Tensor, WeightStore};
+
+pub fn fixture(case: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures/wan")
+        .join(case)
+}
+
+pub struct Reference {
+    ws: WeightStore,
+    pub meta: serde_json::Value,
+}
+
+impl Reference {
+    pub fn load(case: &str) -> Self {
+        let dir = fixture(case);
+        let ws = WeightStore::from_safetensors_files(&[dir.join("ref.safetensors")])
+            .expect("ref.safetensors");
+        let meta =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("meta.json")).unwrap()).unwrap();
+        Reference { ws, meta }
+    }
+
+    pub fn get(&self, name: &str) -> Tensor {
+        self.ws
+            .get(name)
+            .unwrap_or_else(|e| panic!("reference {name}: {e}"))
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.ws.contains(name)
+    }
+
+    pub fn steps(&self) -> usize {
+        self.get("sched.timesteps").numel()
+    }
+}
+
+/// Asserts `got ≈ want` within `max_abs` and `max_nmse`, printing both.
+pub fn assert_close(name: &str, got: &Tensor, want: &Tensor, max_abs: f32, max_nmse: f64) {
+    assert_eq!(got.shape(), want.shape(), "{name}: shape");
+    let err = got.max_abs_diff(want).unwrap();
+    let nmse = got.nmse(want).unwrap();
+    println!("{name}: max|Δ| = {err:.3e}, NMSE = {nmse:.3e}");
+    assert!(
+        err <= max_abs && nmse <= max_nmse,
+        "{name}: max|Δ| = {err:.3e} (≤ {max_abs:e}), NMSE = {nmse:.3e} (≤ {max_nmse:e})"
+    );
+}

@@ -1,0 +1,58 @@
+//! One transformer pass per denoising step against diffusers' outputs given
+//! the same inputs (`step{i}.noise_pred_cond/_uncond` in ref.safetensors).
+
+mod common;
+use common::{assert_close, fixture, Reference};
+use wanrt_nn::WeightStore;
+use wanrt_wan::transformer::{TransformerConfig, WanTransformer};
+
+fn check_case(case: &str) {
+    let dir = fixture(case).join("transformer");
+    let cfg: TransformerConfig =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let ws = WeightStore::from_diffusers_dir(&dir, "diffusion_pytorch_model").unwrap();
+    let model = WanTransformer::load(&ws, cfg).unwrap();
+    let r = Reference::load(case);
+    for i in 0..r.steps() {
+        let latent = r.get(&format!("step{i}.latent_in"));
+        let t = r.get(&format!("step{i}.timestep")).data().to_vec();
+        let cond = model
+            .forward(&latent, &t, &r.get("text.prompt_embeds"))
+            .unwrap();
+        assert_close(
+            &format!("{case} step{i}.noise_pred_cond"),
+            &cond,
+            &r.get(&format!("step{i}.noise_pred_cond")),
+            1e-4,
+            1e-9,
+        );
+        if r.has(&format!("step{i}.noise_pred_uncond")) {
+            let uncond = model
+                .forward(&latent, &t, &r.get("text.negative_prompt_embeds"))
+                .unwrap();
+            let want = r.get(&format!("step{i}.noise_pred_uncond"));
+            assert_close(
+                &format!("{case} step{i}.noise_pred_uncond"),
+                &uncond,
+                &want,
+                1e-4,
+                1e-9,
+            );
+        }
+    }
+}
+
+#[test]
+fn transformer_case_a() {
+    check_case("a");
+}
+
+#[test]
+fn transformer_case_b_bf16_sharded() {
+    check_case("b");
+}
+
+#[test]
+fn transformer_case_c_held_out() {
+    check_case("c");
+}
