@@ -581,9 +581,11 @@ impl<'a> Vm<'a> {
                     let items = self.pop_mark()?;
                     self.list_extend(items)?;
                 }
-                other => return self.err(format!(
+                other => {
+                    return self.err(format!(
                     "opcode 0x{other:02x} is not used by state_dict pickles and is not supported"
-                )),
+                ))
+                }
             }
         }
     }
