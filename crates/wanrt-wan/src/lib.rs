@@ -9,6 +9,8 @@ pub mod rope;
 pub mod scheduler;
 pub mod scheduler_euler;
 pub mod scheduler_unipc;
+pub mod text;
 pub mod transformer;
+pub mod umt5;
 
 pub use error::{Error, Result};

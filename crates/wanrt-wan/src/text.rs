@@ -1,0 +1,186 @@
+//! Prompt → UMT5 embeddings exactly as diffusers' `WanPipeline._get_t5_prompt_embeds`:
+//! clean the prompt, tokenize padded to `max_sequence_length` with `</s>`,
+//! encode with the mask, then zero the rows past each prompt's length.
+
+use crate::umt5::Umt5Encoder;
+use crate::{Error, Result};
+use std::path::Path;
+use tokenizers::{PaddingDirection, PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
+use wanrt_nn::Tensor;
+
+/// diffusers' `prompt_clean`: `html.unescape` twice, strip, collapse whitespace.
+/// (ftfy is not applied: diffusers only uses it when installed.)
+pub fn prompt_clean(text: &str) -> String {
+    let once = html_unescape(text);
+    let twice = html_unescape(&once);
+    twice
+        .split(is_py_whitespace)
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Python's `str.isspace` / `re` `\s` for str patterns.
+fn is_py_whitespace(c: char) -> bool {
+    c.is_whitespace() || ('\x1c'..='\x1f').contains(&c)
+}
+
+/// The HTML entities prompts meet in practice: the XML five, `&nbsp;`, and
+/// decimal/hex character references (a subset of Python's `html.unescape`).
+fn html_unescape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(pos) = rest.find('&') {
+        out.push_str(&rest[..pos]);
+        rest = &rest[pos..];
+        let end = rest[1..].find(';').map(|e| e + 1).filter(|&e| e <= 32);
+        let decoded = end.and_then(|e| {
+            let name = &rest[1..e];
+            let ch = match name {
+                "amp" => Some('&'),
+                "lt" => Some('<'),
+                "gt" => Some('>'),
+                "quot" => Some('"'),
+                "apos" => Some('\''),
+                "nbsp" => Some('\u{a0}'),
+                _ if name.starts_with("#x") || name.starts_with("#X") => {
+                    u32::from_str_radix(&name[2..], 16)
+                        .ok()
+                        .and_then(char::from_u32)
+                }
+                _ if name.starts_with('#') => {
+                    name[1..].parse::<u32>().ok().and_then(char::from_u32)
+                }
+                _ => None,
+            };
+            ch.map(|c| (c, e + 1))
+        });
+        match decoded {
+            Some((c, len)) => {
+                out.push(c);
+                rest = &rest[len..];
+            }
+            None => {
+                out.push('&');
+                rest = &rest[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+pub struct PromptTokenizer {
+    tokenizer: Tokenizer,
+}
+
+/// Token ids and attention mask of a batch, `[B, L]` each.
+pub struct TokenBatch {
+    pub ids: Vec<u32>,
+    pub mask: Vec<u32>,
+    pub batch: usize,
+    pub len: usize,
+}
+
+impl PromptTokenizer {
+    /// Loads `tokenizer.json` from a tokenizer folder (diffusers `tokenizer/`,
+    /// or the release's `google/umt5-xxl/`).
+    pub fn from_dir(dir: &Path) -> Result<Self> {
+        let file = dir.join("tokenizer.json");
+        if !file.is_file() {
+            return Err(Error::file(
+                dir,
+                "tokenizer folder has no tokenizer.json (a T5TokenizerFast file is expected)",
+            ));
+        }
+        let tokenizer = Tokenizer::from_file(&file)
+            .map_err(|e| Error::file(&file, format!("invalid tokenizer: {e}")))?;
+        Ok(PromptTokenizer { tokenizer })
+    }
+
+    fn pad_id(&self) -> u32 {
+        self.tokenizer.token_to_id("<pad>").unwrap_or(0)
+    }
+
+    /// Tokenizes cleaned prompts padded/truncated to exactly `max_len`.
+    pub fn encode(&self, prompts: &[String], max_len: usize) -> Result<TokenBatch> {
+        if max_len == 0 {
+            return Err(Error::Config(
+                "max_sequence_length must be at least 1".into(),
+            ));
+        }
+        let mut tok = self.tokenizer.clone();
+        tok.with_truncation(Some(TruncationParams {
+            max_length: max_len,
+            ..Default::default()
+        }))
+        .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        tok.with_padding(Some(PaddingParams {
+            strategy: PaddingStrategy::Fixed(max_len),
+            direction: PaddingDirection::Right,
+            pad_id: self.pad_id(),
+            pad_token: "<pad>".into(),
+            ..Default::default()
+        }));
+        let cleaned: Vec<String> = prompts.iter().map(|p| prompt_clean(p)).collect();
+        let encodings = tok
+            .encode_batch(cleaned, true)
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        let mut ids = Vec::with_capacity(prompts.len() * max_len);
+        let mut mask = Vec::with_capacity(prompts.len() * max_len);
+        for e in &encodings {
+            if e.get_ids().len() != max_len {
+                return Err(Error::Tokenizer(format!(
+                    "expected {max_len} tokens, got {}",
+                    e.get_ids().len()
+                )));
+            }
+            ids.extend_from_slice(e.get_ids());
+            mask.extend_from_slice(e.get_attention_mask());
+        }
+        Ok(TokenBatch {
+            ids,
+            mask,
+            batch: prompts.len(),
+            len: max_len,
+        })
+    }
+}
+
+/// Encodes prompts into the transformer's `encoder_hidden_states` `[B, L, d]`:
+/// rows past each prompt's token count are exactly zero.
+pub fn encode_prompts(
+    tok: &PromptTokenizer,
+    enc: &Umt5Encoder,
+    prompts: &[String],
+    max_len: usize,
+) -> Result<Tensor> {
+    let batch = tok.encode(prompts, max_len)?;
+    embed_tokens(enc, &batch)
+}
+
+pub fn embed_tokens(enc: &Umt5Encoder, batch: &TokenBatch) -> Result<Tensor> {
+    let mut h = enc.forward(&batch.ids, &batch.mask, batch.batch)?;
+    let d = h.dim(2);
+    let l = batch.len;
+    for b in 0..batch.batch {
+        let seq_len = batch.mask[b * l..(b + 1) * l]
+            .iter()
+            .filter(|&&m| m > 0)
+            .count();
+        h.data_mut()[(b * l + seq_len) * d..(b + 1) * l * d].fill(0.0);
+    }
+    Ok(h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clean_collapses_whitespace_and_unescapes_twice() {
+        assert_eq!(prompt_clean("  a  red\tfox \n"), "a red fox");
+        assert_eq!(prompt_clean("rock &amp;amp; roll"), "rock & roll");
+        assert_eq!(prompt_clean("x &#65;&#x42; &bogus; &"), "x AB &bogus; &");
+    }
+}
