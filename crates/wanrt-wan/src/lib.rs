@@ -12,5 +12,6 @@ pub mod scheduler_unipc;
 pub mod text;
 pub mod transformer;
 pub mod umt5;
+pub mod vae;
 
 pub use error::{Error, Result};

@@ -1,0 +1,58 @@
+//! VAE decode (one latent frame at a time with the causal cache) and encode
+//! against diffusers' AutoencoderKLWan.
+
+mod common;
+use common::{assert_close, fixture, Reference};
+use wanrt_nn::WeightStore;
+use wanrt_wan::vae::{VaeConfig, WanVae};
+
+fn check_case(case: &str) {
+    let dir = fixture(case).join("vae");
+    let cfg: VaeConfig =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let ws = WeightStore::from_diffusers_dir(&dir, "diffusion_pytorch_model").unwrap();
+    let vae = WanVae::load(&ws, cfg).unwrap();
+    let r = Reference::load(case);
+    let last = r.steps() - 1;
+    let z = vae
+        .denormalize(&r.get(&format!("step{last}.latent_out")))
+        .unwrap();
+    assert_close(
+        &format!("{case} vae.latents_in"),
+        &z,
+        &r.get("vae.latents_in"),
+        1e-5,
+        1e-12,
+    );
+    let decoded = vae.decode(&r.get("vae.latents_in"), |_, _| {}).unwrap();
+    assert_close(
+        &format!("{case} vae.decoded"),
+        &decoded,
+        &r.get("vae.decoded"),
+        1e-4,
+        1e-9,
+    );
+    let mean = vae.encode_mean(&r.get("vae_enc.input")).unwrap();
+    assert_close(
+        &format!("{case} vae_enc.mean"),
+        &mean,
+        &r.get("vae_enc.mean"),
+        1e-4,
+        1e-9,
+    );
+}
+
+#[test]
+fn vae_case_a() {
+    check_case("a");
+}
+
+#[test]
+fn vae_case_b() {
+    check_case("b");
+}
+
+#[test]
+fn vae_case_c() {
+    check_case("c");
+}
