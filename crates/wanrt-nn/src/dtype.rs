@@ -54,24 +54,12 @@ pub fn bytes_to_f32(bytes: &[u8], dtype: DType) -> Option<Vec<f32>> {
     let n = bytes.len() / dtype.size_in_bytes();
     let chunks = |k: usize| bytes.chunks_exact(k);
     Some(match dtype {
-        DType::F32 => chunks(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-        DType::F16 => chunks(2)
-            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        DType::BF16 => chunks(2)
-            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        DType::F64 => chunks(8)
-            .map(|c| f64::from_le_bytes(c.try_into().expect("chunk of 8")) as f32)
-            .collect(),
-        DType::I64 => chunks(8)
-            .map(|c| i64::from_le_bytes(c.try_into().expect("chunk of 8")) as f32)
-            .collect(),
-        DType::I32 => chunks(4)
-            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f32)
-            .collect(),
+        DType::F32 => chunks(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+        DType::F16 => chunks(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+        DType::BF16 => chunks(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+        DType::F64 => chunks(8).map(|c| f64::from_le_bytes(c.try_into().expect("chunk of 8")) as f32).collect(),
+        DType::I64 => chunks(8).map(|c| i64::from_le_bytes(c.try_into().expect("chunk of 8")) as f32).collect(),
+        DType::I32 => chunks(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f32).collect(),
         DType::I8 => bytes.iter().map(|&b| b as i8 as f32).collect(),
         DType::U8 => bytes.iter().map(|&b| b as f32).collect(),
         DType::F8E4M3 => return None,

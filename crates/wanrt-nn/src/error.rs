@@ -5,21 +5,13 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum Error {
     #[error("shape mismatch in {op}: expected {expected}, found {found}")]
-    Shape {
-        op: &'static str,
-        expected: String,
-        found: String,
-    },
+    Shape { op: &'static str, expected: String, found: String },
 
     #[error("missing tensor `{name}` in {source_desc}")]
     MissingTensor { name: String, source_desc: String },
 
     #[error("tensor `{name}`: expected shape {expected:?}, found {found:?}")]
-    TensorShape {
-        name: String,
-        expected: Vec<usize>,
-        found: Vec<usize>,
-    },
+    TensorShape { name: String, expected: Vec<usize>, found: Vec<usize> },
 
     #[error("tensor `{name}`: unsupported dtype {dtype}")]
     UnsupportedDType { name: String, dtype: String },
@@ -37,21 +29,10 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
-    pub fn shape(
-        op: &'static str,
-        expected: impl std::fmt::Debug,
-        found: impl std::fmt::Debug,
-    ) -> Self {
-        Error::Shape {
-            op,
-            expected: format!("{expected:?}"),
-            found: format!("{found:?}"),
-        }
+    pub fn shape(op: &'static str, expected: impl std::fmt::Debug, found: impl std::fmt::Debug) -> Self {
+        Error::Shape { op, expected: format!("{expected:?}"), found: format!("{found:?}") }
     }
     pub fn file(path: impl AsRef<std::path::Path>, message: impl Into<String>) -> Self {
-        Error::File {
-            path: path.as_ref().display().to_string(),
-            message: message.into(),
-        }
+        Error::File { path: path.as_ref().display().to_string(), message: message.into() }
     }
 }

@@ -14,22 +14,9 @@ pub struct Linear {
 
 impl Linear {
     /// Loads `{prefix}.weight` (and `{prefix}.bias` when `bias`) checking `[out, in]`.
-    pub fn load(
-        ws: &WeightStore,
-        prefix: &str,
-        in_dim: usize,
-        out_dim: usize,
-        bias: bool,
-    ) -> Result<Self> {
+    pub fn load(ws: &WeightStore, prefix: &str, in_dim: usize, out_dim: usize, bias: bool) -> Result<Self> {
         let weight = ws.get_shaped(&format!("{prefix}.weight"), &[out_dim, in_dim])?;
-        let bias = if bias {
-            Some(
-                ws.get_shaped(&format!("{prefix}.bias"), &[out_dim])?
-                    .into_data(),
-            )
-        } else {
-            None
-        };
+        let bias = if bias { Some(ws.get_shaped(&format!("{prefix}.bias"), &[out_dim])?.into_data()) } else { None };
         Ok(Linear { weight, bias })
     }
 

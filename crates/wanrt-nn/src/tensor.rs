@@ -43,19 +43,13 @@ impl Tensor {
     pub fn zeros(shape: impl Into<Vec<usize>>) -> Self {
         let shape = shape.into();
         let n = numel(&shape);
-        Tensor {
-            shape,
-            data: vec![0.0; n],
-        }
+        Tensor { shape, data: vec![0.0; n] }
     }
 
     pub fn full(shape: impl Into<Vec<usize>>, value: f32) -> Self {
         let shape = shape.into();
         let n = numel(&shape);
-        Tensor {
-            shape,
-            data: vec![value; n],
-        }
+        Tensor { shape, data: vec![value; n] }
     }
 
     pub fn shape(&self) -> &[usize] {
@@ -114,36 +108,21 @@ impl Tensor {
     pub fn permute(&self, perm: &[usize]) -> Result<Self> {
         let rank = self.rank();
         let mut seen = vec![false; rank];
-        if perm.len() != rank
-            || perm
-                .iter()
-                .any(|&p| p >= rank || std::mem::replace(&mut seen[p], true))
-        {
-            return Err(Error::shape(
-                "permute",
-                format!("a permutation of 0..{rank}"),
-                perm,
-            ));
+        if perm.len() != rank || perm.iter().any(|&p| p >= rank || std::mem::replace(&mut seen[p], true)) {
+            return Err(Error::shape("permute", format!("a permutation of 0..{rank}"), perm));
         }
         let in_strides = contiguous_strides(&self.shape);
         let out_shape: Vec<usize> = perm.iter().map(|&p| self.shape[p]).collect();
         let strides: Vec<usize> = perm.iter().map(|&p| in_strides[p]).collect();
         let mut out = Vec::with_capacity(self.numel());
         gather_strided(&self.data, &out_shape, &strides, 0, &mut out);
-        Ok(Tensor {
-            shape: out_shape,
-            data: out,
-        })
+        Ok(Tensor { shape: out_shape, data: out })
     }
 
     /// Copies the slice `start..start+len` of dimension `dim`.
     pub fn narrow(&self, dim: usize, start: usize, len: usize) -> Result<Self> {
         if dim >= self.rank() || start + len > self.shape[dim] {
-            return Err(Error::shape(
-                "narrow",
-                format!("dim {dim} range {start}..{}", start + len),
-                &self.shape,
-            ));
+            return Err(Error::shape("narrow", format!("dim {dim} range {start}..{}", start + len), &self.shape));
         }
         let outer: usize = self.shape[..dim].iter().product();
         let inner: usize = self.shape[dim + 1..].iter().product();
@@ -160,18 +139,12 @@ impl Tensor {
 
     /// Concatenates along `dim`; all other dims must match.
     pub fn cat(tensors: &[&Tensor], dim: usize) -> Result<Self> {
-        let first = tensors
-            .first()
-            .ok_or_else(|| Error::Msg("cat of no tensors".into()))?;
+        let first = tensors.first().ok_or_else(|| Error::Msg("cat of no tensors".into()))?;
         let rank = first.rank();
         for t in tensors {
             let same = t.rank() == rank
                 && dim < rank
-                && t.shape
-                    .iter()
-                    .zip(&first.shape)
-                    .enumerate()
-                    .all(|(i, (a, b))| i == dim || a == b);
+                && t.shape.iter().zip(&first.shape).enumerate().all(|(i, (a, b))| i == dim || a == b);
             if !same {
                 return Err(Error::shape("cat", &first.shape, &t.shape));
             }
@@ -192,10 +165,7 @@ impl Tensor {
     }
 
     pub fn map(&self, f: impl Fn(f32) -> f32 + Sync) -> Self {
-        Tensor {
-            shape: self.shape.clone(),
-            data: self.data.iter().map(|&x| f(x)).collect(),
-        }
+        Tensor { shape: self.shape.clone(), data: self.data.iter().map(|&x| f(x)).collect() }
     }
 
     pub fn map_inplace(&mut self, f: impl Fn(f32) -> f32 + Sync) {
@@ -203,25 +173,12 @@ impl Tensor {
     }
 
     /// Elementwise `f(self, other)` for tensors of equal shape.
-    pub fn zip_map(
-        &self,
-        other: &Tensor,
-        op: &'static str,
-        f: impl Fn(f32, f32) -> f32,
-    ) -> Result<Self> {
+    pub fn zip_map(&self, other: &Tensor, op: &'static str, f: impl Fn(f32, f32) -> f32) -> Result<Self> {
         if self.shape != other.shape {
             return Err(Error::shape(op, &self.shape, &other.shape));
         }
-        let data = self
-            .data
-            .iter()
-            .zip(&other.data)
-            .map(|(&a, &b)| f(a, b))
-            .collect();
-        Ok(Tensor {
-            shape: self.shape.clone(),
-            data,
-        })
+        let data = self.data.iter().zip(&other.data).map(|(&a, &b)| f(a, b)).collect();
+        Ok(Tensor { shape: self.shape.clone(), data })
     }
 
     pub fn add(&self, other: &Tensor) -> Result<Self> {
@@ -240,10 +197,7 @@ impl Tensor {
         if self.shape != other.shape {
             return Err(Error::shape("add_assign", &self.shape, &other.shape));
         }
-        self.data
-            .iter_mut()
-            .zip(&other.data)
-            .for_each(|(a, &b)| *a += b);
+        self.data.iter_mut().zip(&other.data).for_each(|(a, &b)| *a += b);
         Ok(())
     }
 
@@ -257,9 +211,7 @@ impl Tensor {
         if row.len() != c {
             return Err(Error::shape("add_row", c, row.len()));
         }
-        self.data
-            .chunks_exact_mut(c)
-            .for_each(|r| r.iter_mut().zip(row).for_each(|(a, &b)| *a += b));
+        self.data.chunks_exact_mut(c).for_each(|r| r.iter_mut().zip(row).for_each(|(a, &b)| *a += b));
         Ok(())
     }
 
@@ -267,12 +219,7 @@ impl Tensor {
         if self.shape != other.shape {
             return Err(Error::shape("max_abs_diff", &self.shape, &other.shape));
         }
-        Ok(self
-            .data
-            .iter()
-            .zip(&other.data)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f32::max))
+        Ok(self.data.iter().zip(&other.data).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max))
     }
 
     /// Normalized mean squared error `mse(self, reference) / mse(reference, 0)`.
@@ -289,13 +236,7 @@ impl Tensor {
     }
 }
 
-fn gather_strided(
-    src: &[f32],
-    shape: &[usize],
-    strides: &[usize],
-    base: usize,
-    out: &mut Vec<f32>,
-) {
+fn gather_strided(src: &[f32], shape: &[usize], strides: &[usize], base: usize, out: &mut Vec<f32>) {
     match shape.len() {
         0 => out.push(src[base]),
         1 => {

@@ -8,6 +8,7 @@ use crate::dtype::{bytes_to_f32, DType};
 use crate::error::{Error, Result};
 use crate::Tensor;
 use memmap2::Mmap;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,15 +22,33 @@ enum Bytes {
         end: usize,
     },
     Owned(Arc<Vec<u8>>),
+    /// A tensor of a PyTorch file: a view into its mapped storage.
+    Pth(Arc<wanrt_io::PthTensor>),
 }
 
 impl Bytes {
-    fn as_slice(&self) -> &[u8] {
+    fn as_slice(&self) -> Cow<'_, [u8]> {
         match self {
-            Bytes::Mapped { map, start, end } => &map[*start..*end],
-            Bytes::Owned(v) => v,
+            Bytes::Mapped { map, start, end } => Cow::Borrowed(&map[*start..*end]),
+            Bytes::Owned(v) => Cow::Borrowed(v),
+            Bytes::Pth(t) => t.to_contiguous_bytes(),
         }
     }
+}
+
+fn torch_dtype(d: wanrt_io::TorchDType) -> Option<DType> {
+    use wanrt_io::TorchDType as T;
+    Some(match d {
+        T::F32 => DType::F32,
+        T::F16 => DType::F16,
+        T::BF16 => DType::BF16,
+        T::F64 => DType::F64,
+        T::I64 => DType::I64,
+        T::I32 => DType::I32,
+        T::I8 => DType::I8,
+        T::U8 => DType::U8,
+        T::I16 | T::Bool => return None,
+    })
 }
 
 #[derive(Clone)]
@@ -42,24 +61,17 @@ pub struct RawTensor {
 impl RawTensor {
     /// A tensor from owned little-endian bytes; the length must match.
     pub fn from_bytes(dtype: DType, shape: Vec<usize>, bytes: Vec<u8>) -> Result<Self> {
-        let want = shape
-            .iter()
-            .product::<usize>()
-            .checked_mul(dtype.size_in_bytes());
+        let want = shape.iter().product::<usize>().checked_mul(dtype.size_in_bytes());
         if want != Some(bytes.len()) {
             return Err(Error::Msg(format!(
                 "tensor of shape {shape:?} {dtype} needs {want:?} bytes, found {}",
                 bytes.len()
             )));
         }
-        Ok(RawTensor {
-            dtype,
-            shape,
-            bytes: Bytes::Owned(Arc::new(bytes)),
-        })
+        Ok(RawTensor { dtype, shape, bytes: Bytes::Owned(Arc::new(bytes)) })
     }
 
-    pub fn bytes(&self) -> &[u8] {
+    pub fn bytes(&self) -> Cow<'_, [u8]> {
         self.bytes.as_slice()
     }
 }
@@ -90,10 +102,7 @@ fn st_dtype(d: safetensors::Dtype) -> Option<DType> {
 
 impl WeightStore {
     pub fn new(origin: impl Into<String>) -> Self {
-        WeightStore {
-            tensors: BTreeMap::new(),
-            origin: origin.into(),
-        }
+        WeightStore { tensors: BTreeMap::new(), origin: origin.into() }
     }
 
     pub fn origin(&self) -> &str {
@@ -106,35 +115,31 @@ impl WeightStore {
 
     /// Memory-maps one safetensors file and adds all its tensors.
     pub fn add_safetensors(&mut self, path: &Path) -> Result<()> {
-        let file = std::fs::File::open(path)
-            .map_err(|e| Error::file(path, format!("cannot open: {e}")))?;
+        let file = std::fs::File::open(path).map_err(|e| Error::file(path, format!("cannot open: {e}")))?;
         // SAFETY: the mapping is read-only; a concurrent truncation of the file
         // by another process is outside what any loader can defend against.
-        let map = unsafe { Mmap::map(&file) }
-            .map_err(|e| Error::file(path, format!("cannot map: {e}")))?;
+        let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::file(path, format!("cannot map: {e}")))?;
         let map = Arc::new(map);
         let (header_len, meta) = safetensors::SafeTensors::read_metadata(&map[..])
             .map_err(|e| Error::file(path, format!("not a valid safetensors file: {e}")))?;
         let data_start = 8 + header_len;
         for (name, info) in meta.tensors() {
-            let dtype = st_dtype(info.dtype).ok_or_else(|| Error::UnsupportedDType {
-                name: name.clone(),
-                dtype: format!("{:?}", info.dtype),
-            })?;
+            let dtype = st_dtype(info.dtype)
+                .ok_or_else(|| Error::UnsupportedDType { name: name.clone(), dtype: format!("{:?}", info.dtype) })?;
             let (s, e) = info.data_offsets;
-            let bytes = Bytes::Mapped {
-                map: map.clone(),
-                start: data_start + s,
-                end: data_start + e,
-            };
-            self.tensors.insert(
-                name.clone(),
-                RawTensor {
-                    dtype,
-                    shape: info.shape.clone(),
-                    bytes,
-                },
-            );
+            let bytes = Bytes::Mapped { map: map.clone(), start: data_start + s, end: data_start + e };
+            self.tensors.insert(name.clone(), RawTensor { dtype, shape: info.shape.clone(), bytes });
+        }
+        Ok(())
+    }
+
+    /// Adds the tensors of a PyTorch `torch.save` state dict (read without executing code).
+    pub fn add_pth(&mut self, path: &Path) -> Result<()> {
+        for (name, t) in wanrt_io::read_pth(path)? {
+            let dtype = torch_dtype(t.dtype())
+                .ok_or_else(|| Error::UnsupportedDType { name: name.clone(), dtype: t.dtype().to_string() })?;
+            let shape = t.shape().to_vec();
+            self.tensors.insert(name, RawTensor { dtype, shape, bytes: Bytes::Pth(Arc::new(t)) });
         }
         Ok(())
     }
@@ -161,11 +166,7 @@ impl WeightStore {
     }
 
     pub fn from_safetensors_files(files: &[PathBuf]) -> Result<Self> {
-        let origin = files
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", ");
+        let origin = files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
         let mut ws = WeightStore::new(origin);
         for f in files {
             ws.add_safetensors(f)?;
@@ -190,10 +191,9 @@ impl WeightStore {
     }
 
     pub fn raw(&self, name: &str) -> Result<&RawTensor> {
-        self.tensors.get(name).ok_or_else(|| Error::MissingTensor {
-            name: name.to_string(),
-            source_desc: self.origin.clone(),
-        })
+        self.tensors
+            .get(name)
+            .ok_or_else(|| Error::MissingTensor { name: name.to_string(), source_desc: self.origin.clone() })
     }
 
     pub fn shape_of(&self, name: &str) -> Result<&[usize]> {
@@ -203,10 +203,8 @@ impl WeightStore {
     /// The tensor widened to f32.
     pub fn get(&self, name: &str) -> Result<Tensor> {
         let raw = self.raw(name)?;
-        let data = bytes_to_f32(raw.bytes(), raw.dtype).ok_or_else(|| Error::UnsupportedDType {
-            name: name.to_string(),
-            dtype: raw.dtype.to_string(),
-        })?;
+        let data = bytes_to_f32(&raw.bytes(), raw.dtype)
+            .ok_or_else(|| Error::UnsupportedDType { name: name.to_string(), dtype: raw.dtype.to_string() })?;
         Tensor::new(raw.shape.clone(), data)
     }
 
@@ -225,37 +223,24 @@ impl WeightStore {
 
     /// A store whose names are rewritten by `rename` (None drops the tensor).
     pub fn renamed(self, mut rename: impl FnMut(&str) -> Option<String>) -> Self {
-        let tensors = self
-            .tensors
-            .into_iter()
-            .filter_map(|(k, v)| rename(&k).map(|k| (k, v)))
-            .collect();
-        WeightStore {
-            tensors,
-            origin: self.origin,
-        }
+        let tensors = self.tensors.into_iter().filter_map(|(k, v)| rename(&k).map(|k| (k, v))).collect();
+        WeightStore { tensors, origin: self.origin }
     }
 }
 
 fn shard_files(index: &Path) -> Result<Vec<String>> {
-    let text = std::fs::read_to_string(index)
-        .map_err(|e| Error::file(index, format!("cannot read: {e}")))?;
-    let json: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| Error::file(index, format!("invalid json: {e}")))?;
+    let text = std::fs::read_to_string(index).map_err(|e| Error::file(index, format!("cannot read: {e}")))?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| Error::file(index, format!("invalid json: {e}")))?;
     let map = json
         .get("weight_map")
         .and_then(|m| m.as_object())
         .ok_or_else(|| Error::file(index, "missing object `weight_map`"))?;
     let mut files: Vec<String> = Vec::new();
     for v in map.values() {
-        let f = v
-            .as_str()
-            .ok_or_else(|| Error::file(index, "weight_map values must be file names"))?;
+        let f = v.as_str().ok_or_else(|| Error::file(index, "weight_map values must be file names"))?;
         if f.contains('/') || f.contains('\\') || f.starts_with('.') {
-            return Err(Error::file(
-                index,
-                format!("shard name `{f}` must be a plain file name"),
-            ));
+            return Err(Error::file(index, format!("shard name `{f}` must be a plain file name")));
         }
         if !files.iter().any(|x| x == f) {
             files.push(f.to_string());

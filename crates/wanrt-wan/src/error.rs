@@ -20,10 +20,7 @@ pub enum Error {
 
 impl Error {
     pub fn file(path: impl AsRef<std::path::Path>, message: impl Into<String>) -> Self {
-        Error::File {
-            path: path.as_ref().display().to_string(),
-            message: message.into(),
-        }
+        Error::File { path: path.as_ref().display().to_string(), message: message.into() }
     }
 }
 

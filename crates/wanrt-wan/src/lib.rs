@@ -5,6 +5,9 @@
 //! flow-matching schedulers and the pipeline (diffusers).
 
 pub mod error;
+pub mod model;
+pub mod names;
+pub mod pipeline;
 pub mod rope;
 pub mod scheduler;
 pub mod scheduler_euler;

@@ -21,14 +21,8 @@ pub fn split_dims(head_dim: usize) -> [usize; 3] {
 pub fn rope_tables(head_dim: usize, grid: [usize; 3], theta: f64) -> RopeTables {
     let dims = split_dims(head_dim);
     // Per axis: angle[pos][i] = pos / theta^(2i/dim).
-    let axis_freqs: Vec<Vec<f64>> = dims
-        .iter()
-        .map(|&d| {
-            (0..d / 2)
-                .map(|i| 1.0 / theta.powf((2 * i) as f64 / d as f64))
-                .collect()
-        })
-        .collect();
+    let axis_freqs: Vec<Vec<f64>> =
+        dims.iter().map(|&d| (0..d / 2).map(|i| 1.0 / theta.powf((2 * i) as f64 / d as f64)).collect()).collect();
     let half = head_dim / 2;
     let n = grid.iter().product::<usize>();
     let mut cos = Vec::with_capacity(n * half);

@@ -85,38 +85,22 @@ impl SchedulerConfig {
     }
 
     pub fn get_f64(&self, key: &str, default: f64) -> f64 {
-        self.json
-            .get(key)
-            .and_then(Value::as_f64)
-            .unwrap_or(default)
+        self.json.get(key).and_then(Value::as_f64).unwrap_or(default)
     }
 
     pub fn get_bool(&self, key: &str, default: bool) -> bool {
-        self.json
-            .get(key)
-            .and_then(Value::as_bool)
-            .unwrap_or(default)
+        self.json.get(key).and_then(Value::as_bool).unwrap_or(default)
     }
 
     pub fn get_str<'a>(&'a self, key: &str, default: &'a str) -> &'a str {
-        self.json
-            .get(key)
-            .and_then(Value::as_str)
-            .unwrap_or(default)
+        self.json.get(key).and_then(Value::as_str).unwrap_or(default)
     }
 
     /// Builds the scheduler for `steps`; `kind`/`shift` override the config.
     /// Switching algorithm keeps the model's shift (DESIGN.md).
-    pub fn build(
-        &self,
-        steps: usize,
-        kind: Option<SchedulerKind>,
-        shift: Option<f64>,
-    ) -> Result<Box<dyn Scheduler>> {
+    pub fn build(&self, steps: usize, kind: Option<SchedulerKind>, shift: Option<f64>) -> Result<Box<dyn Scheduler>> {
         if steps == 0 {
-            return Err(Error::Config(
-                "number of inference steps must be at least 1".into(),
-            ));
+            return Err(Error::Config("number of inference steps must be at least 1".into()));
         }
         let kind = match kind {
             Some(k) => k,
@@ -124,87 +108,53 @@ impl SchedulerConfig {
         };
         let shift = shift.unwrap_or_else(|| self.shift());
         if !(shift > 0.0) {
-            return Err(Error::Config(format!(
-                "shift must be positive, found {shift}"
-            )));
+            return Err(Error::Config(format!("shift must be positive, found {shift}")));
         }
         let train_steps = self.get_f64("num_train_timesteps", 1000.0) as usize;
         let same_kind = self.kind().ok() == Some(kind);
         Ok(match kind {
             SchedulerKind::UniPc => {
-                let (order, final_zero, disable_corrector) = if same_kind {
-                    self.unipc_options()?
-                } else {
-                    (2, true, Vec::new())
-                };
-                Box::new(UniPc::new(
-                    steps,
-                    shift,
-                    train_steps,
-                    order,
-                    final_zero,
-                    disable_corrector,
-                )?)
+                let (order, final_zero, disable_corrector) =
+                    if same_kind { self.unipc_options()? } else { (2, true, Vec::new()) };
+                Box::new(UniPc::new(steps, shift, train_steps, order, final_zero, disable_corrector)?)
             }
             SchedulerKind::Euler => Box::new(FlowMatchEuler::new(steps, shift, train_steps)),
         })
     }
 
     fn unipc_options(&self) -> Result<(usize, bool, Vec<usize>)> {
-        for (key, supported) in [
-            ("prediction_type", "flow_prediction"),
-            ("solver_type", "bh2"),
-        ] {
+        for (key, supported) in [("prediction_type", "flow_prediction"), ("solver_type", "bh2")] {
             let v = self.get_str(key, supported);
             if v != supported {
-                return Err(Error::Config(format!(
-                    "UniPC `{key}` = {v:?} is not supported; expected {supported:?}"
-                )));
+                return Err(Error::Config(format!("UniPC `{key}` = {v:?} is not supported; expected {supported:?}")));
             }
         }
         if !self.get_bool("use_flow_sigmas", false) {
-            return Err(Error::Config(
-                "UniPC without `use_flow_sigmas` is not a Wan scheduler; expected true".into(),
-            ));
+            return Err(Error::Config("UniPC without `use_flow_sigmas` is not a Wan scheduler; expected true".into()));
         }
-        for key in [
-            "use_dynamic_shifting",
-            "thresholding",
-            "use_karras_sigmas",
-            "use_exponential_sigmas",
-            "use_beta_sigmas",
-        ] {
+        for key in
+            ["use_dynamic_shifting", "thresholding", "use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas"]
+        {
             if self.get_bool(key, false) {
-                return Err(Error::Config(format!(
-                    "UniPC `{key}` = true is not supported"
-                )));
+                return Err(Error::Config(format!("UniPC `{key}` = true is not supported")));
             }
         }
         if !self.get_bool("predict_x0", true) || !self.get_bool("lower_order_final", true) {
-            return Err(Error::Config(
-                "UniPC needs predict_x0 = true and lower_order_final = true".into(),
-            ));
+            return Err(Error::Config("UniPC needs predict_x0 = true and lower_order_final = true".into()));
         }
         let order = self.get_f64("solver_order", 2.0) as usize;
         let final_zero = match self.get_str("final_sigmas_type", "zero") {
             "zero" => true,
             "sigma_min" => false,
             other => {
-                return Err(Error::Config(format!(
-                    "UniPC final_sigmas_type {other:?}: expected zero or sigma_min"
-                )))
+                return Err(Error::Config(format!("UniPC final_sigmas_type {other:?}: expected zero or sigma_min")))
             }
         };
         let disable = self
             .json
             .get("disable_corrector")
             .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_u64)
-                    .map(|v| v as usize)
-                    .collect()
-            })
+            .map(|a| a.iter().filter_map(Value::as_u64).map(|v| v as usize).collect())
             .unwrap_or_default();
         Ok((order, final_zero, disable))
     }

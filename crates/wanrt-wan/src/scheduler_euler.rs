@@ -26,10 +26,7 @@ impl FlowMatchEuler {
         };
         let sigma_max = train_shift(n) as f64;
         let sigma_min = train_shift(1.0) as f64;
-        let (t0, t1) = (
-            sigma_max * train_steps as f64,
-            sigma_min * train_steps as f64,
-        );
+        let (t0, t1) = (sigma_max * train_steps as f64, sigma_min * train_steps as f64);
         let mut sigmas: Vec<f32> = linspace(t0, t1, steps)
             .into_iter()
             .map(|t| {
@@ -39,11 +36,7 @@ impl FlowMatchEuler {
             .collect();
         let timesteps = sigmas.iter().map(|&s| s * n).collect();
         sigmas.push(0.0);
-        FlowMatchEuler {
-            timesteps,
-            sigmas,
-            step_index: 0,
-        }
+        FlowMatchEuler { timesteps, sigmas, step_index: 0 }
     }
 }
 

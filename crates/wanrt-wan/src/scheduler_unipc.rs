@@ -92,29 +92,17 @@ impl UniPc {
         disable_corrector: Vec<usize>,
     ) -> Result<Self> {
         if order == 0 {
-            return Err(Error::Config(
-                "UniPC solver_order must be at least 1".into(),
-            ));
+            return Err(Error::Config("UniPC solver_order must be at least 1".into()));
         }
         let mut sig: Vec<f64> = linspace(1.0, 1.0 / train_steps as f64, steps + 1);
         sig.truncate(steps);
-        let mut sig: Vec<f64> = sig
-            .into_iter()
-            .map(|s| shift * s / (1.0 + (shift - 1.0) * s))
-            .collect();
+        let mut sig: Vec<f64> = sig.into_iter().map(|s| shift * s / (1.0 + (shift - 1.0) * s)).collect();
         if (sig[0] - 1.0).abs() < 1e-6 {
             sig[0] -= 1e-6;
         }
         // Timesteps come from the f64 sigmas, truncated to integers (int64 cast).
-        let timesteps = sig
-            .iter()
-            .map(|&s| (s * train_steps as f64).trunc() as f32)
-            .collect();
-        let last = if final_sigma_zero {
-            0.0
-        } else {
-            sig[steps - 1]
-        };
+        let timesteps = sig.iter().map(|&s| (s * train_steps as f64).trunc() as f32).collect();
+        let last = if final_sigma_zero { 0.0 } else { sig[steps - 1] };
         let mut sigmas: Vec<f32> = sig.iter().map(|&s| s as f32).collect();
         sigmas.push(last as f32);
         Ok(UniPc {
@@ -131,9 +119,7 @@ impl UniPc {
     }
 
     fn output(&self, back: usize) -> Result<&Tensor> {
-        self.model_outputs[self.order - 1 - back]
-            .as_ref()
-            .ok_or_else(|| Error::Msg("UniPC: missing history".into()))
+        self.model_outputs[self.order - 1 - back].as_ref().ok_or_else(|| Error::Msg("UniPC: missing history".into()))
     }
 
     /// Differences `D1_k = (m_k − m0)/r_k` and ratios `r_k` for history steps.
@@ -171,17 +157,9 @@ impl UniPc {
             1 => vec![],
             2 => vec![0.5],
             _ => {
-                let r = (0..order - 1)
-                    .map(|p| {
-                        (0..order - 1)
-                            .map(|k| (rks[k] as f64).powi(p as i32))
-                            .collect()
-                    })
-                    .collect();
-                solve(r, c.b[..order - 1].iter().map(|&v| v as f64).collect())?
-                    .iter()
-                    .map(|&v| v as f32)
-                    .collect()
+                let r =
+                    (0..order - 1).map(|p| (0..order - 1).map(|k| (rks[k] as f64).powi(p as i32)).collect()).collect();
+                solve(r, c.b[..order - 1].iter().map(|&v| v as f64).collect())?.iter().map(|&v| v as f32).collect()
             }
         };
         let m0 = self.output(0)?;
@@ -205,13 +183,8 @@ impl UniPc {
         let rhos: Vec<f32> = if order == 1 {
             vec![0.5]
         } else {
-            let r = (0..order)
-                .map(|p| (0..order).map(|k| (rks[k] as f64).powi(p as i32)).collect())
-                .collect();
-            solve(r, c.b.iter().map(|&v| v as f64).collect())?
-                .iter()
-                .map(|&v| v as f32)
-                .collect()
+            let r = (0..order).map(|p| (0..order).map(|k| (rks[k] as f64).powi(p as i32)).collect()).collect();
+            solve(r, c.b.iter().map(|&v| v as f64).collect())?.iter().map(|&v| v as f32).collect()
         };
         let m0 = self.output(0)?;
         let (a, bcoef, ccoef) = (sigma_t / sigma_s0, alpha_t * c.h_phi_1, alpha_t * c.b_h);
@@ -232,10 +205,7 @@ impl UniPc {
 fn weighted_sum(w: &[f32], ts: &[Tensor]) -> Result<Tensor> {
     let mut out = Tensor::zeros(ts[0].shape().to_vec());
     for (wk, t) in w.iter().zip(ts) {
-        out.data_mut()
-            .iter_mut()
-            .zip(t.data())
-            .for_each(|(o, &v)| *o += wk * v);
+        out.data_mut().iter_mut().zip(t.data()).for_each(|(o, &v)| *o += wk * v);
     }
     Ok(out)
 }
@@ -257,8 +227,7 @@ impl Scheduler for UniPc {
         let sigma = self.sigmas[i];
         // Flow prediction → x0 prediction.
         let converted = sample.zip_map(model_output, "unipc convert", |x, v| x - sigma * v)?;
-        let use_corrector =
-            i > 0 && !self.disable_corrector.contains(&(i - 1)) && self.last_sample.is_some();
+        let use_corrector = i > 0 && !self.disable_corrector.contains(&(i - 1)) && self.last_sample.is_some();
         let sample = match (&self.last_sample, use_corrector) {
             (Some(last), true) => self.corrector(&converted, last, self.this_order)?,
             _ => sample.clone(),

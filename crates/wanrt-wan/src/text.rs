@@ -13,11 +13,7 @@ use wanrt_nn::Tensor;
 pub fn prompt_clean(text: &str) -> String {
     let once = html_unescape(text);
     let twice = html_unescape(&once);
-    twice
-        .split(is_py_whitespace)
-        .filter(|s| !s.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ")
+    twice.split(is_py_whitespace).filter(|s| !s.is_empty()).collect::<Vec<_>>().join(" ")
 }
 
 /// Python's `str.isspace` / `re` `\s` for str patterns.
@@ -44,13 +40,9 @@ fn html_unescape(s: &str) -> String {
                 "apos" => Some('\''),
                 "nbsp" => Some('\u{a0}'),
                 _ if name.starts_with("#x") || name.starts_with("#X") => {
-                    u32::from_str_radix(&name[2..], 16)
-                        .ok()
-                        .and_then(char::from_u32)
+                    u32::from_str_radix(&name[2..], 16).ok().and_then(char::from_u32)
                 }
-                _ if name.starts_with('#') => {
-                    name[1..].parse::<u32>().ok().and_then(char::from_u32)
-                }
+                _ if name.starts_with('#') => name[1..].parse::<u32>().ok().and_then(char::from_u32),
                 _ => None,
             };
             ch.map(|c| (c, e + 1))
@@ -93,8 +85,8 @@ impl PromptTokenizer {
                 "tokenizer folder has no tokenizer.json (a T5TokenizerFast file is expected)",
             ));
         }
-        let tokenizer = Tokenizer::from_file(&file)
-            .map_err(|e| Error::file(&file, format!("invalid tokenizer: {e}")))?;
+        let tokenizer =
+            Tokenizer::from_file(&file).map_err(|e| Error::file(&file, format!("invalid tokenizer: {e}")))?;
         Ok(PromptTokenizer { tokenizer })
     }
 
@@ -105,16 +97,11 @@ impl PromptTokenizer {
     /// Tokenizes cleaned prompts padded/truncated to exactly `max_len`.
     pub fn encode(&self, prompts: &[String], max_len: usize) -> Result<TokenBatch> {
         if max_len == 0 {
-            return Err(Error::Config(
-                "max_sequence_length must be at least 1".into(),
-            ));
+            return Err(Error::Config("max_sequence_length must be at least 1".into()));
         }
         let mut tok = self.tokenizer.clone();
-        tok.with_truncation(Some(TruncationParams {
-            max_length: max_len,
-            ..Default::default()
-        }))
-        .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        tok.with_truncation(Some(TruncationParams { max_length: max_len, ..Default::default() }))
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
         tok.with_padding(Some(PaddingParams {
             strategy: PaddingStrategy::Fixed(max_len),
             direction: PaddingDirection::Right,
@@ -123,38 +110,23 @@ impl PromptTokenizer {
             ..Default::default()
         }));
         let cleaned: Vec<String> = prompts.iter().map(|p| prompt_clean(p)).collect();
-        let encodings = tok
-            .encode_batch(cleaned, true)
-            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        let encodings = tok.encode_batch(cleaned, true).map_err(|e| Error::Tokenizer(e.to_string()))?;
         let mut ids = Vec::with_capacity(prompts.len() * max_len);
         let mut mask = Vec::with_capacity(prompts.len() * max_len);
         for e in &encodings {
             if e.get_ids().len() != max_len {
-                return Err(Error::Tokenizer(format!(
-                    "expected {max_len} tokens, got {}",
-                    e.get_ids().len()
-                )));
+                return Err(Error::Tokenizer(format!("expected {max_len} tokens, got {}", e.get_ids().len())));
             }
             ids.extend_from_slice(e.get_ids());
             mask.extend_from_slice(e.get_attention_mask());
         }
-        Ok(TokenBatch {
-            ids,
-            mask,
-            batch: prompts.len(),
-            len: max_len,
-        })
+        Ok(TokenBatch { ids, mask, batch: prompts.len(), len: max_len })
     }
 }
 
 /// Encodes prompts into the transformer's `encoder_hidden_states` `[B, L, d]`:
 /// rows past each prompt's token count are exactly zero.
-pub fn encode_prompts(
-    tok: &PromptTokenizer,
-    enc: &Umt5Encoder,
-    prompts: &[String],
-    max_len: usize,
-) -> Result<Tensor> {
+pub fn encode_prompts(tok: &PromptTokenizer, enc: &Umt5Encoder, prompts: &[String], max_len: usize) -> Result<Tensor> {
     let batch = tok.encode(prompts, max_len)?;
     embed_tokens(enc, &batch)
 }
@@ -164,10 +136,7 @@ pub fn embed_tokens(enc: &Umt5Encoder, batch: &TokenBatch) -> Result<Tensor> {
     let d = h.dim(2);
     let l = batch.len;
     for b in 0..batch.batch {
-        let seq_len = batch.mask[b * l..(b + 1) * l]
-            .iter()
-            .filter(|&&m| m > 0)
-            .count();
+        let seq_len = batch.mask[b * l..(b + 1) * l].iter().filter(|&&m| m > 0).count();
         h.data_mut()[(b * l + seq_len) * d..(b + 1) * l * d].fill(0.0);
     }
     Ok(h)

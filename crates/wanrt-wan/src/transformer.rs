@@ -95,14 +95,10 @@ impl TransformerConfig {
         }
         let d = self.attention_head_dim;
         if d % 2 != 0 || split_dims(d).iter().any(|&p| p % 2 != 0) {
-            return Err(Error::Config(format!(
-                "transformer: attention_head_dim {d} cannot be split for 3D RoPE"
-            )));
+            return Err(Error::Config(format!("transformer: attention_head_dim {d} cannot be split for 3D RoPE")));
         }
         if self.patch_size.contains(&0) || self.num_layers == 0 || self.num_attention_heads == 0 {
-            return Err(Error::Config(
-                "transformer: patch_size, num_layers and heads must be positive".into(),
-            ));
+            return Err(Error::Config("transformer: patch_size, num_layers and heads must be positive".into()));
         }
         Ok(())
     }
@@ -139,11 +135,7 @@ struct Block {
 fn fuse_linears(parts: &[Linear]) -> Result<Linear> {
     let weights: Vec<&Tensor> = parts.iter().map(|l| &l.weight).collect();
     let weight = Tensor::cat(&weights, 0)?;
-    let bias = parts
-        .iter()
-        .map(|l| l.bias.clone())
-        .collect::<Option<Vec<_>>>()
-        .map(|b| b.concat());
+    let bias = parts.iter().map(|l| l.bias.clone()).collect::<Option<Vec<_>>>().map(|b| b.concat());
     Ok(Linear { weight, bias })
 }
 
@@ -174,10 +166,7 @@ impl Block {
             to_out: lin("attn2.to_out.0", dim, dim)?,
         };
         let norm2 = if cfg.cross_attn_norm {
-            Some((
-                load_vec(ws, &p("norm2.weight"), dim)?,
-                load_vec(ws, &p("norm2.bias"), dim)?,
-            ))
+            Some((load_vec(ws, &p("norm2.weight"), dim)?, load_vec(ws, &p("norm2.bias"), dim)?))
         } else {
             None
         };
@@ -187,9 +176,7 @@ impl Block {
             norm2,
             ffn_in: lin("ffn.net.0.proj", dim, cfg.ffn_dim)?,
             ffn_out: lin("ffn.net.2", cfg.ffn_dim, dim)?,
-            scale_shift_table: ws
-                .get_shaped(&p("scale_shift_table"), &[1, 6, dim])?
-                .into_data(),
+            scale_shift_table: ws.get_shaped(&p("scale_shift_table"), &[1, 6, dim])?.into_data(),
         })
     }
 }
@@ -225,20 +212,11 @@ impl WanTransformer {
         let dim = config.inner_dim();
         let [pt, ph, pw] = config.patch_size;
         let patch_in = config.in_channels * pt * ph * pw;
-        let pe_w = ws.get_shaped(
-            "patch_embedding.weight",
-            &[dim, config.in_channels, pt, ph, pw],
-        )?;
-        let patch_embed = Linear {
-            weight: pe_w.reshape([dim, patch_in])?,
-            bias: Some(load_vec(ws, "patch_embedding.bias", dim)?),
-        };
-        let ce = |s: &str, i: usize, o: usize| {
-            Linear::load(ws, &format!("condition_embedder.{s}"), i, o, true)
-        };
-        let blocks = (0..config.num_layers)
-            .map(|i| Block::load(ws, &config, i))
-            .collect::<Result<Vec<_>>>()?;
+        let pe_w = ws.get_shaped("patch_embedding.weight", &[dim, config.in_channels, pt, ph, pw])?;
+        let patch_embed =
+            Linear { weight: pe_w.reshape([dim, patch_in])?, bias: Some(load_vec(ws, "patch_embedding.bias", dim)?) };
+        let ce = |s: &str, i: usize, o: usize| Linear::load(ws, &format!("condition_embedder.{s}"), i, o, true);
+        let blocks = (0..config.num_layers).map(|i| Block::load(ws, &config, i)).collect::<Result<Vec<_>>>()?;
         Ok(WanTransformer {
             patch_embed,
             time_linear_1: ce("time_embedder.linear_1", config.freq_dim, dim)?,
@@ -247,16 +225,8 @@ impl WanTransformer {
             text_linear_1: ce("text_embedder.linear_1", config.text_dim, dim)?,
             text_linear_2: ce("text_embedder.linear_2", dim, dim)?,
             blocks,
-            proj_out: Linear::load(
-                ws,
-                "proj_out",
-                dim,
-                config.out_channels() * config.patch_volume(),
-                true,
-            )?,
-            scale_shift_table: ws
-                .get_shaped("scale_shift_table", &[1, 2, dim])?
-                .into_data(),
+            proj_out: Linear::load(ws, "proj_out", dim, config.out_channels() * config.patch_volume(), true)?,
+            scale_shift_table: ws.get_shaped("scale_shift_table", &[1, 2, dim])?.into_data(),
             config,
         })
     }
@@ -264,30 +234,17 @@ impl WanTransformer {
     /// Number of parameters held (for reports).
     pub fn num_params(&self) -> usize {
         let lin = |l: &Linear| l.weight.numel() + l.bias.as_ref().map_or(0, Vec::len);
-        let mut n = [
-            &self.patch_embed,
-            &self.time_linear_1,
-            &self.time_linear_2,
-            &self.time_proj,
-        ]
-        .iter()
-        .chain([&self.text_linear_1, &self.text_linear_2, &self.proj_out].iter())
-        .map(|l| lin(l))
-        .sum::<usize>()
+        let mut n = [&self.patch_embed, &self.time_linear_1, &self.time_linear_2, &self.time_proj]
+            .iter()
+            .chain([&self.text_linear_1, &self.text_linear_2, &self.proj_out].iter())
+            .map(|l| lin(l))
+            .sum::<usize>()
             + self.scale_shift_table.len();
         for b in &self.blocks {
-            n += [
-                &b.attn1.qkv,
-                &b.attn1.to_out,
-                &b.attn2.to_q,
-                &b.attn2.kv,
-                &b.attn2.to_out,
-                &b.ffn_in,
-                &b.ffn_out,
-            ]
-            .iter()
-            .map(|l| lin(l))
-            .sum::<usize>();
+            n += [&b.attn1.qkv, &b.attn1.to_out, &b.attn2.to_q, &b.attn2.kv, &b.attn2.to_out, &b.ffn_in, &b.ffn_out]
+                .iter()
+                .map(|l| lin(l))
+                .sum::<usize>();
             n += b.attn1.norm_q.len() * 4 + b.scale_shift_table.len();
             n += b.norm2.as_ref().map_or(0, |(w, bb)| w.len() + bb.len());
         }
@@ -299,9 +256,7 @@ impl WanTransformer {
     fn timestep_features(&self, timesteps: &[f32]) -> Tensor {
         let dim = self.config.freq_dim;
         let half = dim / 2;
-        let freqs: Vec<f32> = (0..half)
-            .map(|i| (-(10000f32.ln()) * i as f32 / half as f32).exp())
-            .collect();
+        let freqs: Vec<f32> = (0..half).map(|i| (-(10000f32.ln()) * i as f32 / half as f32).exp()).collect();
         let mut out = Vec::with_capacity(timesteps.len() * dim);
         for &t in timesteps {
             out.extend(freqs.iter().map(|&f| (t * f).cos()));
@@ -315,19 +270,11 @@ impl WanTransformer {
         let b = timesteps.len();
         let dim = self.config.inner_dim();
         let t = self.timestep_features(timesteps);
-        let temb = self
-            .time_linear_2
-            .forward(&ops::silu(self.time_linear_1.forward(&t)?))?;
+        let temb = self.time_linear_2.forward(&ops::silu(self.time_linear_1.forward(&t)?))?;
         let timestep_proj = self.time_proj.forward(&ops::silu(temb.clone()))?;
-        let context = self
-            .text_linear_2
-            .forward(&ops::gelu_tanh(self.text_linear_1.forward(text)?))?;
+        let context = self.text_linear_2.forward(&ops::gelu_tanh(self.text_linear_1.forward(text)?))?;
         debug_assert_eq!(temb.numel(), b * dim);
-        Ok(Conditioning {
-            temb: temb.into_data(),
-            timestep_proj: timestep_proj.into_data(),
-            context,
-        })
+        Ok(Conditioning { temb: temb.into_data(), timestep_proj: timestep_proj.into_data(), context })
     }
 
     /// Token grid `(f, h, w)` for latents of `(frames, height, width)`.
@@ -364,11 +311,7 @@ impl WanTransformer {
                 latents.shape()
             )));
         };
-        if c != self.config.in_channels
-            || timesteps.len() != b
-            || text.rank() != 3
-            || text.dim(0) != b
-        {
+        if c != self.config.in_channels || timesteps.len() != b || text.rank() != 3 || text.dim(0) != b {
             return Err(Error::Shape(format!(
                 "transformer inputs: latents {:?} (expected {} channels), {} timesteps, text {:?} (expected [{b}, L, {}])",
                 latents.shape(),
@@ -381,9 +324,7 @@ impl WanTransformer {
         let grid = self.grid(f, h, w)?;
         let rope = self.rope(grid);
         let cond = self.condition(timesteps, text)?;
-        let mut x = self
-            .patch_embed
-            .forward(&patchify(latents, self.config.patch_size)?)?;
+        let mut x = self.patch_embed.forward(&patchify(latents, self.config.patch_size)?)?;
         for block in &self.blocks {
             x = self.block_forward(block, x, &cond, &rope)?;
         }
@@ -397,22 +338,10 @@ impl WanTransformer {
         }
         let x = ops::layer_norm_modulate(&x, self.config.eps, &scale, &shift)?;
         let x = self.proj_out.forward(&x)?;
-        unpatchify(
-            &x,
-            b,
-            self.config.out_channels(),
-            grid,
-            self.config.patch_size,
-        )
+        unpatchify(&x, b, self.config.out_channels(), grid, self.config.patch_size)
     }
 
-    fn block_forward(
-        &self,
-        blk: &Block,
-        mut x: Tensor,
-        cond: &Conditioning,
-        rope: &RopeTables,
-    ) -> Result<Tensor> {
+    fn block_forward(&self, blk: &Block, mut x: Tensor, cond: &Conditioning, rope: &RopeTables) -> Result<Tensor> {
         let dim = self.config.inner_dim();
         let heads = self.config.num_attention_heads;
         let eps = self.config.eps;
@@ -451,13 +380,7 @@ impl WanTransformer {
         Ok(x)
     }
 
-    fn self_attention(
-        &self,
-        a: &SelfAttention,
-        x: &Tensor,
-        heads: usize,
-        rope: &RopeTables,
-    ) -> Result<Tensor> {
+    fn self_attention(&self, a: &SelfAttention, x: &Tensor, heads: usize, rope: &RopeTables) -> Result<Tensor> {
         let (b, l, dim) = (x.dim(0), x.dim(1), x.dim(2));
         let qkv = a.qkv.forward(x)?;
         let q = qkv.narrow(2, 0, dim)?;
@@ -465,46 +388,24 @@ impl WanTransformer {
         let v = qkv.narrow(2, 2 * dim, dim)?;
         drop(qkv);
         let hd = dim / heads;
-        let mut q =
-            ops::rms_norm(q, self.config.eps, Some(&a.norm_q))?.reshape([b, l, heads, hd])?;
-        let mut k =
-            ops::rms_norm(k, self.config.eps, Some(&a.norm_k))?.reshape([b, l, heads, hd])?;
+        let mut q = ops::rms_norm(q, self.config.eps, Some(&a.norm_q))?.reshape([b, l, heads, hd])?;
+        let mut k = ops::rms_norm(k, self.config.eps, Some(&a.norm_k))?.reshape([b, l, heads, hd])?;
         apply_rope_interleaved(&mut q, &rope.cos, &rope.sin)?;
         apply_rope_interleaved(&mut k, &rope.cos, &rope.sin)?;
         let v = v.reshape([b, l, heads, hd])?;
-        let o = ops::attention(
-            &q,
-            &k,
-            &v,
-            1.0 / (hd as f32).sqrt(),
-            AttentionBias::default(),
-        )?;
+        let o = ops::attention(&q, &k, &v, 1.0 / (hd as f32).sqrt(), AttentionBias::default())?;
         Ok(a.to_out.forward(&o.reshape([b, l, dim])?)?)
     }
 
-    fn cross_attention(
-        &self,
-        a: &CrossAttention,
-        x: &Tensor,
-        ctx: &Tensor,
-        heads: usize,
-    ) -> Result<Tensor> {
+    fn cross_attention(&self, a: &CrossAttention, x: &Tensor, ctx: &Tensor, heads: usize) -> Result<Tensor> {
         let (b, l, dim) = (x.dim(0), x.dim(1), x.dim(2));
         let lt = ctx.dim(1);
         let hd = dim / heads;
-        let q = ops::rms_norm(a.to_q.forward(x)?, self.config.eps, Some(&a.norm_q))?
-            .reshape([b, l, heads, hd])?;
+        let q = ops::rms_norm(a.to_q.forward(x)?, self.config.eps, Some(&a.norm_q))?.reshape([b, l, heads, hd])?;
         let kv = a.kv.forward(ctx)?;
-        let k = ops::rms_norm(kv.narrow(2, 0, dim)?, self.config.eps, Some(&a.norm_k))?
-            .reshape([b, lt, heads, hd])?;
+        let k = ops::rms_norm(kv.narrow(2, 0, dim)?, self.config.eps, Some(&a.norm_k))?.reshape([b, lt, heads, hd])?;
         let v = kv.narrow(2, dim, dim)?.reshape([b, lt, heads, hd])?;
-        let o = ops::attention(
-            &q,
-            &k,
-            &v,
-            1.0 / (hd as f32).sqrt(),
-            AttentionBias::default(),
-        )?;
+        let o = ops::attention(&q, &k, &v, 1.0 / (hd as f32).sqrt(), AttentionBias::default())?;
         Ok(a.to_out.forward(&o.reshape([b, l, dim])?)?)
     }
 }
@@ -512,32 +413,18 @@ impl WanTransformer {
 /// `[B, C, F, H, W]` → `[B, L, C·pt·ph·pw]` with features ordered `(c, pt, ph, pw)`
 /// like the flattened Conv3d weight.
 fn patchify(x: &Tensor, patch: [usize; 3]) -> Result<Tensor> {
-    let &[b, c, f, h, w] = x.shape() else {
-        unreachable!("checked by caller")
-    };
+    let &[b, c, f, h, w] = x.shape() else { unreachable!("checked by caller") };
     let [pt, ph, pw] = patch;
     let (gf, gh, gw) = (f / pt, h / ph, w / pw);
     // [B, C, gf, pt, gh, ph, gw, pw] → [B, gf, gh, gw, C, pt, ph, pw]
-    let t = x
-        .clone()
-        .reshape([b, c, gf, pt, gh, ph, gw, pw])?
-        .permute(&[0, 2, 4, 6, 1, 3, 5, 7])?;
+    let t = x.clone().reshape([b, c, gf, pt, gh, ph, gw, pw])?.permute(&[0, 2, 4, 6, 1, 3, 5, 7])?;
     Ok(t.reshape([b, gf * gh * gw, c * pt * ph * pw])?)
 }
 
 /// `[B, L, pt·ph·pw·C]` (features ordered `(pt, ph, pw, c)`) → `[B, C, F, H, W]`.
-fn unpatchify(
-    x: &Tensor,
-    b: usize,
-    c: usize,
-    grid: [usize; 3],
-    patch: [usize; 3],
-) -> Result<Tensor> {
+fn unpatchify(x: &Tensor, b: usize, c: usize, grid: [usize; 3], patch: [usize; 3]) -> Result<Tensor> {
     let [gf, gh, gw] = grid;
     let [pt, ph, pw] = patch;
-    let t = x
-        .clone()
-        .reshape([b, gf, gh, gw, pt, ph, pw, c])?
-        .permute(&[0, 7, 1, 4, 2, 5, 3, 6])?;
+    let t = x.clone().reshape([b, gf, gh, gw, pt, ph, pw, c])?.permute(&[0, 7, 1, 4, 2, 5, 3, 6])?;
     Ok(t.reshape([b, c, gf * pt, gh * ph, gw * pw])?)
 }

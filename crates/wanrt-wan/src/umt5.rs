@@ -52,9 +52,7 @@ impl Umt5Config {
             )));
         }
         if self.relative_attention_num_buckets < 4 || self.relative_attention_max_distance < 2 {
-            return Err(Error::Config(
-                "text encoder relative attention buckets/distance too small".into(),
-            ));
+            return Err(Error::Config("text encoder relative attention buckets/distance too small".into()));
         }
         Ok(())
     }
@@ -85,29 +83,18 @@ pub struct Umt5Encoder {
 impl Umt5Encoder {
     pub fn load(ws: &WeightStore, config: Umt5Config) -> Result<Self> {
         config.validate()?;
-        let (d, inner, ff, h) = (
-            config.d_model,
-            config.d_kv * config.num_heads,
-            config.d_ff,
-            config.num_heads,
-        );
+        let (d, inner, ff, h) = (config.d_model, config.d_kv * config.num_heads, config.d_ff, config.num_heads);
         // The embedding is tied: files may hold `shared.weight`, `encoder.embed_tokens.weight` or both.
-        let embed_name = ["shared.weight", "encoder.embed_tokens.weight"]
-            .into_iter()
-            .find(|n| ws.contains(n))
-            .ok_or_else(|| wanrt_nn::Error::MissingTensor {
-                name: "shared.weight".into(),
-                source_desc: ws.origin().into(),
+        let embed_name =
+            ["shared.weight", "encoder.embed_tokens.weight"].into_iter().find(|n| ws.contains(n)).ok_or_else(|| {
+                wanrt_nn::Error::MissingTensor { name: "shared.weight".into(), source_desc: ws.origin().into() }
             })?;
         let embed = ws.get_shaped(embed_name, &[config.vocab_size, d])?;
-        let vec = |name: String, n: usize| -> Result<Vec<f32>> {
-            Ok(ws.get_shaped(&name, &[n])?.into_data())
-        };
+        let vec = |name: String, n: usize| -> Result<Vec<f32>> { Ok(ws.get_shaped(&name, &[n])?.into_data()) };
         let mut blocks = Vec::with_capacity(config.num_layers);
         for i in 0..config.num_layers {
             let p = format!("encoder.block.{i}.layer");
-            let lin =
-                |s: &str, i_: usize, o: usize| Linear::load(ws, &format!("{p}.{s}"), i_, o, false);
+            let lin = |s: &str, i_: usize, o: usize| Linear::load(ws, &format!("{p}.{s}"), i_, o, false);
             blocks.push(Umt5Block {
                 norm1: vec(format!("{p}.0.layer_norm.weight"), d)?,
                 q: lin("0.SelfAttention.q", d, inner)?,
@@ -127,12 +114,7 @@ impl Umt5Encoder {
             });
         }
         let final_norm = vec("encoder.final_layer_norm.weight".into(), d)?;
-        Ok(Umt5Encoder {
-            config,
-            embed,
-            blocks,
-            final_norm,
-        })
+        Ok(Umt5Encoder { config, embed, blocks, final_norm })
     }
 
     /// Bidirectional relative-position bucket of `key − query` (T5's rule, f32 log as torch).
@@ -145,8 +127,7 @@ impl Umt5Encoder {
             bucket += rel;
         } else {
             let ratio = (rel as f32 / max_exact as f32).ln()
-                / ((self.config.relative_attention_max_distance as f64 / max_exact as f64).ln()
-                    as f32);
+                / ((self.config.relative_attention_max_distance as f64 / max_exact as f64).ln() as f32);
             let large = max_exact + (ratio * (num_buckets - max_exact) as f32) as usize;
             bucket += large.min(num_buckets - 1);
         }
@@ -156,9 +137,7 @@ impl Umt5Encoder {
     /// `[H, L, L]` position bias of one layer.
     fn position_bias(&self, table: &[f32], l: usize) -> Vec<f32> {
         let h = self.config.num_heads;
-        let buckets: Vec<usize> = (0..l * l)
-            .map(|idx| self.bucket((idx % l) as i64 - (idx / l) as i64))
-            .collect();
+        let buckets: Vec<usize> = (0..l * l).map(|idx| self.bucket((idx % l) as i64 - (idx / l) as i64)).collect();
         let mut out = vec![0.0; h * l * l];
         for hi in 0..h {
             for (idx, &b) in buckets.iter().enumerate() {
@@ -183,18 +162,12 @@ impl Umt5Encoder {
         for &id in ids {
             let id = id as usize;
             if id >= self.config.vocab_size {
-                return Err(Error::Shape(format!(
-                    "token id {id} outside vocabulary of {}",
-                    self.config.vocab_size
-                )));
+                return Err(Error::Shape(format!("token id {id} outside vocabulary of {}", self.config.vocab_size)));
             }
             x.extend_from_slice(&self.embed.data()[id * d..(id + 1) * d]);
         }
         let mut x = Tensor::new([batch, l, d], x)?;
-        let key_mask: Vec<f32> = mask
-            .iter()
-            .map(|&m| if m > 0 { 0.0 } else { f32::NEG_INFINITY })
-            .collect();
+        let key_mask: Vec<f32> = mask.iter().map(|&m| if m > 0 { 0.0 } else { f32::NEG_INFINITY }).collect();
         let (h, dk) = (self.config.num_heads, self.config.d_kv);
         let eps = self.config.layer_norm_epsilon;
         for blk in &self.blocks {
@@ -203,16 +176,7 @@ impl Umt5Encoder {
             let k = blk.k.forward(&n)?.reshape([batch, l, h, dk])?;
             let v = blk.v.forward(&n)?.reshape([batch, l, h, dk])?;
             let bias = self.position_bias(&blk.rel_bias, l);
-            let a = ops::attention(
-                &q,
-                &k,
-                &v,
-                1.0,
-                AttentionBias {
-                    per_head: Some(&bias),
-                    per_key: Some(&key_mask),
-                },
-            )?;
+            let a = ops::attention(&q, &k, &v, 1.0, AttentionBias { per_head: Some(&bias), per_key: Some(&key_mask) })?;
             x.add_assign(&blk.o.forward(&a.reshape([batch, l, h * dk])?)?)?;
             let n = ops::rms_norm(x.clone(), eps, Some(&blk.norm2))?;
             let gate = ops::gelu_tanh(blk.wi_0.forward(&n)?);

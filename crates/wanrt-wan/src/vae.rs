@@ -16,6 +16,23 @@ use wanrt_nn::{Tensor, WeightStore};
 
 const CACHE_T: usize = 2;
 
+/// Latent statistics of the Wan2.1 VAE (z_dim 16), hard-coded in the original
+/// release's `wan/modules/vae.py` and in diffusers' `AutoencoderKLWan` defaults.
+pub const WAN21_LATENTS_MEAN: [f32; 16] = [
+    -0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508, 0.4134, -0.0715, 0.5517, -0.3632, -0.1922,
+    -0.9497, 0.2503, -0.2921,
+];
+pub const WAN21_LATENTS_STD: [f32; 16] = [
+    2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743, 3.2687, 2.1526, 2.8652, 1.5579, 1.6382, 1.1253,
+    2.8251, 1.9160,
+];
+
+fn default_latents_mean() -> Vec<f32> {
+    WAN21_LATENTS_MEAN.to_vec()
+}
+fn default_latents_std() -> Vec<f32> {
+    WAN21_LATENTS_STD.to_vec()
+}
 fn default_base_dim() -> usize {
     96
 }
@@ -52,9 +69,9 @@ pub struct VaeConfig {
     pub attn_scales: Vec<f64>,
     #[serde(default = "default_temporal")]
     pub temperal_downsample: Vec<bool>,
-    #[serde(default)]
+    #[serde(default = "default_latents_mean")]
     pub latents_mean: Vec<f32>,
-    #[serde(default)]
+    #[serde(default = "default_latents_std")]
     pub latents_std: Vec<f32>,
     #[serde(default)]
     pub is_residual: bool,
@@ -75,20 +92,12 @@ impl VaeConfig {
     pub fn validate(&self) -> Result<()> {
         let stages = self.dim_mult.len();
         if self.is_residual || self.patch_size.is_some() {
-            return Err(Error::Config(
-                "VAE: the Wan2.2 VAE (is_residual / patch_size) is not supported".into(),
-            ));
+            return Err(Error::Config("VAE: the Wan2.2 VAE (is_residual / patch_size) is not supported".into()));
         }
         if !self.attn_scales.is_empty() {
-            return Err(Error::Config(
-                "VAE: attn_scales must be empty (as in every released Wan VAE)".into(),
-            ));
+            return Err(Error::Config("VAE: attn_scales must be empty (as in every released Wan VAE)".into()));
         }
-        if stages == 0
-            || self.temperal_downsample.len() + 1 < stages
-            || self.z_dim == 0
-            || self.base_dim == 0
-        {
+        if stages == 0 || self.temperal_downsample.len() + 1 < stages || self.z_dim == 0 || self.base_dim == 0 {
             return Err(Error::Config(format!(
                 "VAE: dim_mult {:?} needs {} temperal_downsample flags, found {}",
                 self.dim_mult,
@@ -96,10 +105,7 @@ impl VaeConfig {
                 self.temperal_downsample.len()
             )));
         }
-        for (name, v) in [
-            ("latents_mean", &self.latents_mean),
-            ("latents_std", &self.latents_std),
-        ] {
+        for (name, v) in [("latents_mean", &self.latents_mean), ("latents_std", &self.latents_std)] {
             if !v.is_empty() && v.len() != self.z_dim {
                 return Err(Error::Config(format!(
                     "VAE: {name} has {} values, expected z_dim = {}",
@@ -113,12 +119,7 @@ impl VaeConfig {
 
     /// Temporal compression factor (4 for Wan2.1).
     pub fn temporal_factor(&self) -> usize {
-        1 << self
-            .temperal_downsample
-            .iter()
-            .take(self.dim_mult.len() - 1)
-            .filter(|&&t| t)
-            .count()
+        1 << self.temperal_downsample.iter().take(self.dim_mult.len() - 1).filter(|&&t| t).count()
     }
 
     /// Spatial compression factor (8 for Wan2.1).
@@ -144,10 +145,7 @@ struct FeatCache {
 
 impl FeatCache {
     fn new() -> Self {
-        FeatCache {
-            slots: Vec::new(),
-            idx: 0,
-        }
+        FeatCache { slots: Vec::new(), idx: 0 }
     }
     fn rewind(&mut self) {
         self.idx = 0;
@@ -221,18 +219,8 @@ impl CausalConv3d {
             }
             _ => x,
         };
-        let pad = PaddingFull {
-            t: (front, 0),
-            h: (self.pad.1, self.pad.1),
-            w: (self.pad.2, self.pad.2),
-        };
-        Ok(conv3d(
-            input,
-            &self.weight,
-            Some(&self.bias),
-            self.stride,
-            pad,
-        )?)
+        let pad = PaddingFull { t: (front, 0), h: (self.pad.1, self.pad.1), w: (self.pad.2, self.pad.2) };
+        Ok(conv3d(input, &self.weight, Some(&self.bias), self.stride, pad)?)
     }
 
     /// Cached call: uses and refreshes this conv's slot with the last frames of its input.
@@ -269,15 +257,11 @@ fn rms_norm_channels(x: &Tensor, gamma: &[f32]) -> Result<Tensor> {
             let row = &src[base + ci * spatial..base + (ci + 1) * spatial];
             norms.iter_mut().zip(row).for_each(|(n, &v)| *n += v * v);
         }
-        norms
-            .iter_mut()
-            .for_each(|n| *n = 1.0 / n.sqrt().max(1e-12));
+        norms.iter_mut().for_each(|n| *n = 1.0 / n.sqrt().max(1e-12));
         for ci in 0..c {
             let g = gamma[ci] * scale;
             let row = &mut data[base + ci * spatial..base + (ci + 1) * spatial];
-            row.iter_mut()
-                .zip(&norms)
-                .for_each(|(v, &inv)| *v = *v * inv * g);
+            row.iter_mut().zip(&norms).for_each(|(v, &inv)| *v = *v * inv * g);
         }
     }
     Ok(out)
@@ -312,14 +296,7 @@ impl ResidualBlock {
             norm2: load_gamma(ws, &format!("{p}.norm2.gamma"), cout)?,
             conv2: CausalConv3d::load(ws, &format!("{p}.conv2"), cout, cout, [3, 3, 3], (1, 1, 1))?,
             shortcut: if cin != cout {
-                Some(CausalConv3d::load(
-                    ws,
-                    &format!("{p}.conv_shortcut"),
-                    cin,
-                    cout,
-                    [1, 1, 1],
-                    (0, 0, 0),
-                )?)
+                Some(CausalConv3d::load(ws, &format!("{p}.conv_shortcut"), cin, cout, [1, 1, 1], (0, 0, 0))?)
             } else {
                 None
             },
@@ -354,9 +331,7 @@ impl AttentionBlock {
             let w = ws.get_shaped(&format!("{p}.{name}.weight"), &[cout, c, 1, 1])?;
             Ok(CausalConv3d {
                 weight: w.reshape([cout, c, 1, 1, 1])?,
-                bias: ws
-                    .get_shaped(&format!("{p}.{name}.bias"), &[cout])?
-                    .into_data(),
+                bias: ws.get_shaped(&format!("{p}.{name}.bias"), &[cout])?.into_data(),
                 pad: (0, 0, 0),
                 stride: (1, 1, 1),
             })
@@ -369,26 +344,14 @@ impl AttentionBlock {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let &[b, c, t, h, w] = x.shape() else {
-            unreachable!("5D")
-        };
-        let qkv = self
-            .to_qkv
-            .forward(&rms_norm_channels(x, &self.norm)?, None)?;
+        let &[b, c, t, h, w] = x.shape() else { unreachable!("5D") };
+        let qkv = self.to_qkv.forward(&rms_norm_channels(x, &self.norm)?, None)?;
         // [B, 3C, T, H, W] → [B·T, H·W, 1, 3C]
-        let qkv = qkv
-            .permute(&[0, 2, 3, 4, 1])?
-            .reshape([b * t, h * w, 1, 3 * c])?;
+        let qkv = qkv.permute(&[0, 2, 3, 4, 1])?.reshape([b * t, h * w, 1, 3 * c])?;
         let q = qkv.narrow(3, 0, c)?;
         let k = qkv.narrow(3, c, c)?;
         let v = qkv.narrow(3, 2 * c, c)?;
-        let o = ops::attention(
-            &q,
-            &k,
-            &v,
-            1.0 / (c as f32).sqrt(),
-            AttentionBias::default(),
-        )?;
+        let o = ops::attention(&q, &k, &v, 1.0 / (c as f32).sqrt(), AttentionBias::default())?;
         let o = o.reshape([b, t, h, w, c])?.permute(&[0, 4, 1, 2, 3])?;
         let mut y = self.proj.forward(&o, None)?;
         y.add_assign(x)?;
@@ -440,37 +403,20 @@ impl Resample {
         let w = ws.get_shaped(&format!("{p}.resample.1.weight"), &[cout, c, 3, 3])?;
         let conv = CausalConv3d {
             weight: w.reshape([cout, c, 1, 3, 3])?,
-            bias: ws
-                .get_shaped(&format!("{p}.resample.1.bias"), &[cout])?
-                .into_data(),
+            bias: ws.get_shaped(&format!("{p}.resample.1.bias"), &[cout])?.into_data(),
             pad: (0, if up { 1 } else { 0 }, if up { 1 } else { 0 }),
             stride: if up { (1, 1, 1) } else { (1, 2, 2) },
         };
         let time_conv = match mode {
-            ResampleMode::Up3d => Some(CausalConv3d::load(
-                ws,
-                &format!("{p}.time_conv"),
-                c,
-                2 * c,
-                [3, 1, 1],
-                (1, 0, 0),
-            )?),
-            ResampleMode::Down3d => Some(CausalConv3d::load_strided(
-                ws,
-                &format!("{p}.time_conv"),
-                c,
-                c,
-                [3, 1, 1],
-                (0, 0, 0),
-                (2, 1, 1),
-            )?),
+            ResampleMode::Up3d => {
+                Some(CausalConv3d::load(ws, &format!("{p}.time_conv"), c, 2 * c, [3, 1, 1], (1, 0, 0))?)
+            }
+            ResampleMode::Down3d => {
+                Some(CausalConv3d::load_strided(ws, &format!("{p}.time_conv"), c, c, [3, 1, 1], (0, 0, 0), (2, 1, 1))?)
+            }
             _ => None,
         };
-        Ok(Resample {
-            mode,
-            conv,
-            time_conv,
-        })
+        Ok(Resample { mode, conv, time_conv })
     }
 
     fn forward(&self, x: &Tensor, cache: &mut FeatCache) -> Result<Tensor> {
@@ -503,15 +449,9 @@ impl Resample {
             }
         }
         let x = match self.mode {
-            ResampleMode::Up2d | ResampleMode::Up3d => {
-                self.conv.forward(&upsample_nearest2x(&x)?, None)?
-            }
+            ResampleMode::Up2d | ResampleMode::Up3d => self.conv.forward(&upsample_nearest2x(&x)?, None)?,
             ResampleMode::Down2d | ResampleMode::Down3d => {
-                let pad = PaddingFull {
-                    t: (0, 0),
-                    h: (0, 1),
-                    w: (0, 1),
-                };
+                let pad = PaddingFull { t: (0, 0), h: (0, 1), w: (0, 1) };
                 conv3d(&x, &self.conv.weight, Some(&self.conv.bias), (1, 2, 2), pad)?
             }
         };
@@ -537,21 +477,14 @@ impl Resample {
 
 /// `[B, 2C, T, H, W]` → `[B, C, 2T, H, W]` with frame `2t+k` = channel block `k`.
 fn interleave_time(y: &Tensor) -> Result<Tensor> {
-    let &[b, c2, t, h, w] = y.shape() else {
-        unreachable!("5D")
-    };
+    let &[b, c2, t, h, w] = y.shape() else { unreachable!("5D") };
     let c = c2 / 2;
-    Ok(y.clone()
-        .reshape([b, 2, c, t, h, w])?
-        .permute(&[0, 2, 3, 1, 4, 5])?
-        .reshape([b, c, 2 * t, h, w])?)
+    Ok(y.clone().reshape([b, 2, c, t, h, w])?.permute(&[0, 2, 3, 1, 4, 5])?.reshape([b, c, 2 * t, h, w])?)
 }
 
 /// Nearest ×2 upsampling of H and W (`nearest-exact` at an integer scale).
 fn upsample_nearest2x(x: &Tensor) -> Result<Tensor> {
-    let &[b, c, t, h, w] = x.shape() else {
-        unreachable!("5D")
-    };
+    let &[b, c, t, h, w] = x.shape() else { unreachable!("5D") };
     let mut out = Vec::with_capacity(x.numel() * 4);
     for plane in x.data().chunks_exact(h * w) {
         for hi in 0..2 * h {
@@ -581,10 +514,7 @@ pub struct Encoder {
 impl Encoder {
     fn load(ws: &WeightStore, cfg: &VaeConfig) -> Result<Self> {
         let dim = cfg.base_dim;
-        let dims: Vec<usize> = std::iter::once(1)
-            .chain(cfg.dim_mult.iter().copied())
-            .map(|u| u * dim)
-            .collect();
+        let dims: Vec<usize> = std::iter::once(1).chain(cfg.dim_mult.iter().copied()).map(|u| u * dim).collect();
         let stages = cfg.dim_mult.len();
         let mut layers = Vec::new();
         for i in 0..stages {
@@ -595,36 +525,18 @@ impl Encoder {
                 cin = cout;
             }
             if i != stages - 1 {
-                let mode = if cfg.temperal_downsample[i] {
-                    ResampleMode::Down3d
-                } else {
-                    ResampleMode::Down2d
-                };
+                let mode = if cfg.temperal_downsample[i] { ResampleMode::Down3d } else { ResampleMode::Down2d };
                 let p = format!("encoder.down_blocks.{}", layers.len());
                 layers.push(DownLayer::Resample(Resample::load(ws, &p, cout, mode)?));
             }
         }
         let top = dims[stages];
         Ok(Encoder {
-            conv_in: CausalConv3d::load(
-                ws,
-                "encoder.conv_in",
-                cfg.in_channels,
-                dims[0],
-                [3, 3, 3],
-                (1, 1, 1),
-            )?,
+            conv_in: CausalConv3d::load(ws, "encoder.conv_in", cfg.in_channels, dims[0], [3, 3, 3], (1, 1, 1))?,
             layers,
             mid: MidBlock::load(ws, "encoder.mid_block", top)?,
             norm_out: load_gamma(ws, "encoder.norm_out.gamma", top)?,
-            conv_out: CausalConv3d::load(
-                ws,
-                "encoder.conv_out",
-                top,
-                2 * cfg.z_dim,
-                [3, 3, 3],
-                (1, 1, 1),
-            )?,
+            conv_out: CausalConv3d::load(ws, "encoder.conv_out", top, 2 * cfg.z_dim, [3, 3, 3], (1, 1, 1))?,
         })
     }
 
@@ -660,43 +572,21 @@ impl Decoder {
         let dim = cfg.decoder_base_dim.unwrap_or(cfg.base_dim);
         let mult = &cfg.dim_mult;
         let stages = mult.len();
-        let dims: Vec<usize> = std::iter::once(mult[stages - 1])
-            .chain(mult.iter().rev().copied())
-            .map(|u| u * dim)
-            .collect();
-        let temporal_up: Vec<bool> = cfg
-            .temperal_downsample
-            .iter()
-            .take(stages - 1)
-            .rev()
-            .copied()
-            .collect();
+        let dims: Vec<usize> =
+            std::iter::once(mult[stages - 1]).chain(mult.iter().rev().copied()).map(|u| u * dim).collect();
+        let temporal_up: Vec<bool> = cfg.temperal_downsample.iter().take(stages - 1).rev().copied().collect();
         let mut up_blocks = Vec::with_capacity(stages);
         for i in 0..stages {
             let mut cin = if i > 0 { dims[i] / 2 } else { dims[i] };
             let cout = dims[i + 1];
             let mut resnets = Vec::new();
             for j in 0..=cfg.num_res_blocks {
-                resnets.push(ResidualBlock::load(
-                    ws,
-                    &format!("decoder.up_blocks.{i}.resnets.{j}"),
-                    cin,
-                    cout,
-                )?);
+                resnets.push(ResidualBlock::load(ws, &format!("decoder.up_blocks.{i}.resnets.{j}"), cin, cout)?);
                 cin = cout;
             }
             let upsampler = if i != stages - 1 {
-                let mode = if temporal_up[i] {
-                    ResampleMode::Up3d
-                } else {
-                    ResampleMode::Up2d
-                };
-                Some(Resample::load(
-                    ws,
-                    &format!("decoder.up_blocks.{i}.upsamplers.0"),
-                    cout,
-                    mode,
-                )?)
+                let mode = if temporal_up[i] { ResampleMode::Up3d } else { ResampleMode::Up2d };
+                Some(Resample::load(ws, &format!("decoder.up_blocks.{i}.upsamplers.0"), cout, mode)?)
             } else {
                 None
             };
@@ -704,25 +594,11 @@ impl Decoder {
         }
         let last = dims[stages];
         Ok(Decoder {
-            conv_in: CausalConv3d::load(
-                ws,
-                "decoder.conv_in",
-                cfg.z_dim,
-                dims[0],
-                [3, 3, 3],
-                (1, 1, 1),
-            )?,
+            conv_in: CausalConv3d::load(ws, "decoder.conv_in", cfg.z_dim, dims[0], [3, 3, 3], (1, 1, 1))?,
             mid: MidBlock::load(ws, "decoder.mid_block", dims[0])?,
             up_blocks,
             norm_out: load_gamma(ws, "decoder.norm_out.gamma", last)?,
-            conv_out: CausalConv3d::load(
-                ws,
-                "decoder.conv_out",
-                last,
-                cfg.out_channels,
-                [3, 3, 3],
-                (1, 1, 1),
-            )?,
+            conv_out: CausalConv3d::load(ws, "decoder.conv_out", last, cfg.out_channels, [3, 3, 3], (1, 1, 1))?,
         })
     }
 
@@ -757,20 +633,9 @@ impl WanVae {
         let z = config.z_dim;
         let has_encoder = ws.contains("encoder.conv_in.weight");
         Ok(WanVae {
-            encoder: if has_encoder {
-                Some(Encoder::load(ws, &config)?)
-            } else {
-                None
-            },
+            encoder: if has_encoder { Some(Encoder::load(ws, &config)?) } else { None },
             quant_conv: if has_encoder {
-                Some(CausalConv3d::load(
-                    ws,
-                    "quant_conv",
-                    2 * z,
-                    2 * z,
-                    [1, 1, 1],
-                    (0, 0, 0),
-                )?)
+                Some(CausalConv3d::load(ws, "quant_conv", 2 * z, 2 * z, [1, 1, 1], (0, 0, 0))?)
             } else {
                 None
             },
@@ -784,15 +649,10 @@ impl WanVae {
     pub fn denormalize(&self, z: &Tensor) -> Result<Tensor> {
         let c = self.config.z_dim;
         if self.config.latents_mean.len() != c || self.config.latents_std.len() != c {
-            return Err(Error::Config(
-                "VAE config lacks latents_mean/latents_std of length z_dim".into(),
-            ));
+            return Err(Error::Config("VAE config lacks latents_mean/latents_std of length z_dim".into()));
         }
         if z.rank() != 5 || z.dim(1) != c {
-            return Err(Error::Shape(format!(
-                "latents must be [B, {c}, T, H, W], found {:?}",
-                z.shape()
-            )));
+            return Err(Error::Shape(format!("latents must be [B, {c}, T, H, W], found {:?}", z.shape())));
         }
         let plane: usize = z.shape()[2..].iter().product();
         let mut out = z.clone();
@@ -843,10 +703,7 @@ impl WanVae {
             _ => return Err(Error::Config("this VAE has no encoder weights".into())),
         };
         if x.rank() != 5 || x.dim(1) != self.config.in_channels {
-            return Err(Error::Shape(format!(
-                "VAE encode expects [B, 3, F, H, W], found {:?}",
-                x.shape()
-            )));
+            return Err(Error::Shape(format!("VAE encode expects [B, 3, F, H, W], found {:?}", x.shape())));
         }
         let mut means = Vec::with_capacity(x.dim(0));
         for b in 0..x.dim(0) {

@@ -7,9 +7,7 @@ use std::path::PathBuf;
 use wanrt_nn::{Tensor, WeightStore};
 
 pub fn fixture(case: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fixtures/wan")
-        .join(case)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/wan").join(case)
 }
 
 pub struct Reference {
@@ -20,17 +18,13 @@ pub struct Reference {
 impl Reference {
     pub fn load(case: &str) -> Self {
         let dir = fixture(case);
-        let ws = WeightStore::from_safetensors_files(&[dir.join("ref.safetensors")])
-            .expect("ref.safetensors");
-        let meta =
-            serde_json::from_str(&std::fs::read_to_string(dir.join("meta.json")).unwrap()).unwrap();
+        let ws = WeightStore::from_safetensors_files(&[dir.join("ref.safetensors")]).expect("ref.safetensors");
+        let meta = serde_json::from_str(&std::fs::read_to_string(dir.join("meta.json")).unwrap()).unwrap();
         Reference { ws, meta }
     }
 
     pub fn get(&self, name: &str) -> Tensor {
-        self.ws
-            .get(name)
-            .unwrap_or_else(|e| panic!("reference {name}: {e}"))
+        self.ws.get(name).unwrap_or_else(|e| panic!("reference {name}: {e}"))
     }
 
     pub fn has(&self, name: &str) -> bool {

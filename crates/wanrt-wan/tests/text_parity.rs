@@ -10,10 +10,8 @@ fn check_case(case: &str) {
     let dir = fixture(case);
     let r = Reference::load(case);
     let tok = PromptTokenizer::from_dir(&dir.join("tokenizer")).unwrap();
-    let cfg: Umt5Config = serde_json::from_str(
-        &std::fs::read_to_string(dir.join("text_encoder/config.json")).unwrap(),
-    )
-    .unwrap();
+    let cfg: Umt5Config =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("text_encoder/config.json")).unwrap()).unwrap();
     let ws = WeightStore::from_diffusers_dir(&dir.join("text_encoder"), "model").unwrap();
     let enc = Umt5Encoder::load(&ws, cfg).unwrap();
     let max_len = r.get("text.input_ids").numel();
@@ -34,13 +32,7 @@ fn check_case(case: &str) {
         ));
     }
     if let Some(p) = r.meta.get("text2_prompt").and_then(|v| v.as_str()) {
-        prompts.push((
-            "text2",
-            p.to_string(),
-            "text2.input_ids",
-            "text2.attention_mask",
-            "text2.prompt_embeds",
-        ));
+        prompts.push(("text2", p.to_string(), "text2.input_ids", "text2.attention_mask", "text2.prompt_embeds"));
     }
     for (label, prompt, ids_key, mask_key, emb_key) in prompts {
         let batch = tok.encode(&[prompt], max_len).unwrap();
@@ -49,13 +41,7 @@ fn check_case(case: &str) {
         assert_eq!(batch.ids, want_ids, "{case} {label}: token ids");
         assert_eq!(batch.mask, want_mask, "{case} {label}: attention mask");
         let emb = embed_tokens(&enc, &batch).unwrap();
-        assert_close(
-            &format!("{case} {emb_key}"),
-            &emb,
-            &r.get(emb_key),
-            2e-5,
-            1e-10,
-        );
+        assert_close(&format!("{case} {emb_key}"), &emb, &r.get(emb_key), 2e-5, 1e-10);
     }
 }
 

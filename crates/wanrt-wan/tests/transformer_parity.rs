@@ -16,9 +16,7 @@ fn check_case(case: &str) {
     for i in 0..r.steps() {
         let latent = r.get(&format!("step{i}.latent_in"));
         let t = r.get(&format!("step{i}.timestep")).data().to_vec();
-        let cond = model
-            .forward(&latent, &t, &r.get("text.prompt_embeds"))
-            .unwrap();
+        let cond = model.forward(&latent, &t, &r.get("text.prompt_embeds")).unwrap();
         assert_close(
             &format!("{case} step{i}.noise_pred_cond"),
             &cond,
@@ -27,17 +25,9 @@ fn check_case(case: &str) {
             1e-9,
         );
         if r.has(&format!("step{i}.noise_pred_uncond")) {
-            let uncond = model
-                .forward(&latent, &t, &r.get("text.negative_prompt_embeds"))
-                .unwrap();
+            let uncond = model.forward(&latent, &t, &r.get("text.negative_prompt_embeds")).unwrap();
             let want = r.get(&format!("step{i}.noise_pred_uncond"));
-            assert_close(
-                &format!("{case} step{i}.noise_pred_uncond"),
-                &uncond,
-                &want,
-                1e-4,
-                1e-9,
-            );
+            assert_close(&format!("{case} step{i}.noise_pred_uncond"), &uncond, &want, 1e-4, 1e-9);
         }
     }
 }

@@ -8,38 +8,17 @@ use wanrt_wan::vae::{VaeConfig, WanVae};
 
 fn check_case(case: &str) {
     let dir = fixture(case).join("vae");
-    let cfg: VaeConfig =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let cfg: VaeConfig = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
     let ws = WeightStore::from_diffusers_dir(&dir, "diffusion_pytorch_model").unwrap();
     let vae = WanVae::load(&ws, cfg).unwrap();
     let r = Reference::load(case);
     let last = r.steps() - 1;
-    let z = vae
-        .denormalize(&r.get(&format!("step{last}.latent_out")))
-        .unwrap();
-    assert_close(
-        &format!("{case} vae.latents_in"),
-        &z,
-        &r.get("vae.latents_in"),
-        1e-5,
-        1e-12,
-    );
+    let z = vae.denormalize(&r.get(&format!("step{last}.latent_out"))).unwrap();
+    assert_close(&format!("{case} vae.latents_in"), &z, &r.get("vae.latents_in"), 1e-5, 1e-12);
     let decoded = vae.decode(&r.get("vae.latents_in"), |_, _| {}).unwrap();
-    assert_close(
-        &format!("{case} vae.decoded"),
-        &decoded,
-        &r.get("vae.decoded"),
-        1e-4,
-        1e-9,
-    );
+    assert_close(&format!("{case} vae.decoded"), &decoded, &r.get("vae.decoded"), 1e-4, 1e-9);
     let mean = vae.encode_mean(&r.get("vae_enc.input")).unwrap();
-    assert_close(
-        &format!("{case} vae_enc.mean"),
-        &mean,
-        &r.get("vae_enc.mean"),
-        1e-4,
-        1e-9,
-    );
+    assert_close(&format!("{case} vae_enc.mean"), &mean, &r.get("vae_enc.mean"), 1e-4, 1e-9);
 }
 
 #[test]

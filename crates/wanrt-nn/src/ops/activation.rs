@@ -6,8 +6,7 @@ use rayon::prelude::*;
 
 pub(crate) fn apply_inplace(data: &mut [f32], f: impl Fn(f32) -> f32 + Sync) {
     if data.len() >= PAR_MIN {
-        data.par_chunks_mut(PAR_MIN / 4)
-            .for_each(|c| c.iter_mut().for_each(|x| *x = f(*x)));
+        data.par_chunks_mut(PAR_MIN / 4).for_each(|c| c.iter_mut().for_each(|x| *x = f(*x)));
     } else {
         data.iter_mut().for_each(|x| *x = f(*x));
     }

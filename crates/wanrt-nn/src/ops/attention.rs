@@ -19,13 +19,7 @@ pub struct AttentionBias<'a> {
 }
 
 /// `softmax(q·kᵀ·scale + bias)·v` for `q: [B, Lq, H, D]`, `k, v: [B, Lk, H, D]`.
-pub fn attention(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    scale: f32,
-    bias: AttentionBias,
-) -> Result<Tensor> {
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f32, bias: AttentionBias) -> Result<Tensor> {
     let (b, lq, h, d) = match q.shape() {
         &[b, l, h, d] => (b, l, h, d),
         s => return Err(Error::shape("attention q", "[B, Lq, H, D]", s)),
@@ -35,11 +29,7 @@ pub fn attention(
     v.expect_shape("attention v", &[b, lk, h, d])?;
     if let Some(pb) = bias.per_head {
         if pb.len() != h * lq * lk {
-            return Err(Error::shape(
-                "attention per-head bias",
-                [h, lq, lk],
-                pb.len(),
-            ));
+            return Err(Error::shape("attention per-head bias", [h, lq, lk], pb.len()));
         }
     }
     if let Some(pk) = bias.per_key {
@@ -53,43 +43,33 @@ pub fn attention(
     let vh = v.permute(&[0, 2, 1, 3])?;
     let mut out = vec![0.0f32; b * h * lq * d];
     let blocks_per_head = lq.div_ceil(QUERY_BLOCK);
-    let tasks: Vec<(usize, usize)> = (0..b * h)
-        .flat_map(|bh| (0..blocks_per_head).map(move |blk| (bh, blk)))
-        .collect();
+    let tasks: Vec<(usize, usize)> = (0..b * h).flat_map(|bh| (0..blocks_per_head).map(move |blk| (bh, blk))).collect();
     let out_ptr = SyncPtr(out.as_mut_ptr());
-    tasks
-        .par_iter()
-        .for_each_init(Vec::new, |scores: &mut Vec<f32>, &(bh, blk)| {
-            let (bi, hi) = (bh / h, bh % h);
-            let q0 = blk * QUERY_BLOCK;
-            let rows = QUERY_BLOCK.min(lq - q0);
-            let q_blk = &qh.data()[(bh * lq + q0) * d..(bh * lq + q0 + rows) * d];
-            let k_slab = &kh.data()[bh * lk * d..(bh + 1) * lk * d];
-            let v_slab = &vh.data()[bh * lk * d..(bh + 1) * lk * d];
-            scores.clear();
-            scores.resize(rows * lk, 0.0);
-            gemm_strided(scores, q_blk, k_slab, rows, lk, d, 1, d, false, true);
-            for (r, row) in scores.chunks_exact_mut(lk).enumerate() {
-                row.iter_mut().for_each(|s| *s *= scale);
-                if let Some(pb) = bias.per_head {
-                    let off = (hi * lq + q0 + r) * lk;
-                    row.iter_mut()
-                        .zip(&pb[off..off + lk])
-                        .for_each(|(s, &b)| *s += b);
-                }
-                if let Some(pk) = bias.per_key {
-                    row.iter_mut()
-                        .zip(&pk[bi * lk..(bi + 1) * lk])
-                        .for_each(|(s, &b)| *s += b);
-                }
-                softmax_row(row);
+    tasks.par_iter().for_each_init(Vec::new, |scores: &mut Vec<f32>, &(bh, blk)| {
+        let (bi, hi) = (bh / h, bh % h);
+        let q0 = blk * QUERY_BLOCK;
+        let rows = QUERY_BLOCK.min(lq - q0);
+        let q_blk = &qh.data()[(bh * lq + q0) * d..(bh * lq + q0 + rows) * d];
+        let k_slab = &kh.data()[bh * lk * d..(bh + 1) * lk * d];
+        let v_slab = &vh.data()[bh * lk * d..(bh + 1) * lk * d];
+        scores.clear();
+        scores.resize(rows * lk, 0.0);
+        gemm_strided(scores, q_blk, k_slab, rows, lk, d, 1, d, false, true);
+        for (r, row) in scores.chunks_exact_mut(lk).enumerate() {
+            row.iter_mut().for_each(|s| *s *= scale);
+            if let Some(pb) = bias.per_head {
+                let off = (hi * lq + q0 + r) * lk;
+                row.iter_mut().zip(&pb[off..off + lk]).for_each(|(s, &b)| *s += b);
             }
-            // SAFETY: each task writes a disjoint `rows × d` block of `out`.
-            let dst = unsafe {
-                std::slice::from_raw_parts_mut(out_ptr.get().add((bh * lq + q0) * d), rows * d)
-            };
-            gemm_strided(dst, scores, v_slab, rows, d, lk, d, 1, false, true);
-        });
+            if let Some(pk) = bias.per_key {
+                row.iter_mut().zip(&pk[bi * lk..(bi + 1) * lk]).for_each(|(s, &b)| *s += b);
+            }
+            softmax_row(row);
+        }
+        // SAFETY: each task writes a disjoint `rows × d` block of `out`.
+        let dst = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add((bh * lq + q0) * d), rows * d) };
+        gemm_strided(dst, scores, v_slab, rows, d, lk, d, 1, false, true);
+    });
     Tensor::new([b, h, lq, d], out)?.permute(&[0, 2, 1, 3])
 }
 
@@ -139,21 +119,14 @@ mod tests {
     fn tiled_attention_matches_naive() {
         let (b, lq, lk, h, d) = (2, 130, 70, 3, 8);
         let gen = |n: usize, seed: usize| -> Vec<f32> {
-            (0..n)
-                .map(|i| (((i * 2654435761 + seed) % 1000) as f32 / 500.0) - 1.0)
-                .collect()
+            (0..n).map(|i| (((i * 2654435761 + seed) % 1000) as f32 / 500.0) - 1.0).collect()
         };
         let q = Tensor::new([b, lq, h, d], gen(b * lq * h * d, 1)).unwrap();
         let k = Tensor::new([b, lk, h, d], gen(b * lk * h * d, 2)).unwrap();
         let v = Tensor::new([b, lk, h, d], gen(b * lk * h * d, 3)).unwrap();
         let got = attention(&q, &k, &v, 0.35, AttentionBias::default()).unwrap();
         let want = reference(&q, &k, &v, 0.35);
-        let err = got
-            .data()
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f32::max);
+        let err = got.data().iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
         assert!(err < 1e-5, "max err {err}");
     }
 }

@@ -31,11 +31,7 @@ pub struct PaddingFull {
 
 impl From<Padding3d> for PaddingFull {
     fn from(p: Padding3d) -> Self {
-        PaddingFull {
-            t: (p.t_front, p.t_back),
-            h: (p.h, p.h),
-            w: (p.w, p.w),
-        }
+        PaddingFull { t: (p.t_front, p.t_back), h: (p.h, p.h), w: (p.w, p.w) }
     }
 }
 
@@ -52,11 +48,7 @@ pub fn conv3d(
         return Err(Error::shape("conv3d input", "[N, C, T, H, W]", x.shape()));
     };
     let &[cout, wcin, kt, kh, kw] = weight.shape() else {
-        return Err(Error::shape(
-            "conv3d weight",
-            "[C_out, C_in, kt, kh, kw]",
-            weight.shape(),
-        ));
+        return Err(Error::shape("conv3d weight", "[C_out, C_in, kt, kh, kw]", weight.shape()));
     };
     if wcin != cin {
         return Err(Error::shape("conv3d channels", wcin, cin));
@@ -70,17 +62,9 @@ pub fn conv3d(
     if st == 0 || sh == 0 || sw == 0 {
         return Err(Error::Msg("conv3d: stride must be positive".into()));
     }
-    let (tp, hp, wp) = (
-        t + pad.t.0 + pad.t.1,
-        h + pad.h.0 + pad.h.1,
-        w + pad.w.0 + pad.w.1,
-    );
+    let (tp, hp, wp) = (t + pad.t.0 + pad.t.1, h + pad.h.0 + pad.h.1, w + pad.w.0 + pad.w.1);
     if tp < kt || hp < kh || wp < kw {
-        return Err(Error::shape(
-            "conv3d padded input vs kernel",
-            [kt, kh, kw],
-            [tp, hp, wp],
-        ));
+        return Err(Error::shape("conv3d padded input vs kernel", [kt, kh, kw], [tp, hp, wp]));
     }
     let (to, ho, wo) = ((tp - kt) / st + 1, (hp - kh) / sh + 1, (wp - kw) / sw + 1);
     let k3 = kt * kh * kw;
@@ -91,14 +75,7 @@ pub fn conv3d(
     let cols = if linear { (ho - 1) * wp + wo } else { wo };
     let mut acc = vec![0.0f32; cout * cols];
     for ni in 0..n {
-        let xp = pad_input(
-            &x.data()[ni * cin * t * h * w..(ni + 1) * cin * t * h * w],
-            cin,
-            t,
-            h,
-            w,
-            pad,
-        );
+        let xp = pad_input(&x.data()[ni * cin * t * h * w..(ni + 1) * cin * t * h * w], cin, t, h, w, pad);
         for ot in 0..to {
             let rows_per_gemm = if linear { 1 } else { ho };
             for row_block in 0..rows_per_gemm {
@@ -114,15 +91,9 @@ pub fn conv3d(
                                 &mut acc,
                                 cols,
                                 &weight.data()[off..],
-                                Layout {
-                                    rs: cin * k3,
-                                    cs: k3,
-                                },
+                                Layout { rs: cin * k3, cs: k3 },
                                 &xp[base..],
-                                Layout {
-                                    rs: tp * frame,
-                                    cs: sw,
-                                },
+                                Layout { rs: tp * frame, cs: sw },
                                 cout,
                                 cols,
                                 cin,
@@ -141,16 +112,10 @@ pub fn conv3d(
                     if linear {
                         for oh in 0..ho {
                             let s = &src[oh * wp..oh * wp + wo];
-                            plane[oh * wo..(oh + 1) * wo]
-                                .iter_mut()
-                                .zip(s)
-                                .for_each(|(d, &v)| *d = v + b);
+                            plane[oh * wo..(oh + 1) * wo].iter_mut().zip(s).for_each(|(d, &v)| *d = v + b);
                         }
                     } else {
-                        plane[row_block * wo..(row_block + 1) * wo]
-                            .iter_mut()
-                            .zip(src)
-                            .for_each(|(d, &v)| *d = v + b);
+                        plane[row_block * wo..(row_block + 1) * wo].iter_mut().zip(src).for_each(|(d, &v)| *d = v + b);
                     }
                 }
             }
@@ -171,30 +136,18 @@ pub fn conv2d(
         return Err(Error::shape("conv2d input", "[N, C, H, W]", x.shape()));
     };
     let &[co, ci, kh, kw] = weight.shape() else {
-        return Err(Error::shape(
-            "conv2d weight",
-            "[C_out, C_in, kh, kw]",
-            weight.shape(),
-        ));
+        return Err(Error::shape("conv2d weight", "[C_out, C_in, kh, kw]", weight.shape()));
     };
     let x5 = x.clone().reshape([n, c, 1, h, w])?;
     let w5 = weight.clone().reshape([co, ci, 1, kh, kw])?;
-    let pad = PaddingFull {
-        t: (0, 0),
-        h: padding.0,
-        w: padding.1,
-    };
+    let pad = PaddingFull { t: (0, 0), h: padding.0, w: padding.1 };
     let y = conv3d(&x5, &w5, bias, (1, stride.0, stride.1), pad)?;
     let (ho, wo) = (y.dim(3), y.dim(4));
     y.reshape([n, co, ho, wo])
 }
 
 fn pad_input(x: &[f32], c: usize, t: usize, h: usize, w: usize, pad: PaddingFull) -> Vec<f32> {
-    let (tp, hp, wp) = (
-        t + pad.t.0 + pad.t.1,
-        h + pad.h.0 + pad.h.1,
-        w + pad.w.0 + pad.w.1,
-    );
+    let (tp, hp, wp) = (t + pad.t.0 + pad.t.1, h + pad.h.0 + pad.h.1, w + pad.w.0 + pad.w.1);
     if (tp, hp, wp) == (t, h, w) {
         return x.to_vec();
     }
@@ -216,34 +169,14 @@ mod tests {
     use super::*;
 
     #[allow(clippy::too_many_arguments)]
-    fn naive(
-        x: &Tensor,
-        wt: &Tensor,
-        bias: &[f32],
-        s: (usize, usize, usize),
-        pad: PaddingFull,
-    ) -> Tensor {
+    fn naive(x: &Tensor, wt: &Tensor, bias: &[f32], s: (usize, usize, usize), pad: PaddingFull) -> Tensor {
         let [n, ci, t, h, w] = x.shape().try_into().unwrap();
         let [co, _, kt, kh, kw] = wt.shape().try_into().unwrap();
-        let (tp, hp, wp) = (
-            t + pad.t.0 + pad.t.1,
-            h + pad.h.0 + pad.h.1,
-            w + pad.w.0 + pad.w.1,
-        );
-        let (to, ho, wo) = (
-            (tp - kt) / s.0 + 1,
-            (hp - kh) / s.1 + 1,
-            (wp - kw) / s.2 + 1,
-        );
+        let (tp, hp, wp) = (t + pad.t.0 + pad.t.1, h + pad.h.0 + pad.h.1, w + pad.w.0 + pad.w.1);
+        let (to, ho, wo) = ((tp - kt) / s.0 + 1, (hp - kh) / s.1 + 1, (wp - kw) / s.2 + 1);
         let mut out = Tensor::zeros([n, co, to, ho, wo]);
         let at = |ni: usize, c: usize, tt: isize, hh: isize, ww: isize| -> f32 {
-            if tt < 0
-                || hh < 0
-                || ww < 0
-                || tt >= t as isize
-                || hh >= h as isize
-                || ww >= w as isize
-            {
+            if tt < 0 || hh < 0 || ww < 0 || tt >= t as isize || hh >= h as isize || ww >= w as isize {
                 return 0.0;
             }
             x.data()[(((ni * ci + c) * t + tt as usize) * h + hh as usize) * w + ww as usize]
@@ -262,9 +195,7 @@ mod tests {
                                             let hh = (b * s.1 + dh) as isize - pad.h.0 as isize;
                                             let ww = (cc * s.2 + dw) as isize - pad.w.0 as isize;
                                             acc += at(ni, c, tt, hh, ww)
-                                                * wt.data()[(((o * ci + c) * kt + dt) * kh + dh)
-                                                    * kw
-                                                    + dw];
+                                                * wt.data()[(((o * ci + c) * kt + dt) * kh + dh) * kw + dw];
                                         }
                                     }
                                 }
@@ -280,60 +211,18 @@ mod tests {
 
     fn gen(shape: &[usize], seed: usize) -> Tensor {
         let n: usize = shape.iter().product();
-        Tensor::new(
-            shape,
-            (0..n)
-                .map(|i| (((i * 2654435761 + seed * 97) % 1000) as f32 / 500.0) - 1.0)
-                .collect(),
-        )
-        .unwrap()
+        Tensor::new(shape, (0..n).map(|i| (((i * 2654435761 + seed * 97) % 1000) as f32 / 500.0) - 1.0).collect())
+            .unwrap()
     }
 
     #[test]
     fn conv3d_matches_naive_for_vae_like_cases() {
         let cases: &[(&[usize], &[usize], (usize, usize, usize), PaddingFull)] = &[
-            (
-                &[1, 3, 4, 6, 7],
-                &[5, 3, 3, 3, 3],
-                (1, 1, 1),
-                PaddingFull {
-                    t: (2, 0),
-                    h: (1, 1),
-                    w: (1, 1),
-                },
-            ),
-            (
-                &[2, 4, 3, 5, 5],
-                &[6, 4, 1, 1, 1],
-                (1, 1, 1),
-                PaddingFull::default(),
-            ),
-            (
-                &[1, 2, 5, 8, 9],
-                &[3, 2, 3, 1, 1],
-                (2, 1, 1),
-                PaddingFull::default(),
-            ),
-            (
-                &[1, 3, 1, 8, 9],
-                &[4, 3, 1, 3, 3],
-                (1, 2, 2),
-                PaddingFull {
-                    t: (0, 0),
-                    h: (0, 1),
-                    w: (0, 1),
-                },
-            ),
-            (
-                &[1, 2, 2, 7, 9],
-                &[3, 2, 1, 3, 2],
-                (1, 2, 1),
-                PaddingFull {
-                    t: (0, 0),
-                    h: (1, 1),
-                    w: (0, 2),
-                },
-            ),
+            (&[1, 3, 4, 6, 7], &[5, 3, 3, 3, 3], (1, 1, 1), PaddingFull { t: (2, 0), h: (1, 1), w: (1, 1) }),
+            (&[2, 4, 3, 5, 5], &[6, 4, 1, 1, 1], (1, 1, 1), PaddingFull::default()),
+            (&[1, 2, 5, 8, 9], &[3, 2, 3, 1, 1], (2, 1, 1), PaddingFull::default()),
+            (&[1, 3, 1, 8, 9], &[4, 3, 1, 3, 3], (1, 2, 2), PaddingFull { t: (0, 0), h: (0, 1), w: (0, 1) }),
+            (&[1, 2, 2, 7, 9], &[3, 2, 1, 3, 2], (1, 2, 1), PaddingFull { t: (0, 0), h: (1, 1), w: (0, 2) }),
         ];
         for (i, (xs, ws, s, p)) in cases.iter().enumerate() {
             let x = gen(xs, i);

@@ -51,19 +51,13 @@ pub fn gemm_general(
     assert!((m - 1) * dst_rs + n <= dst.len(), "gemm dst out of bounds");
     if k == 0 {
         if !accumulate {
-            dst.chunks_mut(dst_rs)
-                .take(m)
-                .for_each(|r| r[..n].fill(0.0));
+            dst.chunks_mut(dst_rs).take(m).for_each(|r| r[..n].fill(0.0));
         }
         return;
     }
     assert!(a_layout.last(m, k) < a.len(), "gemm lhs out of bounds");
     assert!(b_layout.last(k, n) < b.len(), "gemm rhs out of bounds");
-    let par = if single_thread {
-        Parallelism::None
-    } else {
-        parallelism(m, n, k)
-    };
+    let par = if single_thread { Parallelism::None } else { parallelism(m, n, k) };
     // SAFETY: the extents of all three operands are checked above.
     unsafe {
         gemm::gemm(
@@ -105,19 +99,7 @@ pub fn gemm_strided(
     single_thread: bool,
 ) {
     let b_layout = Layout { rs: b_rs, cs: b_cs };
-    gemm_general(
-        dst,
-        n,
-        a,
-        Layout::row_major(k),
-        b,
-        b_layout,
-        m,
-        n,
-        k,
-        accumulate,
-        single_thread,
-    )
+    gemm_general(dst, n, a, Layout::row_major(k), b, b_layout, m, n, k, accumulate, single_thread)
 }
 
 /// `a[m,k] · b[k,n]`.
@@ -181,12 +163,8 @@ mod tests {
     #[test]
     fn matmul_matches_naive() {
         let (m, k, n) = (37, 53, 29);
-        let a: Vec<f32> = (0..m * k)
-            .map(|i| ((i * 7 % 13) as f32 - 6.0) / 7.0)
-            .collect();
-        let b: Vec<f32> = (0..k * n)
-            .map(|i| ((i * 5 % 11) as f32 - 5.0) / 5.0)
-            .collect();
+        let a: Vec<f32> = (0..m * k).map(|i| ((i * 7 % 13) as f32 - 6.0) / 7.0).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| ((i * 5 % 11) as f32 - 5.0) / 5.0).collect();
         let want = naive(&a, &b, m, k, n);
         let got = matmul_slices(&a, &b, m, k, n);
         for (x, y) in got.iter().zip(&want) {

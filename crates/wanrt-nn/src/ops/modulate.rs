@@ -22,20 +22,16 @@ fn batch_dims(op: &'static str, x: &Tensor, per_batch: &[&[f32]]) -> Result<(usi
 pub fn layer_norm_modulate(x: &Tensor, eps: f32, scale: &[f32], shift: &[f32]) -> Result<Tensor> {
     let (_, l, c) = batch_dims("layer_norm_modulate", x, &[scale, shift])?;
     let mut out = Tensor::zeros(x.shape().to_vec());
-    out.data_mut()
-        .par_chunks_mut(c)
-        .zip(x.data().par_chunks(c))
-        .enumerate()
-        .for_each(|(row, (o, xr))| {
-            let bi = row / l;
-            let (sc, sh) = (&scale[bi * c..(bi + 1) * c], &shift[bi * c..(bi + 1) * c]);
-            let mean = xr.iter().map(|&v| v as f64).sum::<f64>() / c as f64;
-            let var = xr.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / c as f64;
-            let (mean, inv) = (mean as f32, (1.0 / (var + eps as f64).sqrt()) as f32);
-            for i in 0..c {
-                o[i] = (xr[i] - mean) * inv * (1.0 + sc[i]) + sh[i];
-            }
-        });
+    out.data_mut().par_chunks_mut(c).zip(x.data().par_chunks(c)).enumerate().for_each(|(row, (o, xr))| {
+        let bi = row / l;
+        let (sc, sh) = (&scale[bi * c..(bi + 1) * c], &shift[bi * c..(bi + 1) * c]);
+        let mean = xr.iter().map(|&v| v as f64).sum::<f64>() / c as f64;
+        let var = xr.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / c as f64;
+        let (mean, inv) = (mean as f32, (1.0 / (var + eps as f64).sqrt()) as f32);
+        for i in 0..c {
+            o[i] = (xr[i] - mean) * inv * (1.0 + sc[i]) + sh[i];
+        }
+    });
     Ok(out)
 }
 
@@ -45,15 +41,11 @@ pub fn add_gated(x: &mut Tensor, y: &Tensor, gate: &[f32]) -> Result<()> {
     if x.shape() != y.shape() {
         return Err(Error::shape("add_gated", x.shape(), y.shape()));
     }
-    x.data_mut()
-        .par_chunks_mut(c)
-        .zip(y.data().par_chunks(c))
-        .enumerate()
-        .for_each(|(row, (xr, yr))| {
-            let g = &gate[(row / l) * c..(row / l + 1) * c];
-            for i in 0..c {
-                xr[i] += yr[i] * g[i];
-            }
-        });
+    x.data_mut().par_chunks_mut(c).zip(y.data().par_chunks(c)).enumerate().for_each(|(row, (xr, yr))| {
+        let g = &gate[(row / l) * c..(row / l + 1) * c];
+        for i in 0..c {
+            xr[i] += yr[i] * g[i];
+        }
+    });
     Ok(())
 }

@@ -13,16 +13,8 @@ fn check_affine(op: &'static str, c: usize, p: Option<&[f32]>) -> Result<()> {
 }
 
 /// `(x - mean) / sqrt(var + eps) * weight + bias`, biased variance as PyTorch.
-pub fn layer_norm(
-    mut x: Tensor,
-    eps: f32,
-    weight: Option<&[f32]>,
-    bias: Option<&[f32]>,
-) -> Result<Tensor> {
-    let c = *x
-        .shape()
-        .last()
-        .ok_or_else(|| Error::shape("layer_norm", "rank >= 1", x.shape()))?;
+pub fn layer_norm(mut x: Tensor, eps: f32, weight: Option<&[f32]>, bias: Option<&[f32]>) -> Result<Tensor> {
+    let c = *x.shape().last().ok_or_else(|| Error::shape("layer_norm", "rank >= 1", x.shape()))?;
     check_affine("layer_norm weight", c, weight)?;
     check_affine("layer_norm bias", c, bias)?;
     x.data_mut().par_chunks_mut(c).for_each(|row| {
@@ -46,10 +38,7 @@ pub fn layer_norm(
 
 /// `x / sqrt(mean(x²) + eps) * weight` (T5 LayerNorm, Wan's QK norm).
 pub fn rms_norm(mut x: Tensor, eps: f32, weight: Option<&[f32]>) -> Result<Tensor> {
-    let c = *x
-        .shape()
-        .last()
-        .ok_or_else(|| Error::shape("rms_norm", "rank >= 1", x.shape()))?;
+    let c = *x.shape().last().ok_or_else(|| Error::shape("rms_norm", "rank >= 1", x.shape()))?;
     check_affine("rms_norm weight", c, weight)?;
     x.data_mut().par_chunks_mut(c).for_each(|row| {
         let ms = row.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>() / c as f64;

@@ -37,11 +37,9 @@ fn pool3d_impl(x: &Tensor, p: Pool3d, kind: Kind, op: &'static str) -> Result<Te
     };
     let (kt, kh, kw) = p.kernel;
     let (st, sh, sw) = p.stride;
-    let (Some(to), Some(ho), Some(wo)) = (
-        out_len(t, kt, st, p.pad.0),
-        out_len(h, kh, sh, p.pad.1),
-        out_len(w, kw, sw, p.pad.2),
-    ) else {
+    let (Some(to), Some(ho), Some(wo)) =
+        (out_len(t, kt, st, p.pad.0), out_len(h, kh, sh, p.pad.1), out_len(w, kw, sw, p.pad.2))
+    else {
         return Err(Error::Msg(format!(
             "{op}: window {:?} stride {:?} does not fit input {:?} padded by {:?}",
             p.kernel,
@@ -54,73 +52,58 @@ fn pool3d_impl(x: &Tensor, p: Pool3d, kind: Kind, op: &'static str) -> Result<Te
     let plane_out = to * ho * wo;
     let mut out = vec![0.0f32; n * c * plane_out];
     let src = x.data();
-    out.par_chunks_mut(plane_out)
-        .enumerate()
-        .for_each(|(nc, dst)| {
-            let xs = &src[nc * plane_in..(nc + 1) * plane_in];
-            for ot in 0..to {
-                let t0 = (ot * st) as isize - p.pad.0 .0 as isize;
-                let (ta, tb) = (
-                    t0.max(0) as usize,
-                    ((t0 + kt as isize).min(t as isize)) as usize,
-                );
-                for oh in 0..ho {
-                    let h0 = (oh * sh) as isize - p.pad.1 .0 as isize;
-                    let (ha, hb) = (
-                        h0.max(0) as usize,
-                        ((h0 + kh as isize).min(h as isize)) as usize,
-                    );
-                    for ow in 0..wo {
-                        let w0 = (ow * sw) as isize - p.pad.2 .0 as isize;
-                        let (wa, wb) = (
-                            w0.max(0) as usize,
-                            ((w0 + kw as isize).min(w as isize)) as usize,
-                        );
-                        let v = match kind {
-                            Kind::Max => {
-                                let mut m = f32::NEG_INFINITY;
-                                for tt in ta..tb {
-                                    for hh in ha..hb {
-                                        for &v in
-                                            &xs[(tt * h + hh) * w + wa..(tt * h + hh) * w + wb]
-                                        {
-                                            // NaN propagates, as torch's max pooling does
-                                            if v > m || v.is_nan() {
-                                                m = v;
-                                            }
+    out.par_chunks_mut(plane_out).enumerate().for_each(|(nc, dst)| {
+        let xs = &src[nc * plane_in..(nc + 1) * plane_in];
+        for ot in 0..to {
+            let t0 = (ot * st) as isize - p.pad.0 .0 as isize;
+            let (ta, tb) = (t0.max(0) as usize, ((t0 + kt as isize).min(t as isize)) as usize);
+            for oh in 0..ho {
+                let h0 = (oh * sh) as isize - p.pad.1 .0 as isize;
+                let (ha, hb) = (h0.max(0) as usize, ((h0 + kh as isize).min(h as isize)) as usize);
+                for ow in 0..wo {
+                    let w0 = (ow * sw) as isize - p.pad.2 .0 as isize;
+                    let (wa, wb) = (w0.max(0) as usize, ((w0 + kw as isize).min(w as isize)) as usize);
+                    let v = match kind {
+                        Kind::Max => {
+                            let mut m = f32::NEG_INFINITY;
+                            for tt in ta..tb {
+                                for hh in ha..hb {
+                                    for &v in &xs[(tt * h + hh) * w + wa..(tt * h + hh) * w + wb] {
+                                        // NaN propagates, as torch's max pooling does
+                                        if v > m || v.is_nan() {
+                                            m = v;
                                         }
                                     }
                                 }
-                                m
                             }
-                            Kind::Avg { count_include_pad } => {
-                                let mut s = 0.0f32;
-                                for tt in ta..tb {
-                                    for hh in ha..hb {
-                                        for &v in
-                                            &xs[(tt * h + hh) * w + wa..(tt * h + hh) * w + wb]
-                                        {
-                                            s += v;
-                                        }
+                            m
+                        }
+                        Kind::Avg { count_include_pad } => {
+                            let mut s = 0.0f32;
+                            for tt in ta..tb {
+                                for hh in ha..hb {
+                                    for &v in &xs[(tt * h + hh) * w + wa..(tt * h + hh) * w + wb] {
+                                        s += v;
                                     }
                                 }
-                                let count = if count_include_pad {
-                                    // torch counts the window clipped to the padded input
-                                    let te = (t0 + kt as isize).min((t + p.pad.0 .1) as isize);
-                                    let he = (h0 + kh as isize).min((h + p.pad.1 .1) as isize);
-                                    let we = (w0 + kw as isize).min((w + p.pad.2 .1) as isize);
-                                    ((te - t0) * (he - h0) * (we - w0)) as usize
-                                } else {
-                                    (tb - ta) * (hb - ha) * (wb - wa)
-                                };
-                                s / count.max(1) as f32
                             }
-                        };
-                        dst[(ot * ho + oh) * wo + ow] = v;
-                    }
+                            let count = if count_include_pad {
+                                // torch counts the window clipped to the padded input
+                                let te = (t0 + kt as isize).min((t + p.pad.0 .1) as isize);
+                                let he = (h0 + kh as isize).min((h + p.pad.1 .1) as isize);
+                                let we = (w0 + kw as isize).min((w + p.pad.2 .1) as isize);
+                                ((te - t0) * (he - h0) * (we - w0)) as usize
+                            } else {
+                                (tb - ta) * (hb - ha) * (wb - wa)
+                            };
+                            s / count.max(1) as f32
+                        }
+                    };
+                    dst[(ot * ho + oh) * wo + ow] = v;
                 }
             }
-        });
+        }
+    });
     Tensor::new([n, c, to, ho, wo], out)
 }
 
@@ -142,11 +125,7 @@ fn as3d(x: &Tensor, op: &'static str) -> Result<Tensor> {
 }
 
 fn pool2d(kernel: usize, stride: usize, pad: usize) -> Pool3d {
-    Pool3d {
-        kernel: (1, kernel, kernel),
-        stride: (1, stride, stride),
-        pad: ((0, 0), (pad, pad), (pad, pad)),
-    }
+    Pool3d { kernel: (1, kernel, kernel), stride: (1, stride, stride), pad: ((0, 0), (pad, pad), (pad, pad)) }
 }
 
 fn squeeze_t(y: Tensor) -> Result<Tensor> {
@@ -156,25 +135,12 @@ fn squeeze_t(y: Tensor) -> Result<Tensor> {
 
 /// `F.max_pool2d(x, kernel, stride, padding)` for `x: [N, C, H, W]`.
 pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> Result<Tensor> {
-    squeeze_t(max_pool3d(
-        &as3d(x, "max_pool2d")?,
-        pool2d(kernel, stride, padding),
-    )?)
+    squeeze_t(max_pool3d(&as3d(x, "max_pool2d")?, pool2d(kernel, stride, padding))?)
 }
 
 /// `F.avg_pool2d(x, kernel, stride, padding, count_include_pad=…)` for `x: [N, C, H, W]`.
-pub fn avg_pool2d(
-    x: &Tensor,
-    kernel: usize,
-    stride: usize,
-    padding: usize,
-    count_include_pad: bool,
-) -> Result<Tensor> {
-    squeeze_t(avg_pool3d(
-        &as3d(x, "avg_pool2d")?,
-        pool2d(kernel, stride, padding),
-        count_include_pad,
-    )?)
+pub fn avg_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize, count_include_pad: bool) -> Result<Tensor> {
+    squeeze_t(avg_pool3d(&as3d(x, "avg_pool2d")?, pool2d(kernel, stride, padding), count_include_pad)?)
 }
 
 /// Global average over every axis after the first two: `[N, C, …]` → `[N, C]`

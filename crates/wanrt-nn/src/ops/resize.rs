@@ -26,27 +26,22 @@ pub fn resize_bilinear(x: &Tensor, out_h: usize, out_w: usize) -> Result<Tensor>
         return Err(Error::shape("resize_bilinear", "[N, C, H, W]", x.shape()));
     };
     if h == 0 || w == 0 || out_h == 0 || out_w == 0 {
-        return Err(Error::Msg(format!(
-            "resize_bilinear: cannot resize {h}x{w} to {out_h}x{out_w}"
-        )));
+        return Err(Error::Msg(format!("resize_bilinear: cannot resize {h}x{w} to {out_h}x{out_w}")));
     }
     let th = taps(h, out_h);
     let tw = taps(w, out_w);
     let mut out = vec![0.0f32; n * c * out_h * out_w];
     let src = x.data();
-    out.par_chunks_mut(out_h * out_w)
-        .enumerate()
-        .for_each(|(p, dst)| {
-            let xs = &src[p * h * w..(p + 1) * h * w];
-            for (oy, &(y0, y1, a0, a1)) in th.iter().enumerate() {
-                let r0 = &xs[y0 * w..(y0 + 1) * w];
-                let r1 = &xs[y1 * w..(y1 + 1) * w];
-                for (ox, &(x0, x1, b0, b1)) in tw.iter().enumerate() {
-                    dst[oy * out_w + ox] =
-                        a0 * (b0 * r0[x0] + b1 * r0[x1]) + a1 * (b0 * r1[x0] + b1 * r1[x1]);
-                }
+    out.par_chunks_mut(out_h * out_w).enumerate().for_each(|(p, dst)| {
+        let xs = &src[p * h * w..(p + 1) * h * w];
+        for (oy, &(y0, y1, a0, a1)) in th.iter().enumerate() {
+            let r0 = &xs[y0 * w..(y0 + 1) * w];
+            let r1 = &xs[y1 * w..(y1 + 1) * w];
+            for (ox, &(x0, x1, b0, b1)) in tw.iter().enumerate() {
+                dst[oy * out_w + ox] = a0 * (b0 * r0[x0] + b1 * r0[x1]) + a1 * (b0 * r1[x0] + b1 * r1[x1]);
             }
-        });
+        }
+    });
     Tensor::new([n, c, out_h, out_w], out)
 }
 

@@ -14,22 +14,16 @@ pub fn apply_rope_interleaved(x: &mut Tensor, cos: &[f32], sin: &[f32]) -> Resul
         return Err(Error::shape("rope tables", [l, d / 2], cos.len()));
     }
     let half = d / 2;
-    x.data_mut()
-        .par_chunks_mut(h * d)
-        .enumerate()
-        .for_each(|(row, tok)| {
-            let pos = row % l;
-            let (c, s) = (
-                &cos[pos * half..(pos + 1) * half],
-                &sin[pos * half..(pos + 1) * half],
-            );
-            for head in tok.chunks_exact_mut(d) {
-                for i in 0..half {
-                    let (x1, x2) = (head[2 * i], head[2 * i + 1]);
-                    head[2 * i] = x1 * c[i] - x2 * s[i];
-                    head[2 * i + 1] = x1 * s[i] + x2 * c[i];
-                }
+    x.data_mut().par_chunks_mut(h * d).enumerate().for_each(|(row, tok)| {
+        let pos = row % l;
+        let (c, s) = (&cos[pos * half..(pos + 1) * half], &sin[pos * half..(pos + 1) * half]);
+        for head in tok.chunks_exact_mut(d) {
+            for i in 0..half {
+                let (x1, x2) = (head[2 * i], head[2 * i + 1]);
+                head[2 * i] = x1 * c[i] - x2 * s[i];
+                head[2 * i + 1] = x1 * s[i] + x2 * c[i];
             }
-        });
+        }
+    });
     Ok(())
 }

@@ -1,0 +1,226 @@
+//! Text → video, as diffusers 0.42.1 `WanPipeline.__call__`
+//! (pipelines/wan/pipeline_wan.py): encode prompt (and negative prompt under
+//! CFG), denoise with the scheduler — cond and uncond passes batched into one
+//! transformer call — de-normalise, decode with the VAE, map to [0, 1].
+
+use crate::model::WanModel;
+use crate::scheduler::SchedulerKind;
+use crate::text::encode_prompts;
+use crate::{Error, Result};
+use rand::SeedableRng;
+use rand_distr::{Distribution, StandardNormal};
+use std::time::Instant;
+use wanrt_nn::Tensor;
+
+/// Everything one generation needs; `None` fields take the model's defaults.
+#[derive(Debug, Clone)]
+pub struct GenerateParams {
+    pub prompt: String,
+    pub negative_prompt: Option<String>,
+    pub height: Option<usize>,
+    pub width: Option<usize>,
+    pub num_frames: Option<usize>,
+    pub steps: Option<usize>,
+    pub guidance: Option<f64>,
+    pub shift: Option<f64>,
+    pub scheduler: Option<SchedulerKind>,
+    pub max_sequence_length: Option<usize>,
+    /// Initial latents `[1, z, T', H', W']`; overrides the seed.
+    pub noise: Option<Tensor>,
+    pub seed: u64,
+}
+
+impl GenerateParams {
+    pub fn new(prompt: impl Into<String>) -> Self {
+        GenerateParams {
+            prompt: prompt.into(),
+            negative_prompt: None,
+            height: None,
+            width: None,
+            num_frames: None,
+            steps: None,
+            guidance: None,
+            shift: None,
+            scheduler: None,
+            max_sequence_length: None,
+            noise: None,
+            seed: 0,
+        }
+    }
+}
+
+/// The settings actually used, after defaults and rounding.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ResolvedSettings {
+    pub height: usize,
+    pub width: usize,
+    pub num_frames: usize,
+    pub steps: usize,
+    pub guidance: f64,
+    pub shift: f64,
+    pub scheduler: String,
+    pub max_sequence_length: usize,
+    pub negative_prompt: String,
+    pub seed: Option<u64>,
+    pub warnings: Vec<String>,
+}
+
+/// Progress events of a generation.
+pub trait Progress {
+    fn stage(&mut self, _name: &str) {}
+    fn step(&mut self, _done: usize, _total: usize) {}
+    fn decode_frame(&mut self, _done: usize, _total: usize) {}
+}
+
+impl Progress for () {}
+
+pub struct GenerateOutput {
+    /// `[F, H, W, 3]` in [0, 1] (diffusers `output_type="np"`).
+    pub video: Tensor,
+    /// Final latents before de-normalisation, `[1, z, T', H', W']`.
+    pub latents: Tensor,
+    pub settings: ResolvedSettings,
+    /// Seconds per stage, in order.
+    pub timings: Vec<(String, f64)>,
+}
+
+impl WanModel {
+    /// Applies the model's defaults (wanrt.json, then diffusers' WanPipeline defaults),
+    /// the noise's shape, and diffusers' frame/size rules.
+    pub fn resolve(&self, p: &GenerateParams) -> Result<ResolvedSettings> {
+        let d = &self.defaults;
+        let (tf, sf) = (self.vae.config.temporal_factor(), self.vae.config.spatial_factor());
+        let mut warnings = Vec::new();
+        let (mut height, mut width, mut frames) = (
+            p.height.or(d.height).unwrap_or(480),
+            p.width.or(d.width).unwrap_or(832),
+            p.num_frames.or(d.num_frames).unwrap_or(81),
+        );
+        if let Some(noise) = &p.noise {
+            let &[1, z, t, h, w] = noise.shape() else {
+                return Err(Error::Shape(format!("noise must be [1, z, T, H, W], found {:?}", noise.shape())));
+            };
+            if z != self.vae.config.z_dim {
+                return Err(Error::Shape(format!(
+                    "noise has {z} channels, the model's z_dim is {}",
+                    self.vae.config.z_dim
+                )));
+            }
+            let implied = ((t - 1) * tf + 1, h * sf, w * sf);
+            for (name, given, want) in
+                [("frames", p.num_frames, implied.0), ("height", p.height, implied.1), ("width", p.width, implied.2)]
+            {
+                if let Some(g) = given {
+                    if g != want {
+                        return Err(Error::Shape(format!(
+                            "--{name} {g} conflicts with the noise, which implies {want}"
+                        )));
+                    }
+                }
+            }
+            (frames, height, width) = implied;
+        }
+        let multiple = sf * self.transformer.config.patch_size[1].max(self.transformer.config.patch_size[2]);
+        if height % multiple != 0 || width % multiple != 0 || height == 0 || width == 0 {
+            return Err(Error::Shape(format!(
+                "height and width must be positive multiples of {multiple}, got {height}×{width}"
+            )));
+        }
+        if frames == 0 {
+            return Err(Error::Shape("frames must be at least 1".into()));
+        }
+        if (frames - 1) % tf != 0 {
+            let rounded = (frames / tf) * tf + 1;
+            warnings.push(format!("num_frames - 1 must be divisible by {tf}: rounding {frames} down to {rounded}"));
+            frames = rounded;
+        }
+        let scheduler = p.scheduler.map_or_else(|| self.scheduler.kind(), Ok)?;
+        let shift = p.shift.or(d.shift).unwrap_or_else(|| self.scheduler.shift());
+        Ok(ResolvedSettings {
+            height,
+            width,
+            num_frames: frames,
+            steps: p.steps.or(d.num_inference_steps).unwrap_or(50),
+            guidance: p.guidance.or(d.guidance_scale).unwrap_or(5.0),
+            shift,
+            scheduler: match scheduler {
+                SchedulerKind::UniPc => "unipc".into(),
+                SchedulerKind::Euler => "euler".into(),
+            },
+            max_sequence_length: p.max_sequence_length.or(d.max_sequence_length).or(self.text_len).unwrap_or(512),
+            negative_prompt: p.negative_prompt.clone().or_else(|| d.negative_prompt.clone()).unwrap_or_default(),
+            seed: if p.noise.is_some() { None } else { Some(p.seed) },
+            warnings,
+        })
+    }
+
+    /// Latent shape `[1, z, T', H', W']` for the resolved settings.
+    pub fn latent_shape(&self, s: &ResolvedSettings) -> [usize; 5] {
+        let (tf, sf) = (self.vae.config.temporal_factor(), self.vae.config.spatial_factor());
+        [1, self.vae.config.z_dim, (s.num_frames - 1) / tf + 1, s.height / sf, s.width / sf]
+    }
+
+    pub fn generate(&self, p: &GenerateParams, progress: &mut dyn Progress) -> Result<GenerateOutput> {
+        let s = self.resolve(p)?;
+        let mut timings = Vec::new();
+        let cfg = s.guidance > 1.0;
+
+        progress.stage("text encoder");
+        let t0 = Instant::now();
+        let mut prompts = vec![p.prompt.clone()];
+        if cfg {
+            prompts.push(s.negative_prompt.clone());
+        }
+        let context = encode_prompts(&self.tokenizer, &self.text_encoder, &prompts, s.max_sequence_length)?;
+        timings.push(("text_encoder".to_string(), t0.elapsed().as_secs_f64()));
+
+        let shape = self.latent_shape(&s);
+        let mut latents = match &p.noise {
+            Some(n) => n.clone(),
+            None => {
+                let mut rng = rand::rngs::StdRng::seed_from_u64(p.seed);
+                let n: usize = shape.iter().product();
+                Tensor::new(shape, (0..n).map(|_| StandardNormal.sample(&mut rng)).collect())?
+            }
+        };
+
+        progress.stage("denoising");
+        let t0 = Instant::now();
+        let kind = p.scheduler;
+        let mut sched = self.scheduler.build(s.steps, kind, Some(s.shift))?;
+        let timesteps = sched.timesteps().to_vec();
+        for (i, &t) in timesteps.iter().enumerate() {
+            let noise_pred = if cfg {
+                let batch = Tensor::cat(&[&latents, &latents], 0)?;
+                let out = self.transformer.forward(&batch, &[t, t], &context)?;
+                let cond = out.narrow(0, 0, 1)?;
+                let uncond = out.narrow(0, 1, 1)?;
+                let g = s.guidance as f32;
+                uncond.zip_map(&cond, "cfg", |u, c| u + g * (c - u))?
+            } else {
+                self.transformer.forward(&latents, &[t], &context)?
+            };
+            latents = sched.step(&noise_pred, &latents)?;
+            progress.step(i + 1, timesteps.len());
+        }
+        timings.push(("denoising".to_string(), t0.elapsed().as_secs_f64()));
+
+        progress.stage("vae decode");
+        let t0 = Instant::now();
+        let z = self.vae.denormalize(&latents)?;
+        let decoded = self.vae.decode(&z, |i, n| progress.decode_frame(i, n))?;
+        let video = to_frames(&decoded)?;
+        timings.push(("vae_decode".to_string(), t0.elapsed().as_secs_f64()));
+        Ok(GenerateOutput { video, latents, settings: s, timings })
+    }
+}
+
+/// `[1, 3, F, H, W]` in [-1, 1] → `[F, H, W, 3]` as `clamp(x/2 + 0.5, 0, 1)`.
+pub fn to_frames(decoded: &Tensor) -> Result<Tensor> {
+    let &[1, c, f, h, w] = decoded.shape() else {
+        return Err(Error::Shape(format!("decoded video must be [1, C, F, H, W], found {:?}", decoded.shape())));
+    };
+    let mut v = decoded.clone().reshape([c, f, h, w])?.permute(&[1, 2, 3, 0])?;
+    v.map_inplace(|x| (x / 2.0 + 0.5).clamp(0.0, 1.0));
+    Ok(v)
+}
