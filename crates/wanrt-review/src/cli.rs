@@ -24,6 +24,9 @@ pub enum ReviewCommand {
 
 /// Options of `wanrt review serve`.
 #[derive(Debug, Clone, Args)]
+#[command(
+    after_help = "Example:\n  wanrt review serve --study int8 --variants base=out/base int8=out/int8 \\\n      --prompts prompts.json --db reviews.sqlite\n\nRater keys: Left/Right arrow = A/B better, Down = tie, 1-5 = score A, Shift+1-5 = score B,\nEnter = submit, Space = play/pause, R = restart."
+)]
 pub struct ServeArgs {
     /// Study name; an existing study of that name in --db is resumed.
     #[arg(long, value_name = "NAME")]
@@ -51,12 +54,7 @@ pub struct ServeArgs {
 
     /// Admin token for the results page and export endpoints (default: a random token,
     /// printed at start). Also read from WANRT_REVIEW_ADMIN_TOKEN.
-    #[arg(
-        long,
-        value_name = "TOKEN",
-        env = "WANRT_REVIEW_ADMIN_TOKEN",
-        hide_env_values = true
-    )]
+    #[arg(long, value_name = "TOKEN", env = "WANRT_REVIEW_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
 
     /// Make the study invite-only: ensure N invite links exist (printed at start and on the
@@ -93,6 +91,9 @@ pub enum ExportFormat {
 
 /// Options of `wanrt review export`.
 #[derive(Debug, Clone, Args)]
+#[command(
+    after_help = "Example:\n  wanrt review export --db reviews.sqlite --study int8 --format json -o results.json --plot results.png"
+)]
 pub struct ExportArgs {
     /// SQLite database written by `wanrt review serve`.
     #[arg(long, value_name = "FILE")]

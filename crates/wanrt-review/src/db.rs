@@ -100,32 +100,19 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Opens (creating if needed) the database and brings its schema up to date.
 pub fn open(path: &Path) -> Result<Connection, Error> {
-    let db_err = |e: rusqlite::Error| Error::Db {
-        path: path.display().to_string(),
-        source: e,
-    };
+    let db_err = |e: rusqlite::Error| Error::Db { path: path.display().to_string(), source: e };
     if let Some(parent) = path.parent() {
         if !parent.as_os_str().is_empty() && !parent.is_dir() {
-            return Err(Error::Input(format!(
-                "--db {}: folder {} does not exist",
-                path.display(),
-                parent.display()
-            )));
+            return Err(Error::Input(format!("--db {}: folder {} does not exist", path.display(), parent.display())));
         }
     }
     let mut conn = Connection::open(path).map_err(db_err)?;
     conn.busy_timeout(Duration::from_secs(10)).map_err(db_err)?;
-    let mode: String = conn
-        .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
-        .map_err(db_err)?;
+    let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)).map_err(db_err)?;
     if !mode.eq_ignore_ascii_case("wal") {
-        return Err(Error::Input(format!(
-            "--db {}: cannot switch SQLite to WAL mode (got {mode})",
-            path.display()
-        )));
+        return Err(Error::Input(format!("--db {}: cannot switch SQLite to WAL mode (got {mode})", path.display())));
     }
-    conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")
-        .map_err(db_err)?;
+    conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;").map_err(db_err)?;
     migrate(&mut conn).map_err(|e| match e {
         Error::Sqlite(source) => db_err(source),
         other => other,
@@ -158,30 +145,18 @@ pub fn migrate(conn: &mut Connection) -> Result<(), Error> {
 
 /// Seconds since the Unix epoch.
 pub fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
 /// Id of the study called `name`, if any.
 pub fn study_id(conn: &Connection, name: &str) -> Result<Option<i64>, Error> {
-    Ok(conn
-        .query_row(
-            "SELECT id FROM studies WHERE name = ?1",
-            params![name],
-            |r| r.get(0),
-        )
-        .optional()?)
+    Ok(conn.query_row("SELECT id FROM studies WHERE name = ?1", params![name], |r| r.get(0)).optional()?)
 }
 
 /// Variant (id, name) of a study, in command-line order.
 pub fn variants(conn: &Connection, study: i64) -> Result<Vec<(i64, String)>, Error> {
-    let mut st =
-        conn.prepare("SELECT id, name FROM variants WHERE study_id = ?1 ORDER BY position, id")?;
-    let rows = st
-        .query_map(params![study], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut st = conn.prepare("SELECT id, name FROM variants WHERE study_id = ?1 ORDER BY position, id")?;
+    let rows = st.query_map(params![study], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<Vec<_>, _>>()?;
     Ok(rows)
 }
 
@@ -246,9 +221,7 @@ pub fn rater_counts(conn: &Connection, study: i64) -> Result<Vec<(String, i64)>,
         "SELECT r.name, (SELECT COUNT(*) FROM votes v WHERE v.rater_id = r.id)
          FROM raters r WHERE r.study_id = ?1 ORDER BY r.id",
     )?;
-    let rows = st
-        .query_map(params![study], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<Result<Vec<_>, _>>()?;
+    let rows = st.query_map(params![study], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<Vec<_>, _>>()?;
     Ok(rows)
 }
 
@@ -258,8 +231,6 @@ pub fn votes_per_pair(conn: &Connection, study: i64) -> Result<Vec<i64>, Error> 
         "SELECT (SELECT COUNT(*) FROM votes v WHERE v.pair_id = p.id)
          FROM pairs p WHERE p.study_id = ?1 ORDER BY p.id",
     )?;
-    let rows = st
-        .query_map(params![study], |r| r.get(0))?
-        .collect::<Result<Vec<_>, _>>()?;
+    let rows = st.query_map(params![study], |r| r.get(0))?.collect::<Result<Vec<_>, _>>()?;
     Ok(rows)
 }

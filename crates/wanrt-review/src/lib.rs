@@ -60,11 +60,7 @@ pub fn run(cmd: ReviewCommand) -> anyhow::Result<()> {
                     server.n_items,
                     args.db.display()
                 )?;
-                writeln!(
-                    out,
-                    "results (admin): http://{}/admin?token={}",
-                    server.addr, server.admin_token
-                )?;
+                writeln!(out, "results (admin): http://{}/admin?token={}", server.addr, server.admin_token)?;
                 for inv in &server.invites {
                     writeln!(out, "invite: http://{}/i/{inv}", server.addr)?;
                 }
@@ -106,9 +102,7 @@ impl Server {
         let term = async {
             #[cfg(unix)]
             {
-                if let Ok(mut s) =
-                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                {
+                if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
                     s.recv().await;
                     return;
                 }
@@ -126,8 +120,10 @@ impl Server {
 /// Prepares the study (folders, captions, database) and starts serving in the background.
 pub async fn start(args: &ServeArgs) -> anyhow::Result<Server> {
     let variants = study::parse_variants(&args.variants)?;
+    // Check folders and captions before the database file is created or touched.
+    let scanned = study::scan(&args.study, &variants, &args.prompts)?;
     let mut conn = db::open(&args.db)?;
-    let runtime = study::prepare(&mut conn, &args.study, &variants, &args.prompts)?;
+    let runtime = study::prepare(&mut conn, &args.study, &scanned)?;
     let invites = match args.invites {
         Some(n) => server::ensure_invites(&mut conn, runtime.id, n)?,
         None => Vec::new(),
@@ -135,9 +131,7 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Server> {
     let admin_token = match &args.admin_token {
         Some(t) => {
             if t.len() < 8 || !t.bytes().all(|b| b.is_ascii_graphic() && b != b';') {
-                anyhow::bail!(
-                    "--admin-token must be at least 8 printable characters without spaces or ';'"
-                );
+                anyhow::bail!("--admin-token must be at least 8 printable characters without spaces or ';'");
             }
             t.clone()
         }
@@ -159,6 +153,7 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Server> {
             require_likert: args.require_likert,
             resamples: args.bootstrap,
             seed: args.seed,
+            allowed_hosts: allowed_hosts(addr),
         },
     );
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -169,33 +164,32 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Server> {
             })
             .await
     });
-    Ok(Server {
-        addr,
-        admin_token,
-        invites,
-        study: study_name,
-        n_variants,
-        n_pairs,
-        n_items,
-        shutdown: tx,
-        task,
-    })
+    Ok(Server { addr, admin_token, invites, study: study_name, n_variants, n_pairs, n_items, shutdown: tx, task })
+}
+
+/// Host names a browser may use to reach `addr` (None when bound to all interfaces).
+fn allowed_hosts(addr: SocketAddr) -> Option<Vec<String>> {
+    if addr.ip().is_unspecified() {
+        return None;
+    }
+    let mut hosts = vec![addr.to_string()];
+    if addr.ip().is_loopback() {
+        hosts.push(format!("localhost:{}", addr.port()));
+    }
+    if addr.port() == 80 {
+        hosts.push(addr.ip().to_string());
+        if addr.ip().is_loopback() {
+            hosts.push("localhost".into());
+        }
+    }
+    Some(hosts)
 }
 
 /// Writes `bytes` to `path` through a temporary file in the same folder and a rename.
 fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .with_context(|| format!("{}: not a file name", path.display()))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().with_context(|| format!("{}: not a file name", path.display()))?;
+    let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
     let res = (|| -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;

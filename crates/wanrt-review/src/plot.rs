@@ -25,11 +25,7 @@ fn text<DB: DrawingBackend>(
 ) {
     let mut cx = x;
     for ch in s.chars() {
-        let code = if ch.is_ascii() {
-            ch as usize
-        } else {
-            b'?' as usize
-        };
+        let code = if ch.is_ascii() { ch as usize } else { b'?' as usize };
         {
             let rows = font8x8::legacy::BASIC_LEGACY[code];
             for (ry, bits) in rows.iter().enumerate() {
@@ -65,11 +61,7 @@ fn panel_height(p: &Panel) -> i32 {
     40 + p.rows.len() as i32 * ROW + 30
 }
 
-fn draw_panel<DB: DrawingBackend>(
-    area: &DrawingArea<DB, plotters::coord::Shift>,
-    y: i32,
-    p: &Panel,
-) {
+fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, plotters::coord::Shift>, y: i32, p: &Panel) {
     let black = RGBColor(20, 20, 20);
     let grey = RGBColor(200, 200, 200);
     text(area, &p.title, 16, y + 8, 2, &black);
@@ -83,58 +75,34 @@ fn draw_panel<DB: DrawingBackend>(
         let x = x_of(t);
         let _ = area.draw(&PathElement::new(vec![(x, top), (x, bottom)], grey));
         let label = format!("{t:.1}");
-        text(
-            area,
-            &label,
-            x - label.len() as i32 * 4,
-            bottom + 6,
-            1,
-            &black,
-        );
+        text(area, &label, x - label.len() as i32 * 4, bottom + 6, 1, &black);
     }
     if let Some(r) = p.reference {
         let x = x_of(r);
-        let _ = area.draw(&PathElement::new(
-            vec![(x, top), (x, bottom)],
-            RGBColor(120, 120, 120).stroke_width(2),
-        ));
+        let _ = area.draw(&PathElement::new(vec![(x, top), (x, bottom)], RGBColor(120, 120, 120).stroke_width(2)));
     }
     for (i, (label, est, ci)) in p.rows.iter().enumerate() {
         let cy = top + i as i32 * ROW + ROW / 2;
         let shown: String = label.chars().take(28).collect();
         text(area, &shown, 16, cy - 4, 1, &black);
         if let Some([a, b]) = ci {
-            let _ = area.draw(&PathElement::new(
-                vec![(x_of(*a), cy), (x_of(*b), cy)],
-                p.color.stroke_width(3),
-            ));
+            let _ = area.draw(&PathElement::new(vec![(x_of(*a), cy), (x_of(*b), cy)], p.color.stroke_width(3)));
             for v in [a, b] {
-                let _ = area.draw(&PathElement::new(
-                    vec![(x_of(*v), cy - 6), (x_of(*v), cy + 6)],
-                    p.color.stroke_width(2),
-                ));
+                let _ =
+                    area.draw(&PathElement::new(vec![(x_of(*v), cy - 6), (x_of(*v), cy + 6)], p.color.stroke_width(2)));
             }
         }
         match est {
             Some(e) => {
                 let _ = area.draw(&Circle::new((x_of(*e), cy), 6, p.color.filled()));
             }
-            None => text(
-                area,
-                "no data",
-                LEFT + 8,
-                cy - 4,
-                1,
-                &RGBColor(150, 150, 150),
-            ),
+            None => text(area, "no data", LEFT + 8, cy - 4, 1, &RGBColor(150, 150, 150)),
         }
     }
 }
 
 fn nice_range(values: impl Iterator<Item = f64>) -> (f64, f64, Vec<f64>) {
-    let m = values
-        .filter(|v| v.is_finite())
-        .fold(0.5f64, |m, v| m.max(v.abs()));
+    let m = values.filter(|v| v.is_finite()).fold(0.5f64, |m, v| m.max(v.abs()));
     let m = (m * 2.0).ceil() / 2.0;
     let step = if m <= 1.0 {
         0.25
@@ -163,11 +131,8 @@ pub fn render_png(study: &str, stats: &Stats) -> anyhow::Result<Vec<u8>> {
             bt_rows.push((format!("{} / {}", c.label, s.variant), est, s.ci));
         }
     }
-    let (lo, hi, ticks) = nice_range(
-        bt_rows
-            .iter()
-            .flat_map(|(_, e, ci)| e.iter().copied().chain(ci.iter().flatten().copied())),
-    );
+    let (lo, hi, ticks) =
+        nice_range(bt_rows.iter().flat_map(|(_, e, ci)| e.iter().copied().chain(ci.iter().flatten().copied())));
     let bt = Panel {
         title: "Bradley-Terry log-strength (95% CI)".into(),
         rows: bt_rows,
@@ -179,11 +144,7 @@ pub fn render_png(study: &str, stats: &Stats) -> anyhow::Result<Vec<u8>> {
     };
     let lk = Panel {
         title: "Mean Likert score 1-5 (95% CI)".into(),
-        rows: stats
-            .likert
-            .iter()
-            .map(|l| (format!("{} (n={})", l.variant, l.n), l.mean, l.ci))
-            .collect(),
+        rows: stats.likert.iter().map(|l| (format!("{} (n={})", l.variant, l.n), l.mean, l.ci)).collect(),
         lo: 1.0,
         hi: 5.0,
         ticks: vec![1.0, 2.0, 3.0, 4.0, 5.0],
@@ -194,8 +155,7 @@ pub fn render_png(study: &str, stats: &Stats) -> anyhow::Result<Vec<u8>> {
     let mut buf = vec![255u8; (W * h * 3) as usize];
     {
         let area = BitMapBackend::with_buffer(&mut buf, (W, h)).into_drawing_area();
-        area.fill(&WHITE)
-            .map_err(|e| anyhow::anyhow!("plot: {e}"))?;
+        area.fill(&WHITE).map_err(|e| anyhow::anyhow!("plot: {e}"))?;
         let title: String = format!("wanrt review: {study}").chars().take(56).collect();
         text(&area, &title, 16, 10, 2, &RGBColor(0, 0, 0));
         draw_panel(&area, 40, &bt);

@@ -49,20 +49,10 @@ pub fn load(conn: &Connection, study: &str) -> Result<(i64, Loaded), Error> {
         let names: Vec<String> = st.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
         return Err(Error::Input(format!(
             "--study: no study '{study}' in the database (studies: {})",
-            if names.is_empty() {
-                "none".to_string()
-            } else {
-                names.join(", ")
-            }
+            if names.is_empty() { "none".to_string() } else { names.join(", ") }
         )));
     };
-    Ok((
-        id,
-        Loaded {
-            variants: db::variants(conn, id)?,
-            votes: db::votes(conn, id)?,
-        },
-    ))
+    Ok((id, Loaded { variants: db::variants(conn, id)?, votes: db::votes(conn, id)? }))
 }
 
 fn to_stats_votes(l: &Loaded) -> Vec<Vote> {
@@ -87,12 +77,7 @@ fn to_stats_votes(l: &Loaded) -> Vec<Vote> {
 }
 
 /// Computes the results of `study` (votes read in one snapshot).
-pub fn compute(
-    conn: &Connection,
-    study: &str,
-    resamples: u32,
-    seed: u64,
-) -> Result<Results, Error> {
+pub fn compute(conn: &Connection, study: &str, resamples: u32, seed: u64) -> Result<Results, Error> {
     let (id, loaded) = load(conn, study)?;
     let raters = db::rater_counts(conn, id)?;
     let per_pair = db::votes_per_pair(conn, id)?;
@@ -120,21 +105,15 @@ pub fn assemble(
             min_votes_per_pair: per_pair.iter().copied().min().unwrap_or(0),
             max_votes_per_pair: per_pair.iter().copied().max().unwrap_or(0),
         },
-        raters: raters
-            .into_iter()
-            .map(|(name, votes)| RaterCount { name, votes })
-            .collect(),
+        raters: raters.into_iter().map(|(name, votes)| RaterCount { name, votes }).collect(),
         stats,
     }
 }
 
 fn csv_field(s: &str) -> String {
     // Quote always when needed; neutralise spreadsheet formulas.
-    let s = if s.starts_with(['=', '+', '-', '@']) && s.parse::<f64>().is_err() {
-        format!("'{s}")
-    } else {
-        s.to_string()
-    };
+    let s =
+        if s.starts_with(['=', '+', '-', '@']) && s.parse::<f64>().is_err() { format!("'{s}") } else { s.to_string() };
     if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
@@ -148,9 +127,7 @@ fn num(x: Option<f64>) -> String {
 
 /// Summary as a long-format CSV: one row per (section, criterion, variant, opponent).
 pub fn summary_csv(r: &Results) -> String {
-    let mut out = String::from(
-        "section,criterion,variant,opponent,wins,ties,losses,n,value,ci_low,ci_high\n",
-    );
+    let mut out = String::from("section,criterion,variant,opponent,wins,ties,losses,n,value,ci_low,ci_high\n");
     let mut row = |f: [String; 11]| {
         let line: Vec<String> = f.iter().map(|s| csv_field(s)).collect();
         let _ = writeln!(out, "{}", line.join(","));
@@ -186,10 +163,9 @@ pub fn summary_csv(r: &Results) -> String {
                 num(s.ci.map(|x| x[1])),
             ]);
         }
-        for (name, v) in [
-            ("fleiss_kappa", c.agreement.fleiss_kappa),
-            ("pairwise_agreement", c.agreement.pairwise_agreement),
-        ] {
+        for (name, v) in
+            [("fleiss_kappa", c.agreement.fleiss_kappa), ("pairwise_agreement", c.agreement.pairwise_agreement)]
+        {
             row([
                 name.into(),
                 c.criterion.clone(),
@@ -259,14 +235,7 @@ pub struct RawVote {
 
 /// Raw votes, variant ids resolved to names.
 pub fn raw_votes(loaded: &Loaded) -> Vec<RawVote> {
-    let name = |id: i64| {
-        loaded
-            .variants
-            .iter()
-            .find(|v| v.0 == id)
-            .map(|v| v.1.clone())
-            .unwrap_or_default()
-    };
+    let name = |id: i64| loaded.variants.iter().find(|v| v.0 == id).map(|v| v.1.clone()).unwrap_or_default();
     loaded
         .votes
         .iter()

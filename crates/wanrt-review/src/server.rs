@@ -56,6 +56,10 @@ pub struct Config {
     pub require_likert: bool,
     pub resamples: u32,
     pub seed: u64,
+    /// Accepted `Host` headers (None: any, when bound to an unspecified address). Refusing
+    /// other names defeats DNS-rebinding pages that would otherwise reach a localhost
+    /// server as their own origin.
+    pub allowed_hosts: Option<Vec<String>>,
 }
 
 struct Inner {
@@ -69,9 +73,7 @@ struct App(Arc<Inner>);
 /// Random hex token of `bytes` random bytes (OS-seeded CSPRNG).
 pub fn random_token(bytes: usize) -> String {
     let mut rng = rand::rng();
-    (0..bytes)
-        .map(|_| format!("{:02x}", rng.random::<u8>()))
-        .collect()
+    (0..bytes).map(|_| format!("{:02x}", rng.random::<u8>())).collect()
 }
 
 /// Constant-time string equality (for tokens).
@@ -84,9 +86,7 @@ fn ct_eq(a: &str, b: &str) -> bool {
 }
 
 fn is_hex_token(s: &str, len: usize) -> bool {
-    s.len() == len
-        && s.bytes()
-            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
 }
 
 // ---------------------------------------------------------------- errors
@@ -123,10 +123,7 @@ impl IntoResponse for ApiError {
             ApiError::Conflict(m) => (StatusCode::CONFLICT, m),
             ApiError::Internal(m) => {
                 eprintln!("error: {m}");
-                (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal error".to_string(),
-                )
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal error".to_string())
             }
         };
         (code, Json(json!({ "error": msg }))).into_response()
@@ -143,11 +140,7 @@ impl App {
     ) -> ApiResult<R> {
         let app = self.clone();
         tokio::task::spawn_blocking(move || {
-            let mut conn = app
-                .0
-                .db
-                .lock()
-                .map_err(|_| ApiError::Internal("database lock poisoned".into()))?;
+            let mut conn = app.0.db.lock().map_err(|_| ApiError::Internal("database lock poisoned".into()))?;
             f(&mut conn, &app.0.cfg)
         })
         .await
@@ -165,10 +158,7 @@ impl App {
                 return true;
             }
         }
-        if let Some(auth) = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-        {
+        if let Some(auth) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
             if let Some(b) = auth.strip_prefix("Bearer ") {
                 return ct_eq(b.trim(), token);
             }
@@ -188,13 +178,7 @@ impl App {
                 .query_row(
                     "SELECT id, name, csrf FROM raters WHERE session = ?1 AND study_id = ?2",
                     params![session, cfg.study.id],
-                    |r| {
-                        Ok(Rater {
-                            id: r.get(0)?,
-                            name: r.get(1)?,
-                            csrf: r.get(2)?,
-                        })
-                    },
+                    |r| Ok(Rater { id: r.get(0)?, name: r.get(1)?, csrf: r.get(2)? }),
                 )
                 .optional()?)
         })
@@ -202,9 +186,7 @@ impl App {
     }
 
     async fn require_rater(&self, headers: &HeaderMap) -> ApiResult<Rater> {
-        self.rater(headers)
-            .await?
-            .ok_or_else(|| ApiError::Unauthorized("join the study first".into()))
+        self.rater(headers).await?.ok_or_else(|| ApiError::Unauthorized("join the study first".into()))
     }
 }
 
@@ -227,10 +209,8 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
 }
 
 fn set_cookie(name: &str, value: &str, max_age: i64) -> HeaderValue {
-    HeaderValue::from_str(&format!(
-        "{name}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}"
-    ))
-    .expect("cookie value is ASCII")
+    HeaderValue::from_str(&format!("{name}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}"))
+        .expect("cookie value is ASCII")
 }
 
 /// CSRF checks for every POST: same-origin request, JSON body, the expected token.
@@ -241,31 +221,18 @@ fn check_post(headers: &HeaderMap, expected: &str) -> ApiResult<()> {
         }
     }
     if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
-        let host = headers
-            .get(header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
+        let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
         if origin != format!("http://{host}") {
             return Err(ApiError::Forbidden("cross-origin request refused".into()));
         }
     }
-    let token = headers
-        .get("x-csrf-token")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+    let token = headers.get("x-csrf-token").and_then(|v| v.to_str().ok()).unwrap_or("");
     if expected.is_empty() || !ct_eq(token, expected) {
-        return Err(ApiError::Forbidden(
-            "missing or invalid CSRF token (reload the page)".into(),
-        ));
+        return Err(ApiError::Forbidden("missing or invalid CSRF token (reload the page)".into()));
     }
-    let ct = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     if !ct.starts_with("application/json") {
-        return Err(ApiError::BadRequest(
-            "Content-Type must be application/json".into(),
-        ));
+        return Err(ApiError::BadRequest("Content-Type must be application/json".into()));
     }
     Ok(())
 }
@@ -278,24 +245,12 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &Bytes) -> ApiResult<T> {
 
 /// Builds the router for a prepared study (used by [`crate::start`] and tests).
 pub fn router(conn: Connection, cfg: Config) -> Router {
-    let app = App(Arc::new(Inner {
-        db: Mutex::new(conn),
-        cfg,
-    }));
+    let app = App(Arc::new(Inner { db: Mutex::new(conn), cfg }));
     Router::new()
         .route("/", get(index))
-        .route(
-            "/static/app.js",
-            get(|| async { asset(APP_JS, "text/javascript") }),
-        )
-        .route(
-            "/static/admin.js",
-            get(|| async { asset(ADMIN_JS, "text/javascript") }),
-        )
-        .route(
-            "/static/style.css",
-            get(|| async { asset(STYLE_CSS, "text/css") }),
-        )
+        .route("/static/app.js", get(|| async { asset(APP_JS, "text/javascript") }))
+        .route("/static/admin.js", get(|| async { asset(ADMIN_JS, "text/javascript") }))
+        .route("/static/style.css", get(|| async { asset(STYLE_CSS, "text/css") }))
         .route("/i/{invite}", get(invite))
         .route("/api/state", get(api_state))
         .route("/api/join", post(api_join))
@@ -308,8 +263,19 @@ pub fn router(conn: Connection, cfg: Config) -> Router {
         .route("/api/admin/plot.png", get(admin_plot))
         .fallback(|| async { ApiError::NotFound })
         .layer(DefaultBodyLimit::max(16 * 1024))
+        .layer(middleware::from_fn_with_state(app.clone(), check_host))
         .layer(middleware::from_fn(security_headers))
         .with_state(app)
+}
+
+async fn check_host(State(app): State<App>, req: Request, next: Next) -> Response {
+    if let Some(allowed) = &app.cfg().allowed_hosts {
+        let host = req.headers().get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+        if !allowed.iter().any(|a| a.eq_ignore_ascii_case(host)) {
+            return (StatusCode::MISDIRECTED_REQUEST, Json(json!({ "error": "unknown Host header" }))).into_response();
+        }
+    }
+    next.run(req).await
 }
 
 async fn security_headers(req: Request, next: Next) -> Response {
@@ -321,14 +287,8 @@ async fn security_headers(req: Request, next: Next) -> Response {
             "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; media-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
         ),
     );
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     if !h.contains_key(header::CACHE_CONTROL) {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -347,23 +307,15 @@ async fn index() -> Response {
 // ---------------------------------------------------------------- rater API
 
 fn progress(conn: &Connection, cfg: &Config, rater: i64) -> ApiResult<serde_json::Value> {
-    let done: i64 = conn.query_row(
-        "SELECT COUNT(*) FROM assignments WHERE rater_id = ?1 AND done = 1",
-        params![rater],
-        |r| r.get(0),
-    )?;
+    let done: i64 =
+        conn.query_row("SELECT COUNT(*) FROM assignments WHERE rater_id = ?1 AND done = 1", params![rater], |r| {
+            r.get(0)
+        })?;
     Ok(json!({ "done": done, "total": cfg.study.n_pairs as i64 * cfg.passes as i64 }))
 }
 
-fn state_json(
-    cfg: &Config,
-    rater: Option<(&Rater, serde_json::Value)>,
-    pre: &str,
-) -> serde_json::Value {
-    let criteria: Vec<_> = CRITERIA[1..]
-        .iter()
-        .map(|(k, l)| json!({ "key": k, "label": l }))
-        .collect();
+fn state_json(cfg: &Config, rater: Option<(&Rater, serde_json::Value)>, pre: &str) -> serde_json::Value {
+    let criteria: Vec<_> = CRITERIA[1..].iter().map(|(k, l)| json!({ "key": k, "label": l })).collect();
     match rater {
         Some((r, progress)) => json!({
             "joined": true,
@@ -388,12 +340,9 @@ async fn api_state(State(app): State<App>, headers: HeaderMap) -> ApiResult<Resp
         let p = app.db(move |conn, cfg| progress(conn, cfg, id)).await?;
         return Ok(Json(state_json(app.cfg(), Some((&r, p)), "")).into_response());
     }
-    let pre = cookie(&headers, "wr_pre")
-        .filter(|p| is_hex_token(p, 32))
-        .unwrap_or_else(|| random_token(16));
+    let pre = cookie(&headers, "wr_pre").filter(|p| is_hex_token(p, 32)).unwrap_or_else(|| random_token(16));
     let mut res = Json(state_json(app.cfg(), None, &pre)).into_response();
-    res.headers_mut()
-        .insert(header::SET_COOKIE, set_cookie("wr_pre", &pre, 86400));
+    res.headers_mut().insert(header::SET_COOKIE, set_cookie("wr_pre", &pre, 86400));
     Ok(res)
 }
 
@@ -410,13 +359,7 @@ fn join_rater(conn: &mut Connection, cfg: &Config, name: &str) -> ApiResult<(Str
         .query_row(
             "SELECT id, session, csrf FROM raters WHERE study_id = ?1 AND name = ?2",
             params![cfg.study.id, name],
-            |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                ))
-            },
+            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)),
         )
         .optional()?;
     let (id, session, csrf) = match existing {
@@ -432,30 +375,19 @@ fn join_rater(conn: &mut Connection, cfg: &Config, name: &str) -> ApiResult<(Str
         }
     };
     tx.commit()?;
-    Ok((
-        session,
-        Rater {
-            id,
-            name: name.to_string(),
-            csrf,
-        },
-    ))
+    Ok((session, Rater { id, name: name.to_string(), csrf }))
 }
 
 async fn api_join(State(app): State<App>, headers: HeaderMap, body: Bytes) -> ApiResult<Response> {
     let pre = cookie(&headers, "wr_pre").unwrap_or_default();
     check_post(&headers, &pre)?;
     if app.cfg().invite_only {
-        return Err(ApiError::Forbidden(
-            "this study is invite-only: open your invite link".into(),
-        ));
+        return Err(ApiError::Forbidden("this study is invite-only: open your invite link".into()));
     }
     let req: JoinReq = parse_json(&body)?;
     let name = req.name.trim().to_string();
     if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
-        return Err(ApiError::BadRequest(
-            "name must be 1-64 characters without control characters".into(),
-        ));
+        return Err(ApiError::BadRequest("name must be 1-64 characters without control characters".into()));
     }
     let (session, rater, p) = app
         .db(move |conn, cfg| {
@@ -465,10 +397,7 @@ async fn api_join(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Ap
         })
         .await?;
     let mut res = Json(state_json(app.cfg(), Some((&rater, p)), "")).into_response();
-    res.headers_mut().insert(
-        header::SET_COOKIE,
-        set_cookie("wr_session", &session, 365 * 86400),
-    );
+    res.headers_mut().insert(header::SET_COOKIE, set_cookie("wr_session", &session, 365 * 86400));
     Ok(res)
 }
 
@@ -507,10 +436,7 @@ async fn invite(State(app): State<App>, Path(token): Path<String>) -> ApiResult<
         })
         .await?;
     let mut res = Redirect::to("/").into_response();
-    res.headers_mut().insert(
-        header::SET_COOKIE,
-        set_cookie("wr_session", &session, 365 * 86400),
-    );
+    res.headers_mut().insert(header::SET_COOKIE, set_cookie("wr_session", &session, 365 * 86400));
     Ok(res)
 }
 
@@ -529,11 +455,8 @@ fn next_assignment(conn: &mut Connection, cfg: &Config, rater: i64) -> ApiResult
         return Ok(Some(id));
     }
     let n_pairs = cfg.study.n_pairs as i64;
-    let total: i64 = tx.query_row(
-        "SELECT COUNT(*) FROM assignments WHERE rater_id = ?1",
-        params![rater],
-        |r| r.get(0),
-    )?;
+    let total: i64 =
+        tx.query_row("SELECT COUNT(*) FROM assignments WHERE rater_id = ?1", params![rater], |r| r.get(0))?;
     if n_pairs == 0 || total >= n_pairs * cfg.passes as i64 {
         tx.commit()?;
         return Ok(None);
@@ -554,10 +477,9 @@ fn next_assignment(conn: &mut Connection, cfg: &Config, rater: i64) -> ApiResult
                                WHERE a.rater_id = ?2 AND a.pair_id = p.id AND a.pass = ?3)",
         )?;
         let rows = st
-            .query_map(
-                params![cfg.study.id, rater, pass, now - PENDING_SECS],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-            )?
+            .query_map(params![cfg.study.id, rater, pass, now - PENDING_SECS], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })?
             .collect::<Result<_, _>>()?;
         rows
     };
@@ -572,16 +494,7 @@ fn next_assignment(conn: &mut Connection, cfg: &Config, rater: i64) -> ApiResult
     tx.execute(
         "INSERT INTO assignments(token, rater_id, pair_id, pass, left_variant, left_video, right_video, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        params![
-            random_token(16),
-            rater,
-            pair,
-            pass,
-            left,
-            random_token(16),
-            random_token(16),
-            now
-        ],
+        params![random_token(16), rater, pair, pass, left, random_token(16), random_token(16), now],
     )?;
     let id = tx.last_insert_rowid();
     tx.commit()?;
@@ -603,8 +516,8 @@ async fn api_next(State(app): State<App>, headers: HeaderMap) -> ApiResult<Respo
             let Some(id) = next_assignment(conn, cfg, rater.id)? else {
                 return Ok(json!({ "done": true, "progress": p }));
             };
-            let (token, left_video, right_video, caption, file): (String, String, String, String, String) =
-                conn.query_row(
+            let (token, left_video, right_video, caption, file): (String, String, String, String, String) = conn
+                .query_row(
                     "SELECT a.token, a.left_video, a.right_video, i.caption, i.file
                      FROM assignments a JOIN pairs p ON p.id = a.pair_id JOIN items i ON i.id = p.item_id
                      WHERE a.id = ?1",
@@ -656,10 +569,7 @@ struct VoteReq {
 impl VoteReq {
     fn validate(&self, require_likert: bool) -> ApiResult<()> {
         let sid = &self.submission_id;
-        if sid.len() < 8
-            || sid.len() > 64
-            || !sid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        {
+        if sid.len() < 8 || sid.len() > 64 || !sid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
             return Err(ApiError::BadRequest(
                 "submission_id must be 8-64 characters of letters, digits and '-'".into(),
             ));
@@ -673,9 +583,7 @@ impl VoteReq {
             }
         }
         if require_likert && (self.likert_left.is_none() || self.likert_right.is_none()) {
-            return Err(ApiError::BadRequest(
-                "this study requires a 1-5 score for both videos".into(),
-            ));
+            return Err(ApiError::BadRequest("this study requires a 1-5 score for both videos".into()));
         }
         if self.elapsed_ms.is_some_and(|e| e > 86_400_000) {
             return Err(ApiError::BadRequest("elapsed_ms out of range".into()));
@@ -684,12 +592,7 @@ impl VoteReq {
     }
 }
 
-fn record_vote(
-    conn: &mut Connection,
-    cfg: &Config,
-    rater: i64,
-    req: &VoteReq,
-) -> ApiResult<serde_json::Value> {
+fn record_vote(conn: &mut Connection, cfg: &Config, rater: i64, req: &VoteReq) -> ApiResult<serde_json::Value> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     // Idempotency: the same submission again is acknowledged, not counted again.
     let prior = tx
@@ -741,11 +644,7 @@ fn record_vote(
         (Side::Left, true) | (Side::Right, false) => "a",
         _ => "b",
     };
-    let (la, lb) = if left_is_a {
-        (req.likert_left, req.likert_right)
-    } else {
-        (req.likert_right, req.likert_left)
-    };
+    let (la, lb) = if left_is_a { (req.likert_left, req.likert_right) } else { (req.likert_right, req.likert_left) };
     tx.execute(
         "INSERT INTO votes(study_id, submission_id, assignment_id, rater_id, pair_id, left_variant,
                            overall, visual, motion, alignment, likert_a, likert_b, elapsed_ms, created_at)
@@ -767,10 +666,7 @@ fn record_vote(
             db::now()
         ],
     )?;
-    tx.execute(
-        "UPDATE assignments SET done = 1 WHERE id = ?1",
-        params![aid],
-    )?;
+    tx.execute("UPDATE assignments SET done = 1 WHERE id = ?1", params![aid])?;
     tx.commit()?;
     let p = progress(conn, cfg, rater)?;
     Ok(json!({ "ok": true, "duplicate": false, "progress": p }))
@@ -781,17 +677,11 @@ async fn api_vote(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Ap
     check_post(&headers, &rater.csrf)?;
     let req: VoteReq = parse_json(&body)?;
     req.validate(app.cfg().require_likert)?;
-    let out = app
-        .db(move |conn, cfg| record_vote(conn, cfg, rater.id, &req))
-        .await?;
+    let out = app.db(move |conn, cfg| record_vote(conn, cfg, rater.id, &req)).await?;
     Ok(Json(out).into_response())
 }
 
-async fn video(
-    State(app): State<App>,
-    Path(token): Path<String>,
-    req: Request,
-) -> ApiResult<Response> {
+async fn video(State(app): State<App>, Path(token): Path<String>, req: Request) -> ApiResult<Response> {
     if !is_hex_token(&token, 32) {
         return Err(ApiError::NotFound);
     }
@@ -811,13 +701,7 @@ async fn video(
                      FROM assignments a JOIN pairs p ON p.id = a.pair_id
                      WHERE (a.left_video = ?1 OR a.right_video = ?1) AND p.study_id = ?2",
                     params![token, cfg.study.id],
-                    |r| {
-                        Ok((
-                            r.get::<_, i64>(0)?,
-                            r.get::<_, i64>(1)?,
-                            r.get::<_, i64>(2)?,
-                        ))
-                    },
+                    |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)),
                 )
                 .optional()?)
         })
@@ -842,19 +726,12 @@ async fn serve_file(path: PathBuf, req: Request) -> ApiResult<Response> {
     let (parts, _) = req.into_parts();
     // Only the headers that matter for a file (range, conditionals) are passed on.
     let mut fwd = Request::builder().method(Method::GET).uri("/");
-    for h in [
-        header::RANGE,
-        header::IF_RANGE,
-        header::IF_MODIFIED_SINCE,
-        header::IF_NONE_MATCH,
-    ] {
+    for h in [header::RANGE, header::IF_RANGE, header::IF_MODIFIED_SINCE, header::IF_NONE_MATCH] {
         if let Some(v) = parts.headers.get(&h) {
             fwd = fwd.header(h, v);
         }
     }
-    let fwd = fwd
-        .body(Body::empty())
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let fwd = fwd.body(Body::empty()).map_err(|e| ApiError::Internal(e.to_string()))?;
     let res = tower::ServiceExt::oneshot(ServeFile::new(&path), fwd)
         .await
         .map_err(|e| ApiError::Internal(format!("serving video: {e}")))?;
@@ -862,12 +739,8 @@ async fn serve_file(path: PathBuf, req: Request) -> ApiResult<Response> {
     if res.status() == StatusCode::NOT_FOUND {
         return Err(ApiError::NotFound);
     }
-    res.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(mime));
-    res.headers_mut().insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("private, max-age=3600"),
-    );
+    res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(mime));
+    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("private, max-age=3600"));
     Ok(res)
 }
 
@@ -878,25 +751,18 @@ struct AdminQuery {
     token: Option<String>,
 }
 
-async fn admin_page(
-    State(app): State<App>,
-    headers: HeaderMap,
-    Query(q): Query<AdminQuery>,
-) -> Response {
+async fn admin_page(State(app): State<App>, headers: HeaderMap, Query(q): Query<AdminQuery>) -> Response {
     if let Some(t) = q.token {
         if ct_eq(&t, &app.cfg().admin_token) {
             let mut res = Redirect::to("/admin").into_response();
-            res.headers_mut()
-                .insert(header::SET_COOKIE, set_cookie("wr_admin", &t, 7 * 86400));
+            res.headers_mut().insert(header::SET_COOKIE, set_cookie("wr_admin", &t, 7 * 86400));
             return res;
         }
         return ApiError::Unauthorized("wrong admin token".into()).into_response();
     }
     if !app.is_admin(&headers) {
-        return ApiError::Unauthorized(
-            "admin only: open the results link printed when the server started".into(),
-        )
-        .into_response();
+        return ApiError::Unauthorized("admin only: open the results link printed when the server started".into())
+            .into_response();
     }
     asset(ADMIN_HTML, "text/html; charset=utf-8")
 }
@@ -937,9 +803,8 @@ async fn admin_results(State(app): State<App>, headers: HeaderMap) -> ApiResult<
     let (r, _) = load_results(&app).await?;
     let invites = app
         .db(|conn, cfg| {
-            let mut st = conn.prepare(
-                "SELECT token, rater_id IS NOT NULL FROM invites WHERE study_id = ?1 ORDER BY rowid",
-            )?;
+            let mut st =
+                conn.prepare("SELECT token, rater_id IS NOT NULL FROM invites WHERE study_id = ?1 ORDER BY rowid")?;
             let rows: Vec<serde_json::Value> = st
                 .query_map(params![cfg.study.id], |r| {
                     Ok(json!({ "url": format!("/i/{}", r.get::<_, String>(0)?), "used": r.get::<_, bool>(1)? }))
@@ -959,11 +824,7 @@ struct ExportQuery {
     raw: Option<String>,
 }
 
-async fn admin_export(
-    State(app): State<App>,
-    headers: HeaderMap,
-    Query(q): Query<ExportQuery>,
-) -> ApiResult<Response> {
+async fn admin_export(State(app): State<App>, headers: HeaderMap, Query(q): Query<ExportQuery>) -> ApiResult<Response> {
     require_admin(&app, &headers)?;
     let format = q.format.as_deref().unwrap_or("csv");
     if format != "csv" && format != "json" {
@@ -972,34 +833,22 @@ async fn admin_export(
     let raw = matches!(q.raw.as_deref(), Some("1" | "true"));
     let (r, loaded) = load_results(&app).await?;
     let (body, ty) = match (raw, format) {
-        (false, "json") => (
-            serde_json::to_string_pretty(&r).map_err(|e| ApiError::Internal(e.to_string()))?,
-            "application/json",
-        ),
+        (false, "json") => {
+            (serde_json::to_string_pretty(&r).map_err(|e| ApiError::Internal(e.to_string()))?, "application/json")
+        }
         (false, _) => (results::summary_csv(&r), "text/csv; charset=utf-8"),
         (true, "json") => (
             serde_json::to_string_pretty(&results::raw_votes(&loaded))
                 .map_err(|e| ApiError::Internal(e.to_string()))?,
             "application/json",
         ),
-        (true, _) => (
-            results::raw_csv(&results::raw_votes(&loaded)),
-            "text/csv; charset=utf-8",
-        ),
+        (true, _) => (results::raw_csv(&results::raw_votes(&loaded)), "text/csv; charset=utf-8"),
     };
-    let fname = format!(
-        "{}-{}.{}",
-        app.cfg().study.name,
-        if raw { "votes" } else { "results" },
-        format
-    );
+    let fname = format!("{}-{}.{}", app.cfg().study.name, if raw { "votes" } else { "results" }, format);
     Ok((
         [
             (header::CONTENT_TYPE, ty.to_string()),
-            (
-                header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"{fname}\""),
-            ),
+            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{fname}\"")),
         ],
         body,
     )
@@ -1019,11 +868,7 @@ async fn admin_plot(State(app): State<App>, headers: HeaderMap) -> ApiResult<Res
 /// Makes sure at least `n` invite tokens exist for the study; returns all of them.
 pub fn ensure_invites(conn: &mut Connection, study: i64, n: u32) -> Result<Vec<String>, Error> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let have: i64 = tx.query_row(
-        "SELECT COUNT(*) FROM invites WHERE study_id = ?1",
-        params![study],
-        |r| r.get(0),
-    )?;
+    let have: i64 = tx.query_row("SELECT COUNT(*) FROM invites WHERE study_id = ?1", params![study], |r| r.get(0))?;
     for _ in have..n as i64 {
         tx.execute(
             "INSERT INTO invites(token, study_id, created_at) VALUES (?1, ?2, ?3)",
@@ -1032,9 +877,7 @@ pub fn ensure_invites(conn: &mut Connection, study: i64, n: u32) -> Result<Vec<S
     }
     let tokens = {
         let mut st = tx.prepare("SELECT token FROM invites WHERE study_id = ?1 ORDER BY rowid")?;
-        let rows: Vec<String> = st
-            .query_map(params![study], |r| r.get(0))?
-            .collect::<Result<_, _>>()?;
+        let rows: Vec<String> = st.query_map(params![study], |r| r.get(0))?.collect::<Result<_, _>>()?;
         rows
     };
     tx.commit()?;

@@ -165,14 +165,7 @@ pub fn compute(variants: &[String], votes: &[Vote], resamples: u32, seed: u64) -
     for (ci, (key, label)) in CRITERIA.iter().enumerate() {
         let comps: Vec<Comparison> = votes
             .iter()
-            .filter_map(|v| {
-                v.outcomes[ci].map(|o| Comparison {
-                    a: v.a,
-                    b: v.b,
-                    outcome: o,
-                    pair: v.pair,
-                })
-            })
+            .filter_map(|v| v.outcomes[ci].map(|o| Comparison { a: v.a, b: v.b, outcome: o, pair: v.pair }))
             .collect();
         let mut rng = StdRng::seed_from_u64(seed.wrapping_add(ci as u64));
         criteria.push(criterion(variants, key, label, &comps, resamples, &mut rng));
@@ -264,10 +257,7 @@ pub fn bradley_terry(k: usize, c: &Counts) -> Vec<f64> {
     for _ in 0..10_000 {
         let mut next = vec![0.0; k];
         for i in 0..k {
-            let denom: f64 = (0..k)
-                .filter(|j| *j != i)
-                .map(|j| n(i, j) / (p[i] + p[j]))
-                .sum();
+            let denom: f64 = (0..k).filter(|j| *j != i).map(|j| n(i, j) / (p[i] + p[j])).sum();
             next[i] = if denom > 0.0 { wins[i] / denom } else { p[i] };
         }
         // Normalise: geometric mean 1.
@@ -276,11 +266,7 @@ pub fn bradley_terry(k: usize, c: &Counts) -> Vec<f64> {
         for x in &mut next {
             *x /= g;
         }
-        let change = next
-            .iter()
-            .zip(&p)
-            .map(|(a, b)| (a.ln() - b.ln()).abs())
-            .fold(0.0, f64::max);
+        let change = next.iter().zip(&p).map(|(a, b)| (a.ln() - b.ln()).abs()).fold(0.0, f64::max);
         p = next;
         if change < 1e-12 {
             break;
@@ -359,11 +345,7 @@ fn criterion(
         .map(|i| StrengthResult {
             variant: variants[i].clone(),
             log_strength: bt[i],
-            ci: if comps.is_empty() {
-                None
-            } else {
-                percentile_ci(std::mem::take(&mut bt_samples[i]))
-            },
+            ci: if comps.is_empty() { None } else { percentile_ci(std::mem::take(&mut bt_samples[i])) },
             n: comps.iter().filter(|c| c.a == i || c.b == i).count() as u64,
         })
         .collect();
@@ -385,18 +367,10 @@ pub fn agreement(comps: &[Comparison]) -> Agreement {
         // Comparisons of one pair share the variant order, so outcomes are comparable.
         by_pair.entry(c.pair).or_default()[c.outcome.index()] += 1;
     }
-    let subjects: Vec<[u64; 3]> = by_pair
-        .into_values()
-        .filter(|c| c.iter().sum::<u64>() >= 2)
-        .collect();
+    let subjects: Vec<[u64; 3]> = by_pair.into_values().filter(|c| c.iter().sum::<u64>() >= 2).collect();
     let ratings: u64 = subjects.iter().flatten().sum();
     if subjects.is_empty() {
-        return Agreement {
-            fleiss_kappa: None,
-            pairwise_agreement: None,
-            pairs_used: 0,
-            ratings_used: 0,
-        };
+        return Agreement { fleiss_kappa: None, pairwise_agreement: None, pairs_used: 0, ratings_used: 0 };
     }
     let p_bar = subjects
         .iter()
@@ -413,11 +387,7 @@ pub fn agreement(comps: &[Comparison]) -> Agreement {
             pk * pk
         })
         .sum();
-    let kappa = if (1.0 - p_e).abs() < 1e-12 {
-        None
-    } else {
-        Some((p_bar - p_e) / (1.0 - p_e))
-    };
+    let kappa = if (1.0 - p_e).abs() < 1e-12 { None } else { Some((p_bar - p_e) / (1.0 - p_e)) };
     Agreement {
         fleiss_kappa: kappa,
         pairwise_agreement: Some(p_bar),
@@ -429,27 +399,13 @@ pub fn agreement(comps: &[Comparison]) -> Agreement {
 fn likert(variant: &str, scores: &[f64], resamples: u32, rng: &mut StdRng) -> LikertResult {
     let n = scores.len();
     if n == 0 {
-        return LikertResult {
-            variant: variant.to_string(),
-            n: 0,
-            mean: None,
-            sd: None,
-            ci: None,
-        };
+        return LikertResult { variant: variant.to_string(), n: 0, mean: None, sd: None, ci: None };
     }
     let mean = scores.iter().sum::<f64>() / n as f64;
-    let sd = (n > 1)
-        .then(|| (scores.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt());
-    let means: Vec<f64> = (0..resamples)
-        .map(|_| (0..n).map(|_| scores[rng.random_range(0..n)]).sum::<f64>() / n as f64)
-        .collect();
-    LikertResult {
-        variant: variant.to_string(),
-        n: n as u64,
-        mean: Some(mean),
-        sd,
-        ci: percentile_ci(means),
-    }
+    let sd = (n > 1).then(|| (scores.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt());
+    let means: Vec<f64> =
+        (0..resamples).map(|_| (0..n).map(|_| scores[rng.random_range(0..n)]).sum::<f64>() / n as f64).collect();
+    LikertResult { variant: variant.to_string(), n: n as u64, mean: Some(mean), sd, ci: percentile_ci(means) }
 }
 
 #[cfg(test)]
@@ -457,14 +413,7 @@ mod tests {
     use super::*;
 
     fn comps(list: &[(usize, usize, Outcome, i64)]) -> Vec<Comparison> {
-        list.iter()
-            .map(|&(a, b, outcome, pair)| Comparison {
-                a,
-                b,
-                outcome,
-                pair,
-            })
-            .collect()
+        list.iter().map(|&(a, b, outcome, pair)| Comparison { a, b, outcome, pair }).collect()
     }
 
     #[test]
@@ -519,22 +468,12 @@ mod tests {
     #[test]
     fn fleiss_kappa_known_values() {
         // Perfect agreement on varied outcomes → kappa 1.
-        let c = comps(&[
-            (0, 1, Outcome::A, 1),
-            (0, 1, Outcome::A, 1),
-            (0, 1, Outcome::B, 2),
-            (0, 1, Outcome::B, 2),
-        ]);
+        let c = comps(&[(0, 1, Outcome::A, 1), (0, 1, Outcome::A, 1), (0, 1, Outcome::B, 2), (0, 1, Outcome::B, 2)]);
         let a = agreement(&c);
         assert!((a.fleiss_kappa.unwrap() - 1.0).abs() < 1e-12);
         assert_eq!(a.pairs_used, 2);
         // Systematic disagreement: each pair split A/B → P̄ = 0, P_e = 0.5, kappa −1.
-        let c = comps(&[
-            (0, 1, Outcome::A, 1),
-            (0, 1, Outcome::B, 1),
-            (0, 1, Outcome::A, 2),
-            (0, 1, Outcome::B, 2),
-        ]);
+        let c = comps(&[(0, 1, Outcome::A, 1), (0, 1, Outcome::B, 1), (0, 1, Outcome::A, 2), (0, 1, Outcome::B, 2)]);
         let a = agreement(&c);
         assert!((a.fleiss_kappa.unwrap() + 1.0).abs() < 1e-12);
         assert_eq!(a.pairwise_agreement, Some(0.0));
@@ -550,12 +489,7 @@ mod tests {
             for (k, &cnt) in row.iter().enumerate() {
                 let o = [Outcome::A, Outcome::Tie, Outcome::B][k];
                 for _ in 0..cnt {
-                    c.push(Comparison {
-                        a: 0,
-                        b: 1,
-                        outcome: o,
-                        pair: s as i64,
-                    });
+                    c.push(Comparison { a: 0, b: 1, outcome: o, pair: s as i64 });
                 }
             }
         }
@@ -576,12 +510,7 @@ mod tests {
                 a: 0,
                 b: 1,
                 left_is_a: i % 2 == 0,
-                outcomes: [
-                    Some(if i % 3 == 0 { Outcome::B } else { Outcome::A }),
-                    None,
-                    Some(Outcome::Tie),
-                    None,
-                ],
+                outcomes: [Some(if i % 3 == 0 { Outcome::B } else { Outcome::A }), None, Some(Outcome::Tie), None],
                 likert_a: Some((i % 5 + 1) as u8),
                 likert_b: None,
             })

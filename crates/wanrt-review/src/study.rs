@@ -13,11 +13,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use crate::{db, Error};
 
 /// Extensions served, with their content type.
-pub const VIDEO_TYPES: &[(&str, &str)] = &[
-    ("mp4", "video/mp4"),
-    ("webm", "video/webm"),
-    ("gif", "image/gif"),
-];
+pub const VIDEO_TYPES: &[(&str, &str)] = &[("mp4", "video/mp4"), ("webm", "video/webm"), ("gif", "image/gif")];
 
 /// Content type of a video file name, if it is one wanrt serves.
 pub fn content_type(file: &str) -> Option<&'static str> {
@@ -37,31 +33,19 @@ pub fn parse_variants(args: &[String]) -> Result<Vec<VariantSpec>, Error> {
     let mut out: Vec<VariantSpec> = Vec::new();
     for a in args {
         let Some((name, dir)) = a.split_once('=') else {
-            return Err(Error::Input(format!(
-                "--variants: '{a}' is not NAME=DIR (e.g. base=videos/base)"
-            )));
+            return Err(Error::Input(format!("--variants: '{a}' is not NAME=DIR (e.g. base=videos/base)")));
         };
         validate_name("--variants: variant name", name)?;
         if dir.is_empty() {
-            return Err(Error::Input(format!(
-                "--variants: '{a}' has an empty folder"
-            )));
+            return Err(Error::Input(format!("--variants: '{a}' has an empty folder")));
         }
         if out.iter().any(|v| v.name == name) {
-            return Err(Error::Input(format!(
-                "--variants: variant name '{name}' is given twice"
-            )));
+            return Err(Error::Input(format!("--variants: variant name '{name}' is given twice")));
         }
-        out.push(VariantSpec {
-            name: name.to_string(),
-            dir: PathBuf::from(dir),
-        });
+        out.push(VariantSpec { name: name.to_string(), dir: PathBuf::from(dir) });
     }
     if out.len() < 2 {
-        return Err(Error::Input(format!(
-            "--variants: need at least two NAME=DIR variants, got {}",
-            out.len()
-        )));
+        return Err(Error::Input(format!("--variants: need at least two NAME=DIR variants, got {}", out.len())));
     }
     Ok(out)
 }
@@ -70,49 +54,30 @@ pub fn parse_variants(args: &[String]) -> Result<Vec<VariantSpec>, Error> {
 pub fn validate_name(what: &str, name: &str) -> Result<(), Error> {
     let ok = !name.is_empty()
         && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
     if ok {
         Ok(())
     } else {
-        Err(Error::Input(format!(
-            "{what} '{name}' must be 1-64 characters of letters, digits, '_', '-', '.'"
-        )))
+        Err(Error::Input(format!("{what} '{name}' must be 1-64 characters of letters, digits, '_', '-', '.'")))
     }
 }
 
 /// Lists the video files of a folder: file name → canonical path (inside the folder).
 fn list_videos(name: &str, dir: &Path) -> Result<(PathBuf, BTreeMap<String, PathBuf>), Error> {
     if !dir.exists() {
-        return Err(Error::Input(format!(
-            "variant '{name}': folder {} does not exist",
-            dir.display()
-        )));
+        return Err(Error::Input(format!("variant '{name}': folder {} does not exist", dir.display())));
     }
     if !dir.is_dir() {
-        return Err(Error::Input(format!(
-            "variant '{name}': {} is not a folder",
-            dir.display()
-        )));
+        return Err(Error::Input(format!("variant '{name}': {} is not a folder", dir.display())));
     }
-    let canon = dir
-        .canonicalize()
-        .map_err(|e| Error::Input(format!("variant '{name}': folder {}: {e}", dir.display())))?;
-    let rd = std::fs::read_dir(&canon).map_err(|e| {
-        Error::Input(format!(
-            "variant '{name}': cannot list folder {}: {e}",
-            dir.display()
-        ))
-    })?;
+    let canon =
+        dir.canonicalize().map_err(|e| Error::Input(format!("variant '{name}': folder {}: {e}", dir.display())))?;
+    let rd = std::fs::read_dir(&canon)
+        .map_err(|e| Error::Input(format!("variant '{name}': cannot list folder {}: {e}", dir.display())))?;
     let mut files = BTreeMap::new();
     for entry in rd {
-        let entry = entry.map_err(|e| {
-            Error::Input(format!(
-                "variant '{name}': cannot list folder {}: {e}",
-                dir.display()
-            ))
-        })?;
+        let entry =
+            entry.map_err(|e| Error::Input(format!("variant '{name}': cannot list folder {}: {e}", dir.display())))?;
         let Some(file) = entry.file_name().to_str().map(str::to_string) else {
             continue; // not UTF-8: cannot be matched against the prompts file
         };
@@ -123,10 +88,7 @@ fn list_videos(name: &str, dir: &Path) -> Result<(PathBuf, BTreeMap<String, Path
             continue; // dangling symlink
         };
         if !real.starts_with(&canon) || !real.is_file() {
-            eprintln!(
-                "warning: variant '{name}': {file} points outside {} or is not a file; skipped",
-                dir.display()
-            );
+            eprintln!("warning: variant '{name}': {file} points outside {} or is not a file; skipped", dir.display());
             continue;
         }
         files.insert(file, real);
@@ -136,21 +98,15 @@ fn list_videos(name: &str, dir: &Path) -> Result<(PathBuf, BTreeMap<String, Path
 
 /// Reads the prompts file: {"file": "caption"}.
 pub fn read_prompts(path: &Path) -> Result<HashMap<String, String>, Error> {
-    let meta = std::fs::metadata(path)
-        .map_err(|e| Error::Input(format!("--prompts: cannot read {}: {e}", path.display())))?;
+    let meta =
+        std::fs::metadata(path).map_err(|e| Error::Input(format!("--prompts: cannot read {}: {e}", path.display())))?;
     if meta.len() > 64 << 20 {
-        return Err(Error::Input(format!(
-            "--prompts: {} is larger than 64 MiB",
-            path.display()
-        )));
+        return Err(Error::Input(format!("--prompts: {} is larger than 64 MiB", path.display())));
     }
     let text = std::fs::read_to_string(path)
         .map_err(|e| Error::Input(format!("--prompts: cannot read {}: {e}", path.display())))?;
     serde_json::from_str::<HashMap<String, String>>(&text).map_err(|e| {
-        Error::Input(format!(
-            "--prompts: {} is not a JSON object {{\"file\": \"caption\"}}: {e}",
-            path.display()
-        ))
+        Error::Input(format!("--prompts: {} is not a JSON object {{\"file\": \"caption\"}}: {e}", path.display()))
     })
 }
 
@@ -167,13 +123,17 @@ pub struct StudyRuntime {
     pub paths: HashMap<(i64, i64), PathBuf>,
 }
 
-/// Scans the folders, checks captions, and creates or resumes the study in the database.
-pub fn prepare(
-    conn: &mut Connection,
-    study: &str,
-    variants: &[VariantSpec],
-    prompts_path: &Path,
-) -> Result<StudyRuntime, Error> {
+/// Folders and captions checked, before anything is written.
+pub struct Scanned {
+    variants: Vec<VariantSpec>,
+    /// Per variant: canonical folder, file name → canonical path.
+    listed: Vec<(PathBuf, BTreeMap<String, PathBuf>)>,
+    common: BTreeSet<String>,
+    captions: BTreeMap<String, String>,
+}
+
+/// Scans the variant folders and the prompts file (no database access).
+pub fn scan(study: &str, variants: &[VariantSpec], prompts_path: &Path) -> Result<Scanned, Error> {
     validate_name("--study", study)?;
     let mut listed = Vec::new();
     for v in variants {
@@ -185,36 +145,24 @@ pub fn prepare(
         common.retain(|f| files.contains_key(f));
     }
     if common.is_empty() {
-        let counts: Vec<String> = variants
-            .iter()
-            .zip(&listed)
-            .map(|(v, (_, f))| format!("{}: {} files", v.name, f.len()))
-            .collect();
+        let counts: Vec<String> =
+            variants.iter().zip(&listed).map(|(v, (_, f))| format!("{}: {} files", v.name, f.len())).collect();
         return Err(Error::Input(format!(
             "no video file (.mp4/.webm/.gif) has the same name in every variant folder ({})",
             counts.join(", ")
         )));
     }
-    let partial: BTreeSet<&String> = listed
-        .iter()
-        .flat_map(|(_, f)| f.keys())
-        .filter(|f| !common.contains(*f))
-        .collect();
+    let partial: BTreeSet<&String> =
+        listed.iter().flat_map(|(_, f)| f.keys()).filter(|f| !common.contains(*f)).collect();
     if !partial.is_empty() {
         let first = partial.iter().next().map(|s| s.as_str()).unwrap_or("");
-        eprintln!(
-            "warning: {} file(s) are not in every variant folder and are skipped (e.g. {first})",
-            partial.len()
-        );
+        eprintln!("warning: {} file(s) are not in every variant folder and are skipped (e.g. {first})", partial.len());
     }
     let prompts = read_prompts(prompts_path)?;
     let mut captions = BTreeMap::new();
     let mut missing = Vec::new();
     for f in &common {
-        let stem = Path::new(f)
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or(f);
+        let stem = Path::new(f).file_stem().and_then(|s| s.to_str()).unwrap_or(f);
         match prompts.get(f).or_else(|| prompts.get(stem)) {
             Some(c) if !c.trim().is_empty() => {
                 captions.insert(f.clone(), c.clone());
@@ -223,18 +171,19 @@ pub fn prepare(
         }
     }
     if !missing.is_empty() {
-        let more = if missing.len() > 1 {
-            format!(" (and {} more)", missing.len() - 1)
-        } else {
-            String::new()
-        };
+        let more = if missing.len() > 1 { format!(" (and {} more)", missing.len() - 1) } else { String::new() };
         return Err(Error::Input(format!(
             "--prompts: {} has no caption for '{}'{more}",
             prompts_path.display(),
             missing[0]
         )));
     }
+    Ok(Scanned { variants: variants.to_vec(), listed, common, captions })
+}
 
+/// Creates or resumes the study in the database from a scan.
+pub fn prepare(conn: &mut Connection, study: &str, scanned: &Scanned) -> Result<StudyRuntime, Error> {
+    let Scanned { variants, listed, common, captions } = scanned;
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let now = db::now();
     let study_id = match db::study_id(&tx, study)? {
@@ -251,29 +200,21 @@ pub fn prepare(
             id
         }
         None => {
-            tx.execute(
-                "INSERT INTO studies(name, created_at) VALUES (?1, ?2)",
-                params![study, now],
-            )?;
+            tx.execute("INSERT INTO studies(name, created_at) VALUES (?1, ?2)", params![study, now])?;
             tx.last_insert_rowid()
         }
     };
     let mut variant_ids = Vec::new();
-    for (pos, (v, (canon, _))) in variants.iter().zip(&listed).enumerate() {
+    for (pos, (v, (canon, _))) in variants.iter().zip(listed).enumerate() {
         let dir = canon.display().to_string();
         let id: Option<i64> = tx
-            .query_row(
-                "SELECT id FROM variants WHERE study_id = ?1 AND name = ?2",
-                params![study_id, v.name],
-                |r| r.get(0),
-            )
+            .query_row("SELECT id FROM variants WHERE study_id = ?1 AND name = ?2", params![study_id, v.name], |r| {
+                r.get(0)
+            })
             .optional()?;
         let id = match id {
             Some(id) => {
-                tx.execute(
-                    "UPDATE variants SET dir = ?1 WHERE id = ?2",
-                    params![dir, id],
-                )?;
+                tx.execute("UPDATE variants SET dir = ?1 WHERE id = ?2", params![dir, id])?;
                 id
             }
             None => {
@@ -289,9 +230,7 @@ pub fn prepare(
     // Items already in the study must still be there.
     {
         let mut st = tx.prepare("SELECT file FROM items WHERE study_id = ?1 ORDER BY id")?;
-        let old: Vec<String> = st
-            .query_map(params![study_id], |r| r.get(0))?
-            .collect::<Result<_, _>>()?;
+        let old: Vec<String> = st.query_map(params![study_id], |r| r.get(0))?.collect::<Result<_, _>>()?;
         if let Some(gone) = old.iter().find(|f| !common.contains(*f)) {
             return Err(Error::Input(format!(
                 "study '{study}': '{gone}' was part of the study but is not in every variant folder any more"
@@ -299,17 +238,16 @@ pub fn prepare(
         }
     }
     let mut paths = HashMap::new();
-    for (file, caption) in &captions {
+    for (file, caption) in captions {
         tx.execute(
             "INSERT INTO items(study_id, file, caption) VALUES (?1, ?2, ?3)
              ON CONFLICT(study_id, file) DO UPDATE SET caption = excluded.caption",
             params![study_id, file, caption],
         )?;
-        let item: i64 = tx.query_row(
-            "SELECT id FROM items WHERE study_id = ?1 AND file = ?2",
-            params![study_id, file],
-            |r| r.get(0),
-        )?;
+        let item: i64 =
+            tx.query_row("SELECT id FROM items WHERE study_id = ?1 AND file = ?2", params![study_id, file], |r| {
+                r.get(0)
+            })?;
         for (vi, (_, files)) in listed.iter().enumerate() {
             paths.insert((item, variant_ids[vi]), files[file].clone());
         }
@@ -323,20 +261,13 @@ pub fn prepare(
             }
         }
     }
-    let n_pairs: i64 = tx.query_row(
-        "SELECT COUNT(*) FROM pairs WHERE study_id = ?1",
-        params![study_id],
-        |r| r.get(0),
-    )?;
+    let n_pairs: i64 =
+        tx.query_row("SELECT COUNT(*) FROM pairs WHERE study_id = ?1", params![study_id], |r| r.get(0))?;
     tx.commit()?;
     Ok(StudyRuntime {
         id: study_id,
         name: study.to_string(),
-        variants: variant_ids
-            .iter()
-            .zip(variants)
-            .map(|(id, v)| (*id, v.name.clone()))
-            .collect(),
+        variants: variant_ids.iter().zip(variants).map(|(id, v)| (*id, v.name.clone())).collect(),
         n_items: captions.len(),
         n_pairs: n_pairs as usize,
         paths,

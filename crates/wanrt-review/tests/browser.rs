@@ -42,16 +42,8 @@ impl Drop for Driver {
 }
 
 impl Driver {
-    async fn start(
-        chromium: &PathBuf,
-        chromedriver: &PathBuf,
-        profile: &std::path::Path,
-    ) -> Driver {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+    async fn start(chromium: &PathBuf, chromedriver: &PathBuf, profile: &std::path::Path) -> Driver {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let child = Command::new(chromedriver)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
@@ -69,10 +61,7 @@ impl Driver {
                     }
                 }
             }
-            assert!(
-                t0.elapsed() < Duration::from_secs(30),
-                "chromedriver did not start"
-            );
+            assert!(t0.elapsed() < Duration::from_secs(30), "chromedriver did not start");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let caps = json!({
@@ -91,17 +80,9 @@ impl Driver {
                 }
             }}
         });
-        let mut d = Driver {
-            http,
-            base,
-            session: String::new(),
-            child,
-        };
+        let mut d = Driver { http, base, session: String::new(), child };
         let v = d.cmd("POST", "/session", caps).await;
-        d.session = v["sessionId"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no WebDriver session: {v}"))
-            .to_string();
+        d.session = v["sessionId"].as_str().unwrap_or_else(|| panic!("no WebDriver session: {v}")).to_string();
         d
     }
 
@@ -129,39 +110,22 @@ impl Driver {
     }
 
     async fn find(&self, css: &str) -> String {
-        let v = self
-            .cmd(
-                "POST",
-                "/element",
-                json!({ "using": "css selector", "value": css }),
-            )
-            .await;
+        let v = self.cmd("POST", "/element", json!({ "using": "css selector", "value": css })).await;
         v[ELEMENT].as_str().unwrap().to_string()
     }
 
     async fn click(&self, css: &str) {
         let e = self.find(css).await;
-        self.cmd("POST", &format!("/element/{e}/click"), json!({}))
-            .await;
+        self.cmd("POST", &format!("/element/{e}/click"), json!({})).await;
     }
 
     async fn type_into(&self, css: &str, text: &str) {
         let e = self.find(css).await;
-        self.cmd(
-            "POST",
-            &format!("/element/{e}/value"),
-            json!({ "text": text }),
-        )
-        .await;
+        self.cmd("POST", &format!("/element/{e}/value"), json!({ "text": text })).await;
     }
 
     async fn js(&self, script: &str) -> Value {
-        self.cmd(
-            "POST",
-            "/execute/sync",
-            json!({ "script": script, "args": [] }),
-        )
-        .await
+        self.cmd("POST", "/execute/sync", json!({ "script": script, "args": [] })).await
     }
 
     /// Presses keys (WebDriver key codes) on the focused document.
@@ -171,12 +135,8 @@ impl Driver {
             actions.push(json!({ "type": "keyDown", "value": k }));
             actions.push(json!({ "type": "keyUp", "value": k }));
         }
-        self.cmd(
-            "POST",
-            "/actions",
-            json!({ "actions": [{ "type": "key", "id": "keyboard", "actions": actions }] }),
-        )
-        .await;
+        self.cmd("POST", "/actions", json!({ "actions": [{ "type": "key", "id": "keyboard", "actions": actions }] }))
+            .await;
         self.cmd("DELETE", "/actions", json!({})).await;
     }
 
@@ -200,10 +160,7 @@ impl Driver {
             if !(v.is_null() || v == false || v == "" || v == 0) {
                 return v;
             }
-            assert!(
-                t0.elapsed() < Duration::from_secs(20),
-                "timed out waiting for {expr}"
-            );
+            assert!(t0.elapsed() < Duration::from_secs(20), "timed out waiting for {expr}");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -217,10 +174,7 @@ fn base64_decode(s: &str) -> Vec<u8> {
         b'+' => 62,
         _ => 63,
     };
-    let bytes: Vec<u8> = s
-        .bytes()
-        .filter(|c| *c != b'=' && !c.is_ascii_whitespace())
-        .collect();
+    let bytes: Vec<u8> = s.bytes().filter(|c| *c != b'=' && !c.is_ascii_whitespace()).collect();
     let mut out = Vec::with_capacity(bytes.len() * 3 / 4);
     for chunk in bytes.chunks(4) {
         let mut n = 0u32;
@@ -245,9 +199,7 @@ async fn browser_rates_pairs_and_reads_results() {
     let tmp = tempfile::tempdir().unwrap();
     // Distinctive variant names, to check none of them reaches the rater's page.
     let s = make_study(tmp.path(), &["baselineqx", "optimizedqz"], 4);
-    let server = wanrt_review::start(&serve_args(&s, "browser"))
-        .await
-        .unwrap();
+    let server = wanrt_review::start(&serve_args(&s, "browser")).await.unwrap();
     let base = format!("http://{}", server.addr);
     let profile = tmp.path().join("chrome-profile");
     std::fs::create_dir_all(&profile).unwrap();
@@ -259,31 +211,21 @@ async fn browser_rates_pairs_and_reads_results() {
     d.type_into("#join-name", "browser-rater").await;
     d.click("#join-btn").await;
     d.wait_for("!document.getElementById('rate').hidden").await;
-    d.wait_for("document.getElementById('who').textContent.includes('browser-rater')")
-        .await;
+    d.wait_for("document.getElementById('who').textContent.includes('browser-rater')").await;
 
     // (how, overall as seen by the rater)
     let plan = ["click-left", "keys-right", "click-tie", "double-click-left"];
     let mut prompts = Vec::new();
     for (i, how) in plan.iter().enumerate() {
-        d.wait_for(&format!(
-            "document.getElementById('progress-text').textContent === 'Rated {i} of 4'"
-        ))
-        .await;
-        let prompt = d
-            .wait_for("document.getElementById('prompt').textContent")
-            .await;
+        d.wait_for(&format!("document.getElementById('progress-text').textContent === 'Rated {i} of 4'")).await;
+        let prompt = d.wait_for("document.getElementById('prompt').textContent").await;
         prompts.push(prompt.as_str().unwrap().to_string());
         // Both videos actually loaded and rendered.
         d.wait_for(
             "Array.from(document.querySelectorAll('.media img')).filter(m => m.complete && m.naturalWidth === 32).length === 2",
         )
         .await;
-        assert_eq!(
-            d.js("return document.getElementById('submit').disabled")
-                .await,
-            true
-        );
+        assert_eq!(d.js("return document.getElementById('submit').disabled").await, true);
         match *how {
             "click-left" => {
                 d.click("#choice-left").await;
@@ -298,14 +240,8 @@ async fn browser_rates_pairs_and_reads_results() {
             "keys-right" => {
                 // → = B better, 2 = score A, Enter = submit.
                 d.keys(&["\u{E014}", "2"]).await;
-                d.wait_for(
-                    "document.getElementById('choice-right').classList.contains('selected')",
-                )
-                .await;
-                d.wait_for(
-                    "document.getElementById('likert-left-2').classList.contains('selected')",
-                )
-                .await;
+                d.wait_for("document.getElementById('choice-right').classList.contains('selected')").await;
+                d.wait_for("document.getElementById('likert-left-2').classList.contains('selected')").await;
                 d.click("#likert-right-4").await;
                 d.keys(&["\u{E007}"]).await;
             }
@@ -318,34 +254,22 @@ async fn browser_rates_pairs_and_reads_results() {
                 d.click("#likert-left-3").await;
                 d.click("#likert-right-3").await;
                 // Double click: the second click must not count twice.
-                d.js("const b = document.getElementById('submit'); b.click(); b.click(); return true;")
-                    .await;
+                d.js("const b = document.getElementById('submit'); b.click(); b.click(); return true;").await;
             }
         }
     }
     d.wait_for("!document.getElementById('done').hidden").await;
     let page = d.js("return document.documentElement.outerHTML").await;
     let page = page.as_str().unwrap();
-    assert!(
-        !page.contains("baselineqx") && !page.contains("optimizedqz"),
-        "variant names leaked into the rater page"
-    );
+    assert!(!page.contains("baselineqx") && !page.contains("optimizedqz"), "variant names leaked into the rater page");
     prompts.sort();
     prompts.dedup();
     assert_eq!(prompts.len(), 4, "four different pairs");
 
     // What the server stored matches what was clicked (positions undone).
-    let raw: Value = admin_get(&base, "/api/admin/export?format=json&raw=1")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let raw: Value = admin_get(&base, "/api/admin/export?format=json&raw=1").await.json().await.unwrap();
     let raw = raw.as_array().unwrap();
-    assert_eq!(
-        raw.len(),
-        4,
-        "exactly four votes (double click counted once)"
-    );
+    assert_eq!(raw.len(), 4, "exactly four votes (double click counted once)");
     let other = |l: &str| {
         if l == "baselineqx" {
             "optimizedqz".to_string()
@@ -383,45 +307,22 @@ async fn browser_rates_pairs_and_reads_results() {
     d.wait_for("document.getElementById('plot').complete").await;
     d.shot("admin").await;
     if let Ok(dir) = std::env::var("WANRT_REVIEW_SCREENSHOTS") {
-        let png = admin_get(&base, "/api/admin/plot.png")
-            .await
-            .bytes()
-            .await
-            .unwrap();
+        let png = admin_get(&base, "/api/admin/plot.png").await.bytes().await.unwrap();
         std::fs::write(PathBuf::from(dir).join("plot.png"), png).unwrap();
     }
     let url = d.cmd("GET", "/url", json!({})).await;
-    assert!(
-        !url.as_str().unwrap().contains("token="),
-        "token stays out of the URL"
-    );
-    let summary = d
-        .js("return document.getElementById('summary').textContent")
-        .await;
-    assert!(
-        summary
-            .as_str()
-            .unwrap()
-            .starts_with("4 votes from 1 raters"),
-        "{summary}"
-    );
-    let overall = d
-        .js("return Array.from(document.querySelectorAll('#pairs-overall td')).map(td => td.textContent)")
-        .await;
-    let cells: Vec<String> = overall
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c.as_str().unwrap().to_string())
-        .collect();
+    assert!(!url.as_str().unwrap().contains("token="), "token stays out of the URL");
+    let summary = d.js("return document.getElementById('summary').textContent").await;
+    assert!(summary.as_str().unwrap().starts_with("4 votes from 1 raters"), "{summary}");
+    let overall =
+        d.js("return Array.from(document.querySelectorAll('#pairs-overall td')).map(td => td.textContent)").await;
+    let cells: Vec<String> = overall.as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_string()).collect();
     assert_eq!(cells[0], "baselineqx vs optimizedqz");
     let wins: u32 = cells[1].parse().unwrap();
     let ties: u32 = cells[2].parse().unwrap();
     let losses: u32 = cells[3].parse().unwrap();
     assert_eq!((wins + losses, ties, cells[4].as_str()), (3, 1, "4"));
-    let bt = d
-        .js("return document.querySelectorAll('#bt-overall tr').length")
-        .await;
+    let bt = d.js("return document.querySelectorAll('#bt-overall tr').length").await;
     assert_eq!(bt, 3, "header + two variants");
     // The plot image loaded.
     d.wait_for("document.getElementById('plot').complete && document.getElementById('plot').naturalWidth === 960")
@@ -430,10 +331,7 @@ async fn browser_rates_pairs_and_reads_results() {
     d.cmd("DELETE", "/cookie", json!({})).await;
     d.goto(&format!("{base}/api/admin/results")).await;
     let body = d.js("return document.body.textContent").await;
-    assert!(
-        body.as_str().unwrap().contains("admin token required"),
-        "{body}"
-    );
+    assert!(body.as_str().unwrap().contains("admin token required"), "{body}");
 
     d.cmd("DELETE", "", json!({})).await;
     drop(d);

@@ -17,11 +17,7 @@ fn spawn_server(s: &StudyDirs) -> (Child, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_wanrt-review-server"));
     cmd.arg("serve")
         .args(["--study", "crash", "--variants"])
-        .args(
-            s.variants
-                .iter()
-                .map(|(n, d)| format!("{n}={}", d.display())),
-        )
+        .args(s.variants.iter().map(|(n, d)| format!("{n}={}", d.display())))
         .arg("--prompts")
         .arg(&s.prompts)
         .arg("--db")
@@ -33,10 +29,7 @@ fn spawn_server(s: &StudyDirs) -> (Child, String) {
     let stdout = child.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
     let addr = loop {
-        let line = lines
-            .next()
-            .expect("server exited before listening")
-            .unwrap();
+        let line = lines.next().expect("server exited before listening").unwrap();
         if let Some(a) = line.strip_prefix("listening on http://") {
             break a.trim().to_string();
         }
@@ -51,13 +44,7 @@ async fn rater_loop(base: String, i: usize, acked: Arc<Mutex<Vec<String>>>) {
     let mut r = Rater::new(&base);
     r.join(&format!("crash-{i}")).await;
     for k in 0.. {
-        let res = match r
-            .http
-            .get(format!("{base}/api/next"))
-            .header("cookie", r.cookie_header())
-            .send()
-            .await
-        {
+        let res = match r.http.get(format!("{base}/api/next")).header("cookie", r.cookie_header()).send().await {
             Ok(res) => res,
             Err(_) => return,
         };
@@ -103,9 +90,7 @@ async fn kill_9_mid_load_loses_no_acknowledged_vote() {
     let (mut child, base) = spawn_server(&s);
 
     let acked = Arc::new(Mutex::new(Vec::new()));
-    let tasks: Vec<_> = (0..24)
-        .map(|i| tokio::spawn(rater_loop(base.clone(), i, acked.clone())))
-        .collect();
+    let tasks: Vec<_> = (0..24).map(|i| tokio::spawn(rater_loop(base.clone(), i, acked.clone()))).collect();
     // Kill once a good number of votes are in, while requests are in flight.
     let t0 = Instant::now();
     while acked.lock().unwrap().len() < 300 && t0.elapsed() < Duration::from_secs(60) {
@@ -123,51 +108,26 @@ async fn kill_9_mid_load_loses_no_acknowledged_vote() {
 
     // Restart on the same database.
     let (mut child, base) = spawn_server(&s);
-    let raw: Value = admin_get(&base, "/api/admin/export?format=json&raw=1")
-        .await
-        .json()
-        .await
-        .unwrap();
-    let stored: HashSet<String> = raw
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v["submission_id"].as_str().unwrap().to_string())
-        .collect();
+    let raw: Value = admin_get(&base, "/api/admin/export?format=json&raw=1").await.json().await.unwrap();
+    let stored: HashSet<String> =
+        raw.as_array().unwrap().iter().map(|v| v["submission_id"].as_str().unwrap().to_string()).collect();
     let lost: Vec<&String> = acked.iter().filter(|s| !stored.contains(*s)).collect();
-    assert!(
-        lost.is_empty(),
-        "{} acknowledged votes lost, e.g. {:?}",
-        lost.len(),
-        lost.first()
-    );
+    assert!(lost.is_empty(), "{} acknowledged votes lost, e.g. {:?}", lost.len(), lost.first());
     assert_eq!(stored.len(), raw.as_array().unwrap().len(), "no duplicates");
     // At most the requests in flight at the kill were committed without an answer.
-    assert!(
-        stored.len() <= acked.len() + 24,
-        "{} stored vs {} acked",
-        stored.len(),
-        acked.len()
-    );
+    assert!(stored.len() <= acked.len() + 24, "{} stored vs {} acked", stored.len(), acked.len());
 
     // The restarted server keeps working: a rater resumes and votes.
     let mut r = Rater::new(&base);
     r.join("crash-0").await;
     let n = r.next().await;
     assert_eq!(n["done"], false);
-    assert_eq!(
-        r.vote(n["assignment"].as_str().unwrap(), &unique_sid(), "left")
-            .await
-            .status(),
-        200
-    );
+    assert_eq!(r.vote(n["assignment"].as_str().unwrap(), &unique_sid(), "left").await.status(), 200);
     child.kill().unwrap();
     child.wait().unwrap();
 
     let conn = rusqlite::Connection::open(&s.db).unwrap();
-    let ok: String = conn
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap();
+    let ok: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
     assert_eq!(ok, "ok");
     // Every vote closed its assignment in the same transaction.
     let mismatched: i64 = conn

@@ -22,15 +22,8 @@ async fn full_flow_blind_balanced_and_resumable() {
     // The page and assets load.
     let page = reqwest::get(format!("{base}/")).await.unwrap();
     assert_eq!(page.status(), 200);
-    assert!(page.headers()["content-security-policy"]
-        .to_str()
-        .unwrap()
-        .contains("default-src 'self'"));
-    assert!(page
-        .text()
-        .await
-        .unwrap()
-        .contains("Which video is better?"));
+    assert!(page.headers()["content-security-policy"].to_str().unwrap().contains("default-src 'self'"));
+    assert!(page.text().await.unwrap().contains("Which video is better?"));
 
     let mut r = Rater::new(&base);
     r.join("alice").await;
@@ -56,11 +49,7 @@ async fn full_flow_blind_balanced_and_resumable() {
     assert_eq!(anon.status(), 401);
     let mut bob = Rater::new(&base);
     bob.join("bob").await;
-    assert_eq!(
-        bob.get(&url).await.status(),
-        404,
-        "another rater's video token"
-    );
+    assert_eq!(bob.get(&url).await.status(), 404, "another rater's video token");
 
     // Rate all six; every pair once, then done.
     let mut seen = HashSet::new();
@@ -70,13 +59,7 @@ async fn full_flow_blind_balanced_and_resumable() {
         assert_eq!(cur["done"], false);
         assert!(seen.insert(cur["assignment"].as_str().unwrap().to_string()));
         lefts.insert(cur["prompt"].as_str().unwrap().to_string());
-        let res = r
-            .vote(
-                cur["assignment"].as_str().unwrap(),
-                &unique_sid(),
-                ["left", "right", "tie"][i % 3],
-            )
-            .await;
+        let res = r.vote(cur["assignment"].as_str().unwrap(), &unique_sid(), ["left", "right", "tie"][i % 3]).await;
         assert_eq!(res.status(), 200);
         let v: Value = res.json().await.unwrap();
         assert_eq!(v["progress"]["done"], i + 1);
@@ -94,9 +77,7 @@ async fn full_flow_blind_balanced_and_resumable() {
             break;
         }
         assert!(bob_prompts.insert(n["prompt"].as_str().unwrap().to_string()));
-        let res = bob
-            .vote(n["assignment"].as_str().unwrap(), &unique_sid(), "left")
-            .await;
+        let res = bob.vote(n["assignment"].as_str().unwrap(), &unique_sid(), "left").await;
         assert_eq!(res.status(), 200);
     }
     assert_eq!(bob_prompts.len(), 6);
@@ -112,10 +93,7 @@ async fn full_flow_blind_balanced_and_resumable() {
     assert_eq!(overall["criterion"], "overall");
     let p = &overall["pairs"][0];
     assert_eq!(p["n"], 12);
-    assert_eq!(
-        p["a_wins"].as_u64().unwrap() + p["ties"].as_u64().unwrap() + p["b_wins"].as_u64().unwrap(),
-        12
-    );
+    assert_eq!(p["a_wins"].as_u64().unwrap() + p["ties"].as_u64().unwrap() + p["b_wins"].as_u64().unwrap(), 12);
     assert_eq!(overall["agreement"]["pairs_used"], 6);
     assert_eq!(results["likert"][0]["n"], 12);
     assert!(results["likert"][0]["ci"].is_array());
@@ -124,18 +102,10 @@ async fn full_flow_blind_balanced_and_resumable() {
     let png = admin_get(&base, "/api/admin/plot.png").await;
     assert_eq!(png.headers()["content-type"], "image/png");
     assert!(png.bytes().await.unwrap().starts_with(b"\x89PNG\r\n\x1a\n"));
-    let csv = admin_get(&base, "/api/admin/export?format=csv")
-        .await
-        .text()
-        .await
-        .unwrap();
+    let csv = admin_get(&base, "/api/admin/export?format=csv").await.text().await.unwrap();
     assert!(csv.starts_with("section,criterion,variant,opponent"));
     assert!(csv.contains("pair,overall,base,opt,"));
-    let raw: Value = admin_get(&base, "/api/admin/export?format=json&raw=1")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let raw: Value = admin_get(&base, "/api/admin/export?format=json&raw=1").await.json().await.unwrap();
     assert_eq!(raw.as_array().unwrap().len(), 12);
     server.shutdown().await.unwrap();
 }
@@ -150,10 +120,7 @@ async fn csrf_is_checked_on_every_post() {
     let mut r = Rater::new(&base);
     let _ = r.get("/api/state").await;
     r.csrf = "0".repeat(32);
-    assert_eq!(
-        r.post("/api/join", &json!({"name": "x"})).await.status(),
-        403
-    );
+    assert_eq!(r.post("/api/join", &json!({"name": "x"})).await.status(), 403);
     // Cross-origin join, even with the token.
     let st: Value = r.get("/api/state").await.json().await.unwrap();
     let pre = st["csrf"].as_str().unwrap().to_string();
@@ -203,22 +170,16 @@ async fn csrf_is_checked_on_every_post() {
         .await
         .unwrap();
     assert_eq!(res.status(), 403);
+    // DNS rebinding: a page served under another host name is refused outright.
+    let res = r.http.get(format!("{base}/api/state")).header("host", "evil.example:80").send().await.unwrap();
+    assert_eq!(res.status(), 421);
     // Nothing was stored; the right token works.
-    let results: Value = admin_get(&base, "/api/admin/results")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let results: Value = admin_get(&base, "/api/admin/results").await.json().await.unwrap();
     assert_eq!(results["n_votes"], 0);
     r.csrf = good;
     assert_eq!(r.vote(&a, &unique_sid(), "left").await.status(), 200);
     // No session at all.
-    let res = reqwest::Client::new()
-        .post(format!("{base}/api/vote"))
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
+    let res = reqwest::Client::new().post(format!("{base}/api/vote")).json(&json!({})).send().await.unwrap();
     assert_eq!(res.status(), 401);
     server.shutdown().await.unwrap();
 }
@@ -236,23 +197,15 @@ async fn submissions_are_idempotent() {
     // A double click / retry: same submission id, counted once.
     let (x, y) = tokio::join!(
         {
-            let mut r2 = Rater {
-                http: r.http.clone(),
-                base: base.clone(),
-                cookies: r.cookies.clone(),
-                csrf: r.csrf.clone(),
-            };
+            let mut r2 =
+                Rater { http: r.http.clone(), base: base.clone(), cookies: r.cookies.clone(), csrf: r.csrf.clone() };
             let a = a.clone();
             let sid = sid.clone();
             async move { r2.vote(&a, &sid, "left").await.status() }
         },
         {
-            let mut r3 = Rater {
-                http: r.http.clone(),
-                base: base.clone(),
-                cookies: r.cookies.clone(),
-                csrf: r.csrf.clone(),
-            };
+            let mut r3 =
+                Rater { http: r.http.clone(), base: base.clone(), cookies: r.cookies.clone(), csrf: r.csrf.clone() };
             let a = a.clone();
             let sid = sid.clone();
             async move { r3.vote(&a, &sid, "left").await.status() }
@@ -269,11 +222,7 @@ async fn submissions_are_idempotent() {
     let a2 = n2["assignment"].as_str().unwrap().to_string();
     assert_ne!(a, a2);
     assert_eq!(r.vote(&a2, &sid, "right").await.status(), 409);
-    let results: Value = admin_get(&base, "/api/admin/results")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let results: Value = admin_get(&base, "/api/admin/results").await.json().await.unwrap();
     assert_eq!(results["n_votes"], 1);
     server.shutdown().await.unwrap();
 }
@@ -309,34 +258,20 @@ async fn input_is_validated() {
         .await;
     assert_eq!(res.status(), 404);
     // Oversized body.
-    let res = r
-        .post("/api/join", &json!({"name": "x".repeat(100_000)}))
-        .await;
+    let res = r.post("/api/join", &json!({"name": "x".repeat(100_000)})).await;
     assert_eq!(res.status(), 413);
     // Bad names.
     let mut z = Rater::new(&base);
     let st: Value = z.get("/api/state").await.json().await.unwrap();
     z.csrf = st["csrf"].as_str().unwrap().to_string();
-    assert_eq!(
-        z.post("/api/join", &json!({"name": "  "})).await.status(),
-        400
-    );
-    assert_eq!(
-        z.post("/api/join", &json!({"name": "a\u{0007}b"}))
-            .await
-            .status(),
-        400
-    );
+    assert_eq!(z.post("/api/join", &json!({"name": "  "})).await.status(), 400);
+    assert_eq!(z.post("/api/join", &json!({"name": "a\u{0007}b"})).await.status(), 400);
     // A complete vote with criteria is accepted.
     let res = r
         .post("/api/vote", &json!({"submission_id": unique_sid(), "assignment": a, "overall": "tie", "visual": "left", "motion": "right", "alignment": "tie", "likert_left": 5, "likert_right": 1, "elapsed_ms": 1234}))
         .await;
     assert_eq!(res.status(), 200);
-    let raw: Value = admin_get(&base, "/api/admin/export?format=json&raw=1")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let raw: Value = admin_get(&base, "/api/admin/export?format=json&raw=1").await.json().await.unwrap();
     let v = &raw[0];
     assert_eq!(v["overall"], "tie");
     assert_eq!(v["alignment"], "tie");
@@ -345,10 +280,7 @@ async fn input_is_validated() {
     let right = if left == "base" { "opt" } else { "base" };
     assert_eq!(v["visual"], left);
     assert_eq!(v["motion"], right);
-    let (la, lb) = (
-        v["likert_a"].as_i64().unwrap(),
-        v["likert_b"].as_i64().unwrap(),
-    );
+    let (la, lb) = (v["likert_a"].as_i64().unwrap(), v["likert_b"].as_i64().unwrap());
     if left == "base" {
         assert_eq!((la, lb), (5, 1));
     } else {
@@ -387,18 +319,8 @@ async fn no_path_traversal_and_only_study_files() {
         "/v/0123456789abcdef0123456789abcdef",
         "/v/0123456789ABCDEF0123456789ABCDEF",
     ] {
-        let res = r
-            .http
-            .get(format!("{base}{path}"))
-            .header("cookie", r.cookie_header())
-            .send()
-            .await
-            .unwrap();
-        assert!(
-            res.status() == 404 || res.status() == 400,
-            "{path}: {}",
-            res.status()
-        );
+        let res = r.http.get(format!("{base}{path}")).header("cookie", r.cookie_header()).send().await.unwrap();
+        assert!(res.status() == 404 || res.status() == 400, "{path}: {}", res.status());
         let body = res.bytes().await.unwrap();
         assert!(!body.starts_with(b"GIF89a-secret"), "{path}");
     }
@@ -406,16 +328,10 @@ async fn no_path_traversal_and_only_study_files() {
     for _ in 0..2 {
         let n = r.next().await;
         for side in ["left", "right"] {
-            let body = r
-                .get(n[side]["url"].as_str().unwrap())
-                .await
-                .bytes()
-                .await
-                .unwrap();
+            let body = r.get(n[side]["url"].as_str().unwrap()).await.bytes().await.unwrap();
             assert!(body.starts_with(b"GIF89a") && !body.starts_with(b"GIF89a-secret"));
         }
-        r.vote(n["assignment"].as_str().unwrap(), &unique_sid(), "left")
-            .await;
+        r.vote(n["assignment"].as_str().unwrap(), &unique_sid(), "left").await;
     }
     server.shutdown().await.unwrap();
 }
@@ -435,18 +351,10 @@ async fn results_are_admin_only() {
         "/api/admin/plot.png",
     ] {
         assert_eq!(r.get(path).await.status(), 401, "rater on {path}");
-        let res = reqwest::Client::new()
-            .get(format!("{base}{path}"))
-            .bearer_auth("wrong-token-xyz")
-            .send()
-            .await
-            .unwrap();
+        let res =
+            reqwest::Client::new().get(format!("{base}{path}")).bearer_auth("wrong-token-xyz").send().await.unwrap();
         assert_eq!(res.status(), 401, "wrong token on {path}");
-        assert_eq!(
-            admin_get(&base, path).await.status(),
-            200,
-            "admin on {path}"
-        );
+        assert_eq!(admin_get(&base, path).await.status(), 200, "admin on {path}");
     }
     // Login link sets an admin cookie and drops the token from the URL.
     let mut adm = Rater::new(&base);
@@ -485,20 +393,14 @@ async fn content_types_ranges_and_invites() {
     let st: Value = z.get("/api/state").await.json().await.unwrap();
     assert_eq!(st["invite_only"], true);
     z.csrf = st["csrf"].as_str().unwrap().to_string();
-    assert_eq!(
-        z.post("/api/join", &json!({"name": "x"})).await.status(),
-        403
-    );
+    assert_eq!(z.post("/api/join", &json!({"name": "x"})).await.status(), 403);
     let mut r = Rater::new(&base);
     let res = r.get(&format!("/i/{}", server.invites[0])).await;
     assert_eq!(res.status(), 303);
     let st: Value = r.get("/api/state").await.json().await.unwrap();
     assert_eq!(st["joined"], true);
     r.csrf = st["csrf"].as_str().unwrap().to_string();
-    assert_eq!(
-        r.get("/i/00000000000000000000000000000000").await.status(),
-        404
-    );
+    assert_eq!(r.get("/i/00000000000000000000000000000000").await.status(), 404);
 
     let mut types = HashSet::new();
     let mut prompts_seen = Vec::new();
@@ -522,17 +424,9 @@ async fn content_types_ranges_and_invites() {
             assert_eq!(res.status(), 206);
             assert_eq!(&res.bytes().await.unwrap()[..], b"ftyp");
         }
-        assert_eq!(
-            r.vote(n["assignment"].as_str().unwrap(), &unique_sid(), "tie")
-                .await
-                .status(),
-            200
-        );
+        assert_eq!(r.vote(n["assignment"].as_str().unwrap(), &unique_sid(), "tie").await.status(), 200);
     }
-    assert_eq!(
-        types,
-        HashSet::from(["video/mp4".to_string(), "video/webm".to_string()])
-    );
+    assert_eq!(types, HashSet::from(["video/mp4".to_string(), "video/webm".to_string()]));
     // Two passes: every pair once before any repeat.
     assert_ne!(prompts_seen[0], prompts_seen[1]);
     assert_ne!(prompts_seen[2], prompts_seen[3]);
@@ -553,20 +447,15 @@ async fn setup_errors_are_clear() {
     let mut a = serve_args(&s, "demo");
     a.variants[1] = format!("opt={}", tmp.path().join("nope").display());
     let e = err(a).await;
-    assert!(
-        e.contains("variant 'opt'") && e.contains("does not exist"),
-        "{e}"
-    );
+    assert!(e.contains("variant 'opt'") && e.contains("does not exist"), "{e}");
+    assert!(!s.db.exists(), "a failed start leaves no database file behind");
 
     let empty = tmp.path().join("empty");
     std::fs::create_dir_all(&empty).unwrap();
     let mut a = serve_args(&s, "demo");
     a.variants[1] = format!("opt={}", empty.display());
     let e = err(a).await;
-    assert!(
-        e.contains("no video file") && e.contains("opt: 0 files"),
-        "{e}"
-    );
+    assert!(e.contains("no video file") && e.contains("opt: 0 files"), "{e}");
 
     let mut p: Value = serde_json::from_slice(&std::fs::read(&s.prompts).unwrap()).unwrap();
     p.as_object_mut().unwrap().remove("clip_001.gif");
@@ -595,10 +484,7 @@ async fn setup_errors_are_clear() {
     let mut a = serve_args(&s, "demo");
     a.variants[1] = a.variants[1].replacen("opt=", "opt2=", 1);
     let e = err(a).await;
-    assert!(
-        e.contains("exists in the database with variants base,opt"),
-        "{e}"
-    );
+    assert!(e.contains("exists in the database with variants base,opt"), "{e}");
 }
 
 #[tokio::test]
@@ -611,8 +497,7 @@ async fn resume_after_restart_keeps_votes_and_sessions() {
     r.join("hana").await;
     let n = r.next().await;
     assert_eq!(n["progress"]["total"], 6, "3 variants → 3 pairs per prompt");
-    r.vote(n["assignment"].as_str().unwrap(), &unique_sid(), "left")
-        .await;
+    r.vote(n["assignment"].as_str().unwrap(), &unique_sid(), "left").await;
     let open = r.next().await;
     server.shutdown().await.unwrap();
 
@@ -628,11 +513,7 @@ async fn resume_after_restart_keeps_votes_and_sessions() {
     let mut other = Rater::new(&base);
     let st = other.join("hana").await;
     assert_eq!(st["progress"]["done"], 1);
-    let results: Value = admin_get(&base, "/api/admin/results")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let results: Value = admin_get(&base, "/api/admin/results").await.json().await.unwrap();
     assert_eq!(results["variants"], json!(["base", "opt", "fast"]));
     assert_eq!(results["criteria"][0]["pairs"].as_array().unwrap().len(), 3);
     server.shutdown().await.unwrap();

@@ -27,9 +27,7 @@ async fn fifty_raters_forty_votes_each() {
                 assert_eq!(n["done"], false, "rater {i} ran out of pairs at {k}");
                 let a = n["assignment"].as_str().unwrap().to_string();
                 let sid = unique_sid();
-                let res = r
-                    .vote(&a, &sid, ["left", "right", "tie"][(i + k) % 3])
-                    .await;
+                let res = r.vote(&a, &sid, ["left", "right", "tie"][(i + k) % 3]).await;
                 assert_eq!(res.status(), 200, "rater {i} vote {k}");
                 let v: Value = res.json().await.unwrap();
                 assert_eq!(v["duplicate"], false);
@@ -54,9 +52,7 @@ async fn fifty_raters_forty_votes_each() {
 
     // Count in the database itself.
     let conn = rusqlite::Connection::open(&s.db).unwrap();
-    let n: i64 = conn
-        .query_row("SELECT COUNT(*) FROM votes", [], |r| r.get(0))
-        .unwrap();
+    let n: i64 = conn.query_row("SELECT COUNT(*) FROM votes", [], |r| r.get(0)).unwrap();
     assert_eq!(n, 2000);
     let per_rater: Vec<i64> = conn
         .prepare("SELECT COUNT(*) FROM votes GROUP BY rater_id")
@@ -84,15 +80,10 @@ async fn fifty_raters_forty_votes_each() {
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    let (min, max) = (
-        *per_pair.iter().min().unwrap(),
-        *per_pair.iter().max().unwrap(),
-    );
+    let (min, max) = (*per_pair.iter().min().unwrap(), *per_pair.iter().max().unwrap());
     eprintln!("load: votes per pair {min}..{max}");
     assert!(max - min <= 3, "unbalanced: {min}..{max}");
-    let ok: String = conn
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap();
+    let ok: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
     assert_eq!(ok, "ok");
     drop(conn);
 

@@ -5,10 +5,7 @@ use clap::Parser;
 use wanrt_review::cli::ReviewCommand;
 
 #[derive(Parser)]
-#[command(
-    name = "wanrt-review-server",
-    about = "Blind A/B human rating of video variants (same as `wanrt review`)"
-)]
+#[command(name = "wanrt-review-server", about = "Blind A/B human rating of video variants (same as `wanrt review`)")]
 struct Cli {
     #[command(subcommand)]
     cmd: ReviewCommand,

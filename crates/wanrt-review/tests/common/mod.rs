@@ -23,13 +23,7 @@ pub fn gif_bytes(color: [u8; 3], frames: usize) -> Vec<u8> {
                     px[y * w as usize + (x + f * 6) % w as usize] = 1;
                 }
             }
-            let frame = gif::Frame {
-                width: w,
-                height: h,
-                delay: 10,
-                buffer: Cow::Owned(px),
-                ..Default::default()
-            };
+            let frame = gif::Frame { width: w, height: h, delay: 10, buffer: Cow::Owned(px), ..Default::default() };
             enc.write_frame(&frame).unwrap();
         }
     }
@@ -58,33 +52,17 @@ pub fn make_study(root: &Path, variants: &[&str], items: usize) -> StudyDirs {
         vs.push((v.to_string(), dir));
     }
     for i in 0..items {
-        prompts.insert(
-            format!("clip_{i:03}.gif"),
-            Value::String(format!("A red fox number {i} runs through snow")),
-        );
+        prompts.insert(format!("clip_{i:03}.gif"), Value::String(format!("A red fox number {i} runs through snow")));
     }
     let p = root.join("prompts.json");
-    std::fs::write(
-        &p,
-        serde_json::to_vec_pretty(&Value::Object(prompts)).unwrap(),
-    )
-    .unwrap();
-    StudyDirs {
-        root: root.to_path_buf(),
-        variants: vs,
-        prompts: p,
-        db: root.join("reviews.sqlite"),
-    }
+    std::fs::write(&p, serde_json::to_vec_pretty(&Value::Object(prompts)).unwrap()).unwrap();
+    StudyDirs { root: root.to_path_buf(), variants: vs, prompts: p, db: root.join("reviews.sqlite") }
 }
 
 pub fn serve_args(s: &StudyDirs, study: &str) -> ServeArgs {
     ServeArgs {
         study: study.to_string(),
-        variants: s
-            .variants
-            .iter()
-            .map(|(n, d)| format!("{n}={}", d.display()))
-            .collect(),
+        variants: s.variants.iter().map(|(n, d)| format!("{n}={}", d.display())).collect(),
         prompts: s.prompts.clone(),
         db: s.db.clone(),
         bind: "127.0.0.1:0".parse().unwrap(),
@@ -110,10 +88,7 @@ pub struct Rater {
 impl Rater {
     pub fn new(base: &str) -> Rater {
         Rater {
-            http: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .unwrap(),
+            http: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap(),
             base: base.to_string(),
             cookies: Vec::new(),
             csrf: String::new(),
@@ -121,11 +96,7 @@ impl Rater {
     }
 
     pub fn cookie_header(&self) -> String {
-        self.cookies
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join("; ")
+        self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ")
     }
 
     pub fn absorb(&mut self, res: &reqwest::Response) {
@@ -139,13 +110,8 @@ impl Rater {
     }
 
     pub async fn get(&mut self, path: &str) -> reqwest::Response {
-        let res = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .header("cookie", self.cookie_header())
-            .send()
-            .await
-            .unwrap();
+        let res =
+            self.http.get(format!("{}{path}", self.base)).header("cookie", self.cookie_header()).send().await.unwrap();
         self.absorb(&res);
         res
     }
@@ -200,20 +166,11 @@ impl Rater {
 
 /// An admin client (Bearer token).
 pub async fn admin_get(base: &str, path: &str) -> reqwest::Response {
-    reqwest::Client::new()
-        .get(format!("{base}{path}"))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
+    reqwest::Client::new().get(format!("{base}{path}")).bearer_auth(ADMIN).send().await.unwrap()
 }
 
 pub fn unique_sid() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "sid-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
+    format!("sid-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
 }
