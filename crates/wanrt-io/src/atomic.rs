@@ -9,6 +9,21 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 
+/// Temp names start with this; the final file gets the mode a plain create would give
+/// (0o666 for files, 0o777 for folders, minus the umask), not tempfile's private 0o600.
+fn builder(mode: u32) -> tempfile::Builder<'static, 'static> {
+    let mut b = tempfile::Builder::new();
+    b.prefix(".wanrt-tmp-");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        b.permissions(std::fs::Permissions::from_mode(mode));
+    }
+    #[cfg(not(unix))]
+    let _ = mode;
+    b
+}
+
 fn parent_dir(path: &Path) -> &Path {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
@@ -24,10 +39,7 @@ where
 {
     let path = path.as_ref();
     let dir = parent_dir(path);
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".wanrt-tmp-")
-        .tempfile_in(dir)
-        .map_err(|e| Error::io(dir, e))?;
+    let mut tmp = builder(0o666).tempfile_in(dir).map_err(|e| Error::io(dir, e))?;
     {
         let mut w = BufWriter::new(tmp.as_file_mut());
         write(&mut w)?;
@@ -56,10 +68,7 @@ where
         }
     }
     let dir = parent_dir(path);
-    let tmp = tempfile::Builder::new()
-        .prefix(".wanrt-tmp-")
-        .tempdir_in(dir)
-        .map_err(|e| Error::io(dir, e))?;
+    let tmp = builder(0o777).tempdir_in(dir).map_err(|e| Error::io(dir, e))?;
     fill(tmp.path())?;
     if path.exists() {
         std::fs::remove_dir(path).map_err(|e| Error::io(path, e))?;

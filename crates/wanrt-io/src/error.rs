@@ -17,19 +17,10 @@ pub enum Error {
     },
     /// The file is not a well-formed file of the expected format.
     #[error("{}: not a valid {format} file: {msg}", path.display())]
-    Format {
-        path: PathBuf,
-        format: &'static str,
-        msg: String,
-    },
+    Format { path: PathBuf, format: &'static str, msg: String },
     /// The file is well-formed but uses a feature this reader does not support.
     #[error("{}: unsupported {what}: found {found}, expected {expected}", path.display())]
-    Unsupported {
-        path: PathBuf,
-        what: &'static str,
-        found: String,
-        expected: String,
-    },
+    Unsupported { path: PathBuf, what: &'static str, found: String, expected: String },
     /// A pickle asked for a Python global outside the allow-list (it could run code).
     #[error(
         "{}: refusing pickle global `{module}.{name}`: only the globals of a PyTorch \
@@ -37,26 +28,13 @@ pub enum Error {
          torch._utils._rebuild_parameter, torch.*Storage); the file may try to run code",
         path.display()
     )]
-    ForbiddenGlobal {
-        path: PathBuf,
-        module: String,
-        name: String,
-    },
+    ForbiddenGlobal { path: PathBuf, module: String, name: String },
     /// A tensor's shape, strides or offset are inconsistent with its storage.
     #[error("{}: tensor `{name}`: {msg}", path.display())]
-    Tensor {
-        path: PathBuf,
-        name: String,
-        msg: String,
-    },
+    Tensor { path: PathBuf, name: String, msg: String },
     /// A named entry (tensor, array) is not in the file.
     #[error("{}: no {what} named `{name}` (found: {available})", path.display())]
-    Missing {
-        path: PathBuf,
-        what: &'static str,
-        name: String,
-        available: String,
-    },
+    Missing { path: PathBuf, what: &'static str, name: String, available: String },
     /// The caller passed an array whose data does not match its declared shape/dtype.
     #[error("{}: {msg}", path.display())]
     Invalid { path: PathBuf, msg: String },
@@ -65,19 +43,12 @@ pub enum Error {
 impl Error {
     /// Wraps an `std::io::Error` with the path it happened on.
     pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
-        Error::Io {
-            path: path.as_ref().to_path_buf(),
-            source,
-        }
+        Error::Io { path: path.as_ref().to_path_buf(), source }
     }
 
     /// A format error for `path`.
     pub fn format(path: impl AsRef<Path>, format: &'static str, msg: impl Into<String>) -> Self {
-        Error::Format {
-            path: path.as_ref().to_path_buf(),
-            format,
-            msg: msg.into(),
-        }
+        Error::Format { path: path.as_ref().to_path_buf(), format, msg: msg.into() }
     }
 
     /// The path this error is about.
@@ -100,12 +71,7 @@ pub(crate) fn list_names<'a>(names: impl Iterator<Item = &'a str>, max: usize) -
     if all.is_empty() {
         return "nothing".to_string();
     }
-    let mut s = all
-        .iter()
-        .take(max)
-        .map(|n| format!("`{n}`"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let mut s = all.iter().take(max).map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ");
     if all.len() > max {
         s.push_str(&format!(" and {} more", all.len() - max));
     }

@@ -18,6 +18,6 @@ mod zipfile;
 
 pub use atomic::{create_dir_atomic, write_atomic};
 pub use error::{Error, Result};
-pub use npy::{read_npy, write_npy, NpyArray, NpyDType, NpyElement};
+pub use npy::{read_npy, read_npy_header, write_npy, write_npy_raw, NpyArray, NpyDType, NpyElement, NpyHeader};
 pub use npz::{read_npz, write_npz, NpzReader};
 pub use pth::{read_pth, PthFile, PthTensor, TorchDType};

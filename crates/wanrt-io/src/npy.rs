@@ -60,9 +60,7 @@ impl NpyDType {
         let (order, code) = match d.as_bytes().first() {
             Some(b'<' | b'|' | b'=') => (&d[..1], &d[1..]),
             Some(b'>') => {
-                return Err(format!(
-                    "big-endian dtype `{d}` (convert with `a.astype(a.dtype.newbyteorder('<'))`)"
-                ))
+                return Err(format!("big-endian dtype `{d}` (convert with `a.astype(a.dtype.newbyteorder('<'))`)"))
             }
             _ => ("", d),
         };
@@ -138,10 +136,7 @@ pub struct NpyArray {
 }
 
 fn in_memory(msg: String) -> Error {
-    Error::Invalid {
-        path: PathBuf::from("<array>"),
-        msg,
-    }
+    Error::Invalid { path: PathBuf::from("<array>"), msg }
 }
 
 /// Number of elements of `shape`, or `None` on overflow.
@@ -152,23 +147,15 @@ fn checked_numel(shape: &[usize]) -> Option<usize> {
 impl NpyArray {
     /// An array of `shape` holding `data` (row-major). The length must match the shape.
     pub fn new<T: NpyElement>(shape: Vec<usize>, data: Vec<T>) -> Result<Self> {
-        let n =
-            checked_numel(&shape).ok_or_else(|| in_memory(format!("shape {shape:?} overflows")))?;
+        let n = checked_numel(&shape).ok_or_else(|| in_memory(format!("shape {shape:?} overflows")))?;
         if n != data.len() {
-            return Err(in_memory(format!(
-                "shape {shape:?} needs {n} elements, got {}",
-                data.len()
-            )));
+            return Err(in_memory(format!("shape {shape:?} needs {n} elements, got {}", data.len())));
         }
         let mut bytes = Vec::with_capacity(n * T::DTYPE.size_in_bytes());
         for x in data {
             x.put(&mut bytes);
         }
-        Ok(NpyArray {
-            dtype: T::DTYPE,
-            shape,
-            data: bytes,
-        })
+        Ok(NpyArray { dtype: T::DTYPE, shape, data: bytes })
     }
 
     /// An array from raw little-endian bytes; the length must match shape and dtype.
@@ -177,10 +164,7 @@ impl NpyArray {
             .and_then(|n| n.checked_mul(dtype.size_in_bytes()))
             .ok_or_else(|| in_memory(format!("shape {shape:?} overflows")))?;
         if n != data.len() {
-            return Err(in_memory(format!(
-                "shape {shape:?} of {dtype} needs {n} bytes, got {}",
-                data.len()
-            )));
+            return Err(in_memory(format!("shape {shape:?} of {dtype} needs {n} bytes, got {}", data.len())));
         }
         Ok(NpyArray { dtype, shape, data })
     }
@@ -209,17 +193,9 @@ impl NpyArray {
     /// The elements as `T`; the dtype must be exactly `T`'s.
     pub fn to_vec<T: NpyElement>(&self) -> Result<Vec<T>> {
         if self.dtype != T::DTYPE {
-            return Err(in_memory(format!(
-                "array has dtype {}, expected {}",
-                self.dtype,
-                T::DTYPE
-            )));
+            return Err(in_memory(format!("array has dtype {}, expected {}", self.dtype, T::DTYPE)));
         }
-        Ok(self
-            .data
-            .chunks_exact(self.dtype.size_in_bytes())
-            .map(T::get)
-            .collect())
+        Ok(self.data.chunks_exact(self.dtype.size_in_bytes()).map(T::get).collect())
     }
 
     /// The elements converted to f64 from any dtype.
@@ -277,25 +253,13 @@ pub fn read_npy(path: impl AsRef<Path>) -> Result<NpyArray> {
     let h = read_header(&mut f, path)?;
     check_len(path, &h, len)?;
     let mut data = Vec::new();
-    data.try_reserve_exact(h.data_len).map_err(|_| {
-        Error::format(
-            path,
-            FORMAT,
-            format!("cannot allocate {} bytes", h.data_len),
-        )
-    })?;
-    (&mut f)
-        .take(h.data_len as u64)
-        .read_to_end(&mut data)
-        .map_err(|e| Error::io(path, e))?;
+    data.try_reserve_exact(h.data_len)
+        .map_err(|_| Error::format(path, FORMAT, format!("cannot allocate {} bytes", h.data_len)))?;
+    (&mut f).take(h.data_len as u64).read_to_end(&mut data).map_err(|e| Error::io(path, e))?;
     if data.len() != h.data_len {
         return Err(Error::format(path, FORMAT, "file shrank while reading"));
     }
-    Ok(NpyArray {
-        dtype: h.dtype,
-        shape: h.shape,
-        data,
-    })
+    Ok(NpyArray { dtype: h.dtype, shape: h.shape, data })
 }
 
 /// Parses a .npy image held in memory (an npz entry); `path` names it in errors.
@@ -304,11 +268,7 @@ pub fn parse_npy(bytes: &[u8], path: &Path) -> Result<NpyArray> {
     let h = read_header(&mut r, path)?;
     check_len(path, &h, bytes.len() as u64)?;
     let data = bytes[h.data_offset..h.data_offset + h.data_len].to_vec();
-    Ok(NpyArray {
-        dtype: h.dtype,
-        shape: h.shape,
-        data,
-    })
+    Ok(NpyArray { dtype: h.dtype, shape: h.shape, data })
 }
 
 fn check_len(path: &Path, h: &NpyHeader, file_len: u64) -> Result<()> {
@@ -329,8 +289,7 @@ fn check_len(path: &Path, h: &NpyHeader, file_len: u64) -> Result<()> {
 fn read_header(r: &mut impl Read, path: &Path) -> Result<NpyHeader> {
     let bad = |m: String| Error::format(path, FORMAT, m);
     let mut pre = [0u8; 8];
-    r.read_exact(&mut pre)
-        .map_err(|_| bad("shorter than the 8-byte preamble".into()))?;
+    r.read_exact(&mut pre).map_err(|_| bad("shorter than the 8-byte preamble".into()))?;
     if &pre[..6] != MAGIC {
         return Err(bad("missing the `\\x93NUMPY` magic".into()));
     }
@@ -338,14 +297,12 @@ fn read_header(r: &mut impl Read, path: &Path) -> Result<NpyHeader> {
     let (hlen, prelen) = match major {
         1 => {
             let mut b = [0u8; 2];
-            r.read_exact(&mut b)
-                .map_err(|_| bad("truncated header length".into()))?;
+            r.read_exact(&mut b).map_err(|_| bad("truncated header length".into()))?;
             (u16::from_le_bytes(b) as usize, 10)
         }
         2 | 3 => {
             let mut b = [0u8; 4];
-            r.read_exact(&mut b)
-                .map_err(|_| bad("truncated header length".into()))?;
+            r.read_exact(&mut b).map_err(|_| bad("truncated header length".into()))?;
             (u32::from_le_bytes(b) as usize, 12)
         }
         v => {
@@ -358,13 +315,10 @@ fn read_header(r: &mut impl Read, path: &Path) -> Result<NpyHeader> {
         }
     };
     if hlen > MAX_HEADER {
-        return Err(bad(format!(
-            "header of {hlen} bytes (at most {MAX_HEADER})"
-        )));
+        return Err(bad(format!("header of {hlen} bytes (at most {MAX_HEADER})")));
     }
     let mut hb = vec![0u8; hlen];
-    r.read_exact(&mut hb)
-        .map_err(|_| bad(format!("truncated header ({hlen} bytes expected)")))?;
+    r.read_exact(&mut hb).map_err(|_| bad(format!("truncated header ({hlen} bytes expected)")))?;
     let text = if major == 3 {
         std::str::from_utf8(&hb).map_err(|_| bad("header is not UTF-8".into()))?
     } else {
@@ -373,8 +327,7 @@ fn read_header(r: &mut impl Read, path: &Path) -> Result<NpyHeader> {
         }
         std::str::from_utf8(&hb).map_err(|_| bad("header is not ASCII".into()))?
     };
-    let dict =
-        literal::parse_dict(text).map_err(|m| bad(format!("header `{}`: {m}", text.trim())))?;
+    let dict = literal::parse_dict(text).map_err(|m| bad(format!("header `{}`: {m}", text.trim())))?;
     let mut descr = None;
     let mut fortran = None;
     let mut shape = None;
@@ -395,9 +348,7 @@ fn read_header(r: &mut impl Read, path: &Path) -> Result<NpyHeader> {
         }
     }
     let (Some(descr), Some(fortran), Some(shape)) = (descr, fortran, shape) else {
-        return Err(bad(
-            "header lacks one of `descr`, `fortran_order`, `shape`".into()
-        ));
+        return Err(bad("header lacks one of `descr`, `fortran_order`, `shape`".into()));
     };
     if fortran {
         return Err(Error::Unsupported {
@@ -421,12 +372,7 @@ fn read_header(r: &mut impl Read, path: &Path) -> Result<NpyHeader> {
     let data_len = checked_numel(&shape)
         .and_then(|n| n.checked_mul(dtype.size_in_bytes()))
         .ok_or_else(|| bad(format!("shape {shape:?} overflows")))?;
-    Ok(NpyHeader {
-        dtype,
-        shape,
-        data_offset: prelen + hlen,
-        data_len,
-    })
+    Ok(NpyHeader { dtype, shape, data_offset: prelen + hlen, data_len })
 }
 
 /// Encodes the header for `dtype` and `shape` (version 1.0, or 2.0 if it is too long),
@@ -435,25 +381,10 @@ pub fn encode_header(dtype: NpyDType, shape: &[usize]) -> Vec<u8> {
     let shape_s = match shape.len() {
         0 => "()".to_string(),
         1 => format!("({},)", shape[0]),
-        _ => format!(
-            "({})",
-            shape
-                .iter()
-                .map(|n| n.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+        _ => format!("({})", shape.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", ")),
     };
-    let mut dict = format!(
-        "{{'descr': '{}', 'fortran_order': False, 'shape': {}, }}",
-        dtype.descr(),
-        shape_s
-    );
-    let (major, prelen) = if dict.len() + 11 < 65536 {
-        (1u8, 10)
-    } else {
-        (2u8, 12)
-    };
+    let mut dict = format!("{{'descr': '{}', 'fortran_order': False, 'shape': {}, }}", dtype.descr(), shape_s);
+    let (major, prelen) = if dict.len() + 11 < 65536 { (1u8, 10) } else { (2u8, 12) };
     let total = (prelen + dict.len() + 1).div_ceil(64) * 64;
     while prelen + dict.len() + 1 < total {
         dict.push(' ');
@@ -486,27 +417,17 @@ pub fn write_npy(path: impl AsRef<Path>, a: &NpyArray) -> Result<()> {
 
 /// Writes raw little-endian `data` of `dtype` and `shape` to `path` atomically, without
 /// building an [`NpyArray`] (for large outputs). The length must match the shape.
-pub fn write_npy_raw(
-    path: impl AsRef<Path>,
-    dtype: NpyDType,
-    shape: &[usize],
-    data: &[u8],
-) -> Result<()> {
+pub fn write_npy_raw(path: impl AsRef<Path>, dtype: NpyDType, shape: &[usize], data: &[u8]) -> Result<()> {
     let path = path.as_ref();
     let n = checked_numel(shape).and_then(|n| n.checked_mul(dtype.size_in_bytes()));
     if n != Some(data.len()) {
         return Err(Error::Invalid {
             path: path.to_path_buf(),
-            msg: format!(
-                "shape {shape:?} of {dtype} does not match {} data bytes",
-                data.len()
-            ),
+            msg: format!("shape {shape:?} of {dtype} does not match {} data bytes", data.len()),
         });
     }
     write_atomic(path, |w| {
-        w.write_all(&encode_header(dtype, shape))
-            .and_then(|_| w.write_all(data))
-            .map_err(|e| Error::io(path, e))
+        w.write_all(&encode_header(dtype, shape)).and_then(|_| w.write_all(data)).map_err(|e| Error::io(path, e))
     })
 }
 
@@ -573,9 +494,7 @@ mod literal {
                 return Err(format!("expected a non-negative integer at byte {start}"));
             }
             let txt = std::str::from_utf8(&self.s[start..self.i]).map_err(|e| e.to_string())?;
-            let v = txt
-                .parse::<u64>()
-                .map_err(|_| format!("integer {txt} is too large"))?;
+            let v = txt.parse::<u64>().map_err(|_| format!("integer {txt} is too large"))?;
             if self.i < self.s.len() && self.s[self.i] == b'L' {
                 self.i += 1;
             }
@@ -636,10 +555,7 @@ mod literal {
     }
 
     pub fn parse_dict(text: &str) -> Result<Vec<(String, Lit)>, String> {
-        let mut p = P {
-            s: text.as_bytes(),
-            i: 0,
-        };
+        let mut p = P { s: text.as_bytes(), i: 0 };
         p.eat(b'{')?;
         let mut out = Vec::new();
         loop {
@@ -683,14 +599,7 @@ mod tests {
 
     #[test]
     fn literal_rejects_garbage() {
-        for t in [
-            "",
-            "{",
-            "{'descr': }",
-            "{'shape': (1,2,}",
-            "{'a': 'b'} x",
-            "{'shape': (-1,)}",
-        ] {
+        for t in ["", "{", "{'descr': }", "{'shape': (1,2,}", "{'a': 'b'} x", "{'shape': (-1,)}"] {
             assert!(literal::parse_dict(t).is_err(), "{t}");
         }
     }

@@ -25,18 +25,12 @@ pub struct NpzReader {
 
 impl NpzReader {
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
-        Ok(NpzReader {
-            zip: MappedZip::open(path.as_ref(), FORMAT)?,
-        })
+        Ok(NpzReader { zip: MappedZip::open(path.as_ref(), FORMAT)? })
     }
 
     /// Array names (entry names without the `.npy` suffix), in archive order.
     pub fn names(&self) -> Vec<String> {
-        self.zip
-            .entries()
-            .iter()
-            .filter_map(|e| e.name.strip_suffix(".npy").map(str::to_string))
-            .collect()
+        self.zip.entries().iter().filter_map(|e| e.name.strip_suffix(".npy").map(str::to_string)).collect()
     }
 
     pub fn contains(&self, name: &str) -> bool {
@@ -77,18 +71,13 @@ pub fn read_npz(path: impl AsRef<Path>) -> Result<Vec<(String, NpyArray)>> {
 pub fn write_npz(path: impl AsRef<Path>, arrays: &[(&str, &NpyArray)]) -> Result<()> {
     let path = path.as_ref();
     let io = |e: std::io::Error| Error::io(path, e);
-    let zerr = |e: zip::result::ZipError| Error::Invalid {
-        path: path.to_path_buf(),
-        msg: format!("writing zip: {e}"),
-    };
+    let zerr = |e: zip::result::ZipError| Error::Invalid { path: path.to_path_buf(), msg: format!("writing zip: {e}") };
     write_atomic(path, |w| {
         let mut z = ZipWriter::new(w);
         for (name, a) in arrays {
             let header = encode_header(a.dtype(), a.shape());
             let big = (header.len() + a.as_bytes().len()) as u64 >= u32::MAX as u64;
-            let opts = SimpleFileOptions::default()
-                .compression_method(CompressionMethod::Stored)
-                .large_file(big);
+            let opts = SimpleFileOptions::default().compression_method(CompressionMethod::Stored).large_file(big);
             z.start_file(format!("{name}.npy"), opts).map_err(zerr)?;
             z.write_all(&header).map_err(io)?;
             z.write_all(a.as_bytes()).map_err(io)?;

@@ -244,23 +244,13 @@ type R<T> = Result<T, PickleError>;
 
 /// Runs the pickle in `data` and returns the value left by `STOP`.
 pub(crate) fn unpickle(data: &[u8]) -> R<Value> {
-    let mut vm = Vm {
-        data,
-        pos: 0,
-        at: 0,
-        stack: Vec::new(),
-        marks: Vec::new(),
-        memo: HashMap::new(),
-    };
+    let mut vm = Vm { data, pos: 0, at: 0, stack: Vec::new(), marks: Vec::new(), memo: HashMap::new() };
     vm.run()
 }
 
 impl<'a> Vm<'a> {
     fn err<T>(&self, msg: impl std::fmt::Display) -> R<T> {
-        Err(PickleError::Malformed(format!(
-            "pickle byte {}: {msg}",
-            self.at
-        )))
+        Err(PickleError::Malformed(format!("pickle byte {}: {msg}", self.at)))
     }
 
     fn take(&mut self, n: usize) -> R<&'a [u8]> {
@@ -300,8 +290,7 @@ impl<'a> Vm<'a> {
         let Some(n) = rest.iter().position(|&b| b == b'\n') else {
             return self.err("unterminated GLOBAL line");
         };
-        let s =
-            std::str::from_utf8(&rest[..n]).or_else(|_| self.err("GLOBAL name is not UTF-8"))?;
+        let s = std::str::from_utf8(&rest[..n]).or_else(|_| self.err("GLOBAL name is not UTF-8"))?;
         self.pos += n + 1;
         Ok(s)
     }
@@ -484,12 +473,8 @@ impl<'a> Vm<'a> {
                     let b = self.take(n)?;
                     self.stack.push(Value::Bytes(Rc::from(b)));
                 }
-                op::EMPTY_DICT => self
-                    .stack
-                    .push(Value::Dict(Rc::new(RefCell::new(Dict::default())))),
-                op::EMPTY_LIST => self
-                    .stack
-                    .push(Value::List(Rc::new(RefCell::new(Items::default())))),
+                op::EMPTY_DICT => self.stack.push(Value::Dict(Rc::new(RefCell::new(Dict::default())))),
+                op::EMPTY_LIST => self.stack.push(Value::List(Rc::new(RefCell::new(Items::default())))),
                 op::EMPTY_TUPLE => self.stack.push(Value::Tuple(Rc::new(Items::default()))),
                 op::TUPLE => {
                     let items = self.pop_mark()?;
@@ -582,9 +567,8 @@ impl<'a> Vm<'a> {
                     self.list_extend(items)?;
                 }
                 other => {
-                    return self.err(format!(
-                    "opcode 0x{other:02x} is not used by state_dict pickles and is not supported"
-                ))
+                    return self
+                        .err(format!("opcode 0x{other:02x} is not used by state_dict pickles and is not supported"))
                 }
             }
         }
@@ -593,10 +577,7 @@ impl<'a> Vm<'a> {
     fn global(&self, module: &str, name: &str) -> R<Value> {
         match Global::resolve(module, name) {
             Some(g) => Ok(Value::Global(g)),
-            None => Err(PickleError::Forbidden {
-                module: module.to_string(),
-                name: name.to_string(),
-            }),
+            None => Err(PickleError::Forbidden { module: module.to_string(), name: name.to_string() }),
         }
     }
 
@@ -632,15 +613,9 @@ impl<'a> Vm<'a> {
                 let Ok(numel) = u64::try_from(*numel) else {
                     return self.err("negative storage size");
                 };
-                Ok(Value::Storage(Rc::new(StorageRef {
-                    key: key.to_string(),
-                    dtype: *dtype,
-                    numel,
-                })))
+                Ok(Value::Storage(Rc::new(StorageRef { key: key.to_string(), dtype: *dtype, numel })))
             }
-            _ => self.err(
-                "persistent id is not (\"storage\", torch.<Type>Storage, key, location, numel)",
-            ),
+            _ => self.err("persistent id is not (\"storage\", torch.<Type>Storage, key, location, numel)"),
         }
     }
 
@@ -651,19 +626,14 @@ impl<'a> Vm<'a> {
         t.0.iter()
             .map(|x| match x {
                 Value::Int(i) if *i >= 0 => Ok(*i as u64),
-                _ => self.err(format!(
-                    "tensor {what} holds a non-integer or negative value"
-                )),
+                _ => self.err(format!("tensor {what} holds a non-integer or negative value")),
             })
             .collect()
     }
 
     fn reduce(&self, func: Value, args: Value) -> R<Value> {
         let Value::Global(g) = func else {
-            return self.err(format!(
-                "REDUCE calls a {}, not an allowed global",
-                func.kind()
-            ));
+            return self.err(format!("REDUCE calls a {}, not an allowed global", func.kind()));
         };
         let Value::Tuple(args) = args else {
             return self.err("REDUCE arguments are not a tuple");
@@ -692,18 +662,9 @@ impl<'a> Vm<'a> {
                 let shape = self.ints(&args[2], "size")?;
                 let strides = self.ints(&args[3], "stride")?;
                 if shape.len() != strides.len() {
-                    return self.err(format!(
-                        "tensor has {} dims but {} strides",
-                        shape.len(),
-                        strides.len()
-                    ));
+                    return self.err(format!("tensor has {} dims but {} strides", shape.len(), strides.len()));
                 }
-                Ok(Value::Tensor(Rc::new(TensorRef {
-                    storage: storage.clone(),
-                    offset,
-                    shape,
-                    strides,
-                })))
+                Ok(Value::Tensor(Rc::new(TensorRef { storage: storage.clone(), offset, shape, strides })))
             }
             Global::RebuildParameter | Global::RebuildParameterWithState => {
                 let want = if g == Global::RebuildParameter { 3 } else { 4 };
@@ -748,9 +709,7 @@ mod tests {
     fn ints_and_longs() {
         // LONG1 with 5 bytes: 2^32; LONG1 -1; BININT -2.
         let p = b"\x80\x02(\x8a\x05\x00\x00\x00\x00\x01\x8a\x01\xffJ\xfe\xff\xff\xfft.";
-        let Value::Tuple(t) = unpickle(p).unwrap() else {
-            panic!()
-        };
+        let Value::Tuple(t) = unpickle(p).unwrap() else { panic!() };
         let v: Vec<i64> =
             t.0.iter()
                 .map(|x| match x {
@@ -784,9 +743,7 @@ mod tests {
         for len in 0..400 {
             let mut p = vec![0x80, 2];
             for _ in 0..len {
-                seed = seed
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
+                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
                 p.push((seed >> 33) as u8);
             }
             let _ = unpickle(&p);

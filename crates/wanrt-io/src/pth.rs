@@ -155,12 +155,7 @@ impl PthTensor {
         let (last_n, last_s) = (self.shape[nd - 1], self.strides[nd - 1]);
         let mut idx = vec![0usize; nd - 1];
         loop {
-            let base: usize = self.storage_offset
-                + idx
-                    .iter()
-                    .zip(&self.strides)
-                    .map(|(&i, &s)| i * s)
-                    .sum::<usize>();
+            let base: usize = self.storage_offset + idx.iter().zip(&self.strides).map(|(&i, &s)| i * s).sum::<usize>();
             if last_s == 1 {
                 out.extend_from_slice(&data[base * es..(base + last_n) * es]);
             } else {
@@ -192,27 +187,13 @@ impl PthTensor {
         let es = self.dtype.size_in_bytes();
         let chunks = b.chunks_exact(es);
         match self.dtype {
-            TorchDType::F32 => chunks
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-            TorchDType::F16 => chunks
-                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            TorchDType::BF16 => chunks
-                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            TorchDType::F64 => chunks
-                .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32)
-                .collect(),
-            TorchDType::I64 => chunks
-                .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32)
-                .collect(),
-            TorchDType::I32 => chunks
-                .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f32)
-                .collect(),
-            TorchDType::I16 => chunks
-                .map(|c| i16::from_le_bytes([c[0], c[1]]) as f32)
-                .collect(),
+            TorchDType::F32 => chunks.map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+            TorchDType::F16 => chunks.map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            TorchDType::BF16 => chunks.map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            TorchDType::F64 => chunks.map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32).collect(),
+            TorchDType::I64 => chunks.map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32).collect(),
+            TorchDType::I32 => chunks.map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f32).collect(),
+            TorchDType::I16 => chunks.map(|c| i16::from_le_bytes([c[0], c[1]]) as f32).collect(),
             TorchDType::I8 => chunks.map(|c| c[0] as i8 as f32).collect(),
             TorchDType::U8 => chunks.map(|c| c[0] as f32).collect(),
             TorchDType::Bool => chunks.map(|c| (c[0] != 0) as u8 as f32).collect(),
@@ -241,18 +222,9 @@ impl PthFile {
         let pkl = zip
             .entries()
             .iter()
-            .find(|e| {
-                e.name.ends_with("/data.pkl") && e.name.matches('/').count() == 1
-                    || e.name == "data.pkl"
-            })
+            .find(|e| e.name.ends_with("/data.pkl") && e.name.matches('/').count() == 1 || e.name == "data.pkl")
             .cloned()
-            .ok_or_else(|| {
-                Error::format(
-                    path,
-                    FORMAT,
-                    "zip has no `<name>/data.pkl` entry (not a torch.save file)",
-                )
-            })?;
+            .ok_or_else(|| Error::format(path, FORMAT, "zip has no `<name>/data.pkl` entry (not a torch.save file)"))?;
         let prefix = pkl.name[..pkl.name.len() - "data.pkl".len()].to_string();
         if let Some(bo) = zip.find(&format!("{prefix}byteorder")).cloned() {
             let b = zip.bytes(&bo)?;
@@ -267,11 +239,9 @@ impl PthFile {
         }
         let pkl_bytes = zip.bytes(&pkl)?;
         let root = pickle::unpickle(pkl_bytes.as_slice()).map_err(|e| match e {
-            PickleError::Forbidden { module, name } => Error::ForbiddenGlobal {
-                path: path.to_path_buf(),
-                module,
-                name,
-            },
+            PickleError::Forbidden { module, name } => {
+                Error::ForbiddenGlobal { path: path.to_path_buf(), module, name }
+            }
             PickleError::Malformed(msg) => Error::format(path, FORMAT, msg),
         })?;
         let mut views = Vec::new();
@@ -282,11 +252,7 @@ impl PthFile {
         let mut tensors = Vec::with_capacity(views.len());
         for (name, view) in views {
             if !seen.insert(name.clone()) {
-                return Err(Error::format(
-                    path,
-                    FORMAT,
-                    format!("tensor name `{name}` occurs twice"),
-                ));
+                return Err(Error::format(path, FORMAT, format!("tensor name `{name}` occurs twice")));
             }
             let key = &view.storage.key;
             let bytes = match storages.get(key) {
@@ -294,11 +260,7 @@ impl PthFile {
                 None => {
                     let entry_name = format!("{prefix}data/{key}");
                     let entry = zip.find(&entry_name).cloned().ok_or_else(|| {
-                        Error::format(
-                            path,
-                            FORMAT,
-                            format!("tensor `{name}`: storage entry `{entry_name}` is missing"),
-                        )
+                        Error::format(path, FORMAT, format!("tensor `{name}`: storage entry `{entry_name}` is missing"))
                     })?;
                     let b = zip.bytes(&entry)?;
                     storages.insert(key.clone(), b.clone());
@@ -313,10 +275,7 @@ impl PthFile {
             tensors.push((name, t));
         }
         drop(zip);
-        Ok(PthFile {
-            path: path.to_path_buf(),
-            tensors,
-        })
+        Ok(PthFile { path: path.to_path_buf(), tensors })
     }
 
     /// The file this was read from.
@@ -363,11 +322,8 @@ impl PthFile {
     /// or `"model"` of a wrapped checkpoint). No tensor under it is an error.
     pub fn with_prefix(self, prefix: &str) -> Result<Self> {
         let p = format!("{}.", prefix.trim_end_matches('.'));
-        let tensors: Vec<_> = self
-            .tensors
-            .iter()
-            .filter_map(|(n, t)| n.strip_prefix(&p).map(|s| (s.to_string(), t.clone())))
-            .collect();
+        let tensors: Vec<_> =
+            self.tensors.iter().filter_map(|(n, t)| n.strip_prefix(&p).map(|s| (s.to_string(), t.clone()))).collect();
         if tensors.is_empty() {
             return Err(Error::Missing {
                 path: self.path,
@@ -376,10 +332,7 @@ impl PthFile {
                 available: list_names(self.tensors.iter().map(|(n, _)| n.as_str()), 8),
             });
         }
-        Ok(PthFile {
-            path: self.path,
-            tensors,
-        })
+        Ok(PthFile { path: self.path, tensors })
     }
 }
 
@@ -393,16 +346,11 @@ fn check_magic(path: &Path) -> Result<()> {
             path: path.to_path_buf(),
             what: "file format",
             found: "the legacy (torch < 1.6) non-zip torch.save format".into(),
-            expected: "the zip format; re-save with `torch.save(torch.load(f), f2)` in torch ≥ 1.6"
-                .into(),
+            expected: "the zip format; re-save with `torch.save(torch.load(f), f2)` in torch ≥ 1.6".into(),
         });
     }
     if n < 4 || &head[..2] != b"PK" {
-        return Err(Error::format(
-            path,
-            FORMAT,
-            "does not start with a zip header (`PK`)",
-        ));
+        return Err(Error::format(path, FORMAT, "does not start with a zip header (`PK`)"));
     }
     Ok(())
 }
@@ -462,11 +410,7 @@ fn make_tensor(view: &TensorRef, storage: Bytes) -> std::result::Result<PthTenso
     let dtype = view.storage.dtype;
     let es = dtype.size_in_bytes() as u64;
     let avail_bytes = storage.as_slice().len() as u64;
-    let declared = view
-        .storage
-        .numel
-        .checked_mul(es)
-        .ok_or("storage size overflows")?;
+    let declared = view.storage.numel.checked_mul(es).ok_or("storage size overflows")?;
     if declared > avail_bytes {
         return Err(format!(
             "storage `{}` should hold {} {} elements ({declared} bytes) but its entry has {avail_bytes} bytes (truncated?)",
@@ -505,10 +449,7 @@ fn make_tensor(view: &TensorRef, storage: Bytes) -> std::result::Result<PthTenso
             ));
         }
     } else if view.offset > storage_numel {
-        return Err(format!(
-            "storage offset {} is past the storage's {storage_numel} elements",
-            view.offset
-        ));
+        return Err(format!("storage offset {} is past the storage's {storage_numel} elements", view.offset));
     }
     Ok(PthTensor {
         dtype,

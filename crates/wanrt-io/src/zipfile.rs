@@ -17,11 +17,7 @@ const MAX_DEFLATE_RATIO: u64 = 1100;
 /// The bytes of one entry: a window on the map, or an inflated copy.
 #[derive(Clone, Debug)]
 pub(crate) enum Bytes {
-    Mapped {
-        map: Arc<Mmap>,
-        start: usize,
-        len: usize,
-    },
+    Mapped { map: Arc<Mmap>, start: usize, len: usize },
     Owned(Arc<Vec<u8>>),
 }
 
@@ -92,13 +88,7 @@ impl MappedZip {
                 compressed_size: f.compressed_size(),
             });
         }
-        Ok(MappedZip {
-            path: path.to_path_buf(),
-            format,
-            map,
-            archive,
-            entries,
-        })
+        Ok(MappedZip { path: path.to_path_buf(), format, map, archive, entries })
     }
 
     pub(crate) fn path(&self) -> &Path {
@@ -125,9 +115,7 @@ impl MappedZip {
         }
         if entry.stored {
             let end = entry.data_start.checked_add(entry.size);
-            if entry.size != entry.compressed_size
-                || end.is_none_or(|end| end > self.map.len() as u64)
-            {
+            if entry.size != entry.compressed_size || end.is_none_or(|end| end > self.map.len() as u64) {
                 return Err(self.bad(format!(
                     "entry `{}` ({} bytes at offset {}) runs past the end of the file ({} bytes): truncated?",
                     entry.name,
@@ -164,11 +152,7 @@ impl MappedZip {
             return Err(Error::format(
                 &path,
                 format,
-                format!(
-                    "entry `{name}` inflates to {} bytes, the directory says {}",
-                    out.len(),
-                    entry.size
-                ),
+                format!("entry `{name}` inflates to {} bytes, the directory says {}", out.len(), entry.size),
             ));
         }
         Ok(Bytes::Owned(Arc::new(out)))

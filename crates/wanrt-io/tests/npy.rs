@@ -6,9 +6,7 @@ use wanrt_io::npy::{read_npy_header, write_npy_raw};
 use wanrt_io::{read_npy, read_npz, write_npy, write_npz, NpyArray, NpyDType, NpzReader};
 
 fn data(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
-        .join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name)
 }
 
 fn ramp() -> Vec<f64> {
@@ -42,10 +40,7 @@ fn reads_numpy_versions_and_dtypes() {
     assert!(s.to_vec::<f32>().is_err(), "dtype mismatch is an error");
 
     let h = read_npy_header(data("f32_v1.npy")).unwrap();
-    assert_eq!(
-        (h.dtype, h.shape.clone(), h.data_len),
-        (NpyDType::F32, vec![2, 3, 4], 96)
-    );
+    assert_eq!((h.dtype, h.shape.clone(), h.data_len), (NpyDType::F32, vec![2, 3, 4], 96));
 }
 
 #[test]
@@ -53,10 +48,7 @@ fn rejects_fortran_and_big_endian_clearly() {
     let e = read_npy(data("fortran.npy")).unwrap_err().to_string();
     assert!(e.contains("Fortran") && e.contains("fortran.npy"), "{e}");
     let e = read_npy(data("big_endian.npy")).unwrap_err().to_string();
-    assert!(
-        e.contains("big-endian") && e.contains("big_endian.npy"),
-        "{e}"
-    );
+    assert!(e.contains("big-endian") && e.contains("big_endian.npy"), "{e}");
 }
 
 #[test]
@@ -66,20 +58,14 @@ fn write_read_round_trip_matches_numpy_bytes() {
     let p = dir.path().join("a.npy");
     write_npy(&p, &a).unwrap();
     // numpy's own file for the same array is byte-identical.
-    assert_eq!(
-        std::fs::read(&p).unwrap(),
-        std::fs::read(data("f32_v1.npy")).unwrap()
-    );
+    assert_eq!(std::fs::read(&p).unwrap(), std::fs::read(data("f32_v1.npy")).unwrap());
     assert_eq!(read_npy(&p).unwrap(), a);
     // No temp files left behind.
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
 
     let raw = vec![1u8, 2, 3, 4, 5, 6];
     write_npy_raw(dir.path().join("r.npy"), NpyDType::U8, &[2, 3], &raw).unwrap();
-    assert_eq!(
-        read_npy(dir.path().join("r.npy")).unwrap().as_bytes(),
-        &raw[..]
-    );
+    assert_eq!(read_npy(dir.path().join("r.npy")).unwrap().as_bytes(), &raw[..]);
     assert!(write_npy_raw(dir.path().join("bad.npy"), NpyDType::F32, &[2, 3], &raw).is_err());
     assert!(!dir.path().join("bad.npy").exists());
 }
@@ -115,32 +101,19 @@ fn npz_round_trip() {
 fn truncated_and_corrupted_files_never_panic() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("x");
-    for file in [
-        "f32_v1.npy",
-        "i64_v3.npy",
-        "stats.npz",
-        "stats_deflated.npz",
-    ] {
+    for file in ["f32_v1.npy", "i64_v3.npy", "stats.npz", "stats_deflated.npz"] {
         let bytes = std::fs::read(data(file)).unwrap();
         let npz = file.ends_with(".npz");
         for cut in 0..bytes.len() {
             std::fs::write(&p, &bytes[..cut]).unwrap();
-            let r = if npz {
-                read_npz(&p).map(|_| ())
-            } else {
-                read_npy(&p).map(|_| ())
-            };
+            let r = if npz { read_npz(&p).map(|_| ()) } else { read_npy(&p).map(|_| ()) };
             assert!(r.is_err(), "{file} cut at {cut} loaded");
         }
         for i in 0..bytes.len() {
             let mut b = bytes.clone();
             b[i] ^= 0x5a;
             std::fs::write(&p, &b).unwrap();
-            let _ = if npz {
-                read_npz(&p).map(|_| ())
-            } else {
-                read_npy(&p).map(|_| ())
-            };
+            let _ = if npz { read_npz(&p).map(|_| ()) } else { read_npy(&p).map(|_| ()) };
         }
     }
     // A header claiming a huge shape is refused before allocating.
@@ -149,4 +122,15 @@ fn truncated_and_corrupted_files_never_panic() {
     std::fs::write(&p, &h).unwrap();
     let e = read_npy(&p).unwrap_err().to_string();
     assert!(e.contains("needs"), "{e}");
+}
+
+#[cfg(unix)]
+#[test]
+fn written_files_are_not_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("a.npy");
+    write_npy(&p, &NpyArray::new(vec![1], vec![1u8]).unwrap()).unwrap();
+    let mode = std::fs::metadata(&p).unwrap().permissions().mode();
+    assert_ne!(mode & 0o044, 0, "mode {mode:o}: group/other cannot read");
 }

@@ -6,9 +6,7 @@ use std::path::{Path, PathBuf};
 use wanrt_io::{Error, PthFile, TorchDType};
 
 fn data(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
-        .join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name)
 }
 
 fn expected() -> serde_json::Value {
@@ -25,34 +23,14 @@ fn check_file(file: &str, pth: &PthFile) {
     let exp = expected();
     let exp = exp[file].as_object().unwrap();
     for (name, e) in exp {
-        let t = pth
-            .require(name)
-            .unwrap_or_else(|err| panic!("{file}: {err}"));
-        assert_eq!(
-            dtype_name(t.dtype()),
-            e["dtype"].as_str().unwrap(),
-            "{file}:{name} dtype"
-        );
-        let shape: Vec<usize> = e["shape"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_u64().unwrap() as usize)
-            .collect();
+        let t = pth.require(name).unwrap_or_else(|err| panic!("{file}: {err}"));
+        assert_eq!(dtype_name(t.dtype()), e["dtype"].as_str().unwrap(), "{file}:{name} dtype");
+        let shape: Vec<usize> = e["shape"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as usize).collect();
         assert_eq!(t.shape(), &shape[..], "{file}:{name} shape");
-        let want: Vec<f64> = e["values"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_f64().unwrap())
-            .collect();
+        let want: Vec<f64> = e["values"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
         let got = t.to_f32_vec();
         assert_eq!(got.len(), want.len(), "{file}:{name} numel");
-        let max_abs = got
-            .iter()
-            .zip(&want)
-            .map(|(&g, &w)| (g as f64 - w).abs() / w.abs().max(1.0))
-            .fold(0.0, f64::max);
+        let max_abs = got.iter().zip(&want).map(|(&g, &w)| (g as f64 - w).abs() / w.abs().max(1.0)).fold(0.0, f64::max);
         // f32 holds every value but the i64s beyond 2^24 exactly; those are relative-checked.
         assert!(max_abs <= 1e-7, "{file}:{name}: max rel diff {max_abs}");
     }
@@ -75,10 +53,7 @@ fn reads_all_dtypes_and_views() {
     // Exact i64 bytes.
     let i = pth.require("i64").unwrap();
     let b = i.to_contiguous_bytes();
-    let v: Vec<i64> = b
-        .chunks_exact(8)
-        .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
-        .collect();
+    let v: Vec<i64> = b.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect();
     assert_eq!(v, vec![0, -1, 1 << 40, -(1 << 40), 7]);
 
     let s = pth.require("scalar").unwrap();
@@ -92,10 +67,7 @@ fn reads_module_state_dict() {
     let pth = PthFile::open(data("module.pth")).unwrap();
     check_file("module.pth", &pth);
     let names: Vec<&str> = pth.names().collect();
-    assert_eq!(
-        names,
-        ["0.weight", "0.bias", "1.weight", "1.bias", "2.weight", "2.bias"]
-    );
+    assert_eq!(names, ["0.weight", "0.bias", "1.weight", "1.bias", "2.weight", "2.bias"]);
 }
 
 #[test]
@@ -106,10 +78,7 @@ fn flattens_and_selects_nested_dicts() {
     let model = pth.with_prefix("model").unwrap();
     let names: Vec<&str> = model.names().collect();
     assert_eq!(names, ["blocks.0.weight", "head.bias"]);
-    let err = PthFile::open(data("nested.pth"))
-        .unwrap()
-        .with_prefix("state_dict")
-        .unwrap_err();
+    let err = PthFile::open(data("nested.pth")).unwrap().with_prefix("state_dict").unwrap_err();
     assert!(err.to_string().contains("state_dict"), "{err}");
 }
 
@@ -125,14 +94,8 @@ fn reads_parameters_and_shared_storage() {
 #[test]
 fn missing_tensor_is_named() {
     let pth = PthFile::open(data("module.pth")).unwrap();
-    let err = pth
-        .require("blocks.3.ffn.0.weight")
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("blocks.3.ffn.0.weight") && err.contains("module.pth"),
-        "{err}"
-    );
+    let err = pth.require("blocks.3.ffn.0.weight").unwrap_err().to_string();
+    assert!(err.contains("blocks.3.ffn.0.weight") && err.contains("module.pth"), "{err}");
 }
 
 #[test]
@@ -177,9 +140,7 @@ fn truncated_and_corrupted_files_never_panic() {
         // Byte flips (every byte of data.pkl region and a sample elsewhere).
         let mut seed = 42u64;
         for i in 0..bytes.len() {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             if i > 1200 && seed >> 61 != 0 {
                 continue;
             }

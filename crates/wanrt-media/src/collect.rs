@@ -47,8 +47,7 @@ pub struct ItemSource {
 }
 
 fn ext_of(p: &Path) -> Option<String> {
-    p.extension()
-        .map(|e| e.to_string_lossy().to_ascii_lowercase())
+    p.extension().map(|e| e.to_string_lossy().to_ascii_lowercase())
 }
 
 fn is_image(p: &Path) -> bool {
@@ -67,10 +66,7 @@ pub fn read_video(path: impl AsRef<Path>) -> Result<Video> {
         Some("gif") => crate::gif::read_gif(path),
         Some("npy") => crate::npy_video::read_npy_video(path),
         Some("png" | "jpg" | "jpeg") => read_image(path),
-        _ => Err(Error::invalid(
-            path,
-            "unknown file type: expected .mp4, .gif, .npy, .png, .jpg or .jpeg",
-        )),
+        _ => Err(Error::invalid(path, "unknown file type: expected .mp4, .gif, .npy, .png, .jpg or .jpeg")),
     }
 }
 
@@ -104,51 +100,30 @@ impl ItemSet {
     pub fn open(path: impl AsRef<Path>, frames_per_video: Option<usize>) -> Result<Self> {
         let root = path.as_ref().to_path_buf();
         if frames_per_video == Some(0) {
-            return Err(Error::invalid(
-                &root,
-                "--frames-per-video must be at least 1",
-            ));
+            return Err(Error::invalid(&root, "--frames-per-video must be at least 1"));
         }
         let meta = std::fs::metadata(&root).map_err(|e| Error::io(&root, e))?;
         let mut items = Vec::new();
         if meta.is_file() {
             if !is_image(&root) && !is_video(&root) {
-                return Err(Error::invalid(
-                    &root,
-                    "unknown file type: expected .mp4, .gif, .npy, .png, .jpg or .jpeg",
-                ));
+                return Err(Error::invalid(&root, "unknown file type: expected .mp4, .gif, .npy, .png, .jpg or .jpeg"));
             }
-            let key = root
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            items.push(ItemSource {
-                key,
-                source: Source::File(root.clone()),
-            });
+            let key = root.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            items.push(ItemSource { key, source: Source::File(root.clone()) });
         } else {
             for (name, p) in list_dir(&root)? {
                 if p.is_dir() {
-                    let frames: Vec<PathBuf> = list_dir(&p)?
-                        .into_iter()
-                        .map(|(_, f)| f)
-                        .filter(|f| f.is_file() && is_image(f))
-                        .collect();
+                    let frames: Vec<PathBuf> =
+                        list_dir(&p)?.into_iter().map(|(_, f)| f).filter(|f| f.is_file() && is_image(f)).collect();
                     if frames.is_empty() {
                         return Err(Error::invalid(
                             &p,
                             "sub-folder has no image files (a sub-folder is one video of .png/.jpg frames)",
                         ));
                     }
-                    items.push(ItemSource {
-                        key: format!("{name}/"),
-                        source: Source::ImageFolder(p, frames),
-                    });
+                    items.push(ItemSource { key: format!("{name}/"), source: Source::ImageFolder(p, frames) });
                 } else if is_image(&p) || is_video(&p) {
-                    items.push(ItemSource {
-                        key: name,
-                        source: Source::File(p),
-                    });
+                    items.push(ItemSource { key: name, source: Source::File(p) });
                 }
             }
             if items.is_empty() {
@@ -159,11 +134,7 @@ impl ItemSet {
             }
             items.sort_by(|a, b| a.key.as_bytes().cmp(b.key.as_bytes()));
         }
-        Ok(ItemSet {
-            root,
-            items,
-            frames_per_video,
-        })
+        Ok(ItemSet { root, items, frames_per_video })
     }
 
     /// The file or folder this set was listed from.
@@ -199,10 +170,7 @@ impl ItemSet {
             Some(k) if is_video_item => video.select(&pick_frames(video.frames(), k))?,
             _ => video,
         };
-        Ok(Item {
-            key: src.key.clone(),
-            video,
-        })
+        Ok(Item { key: src.key.clone(), video })
     }
 
     /// Decodes the items one at a time, in key order.

@@ -39,10 +39,8 @@ pub fn rgb_to_i420(rgb: &[u8], width: usize, height: usize) -> Vec<u8> {
             }
             let (r, g, b) = (s[0] / 4.0, s[1] / 4.0, s[2] / 4.0);
             let l = luma(r, g, b);
-            u_plane[cy * cw + cx] =
-                clamp_u8(128.0 + (b - l) * (224.0 / 255.0) / (2.0 * (1.0 - KB)));
-            v_plane[cy * cw + cx] =
-                clamp_u8(128.0 + (r - l) * (224.0 / 255.0) / (2.0 * (1.0 - KR)));
+            u_plane[cy * cw + cx] = clamp_u8(128.0 + (b - l) * (224.0 / 255.0) / (2.0 * (1.0 - KB)));
+            v_plane[cy * cw + cx] = clamp_u8(128.0 + (r - l) * (224.0 / 255.0) / (2.0 * (1.0 - KR)));
         }
     }
     out
@@ -85,12 +83,7 @@ mod tests {
     fn known_colours() {
         // White, black, and BT.601 limited-range primaries.
         let rgb = [255, 255, 255, 0, 0, 0, 255, 0, 0, 0, 0, 255];
-        for (px, yuv) in rgb.chunks(3).zip([
-            (235, 128, 128),
-            (16, 128, 128),
-            (81, 90, 240),
-            (41, 240, 110),
-        ]) {
+        for (px, yuv) in rgb.chunks(3).zip([(235, 128, 128), (16, 128, 128), (81, 90, 240), (41, 240, 110)]) {
             let frame: Vec<u8> = px.iter().copied().cycle().take(12).collect();
             let i420 = rgb_to_i420(&frame, 2, 2);
             assert_eq!((i420[0], i420[4], i420[5]), yuv, "{px:?}");

@@ -17,11 +17,7 @@ pub enum Error {
     },
     /// The file is not a valid file of the expected format (or its decoder failed).
     #[error("{}: not a valid {format} file: {msg}", path.display())]
-    Format {
-        path: PathBuf,
-        format: &'static str,
-        msg: String,
-    },
+    Format { path: PathBuf, format: &'static str, msg: String },
     /// Input that cannot be handled as asked (odd sizes for H.264, wrong array shape,
     /// unknown extension, empty folder, mismatched frame sizes…).
     #[error("{}: {msg}", path.display())]
@@ -33,24 +29,14 @@ pub enum Error {
 
 impl Error {
     pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
-        Error::Io {
-            path: path.as_ref().to_path_buf(),
-            source,
-        }
+        Error::Io { path: path.as_ref().to_path_buf(), source }
     }
 
     pub fn format(path: impl AsRef<Path>, format: &'static str, msg: impl ToString) -> Self {
-        Error::Format {
-            path: path.as_ref().to_path_buf(),
-            format,
-            msg: msg.to_string(),
-        }
+        Error::Format { path: path.as_ref().to_path_buf(), format, msg: msg.to_string() }
     }
 
     pub fn invalid(path: impl AsRef<Path>, msg: impl Into<String>) -> Self {
-        Error::Invalid {
-            path: path.as_ref().to_path_buf(),
-            msg: msg.into(),
-        }
+        Error::Invalid { path: path.as_ref().to_path_buf(), msg: msg.into() }
     }
 }

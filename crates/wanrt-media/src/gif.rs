@@ -29,16 +29,10 @@ pub fn write_gif(path: impl AsRef<Path>, video: &Video, fps: f64) -> Result<()> 
         return Err(Error::invalid(path, "cannot write an empty GIF"));
     }
     if w > u16::MAX as usize || h > u16::MAX as usize {
-        return Err(Error::invalid(
-            path,
-            format!("{w}×{h} is too large for GIF"),
-        ));
+        return Err(Error::invalid(path, format!("{w}×{h} is too large for GIF")));
     }
     if !(fps.is_finite() && fps > 0.0) {
-        return Err(Error::invalid(
-            path,
-            format!("fps must be positive, got {fps}"),
-        ));
+        return Err(Error::invalid(path, format!("fps must be positive, got {fps}")));
     }
     let delay = (100.0 / fps).round().clamp(1.0, u16::MAX as f64) as u16;
 
@@ -52,10 +46,8 @@ pub fn write_gif(path: impl AsRef<Path>, video: &Video, fps: f64) -> Result<()> 
     let nq = color_quant::NeuQuant::new(10, 256, &sample);
     let palette = nq.color_map_rgb();
 
-    let gif_err = |e: gif::EncodingError| wanrt_io::Error::Invalid {
-        path: path.to_path_buf(),
-        msg: format!("GIF encoder: {e}"),
-    };
+    let gif_err =
+        |e: gif::EncodingError| wanrt_io::Error::Invalid { path: path.to_path_buf(), msg: format!("GIF encoder: {e}") };
     wanrt_io::write_atomic(path, |out| {
         let mut enc = Encoder::new(out, w as u16, h as u16, &palette).map_err(gif_err)?;
         enc.set_repeat(Repeat::Infinite).map_err(gif_err)?;
@@ -85,12 +77,8 @@ pub fn read_gif(path: impl AsRef<Path>) -> Result<Video> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
     let mut opts = DecodeOptions::new();
     opts.set_color_output(ColorOutput::RGBA);
-    opts.set_memory_limit(MemoryLimit::Bytes(
-        NonZeroU64::new(1 << 30).unwrap_or(NonZeroU64::MIN),
-    ));
-    let mut dec = opts
-        .read_info(BufReader::new(file))
-        .map_err(|e| bad(e.to_string()))?;
+    opts.set_memory_limit(MemoryLimit::Bytes(NonZeroU64::new(1 << 30).unwrap_or(NonZeroU64::MIN)));
+    let mut dec = opts.read_info(BufReader::new(file)).map_err(|e| bad(e.to_string()))?;
     let (sw, sh) = (dec.width() as usize, dec.height() as usize);
     if sw == 0 || sh == 0 {
         return Err(bad(format!("logical screen is {sw}×{sh}")));
@@ -99,12 +87,7 @@ pub fn read_gif(path: impl AsRef<Path>) -> Result<Video> {
     let mut data = Vec::new();
     let mut count = 0usize;
     while let Some(fr) = dec.read_next_frame().map_err(|e| bad(e.to_string()))? {
-        let (fl, ft, fw, fh) = (
-            fr.left as usize,
-            fr.top as usize,
-            fr.width as usize,
-            fr.height as usize,
-        );
+        let (fl, ft, fw, fh) = (fr.left as usize, fr.top as usize, fr.width as usize, fr.height as usize);
         if fr.buffer.len() != fw * fh * 4 {
             return Err(bad(format!("frame {count} has a short pixel buffer")));
         }
@@ -127,10 +110,7 @@ pub fn read_gif(path: impl AsRef<Path>) -> Result<Video> {
             }
         }
         if data.len().saturating_add(sw * sh * 3) > MAX_VIDEO_BYTES {
-            return Err(Error::invalid(
-                path,
-                format!("GIF exceeds {MAX_VIDEO_BYTES} bytes decoded"),
-            ));
+            return Err(Error::invalid(path, format!("GIF exceeds {MAX_VIDEO_BYTES} bytes decoded")));
         }
         data.extend(canvas.chunks_exact(4).flat_map(|p| [p[0], p[1], p[2]]));
         count += 1;

@@ -25,10 +25,7 @@ pub fn write_png_dir(path: impl AsRef<Path>, video: &Video) -> Result<()> {
         return Err(Error::invalid(path, "cannot write an empty video"));
     }
     let (Ok(w32), Ok(h32)) = (u32::try_from(w), u32::try_from(h)) else {
-        return Err(Error::invalid(
-            path,
-            format!("{w}×{h} is too large for PNG"),
-        ));
+        return Err(Error::invalid(path, format!("{w}×{h} is too large for PNG")));
     };
     wanrt_io::create_dir_atomic(path, |tmp| {
         for i in 0..video.frames() {
@@ -54,20 +51,13 @@ pub fn write_png_dir(path: impl AsRef<Path>, video: &Video) -> Result<()> {
 /// Writes one RGB image (`h·w·3` bytes) as PNG at `path`, atomically.
 pub fn write_png(path: impl AsRef<Path>, rgb: &[u8], width: usize, height: usize) -> Result<()> {
     let path = path.as_ref();
-    let v = Video::new(1, height, width, rgb.to_vec()).map_err(|_| {
-        Error::invalid(
-            path,
-            format!("{} bytes are not a {width}×{height} RGB image", rgb.len()),
-        )
-    })?;
+    let v = Video::new(1, height, width, rgb.to_vec())
+        .map_err(|_| Error::invalid(path, format!("{} bytes are not a {width}×{height} RGB image", rgb.len())))?;
     let (w32, h32) = (v.width() as u32, v.height() as u32);
     wanrt_io::write_atomic(path, |out| {
         image::codecs::png::PngEncoder::new(out)
             .write_image_rgb(v.data(), w32, h32)
-            .map_err(|e| wanrt_io::Error::Invalid {
-                path: path.to_path_buf(),
-                msg: format!("PNG encoder: {e}"),
-            })
+            .map_err(|e| wanrt_io::Error::Invalid { path: path.to_path_buf(), msg: format!("PNG encoder: {e}") })
     })?;
     Ok(())
 }
@@ -91,10 +81,7 @@ pub fn read_image(path: impl AsRef<Path>) -> Result<Video> {
         .map_err(|e| Error::io(path, e))?
         .with_guessed_format()
         .map_err(|e| Error::io(path, e))?;
-    let img = reader
-        .decode()
-        .map_err(|e| Error::format(path, "PNG/JPEG image", e))?
-        .into_rgb8();
+    let img = reader.decode().map_err(|e| Error::format(path, "PNG/JPEG image", e))?.into_rgb8();
     let (w, h) = (img.width() as usize, img.height() as usize);
     Video::new(1, h, w, img.into_raw())
 }

@@ -38,17 +38,10 @@ pub fn write_video(path: impl AsRef<Path>, video: &Video, opts: &Mp4Options) -> 
     if s.ends_with('/') || path.is_dir() {
         return write_png_dir(path, video);
     }
-    match path
-        .extension()
-        .map(|e| e.to_string_lossy().to_ascii_lowercase())
-        .as_deref()
-    {
+    match path.extension().map(|e| e.to_string_lossy().to_ascii_lowercase()).as_deref() {
         Some("mp4") => write_mp4(path, video, opts),
         Some("gif") => write_gif(path, video, opts.fps),
         Some("npy") => write_npy_video(path, video),
-        _ => Err(Error::invalid(
-            path,
-            "unknown output type: expected OUT.mp4, OUT.gif, OUT.npy or a folder OUT_DIR/",
-        )),
+        _ => Err(Error::invalid(path, "unknown output type: expected OUT.mp4, OUT.gif, OUT.npy or a folder OUT_DIR/")),
     }
 }

@@ -20,41 +20,25 @@ pub fn read_npy_video(path: impl AsRef<Path>) -> Result<Video> {
         [f, h, w, 3] => (f, h, w),
         [h, w, 3] => (1, h, w),
         [1, f, h, w, 3] => (f, h, w),
-        _ => {
-            return Err(Error::invalid(
-                path,
-                format!("expected an array of shape (F, H, W, 3), found {s:?}"),
-            ))
-        }
+        _ => return Err(Error::invalid(path, format!("expected an array of shape (F, H, W, 3), found {s:?}"))),
     };
     let bytes = a.as_bytes();
     match a.dtype() {
         NpyDType::U8 => Video::new(f, h, w, bytes.to_vec()),
         NpyDType::F32 => {
-            let v: Vec<u8> = bytes
-                .chunks_exact(4)
-                .map(|c| crate::video::f32_to_u8(f32::get(c)))
-                .collect();
+            let v: Vec<u8> = bytes.chunks_exact(4).map(|c| crate::video::f32_to_u8(f32::get(c))).collect();
             Video::new(f, h, w, v)
         }
         NpyDType::F64 => {
-            let v: Vec<u8> = bytes
-                .chunks_exact(8)
-                .map(|c| crate::video::f64_to_u8(f64::get(c)))
-                .collect();
+            let v: Vec<u8> = bytes.chunks_exact(8).map(|c| crate::video::f64_to_u8(f64::get(c))).collect();
             Video::new(f, h, w, v)
         }
         NpyDType::F16 => {
-            let v: Vec<u8> = bytes
-                .chunks_exact(2)
-                .map(|c| crate::video::f32_to_u8(half::f16::get(c).to_f32()))
-                .collect();
+            let v: Vec<u8> =
+                bytes.chunks_exact(2).map(|c| crate::video::f32_to_u8(half::f16::get(c).to_f32())).collect();
             Video::new(f, h, w, v)
         }
-        other => Err(Error::invalid(
-            path,
-            format!("expected float in [0, 1] or uint8 frames, found dtype {other}"),
-        )),
+        other => Err(Error::invalid(path, format!("expected float in [0, 1] or uint8 frames, found dtype {other}"))),
     }
 }
 
@@ -73,10 +57,7 @@ pub fn write_npy_video(path: impl AsRef<Path>, video: &Video) -> Result<()> {
 pub fn write_npy_f32(path: impl AsRef<Path>, shape: [usize; 4], data: &[f32]) -> Result<()> {
     let path = path.as_ref();
     if shape[3] != 3 {
-        return Err(Error::invalid(
-            path,
-            format!("expected (F, H, W, 3), got {shape:?}"),
-        ));
+        return Err(Error::invalid(path, format!("expected (F, H, W, 3), got {shape:?}")));
     }
     let mut bytes = Vec::with_capacity(data.len() * 4);
     for &x in data {

@@ -32,10 +32,7 @@ pub fn f64_to_u8(x: f64) -> u8 {
 }
 
 fn size(frames: usize, height: usize, width: usize) -> Option<usize> {
-    frames
-        .checked_mul(height)?
-        .checked_mul(width)?
-        .checked_mul(3)
+    frames.checked_mul(height)?.checked_mul(width)?.checked_mul(3)
 }
 
 fn mismatch(frames: usize, height: usize, width: usize, len: usize) -> Error {
@@ -54,12 +51,7 @@ impl Video {
         if size(frames, height, width) != Some(data.len()) {
             return Err(mismatch(frames, height, width, data.len()));
         }
-        Ok(Video {
-            frames,
-            height,
-            width,
-            data,
-        })
+        Ok(Video { frames, height, width, data })
     }
 
     /// A video from `(F, H, W, 3)` float frames in [0, 1] (see [`f32_to_u8`]).
@@ -67,12 +59,7 @@ impl Video {
         if size(frames, height, width) != Some(data.len()) {
             return Err(mismatch(frames, height, width, data.len()));
         }
-        Self::new(
-            frames,
-            height,
-            width,
-            data.iter().map(|&x| f32_to_u8(x)).collect(),
-        )
+        Self::new(frames, height, width, data.iter().map(|&x| f32_to_u8(x)).collect())
     }
 
     /// A video from `(F, H, W, 3)` f64 frames in [0, 1] (see [`f64_to_u8`]).
@@ -80,12 +67,7 @@ impl Video {
         if size(frames, height, width) != Some(data.len()) {
             return Err(mismatch(frames, height, width, data.len()));
         }
-        Self::new(
-            frames,
-            height,
-            width,
-            data.iter().map(|&x| f64_to_u8(x)).collect(),
-        )
+        Self::new(frames, height, width, data.iter().map(|&x| f64_to_u8(x)).collect())
     }
 
     /// Stacks equally sized frames (each `H·W·3` bytes) into a video.
@@ -145,10 +127,7 @@ impl Video {
         let mut data = Vec::with_capacity(per.saturating_mul(indices.len()));
         for &i in indices {
             if i >= self.frames {
-                return Err(Error::invalid(
-                    "<video>",
-                    format!("frame {i} out of range ({} frames)", self.frames),
-                ));
+                return Err(Error::invalid("<video>", format!("frame {i} out of range ({} frames)", self.frames)));
             }
             data.extend_from_slice(self.frame(i));
         }
@@ -189,17 +168,7 @@ mod tests {
     fn float_rule_matches_numpy() {
         // Values and results computed with numpy 2.4 on float32 arrays:
         // np.round(np.clip(x, 0, 1) * 255).astype(np.uint8)
-        let x: [f32; 9] = [
-            -0.1,
-            0.0,
-            0.5 / 255.0,
-            1.5 / 255.0,
-            2.5 / 255.0,
-            0.5,
-            127.5 / 255.0,
-            1.0,
-            2.0,
-        ];
+        let x: [f32; 9] = [-0.1, 0.0, 0.5 / 255.0, 1.5 / 255.0, 2.5 / 255.0, 0.5, 127.5 / 255.0, 1.0, 2.0];
         let want: [u8; 9] = [0, 0, 0, 2, 2, 128, 128, 255, 255];
         let got: Vec<u8> = x.iter().map(|&v| f32_to_u8(v)).collect();
         assert_eq!(got, want);

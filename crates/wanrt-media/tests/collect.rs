@@ -55,10 +55,7 @@ fn clear_errors_name_the_path() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     let e = collect_items(root, None).unwrap_err().to_string();
-    assert!(
-        e.contains(&root.display().to_string()) && e.contains("no images"),
-        "{e}"
-    );
+    assert!(e.contains(&root.display().to_string()) && e.contains("no images"), "{e}");
 
     std::fs::create_dir(root.join("empty_clip")).unwrap();
     let e = ItemSet::open(root, None).unwrap_err().to_string();
@@ -70,9 +67,7 @@ fn clear_errors_name_the_path() {
     let e = set.load(0).unwrap_err().to_string();
     assert!(e.contains("broken.mp4"), "{e}");
 
-    let e = collect_items(root.join("missing.mp4"), None)
-        .unwrap_err()
-        .to_string();
+    let e = collect_items(root.join("missing.mp4"), None).unwrap_err().to_string();
     assert!(e.contains("missing.mp4"), "{e}");
     let e = ItemSet::open(root, Some(0)).unwrap_err().to_string();
     assert!(e.contains("at least 1"), "{e}");

@@ -4,8 +4,8 @@ mod common;
 
 use common::{pattern, psnr};
 use wanrt_media::{
-    read_gif, read_image, read_npy_video, read_video, write_gif, write_npy_f32, write_npy_video,
-    write_png_dir, write_video, Mp4Options, Video,
+    read_gif, read_image, read_npy_video, read_video, write_gif, write_npy_f32, write_npy_video, write_png_dir,
+    write_video, Mp4Options, Video,
 };
 
 #[test]
@@ -22,26 +22,12 @@ fn gif_round_trip() {
         assert!(db > 20.0, "frame {f}: PSNR {db:.2} dB");
     }
     // A video with few colours comes back (almost) exactly.
-    let colours = [
-        [255u8, 0, 0],
-        [0, 255, 0],
-        [0, 0, 255],
-        [40, 80, 120],
-        [250, 250, 250],
-    ];
-    let data: Vec<u8> = (0..3 * 16 * 16)
-        .flat_map(|i| colours[(i / 7) % 5])
-        .collect();
+    let colours = [[255u8, 0, 0], [0, 255, 0], [0, 0, 255], [40, 80, 120], [250, 250, 250]];
+    let data: Vec<u8> = (0..3 * 16 * 16).flat_map(|i| colours[(i / 7) % 5]).collect();
     let v = Video::new(3, 16, 16, data).unwrap();
     write_gif(&p, &v, 10.0).unwrap();
     let back = read_gif(&p).unwrap();
-    let max = v
-        .data()
-        .iter()
-        .zip(back.data())
-        .map(|(&a, &b)| a.abs_diff(b))
-        .max()
-        .unwrap();
+    let max = v.data().iter().zip(back.data()).map(|(&a, &b)| a.abs_diff(b)).max().unwrap();
     assert!(max <= 8, "max abs error {max}");
 }
 
@@ -51,15 +37,10 @@ fn png_dir_round_trip_is_exact_and_atomic() {
     let out = dir.path().join("frames");
     let v = pattern(3, 8, 10);
     write_png_dir(&out, &v).unwrap();
-    let mut names: Vec<String> = std::fs::read_dir(&out)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    let mut names: Vec<String> =
+        std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     names.sort();
-    assert_eq!(
-        names,
-        ["frame_0000.png", "frame_0001.png", "frame_0002.png"]
-    );
+    assert_eq!(names, ["frame_0000.png", "frame_0001.png", "frame_0002.png"]);
     for i in 0..3 {
         let f = read_image(out.join(format!("frame_{i:04}.png"))).unwrap();
         assert_eq!(f.data(), v.frame(i));
@@ -84,11 +65,7 @@ fn npy_round_trip_and_float_rule() {
     assert_eq!(read_npy_video(&p).unwrap().data(), &[0, 2, 0, 255, 128, 64]);
 
     // Wrong shapes are clear errors.
-    wanrt_io::write_npy(
-        &p,
-        &wanrt_io::NpyArray::new(vec![2, 2], vec![0u8; 4]).unwrap(),
-    )
-    .unwrap();
+    wanrt_io::write_npy(&p, &wanrt_io::NpyArray::new(vec![2, 2], vec![0u8; 4]).unwrap()).unwrap();
     let e = read_npy_video(&p).unwrap_err().to_string();
     assert!(e.contains("(F, H, W, 3)") && e.contains("v.npy"), "{e}");
 }
@@ -106,9 +83,7 @@ fn write_video_dispatches_on_the_path() {
     let folder = format!("{}/frames/", dir.path().display());
     write_video(&folder, &v, &opts).unwrap();
     assert!(dir.path().join("frames/frame_0001.png").exists());
-    let e = write_video(dir.path().join("a.avi"), &v, &opts)
-        .unwrap_err()
-        .to_string();
+    let e = write_video(dir.path().join("a.avi"), &v, &opts).unwrap_err().to_string();
     assert!(e.contains("a.avi"), "{e}");
 }
 

@@ -27,12 +27,7 @@ pub fn pattern(frames: usize, h: usize, w: usize) -> Video {
 /// PSNR in dB of two equally shaped u8 buffers (peak 255).
 pub fn psnr(a: &[u8], b: &[u8]) -> f64 {
     assert_eq!(a.len(), b.len());
-    let mse = a
-        .iter()
-        .zip(b)
-        .map(|(&x, &y)| (x as f64 - y as f64).powi(2))
-        .sum::<f64>()
-        / a.len() as f64;
+    let mse = a.iter().zip(b).map(|(&x, &y)| (x as f64 - y as f64).powi(2)).sum::<f64>() / a.len() as f64;
     if mse == 0.0 {
         return f64::INFINITY;
     }
@@ -46,11 +41,7 @@ pub fn top_level_boxes(bytes: &[u8]) -> Vec<String> {
     while i + 8 <= bytes.len() {
         let size = u32::from_be_bytes(bytes[i..i + 4].try_into().unwrap()) as u64;
         let kind = String::from_utf8_lossy(&bytes[i + 4..i + 8]).into_owned();
-        let size = if size == 1 {
-            u64::from_be_bytes(bytes[i + 8..i + 16].try_into().unwrap())
-        } else {
-            size
-        };
+        let size = if size == 1 { u64::from_be_bytes(bytes[i + 8..i + 16].try_into().unwrap()) } else { size };
         out.push(kind);
         if size < 8 {
             break;
