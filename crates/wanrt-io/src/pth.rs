@@ -459,3 +459,51 @@ fn make_tensor(view: &TensorRef, storage: Bytes) -> std::result::Result<PthTenso
         storage,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pickle::StorageRef;
+    use std::sync::Arc;
+
+    fn view(numel: u64, offset: u64, shape: &[u64], strides: &[u64]) -> TensorRef {
+        TensorRef {
+            storage: Rc::new(StorageRef { key: "0".into(), dtype: TorchDType::F32, numel }),
+            offset,
+            shape: shape.to_vec(),
+            strides: strides.to_vec(),
+        }
+    }
+
+    fn bytes(n: usize) -> Bytes {
+        Bytes::Owned(Arc::new((0..n as u32 * 4).map(|b| b as u8).collect()))
+    }
+
+    #[test]
+    fn views_are_checked_against_storage() {
+        // In bounds: a transposed 2×3 over 6 elements.
+        assert!(make_tensor(&view(6, 0, &[3, 2], &[1, 3]), bytes(6)).is_ok());
+        // One past the end.
+        let e = make_tensor(&view(6, 1, &[2, 3], &[3, 1]), bytes(6)).unwrap_err();
+        assert!(e.contains("reaches element 6"), "{e}");
+        // Storage entry shorter than declared.
+        assert!(make_tensor(&view(6, 0, &[6], &[1]), bytes(5)).is_err());
+        // Overflowing shape and stride products.
+        assert!(make_tensor(&view(6, 0, &[u64::MAX, 2], &[1, 1]), bytes(6)).is_err());
+        assert!(make_tensor(&view(6, 0, &[2], &[u64::MAX]), bytes(6)).is_err());
+        // A broadcast view (stride 0) may not demand a huge copy.
+        assert!(make_tensor(&view(1, 0, &[4, 4], &[0, 0]), bytes(1)).is_ok());
+        assert!(make_tensor(&view(1, 0, &[1 << 20, 1 << 10], &[0, 0]), bytes(1)).is_err());
+        // Empty tensors only need a sane offset.
+        assert!(make_tensor(&view(6, 6, &[0, 3], &[3, 1]), bytes(6)).is_ok());
+        assert!(make_tensor(&view(6, 7, &[0], &[1]), bytes(6)).is_err());
+    }
+
+    #[test]
+    fn gathers_strided_views() {
+        // storage 0..6 as f32; transposed view of the 2×3 matrix → [0,3,1,4,2,5].
+        let data: Vec<u8> = (0..6u32).flat_map(|i| (i as f32).to_le_bytes()).collect();
+        let t = make_tensor(&view(6, 0, &[3, 2], &[1, 3]), Bytes::Owned(Arc::new(data))).unwrap();
+        assert_eq!(t.to_f32_vec(), vec![0.0, 3.0, 1.0, 4.0, 2.0, 5.0]);
+    }
+}

@@ -87,6 +87,20 @@ torch.save(params, OUT / "params.pth")
 record("params.pth", params)
 
 
+# 4b. Pickle protocol 4 (FRAME, MEMOIZE, SHORT_BINUNICODE, STACK_GLOBAL) and a copy of
+# dtypes.pth re-zipped with deflate (torch never compresses; tests the inflate path).
+torch.save(params, OUT / "params_proto4.pth", pickle_protocol=4)
+record("params_proto4.pth", params)
+import zipfile  # noqa: E402
+
+with zipfile.ZipFile(OUT / "dtypes.pth") as src, zipfile.ZipFile(
+    OUT / "dtypes_deflated.pth", "w", compression=zipfile.ZIP_DEFLATED
+) as dst:
+    for info in src.infolist():
+        dst.writestr(info.filename, src.read(info.filename))
+assert torch.load(OUT / "dtypes_deflated.pth", weights_only=True)["f32"].equal(tensors["f32"])
+expected["dtypes_deflated.pth"] = expected["dtypes.pth"]
+
 # 5. A malicious pickle: torch.load(weights_only=False) would run os.system.
 class Evil:
     def __reduce__(self):

@@ -156,3 +156,16 @@ fn truncated_and_corrupted_files_never_panic() {
         }
     }
 }
+
+#[test]
+fn reads_pickle_protocol_4() {
+    let pth = PthFile::open(data("params_proto4.pth")).unwrap();
+    check_file("params_proto4.pth", &pth);
+}
+
+#[test]
+fn reads_deflated_storages() {
+    let pth = PthFile::open(data("dtypes_deflated.pth")).unwrap();
+    check_file("dtypes_deflated.pth", &pth);
+    assert!(!pth.require("transposed").unwrap().is_contiguous());
+}
