@@ -120,6 +120,26 @@ pub fn open(path: &Path) -> Result<Connection, Error> {
     Ok(conn)
 }
 
+/// Opens an existing database written by `wanrt review serve` (for export): refuses a
+/// missing file or one that is not a wanrt review database instead of creating tables.
+pub fn open_existing(path: &Path) -> Result<Connection, Error> {
+    if !path.is_file() {
+        return Err(Error::Input(format!("--db {}: no such database file", path.display())));
+    }
+    {
+        let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|e| Error::Db { path: path.display().to_string(), source: e })?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| Error::Db { path: path.display().to_string(), source: e })?;
+        if version == 0 {
+            return Err(Error::Input(format!("--db {}: not a wanrt review database", path.display())));
+        }
+    }
+    open(path)
+}
+
 /// Applies the migrations newer than the file's `user_version`, each in its own transaction.
 pub fn migrate(conn: &mut Connection) -> Result<(), Error> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;

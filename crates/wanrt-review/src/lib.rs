@@ -205,10 +205,7 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 
 /// `wanrt review export`.
 pub fn export(args: &ExportArgs) -> anyhow::Result<()> {
-    if !args.db.is_file() {
-        anyhow::bail!("--db {}: no such database file", args.db.display());
-    }
-    let conn = db::open(&args.db)?;
+    let conn = db::open_existing(&args.db)?;
     let r = results::compute(&conn, &args.study, args.bootstrap, args.seed)?;
     let text = match (args.raw, args.effective_format()) {
         (false, ExportFormat::Json) => serde_json::to_string_pretty(&r)? + "\n",
