@@ -179,6 +179,17 @@ fn read_mp4_inner(path: &Path, file: File, size: u64) -> Result<Video> {
     let Some(avc1) = track.trak.mdia.minf.stbl.stsd.avc1.as_ref() else {
         return Err(bad("no H.264 (avc1) video track".into()));
     };
+    // Sample sizes come from the header: check them against the file before the demuxer
+    // allocates a buffer for any sample.
+    let stsz = &track.trak.mdia.minf.stbl.stsz;
+    let total: u64 = if stsz.sample_size != 0 {
+        (stsz.sample_size as u64).saturating_mul(stsz.sample_count as u64)
+    } else {
+        stsz.sample_sizes.iter().map(|&s| s as u64).sum()
+    };
+    if total > size {
+        return Err(bad(format!("sample table claims {total} bytes of samples in a {size}-byte file")));
+    }
     let len_size = avc1.avcc.length_size_minus_one as usize + 1;
     if ![1, 2, 4].contains(&len_size) {
         return Err(bad(format!("avcC NAL length size {len_size}")));
