@@ -169,3 +169,11 @@ fn reads_deflated_storages() {
     check_file("dtypes_deflated.pth", &pth);
     assert!(!pth.require("transposed").unwrap().is_contiguous());
 }
+
+#[test]
+fn loaded_files_can_cross_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<PthFile>();
+    assert_send_sync::<wanrt_io::PthTensor>();
+    assert_send_sync::<wanrt_io::NpyArray>();
+}

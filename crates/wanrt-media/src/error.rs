@@ -24,7 +24,7 @@ pub enum Error {
     Invalid { path: PathBuf, msg: String },
     /// An error from the tensor-file layer (npy).
     #[error(transparent)]
-    Io2(#[from] wanrt_io::Error),
+    TensorFile(#[from] wanrt_io::Error),
 }
 
 impl Error {
