@@ -454,39 +454,39 @@ fn next_assignment(conn: &mut Connection, cfg: &Config, rater: i64) -> ApiResult
         tx.commit()?;
         return Ok(Some(id));
     }
-    let n_pairs = cfg.study.n_pairs as i64;
-    let total: i64 =
-        tx.query_row("SELECT COUNT(*) FROM assignments WHERE rater_id = ?1", params![rater], |r| r.get(0))?;
-    if n_pairs == 0 || total >= n_pairs * cfg.passes as i64 {
-        tx.commit()?;
-        return Ok(None);
-    }
-    let pass = total / n_pairs;
     let now = db::now();
-    // Pairs this rater has not had in this pass, with their load: votes plus
-    // assignments being rated right now by others.
-    let candidates: Vec<(i64, i64, i64, i64)> = {
-        let mut st = tx.prepare(
-            "SELECT p.id, p.variant_a, p.variant_b,
-                    (SELECT COUNT(*) FROM votes v WHERE v.pair_id = p.id)
-                  + (SELECT COUNT(*) FROM assignments a
-                     WHERE a.pair_id = p.id AND a.done = 0 AND a.created_at > ?4)
-             FROM pairs p
-             WHERE p.study_id = ?1
-               AND NOT EXISTS (SELECT 1 FROM assignments a
-                               WHERE a.rater_id = ?2 AND a.pair_id = p.id AND a.pass = ?3)",
-        )?;
-        let rows = st
-            .query_map(params![cfg.study.id, rater, pass, now - PENDING_SECS], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-            })?
-            .collect::<Result<_, _>>()?;
-        rows
-    };
-    let Some(min) = candidates.iter().map(|c| c.3).min() else {
+    // The first pass in which some pair is still new to this rater; within it, the pairs
+    // with the least load (votes plus assignments being rated right now by others).
+    let mut chosen = None;
+    for pass in 0..cfg.passes as i64 {
+        let candidates: Vec<(i64, i64, i64, i64)> = {
+            let mut st = tx.prepare(
+                "SELECT p.id, p.variant_a, p.variant_b,
+                        (SELECT COUNT(*) FROM votes v WHERE v.pair_id = p.id)
+                      + (SELECT COUNT(*) FROM assignments a
+                         WHERE a.pair_id = p.id AND a.done = 0 AND a.created_at > ?4)
+                 FROM pairs p
+                 WHERE p.study_id = ?1
+                   AND NOT EXISTS (SELECT 1 FROM assignments a
+                                   WHERE a.rater_id = ?2 AND a.pair_id = p.id AND a.pass = ?3)",
+            )?;
+            let rows = st
+                .query_map(params![cfg.study.id, rater, pass, now - PENDING_SECS], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })?
+                .collect::<Result<_, _>>()?;
+            rows
+        };
+        if !candidates.is_empty() {
+            chosen = Some((pass, candidates));
+            break;
+        }
+    }
+    let Some((pass, candidates)) = chosen else {
         tx.commit()?;
         return Ok(None);
     };
+    let min = candidates.iter().map(|c| c.3).min().unwrap_or(0);
     let least: Vec<_> = candidates.iter().filter(|c| c.3 == min).collect();
     let mut rng = rand::rng();
     let &&(pair, va, vb, _) = least.choose(&mut rng).expect("non-empty");

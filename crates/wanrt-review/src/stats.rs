@@ -18,6 +18,7 @@
 //!   (`P_i = Σ_k n_ik(n_ik − 1) / (n_i(n_i − 1))`, `P̄` = mean `P_i`,
 //!   `P_e = Σ_k p_k²` with `p_k` the share of all those ratings in outcome k). Also the
 //!   plain pairwise agreement `P̄` (probability that two ratings of the same pair agree).
+//!   With `--passes` > 1 a rater's repeated rating of a pair counts as another rating.
 //! - **Likert**: mean 1–5 score per variant with a bootstrap 95% interval of the mean.
 //! - **Position bias**: share of decisive overall votes that chose the left video.
 

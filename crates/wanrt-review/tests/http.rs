@@ -501,12 +501,20 @@ async fn resume_after_restart_keeps_votes_and_sessions() {
     let open = r.next().await;
     server.shutdown().await.unwrap();
 
+    // A new prompt added to every folder joins the resumed study.
+    for (_, d) in &s.variants {
+        std::fs::copy(d.join("clip_000.gif"), d.join("clip_new.gif")).unwrap();
+    }
+    let mut p: Value = serde_json::from_slice(&std::fs::read(&s.prompts).unwrap()).unwrap();
+    p["clip_new.gif"] = json!("a new prompt");
+    std::fs::write(&s.prompts, p.to_string()).unwrap();
     let server = wanrt_review::start(&serve_args(&s, "three")).await.unwrap();
     let base = format!("http://{}", server.addr);
     r.base = base.clone();
     let st: Value = r.get("/api/state").await.json().await.unwrap();
     assert_eq!(st["joined"], true, "session survives a restart");
     assert_eq!(st["progress"]["done"], 1);
+    assert_eq!(st["progress"]["total"], 9);
     let again = r.next().await;
     assert_eq!(open["assignment"], again["assignment"], "open pair resumes");
     // Same name on another device resumes the same rater.
