@@ -337,3 +337,62 @@ async fn browser_rates_pairs_and_reads_results() {
     drop(d);
     server.shutdown().await.unwrap();
 }
+
+/// Real videos (tests/data: VP8 WebM and H.264 MP4): both play, loop, stay in sync, and
+/// pause/resume together from the keyboard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_plays_real_videos_in_sync() {
+    let chromium = tool("CHROME_BIN", "/usr/bin/chromium");
+    let chromedriver = tool("CHROMEDRIVER", "/usr/bin/chromedriver");
+    let tmp = tempfile::tempdir().unwrap();
+    let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    let prompts = tmp.path().join("prompts.json");
+    std::fs::write(&prompts, json!({"clip.webm": "test pattern (webm)", "clip.mp4": "test pattern (mp4)"}).to_string())
+        .unwrap();
+    let s = StudyDirs {
+        root: tmp.path().to_path_buf(),
+        variants: vec![("base".into(), data.join("base")), ("opt".into(), data.join("opt"))],
+        prompts,
+        db: tmp.path().join("videos.sqlite"),
+    };
+    let server = wanrt_review::start(&serve_args(&s, "videos")).await.unwrap();
+    let base = format!("http://{}", server.addr);
+    let profile = tmp.path().join("chrome-profile");
+    std::fs::create_dir_all(&profile).unwrap();
+    let d = Driver::start(&chromium, &chromedriver, &profile).await;
+    d.goto(&format!("{base}/")).await;
+    d.wait_for("!document.getElementById('join').hidden").await;
+    d.type_into("#join-name", "viewer").await;
+    d.click("#join-btn").await;
+    let mut kinds = Vec::new();
+    for i in 0..2 {
+        d.wait_for(&format!("document.getElementById('progress-text').textContent === 'Rated {i} of 2'")).await;
+        kinds.push(d.wait_for("document.getElementById('prompt').textContent").await.as_str().unwrap().to_string());
+        let vs = "Array.from(document.querySelectorAll('.media video'))";
+        // Both decode and play.
+        d.wait_for(&format!(
+            "{vs}.length === 2 && {vs}.every(v => v.readyState >= 2 && !v.paused && v.currentTime > 0.2 && v.videoWidth === 64)"
+        ))
+        .await;
+        // They loop: the position wraps back to the start and playback goes on.
+        d.wait_for(&format!("(window.__max = Math.max(window.__max || 0, {vs}[0].currentTime)) > 1.5")).await;
+        d.wait_for(&format!("{vs}[0].currentTime < 1.0 && !{vs}[0].paused")).await;
+        d.js("window.__max = 0; return true").await;
+        // In sync (within a few frames).
+        let diff = d.js(&format!("const v = {vs}; return Math.abs(v[0].currentTime - v[1].currentTime);")).await;
+        assert!(diff.as_f64().unwrap() < 0.35, "videos out of sync by {diff}s");
+        // Space pauses both, Space again resumes both.
+        d.keys(&[" "]).await;
+        d.wait_for(&format!("{vs}.every(v => v.paused)")).await;
+        d.keys(&[" "]).await;
+        d.wait_for(&format!("{vs}.every(v => !v.paused)")).await;
+        d.click("#choice-tie").await;
+        d.click("#submit").await;
+    }
+    d.wait_for("!document.getElementById('done').hidden").await;
+    kinds.sort();
+    assert_eq!(kinds, ["test pattern (mp4)", "test pattern (webm)"]);
+    d.cmd("DELETE", "", json!({})).await;
+    drop(d);
+    server.shutdown().await.unwrap();
+}
