@@ -9,6 +9,7 @@
 //!
 //! No model code: this crate only reads video files and a prompts file.
 
+mod admin;
 pub mod cli;
 pub mod db;
 pub mod plot;
@@ -125,7 +126,7 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Server> {
     let mut conn = db::open(&args.db)?;
     let runtime = study::prepare(&mut conn, &args.study, &scanned)?;
     let invites = match args.invites {
-        Some(n) => server::ensure_invites(&mut conn, runtime.id, n)?,
+        Some(n) => admin::ensure_invites(&mut conn, runtime.id, n)?,
         None => Vec::new(),
     };
     let admin_token = match &args.admin_token {

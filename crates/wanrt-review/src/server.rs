@@ -14,13 +14,13 @@
 //!
 //! Admin (cookie `wr_admin` set by `GET /admin?token=…`, or `Authorization: Bearer …`):
 //! `GET /admin`, `/api/admin/results`, `/api/admin/export?format=csv|json[&raw=1]`,
-//! `/api/admin/plot.png`.
+//! `/api/admin/plot.png` (handlers in `admin.rs`).
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -33,13 +33,12 @@ use serde::Deserialize;
 use serde_json::json;
 use tower_http::services::ServeFile;
 
-use crate::results;
+use crate::admin;
 use crate::stats::CRITERIA;
 use crate::study::{content_type, StudyRuntime};
 use crate::{db, Error};
 
 const INDEX_HTML: &str = include_str!("../static/index.html");
-const ADMIN_HTML: &str = include_str!("../static/admin.html");
 const APP_JS: &str = include_str!("../static/app.js");
 const ADMIN_JS: &str = include_str!("../static/admin.js");
 const STYLE_CSS: &str = include_str!("../static/style.css");
@@ -62,13 +61,13 @@ pub struct Config {
     pub allowed_hosts: Option<Vec<String>>,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     db: Mutex<Connection>,
     cfg: Config,
 }
 
 #[derive(Clone)]
-struct App(Arc<Inner>);
+pub(crate) struct App(Arc<Inner>);
 
 /// Random hex token of `bytes` random bytes (OS-seeded CSPRNG).
 pub fn random_token(bytes: usize) -> String {
@@ -77,7 +76,7 @@ pub fn random_token(bytes: usize) -> String {
 }
 
 /// Constant-time string equality (for tokens).
-fn ct_eq(a: &str, b: &str) -> bool {
+pub(crate) fn ct_eq(a: &str, b: &str) -> bool {
     let (a, b) = (a.as_bytes(), b.as_bytes());
     if a.len() != b.len() {
         return false;
@@ -92,7 +91,7 @@ fn is_hex_token(s: &str, len: usize) -> bool {
 // ---------------------------------------------------------------- errors
 
 #[derive(Debug)]
-enum ApiError {
+pub(crate) enum ApiError {
     BadRequest(String),
     Unauthorized(String),
     Forbidden(String),
@@ -130,11 +129,11 @@ impl IntoResponse for ApiError {
     }
 }
 
-type ApiResult<T> = Result<T, ApiError>;
+pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
 impl App {
     /// Runs `f` with the database on the blocking pool.
-    async fn db<R: Send + 'static>(
+    pub(crate) async fn db<R: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection, &Config) -> ApiResult<R> + Send + 'static,
     ) -> ApiResult<R> {
@@ -147,11 +146,11 @@ impl App {
         .map_err(|e| ApiError::Internal(format!("task: {e}")))?
     }
 
-    fn cfg(&self) -> &Config {
+    pub(crate) fn cfg(&self) -> &Config {
         &self.0.cfg
     }
 
-    fn is_admin(&self, headers: &HeaderMap) -> bool {
+    pub(crate) fn is_admin(&self, headers: &HeaderMap) -> bool {
         let token = &self.cfg().admin_token;
         if let Some(c) = cookie(headers, "wr_admin") {
             if ct_eq(&c, token) {
@@ -208,7 +207,7 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(|(_, v)| v.trim().to_string())
 }
 
-fn set_cookie(name: &str, value: &str, max_age: i64) -> HeaderValue {
+pub(crate) fn set_cookie(name: &str, value: &str, max_age: i64) -> HeaderValue {
     HeaderValue::from_str(&format!("{name}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}"))
         .expect("cookie value is ASCII")
 }
@@ -257,10 +256,10 @@ pub fn router(conn: Connection, cfg: Config) -> Router {
         .route("/api/next", get(api_next))
         .route("/api/vote", post(api_vote))
         .route("/v/{token}", get(video))
-        .route("/admin", get(admin_page))
-        .route("/api/admin/results", get(admin_results))
-        .route("/api/admin/export", get(admin_export))
-        .route("/api/admin/plot.png", get(admin_plot))
+        .route("/admin", get(admin::admin_page))
+        .route("/api/admin/results", get(admin::admin_results))
+        .route("/api/admin/export", get(admin::admin_export))
+        .route("/api/admin/plot.png", get(admin::admin_plot))
         .fallback(|| async { ApiError::NotFound })
         .layer(DefaultBodyLimit::max(16 * 1024))
         .layer(middleware::from_fn_with_state(app.clone(), check_host))
@@ -296,7 +295,7 @@ async fn security_headers(req: Request, next: Next) -> Response {
     res
 }
 
-fn asset(body: &'static str, ty: &'static str) -> Response {
+pub(crate) fn asset(body: &'static str, ty: &'static str) -> Response {
     ([(header::CONTENT_TYPE, ty)], body).into_response()
 }
 
@@ -742,144 +741,4 @@ async fn serve_file(path: PathBuf, req: Request) -> ApiResult<Response> {
     res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(mime));
     res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("private, max-age=3600"));
     Ok(res)
-}
-
-// ---------------------------------------------------------------- admin
-
-#[derive(Deserialize)]
-struct AdminQuery {
-    token: Option<String>,
-}
-
-async fn admin_page(State(app): State<App>, headers: HeaderMap, Query(q): Query<AdminQuery>) -> Response {
-    if let Some(t) = q.token {
-        if ct_eq(&t, &app.cfg().admin_token) {
-            let mut res = Redirect::to("/admin").into_response();
-            res.headers_mut().insert(header::SET_COOKIE, set_cookie("wr_admin", &t, 7 * 86400));
-            return res;
-        }
-        return ApiError::Unauthorized("wrong admin token".into()).into_response();
-    }
-    if !app.is_admin(&headers) {
-        return ApiError::Unauthorized("admin only: open the results link printed when the server started".into())
-            .into_response();
-    }
-    asset(ADMIN_HTML, "text/html; charset=utf-8")
-}
-
-fn require_admin(app: &App, headers: &HeaderMap) -> ApiResult<()> {
-    if app.is_admin(headers) {
-        Ok(())
-    } else {
-        Err(ApiError::Unauthorized("admin token required".into()))
-    }
-}
-
-async fn load_results(app: &App) -> ApiResult<(results::Results, results::Loaded)> {
-    let (loaded, raters, per_pair) = app
-        .db(|conn, cfg| {
-            // One read snapshot for all three queries.
-            let tx = conn.transaction()?;
-            let (id, loaded) = results::load(&tx, &cfg.study.name)?;
-            let raters = db::rater_counts(&tx, id)?;
-            let per_pair = db::votes_per_pair(&tx, id)?;
-            tx.commit()?;
-            Ok((loaded, raters, per_pair))
-        })
-        .await?;
-    let cfg_name = app.cfg().study.name.clone();
-    let (resamples, seed) = (app.cfg().resamples, app.cfg().seed);
-    tokio::task::spawn_blocking(move || {
-        let r = results::assemble(&cfg_name, &loaded, raters, per_pair, resamples, seed);
-        (r, loaded)
-    })
-    .await
-    .map_err(|e| ApiError::Internal(format!("task: {e}")))
-    .map(Ok)?
-}
-
-async fn admin_results(State(app): State<App>, headers: HeaderMap) -> ApiResult<Response> {
-    require_admin(&app, &headers)?;
-    let (r, _) = load_results(&app).await?;
-    let invites = app
-        .db(|conn, cfg| {
-            let mut st =
-                conn.prepare("SELECT token, rater_id IS NOT NULL FROM invites WHERE study_id = ?1 ORDER BY rowid")?;
-            let rows: Vec<serde_json::Value> = st
-                .query_map(params![cfg.study.id], |r| {
-                    Ok(json!({ "url": format!("/i/{}", r.get::<_, String>(0)?), "used": r.get::<_, bool>(1)? }))
-                })?
-                .collect::<Result<_, _>>()?;
-            Ok(rows)
-        })
-        .await?;
-    let mut v = serde_json::to_value(&r).map_err(|e| ApiError::Internal(e.to_string()))?;
-    v["invites"] = json!(invites);
-    Ok(Json(v).into_response())
-}
-
-#[derive(Deserialize)]
-struct ExportQuery {
-    format: Option<String>,
-    raw: Option<String>,
-}
-
-async fn admin_export(State(app): State<App>, headers: HeaderMap, Query(q): Query<ExportQuery>) -> ApiResult<Response> {
-    require_admin(&app, &headers)?;
-    let format = q.format.as_deref().unwrap_or("csv");
-    if format != "csv" && format != "json" {
-        return Err(ApiError::BadRequest("format must be csv or json".into()));
-    }
-    let raw = matches!(q.raw.as_deref(), Some("1" | "true"));
-    let (r, loaded) = load_results(&app).await?;
-    let (body, ty) = match (raw, format) {
-        (false, "json") => {
-            (serde_json::to_string_pretty(&r).map_err(|e| ApiError::Internal(e.to_string()))?, "application/json")
-        }
-        (false, _) => (results::summary_csv(&r), "text/csv; charset=utf-8"),
-        (true, "json") => (
-            serde_json::to_string_pretty(&results::raw_votes(&loaded))
-                .map_err(|e| ApiError::Internal(e.to_string()))?,
-            "application/json",
-        ),
-        (true, _) => (results::raw_csv(&results::raw_votes(&loaded)), "text/csv; charset=utf-8"),
-    };
-    let fname = format!("{}-{}.{}", app.cfg().study.name, if raw { "votes" } else { "results" }, format);
-    Ok((
-        [
-            (header::CONTENT_TYPE, ty.to_string()),
-            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{fname}\"")),
-        ],
-        body,
-    )
-        .into_response())
-}
-
-async fn admin_plot(State(app): State<App>, headers: HeaderMap) -> ApiResult<Response> {
-    require_admin(&app, &headers)?;
-    let (r, _) = load_results(&app).await?;
-    let png = tokio::task::spawn_blocking(move || crate::plot::render_png(&r.study, &r.stats))
-        .await
-        .map_err(|e| ApiError::Internal(format!("task: {e}")))?
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    Ok(([(header::CONTENT_TYPE, "image/png")], png).into_response())
-}
-
-/// Makes sure at least `n` invite tokens exist for the study; returns all of them.
-pub fn ensure_invites(conn: &mut Connection, study: i64, n: u32) -> Result<Vec<String>, Error> {
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let have: i64 = tx.query_row("SELECT COUNT(*) FROM invites WHERE study_id = ?1", params![study], |r| r.get(0))?;
-    for _ in have..n as i64 {
-        tx.execute(
-            "INSERT INTO invites(token, study_id, created_at) VALUES (?1, ?2, ?3)",
-            params![random_token(16), study, db::now()],
-        )?;
-    }
-    let tokens = {
-        let mut st = tx.prepare("SELECT token FROM invites WHERE study_id = ?1 ORDER BY rowid")?;
-        let rows: Vec<String> = st.query_map(params![study], |r| r.get(0))?.collect::<Result<_, _>>()?;
-        rows
-    };
-    tx.commit()?;
-    Ok(tokens)
 }
