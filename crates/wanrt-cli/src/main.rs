@@ -1,1 +1,44 @@
-fn main() {}
+//! `wanrt`: run, evaluate and review Wan2.1 text-to-video models.
+//! A thin layer over the library crates; every error is one line on stderr
+//! with a non-zero exit status.
+
+mod generate;
+mod model_path;
+mod progress;
+mod sysinfo;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "wanrt", version, about = "Wan2.1 text-to-video runtime, optimizer and evaluation toolkit")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate video from text with a Wan2.1 model (diffusers or original release layout).
+    Generate(Box<generate::GenerateArgs>),
+    /// Quality metrics: FID, KID, statistics, PSNR/SSIM/LPIPS comparisons.
+    #[command(subcommand)]
+    Eval(wanrt_eval::cli::EvalCommand),
+    /// Blind A/B human rating of video variants (local web app + SQLite).
+    #[command(subcommand)]
+    Review(wanrt_review::cli::ReviewCommand),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Generate(args) => generate::run(*args),
+        Command::Eval(cmd) => wanrt_eval::cli::run(cmd),
+        Command::Review(cmd) => wanrt_review::run(cmd),
+    };
+    if let Err(e) = result {
+        // One line: the chain of causes joined, no backtrace.
+        let msg = format!("{e:#}").replace('\n', " ");
+        eprintln!("error: {msg}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,210 @@
+//! `wanrt generate` end to end through the binary: the diffusers parity
+//! criterion of the engine issue (`--noise` + `--save-npy` reproduce
+//! `output_type="np"` within 1e-4), output formats, and bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn wanrt() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_wanrt"))
+}
+
+fn fixture(case: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/wan").join(case)
+}
+
+fn reference_video(case: &str) -> (Vec<usize>, Vec<f32>) {
+    let ws = wanrt_nn::WeightStore::from_safetensors_files(&[fixture(case).join("ref.safetensors")]).unwrap();
+    let t = ws.get("video").unwrap();
+    (t.shape().to_vec(), t.into_data())
+}
+
+fn meta(case: &str) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(fixture(case).join("meta.json")).unwrap()).unwrap()
+}
+
+/// Runs generate for a fixture case with its reference settings and noise.
+fn generate_case(case: &str, out_dir: &Path, extra: &[&str]) -> std::process::Output {
+    let m = meta(case);
+    let mut cmd = wanrt();
+    cmd.args(["generate", "--model"]).arg(fixture(case));
+    cmd.args(["--prompt", m["prompt"].as_str().unwrap()]);
+    if let Some(n) = m["negative_prompt"].as_str() {
+        cmd.args(["--negative-prompt", n]);
+    }
+    cmd.args(["--steps", &m["num_inference_steps"].to_string()]);
+    cmd.args(["--guidance", &m["guidance_scale"].to_string()]);
+    cmd.args(["--max-sequence-length", &m["max_sequence_length"].to_string()]);
+    cmd.arg("--noise").arg(fixture(case).join("noise.npy"));
+    cmd.arg("--save-npy").arg(out_dir.join("frames.npy"));
+    cmd.arg("-o").arg(out_dir.join("video.mp4"));
+    cmd.args(extra);
+    cmd.output().unwrap()
+}
+
+#[test]
+fn noise_and_save_npy_reproduce_diffusers_frames() {
+    for case in ["a", "b", "c"] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = generate_case(case, dir.path(), &["--json"]);
+        assert!(out.status.success(), "{case}: {}", String::from_utf8_lossy(&out.stderr));
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("--json prints one JSON object");
+        assert_eq!(report["videos"][0]["settings"]["num_frames"], meta(case)["num_frames"]);
+        let got = wanrt_io::read_npy(dir.path().join("frames.npy")).unwrap();
+        let (shape, want) = reference_video(case);
+        assert_eq!(got.shape(), &shape[..], "{case}: frames shape");
+        let err = got.to_f32_vec().iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        println!("{case}: max|Δ| = {err:.3e}");
+        assert!(err <= 1e-4, "{case}: max|Δ| = {err}");
+        let mp4 = std::fs::read(dir.path().join("video.mp4")).unwrap();
+        assert_eq!(&mp4[4..8], b"ftyp", "{case}: MP4 header");
+        let decoded = wanrt_media::read_mp4(dir.path().join("video.mp4")).unwrap();
+        assert_eq!(decoded.frames(), shape[0]);
+    }
+}
+
+#[test]
+fn gif_and_png_folder_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let gif = dir.path().join("v.gif");
+    let frames = dir.path().join("frames/");
+    for out in [gif.clone(), frames.clone()] {
+        let status = wanrt()
+            .args(["generate", "--model"])
+            .arg(fixture("c"))
+            .args(["--prompt", "a cat", "--steps", "2", "--frames", "5", "--height", "16", "--width", "32", "-o"])
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    }
+    assert_eq!(wanrt_media::read_gif(&gif).unwrap().frames(), 5);
+    assert!(frames.join("frame_0004.png").is_file());
+}
+
+#[test]
+fn same_seed_same_video_other_seed_other_video() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |seed: &str, name: &str| {
+        let npy = dir.path().join(name);
+        let out = wanrt()
+            .args(["generate", "--model"])
+            .arg(fixture("c"))
+            .args(["--prompt", "a cat", "--steps", "2", "--frames", "5", "--height", "16", "--width", "32"])
+            .args(["--seed", seed, "-o"])
+            .arg(dir.path().join(format!("{name}.mp4")))
+            .arg("--save-npy")
+            .arg(&npy)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        wanrt_io::read_npy(npy).unwrap().to_f32_vec()
+    };
+    let a = run("7", "a.npy");
+    assert_eq!(a, run("7", "b.npy"));
+    assert_ne!(a, run("8", "c.npy"));
+}
+
+#[test]
+fn batch_prompts_write_videos_and_captions() {
+    let dir = tempfile::tempdir().unwrap();
+    let prompts = dir.path().join("prompts.txt");
+    std::fs::write(&prompts, "a red fox\n\na blue bird\n").unwrap();
+    let out_dir = dir.path().join("out");
+    let out = wanrt()
+        .args(["generate", "--model"])
+        .arg(fixture("c"))
+        .arg("--prompts")
+        .arg(&prompts)
+        .args(["--videos-per-prompt", "2", "--steps", "1", "--frames", "5", "--height", "16", "--width", "16", "-o"])
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let captions: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("prompts.json")).unwrap()).unwrap();
+    assert_eq!(captions["0_1.mp4"], "a red fox");
+    assert_eq!(captions["1_0.mp4"], "a blue bird");
+    for f in ["0_0.mp4", "0_1.mp4", "1_0.mp4", "1_1.mp4"] {
+        assert!(out_dir.join(f).is_file(), "{f}");
+    }
+}
+
+/// Every failure: exit status 1, one line on stderr naming the problem, no output file.
+fn assert_clean_failure(args: &[&str], model: &Path, needle: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let out_file = dir.path().join("out.mp4");
+    let out = wanrt().args(["generate", "--model"]).arg(model).args(args).arg("-o").arg(&out_file).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last = stderr.lines().last().unwrap_or("");
+    assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+    assert!(last.starts_with("error: ") && last.contains(needle), "{args:?}: `{last}` lacks `{needle}`");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "{args:?}: left files behind");
+}
+
+fn copy_dir(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for e in std::fs::read_dir(src).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dst.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), dst.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+#[test]
+fn bad_input_is_one_clear_line() {
+    let c = fixture("c");
+    assert_clean_failure(&["--prompt", "x", "--height", "20"], &c, "multiples of 16");
+    assert_clean_failure(&["--prompt", "x"], Path::new("/nonexistent/model"), "model folder not found");
+    let bad_noise = tempfile::tempdir().unwrap();
+    let npy = bad_noise.path().join("n.npy");
+    wanrt_io::write_npy(&npy, &wanrt_io::NpyArray::new(vec![1, 8, 2, 2], vec![0f32; 32]).unwrap()).unwrap();
+    assert_clean_failure(&["--prompt", "x", "--noise", npy.to_str().unwrap()], &c, "(1, z_dim, T, H, W)");
+    let npy5 = bad_noise.path().join("n5.npy");
+    wanrt_io::write_npy(&npy5, &wanrt_io::NpyArray::new(vec![1, 8, 2, 2, 4], vec![0f32; 128]).unwrap()).unwrap();
+    assert_clean_failure(&["--prompt", "x", "--noise", npy5.to_str().unwrap(), "--frames", "9"], &c, "conflicts");
+
+    // Corrupt and truncated weights, a missing tensor, a wrong shape.
+    let broken = tempfile::tempdir().unwrap();
+    let m = broken.path().join("m");
+    copy_dir(&c, &m);
+    let st = m.join("transformer/diffusion_pytorch_model.safetensors");
+    let good = std::fs::read(&st).unwrap();
+    std::fs::write(&st, &good[..good.len() / 2]).unwrap();
+    assert_clean_failure(&["--prompt", "x"], &m, "not a valid safetensors file");
+    std::fs::write(&st, b"garbage").unwrap();
+    assert_clean_failure(&["--prompt", "x"], &m, "not a valid safetensors file");
+
+    let ws =
+        wanrt_nn::WeightStore::from_safetensors_files(&[c.join("transformer/diffusion_pytorch_model.safetensors")])
+            .unwrap();
+    let write_without = |skip: &str, reshape: Option<&str>| {
+        let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+        for name in ws.names() {
+            if name == skip {
+                continue;
+            }
+            let t = ws.get(name).unwrap();
+            let mut shape = t.shape().to_vec();
+            if Some(name) == reshape {
+                shape = vec![t.numel()];
+            }
+            tensors.push((name.to_string(), shape, t.data().iter().flat_map(|v| v.to_le_bytes()).collect()));
+        }
+        let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
+            .iter()
+            .map(|(n, s, b)| {
+                (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap())
+            })
+            .collect();
+        safetensors::serialize_to_file(views, None, &st).unwrap();
+    };
+    write_without("blocks.0.ffn.net.2.weight", None);
+    assert_clean_failure(&["--prompt", "x"], &m, "missing tensor `blocks.0.ffn.net.2.weight`");
+    write_without("", Some("blocks.0.attn1.to_q.weight"));
+    assert_clean_failure(&["--prompt", "x"], &m, "blocks.0.attn1.to_q.weight");
+}
