@@ -2,6 +2,7 @@
 //! A thin layer over the library crates; every error is one line on stderr
 //! with a non-zero exit status.
 
+mod bench;
 mod generate;
 mod model_path;
 mod progress;
@@ -20,6 +21,8 @@ struct Cli {
 enum Command {
     /// Generate video from text with a Wan2.1 model (diffusers or original release layout).
     Generate(Box<generate::GenerateArgs>),
+    /// Time each pipeline stage (text encoder, one transformer step, VAE decode) on this machine.
+    Bench(Box<bench::BenchArgs>),
     /// Quality metrics: FID, KID, statistics, PSNR/SSIM/LPIPS comparisons.
     #[command(subcommand)]
     Eval(wanrt_eval::cli::EvalCommand),
@@ -32,6 +35,7 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Generate(args) => generate::run(*args),
+        Command::Bench(args) => bench::run(*args),
         Command::Eval(cmd) => wanrt_eval::cli::run(cmd),
         Command::Review(cmd) => wanrt_review::run(cmd),
     };

@@ -1,0 +1,119 @@
+//! `wanrt bench`: times each stage of the pipeline on the user's model and
+//! machine — text encoding, one transformer step (CFG pair), VAE decode —
+//! with the allocator-independent peak RSS. Ratios against other engines come
+//! from running them side by side (tools/bench/).
+
+use crate::{model_path, sysinfo};
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use std::path::PathBuf;
+use std::time::Instant;
+use wanrt_nn::Tensor;
+use wanrt_wan::model::WanModel;
+use wanrt_wan::pipeline::GenerateParams;
+use wanrt_wan::text::encode_prompts;
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Model folder (default: the bundled demo model).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Video frames of the benchmarked shape.
+    #[arg(long, default_value_t = 17)]
+    pub frames: usize,
+    /// Height of the benchmarked shape.
+    #[arg(long, default_value_t = 160)]
+    pub height: usize,
+    /// Width of the benchmarked shape.
+    #[arg(long, default_value_t = 160)]
+    pub width: usize,
+    /// Text length (default: the model's).
+    #[arg(long)]
+    pub max_sequence_length: Option<usize>,
+    /// Timed transformer passes (after one warm-up pass).
+    #[arg(long, default_value_t = 2)]
+    pub repeat: usize,
+    /// Benchmark the transformer with one batch row (no CFG) instead of the CFG pair.
+    #[arg(long)]
+    pub no_cfg: bool,
+    /// Skip the VAE decode.
+    #[arg(long)]
+    pub skip_vae: bool,
+    /// CPU threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn timed<T>(f: impl FnOnce() -> Result<T>) -> Result<(T, f64)> {
+    let t = Instant::now();
+    let v = f()?;
+    Ok((v, t.elapsed().as_secs_f64()))
+}
+
+pub fn run(args: BenchArgs) -> Result<()> {
+    if let Some(t) = args.threads {
+        rayon::ThreadPoolBuilder::new().num_threads(t.max(1)).build_global().context("--threads")?;
+    }
+    if args.repeat == 0 {
+        bail!("--repeat must be at least 1");
+    }
+    let dir = model_path::resolve(args.model.as_deref())?;
+    let (model, load_s) = timed(|| Ok(WanModel::load(&dir, |_| {})?))?;
+    let mut p = GenerateParams::new("a red fox runs through the snowy forest");
+    (p.num_frames, p.height, p.width) = (Some(args.frames), Some(args.height), Some(args.width));
+    p.max_sequence_length = args.max_sequence_length;
+    let s = model.resolve(&p)?;
+    let batch = if args.no_cfg { 1 } else { 2 };
+    let prompts: Vec<String> = vec![p.prompt.clone(), String::new()].into_iter().take(batch).collect();
+    let (context, text_s) =
+        timed(|| Ok(encode_prompts(&model.tokenizer, &model.text_encoder, &prompts, s.max_sequence_length)?))?;
+
+    let mut shape = model.latent_shape(&s);
+    shape[0] = batch;
+    let n: usize = shape.iter().product();
+    let latents = Tensor::new(shape, (0..n).map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0).collect())?;
+    let t = vec![900.0; batch];
+    model.transformer.forward(&latents, &t, &context)?; // warm-up: page in the weights
+    let mut step_times = Vec::new();
+    for _ in 0..args.repeat {
+        let (_, secs) = timed(|| Ok(model.transformer.forward(&latents, &t, &context)?))?;
+        step_times.push(secs);
+    }
+    let step_s = step_times.iter().cloned().fold(f64::INFINITY, f64::min);
+    let vae_s = if args.skip_vae {
+        None
+    } else {
+        let one = latents.narrow(0, 0, 1)?;
+        Some(timed(|| Ok(model.vae.decode(&one, |_, _| {})?))?.1)
+    };
+    let grid = model.transformer.grid(shape[2], shape[3], shape[4])?;
+    let report = serde_json::json!({
+        "model": dir,
+        "shape": {"frames": s.num_frames, "height": s.height, "width": s.width, "latent": shape, "tokens": grid.iter().product::<usize>(), "text_len": s.max_sequence_length, "batch": batch},
+        "threads": rayon::current_num_threads(),
+        "transformer_params": model.transformer.num_params(),
+        "load_s": load_s,
+        "text_encoder_s": text_s,
+        "transformer_step_s": step_s,
+        "transformer_step_all_s": step_times,
+        "vae_decode_s": vae_s,
+        "peak_rss_bytes": sysinfo::peak_rss_bytes(),
+    });
+    if args.json {
+        println!("{report}");
+    } else {
+        println!("{:<22} {:>10}", "stage", "seconds");
+        for key in ["load_s", "text_encoder_s", "transformer_step_s", "vae_decode_s"] {
+            if let Some(v) = report[key].as_f64() {
+                println!("{:<22} {v:>10.3}", key.trim_end_matches("_s"));
+            }
+        }
+        if let Some(p) = sysinfo::peak_rss_bytes() {
+            println!("peak memory {}", sysinfo::format_bytes(p));
+        }
+    }
+    Ok(())
+}
