@@ -171,7 +171,9 @@ impl WanModel {
         if cfg {
             prompts.push(s.negative_prompt.clone());
         }
-        let context = encode_prompts(&self.tokenizer, &self.text_encoder, &prompts, s.max_sequence_length)?;
+        let embeddings = encode_prompts(&self.tokenizer, &self.text_encoder, &prompts, s.max_sequence_length)?;
+        let context = self.transformer.prepare_text(&embeddings)?;
+        drop(embeddings);
         timings.push(("text_encoder".to_string(), t0.elapsed().as_secs_f64()));
 
         let shape = self.latent_shape(&s);
@@ -192,13 +194,13 @@ impl WanModel {
         for (i, &t) in timesteps.iter().enumerate() {
             let noise_pred = if cfg {
                 let batch = Tensor::cat(&[&latents, &latents], 0)?;
-                let out = self.transformer.forward(&batch, &[t, t], &context)?;
+                let out = self.transformer.forward_prepared(&batch, &[t, t], &context)?;
                 let cond = out.narrow(0, 0, 1)?;
                 let uncond = out.narrow(0, 1, 1)?;
                 let g = s.guidance as f32;
                 uncond.zip_map(&cond, "cfg", |u, c| u + g * (c - u))?
             } else {
-                self.transformer.forward(&latents, &[t], &context)?
+                self.transformer.forward_prepared(&latents, &[t], &context)?
             };
             latents = sched.step(&noise_pred, &latents)?;
             progress.step(i + 1, timesteps.len());

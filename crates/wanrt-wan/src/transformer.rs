@@ -181,14 +181,28 @@ impl Block {
     }
 }
 
-/// Per-forward conditioning shared by all blocks.
+/// Per-forward timestep conditioning shared by all blocks.
 struct Conditioning {
     /// `[B, C]`.
     temb: Vec<f32>,
     /// `[B, 6, C]` projected timestep.
     timestep_proj: Vec<f32>,
-    /// `[B, L_text, C]` projected text tokens.
-    context: Tensor,
+}
+
+/// The text side of every cross-attention, computed once per prompt batch:
+/// the text tokens do not change across denoising steps, so their projected,
+/// normalised keys and values are reused by every step (exactly the same
+/// arithmetic as recomputing them).
+pub struct TextContext {
+    /// Per block: keys and values `[B, L_text, H, D]`.
+    kv: Vec<(Tensor, Tensor)>,
+    batch: usize,
+}
+
+impl TextContext {
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
 }
 
 pub struct WanTransformer {
@@ -266,15 +280,40 @@ impl WanTransformer {
         Tensor::new([timesteps.len(), dim], out).expect("sizes match")
     }
 
-    fn condition(&self, timesteps: &[f32], text: &Tensor) -> Result<Conditioning> {
-        let b = timesteps.len();
-        let dim = self.config.inner_dim();
+    fn condition(&self, timesteps: &[f32]) -> Result<Conditioning> {
         let t = self.timestep_features(timesteps);
         let temb = self.time_linear_2.forward(&ops::silu(self.time_linear_1.forward(&t)?))?;
         let timestep_proj = self.time_proj.forward(&ops::silu(temb.clone()))?;
-        let context = self.text_linear_2.forward(&ops::gelu_tanh(self.text_linear_1.forward(text)?))?;
-        debug_assert_eq!(temb.numel(), b * dim);
-        Ok(Conditioning { temb: temb.into_data(), timestep_proj: timestep_proj.into_data(), context })
+        Ok(Conditioning { temb: temb.into_data(), timestep_proj: timestep_proj.into_data() })
+    }
+
+    /// `text: [B, L_text, text_dim]` (UMT5 embeddings) → the cross-attention keys/values of every block.
+    pub fn prepare_text(&self, text: &Tensor) -> Result<TextContext> {
+        if text.rank() != 3 || text.dim(2) != self.config.text_dim {
+            return Err(Error::Shape(format!(
+                "text embeddings must be [B, L, {}], found {:?}",
+                self.config.text_dim,
+                text.shape()
+            )));
+        }
+        let (b, lt) = (text.dim(0), text.dim(1));
+        let dim = self.config.inner_dim();
+        let heads = self.config.num_attention_heads;
+        let hd = dim / heads;
+        let ctx = self.text_linear_2.forward(&ops::gelu_tanh(self.text_linear_1.forward(text)?))?;
+        let kv = self
+            .blocks
+            .iter()
+            .map(|blk| {
+                let a = &blk.attn2;
+                let kv = a.kv.forward(&ctx)?;
+                let k = ops::rms_norm(kv.narrow(2, 0, dim)?, self.config.eps, Some(&a.norm_k))?
+                    .reshape([b, lt, heads, hd])?;
+                let v = kv.narrow(2, dim, dim)?.reshape([b, lt, heads, hd])?;
+                Ok((k, v))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(TextContext { kv, batch: b })
     }
 
     /// Token grid `(f, h, w)` for latents of `(frames, height, width)`.
@@ -305,28 +344,32 @@ impl WanTransformer {
     /// `latents: [B, C_in, F, H, W]`, `timesteps: [B]`, `text: [B, L_text, text_dim]`
     /// → `[B, C_out, F, H, W]` (the flow prediction).
     pub fn forward(&self, latents: &Tensor, timesteps: &[f32], text: &Tensor) -> Result<Tensor> {
+        self.forward_prepared(latents, timesteps, &self.prepare_text(text)?)
+    }
+
+    /// [`Self::forward`] with the text side prepared once by [`Self::prepare_text`].
+    pub fn forward_prepared(&self, latents: &Tensor, timesteps: &[f32], text: &TextContext) -> Result<Tensor> {
         let &[b, c, f, h, w] = latents.shape() else {
             return Err(Error::Shape(format!(
                 "transformer input must be [B, C, F, H, W], found {:?}",
                 latents.shape()
             )));
         };
-        if c != self.config.in_channels || timesteps.len() != b || text.rank() != 3 || text.dim(0) != b {
+        if c != self.config.in_channels || timesteps.len() != b || text.batch != b {
             return Err(Error::Shape(format!(
-                "transformer inputs: latents {:?} (expected {} channels), {} timesteps, text {:?} (expected [{b}, L, {}])",
+                "transformer inputs: latents {:?} (expected {} channels), {} timesteps, text batch {} (expected {b})",
                 latents.shape(),
                 self.config.in_channels,
                 timesteps.len(),
-                text.shape(),
-                self.config.text_dim
+                text.batch
             )));
         }
         let grid = self.grid(f, h, w)?;
         let rope = self.rope(grid);
-        let cond = self.condition(timesteps, text)?;
+        let cond = self.condition(timesteps)?;
         let mut x = self.patch_embed.forward(&patchify(latents, self.config.patch_size)?)?;
-        for block in &self.blocks {
-            x = self.block_forward(block, x, &cond, &rope)?;
+        for (block, kv) in self.blocks.iter().zip(&text.kv) {
+            x = self.block_forward(block, x, &cond, kv, &rope)?;
         }
         // Output norm with the final shift/scale table.
         let dim = self.config.inner_dim();
@@ -341,7 +384,14 @@ impl WanTransformer {
         unpatchify(&x, b, self.config.out_channels(), grid, self.config.patch_size)
     }
 
-    fn block_forward(&self, blk: &Block, mut x: Tensor, cond: &Conditioning, rope: &RopeTables) -> Result<Tensor> {
+    fn block_forward(
+        &self,
+        blk: &Block,
+        mut x: Tensor,
+        cond: &Conditioning,
+        text_kv: &(Tensor, Tensor),
+        rope: &RopeTables,
+    ) -> Result<Tensor> {
         let dim = self.config.inner_dim();
         let heads = self.config.num_attention_heads;
         let eps = self.config.eps;
@@ -369,7 +419,7 @@ impl WanTransformer {
             Some((wt, bs)) => ops::layer_norm(x.clone(), eps, Some(wt), Some(bs))?,
             None => x.clone(),
         };
-        let attn = self.cross_attention(&blk.attn2, &nx, &cond.context, heads)?;
+        let attn = self.cross_attention(&blk.attn2, &nx, text_kv, heads)?;
         x.add_assign(&attn)?;
 
         // Feed-forward.
@@ -397,15 +447,11 @@ impl WanTransformer {
         Ok(a.to_out.forward(&o.reshape([b, l, dim])?)?)
     }
 
-    fn cross_attention(&self, a: &CrossAttention, x: &Tensor, ctx: &Tensor, heads: usize) -> Result<Tensor> {
+    fn cross_attention(&self, a: &CrossAttention, x: &Tensor, kv: &(Tensor, Tensor), heads: usize) -> Result<Tensor> {
         let (b, l, dim) = (x.dim(0), x.dim(1), x.dim(2));
-        let lt = ctx.dim(1);
         let hd = dim / heads;
         let q = ops::rms_norm(a.to_q.forward(x)?, self.config.eps, Some(&a.norm_q))?.reshape([b, l, heads, hd])?;
-        let kv = a.kv.forward(ctx)?;
-        let k = ops::rms_norm(kv.narrow(2, 0, dim)?, self.config.eps, Some(&a.norm_k))?.reshape([b, lt, heads, hd])?;
-        let v = kv.narrow(2, dim, dim)?.reshape([b, lt, heads, hd])?;
-        let o = ops::attention(&q, &k, &v, 1.0 / (hd as f32).sqrt(), AttentionBias::default())?;
+        let o = ops::attention(&q, &kv.0, &kv.1, 1.0 / (hd as f32).sqrt(), AttentionBias::default())?;
         Ok(a.to_out.forward(&o.reshape([b, l, dim])?)?)
     }
 }
