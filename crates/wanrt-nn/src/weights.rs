@@ -36,6 +36,20 @@ impl Bytes {
     }
 }
 
+impl Bytes {
+    /// Drops the mapped file pages of this tensor once it has been converted,
+    /// so loading holds one copy of the model (the converted one), not two.
+    /// Later reads of the same bytes fault them in again from the file.
+    fn release_pages(&self) {
+        #[cfg(unix)]
+        if let Bytes::Mapped { map, start, end } = self {
+            // SAFETY: the map is a read-only file mapping: discarded pages are
+            // re-read from the file on the next access, never zero-filled.
+            let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, *start, end - start) };
+        }
+    }
+}
+
 fn torch_dtype(d: wanrt_io::TorchDType) -> Option<DType> {
     use wanrt_io::TorchDType as T;
     Some(match d {
@@ -205,6 +219,7 @@ impl WeightStore {
         let raw = self.raw(name)?;
         let data = bytes_to_f32(&raw.bytes(), raw.dtype)
             .ok_or_else(|| Error::UnsupportedDType { name: name.to_string(), dtype: raw.dtype.to_string() })?;
+        raw.bytes.release_pages();
         Tensor::new(raw.shape.clone(), data)
     }
 
