@@ -160,7 +160,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     .with_context(|| format!("loading model {}", dir.display()))?;
     let load_secs = t_load.elapsed().as_secs_f64();
     let fps = args.fps.or(model.defaults.fps).unwrap_or(16.0);
-    if !(fps > 0.0) {
+    if fps.is_nan() || fps <= 0.0 {
         bail!("--fps must be positive");
     }
     let mp4 = Mp4Options { fps, ..Default::default() };

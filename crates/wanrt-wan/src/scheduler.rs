@@ -107,7 +107,7 @@ impl SchedulerConfig {
             None => self.kind()?,
         };
         let shift = shift.unwrap_or_else(|| self.shift());
-        if !(shift > 0.0) {
+        if shift.is_nan() || shift <= 0.0 {
             return Err(Error::Config(format!("shift must be positive, found {shift}")));
         }
         let train_steps = self.get_f64("num_train_timesteps", 1000.0) as usize;

@@ -42,11 +42,10 @@ fn solve(mut r: Vec<Vec<f64>>, mut b: Vec<f64>) -> Result<Vec<f64>> {
         }
         r.swap(col, piv);
         b.swap(col, piv);
+        let pivot_row = r[col].clone();
         for row in col + 1..n {
-            let f = r[row][col] / r[col][col];
-            for k in col..n {
-                r[row][k] -= f * r[col][k];
-            }
+            let f = r[row][col] / pivot_row[col];
+            r[row].iter_mut().zip(&pivot_row).skip(col).for_each(|(x, &p)| *x -= f * p);
             b[row] -= f * b[col];
         }
     }

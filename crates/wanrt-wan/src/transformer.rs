@@ -94,7 +94,7 @@ impl TransformerConfig {
             ));
         }
         let d = self.attention_head_dim;
-        if d % 2 != 0 || split_dims(d).iter().any(|&p| p % 2 != 0) {
+        if !d.is_multiple_of(2) || split_dims(d).iter().any(|&p| p % 2 != 0) {
             return Err(Error::Config(format!("transformer: attention_head_dim {d} cannot be split for 3D RoPE")));
         }
         if self.patch_size.contains(&0) || self.num_layers == 0 || self.num_attention_heads == 0 {
@@ -319,7 +319,7 @@ impl WanTransformer {
     /// Token grid `(f, h, w)` for latents of `(frames, height, width)`.
     pub fn grid(&self, frames: usize, height: usize, width: usize) -> Result<[usize; 3]> {
         let [pt, ph, pw] = self.config.patch_size;
-        if frames % pt != 0 || height % ph != 0 || width % pw != 0 {
+        if !frames.is_multiple_of(pt) || !height.is_multiple_of(ph) || !width.is_multiple_of(pw) {
             return Err(Error::Shape(format!(
                 "latent size {frames}×{height}×{width} is not divisible by patch size {:?}",
                 self.config.patch_size

@@ -150,7 +150,7 @@ impl Umt5Encoder {
     /// `ids, mask: [B, L]` → `last_hidden_state: [B, L, d_model]`.
     pub fn forward(&self, ids: &[u32], mask: &[u32], batch: usize) -> Result<Tensor> {
         let d = self.config.d_model;
-        if batch == 0 || ids.len() % batch != 0 || mask.len() != ids.len() {
+        if batch == 0 || !ids.len().is_multiple_of(batch) || mask.len() != ids.len() {
             return Err(Error::Shape(format!(
                 "text encoder: {} ids / {} mask for batch {batch}",
                 ids.len(),

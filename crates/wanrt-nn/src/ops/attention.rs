@@ -85,6 +85,8 @@ impl SyncPtr {
 }
 
 #[cfg(test)]
+// Naive references index like the math they transcribe.
+#[allow(clippy::needless_range_loop, clippy::type_complexity)]
 mod tests {
     use super::*;
 

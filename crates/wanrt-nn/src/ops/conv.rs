@@ -165,6 +165,8 @@ fn pad_input(x: &[f32], c: usize, t: usize, h: usize, w: usize, pad: PaddingFull
 }
 
 #[cfg(test)]
+// Naive references index like the math they transcribe.
+#[allow(clippy::needless_range_loop, clippy::type_complexity)]
 mod tests {
     use super::*;
 
