@@ -81,9 +81,13 @@ pub fn conv3d(
             for row_block in 0..rows_per_gemm {
                 let mut first = true;
                 for dt in 0..kt {
+                    // Frames of pure (causal) zero padding contribute nothing.
+                    let it = ot * st + dt;
+                    if it < pad.t.0 || it >= pad.t.0 + t {
+                        continue;
+                    }
                     for dh in 0..kh {
                         for dw in 0..kw {
-                            let it = ot * st + dt;
                             let ih = if linear { dh } else { row_block * sh + dh };
                             let base = it * frame + ih * wp + dw;
                             let off = (dt * kh + dh) * kw + dw;
@@ -103,6 +107,9 @@ pub fn conv3d(
                             first = false;
                         }
                     }
+                }
+                if first {
+                    acc.fill(0.0);
                 }
                 let dst = &mut out[ni * cout * to * ho * wo..];
                 for co in 0..cout {
