@@ -1,1 +1,24 @@
-//! wanrt-eval
+//! wanrt-eval: the `wanrt eval` metrics, numerically matching the reference Python tools.
+//!
+//! | metric | reference | module |
+//! |---|---|---|
+//! | FID, stats npz | pytorch-fid 0.3.0 | [`inception`], [`stats`], [`frechet`], [`fid`] |
+//! | KID | torchmetrics 1.9.0 `KernelInceptionDistance` | [`kid`] |
+//! | PSNR / SSIM | scikit-image 0.26 `peak_signal_noise_ratio` / `structural_similarity` | [`psnr`], [`ssim`], [`compare`] |
+//!
+//! Inputs follow DESIGN.md's item rules ([`items`]); [`cli`] implements the CLI contract.
+
+pub mod cli;
+pub mod compare;
+pub mod error;
+pub mod fid;
+pub mod frechet;
+pub mod inception;
+pub mod items;
+pub mod kid;
+pub mod psnr;
+pub mod ssim;
+pub mod stats;
+pub mod weights;
+
+pub use error::{EvalError, Result};

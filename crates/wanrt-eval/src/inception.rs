@@ -1,0 +1,353 @@
+//! The FID Inception network of pytorch-fid 0.3.0 (`pytorch_fid/inception.py`,
+//! `InceptionV3([3], resize_input=True, normalize_input=True, use_fid_inception=True)`):
+//! torchvision's Inception3 stem and Mixed blocks with the FID patches
+//! (`FIDInceptionA/C/E_1`: 3×3 average pooling that ignores padding; `FIDInceptionE_2`:
+//! 3×3 max pooling), ending in the 2048-d global average pool ("pool_3").
+//!
+//! Loads pytorch-fid's state_dict (`pt_inception-2015-12-05-6726825d.pth`, names like
+//! `Mixed_5b.branch1x1.conv.weight`); every `BasicConv2d` (conv without bias + BatchNorm
+//! eps 0.001 + ReLU) is folded into one conv with bias at load time.
+
+use std::path::Path;
+
+use wanrt_nn::ops::conv2d;
+use wanrt_nn::ops::pool::{avg_pool2d, global_avg_pool, max_pool2d};
+use wanrt_nn::ops::resize::resize_bilinear;
+use wanrt_nn::Tensor;
+
+use crate::error::{EvalError, Result};
+use crate::items::Frame;
+use crate::weights::StateDict;
+
+/// The usual file name of pytorch-fid's weights (named in "missing weights" errors).
+pub const INCEPTION_FILE: &str = "pt_inception-2015-12-05-6726825d.pth";
+/// Feature size of the pool_3 layer.
+pub const FEATURE_DIM: usize = 2048;
+const BN_EPS: f32 = 0.001;
+
+/// torchvision's `BasicConv2d` with its BatchNorm folded in.
+struct BasicConv {
+    weight: Tensor,
+    bias: Vec<f32>,
+    stride: usize,
+    pad: (usize, usize),
+}
+
+impl BasicConv {
+    /// `name.conv.weight` + `name.bn.{weight,bias,running_mean,running_var}`; the kernel
+    /// size comes from the weight, which must be `[cout, cin, kh, kw]`.
+    fn load(
+        sd: &StateDict,
+        name: &str,
+        cin: usize,
+        cout: usize,
+        k: (usize, usize),
+        stride: usize,
+        pad: (usize, usize),
+    ) -> Result<Self> {
+        let mut weight = sd.get(&format!("{name}.conv.weight"), Some(&[cout, cin, k.0, k.1]))?;
+        let g = sd.vec(&format!("{name}.bn.weight"), cout)?;
+        let b = sd.vec(&format!("{name}.bn.bias"), cout)?;
+        let m = sd.vec(&format!("{name}.bn.running_mean"), cout)?;
+        let v = sd.vec(&format!("{name}.bn.running_var"), cout)?;
+        let per = cin * k.0 * k.1;
+        let mut bias = vec![0.0; cout];
+        for o in 0..cout {
+            let s = g[o] / (v[o] + BN_EPS).sqrt();
+            weight.data_mut()[o * per..(o + 1) * per].iter_mut().for_each(|w| *w *= s);
+            bias[o] = b[o] - m[o] * s;
+        }
+        Ok(BasicConv { weight, bias, stride, pad })
+    }
+
+    /// `x: [N, cin, H, W]` → relu(conv(x)) `[N, cout, H', W']`.
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = conv2d(
+            x,
+            &self.weight,
+            Some(&self.bias),
+            (self.stride, self.stride),
+            ((self.pad.0, self.pad.0), (self.pad.1, self.pad.1)),
+        )?;
+        Ok(y.map(|v| v.max(0.0)))
+    }
+}
+
+fn cat(parts: &[Tensor]) -> Result<Tensor> {
+    let refs: Vec<&Tensor> = parts.iter().collect();
+    Ok(Tensor::cat(&refs, 1)?)
+}
+
+/// `FIDInceptionA` (Mixed_5b/5c/5d).
+struct BlockA {
+    b1: BasicConv,
+    b5_1: BasicConv,
+    b5_2: BasicConv,
+    d1: BasicConv,
+    d2: BasicConv,
+    d3: BasicConv,
+    pool: BasicConv,
+}
+
+impl BlockA {
+    fn load(sd: &StateDict, p: &str, cin: usize, pool_features: usize) -> Result<Self> {
+        let c = |n: &str, ci, co, k, pad| BasicConv::load(sd, &format!("{p}.{n}"), ci, co, k, 1, pad);
+        Ok(BlockA {
+            b1: c("branch1x1", cin, 64, (1, 1), (0, 0))?,
+            b5_1: c("branch5x5_1", cin, 48, (1, 1), (0, 0))?,
+            b5_2: c("branch5x5_2", 48, 64, (5, 5), (2, 2))?,
+            d1: c("branch3x3dbl_1", cin, 64, (1, 1), (0, 0))?,
+            d2: c("branch3x3dbl_2", 64, 96, (3, 3), (1, 1))?,
+            d3: c("branch3x3dbl_3", 96, 96, (3, 3), (1, 1))?,
+            pool: c("branch_pool", cin, pool_features, (1, 1), (0, 0))?,
+        })
+    }
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let a = self.b1.forward(x)?;
+        let b = self.b5_2.forward(&self.b5_1.forward(x)?)?;
+        let c = self.d3.forward(&self.d2.forward(&self.d1.forward(x)?)?)?;
+        let d = self.pool.forward(&avg_pool2d(x, 3, 1, 1, false)?)?;
+        cat(&[a, b, c, d])
+    }
+}
+
+/// torchvision `InceptionB` (Mixed_6a).
+struct BlockB {
+    b3: BasicConv,
+    d1: BasicConv,
+    d2: BasicConv,
+    d3: BasicConv,
+}
+
+impl BlockB {
+    fn load(sd: &StateDict, p: &str, cin: usize) -> Result<Self> {
+        let c = |n: &str, ci, co, k, s, pad| BasicConv::load(sd, &format!("{p}.{n}"), ci, co, k, s, pad);
+        Ok(BlockB {
+            b3: c("branch3x3", cin, 384, (3, 3), 2, (0, 0))?,
+            d1: c("branch3x3dbl_1", cin, 64, (1, 1), 1, (0, 0))?,
+            d2: c("branch3x3dbl_2", 64, 96, (3, 3), 1, (1, 1))?,
+            d3: c("branch3x3dbl_3", 96, 96, (3, 3), 2, (0, 0))?,
+        })
+    }
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let a = self.b3.forward(x)?;
+        let b = self.d3.forward(&self.d2.forward(&self.d1.forward(x)?)?)?;
+        let c = max_pool2d(x, 3, 2, 0)?;
+        cat(&[a, b, c])
+    }
+}
+
+/// `FIDInceptionC` (Mixed_6b..6e).
+struct BlockC {
+    b1: BasicConv,
+    s: [BasicConv; 3],
+    d: [BasicConv; 5],
+    pool: BasicConv,
+}
+
+impl BlockC {
+    fn load(sd: &StateDict, p: &str, c7: usize) -> Result<Self> {
+        let c = |n: &str, ci, co, k, pad| BasicConv::load(sd, &format!("{p}.{n}"), ci, co, k, 1, pad);
+        let (r, col) = (((1, 7), (0, 3)), ((7, 1), (3, 0)));
+        Ok(BlockC {
+            b1: c("branch1x1", 768, 192, (1, 1), (0, 0))?,
+            s: [
+                c("branch7x7_1", 768, c7, (1, 1), (0, 0))?,
+                c("branch7x7_2", c7, c7, r.0, r.1)?,
+                c("branch7x7_3", c7, 192, col.0, col.1)?,
+            ],
+            d: [
+                c("branch7x7dbl_1", 768, c7, (1, 1), (0, 0))?,
+                c("branch7x7dbl_2", c7, c7, col.0, col.1)?,
+                c("branch7x7dbl_3", c7, c7, r.0, r.1)?,
+                c("branch7x7dbl_4", c7, c7, col.0, col.1)?,
+                c("branch7x7dbl_5", c7, 192, r.0, r.1)?,
+            ],
+            pool: c("branch_pool", 768, 192, (1, 1), (0, 0))?,
+        })
+    }
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let a = self.b1.forward(x)?;
+        let mut b = x.clone();
+        for l in &self.s {
+            b = l.forward(&b)?;
+        }
+        let mut c = x.clone();
+        for l in &self.d {
+            c = l.forward(&c)?;
+        }
+        let d = self.pool.forward(&avg_pool2d(x, 3, 1, 1, false)?)?;
+        cat(&[a, b, c, d])
+    }
+}
+
+/// torchvision `InceptionD` (Mixed_7a).
+struct BlockD {
+    b3_1: BasicConv,
+    b3_2: BasicConv,
+    s: [BasicConv; 4],
+}
+
+impl BlockD {
+    fn load(sd: &StateDict, p: &str, cin: usize) -> Result<Self> {
+        let c = |n: &str, ci, co, k, s, pad| BasicConv::load(sd, &format!("{p}.{n}"), ci, co, k, s, pad);
+        Ok(BlockD {
+            b3_1: c("branch3x3_1", cin, 192, (1, 1), 1, (0, 0))?,
+            b3_2: c("branch3x3_2", 192, 320, (3, 3), 2, (0, 0))?,
+            s: [
+                c("branch7x7x3_1", cin, 192, (1, 1), 1, (0, 0))?,
+                c("branch7x7x3_2", 192, 192, (1, 7), 1, (0, 3))?,
+                c("branch7x7x3_3", 192, 192, (7, 1), 1, (3, 0))?,
+                c("branch7x7x3_4", 192, 192, (3, 3), 2, (0, 0))?,
+            ],
+        })
+    }
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let a = self.b3_2.forward(&self.b3_1.forward(x)?)?;
+        let mut b = x.clone();
+        for l in &self.s {
+            b = l.forward(&b)?;
+        }
+        let c = max_pool2d(x, 3, 2, 0)?;
+        cat(&[a, b, c])
+    }
+}
+
+/// `FIDInceptionE_1` (Mixed_7b, average pool) / `FIDInceptionE_2` (Mixed_7c, max pool).
+struct BlockE {
+    b1: BasicConv,
+    b3_1: BasicConv,
+    b3_2a: BasicConv,
+    b3_2b: BasicConv,
+    d1: BasicConv,
+    d2: BasicConv,
+    d3a: BasicConv,
+    d3b: BasicConv,
+    pool: BasicConv,
+    max_pool: bool,
+}
+
+impl BlockE {
+    fn load(sd: &StateDict, p: &str, cin: usize, max_pool: bool) -> Result<Self> {
+        let c = |n: &str, ci, co, k, pad| BasicConv::load(sd, &format!("{p}.{n}"), ci, co, k, 1, pad);
+        Ok(BlockE {
+            b1: c("branch1x1", cin, 320, (1, 1), (0, 0))?,
+            b3_1: c("branch3x3_1", cin, 384, (1, 1), (0, 0))?,
+            b3_2a: c("branch3x3_2a", 384, 384, (1, 3), (0, 1))?,
+            b3_2b: c("branch3x3_2b", 384, 384, (3, 1), (1, 0))?,
+            d1: c("branch3x3dbl_1", cin, 448, (1, 1), (0, 0))?,
+            d2: c("branch3x3dbl_2", 448, 384, (3, 3), (1, 1))?,
+            d3a: c("branch3x3dbl_3a", 384, 384, (1, 3), (0, 1))?,
+            d3b: c("branch3x3dbl_3b", 384, 384, (3, 1), (1, 0))?,
+            pool: c("branch_pool", cin, 192, (1, 1), (0, 0))?,
+            max_pool,
+        })
+    }
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let a = self.b1.forward(x)?;
+        let b = self.b3_1.forward(x)?;
+        let (b1, b2) = (self.b3_2a.forward(&b)?, self.b3_2b.forward(&b)?);
+        let c = self.d2.forward(&self.d1.forward(x)?)?;
+        let (c1, c2) = (self.d3a.forward(&c)?, self.d3b.forward(&c)?);
+        let pooled = if self.max_pool { max_pool2d(x, 3, 1, 1)? } else { avg_pool2d(x, 3, 1, 1, false)? };
+        let d = self.pool.forward(&pooled)?;
+        cat(&[a, b1, b2, c1, c2, d])
+    }
+}
+
+/// pytorch-fid's `InceptionV3([3])`: images → 2048-d pool_3 features.
+pub struct FidInception {
+    stem: [BasicConv; 5],
+    mixed_5: [BlockA; 3],
+    mixed_6a: BlockB,
+    mixed_6: [BlockC; 4],
+    mixed_7a: BlockD,
+    mixed_7b: BlockE,
+    mixed_7c: BlockE,
+}
+
+impl FidInception {
+    /// Loads pytorch-fid's state_dict (`.pth`, or a `.safetensors` with the same names).
+    pub fn load(path: &Path) -> Result<Self> {
+        let sd = StateDict::open(path)?;
+        Self::from_state_dict(&sd)
+    }
+
+    pub fn from_state_dict(sd: &StateDict) -> Result<Self> {
+        if !sd.contains("Mixed_7c.branch_pool.conv.weight") {
+            return Err(EvalError::Weights {
+                path: sd.path().to_path_buf(),
+                msg: format!(
+                    "not a pytorch-fid Inception state_dict (no `Mixed_7c.branch_pool.conv.weight`; \
+                     expected the layout of `{INCEPTION_FILE}`)"
+                ),
+            });
+        }
+        let c = |n: &str, ci, co, k, s, pad| BasicConv::load(sd, n, ci, co, k, s, pad);
+        Ok(FidInception {
+            stem: [
+                c("Conv2d_1a_3x3", 3, 32, (3, 3), 2, (0, 0))?,
+                c("Conv2d_2a_3x3", 32, 32, (3, 3), 1, (0, 0))?,
+                c("Conv2d_2b_3x3", 32, 64, (3, 3), 1, (1, 1))?,
+                c("Conv2d_3b_1x1", 64, 80, (1, 1), 1, (0, 0))?,
+                c("Conv2d_4a_3x3", 80, 192, (3, 3), 1, (0, 0))?,
+            ],
+            mixed_5: [
+                BlockA::load(sd, "Mixed_5b", 192, 32)?,
+                BlockA::load(sd, "Mixed_5c", 256, 64)?,
+                BlockA::load(sd, "Mixed_5d", 288, 64)?,
+            ],
+            mixed_6a: BlockB::load(sd, "Mixed_6a", 288)?,
+            mixed_6: [
+                BlockC::load(sd, "Mixed_6b", 128)?,
+                BlockC::load(sd, "Mixed_6c", 160)?,
+                BlockC::load(sd, "Mixed_6d", 160)?,
+                BlockC::load(sd, "Mixed_6e", 192)?,
+            ],
+            mixed_7a: BlockD::load(sd, "Mixed_7a", 768)?,
+            mixed_7b: BlockE::load(sd, "Mixed_7b", 1280, false)?,
+            mixed_7c: BlockE::load(sd, "Mixed_7c", 2048, true)?,
+        })
+    }
+
+    /// `x: [N, 3, H, W]` in [0, 1] → `[N, 2048]` (resize to 299 bilinear, 2x−1, network).
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let x = resize_bilinear(x, 299, 299)?.map(|v| 2.0 * v - 1.0);
+        let mut x = self.stem[0].forward(&x)?;
+        x = self.stem[1].forward(&x)?;
+        x = self.stem[2].forward(&x)?;
+        x = max_pool2d(&x, 3, 2, 0)?;
+        x = self.stem[3].forward(&x)?;
+        x = self.stem[4].forward(&x)?;
+        x = max_pool2d(&x, 3, 2, 0)?;
+        for b in &self.mixed_5 {
+            x = b.forward(&x)?;
+        }
+        x = self.mixed_6a.forward(&x)?;
+        for b in &self.mixed_6 {
+            x = b.forward(&x)?;
+        }
+        x = self.mixed_7a.forward(&x)?;
+        x = self.mixed_7b.forward(&x)?;
+        x = self.mixed_7c.forward(&x)?;
+        Ok(global_avg_pool(&x)?)
+    }
+
+    /// Features of one uint8 frame (as pytorch-fid's `ToTensor()` → x/255).
+    pub fn features(&self, frame: &Frame) -> Result<Vec<f32>> {
+        let x = frame_to_nchw(frame);
+        Ok(self.forward(&x)?.into_data())
+    }
+}
+
+/// `[H, W, 3]` uint8 → `[1, 3, H, W]` f32 in [0, 1].
+pub fn frame_to_nchw(frame: &Frame) -> Tensor {
+    let (h, w) = (frame.height, frame.width);
+    let mut data = vec![0.0f32; 3 * h * w];
+    for (i, px) in frame.data.chunks_exact(3).enumerate() {
+        for c in 0..3 {
+            data[c * h * w + i] = px[c] as f32 / 255.0;
+        }
+    }
+    Tensor::new([1, 3, h, w], data).expect("shape matches data")
+}
