@@ -14,6 +14,7 @@ use crate::error::EvalError;
 use crate::fid::{compute_features, compute_stats, fid_from_paths, kid_from_paths, FeatureOptions};
 use crate::inception::{FidInception, INCEPTION_FILE};
 use crate::kid::{KidOptions, DEFAULT_SUBSETS, DEFAULT_SUBSET_SIZE};
+use crate::lpips::{Lpips, LpipsNet};
 use crate::stats::merge_stats;
 
 /// Options shared by the commands that read items.
@@ -120,6 +121,10 @@ pub enum EvalCommand {
         lpips: Option<PathBuf>,
         #[arg(long, value_name = "alex|vgg", default_value = "alex")]
         lpips_net: String,
+        /// torchvision backbone weights, when --lpips holds only the linear heads
+        /// (the lpips package's weights/v0.1/alex.pth).
+        #[arg(long, value_name = "FILE.pth")]
+        lpips_backbone: Option<PathBuf>,
         #[command(flatten)]
         input: InputArgs,
     },
@@ -271,16 +276,21 @@ pub fn run(cmd: EvalCommand) -> anyhow::Result<()> {
             }
             bail!("eval clipscore: not implemented in this build yet")
         }
-        EvalCommand::Compare { reference, candidate, lpips, lpips_net: _, input } => {
+        EvalCommand::Compare { reference, candidate, lpips, lpips_net, lpips_backbone, input } => {
             set_threads(input.threads);
-            if lpips.is_some() {
-                bail!("eval compare: --lpips is not implemented in this build yet");
-            }
+            let model = match &lpips {
+                Some(p) => Some(Lpips::load(lpips_net.parse::<LpipsNet>()?, p, lpips_backbone.as_deref())?),
+                None => None,
+            };
             let pb = progress("compare");
-            let r = compare(&reference, &candidate, input.frames_per_video, None, &pb)?;
+            let metric = model.as_ref().map(|m| m as &dyn crate::compare::FrameMetric);
+            let r = compare(&reference, &candidate, input.frames_per_video, metric, &pb)?;
             pb.finish_and_clear();
             emit(input.json, &r, || {
                 let mut s = format!("PSNR {:.4} dB  SSIM {:.5}", r.psnr, r.ssim);
+                if let Some(l) = r.lpips {
+                    s.push_str(&format!("  LPIPS {l:.5}"));
+                }
                 for i in &r.items {
                     s.push_str(&format!(
                         "\n  {:<24} {:>3} frames  PSNR {:.4}  SSIM {:.5}",

@@ -5,6 +5,9 @@
 //! | FID, stats npz | pytorch-fid 0.3.0 | [`inception`], [`stats`], [`frechet`], [`fid`] |
 //! | KID | torchmetrics 1.9.0 `KernelInceptionDistance` | [`kid`] |
 //! | PSNR / SSIM | scikit-image 0.26 `peak_signal_noise_ratio` / `structural_similarity` | [`psnr`], [`ssim`], [`compare`] |
+//! | LPIPS | lpips 0.1.4 `LPIPS` (AlexNet / VGG16, v0.1 heads) | [`lpips`] |
+//!
+//! Not yet here: CLIPScore and FVD (the CLI answers them with a clear error).
 //!
 //! Inputs follow DESIGN.md's item rules ([`items`]); [`cli`] implements the CLI contract.
 
@@ -16,6 +19,7 @@ pub mod frechet;
 pub mod inception;
 pub mod items;
 pub mod kid;
+pub mod lpips;
 pub mod psnr;
 pub mod ssim;
 pub mod stats;
