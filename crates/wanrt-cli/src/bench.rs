@@ -42,6 +42,9 @@ pub struct BenchArgs {
     /// CPU threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Keep bf16/f16 checkpoint weights in half precision (same output, ~half the memory, a bit slower).
+    #[arg(long)]
+    pub low_memory: bool,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -61,7 +64,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
         bail!("--repeat must be at least 1");
     }
     let dir = model_path::resolve(args.model.as_deref())?;
-    let (model, load_s) = timed(|| Ok(WanModel::load(&dir, |_| {})?))?;
+    let opts = wanrt_wan::model::LoadOptions { keep_half_weights: args.low_memory };
+    let (model, load_s) = timed(|| Ok(WanModel::load_with(&dir, opts, |_| {})?))?;
     let mut p = GenerateParams::new("a red fox runs through the snowy forest");
     (p.num_frames, p.height, p.width) = (Some(args.frames), Some(args.height), Some(args.width));
     p.max_sequence_length = args.max_sequence_length;

@@ -14,6 +14,6 @@ pub mod weights;
 
 pub use dtype::DType;
 pub use error::{Error, Result};
-pub use linear::Linear;
+pub use linear::{Linear, LinearWeight};
 pub use tensor::Tensor;
 pub use weights::WeightStore;

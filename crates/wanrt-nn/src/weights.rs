@@ -94,6 +94,8 @@ impl RawTensor {
 #[derive(Clone, Default)]
 pub struct WeightStore {
     tensors: BTreeMap<String, RawTensor>,
+    /// Keep bf16/f16 layer weights in half precision (see [`crate::Linear`]).
+    keep_half: bool,
     /// Human description of where the tensors came from, for error messages.
     origin: String,
 }
@@ -116,7 +118,17 @@ fn st_dtype(d: safetensors::Dtype) -> Option<DType> {
 
 impl WeightStore {
     pub fn new(origin: impl Into<String>) -> Self {
-        WeightStore { tensors: BTreeMap::new(), origin: origin.into() }
+        WeightStore { tensors: BTreeMap::new(), keep_half: false, origin: origin.into() }
+    }
+
+    /// Keep half-precision layer weights as stored (less memory, same results).
+    pub fn with_half_storage(mut self, keep: bool) -> Self {
+        self.keep_half = keep;
+        self
+    }
+
+    pub fn keeps_half(&self) -> bool {
+        self.keep_half
     }
 
     pub fn origin(&self) -> &str {
@@ -239,7 +251,7 @@ impl WeightStore {
     /// A store whose names are rewritten by `rename` (None drops the tensor).
     pub fn renamed(self, mut rename: impl FnMut(&str) -> Option<String>) -> Self {
         let tensors = self.tensors.into_iter().filter_map(|(k, v)| rename(&k).map(|k| (k, v))).collect();
-        WeightStore { tensors, origin: self.origin }
+        WeightStore { tensors, keep_half: self.keep_half, origin: self.origin }
     }
 }
 

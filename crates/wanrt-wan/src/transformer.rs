@@ -132,13 +132,6 @@ struct Block {
     scale_shift_table: Vec<f32>,
 }
 
-fn fuse_linears(parts: &[Linear]) -> Result<Linear> {
-    let weights: Vec<&Tensor> = parts.iter().map(|l| &l.weight).collect();
-    let weight = Tensor::cat(&weights, 0)?;
-    let bias = parts.iter().map(|l| l.bias.clone()).collect::<Option<Vec<_>>>().map(|b| b.concat());
-    Ok(Linear { weight, bias })
-}
-
 fn load_vec(ws: &WeightStore, name: &str, len: usize) -> Result<Vec<f32>> {
     Ok(ws.get_shaped(name, &[len])?.into_data())
 }
@@ -149,7 +142,7 @@ impl Block {
         let p = |s: &str| format!("blocks.{i}.{s}");
         let lin = |s: &str, i_: usize, o: usize| Linear::load(ws, &p(s), i_, o, true);
         let attn1 = SelfAttention {
-            qkv: fuse_linears(&[
+            qkv: Linear::fuse(&[
                 lin("attn1.to_q", dim, dim)?,
                 lin("attn1.to_k", dim, dim)?,
                 lin("attn1.to_v", dim, dim)?,
@@ -160,7 +153,7 @@ impl Block {
         };
         let attn2 = CrossAttention {
             to_q: lin("attn2.to_q", dim, dim)?,
-            kv: fuse_linears(&[lin("attn2.to_k", dim, dim)?, lin("attn2.to_v", dim, dim)?])?,
+            kv: Linear::fuse(&[lin("attn2.to_k", dim, dim)?, lin("attn2.to_v", dim, dim)?])?,
             norm_q: load_vec(ws, &p("attn2.norm_q.weight"), dim)?,
             norm_k: load_vec(ws, &p("attn2.norm_k.weight"), dim)?,
             to_out: lin("attn2.to_out.0", dim, dim)?,
@@ -228,7 +221,7 @@ impl WanTransformer {
         let patch_in = config.in_channels * pt * ph * pw;
         let pe_w = ws.get_shaped("patch_embedding.weight", &[dim, config.in_channels, pt, ph, pw])?;
         let patch_embed =
-            Linear { weight: pe_w.reshape([dim, patch_in])?, bias: Some(load_vec(ws, "patch_embedding.bias", dim)?) };
+            Linear::from_f32(pe_w.reshape([dim, patch_in])?, Some(load_vec(ws, "patch_embedding.bias", dim)?));
         let ce = |s: &str, i: usize, o: usize| Linear::load(ws, &format!("condition_embedder.{s}"), i, o, true);
         let blocks = (0..config.num_layers).map(|i| Block::load(ws, &config, i)).collect::<Result<Vec<_>>>()?;
         Ok(WanTransformer {
@@ -247,7 +240,7 @@ impl WanTransformer {
 
     /// Number of parameters held (for reports).
     pub fn num_params(&self) -> usize {
-        let lin = |l: &Linear| l.weight.numel() + l.bias.as_ref().map_or(0, Vec::len);
+        let lin = |l: &Linear| l.num_params();
         let mut n = [&self.patch_embed, &self.time_linear_1, &self.time_linear_2, &self.time_proj]
             .iter()
             .chain([&self.text_linear_1, &self.text_linear_2, &self.proj_out].iter())
