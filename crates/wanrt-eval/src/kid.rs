@@ -10,6 +10,7 @@
 //! With one subset of the full size (`--subsets 1 --subset-size n`, both sets of size n)
 //! the result is deterministic and equal to torchmetrics (MMD does not depend on order).
 
+use faer::Mat;
 use serde::Serialize;
 
 use crate::error::{EvalError, Result};
@@ -78,9 +79,18 @@ impl SplitMix {
     }
 }
 
-fn kernel(a: &[f64], b: &[f64], gamma: f64, coef: f64, degree: i32) -> f64 {
-    let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
-    (dot * gamma + coef).powi(degree)
+/// Σ of `(γ·AᵢᵀBⱼ + c)^degree` over all (i, j), minus the diagonal when `skip_diag`.
+fn kernel_sum(a: &Mat<f64>, b: &Mat<f64>, gamma: f64, coef: f64, degree: i32, skip_diag: bool) -> f64 {
+    let g = a * b.transpose();
+    let mut s = 0.0;
+    for j in 0..g.ncols() {
+        for i in 0..g.nrows() {
+            if !(skip_diag && i == j) {
+                s += (g[(i, j)] * gamma + coef).powi(degree);
+            }
+        }
+    }
+    s
 }
 
 /// torchmetrics' `poly_mmd` on two `[m, d]` row sets of equal size m ≥ 2.
@@ -88,18 +98,11 @@ pub fn poly_mmd(x: &[&[f64]], y: &[&[f64]], degree: i32, gamma: Option<f64>, coe
     let m = x.len();
     let d = x.first().map_or(1, |r| r.len());
     let gamma = gamma.unwrap_or(1.0 / d as f64);
-    let mut kxx = 0.0;
-    let mut kyy = 0.0;
-    let mut kxy = 0.0;
-    for i in 0..m {
-        for j in 0..m {
-            if i != j {
-                kxx += kernel(x[i], x[j], gamma, coef, degree);
-                kyy += kernel(y[i], y[j], gamma, coef, degree);
-            }
-            kxy += kernel(x[i], y[j], gamma, coef, degree);
-        }
-    }
+    let a = Mat::from_fn(m, d, |i, j| x[i][j]);
+    let b = Mat::from_fn(m, d, |i, j| y[i][j]);
+    let kxx = kernel_sum(&a, &a, gamma, coef, degree, true);
+    let kyy = kernel_sum(&b, &b, gamma, coef, degree, true);
+    let kxy = kernel_sum(&a, &b, gamma, coef, degree, false);
     let m = m as f64;
     (kxx + kyy) / (m * (m - 1.0)) - 2.0 * kxy / (m * m)
 }
