@@ -135,3 +135,27 @@ fn frechet_and_kid_match_on_small_cases() {
         assert!(rel_err(kid, want) <= 1e-9, "case {i}: kid {kid} want {want}");
     }
 }
+
+#[test]
+fn video_items_and_frame_sampling_feed_the_same_network() {
+    // an NPY video of fixture frames [img_00, img_04, img_04] (both 64x64); with
+    // --frames-per-video 2 the frames kept are round(i·2/1) = 0, 2 → img_00, img_04.
+    let dir = fixtures().join("fid");
+    let a = wanrt_media::read_image(dir.join("real/img_00.png")).unwrap();
+    let b = wanrt_media::read_image(dir.join("real/img_04.png")).unwrap();
+    let data = [a.data(), b.data(), b.data()].concat();
+    let tmp = tempfile::tempdir().unwrap();
+    let arr = wanrt_io::NpyArray::new(vec![3, 64, 64, 3], data).unwrap();
+    wanrt_io::write_npy(tmp.path().join("clip.npy"), &arr).unwrap();
+    let net = FidInception::load(&dir.join("pt_inception-random.pth")).unwrap();
+    let opts = FeatureOptions { frames_per_video: Some(2), batch: 1 };
+    let got = compute_features(&net, tmp.path(), &opts, &ProgressBar::hidden()).unwrap();
+    assert_eq!((got.items, got.frames), (1, 2));
+    let want = read_features_npy(&dir.join("real_features.npy")).unwrap();
+    for (k, row) in [0usize, 4].iter().enumerate() {
+        let g = &got.features[k * 2048..(k + 1) * 2048];
+        let w = &want.features[row * 2048..(row + 1) * 2048];
+        let err = g.iter().zip(w).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+        assert!(err <= 1e-3, "frame {k}: max-abs {err}");
+    }
+}
