@@ -7,7 +7,7 @@
 
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::ops::matmul::{gemm_general, Layout};
+use crate::ops::matmul::{gemm_general, matmul_nt, Layout};
 use crate::weights::WeightStore;
 use crate::Tensor;
 use rayon::prelude::*;
@@ -160,33 +160,22 @@ impl Linear {
         let m = x.numel() / k.max(1);
         let mut shape = x.shape().to_vec();
         *shape.last_mut().expect("rank >= 1") = n;
-        let mut out = vec![0.0f32; m * n];
-        match &self.weight {
-            LinearWeight::F32(w) => gemm_general(
-                &mut out,
-                n,
-                x.data(),
-                Layout::row_major(k),
-                w.data(),
-                Layout { rs: 1, cs: k },
-                m,
-                n,
-                k,
-                false,
-                false,
-            ),
+        let mut y = match &self.weight {
+            LinearWeight::F32(w) => matmul_nt(x, w)?,
             LinearWeight::Half { .. } => {
+                let mut out = vec![0.0f32; m * n];
                 let mut block = Vec::new();
                 for start in (0..n).step_by(WIDEN_BLOCK) {
                     let len = WIDEN_BLOCK.min(n - start);
                     self.weight.rows_f32(start, len, &mut block);
+                    let w_layout = Layout { rs: 1, cs: k };
                     gemm_general(
                         &mut out[start..],
                         n,
                         x.data(),
                         Layout::row_major(k),
                         &block,
-                        Layout { rs: 1, cs: k },
+                        w_layout,
                         m,
                         len,
                         k,
@@ -194,9 +183,9 @@ impl Linear {
                         false,
                     );
                 }
+                Tensor::new(shape, out)?
             }
-        }
-        let mut y = Tensor::new(shape, out)?;
+        };
         if let Some(b) = &self.bias {
             y.add_row(b)?;
         }

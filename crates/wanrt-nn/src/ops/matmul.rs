@@ -116,34 +116,33 @@ pub fn matmul_nt_slices(a: &[f32], w: &[f32], m: usize, k: usize, n: usize) -> V
     out
 }
 
-/// `[.., M, K] · [K, N] → [.., M, N]` (the right operand is shared).
-pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    let (k, n) = match b.shape() {
-        [k, n] => (*k, *n),
-        s => return Err(Error::shape("matmul rhs", "[K, N]", s)),
-    };
+/// `[.., K] · B → [.., N]` for a right operand addressed by `b_layout`.
+fn product(op: &'static str, a: &Tensor, b: &[f32], k: usize, n: usize, b_layout: Layout) -> Result<Tensor> {
     if a.shape().last() != Some(&k) {
-        return Err(Error::shape("matmul", format!("[.., {k}]"), a.shape()));
+        return Err(Error::shape(op, format!("[.., {k}]"), a.shape()));
     }
     let m = a.numel() / k.max(1);
     let mut shape = a.shape().to_vec();
     *shape.last_mut().expect("rank >= 1") = n;
-    Tensor::new(shape, matmul_slices(a.data(), b.data(), m, k, n))
+    let mut out = vec![0.0; m * n];
+    gemm_general(&mut out, n, a.data(), Layout::row_major(k), b, b_layout, m, n, k, false, false);
+    Tensor::new(shape, out)
 }
 
-/// `[.., K] · w[N, K]ᵀ → [.., N]`.
-pub fn matmul_nt(a: &Tensor, w: &Tensor) -> Result<Tensor> {
-    let (n, k) = match w.shape() {
-        [n, k] => (*n, *k),
-        s => return Err(Error::shape("matmul_nt rhs", "[N, K]", s)),
+/// `[.., M, K] · [K, N] → [.., M, N]` (the right operand is shared).
+pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let &[k, n] = b.shape() else {
+        return Err(Error::shape("matmul rhs", "[K, N]", b.shape()));
     };
-    if a.shape().last() != Some(&k) {
-        return Err(Error::shape("matmul_nt", format!("[.., {k}]"), a.shape()));
-    }
-    let m = a.numel() / k.max(1);
-    let mut shape = a.shape().to_vec();
-    *shape.last_mut().expect("rank >= 1") = n;
-    Tensor::new(shape, matmul_nt_slices(a.data(), w.data(), m, k, n))
+    product("matmul", a, b.data(), k, n, Layout::row_major(n))
+}
+
+/// `[.., K] · w[N, K]ᵀ → [.., N]` (PyTorch Linear weight layout).
+pub fn matmul_nt(a: &Tensor, w: &Tensor) -> Result<Tensor> {
+    let &[n, k] = w.shape() else {
+        return Err(Error::shape("matmul_nt rhs", "[N, K]", w.shape()));
+    };
+    product("matmul_nt", a, w.data(), k, n, Layout { rs: 1, cs: k })
 }
 
 #[cfg(test)]
