@@ -252,17 +252,30 @@ pub fn run(cmd: EvalCommand) -> anyhow::Result<()> {
                 format!("wrote {} ({} frames, dim {})", out.output, fmt_opt(&out.frames), out.dim)
             })
         }
-        EvalCommand::Fvd { i3d, .. } => {
-            if i3d.is_none() {
+        EvalCommand::Fvd { i3d, real, fake, input } => {
+            set_threads(input.threads);
+            let Some(i3d) = i3d else {
                 return Err(EvalError::MissingWeights {
                     what: "I3D (Kinetics-400)",
                     flag: "--i3d",
                     env: "WANRT_I3D",
-                    usual: "i3d_pretrained_400.pt",
+                    usual: crate::i3d::I3D_FILE,
                 }
                 .into());
-            }
-            bail!("eval fvd: not implemented in this build yet")
+            };
+            let pb = progress("fvd");
+            let r = crate::fvd::fvd_from_paths(&i3d, &real, &fake, input.frames_per_video, &pb)?;
+            pb.finish_and_clear();
+            emit(input.json, &r, || {
+                format!(
+                    "FVD {:.6}\n  real: {} videos, {} frames\n  fake: {} videos, {} frames",
+                    r.fvd,
+                    fmt_opt(&r.real.items),
+                    fmt_opt(&r.real.frames),
+                    fmt_opt(&r.fake.items),
+                    fmt_opt(&r.fake.frames)
+                )
+            })
         }
         EvalCommand::Clipscore { clip, .. } => {
             if clip.is_none() {

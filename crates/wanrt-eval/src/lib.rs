@@ -6,8 +6,9 @@
 //! | KID | torchmetrics 1.9.0 `KernelInceptionDistance` | [`kid`] |
 //! | PSNR / SSIM | scikit-image 0.26 `peak_signal_noise_ratio` / `structural_similarity` | [`psnr`], [`ssim`], [`compare`] |
 //! | LPIPS | lpips 0.1.4 `LPIPS` (AlexNet / VGG16, v0.1 heads) | [`lpips`] |
+//! | FVD | common_metrics_on_video_quality `fvd/videogpt` (VideoGPT I3D) | [`i3d`], [`fvd`] |
 //!
-//! Not yet here: CLIPScore and FVD (the CLI answers them with a clear error).
+//! Not yet here: CLIPScore (the CLI answers it with a clear error).
 //!
 //! Inputs follow DESIGN.md's item rules ([`items`]); [`cli`] implements the CLI contract.
 
@@ -16,6 +17,8 @@ pub mod compare;
 pub mod error;
 pub mod fid;
 pub mod frechet;
+pub mod fvd;
+pub mod i3d;
 pub mod inception;
 pub mod items;
 pub mod kid;

@@ -1,0 +1,217 @@
+//! The I3D (Inception-v1 inflated to 3D, Kinetics-400) of VideoGPT's
+//! `videogpt/fvd/pytorch_i3d.py` (from piergiaj/pytorch-i3d), the network of the
+//! VideoGPT-style FVD that common_metrics_on_video_quality (`fvd/videogpt/fvd.py`) uses.
+//!
+//! Every conv (`Unit3D`: conv3d without bias + BatchNorm eps 1e-5 + ReLU, BN folded at
+//! load) and every max pool (`MaxPool3dSamePadding`) pads "same" by TensorFlow's rule,
+//! computed from the input size (`pad = max(k − s, 0)` if `n % s == 0` else
+//! `max(k − n % s, 0)`, front `pad / 2`), with zeros. The head is `AvgPool3d((2, 7, 7),
+//! stride 1)`, the 1×1×1 `logits` conv with bias, squeezed and averaged over time:
+//! `[B, 3, T, 224, 224]` → `[B, 400]` ("logits", the FVD embedding).
+//!
+//! Loads `i3d_pretrained_400.pt` (a state_dict: `Conv3d_1a_7x7.conv3d.weight`,
+//! `Mixed_3b.b1b.bn.running_var`, `logits.conv3d.bias`, …).
+
+use std::path::Path;
+
+use wanrt_nn::ops::conv3d;
+use wanrt_nn::ops::pool::{avg_pool3d, max_pool3d, Pool3d};
+use wanrt_nn::ops::PaddingFull;
+use wanrt_nn::Tensor;
+
+use crate::error::{EvalError, Result};
+use crate::weights::StateDict;
+
+/// The usual file name of the I3D weights (named in "missing weights" errors).
+pub const I3D_FILE: &str = "i3d_pretrained_400.pt";
+const BN_EPS: f32 = 1e-5;
+
+type K3 = (usize, usize, usize);
+
+/// TensorFlow "same" padding (front, back) of one axis.
+fn same_pad(n: usize, k: usize, s: usize) -> (usize, usize) {
+    let p = if n % s == 0 { k.saturating_sub(s) } else { k.saturating_sub(n % s) };
+    (p / 2, p - p / 2)
+}
+
+fn same_pads(x: &Tensor, k: K3, s: K3) -> PaddingFull {
+    PaddingFull { t: same_pad(x.dim(2), k.0, s.0), h: same_pad(x.dim(3), k.1, s.1), w: same_pad(x.dim(4), k.2, s.2) }
+}
+
+/// `Unit3D` with its BatchNorm folded.
+struct Unit {
+    weight: Tensor,
+    bias: Vec<f32>,
+    k: K3,
+    s: K3,
+    relu: bool,
+}
+
+impl Unit {
+    fn load(sd: &StateDict, name: &str, cin: usize, cout: usize, k: K3, s: K3) -> Result<Self> {
+        let mut weight = sd.get(&format!("{name}.conv3d.weight"), Some(&[cout, cin, k.0, k.1, k.2]))?;
+        let g = sd.vec(&format!("{name}.bn.weight"), cout)?;
+        let b = sd.vec(&format!("{name}.bn.bias"), cout)?;
+        let m = sd.vec(&format!("{name}.bn.running_mean"), cout)?;
+        let v = sd.vec(&format!("{name}.bn.running_var"), cout)?;
+        let per = cin * k.0 * k.1 * k.2;
+        let mut bias = vec![0.0; cout];
+        for o in 0..cout {
+            let sc = g[o] / (v[o] + BN_EPS).sqrt();
+            weight.data_mut()[o * per..(o + 1) * per].iter_mut().for_each(|w| *w *= sc);
+            bias[o] = b[o] - m[o] * sc;
+        }
+        Ok(Unit { weight, bias, k, s, relu: true })
+    }
+
+    /// `x: [N, cin, T, H, W]` → `[N, cout, ⌈T/s⌉, ⌈H/s⌉, ⌈W/s⌉]`.
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let pad = same_pads(x, self.k, self.s);
+        let y = conv3d(x, &self.weight, Some(&self.bias), self.s, pad)?;
+        Ok(if self.relu { y.map(|v| v.max(0.0)) } else { y })
+    }
+}
+
+/// `MaxPool3dSamePadding`: zero padding (F.pad), then max pooling.
+fn max_pool_same(x: &Tensor, k: K3, s: K3) -> Result<Tensor> {
+    let pad = same_pads(x, k, s);
+    let &[n, c, t, h, w] = x.shape() else {
+        return Err(EvalError::Msg(format!("I3D max pool: expected a 5-D input, found {:?}", x.shape())));
+    };
+    let (tp, hp, wp) = (t + pad.t.0 + pad.t.1, h + pad.h.0 + pad.h.1, w + pad.w.0 + pad.w.1);
+    let mut padded = vec![0.0f32; n * c * tp * hp * wp];
+    for nc in 0..n * c {
+        for ti in 0..t {
+            for hi in 0..h {
+                let src = &x.data()[((nc * t + ti) * h + hi) * w..][..w];
+                let dst = ((nc * tp + ti + pad.t.0) * hp + hi + pad.h.0) * wp + pad.w.0;
+                padded[dst..dst + w].copy_from_slice(src);
+            }
+        }
+    }
+    let xp = Tensor::new([n, c, tp, hp, wp], padded)?;
+    Ok(max_pool3d(&xp, Pool3d { kernel: k, stride: s, pad: ((0, 0), (0, 0), (0, 0)) })?)
+}
+
+/// `InceptionModule`: four branches concatenated over channels.
+struct Mixed {
+    b0: Unit,
+    b1a: Unit,
+    b1b: Unit,
+    b2a: Unit,
+    b2b: Unit,
+    b3b: Unit,
+}
+
+impl Mixed {
+    fn load(sd: &StateDict, p: &str, cin: usize, c: [usize; 6]) -> Result<Self> {
+        let one = (1, 1, 1);
+        let three = (3, 3, 3);
+        let u = |n: &str, ci, co, k| Unit::load(sd, &format!("{p}.{n}"), ci, co, k, one);
+        Ok(Mixed {
+            b0: u("b0", cin, c[0], one)?,
+            b1a: u("b1a", cin, c[1], one)?,
+            b1b: u("b1b", c[1], c[2], three)?,
+            b2a: u("b2a", cin, c[3], one)?,
+            b2b: u("b2b", c[3], c[4], three)?,
+            b3b: u("b3b", cin, c[5], one)?,
+        })
+    }
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let a = self.b0.forward(x)?;
+        let b = self.b1b.forward(&self.b1a.forward(x)?)?;
+        let c = self.b2b.forward(&self.b2a.forward(x)?)?;
+        let d = self.b3b.forward(&max_pool_same(x, (3, 3, 3), (1, 1, 1))?)?;
+        Ok(Tensor::cat(&[&a, &b, &c, &d], 1)?)
+    }
+}
+
+const MIXED: [(&str, usize, [usize; 6]); 9] = [
+    ("Mixed_3b", 192, [64, 96, 128, 16, 32, 32]),
+    ("Mixed_3c", 256, [128, 128, 192, 32, 96, 64]),
+    ("Mixed_4b", 480, [192, 96, 208, 16, 48, 64]),
+    ("Mixed_4c", 512, [160, 112, 224, 24, 64, 64]),
+    ("Mixed_4d", 512, [128, 128, 256, 24, 64, 64]),
+    ("Mixed_4e", 512, [112, 144, 288, 32, 64, 64]),
+    ("Mixed_4f", 528, [256, 160, 320, 32, 128, 128]),
+    ("Mixed_5b", 832, [256, 160, 320, 32, 128, 128]),
+    ("Mixed_5c", 832, [384, 192, 384, 48, 128, 128]),
+];
+
+/// VideoGPT's `InceptionI3d(400)`.
+pub struct I3d {
+    conv1a: Unit,
+    conv2b: Unit,
+    conv2c: Unit,
+    mixed: Vec<Mixed>,
+    logits_w: Tensor,
+    logits_b: Vec<f32>,
+    classes: usize,
+}
+
+impl I3d {
+    pub fn load(path: &Path) -> Result<Self> {
+        let sd = StateDict::open(path)?;
+        if !sd.contains("Mixed_5c.b3b.conv3d.weight") {
+            return Err(EvalError::Weights {
+                path: path.to_path_buf(),
+                msg: format!(
+                    "not a pytorch-i3d InceptionI3d state_dict (no `Mixed_5c.b3b.conv3d.weight`; \
+                     expected the layout of `{I3D_FILE}`)"
+                ),
+            });
+        }
+        let logits_w = sd.get("logits.conv3d.weight", None)?;
+        let &[classes, 1024, 1, 1, 1] = logits_w.shape() else {
+            return Err(EvalError::Weights {
+                path: path.to_path_buf(),
+                msg: format!("`logits.conv3d.weight`: expected [classes, 1024, 1, 1, 1], found {:?}", logits_w.shape()),
+            });
+        };
+        Ok(I3d {
+            conv1a: Unit::load(&sd, "Conv3d_1a_7x7", 3, 64, (7, 7, 7), (2, 2, 2))?,
+            conv2b: Unit::load(&sd, "Conv3d_2b_1x1", 64, 64, (1, 1, 1), (1, 1, 1))?,
+            conv2c: Unit::load(&sd, "Conv3d_2c_3x3", 64, 192, (3, 3, 3), (1, 1, 1))?,
+            mixed: MIXED.iter().map(|(n, cin, c)| Mixed::load(&sd, n, *cin, *c)).collect::<Result<_>>()?,
+            logits_b: sd.vec("logits.conv3d.bias", classes)?,
+            logits_w,
+            classes,
+        })
+    }
+
+    /// `x: [1, 3, T, 224, 224]` in [−1, 1] → the `classes` logits averaged over time.
+    pub fn forward(&self, x: &Tensor) -> Result<Vec<f32>> {
+        let mut x = self.conv1a.forward(x)?;
+        x = max_pool_same(&x, (1, 3, 3), (1, 2, 2))?;
+        x = self.conv2b.forward(&x)?;
+        x = self.conv2c.forward(&x)?;
+        x = max_pool_same(&x, (1, 3, 3), (1, 2, 2))?;
+        for (i, m) in self.mixed.iter().enumerate() {
+            if i == 2 {
+                x = max_pool_same(&x, (3, 3, 3), (2, 2, 2))?;
+            }
+            if i == 7 {
+                x = max_pool_same(&x, (2, 2, 2), (2, 2, 2))?;
+            }
+            x = m.forward(&x)?;
+        }
+        let pool = Pool3d { kernel: (2, 7, 7), stride: (1, 1, 1), pad: ((0, 0), (0, 0), (0, 0)) };
+        let x = avg_pool3d(&x, pool, true).map_err(|e| {
+            EvalError::Msg(format!(
+                "I3D: video too short or small for the (2, 7, 7) average pool (need ≥ 9 frames): {e}"
+            ))
+        })?;
+        let y = conv3d(&x, &self.logits_w, Some(&self.logits_b), (1, 1, 1), PaddingFull::default())?;
+        // y: [1, classes, T', H', W']; torch squeezes H', W' (= 1 at 224) and averages T'
+        let &[_, _, t, h, w] = y.shape() else { unreachable!("conv3d returns 5-D") };
+        if (h, w) != (1, 1) {
+            return Err(EvalError::mismatch("I3D logits spatial size", "1x1 (224x224 input)", format!("{h}x{w}")));
+        }
+        Ok((0..self.classes)
+            .map(|c| {
+                let s: f32 = y.data()[c * t..(c + 1) * t].iter().sum();
+                s / t as f32
+            })
+            .collect())
+    }
+}
