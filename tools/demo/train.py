@@ -1,0 +1,448 @@
+"""Train wanrt's bundled demo model: a tiny Wan2.1 (real diffusers/transformers classes).
+
+Stages (run in order; each is deterministic given its seed; see tools/demo/README.md):
+
+    vae      AutoencoderKLWan (base_dim 16, z_dim 8, Wan's 4x temporal / 8x spatial
+             compression) trained on dataset clips with L1 + L2 + small KL; afterwards
+             latents_mean / latents_std are measured on 17-frame clips and written
+             into its config (WanPipeline decodes z = z_norm * std + mean).
+    text     Unigram tokenizer trained with `tokenizers` on the caption vocabulary and
+             saved as T5TokenizerFast (<pad>=0, </s>=1, <unk>=2); a tiny
+             UMT5EncoderModel with random, frozen weights (seeded).
+    latents  encodes N training clips to normalized latents (z - mean) / std and the
+             prompt embeddings exactly as WanPipeline.encode_prompt makes them.
+    dit      WanTransformer3DModel trained with rectified flow matching:
+             x_t = (1 - s) x0 + s n, target n - x0, s = shift(logit-normal), t = 1000 s;
+             10% caption dropout (empty prompt) for classifier-free guidance.
+             Exports a full WanPipeline folder to --out every --export-every steps.
+    export   writes the WanPipeline folder (+ wanrt.json) from the latest checkpoints.
+
+All stages use one CPU thread by default (torch.set_num_threads(1)).
+Working files go to --work (default out/demo-work, git-ignored).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import dataset as ds  # noqa: E402
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+
+# ---- model sizes -----------------------------------------------------------------
+VAE_CONFIG = dict(
+    base_dim=16,
+    z_dim=8,
+    dim_mult=[1, 2, 4, 4],
+    num_res_blocks=1,
+    attn_scales=[],
+    temperal_downsample=[False, True, True],
+    dropout=0.0,
+)
+TEXT_CONFIG = dict(
+    d_model=64,
+    d_kv=16,
+    d_ff=128,
+    num_layers=2,
+    num_heads=4,
+    relative_attention_num_buckets=32,
+    relative_attention_max_distance=128,
+    dropout_rate=0.0,
+    feed_forward_proj="gated-gelu",
+    is_encoder_decoder=False,
+    use_cache=False,
+    tie_word_embeddings=False,
+    pad_token_id=0,
+    eos_token_id=1,
+    decoder_start_token_id=0,
+)
+DIT_CONFIG = dict(
+    patch_size=(1, 2, 2),
+    num_attention_heads=4,
+    attention_head_dim=32,
+    in_channels=8,
+    out_channels=8,
+    text_dim=64,
+    freq_dim=256,
+    ffn_dim=512,
+    num_layers=4,
+    cross_attn_norm=True,
+    qk_norm="rms_norm_across_heads",
+    eps=1e-6,
+    rope_max_seq_len=1024,
+)
+FLOW_SHIFT = 3.0
+MAX_SEQ_LEN = 16
+WANRT_DEFAULTS = dict(
+    height=ds.SIZE,
+    width=ds.SIZE,
+    num_frames=ds.NUM_FRAMES,
+    num_inference_steps=20,
+    guidance_scale=4.0,
+    max_sequence_length=MAX_SEQ_LEN,
+    negative_prompt="",
+    fps=8,
+)
+
+
+def log(path: str, msg: str) -> None:
+    line = f"{time.strftime('%H:%M:%S')} {msg}"
+    print(line, flush=True)
+    with open(path, "a") as f:
+        f.write(line + "\n")
+
+
+def clip_batch(rng: np.random.Generator, captions, n: int, frames: int) -> torch.Tensor:
+    """(n, 3, frames, H, W) in [-1, 1]; a random temporal window of a random clip."""
+    out = []
+    for _ in range(n):
+        c = captions[rng.integers(len(captions))]
+        clip = ds.render(c, int(rng.integers(2**31)))
+        s = int(rng.integers(0, ds.NUM_FRAMES - frames + 1))
+        out.append(clip[s : s + frames])
+    x = torch.from_numpy(np.stack(out)).permute(0, 4, 1, 2, 3)
+    return x * 2.0 - 1.0
+
+
+# ---- stage: vae ------------------------------------------------------------------
+def decode_unclamped(vae, z: torch.Tensor) -> torch.Tensor:
+    """AutoencoderKLWan._decode without the final clamp to [-1, 1] (which would zero the
+    gradient of saturated pixels); same modules, same causal frame-by-frame caching."""
+    vae.clear_cache()
+    x = vae.post_quant_conv(z)
+    outs = []
+    for i in range(z.shape[2]):
+        vae._conv_idx = [0]
+        outs.append(vae.decoder(x[:, :, i : i + 1], feat_cache=vae._feat_map, feat_idx=vae._conv_idx, first_chunk=(i == 0)))
+    vae.clear_cache()
+    return torch.cat(outs, 2)
+
+
+def stage_vae(a) -> None:
+    from diffusers import AutoencoderKLWan
+
+    torch.manual_seed(a.seed)
+    rng = np.random.default_rng(a.seed)
+    train, _ = ds.caption_split()
+    z = VAE_CONFIG["z_dim"]
+    if a.init:
+        vae = AutoencoderKLWan.from_pretrained(a.init)
+    else:
+        vae = AutoencoderKLWan(**VAE_CONFIG, latents_mean=[0.0] * z, latents_std=[1.0] * z)
+        # At default init the encoder's mean barely differs between clips (between-clip std
+        # ~0.03) and joint training stalls at predicting the average clip; amplify the mean
+        # head 10x and start with a narrow posterior (std ~0.05) so the decoder sees signal.
+        with torch.no_grad():
+            vae.quant_conv.weight[:z] *= 10.0
+            vae.quant_conv.bias[:z] *= 10.0
+            vae.quant_conv.weight[z:] *= 0.1
+            vae.quant_conv.bias[z:] = -6.0
+    logf = os.path.join(a.work, "vae_log.txt")
+    log(logf, f"vae stage: init {a.init or 'scratch'} steps {a.steps} batch {a.batch} frames {a.frames} lr {a.lr} fg_weight {a.fg_weight}")
+    if a.freeze_encoder:  # decoder-only fine-tuning: latents (and their statistics) stay fixed
+        for mod in (vae.encoder, vae.quant_conv):
+            mod.requires_grad_(False)
+    opt = torch.optim.AdamW([p for p in vae.parameters() if p.requires_grad], lr=a.lr, weight_decay=0.0)
+    log(logf, f"vae params {sum(p.numel() for p in vae.parameters())} config {VAE_CONFIG}")
+    t0 = time.time()
+    for step in range(1, min(a.steps, a.stop_after or a.steps) + 1):
+        lr = a.lr * 0.5 * (1 + math.cos(math.pi * step / a.steps)) if step > 50 else a.lr * step / 50
+        for g in opt.param_groups:
+            g["lr"] = lr
+        if a.frames == -1:  # alternate 5- and 9-frame clips
+            frames = 5 if step % 2 else 9
+        else:
+            frames = a.frames or (9 if step > a.steps * 0.8 else 5)
+        bs = a.batch if frames == 5 or a.frames else max(1, a.batch // 2)
+        x = clip_batch(rng, train, bs, frames)
+        bg = x[..., :1, :1].clone()  # top-left pixel of a full frame is always background
+        if a.crop:  # random spatial crop (the VAE is fully convolutional): 4x cheaper steps
+            i, j = (int(v) for v in rng.integers(0, ds.SIZE - a.crop + 1, 2))
+            x = x[..., i : i + a.crop, j : j + a.crop].contiguous()
+        # foreground weighting: the shape covers ~7% of the pixels; weight pixels that differ
+        # from the background colour (the top-left pixel is always background) by 1 + fg_weight
+        fg = ((x - bg).abs().sum(1, keepdim=True) > 0.05).float()
+        w = 1.0 + a.fg_weight * fg
+        with torch.set_grad_enabled(not a.freeze_encoder):
+            post = vae.encode(x).latent_dist
+        zz = post.mean + post.std * torch.randn(post.mean.shape, generator=torch.Generator().manual_seed(step))
+        rec = decode_unclamped(vae, zz)
+        l1 = ((rec - x).abs() * w).mean()
+        l2 = (((rec - x) ** 2) * w).mean()
+        kl = 0.5 * (post.mean**2 + post.var - 1.0 - post.logvar).mean()
+        loss = l1 + l2 + a.kl * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        if step % 10 == 0 or step == 1:
+            log(logf, f"step {step} frames {frames} loss {loss.item():.4f} l1 {l1.item():.4f} l2 {l2.item():.5f} kl {kl.item():.3f} lr {lr:.2e} {time.time() - t0:.0f}s")
+        if step % 200 == 0:
+            vae.save_pretrained(os.path.join(a.work, "vae"))
+    if a.stop_after and a.stop_after < a.steps:
+        vae.save_pretrained(os.path.join(a.work, "vae"))
+        log(logf, f"stopped after {a.stop_after} of {a.steps} steps (no statistics; run --steps 0 --init)")
+        return
+    # latent statistics on full 17-frame clips
+    vae.eval()
+    stat_rng = np.random.default_rng(a.seed + 1)
+    zs = []
+    with torch.no_grad():
+        for _ in range(32):
+            x = clip_batch(stat_rng, train, 8, ds.NUM_FRAMES)
+            zs.append(vae.encode(x).latent_dist.mode())
+        rec = vae.decode(zs[-1]).sample
+    zs = torch.cat(zs)
+    mean = zs.mean(dim=(0, 2, 3, 4))
+    std = zs.std(dim=(0, 2, 3, 4))
+    l1 = (rec - x).abs().mean().item()
+    vae.register_to_config(latents_mean=[round(float(v), 5) for v in mean], latents_std=[round(float(v), 5) for v in std])
+    vae.save_pretrained(os.path.join(a.work, "vae"))
+    log(logf, f"done {time.time() - t0:.0f}s; 17-frame recon L1 {l1:.4f}; latents_mean {mean.tolist()} latents_std {std.tolist()}")
+
+
+# ---- stage: text -----------------------------------------------------------------
+def build_tokenizer(path: str):
+    """Unigram tokenizer (tokenizers) saved as T5TokenizerFast: <pad>=0, </s>=1, <unk>=2.
+
+    Piece scores are log-frequencies estimated on the caption corpus: one piece per
+    whole word ("▁red", ...) plus single characters as a fallback for unknown words.
+    (tokenizers' UnigramTrainer prunes whole words away on a corpus this small and ends
+    with a character-level vocabulary, so the unigram LM is estimated directly.)"""
+    from collections import Counter
+
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from transformers import T5TokenizerFast
+
+    corpus = [c.text() for c in ds.all_captions()]
+    counts = Counter(w for t in corpus for w in t.split())
+    total = sum(counts.values())
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
+    vocab += [("▁" + w, math.log(n / total)) for w, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
+    vocab += [("▁", -12.0)] + [(ch, -14.0) for ch in "abcdefghijklmnopqrstuvwxyz0123456789"]
+    tok = Tokenizer(models.Unigram(vocab, unk_id=2, byte_fallback=False))
+    tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)])
+    assert tok.token_to_id("<pad>") == 0 and tok.token_to_id("</s>") == 1 and tok.token_to_id("<unk>") == 2
+    t5 = T5TokenizerFast(tokenizer_object=tok, eos_token="</s>", unk_token="<unk>", pad_token="<pad>", extra_ids=0)
+    t5.model_max_length = 512
+    t5.save_pretrained(path)
+    return t5
+
+
+def stage_text(a) -> None:
+    from transformers import T5TokenizerFast, UMT5Config, UMT5EncoderModel
+
+    logf = os.path.join(a.work, "text_log.txt")
+    build_tokenizer(os.path.join(a.work, "tokenizer"))
+    tok = T5TokenizerFast.from_pretrained(os.path.join(a.work, "tokenizer"))
+    for c in ds.all_captions()[:3] + [ds.Caption("triangle", "yellow", "down", "purple")]:
+        ids = tok(c.text()).input_ids
+        log(logf, f"{c.text()!r} -> {ids} {tok.convert_ids_to_tokens(ids)}")
+    torch.manual_seed(a.seed)
+    cfg = UMT5Config(vocab_size=len(tok), **TEXT_CONFIG)
+    te = UMT5EncoderModel(cfg).eval()
+    te.save_pretrained(os.path.join(a.work, "text_encoder"))
+    log(logf, f"vocab {len(tok)}; text encoder params {sum(p.numel() for p in te.parameters())}")
+
+
+# ---- pipeline assembly -----------------------------------------------------------
+def make_scheduler():
+    from diffusers import UniPCMultistepScheduler
+
+    return UniPCMultistepScheduler(
+        prediction_type="flow_prediction",
+        use_flow_sigmas=True,
+        num_train_timesteps=1000,
+        flow_shift=FLOW_SHIFT,
+    )
+
+
+def load_pipeline(work: str, transformer=None, dtype=torch.float32):
+    from diffusers import AutoencoderKLWan, WanPipeline, WanTransformer3DModel
+    from transformers import T5TokenizerFast, UMT5EncoderModel
+
+    if transformer is None:
+        transformer = WanTransformer3DModel.from_pretrained(os.path.join(work, "transformer"), torch_dtype=dtype)
+    return WanPipeline(
+        tokenizer=T5TokenizerFast.from_pretrained(os.path.join(work, "tokenizer")),
+        text_encoder=UMT5EncoderModel.from_pretrained(os.path.join(work, "text_encoder"), torch_dtype=dtype),
+        vae=AutoencoderKLWan.from_pretrained(os.path.join(work, "vae"), torch_dtype=dtype),
+        transformer=transformer,
+        scheduler=make_scheduler(),
+    )
+
+
+def export(work: str, out: str, transformer=None) -> None:
+    """Write the WanPipeline folder in bfloat16 (+ wanrt.json), atomically replacing `out`."""
+    import copy
+    import shutil
+
+    pipe = load_pipeline(work, transformer=copy.deepcopy(transformer) if transformer is not None else None)
+    pipe.to(torch.bfloat16)
+    tmp = out.rstrip("/") + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    pipe.save_pretrained(tmp, safe_serialization=True)
+    with open(os.path.join(tmp, "wanrt.json"), "w") as f:
+        json.dump(WANRT_DEFAULTS, f, indent=2)
+        f.write("\n")
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+
+
+# ---- stage: latents --------------------------------------------------------------
+@torch.no_grad()
+def stage_latents(a) -> None:
+    from diffusers import AutoencoderKLWan
+    from transformers import T5TokenizerFast, UMT5EncoderModel
+
+    logf = os.path.join(a.work, "latents_log.txt")
+    vae = AutoencoderKLWan.from_pretrained(os.path.join(a.work, "vae")).eval()
+    mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1)
+    std = torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1)
+    train, _ = ds.caption_split()
+    n = len(train) * a.per_caption
+    lat, cap = [], []
+    t0 = time.time()
+    bs = 8
+    for i0 in range(0, n, bs):
+        idx = range(i0, min(n, i0 + bs))
+        clips = [ds.sample(i, train, base_seed=a.seed) for i in idx]
+        x = torch.from_numpy(np.stack([c[1] for c in clips])).permute(0, 4, 1, 2, 3) * 2 - 1
+        z = vae.encode(x).latent_dist.mode()
+        lat.append(((z - mean) / std).to(torch.float32))
+        cap += [i % len(train) for i in idx]
+        if (i0 // bs) % 50 == 0:
+            log(logf, f"encoded {i0 + len(idx)}/{n} {time.time() - t0:.0f}s")
+    lat = torch.cat(lat)
+    # prompt embeddings exactly as WanPipeline.encode_prompt produces them
+    from diffusers import WanPipeline
+
+    pipe = WanPipeline(
+        tokenizer=T5TokenizerFast.from_pretrained(os.path.join(a.work, "tokenizer")),
+        text_encoder=UMT5EncoderModel.from_pretrained(os.path.join(a.work, "text_encoder")).eval(),
+        vae=vae,
+        transformer=None,
+        scheduler=make_scheduler(),
+    )
+    texts = [c.text() for c in train] + [""]
+    emb, _ = pipe.encode_prompt(texts, do_classifier_free_guidance=False, max_sequence_length=MAX_SEQ_LEN)
+    torch.save({"latents": lat, "caption_index": torch.tensor(cap), "text_embeds": emb.float(), "texts": texts}, os.path.join(a.work, "latents.pt"))
+    log(logf, f"latents {tuple(lat.shape)} mean {lat.mean():.3f} std {lat.std():.3f}; text_embeds {tuple(emb.shape)}; {time.time() - t0:.0f}s")
+
+
+# ---- stage: dit ------------------------------------------------------------------
+def sample_sigmas(gen: torch.Generator, n: int) -> torch.Tensor:
+    """Logit-normal(0, 1) then the same shift the sampler uses: s' = k s / (1 + (k-1) s)."""
+    s = torch.sigmoid(torch.randn(n, generator=gen))
+    return FLOW_SHIFT * s / (1 + (FLOW_SHIFT - 1) * s)
+
+
+def stage_dit(a) -> None:
+    from diffusers import WanTransformer3DModel
+
+    logf = os.path.join(a.work, "dit_log.txt")
+    data = torch.load(os.path.join(a.work, "latents.pt"))
+    lat, cap, emb = data["latents"], data["caption_index"], data["text_embeds"]
+    empty = emb.shape[0] - 1
+    torch.manual_seed(a.seed)
+    gen = torch.Generator().manual_seed(a.seed)
+    model = WanTransformer3DModel(**DIT_CONFIG)
+    ema = WanTransformer3DModel(**DIT_CONFIG)
+    ema.load_state_dict(model.state_dict())
+    ema.requires_grad_(False)
+    start = 0
+    ck = os.path.join(a.work, "dit_ckpt.pt")
+    opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=0.01, betas=(0.9, 0.99))
+    if a.resume and os.path.exists(ck):
+        st = torch.load(ck)
+        model.load_state_dict(st["model"]); ema.load_state_dict(st["ema"]); opt.load_state_dict(st["opt"])
+        gen.set_state(st["gen"]); start = st["step"]
+    log(logf, f"dit params {sum(p.numel() for p in model.parameters())} config {DIT_CONFIG}; data {tuple(lat.shape)}; start {start}")
+    t0 = time.time()
+    run = 0.0
+    for step in range(start + 1, a.steps + 1):
+        warm = min(1.0, step / 200)
+        lr = a.lr * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / a.steps)))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        idx = torch.randint(0, lat.shape[0], (a.batch,), generator=gen)
+        x0 = lat[idx]
+        c = cap[idx].clone()
+        drop = torch.rand(a.batch, generator=gen) < a.cfg_drop
+        c[drop] = empty
+        ctx = emb[c]
+        noise = torch.randn(x0.shape, generator=gen)
+        s = sample_sigmas(gen, a.batch)
+        sv = s.view(-1, 1, 1, 1, 1)
+        xt = (1 - sv) * x0 + sv * noise
+        pred = model(hidden_states=xt, timestep=s * 1000, encoder_hidden_states=ctx, return_dict=False)[0]
+        loss = F.mse_loss(pred, noise - x0)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        d = min(a.ema, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for pe, pm in zip(ema.parameters(), model.parameters()):
+                pe.lerp_(pm, 1 - d)
+        run = loss.item() if step == start + 1 else 0.98 * run + 0.02 * loss.item()
+        if step % 25 == 0:
+            log(logf, f"step {step} loss {loss.item():.4f} avg {run:.4f} lr {lr:.2e} {time.time() - t0:.0f}s")
+        if step % a.export_every == 0 or step == a.steps:
+            torch.save({"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(), "step": step}, ck)
+            ema.save_pretrained(os.path.join(a.work, "transformer"))
+            export(a.work, a.out, transformer=ema)
+            log(logf, f"exported step {step} -> {a.out}")
+
+
+def stage_export(a) -> None:
+    export(a.work, a.out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("stage", choices=["vae", "text", "latents", "dit", "export"])
+    ap.add_argument("--work", default=os.path.join(ROOT, "out", "demo-work"))
+    ap.add_argument("--out", default=os.path.join(ROOT, "models", "demo"))
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--batch", type=int, default=None)
+    ap.add_argument("--lr", type=float, default=None)
+    ap.add_argument("--kl", type=float, default=1e-4, help="vae: KL weight")
+    ap.add_argument("--init", default=None, help="vae: continue from this AutoencoderKLWan folder")
+    ap.add_argument("--frames", type=int, default=0, help="vae: clip length (0 = 5, then 9 for the last 20%%; -1 = alternate 5 and 9)")
+    ap.add_argument("--stop-after", type=int, default=0, help="vae: save and exit after this many steps")
+    ap.add_argument("--freeze-encoder", action="store_true", help="vae: train the decoder only")
+    ap.add_argument("--crop", type=int, default=0, help="vae: train on random square crops of this size")
+    ap.add_argument("--fg-weight", type=float, default=0.0, help="vae: extra loss weight on shape pixels")
+    ap.add_argument("--per-caption", type=int, default=24, help="latents: clips per training caption")
+    ap.add_argument("--cfg-drop", type=float, default=0.1)
+    ap.add_argument("--ema", type=float, default=0.999)
+    ap.add_argument("--export-every", type=int, default=500)
+    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--threads", type=int, default=1)
+    a = ap.parse_args()
+    defaults = {"vae": (450, 4, 3e-4), "dit": (4000, 32, 5e-4)}.get(a.stage, (0, 0, 0.0))
+    a.steps = a.steps if a.steps is not None else defaults[0]
+    a.batch = a.batch if a.batch is not None else defaults[1]
+    a.lr = a.lr if a.lr is not None else defaults[2]
+    torch.set_num_threads(a.threads)
+    os.makedirs(a.work, exist_ok=True)
+    {"vae": stage_vae, "text": stage_text, "latents": stage_latents, "dit": stage_dit, "export": stage_export}[a.stage](a)
+
+
+if __name__ == "__main__":
+    main()
