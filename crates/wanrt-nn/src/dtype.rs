@@ -49,20 +49,29 @@ impl fmt::Display for DType {
     }
 }
 
-/// Widens little-endian raw bytes of `dtype` to f32 values.
+/// Widens little-endian raw bytes of `dtype` to f32 values (in parallel:
+/// loading converts gigabytes of checkpoint data).
 pub fn bytes_to_f32(bytes: &[u8], dtype: DType) -> Option<Vec<f32>> {
-    let n = bytes.len() / dtype.size_in_bytes();
-    let chunks = |k: usize| bytes.chunks_exact(k);
-    Some(match dtype {
-        DType::F32 => chunks(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-        DType::F16 => chunks(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-        DType::BF16 => chunks(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-        DType::F64 => chunks(8).map(|c| f64::from_le_bytes(c.try_into().expect("chunk of 8")) as f32).collect(),
-        DType::I64 => chunks(8).map(|c| i64::from_le_bytes(c.try_into().expect("chunk of 8")) as f32).collect(),
-        DType::I32 => chunks(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f32).collect(),
-        DType::I8 => bytes.iter().map(|&b| b as i8 as f32).collect(),
-        DType::U8 => bytes.iter().map(|&b| b as f32).collect(),
+    use rayon::prelude::*;
+    let size = dtype.size_in_bytes();
+    if !bytes.len().is_multiple_of(size) {
+        return None;
+    }
+    let convert: fn(&[u8]) -> f32 = match dtype {
+        DType::F32 => |c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]),
+        DType::F16 => |c| half::f16::from_le_bytes([c[0], c[1]]).to_f32(),
+        DType::BF16 => |c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32(),
+        DType::F64 => |c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32,
+        DType::I64 => |c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32,
+        DType::I32 => |c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f32,
+        DType::I8 => |c| c[0] as i8 as f32,
+        DType::U8 => |c| c[0] as f32,
         DType::F8E4M3 => return None,
-    })
-    .filter(|v: &Vec<f32>| v.len() == n)
+    };
+    let mut out = vec![0f32; bytes.len() / size];
+    const CHUNK: usize = 1 << 16;
+    out.par_chunks_mut(CHUNK).zip(bytes.par_chunks(CHUNK * size)).for_each(|(o, b)| {
+        o.iter_mut().zip(b.chunks_exact(size)).for_each(|(o, c)| *o = convert(c));
+    });
+    Some(out)
 }
