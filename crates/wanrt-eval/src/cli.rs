@@ -277,8 +277,9 @@ pub fn run(cmd: EvalCommand) -> anyhow::Result<()> {
                 )
             })
         }
-        EvalCommand::Clipscore { clip, .. } => {
-            if clip.is_none() {
+        EvalCommand::Clipscore { clip, videos, prompts, input } => {
+            set_threads(input.threads);
+            let Some(clip) = clip else {
                 return Err(EvalError::MissingWeights {
                     what: "CLIP",
                     flag: "--clip",
@@ -286,8 +287,21 @@ pub fn run(cmd: EvalCommand) -> anyhow::Result<()> {
                     usual: "a Hugging Face CLIP folder such as openai/clip-vit-base-patch16",
                 }
                 .into());
-            }
-            bail!("eval clipscore: not implemented in this build yet")
+            };
+            let scorer = crate::clipscore::ClipScorer::load(&clip)?;
+            let pb = progress("clipscore");
+            let r = crate::clipscore::clipscore(&scorer, &videos, &prompts, input.frames_per_video, &pb)?;
+            pb.finish_and_clear();
+            emit(input.json, &r, || {
+                let mut s = format!("CLIPScore {:.4}", r.clip_score);
+                for i in &r.items {
+                    s.push_str(&format!(
+                        "\n  {:<24} {:>3} frames  {:.4}  {}",
+                        i.file, i.frames, i.clip_score, i.caption
+                    ));
+                }
+                s
+            })
         }
         EvalCommand::Compare { reference, candidate, lpips, lpips_net, lpips_backbone, input } => {
             set_threads(input.threads);

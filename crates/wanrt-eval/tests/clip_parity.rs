@@ -1,0 +1,31 @@
+//! CLIPScore parity with torchmetrics 1.9.0 on a tiny random CLIP (transformers 5.24 folder).
+//! Fixtures: `tools/fixtures/make_eval_fixtures.py clip` (`clip_fixtures()`).
+
+mod common;
+
+use common::{fixtures, json};
+use indicatif::ProgressBar;
+use wanrt_eval::clipscore::{clipscore, ClipScorer};
+
+#[test]
+fn clipscore_matches_torchmetrics() {
+    let dir = fixtures().join("clip");
+    let refj = json(&dir.join("reference.json"));
+    let scorer = ClipScorer::load(&dir.join("tiny-clip")).unwrap();
+    let r = clipscore(&scorer, &dir.join("videos"), &dir.join("prompts.json"), None, &ProgressBar::hidden()).unwrap();
+    let want: Vec<&serde_json::Value> = refj["items"].as_array().unwrap().iter().collect();
+    for w in &want {
+        let key = w["file"].as_str().unwrap();
+        let got = r.items.iter().find(|i| i.file == key).unwrap_or_else(|| panic!("no item {key}"));
+        let ids: Vec<u32> = w["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        assert_eq!(scorer.token_ids(&got.caption).unwrap(), ids, "{key}: token ids");
+        let ws: Vec<f64> = w["pair_scores"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        assert_eq!(got.per_frame.len(), ws.len(), "{key}");
+        for (g, e) in got.per_frame.iter().zip(&ws) {
+            println!("{key}: {g} want {e} diff {:e}", (g - e).abs());
+            assert!((g - e).abs() <= 1e-3, "{key}: {g} vs {e}");
+        }
+    }
+    let want_total = refj["clip_score"].as_f64().unwrap();
+    assert!((r.clip_score - want_total).abs() <= 1e-3, "{} vs {want_total}", r.clip_score);
+}
