@@ -493,6 +493,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=1, help="timed transformer forwards per stage process (after 1 warm-up)")
     ap.add_argument("--te-layers", type=int, default=2, help="UMT5 layers (the real UMT5-XXL has 24)")
     ap.add_argument("--skip-generate", action="store_true")
+    ap.add_argument("--skip-stages", action="store_true", help="only the whole-generate measurement")
     ap.add_argument("--results", type=Path, default=REPO / "bench" / "results")
     ap.add_argument("--rerender", type=Path, help="recompute the table of an existing cpu-bench.json and rewrite the .md")
     ap.add_argument("--child", choices=["torch-stages", "torch-generate"], help=argparse.SUPPRESS)
@@ -545,7 +546,7 @@ def main() -> None:
         env["MKL_NUM_THREADS"] = str(args.threads)
 
         runs = {"torch_stages": [], "wanrt_stages": [], "torch_generate": [], "wanrt_generate": []}
-        for r in range(args.rounds):
+        for r in range(0 if args.skip_stages else args.rounds):
             runs["torch_stages"].append(run_child(
                 [py, me, "--child", "torch-stages", "--model", str(model_dir), "--threads", str(args.threads), "--repeat", str(args.repeat)],
                 logf, f"torch stages r{r}", env))
