@@ -242,29 +242,8 @@ impl CausalConv3d {
     }
 }
 
-/// `F.normalize(x, dim=1) · √C · γ` over the channels of `[B, C, T, H, W]`.
 fn rms_norm_channels(x: &Tensor, gamma: &[f32]) -> Result<Tensor> {
-    let (b, c) = (x.dim(0), x.dim(1));
-    let spatial = x.numel() / (b * c).max(1);
-    let scale = (c as f32).sqrt();
-    let mut out = x.clone();
-    let data = out.data_mut();
-    let src = x.data();
-    for bi in 0..b {
-        let base = bi * c * spatial;
-        let mut norms = vec![0f32; spatial];
-        for ci in 0..c {
-            let row = &src[base + ci * spatial..base + (ci + 1) * spatial];
-            norms.iter_mut().zip(row).for_each(|(n, &v)| *n += v * v);
-        }
-        norms.iter_mut().for_each(|n| *n = 1.0 / n.sqrt().max(1e-12));
-        for ci in 0..c {
-            let g = gamma[ci] * scale;
-            let row = &mut data[base + ci * spatial..base + (ci + 1) * spatial];
-            row.iter_mut().zip(&norms).for_each(|(v, &inv)| *v = *v * inv * g);
-        }
-    }
-    Ok(out)
+    Ok(ops::norm::l2_norm_channels(x, gamma)?)
 }
 
 fn load_gamma(ws: &WeightStore, name: &str, c: usize) -> Result<Vec<f32>> {
@@ -449,7 +428,9 @@ impl Resample {
             }
         }
         let x = match self.mode {
-            ResampleMode::Up2d | ResampleMode::Up3d => self.conv.forward(&upsample_nearest2x(&x)?, None)?,
+            ResampleMode::Up2d | ResampleMode::Up3d => {
+                self.conv.forward(&ops::resize::upsample_nearest2x(&x)?, None)?
+            }
             ResampleMode::Down2d | ResampleMode::Down3d => {
                 let pad = PaddingFull { t: (0, 0), h: (0, 1), w: (0, 1) };
                 conv3d(&x, &self.conv.weight, Some(&self.conv.bias), (1, 2, 2), pad)?
@@ -480,22 +461,6 @@ fn interleave_time(y: &Tensor) -> Result<Tensor> {
     let &[b, c2, t, h, w] = y.shape() else { unreachable!("5D") };
     let c = c2 / 2;
     Ok(y.clone().reshape([b, 2, c, t, h, w])?.permute(&[0, 2, 3, 1, 4, 5])?.reshape([b, c, 2 * t, h, w])?)
-}
-
-/// Nearest ×2 upsampling of H and W (`nearest-exact` at an integer scale).
-fn upsample_nearest2x(x: &Tensor) -> Result<Tensor> {
-    let &[b, c, t, h, w] = x.shape() else { unreachable!("5D") };
-    let mut out = Vec::with_capacity(x.numel() * 4);
-    for plane in x.data().chunks_exact(h * w) {
-        for hi in 0..2 * h {
-            let row = &plane[(hi / 2) * w..(hi / 2 + 1) * w];
-            for &v in row {
-                out.push(v);
-                out.push(v);
-            }
-        }
-    }
-    Ok(Tensor::new([b, c, t, 2 * h, 2 * w], out)?)
 }
 
 enum DownLayer {

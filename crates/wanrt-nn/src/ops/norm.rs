@@ -51,6 +51,53 @@ pub fn rms_norm(mut x: Tensor, eps: f32, weight: Option<&[f32]>) -> Result<Tenso
     Ok(x)
 }
 
+/// `F.normalize(x, dim=1) · √C · γ` over the channels of `[B, C, …]`
+/// (Wan VAE's `RMS_norm`: an L2 normalisation, eps 1e-12 on the norm).
+pub fn l2_norm_channels(x: &Tensor, gamma: &[f32]) -> Result<Tensor> {
+    if x.rank() < 2 || gamma.len() != x.dim(1) {
+        return Err(Error::shape("l2_norm_channels", format!("[B, {}, …]", gamma.len()), x.shape()));
+    }
+    let (b, c) = (x.dim(0), x.dim(1));
+    let spatial = x.numel() / (b * c).max(1);
+    let scale = (c as f32).sqrt();
+    let mut out = x.clone();
+    // Column blocks of positions: each task owns its positions in every channel.
+    const BLOCK: usize = 4096;
+    let src = x.data();
+    let dst = SharedOut(out.data_mut().as_mut_ptr());
+    let tasks: Vec<(usize, usize)> =
+        (0..b).flat_map(|bi| (0..spatial).step_by(BLOCK).map(move |p0| (bi, p0))).collect();
+    tasks.par_iter().for_each(|&(bi, p0)| {
+        let len = BLOCK.min(spatial - p0);
+        let base = bi * c * spatial + p0;
+        let mut inv = vec![0f32; len];
+        for ci in 0..c {
+            let row = &src[base + ci * spatial..base + ci * spatial + len];
+            inv.iter_mut().zip(row).for_each(|(n, &v)| *n += v * v);
+        }
+        inv.iter_mut().for_each(|n| *n = 1.0 / n.sqrt().max(1e-12));
+        for (ci, &g) in gamma.iter().enumerate() {
+            let g = g * scale;
+            let off = base + ci * spatial;
+            // SAFETY: tasks cover disjoint (batch, position-block) ranges in every channel.
+            let row = unsafe { std::slice::from_raw_parts_mut(dst.get().add(off), len) };
+            row.iter_mut().zip(&src[off..off + len]).zip(&inv).for_each(|((o, &v), &i)| *o = v * i * g);
+        }
+    });
+    Ok(out)
+}
+
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+// SAFETY: only used to hand disjoint ranges of one buffer to rayon tasks.
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+impl SharedOut {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -64,6 +111,15 @@ mod tests {
             let var: f32 = row.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / 4.0;
             assert!(mean.abs() < 1e-6 && (var - 1.0).abs() < 1e-4);
         }
+    }
+
+    #[test]
+    fn l2_norm_channels_unit_norm_per_position() {
+        let x = Tensor::new([1, 2, 3], vec![3.0, 0.0, 1.0, 4.0, 0.0, 1.0]).unwrap();
+        let y = l2_norm_channels(&x, &[1.0, 1.0]).unwrap();
+        let s = 2f32.sqrt();
+        assert!((y.data()[0] - 0.6 * s).abs() < 1e-6 && (y.data()[3] - 0.8 * s).abs() < 1e-6);
+        assert_eq!(y.data()[1], 0.0);
     }
 
     #[test]

@@ -6,6 +6,27 @@ use crate::error::{Error, Result};
 use crate::Tensor;
 use rayon::prelude::*;
 
+/// Nearest ×2 upsampling of the last two dimensions (`nearest` / `nearest-exact`
+/// agree at an integer scale).
+pub fn upsample_nearest2x(x: &Tensor) -> Result<Tensor> {
+    if x.rank() < 2 {
+        return Err(Error::shape("upsample_nearest2x", "[…, H, W]", x.shape()));
+    }
+    let r = x.rank();
+    let (h, w) = (x.dim(r - 2), x.dim(r - 1));
+    let mut shape = x.shape().to_vec();
+    shape[r - 2] *= 2;
+    shape[r - 1] *= 2;
+    let mut out = vec![0f32; x.numel() * 4];
+    out.par_chunks_mut(4 * h * w).zip(x.data().par_chunks(h * w)).for_each(|(o, plane)| {
+        for (hi, orow) in o.chunks_exact_mut(2 * w).enumerate() {
+            let row = &plane[(hi / 2) * w..(hi / 2 + 1) * w];
+            orow.chunks_exact_mut(2).zip(row).for_each(|(pair, &v)| pair.fill(v));
+        }
+    });
+    Tensor::new(shape, out)
+}
+
 /// Per output index: (i0, i1, λ0, λ1) with source index clamped at 0 (torch's rule).
 fn taps(input: usize, output: usize) -> Vec<(usize, usize, f32, f32)> {
     let scale = input as f32 / output as f32;
