@@ -57,9 +57,7 @@ fn timed<T>(f: impl FnOnce() -> Result<T>) -> Result<(T, f64)> {
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
-    if let Some(t) = args.threads {
-        rayon::ThreadPoolBuilder::new().num_threads(t.max(1)).build_global().context("--threads")?;
-    }
+    sysinfo::set_threads(args.threads).context("--threads")?;
     if args.repeat == 0 {
         bail!("--repeat must be at least 1");
     }

@@ -134,9 +134,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     if let Backend::Cuda = args.backend {
         bail!("--backend cuda: the CUDA backend is not part of this build yet; use --backend cpu");
     }
-    if let Some(t) = args.threads {
-        rayon::ThreadPoolBuilder::new().num_threads(t.max(1)).build_global().context("--threads")?;
-    }
+    sysinfo::set_threads(args.threads).context("--threads")?;
     if args.videos_per_prompt == 0 {
         bail!("--videos-per-prompt must be at least 1");
     }

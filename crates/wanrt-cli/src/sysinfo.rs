@@ -1,4 +1,5 @@
-//! Process facts for reports: peak resident memory (the kernel's high-water mark).
+//! Process facts for reports (peak resident memory, the kernel's high-water
+//! mark) and the process-wide thread setting.
 
 /// Peak resident set size in bytes (`VmHWM`), if the platform reports it.
 pub fn peak_rss_bytes() -> Option<u64> {
@@ -17,4 +18,12 @@ pub fn format_bytes(b: u64) -> String {
         u += 1;
     }
     format!("{v:.1} {}", UNITS[u])
+}
+
+/// Applies `--threads` to the global rayon pool (all kernels run on it).
+pub fn set_threads(threads: Option<usize>) -> anyhow::Result<()> {
+    if let Some(t) = threads {
+        rayon::ThreadPoolBuilder::new().num_threads(t.max(1)).build_global()?;
+    }
+    Ok(())
 }

@@ -3,6 +3,7 @@
 
 use super::matmul::gemm_strided;
 use super::softmax::softmax_row;
+use super::SyncPtr;
 use crate::error::{Error, Result};
 use crate::Tensor;
 use rayon::prelude::*;
@@ -71,17 +72,6 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f32, bias: Attention
         gemm_strided(dst, scores, v_slab, rows, d, lk, d, 1, false, true);
     });
     Tensor::new([b, h, lq, d], out)?.permute(&[0, 2, 1, 3])
-}
-
-#[derive(Clone, Copy)]
-struct SyncPtr(*mut f32);
-// SAFETY: used only to hand disjoint output blocks to rayon tasks.
-unsafe impl Send for SyncPtr {}
-unsafe impl Sync for SyncPtr {}
-impl SyncPtr {
-    fn get(self) -> *mut f32 {
-        self.0
-    }
 }
 
 #[cfg(test)]

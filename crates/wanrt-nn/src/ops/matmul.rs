@@ -102,20 +102,6 @@ pub fn gemm_strided(
     gemm_general(dst, n, a, Layout::row_major(k), b, b_layout, m, n, k, accumulate, single_thread)
 }
 
-/// `a[m,k] · b[k,n]`.
-pub fn matmul_slices(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
-    let mut out = vec![0.0; m * n];
-    gemm_strided(&mut out, a, b, m, n, k, n, 1, false, false);
-    out
-}
-
-/// `a[m,k] · w[n,k]ᵀ` — the layout of a PyTorch Linear weight.
-pub fn matmul_nt_slices(a: &[f32], w: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
-    let mut out = vec![0.0; m * n];
-    gemm_strided(&mut out, a, w, m, n, k, 1, k, false, false);
-    out
-}
-
 /// `[.., K] · B → [.., N]` for a right operand addressed by `b_layout`.
 fn product(op: &'static str, a: &Tensor, b: &[f32], k: usize, n: usize, b_layout: Layout) -> Result<Tensor> {
     if a.shape().last() != Some(&k) {
@@ -165,7 +151,8 @@ mod tests {
         let a: Vec<f32> = (0..m * k).map(|i| ((i * 7 % 13) as f32 - 6.0) / 7.0).collect();
         let b: Vec<f32> = (0..k * n).map(|i| ((i * 5 % 11) as f32 - 5.0) / 5.0).collect();
         let want = naive(&a, &b, m, k, n);
-        let got = matmul_slices(&a, &b, m, k, n);
+        let t = |shape: [usize; 2], v: &[f32]| Tensor::new(shape, v.to_vec()).unwrap();
+        let got = matmul(&t([m, k], &a), &t([k, n], &b)).unwrap().into_data();
         for (x, y) in got.iter().zip(&want) {
             assert!((x - y).abs() < 1e-4, "{x} vs {y}");
         }
@@ -176,7 +163,7 @@ mod tests {
                 bt[j * k + kk] = b[kk * n + j];
             }
         }
-        let got_nt = matmul_nt_slices(&a, &bt, m, k, n);
+        let got_nt = matmul_nt(&t([m, k], &a), &t([n, k], &bt)).unwrap().into_data();
         for (x, y) in got_nt.iter().zip(&want) {
             assert!((x - y).abs() < 1e-4);
         }

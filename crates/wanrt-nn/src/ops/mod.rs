@@ -28,3 +28,16 @@ pub fn num_threads() -> usize {
 
 /// Work below this many elements stays on one thread: spawning costs more.
 pub(crate) const PAR_MIN: usize = 1 << 15;
+
+/// A raw pointer handed to rayon tasks that each write a disjoint range of
+/// one output buffer (the callers' SAFETY comments state the disjointness).
+#[derive(Clone, Copy)]
+pub(crate) struct SyncPtr(pub(crate) *mut f32);
+// SAFETY: only used to hand disjoint ranges of one buffer to rayon tasks.
+unsafe impl Send for SyncPtr {}
+unsafe impl Sync for SyncPtr {}
+impl SyncPtr {
+    pub(crate) fn get(self) -> *mut f32 {
+        self.0
+    }
+}

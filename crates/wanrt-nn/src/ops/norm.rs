@@ -1,6 +1,7 @@
 //! LayerNorm and RMSNorm over the last dimension, accumulated in f64 for the
 //! mean/variance so long rows (d = 5120) don't drift from PyTorch's f32 result.
 
+use super::SyncPtr;
 use crate::error::{Error, Result};
 use crate::Tensor;
 use rayon::prelude::*;
@@ -64,7 +65,7 @@ pub fn l2_norm_channels(x: &Tensor, gamma: &[f32]) -> Result<Tensor> {
     // Column blocks of positions: each task owns its positions in every channel.
     const BLOCK: usize = 4096;
     let src = x.data();
-    let dst = SharedOut(out.data_mut().as_mut_ptr());
+    let dst = SyncPtr(out.data_mut().as_mut_ptr());
     let tasks: Vec<(usize, usize)> =
         (0..b).flat_map(|bi| (0..spatial).step_by(BLOCK).map(move |p0| (bi, p0))).collect();
     tasks.par_iter().for_each(|&(bi, p0)| {
@@ -85,17 +86,6 @@ pub fn l2_norm_channels(x: &Tensor, gamma: &[f32]) -> Result<Tensor> {
         }
     });
     Ok(out)
-}
-
-#[derive(Clone, Copy)]
-struct SharedOut(*mut f32);
-// SAFETY: only used to hand disjoint ranges of one buffer to rayon tasks.
-unsafe impl Send for SharedOut {}
-unsafe impl Sync for SharedOut {}
-impl SharedOut {
-    fn get(self) -> *mut f32 {
-        self.0
-    }
 }
 
 #[cfg(test)]
