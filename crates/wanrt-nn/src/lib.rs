@@ -9,6 +9,7 @@ pub mod dtype;
 pub mod error;
 pub mod linear;
 pub mod ops;
+pub mod quant;
 pub mod tensor;
 pub mod weights;
 

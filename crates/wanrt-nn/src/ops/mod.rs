@@ -3,6 +3,7 @@
 
 pub mod activation;
 pub mod attention;
+pub mod attention_quant;
 pub mod conv;
 pub mod matmul;
 pub mod modulate;

@@ -1,0 +1,254 @@
+//! Integer micro-kernels: `acc[r, c] += Σ_k a[r, k] · w[c, k]` in exact `i32`, one per [`Isa`].
+//!
+//! Packed weight layout (shared by every path, built once by `PackedInt8`): output columns are
+//! grouped in panels of [`NR`] = 16, the reduction dimension in groups of 4 (`k` zero-padded to
+//! `kp`, a multiple of 4). Byte `p·(16·kp) + g·64 + c·4 + t` holds `w[16p + c, 4g + t]`: one
+//! 64-byte line per (panel, group), exactly one `vpdpbusd` zmm operand or two ymm ones.
+//!
+//! Activations are row-major `[m, kp]` i8 plus an auxiliary byte array per path:
+//! - AVX2 (no VNNI): `aux = |a|` as u8. `vpmaddubsw(|a|, sign(w, a))` multiplies u8 by i8 and
+//!   adds adjacent pairs into i16 with saturation; with |a| ≤ 127 and |w| ≤ 127 a pair sum is at
+//!   most 2·127·127 = 32 258 < 32 767, so it never saturates and `|a|·sign(w,a) = a·w` exactly.
+//!   (This is why quantizers clamp to ±127 and never emit −128.) `vpmaddwd` by 1 widens to i32.
+//! - VNNI (AVX-VNNI, AVX-512 VNNI): `aux = a + 128` as u8 (`a ^ 0x80`); `vpdpbusd` sums four
+//!   u8·i8 products into i32 without saturation, giving `Σ a·w + 128·Σ w`; the caller subtracts
+//!   `128·colsum(w)` (kept in `PackedInt8`). Bounds: |Σ| ≤ kp·255·127, so `kp ≤ 66 000` (asserted
+//!   by `PackedInt8`).
+//! - Scalar: `aux` unused.
+
+use super::Isa;
+
+/// Output columns per weight panel.
+pub(crate) const NR: usize = 16;
+
+/// Largest padded reduction length for which the offset (u8) accumulation cannot overflow i32.
+pub(crate) const MAX_K: usize = (i32::MAX as usize) / (255 * 127);
+
+/// One block of work: `rows` activation rows times `panels` weight panels over `groups` 4-groups.
+pub(crate) struct Tile {
+    /// First activation row: `a[r·a_rs + kk]` (i8) and `aux[r·a_rs + kk]` (path-dependent u8).
+    pub a: *const i8,
+    pub aux: *const u8,
+    pub a_rs: usize,
+    pub rows: usize,
+    /// First panel, already advanced to the first group; panels are `w_ps` bytes apart.
+    pub w: *const i8,
+    pub w_ps: usize,
+    pub panels: usize,
+    pub groups: usize,
+    /// `acc[r·acc_rs + 16·p + c]`, added to (callers zero it first).
+    pub acc: *mut i32,
+    pub acc_rs: usize,
+}
+
+/// Runs `tile` on `isa`.
+///
+/// # Safety
+/// All pointers must address the extents described in [`Tile`], and `isa.is_available()`.
+pub(crate) unsafe fn run(isa: Isa, t: &Tile) {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => x86::avx2(t),
+        #[cfg(target_arch = "x86_64")]
+        Isa::AvxVnni => x86::avxvnni(t),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni => x86::avx512vnni(t),
+        _ => scalar(t),
+    }
+}
+
+/// The reference: plain integer loops (also the non-x86 path).
+unsafe fn scalar(t: &Tile) {
+    for p in 0..t.panels {
+        let w = std::slice::from_raw_parts(t.w.add(p * t.w_ps), t.groups * 64);
+        for r in 0..t.rows {
+            let a = std::slice::from_raw_parts(t.a.add(r * t.a_rs), t.groups * 4);
+            let mut sums = [0i32; NR];
+            for (g, wg) in w.chunks_exact(64).enumerate() {
+                let ag = &a[4 * g..4 * g + 4];
+                for (c, wc) in wg.chunks_exact(4).enumerate() {
+                    sums[c] += ag.iter().zip(wc).map(|(&x, &y)| x as i32 * y as i32).sum::<i32>();
+                }
+            }
+            let acc = std::slice::from_raw_parts_mut(t.acc.add(r * t.acc_rs + p * NR), NR);
+            acc.iter_mut().zip(sums).for_each(|(o, s)| *o += s);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{Tile, NR};
+    use std::arch::x86_64::*;
+
+    /// Rows per AVX2 micro-kernel: 4 rows × 2 ymm accumulators + 2 weight vectors + 2
+    /// broadcasts + the constant and temporaries fit the 16 ymm registers.
+    const MR_AVX2: usize = 4;
+    /// Rows per AVX-VNNI micro-kernel (12 accumulators, no temporaries needed).
+    const MR_AVXVNNI: usize = 6;
+    /// Rows per AVX-512 micro-kernel, two panels at a time (16 of the 32 zmm accumulate).
+    const MR_AVX512: usize = 8;
+
+    /// Calls `$k::<MR>` for the remaining row count (const generics keep accumulators in registers).
+    macro_rules! by_rows {
+        ($rows:expr, $k:ident, $($arg:expr),*) => {
+            match $rows {
+                1 => $k::<1>($($arg),*),
+                2 => $k::<2>($($arg),*),
+                3 => $k::<3>($($arg),*),
+                4 => $k::<4>($($arg),*),
+                5 => $k::<5>($($arg),*),
+                6 => $k::<6>($($arg),*),
+                7 => $k::<7>($($arg),*),
+                8 => $k::<8>($($arg),*),
+                _ => unreachable!("micro-kernel rows"),
+            }
+        };
+    }
+
+    #[inline(always)]
+    unsafe fn bcast4(p: *const u8) -> i32 {
+        std::ptr::read_unaligned(p as *const i32)
+    }
+
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn avx2(t: &Tile) {
+        for p in 0..t.panels {
+            let w = t.w.add(p * t.w_ps);
+            let mut r0 = 0;
+            while r0 < t.rows {
+                let rows = MR_AVX2.min(t.rows - r0);
+                let a = t.a.add(r0 * t.a_rs);
+                let aux = t.aux.add(r0 * t.a_rs);
+                let acc = t.acc.add(r0 * t.acc_rs + p * NR);
+                by_rows!(rows, avx2_mk, a, aux, t.a_rs, w, t.groups, acc, t.acc_rs);
+                r0 += rows;
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx2")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn avx2_mk<const MR: usize>(
+        a: *const i8,
+        aabs: *const u8,
+        a_rs: usize,
+        w: *const i8,
+        groups: usize,
+        acc: *mut i32,
+        acc_rs: usize,
+    ) {
+        let ones = _mm256_set1_epi16(1);
+        let mut c = [[_mm256_setzero_si256(); 2]; MR];
+        for g in 0..groups {
+            let w0 = _mm256_loadu_si256(w.add(g * 64) as *const __m256i);
+            let w1 = _mm256_loadu_si256(w.add(g * 64 + 32) as *const __m256i);
+            for (r, cr) in c.iter_mut().enumerate() {
+                let s = _mm256_set1_epi32(bcast4(a.add(r * a_rs + 4 * g) as *const u8));
+                let u = _mm256_set1_epi32(bcast4(aabs.add(r * a_rs + 4 * g)));
+                let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(u, _mm256_sign_epi8(w0, s)), ones);
+                let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(u, _mm256_sign_epi8(w1, s)), ones);
+                cr[0] = _mm256_add_epi32(cr[0], p0);
+                cr[1] = _mm256_add_epi32(cr[1], p1);
+            }
+        }
+        store_add_256::<MR>(&c, acc, acc_rs);
+    }
+
+    #[target_feature(enable = "avx2")]
+    unsafe fn store_add_256<const MR: usize>(c: &[[__m256i; 2]; MR], acc: *mut i32, acc_rs: usize) {
+        for (r, cr) in c.iter().enumerate() {
+            for (v, &cv) in cr.iter().enumerate() {
+                let dst = acc.add(r * acc_rs + 8 * v) as *mut __m256i;
+                _mm256_storeu_si256(dst, _mm256_add_epi32(_mm256_loadu_si256(dst), cv));
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx2,avxvnni")]
+    pub(super) unsafe fn avxvnni(t: &Tile) {
+        for p in 0..t.panels {
+            let w = t.w.add(p * t.w_ps);
+            let mut r0 = 0;
+            while r0 < t.rows {
+                let rows = MR_AVXVNNI.min(t.rows - r0);
+                let aux = t.aux.add(r0 * t.a_rs);
+                let acc = t.acc.add(r0 * t.acc_rs + p * NR);
+                by_rows!(rows, avxvnni_mk, aux, t.a_rs, w, t.groups, acc, t.acc_rs);
+                r0 += rows;
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx2,avxvnni")]
+    unsafe fn avxvnni_mk<const MR: usize>(
+        au: *const u8,
+        a_rs: usize,
+        w: *const i8,
+        groups: usize,
+        acc: *mut i32,
+        acc_rs: usize,
+    ) {
+        let mut c = [[_mm256_setzero_si256(); 2]; MR];
+        for g in 0..groups {
+            let w0 = _mm256_loadu_si256(w.add(g * 64) as *const __m256i);
+            let w1 = _mm256_loadu_si256(w.add(g * 64 + 32) as *const __m256i);
+            for (r, cr) in c.iter_mut().enumerate() {
+                let u = _mm256_set1_epi32(bcast4(au.add(r * a_rs + 4 * g)));
+                cr[0] = _mm256_dpbusd_avx_epi32(cr[0], u, w0);
+                cr[1] = _mm256_dpbusd_avx_epi32(cr[1], u, w1);
+            }
+        }
+        store_add_256::<MR>(&c, acc, acc_rs);
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    pub(super) unsafe fn avx512vnni(t: &Tile) {
+        let mut p = 0;
+        while p < t.panels {
+            let two = p + 1 < t.panels;
+            let w0 = t.w.add(p * t.w_ps);
+            // A single trailing panel reads its own line twice and discards the second result.
+            let w1 = if two { t.w.add((p + 1) * t.w_ps) } else { w0 };
+            let mut r0 = 0;
+            while r0 < t.rows {
+                let rows = MR_AVX512.min(t.rows - r0);
+                let aux = t.aux.add(r0 * t.a_rs);
+                let acc = t.acc.add(r0 * t.acc_rs + p * NR);
+                by_rows!(rows, avx512_mk, aux, t.a_rs, w0, w1, two, t.groups, acc, t.acc_rs);
+                r0 += rows;
+            }
+            p += 2;
+        }
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn avx512_mk<const MR: usize>(
+        au: *const u8,
+        a_rs: usize,
+        w0: *const i8,
+        w1: *const i8,
+        two: bool,
+        groups: usize,
+        acc: *mut i32,
+        acc_rs: usize,
+    ) {
+        let mut c = [[_mm512_setzero_si512(); 2]; MR];
+        for g in 0..groups {
+            let v0 = _mm512_loadu_si512(w0.add(g * 64) as *const _);
+            let v1 = _mm512_loadu_si512(w1.add(g * 64) as *const _);
+            for (r, cr) in c.iter_mut().enumerate() {
+                let u = _mm512_set1_epi32(bcast4(au.add(r * a_rs + 4 * g)));
+                cr[0] = _mm512_dpbusd_epi32(cr[0], u, v0);
+                cr[1] = _mm512_dpbusd_epi32(cr[1], u, v1);
+            }
+        }
+        for (r, cr) in c.iter().enumerate() {
+            for (v, &cv) in cr.iter().enumerate().take(if two { 2 } else { 1 }) {
+                let dst = acc.add(r * acc_rs + NR * v);
+                _mm512_storeu_si512(dst as *mut _, _mm512_add_epi32(_mm512_loadu_si512(dst as *const _), cv));
+            }
+        }
+    }
+}
