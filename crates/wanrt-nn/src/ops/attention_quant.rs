@@ -32,7 +32,7 @@ use rayon::prelude::*;
 /// Query rows per parallel task (and the largest scale block).
 pub const QK_BLOCK: usize = 64;
 /// Keys per online-softmax step (a multiple of 16, the weight panel width).
-pub const KEY_TILE: usize = 256;
+pub const KEY_TILE: usize = 512;
 
 /// Knobs of the 8-bit attention; `Default` is the recommended setting.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -76,6 +76,79 @@ fn exp2_neg(x: f32) -> f32 {
             + f * (0.240_226_5
                 + f * (0.055_504_11 + f * (0.009_618_129 + f * (0.001_333_355_8 + f * 0.000_154_035_3)))));
     f32::from_bits((p.to_bits() as i32).wrapping_add(n << 23) as u32)
+}
+
+/// Lanes of the explicit reductions in [`row_step`]: a fixed summation order, so the result
+/// does not depend on how wide the compiler's vectors are.
+const LANES: usize = 8;
+
+/// One query row of one key tile: dequantizes the integer scores into `p` (base-2 units:
+/// `acc · row_c · sk`, minus the VNNI offset `comp`), takes the running max `m_new` and replaces
+/// `p` by `2^(s − m_new)`. Returns `(m_new, Σ p)`. Written as flat loops with [`LANES`]-wide
+/// accumulators so it vectorizes; every instruction set gets the same bits.
+#[inline(always)]
+fn row_step_impl(acc: &[i32], comp: Option<&[i32]>, sk: &[f32], row_c: f32, m_old: f32, p: &mut [f32]) -> (f32, f32) {
+    match comp {
+        Some(cm) => {
+            p.iter_mut().zip(acc).zip(sk).zip(cm).for_each(|(((s, &a), &k), &c)| *s = (a - c) as f32 * row_c * k)
+        }
+        None => p.iter_mut().zip(acc).zip(sk).for_each(|((s, &a), &k)| *s = a as f32 * row_c * k),
+    }
+    let max2 = |a: f32, b: f32| if b > a { b } else { a };
+    let mut mx = [f32::NEG_INFINITY; LANES];
+    let mut chunks = p.chunks_exact(LANES);
+    for ch in &mut chunks {
+        mx.iter_mut().zip(ch).for_each(|(m, &x)| *m = max2(*m, x));
+    }
+    let m_new = chunks.remainder().iter().chain(&mx).fold(m_old, |a, &x| max2(a, x));
+    p.iter_mut().for_each(|s| *s = exp2_neg(*s - m_new));
+    let mut sums = [0.0f32; LANES];
+    let mut chunks = p.chunks_exact(LANES);
+    for ch in &mut chunks {
+        sums.iter_mut().zip(ch).for_each(|(a, &x)| *a += x);
+    }
+    let sum = sums.iter().chain(chunks.remainder()).fold(0.0f32, |a, &x| a + x);
+    (m_new, sum)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn row_step_avx2(
+    acc: &[i32],
+    comp: Option<&[i32]>,
+    sk: &[f32],
+    row_c: f32,
+    m_old: f32,
+    p: &mut [f32],
+) -> (f32, f32) {
+    // Same IEEE operations as the baseline build, in 8-wide registers (no FMA: Rust never fuses).
+    row_step_impl(acc, comp, sk, row_c, m_old, p)
+}
+
+fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return std::arch::is_x86_feature_detected!("avx2");
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// [`row_step_impl`] compiled for AVX2 when `wide` (the CPU has it), else for the baseline.
+fn row_step(
+    wide: bool,
+    acc: &[i32],
+    comp: Option<&[i32]>,
+    sk: &[f32],
+    row_c: f32,
+    m_old: f32,
+    p: &mut [f32],
+) -> (f32, f32) {
+    #[cfg(target_arch = "x86_64")]
+    if wide {
+        // SAFETY: `wide` is only true when the CPU has AVX2.
+        return unsafe { row_step_avx2(acc, comp, sk, row_c, m_old, p) };
+    }
+    let _ = wide;
+    row_step_impl(acc, comp, sk, row_c, m_old, p)
 }
 
 /// Quantizes a `[L, d]` slab with one scale per `blk` rows into `dst: [L, kp]`, `scales: [L]`.
@@ -142,6 +215,7 @@ pub fn attention_quant_opts(q: &Tensor, k: &Tensor, v: &Tensor, scale: f32, opts
     let blocks_per_head = lq.div_ceil(QK_BLOCK);
     let out_ptr = SyncPtr(out.as_mut_ptr());
     let offset = isa.offsets_activations();
+    let wide = has_avx2();
     let init = || (vec![0i32; QK_BLOCK * KEY_TILE], vec![0.0f32; QK_BLOCK * KEY_TILE]);
     (0..b * h * blocks_per_head).into_par_iter().for_each_init(init, |(acc, p), task| {
         let (bh, qb) = (task / blocks_per_head, task % blocks_per_head);
@@ -186,19 +260,9 @@ pub fn attention_quant_opts(q: &Tensor, k: &Tensor, v: &Tensor, scale: f32, opts
                 let row_c = qa.scales[r] * c;
                 let a_row = &acc[r * acc_rs..r * acc_rs + kt];
                 let p_row = &mut p[r * kt..(r + 1) * kt];
-                // Scores in base-2 units: acc · (sq · scale · log2 e) · sk.
-                for (((s, &a), &k_s), &cm) in p_row.iter_mut().zip(a_row).zip(sk).zip(comp) {
-                    let a = if offset { a - cm } else { a };
-                    *s = a as f32 * row_c * k_s;
-                }
-                let tile_max = p_row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let m_new = m_run[r].max(tile_max);
+                let cm = if offset { Some(comp) } else { None };
+                let (m_new, sum) = row_step(wide, a_row, cm, sk, row_c, m_run[r], p_row);
                 let alpha = exp2_neg(m_run[r] - m_new);
-                let mut sum = 0.0f32;
-                for s in p_row.iter_mut() {
-                    *s = exp2_neg(*s - m_new);
-                    sum += *s;
-                }
                 l_run[r] = l_run[r] * alpha + sum;
                 m_run[r] = m_new;
                 if alpha != 1.0 {
@@ -274,6 +338,22 @@ mod tests {
         }
         assert!(exp2_neg(f32::NEG_INFINITY) < 1e-37);
         assert_eq!(exp2_neg(0.0), 1.0);
+    }
+
+    #[test]
+    fn softmax_step_is_identical_in_baseline_and_avx2_builds() {
+        let n = 203; // not a multiple of the lane count
+        let acc: Vec<i32> = (0..n as i32).map(|i| (i * 7919 % 4001) - 2000).collect();
+        let comp: Vec<i32> = (0..n as i32).map(|i| i % 13 - 6).collect();
+        let sk: Vec<f32> = (0..n).map(|i| 0.01 + (i % 7) as f32 * 0.003).collect();
+        for cm in [None, Some(&comp[..])] {
+            let (mut a, mut b) = (vec![0.0; n], vec![0.0; n]);
+            let ra = row_step(false, &acc, cm, &sk, 0.37, -1.5, &mut a);
+            let rb = row_step(has_avx2(), &acc, cm, &sk, 0.37, -1.5, &mut b);
+            assert_eq!((ra.0.to_bits(), ra.1.to_bits()), (rb.0.to_bits(), rb.1.to_bits()));
+            assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
+            assert!(a.iter().all(|&x| x > 0.0 && x <= 1.0));
+        }
     }
 
     #[test]
