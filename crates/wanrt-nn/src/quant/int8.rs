@@ -103,12 +103,10 @@ impl DequantRows for QuantizedMatrix {
     fn dequantize_rows(&self, start: usize, len: usize, out: &mut Vec<f32>) {
         let k = self.cols;
         out.clear();
-        out.extend(
-            self.data[start * k..(start + len) * k]
-                .iter()
-                .enumerate()
-                .map(|(i, &q)| q as f32 * self.scales[start + i / k.max(1)]),
-        );
+        for r in start..start + len {
+            let s = self.scales[r];
+            out.extend(self.data[r * k..(r + 1) * k].iter().map(|&q| q as f32 * s));
+        }
     }
 }
 
