@@ -23,7 +23,8 @@ pub struct InputArgs {
     /// Keep K frames per video, `round(i·(F−1)/(K−1))` (all frames when omitted).
     #[arg(long, value_name = "K")]
     pub frames_per_video: Option<usize>,
-    /// Frames per network batch.
+    /// Frames (videos for fvd and domain) per network call: bounds memory; results do
+    /// not depend on it.
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub batch: usize,
     /// Worker threads (default: all cores).
@@ -125,6 +126,36 @@ pub enum EvalCommand {
         /// (the lpips package's weights/v0.1/alex.pth).
         #[arg(long, value_name = "FILE.pth")]
         lpips_backbone: Option<PathBuf>,
+        #[command(flatten)]
+        input: InputArgs,
+    },
+    /// Domain evaluator of the bundled demo model: predicted attributes (shape, colour,
+    /// direction, background), per-attribute and prompt accuracy against the captions,
+    /// and the domain Fréchet distance of its 128-d features.
+    ///
+    /// Clips must have the evaluator's input size (17×32×32 for models/demo-evaluator;
+    /// `--frames-per-video` picks frames). Prompt accuracy = fraction of items whose every
+    /// predicted attribute equals the one the caption names (captions follow the
+    /// evaluator's `caption_template`, e.g. "a red circle moves left on a blue
+    /// background"). `--json` prints
+    /// {"prompt_accuracy": x|null, "attributes": {"shape": acc, …}|null, "fd": y|null,
+    /// "videos": {"items", "frames", "source"}, "real": {…}|null,
+    /// "items": [{"file", "caption", "predicted": {"shape": …, …}, "correct": bool|null}]}
+    /// (null where --prompts / --real are not given).
+    Domain {
+        /// Evaluator folder (config.json + model.safetensors); default: the bundled
+        /// models/demo-evaluator, found near the executable or in the current directory.
+        #[arg(long, env = "WANRT_DOMAIN_EVALUATOR", value_name = "DIR")]
+        evaluator: Option<PathBuf>,
+        /// Folder or file of generated clips.
+        #[arg(long, value_name = "PATH")]
+        videos: PathBuf,
+        /// Captions, JSON {key: caption} or CSV `file,caption` (as for clipscore).
+        #[arg(long, value_name = "FILE")]
+        prompts: Option<PathBuf>,
+        /// Reference clips (e.g. the dataset's) for the domain Fréchet distance.
+        #[arg(long, value_name = "PATH")]
+        real: Option<PathBuf>,
         #[command(flatten)]
         input: InputArgs,
     },
@@ -264,7 +295,7 @@ pub fn run(cmd: EvalCommand) -> anyhow::Result<()> {
                 .into());
             };
             let pb = progress("fvd");
-            let r = crate::fvd::fvd_from_paths(&i3d, &real, &fake, input.frames_per_video, &pb)?;
+            let r = crate::fvd::fvd_from_paths(&i3d, &real, &fake, input.frames_per_video, input.batch, &pb)?;
             pb.finish_and_clear();
             emit(input.json, &r, || {
                 format!(
@@ -290,7 +321,7 @@ pub fn run(cmd: EvalCommand) -> anyhow::Result<()> {
             };
             let scorer = crate::clipscore::ClipScorer::load(&clip)?;
             let pb = progress("clipscore");
-            let r = crate::clipscore::clipscore(&scorer, &videos, &prompts, input.frames_per_video, &pb)?;
+            let r = crate::clipscore::clipscore(&scorer, &videos, &prompts, input.frames_per_video, input.batch, &pb)?;
             pb.finish_and_clear();
             emit(input.json, &r, || {
                 let mut s = format!("CLIPScore {:.4}", r.clip_score);
@@ -298,6 +329,52 @@ pub fn run(cmd: EvalCommand) -> anyhow::Result<()> {
                     s.push_str(&format!(
                         "\n  {:<24} {:>3} frames  {:.4}  {}",
                         i.file, i.frames, i.clip_score, i.caption
+                    ));
+                }
+                s
+            })
+        }
+        EvalCommand::Domain { evaluator, videos, prompts, real, input } => {
+            set_threads(input.threads);
+            let dir = crate::domain::resolve_evaluator(evaluator.as_deref())?;
+            let ev = crate::domain::DomainEvaluator::load(&dir)?;
+            let pb = progress("domain");
+            let r = crate::domain::domain_eval(
+                &ev,
+                &videos,
+                prompts.as_deref(),
+                real.as_deref(),
+                input.frames_per_video,
+                input.batch.max(1),
+                &pb,
+            )?;
+            pb.finish_and_clear();
+            emit(input.json, &r, || {
+                let mut s = String::new();
+                match (&r.prompt_accuracy, &r.attributes) {
+                    (Some(p), Some(a)) => {
+                        let n = r.items.len();
+                        let ok = r.items.iter().filter(|i| i.correct == Some(true)).count();
+                        s.push_str(&format!("prompt accuracy {p:.4} ({ok}/{n} items with every attribute right)"));
+                        for (k, v) in &a.0 {
+                            s.push_str(&format!("\n  {k:<12} {v:.4}"));
+                        }
+                    }
+                    _ => s.push_str(&format!("{} items (no --prompts: no accuracy)", r.items.len())),
+                }
+                if let Some(fd) = r.fd {
+                    s.push_str(&format!(
+                        "\ndomain FD {fd:.4} (vs {} real items)",
+                        fmt_opt(&r.real.as_ref().and_then(|x| x.items))
+                    ));
+                }
+                for i in r.items.iter().filter(|i| i.correct != Some(true)) {
+                    let pred: Vec<&str> = i.predicted.0.iter().map(|(_, v)| v.as_str()).collect();
+                    s.push_str(&format!(
+                        "\n  {:<24} predicted [{}]  {}",
+                        i.file,
+                        pred.join(", "),
+                        i.caption.as_deref().unwrap_or("")
                     ));
                 }
                 s

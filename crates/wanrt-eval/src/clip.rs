@@ -304,20 +304,32 @@ impl Clip {
 
     /// `get_image_features` for `pixel_values: [1, 3, S, S]` (normalized).
     pub fn image_features(&self, pixels: &Tensor) -> Result<Vec<f32>> {
+        Ok(self.image_features_batch(pixels)?.pop().unwrap_or_default())
+    }
+
+    /// `get_image_features` for a batch `pixel_values: [N, 3, S, S]`, one vector per
+    /// image. The patch convolution runs on the batch; the encoder image by image, so an
+    /// image's embedding does not depend on the batch it is in.
+    pub fn image_features_batch(&self, pixels: &Tensor) -> Result<Vec<Vec<f32>>> {
         let p = self.patch_size;
-        let e = conv2d(pixels, &self.patch, None, (p, p), ((0, 0), (0, 0)))?; // [1, h, g, g]
-        let (h, g2) = (e.dim(1), e.dim(2) * e.dim(3));
+        let e = conv2d(pixels, &self.patch, None, (p, p), ((0, 0), (0, 0)))?; // [N, h, g, g]
+        let (nb, h, g2) = (e.dim(0), e.dim(1), e.dim(2) * e.dim(3));
         let n = g2 + 1;
-        let mut x = vec![0.0f32; n * h];
-        for j in 0..h {
-            x[j] = self.class_emb[j] + self.vpos_emb.data()[j];
-            for t in 0..g2 {
-                x[(t + 1) * h + j] = e.data()[j * g2 + t] + self.vpos_emb.data()[(t + 1) * h + j];
-            }
-        }
-        let x = self.pre_ln.forward(&Tensor::new([n, h], x)?);
-        let y = self.vision.forward(x, false)?;
-        let cls = self.post_ln.forward(&Tensor::new([1, h], y.data()[..h].to_vec())?);
-        Ok(self.visual_proj.forward(&cls)?.into_data())
+        (0..nb)
+            .map(|b| {
+                let eb = &e.data()[b * h * g2..(b + 1) * h * g2];
+                let mut x = vec![0.0f32; n * h];
+                for j in 0..h {
+                    x[j] = self.class_emb[j] + self.vpos_emb.data()[j];
+                    for t in 0..g2 {
+                        x[(t + 1) * h + j] = eb[j * g2 + t] + self.vpos_emb.data()[(t + 1) * h + j];
+                    }
+                }
+                let x = self.pre_ln.forward(&Tensor::new([n, h], x)?);
+                let y = self.vision.forward(x, false)?;
+                let cls = self.post_ln.forward(&Tensor::new([1, h], y.data()[..h].to_vec())?);
+                Ok(self.visual_proj.forward(&cls)?.into_data())
+            })
+            .collect()
     }
 }

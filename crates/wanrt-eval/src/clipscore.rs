@@ -7,9 +7,11 @@
 //! (causal attention), and torchmetrics' truncation: ids beyond 77 are cut off, the end
 //! token included (the pooling rule in [`crate::clip`] then decides what is pooled).
 //! Images: transformers 5.24's `CLIPImageProcessor` (torchvision backend): shortest side
-//! resized to `size.shortest_edge` (bicubic, antialiased — here a separable a = −0.5
-//! kernel with rounding to uint8 after each pass like PIL; verified only for frames that
-//! need no resize), center crop (`round((H − h)/2)`), `(x − 255·mean) / (255·std)`.
+//! resized to `size.shortest_edge` (`int(s·long/short)` on the other side; torchvision's
+//! bicubic with antialias on uint8, i.e. torch's fixed-point separable a = −0.5 kernel,
+//! reproduced pixel for pixel; checked against the processor on upscaled and downscaled
+//! frames of both orientations), center crop at `int((H − h)/2)` (zero padding first where the
+//! frame is smaller than the crop), `(x − 255·mean) / (255·std)`.
 //!
 //! Note: torchmetrics 1.9.0 with transformers 5.x fails as installed (`get_image_features`
 //! now returns a ModelOutput); the fixtures use a shim that hands it `pooler_output`, the
@@ -100,19 +102,21 @@ impl ImageProcessor {
             (s, (s as f64 * w as f64 / h as f64) as usize)
         };
         let img = if (nh, nw) == (h, w) { f.data.clone() } else { resize_bicubic_aa(&f.data, h, w, nh, nw) };
+        // center crop as transformers' TorchvisionBackend.center_crop: zero-pad a side that
+        // is smaller than the crop ((c − n) // 2 before), then offset int((n − c) / 2)
         let (ch, cw) = self.crop;
-        if nh < ch || nw < cw {
-            return Err(EvalError::mismatch("resized frame vs crop", format!("≥ {ch}x{cw}"), format!("{nh}x{nw}")));
-        }
-        let top = ((nh - ch) as f64 / 2.0).round() as usize;
-        let left = ((nw - cw) as f64 / 2.0).round() as usize;
+        let top = if nh >= ch { ((nh - ch) / 2) as isize } else { -(((ch - nh) / 2) as isize) };
+        let left = if nw >= cw { ((nw - cw) / 2) as isize } else { -(((cw - nw) / 2) as isize) };
         let mut out = vec![0.0f32; 3 * ch * cw];
         for c in 0..3 {
             let m = (self.mean[c] as f64 * 255.0) as f32;
             let sd = (self.std[c] as f64 * 255.0) as f32;
             for y in 0..ch {
+                let sy = top + y as isize;
                 for x in 0..cw {
-                    let v = img[((top + y) * nw + left + x) * 3 + c] as f32;
+                    let sx = left + x as isize;
+                    let inside = sy >= 0 && sx >= 0 && (sy as usize) < nh && (sx as usize) < nw;
+                    let v = if inside { img[(sy as usize * nw + sx as usize) * 3 + c] as f32 } else { 0.0 };
                     out[(c * ch + y) * cw + x] = (v - m) / sd;
                 }
             }
@@ -133,13 +137,16 @@ fn cubic(x: f64) -> f64 {
     }
 }
 
-/// Antialiased bicubic weights (PIL's `precompute_coeffs`): per output index, the first
-/// input index and normalized weights.
-fn aa_coeffs(inp: usize, out: usize) -> Vec<(usize, Vec<f64>)> {
+/// Antialiased bicubic weights (PIL's `precompute_coeffs`), then as torch's uint8 kernel
+/// (`_compute_index_ranges_int16_weights`, aten/src/ATen/native/cpu/UpSampleKernel.cpp)
+/// turned into int16 fixed point with the largest precision (≤ 22 bits) that keeps the
+/// largest weight below 2¹⁵. Per output index: the first input index and the weights;
+/// plus the precision.
+fn aa_coeffs(inp: usize, out: usize) -> (Vec<(usize, Vec<i32>)>, u32) {
     let scale = inp as f64 / out as f64;
     let fs = scale.max(1.0);
     let support = 2.0 * fs;
-    (0..out)
+    let float: Vec<(usize, Vec<f64>)> = (0..out)
         .map(|i| {
             let center = (i as f64 + 0.5) * scale;
             let xmin = ((center - support + 0.5).floor().max(0.0)) as usize;
@@ -151,20 +158,39 @@ fn aa_coeffs(inp: usize, out: usize) -> Vec<(usize, Vec<f64>)> {
             }
             (xmin, w)
         })
-        .collect()
+        .collect();
+    let wmax = float.iter().flat_map(|(_, w)| w.iter().copied()).fold(0.0f64, f64::max);
+    let mut prec = 0u32;
+    while prec < 22 && ((0.5 + wmax * (1u64 << (prec + 1)) as f64) as i64) < (1 << 15) {
+        prec += 1;
+    }
+    let one = (1u64 << prec) as f64;
+    let ints = float
+        .into_iter()
+        .map(|(x0, w)| {
+            (x0, w.iter().map(|&v| if v < 0.0 { (-0.5 + v * one) as i32 } else { (0.5 + v * one) as i32 }).collect())
+        })
+        .collect();
+    (ints, prec)
 }
 
-/// `[H, W, 3]` uint8 → `[nh, nw, 3]`, horizontal pass then vertical, rounding to uint8.
+/// `[H, W, 3]` uint8 → `[nh, nw, 3]`: torch's antialiased bicubic on uint8
+/// (`F.interpolate(..., mode="bicubic", antialias=True)`, what torchvision's `resize` runs;
+/// Pillow-SIMD's fixed-point kernel): horizontal pass then vertical, each accumulating in
+/// integers from `1 << (precision − 1)`, shifting and saturating to uint8.
 fn resize_bicubic_aa(src: &[u8], h: usize, w: usize, nh: usize, nw: usize) -> Vec<u8> {
-    let cw = aa_coeffs(w, nw);
-    let chh = aa_coeffs(h, nh);
-    let clamp = |v: f64| v.round().clamp(0.0, 255.0) as u8;
+    let (cw, pw) = aa_coeffs(w, nw);
+    let (chh, ph) = aa_coeffs(h, nh);
+    let sat = |acc: i64, p: u32| (acc >> p).clamp(0, 255) as u8;
     let mut tmp = vec![0u8; h * nw * 3];
     for y in 0..h {
         for (x, (x0, wts)) in cw.iter().enumerate() {
             for c in 0..3 {
-                let s: f64 = wts.iter().enumerate().map(|(k, wt)| wt * src[(y * w + x0 + k) * 3 + c] as f64).sum();
-                tmp[(y * nw + x) * 3 + c] = clamp(s);
+                let mut acc: i64 = 1 << (pw.max(1) - 1);
+                for (k, &wt) in wts.iter().enumerate() {
+                    acc += wt as i64 * src[(y * w + x0 + k) * 3 + c] as i64;
+                }
+                tmp[(y * nw + x) * 3 + c] = sat(acc, pw);
             }
         }
     }
@@ -172,8 +198,11 @@ fn resize_bicubic_aa(src: &[u8], h: usize, w: usize, nh: usize, nw: usize) -> Ve
     for (y, (y0, wts)) in chh.iter().enumerate() {
         for x in 0..nw {
             for c in 0..3 {
-                let s: f64 = wts.iter().enumerate().map(|(k, wt)| wt * tmp[((y0 + k) * nw + x) * 3 + c] as f64).sum();
-                out[(y * nw + x) * 3 + c] = clamp(s);
+                let mut acc: i64 = 1 << (ph.max(1) - 1);
+                for (k, &wt) in wts.iter().enumerate() {
+                    acc += wt as i64 * tmp[((y0 + k) * nw + x) * 3 + c] as i64;
+                }
+                out[(y * nw + x) * 3 + c] = sat(acc, ph);
             }
         }
     }
@@ -246,47 +275,91 @@ impl ClipScorer {
 
     /// Unclamped `100·cos` of one (frame, caption) pair, given the caption's embedding.
     pub fn pair_score(&self, frame: &Frame, text: &[f32]) -> Result<f64> {
-        let img = self.clip.image_features(&self.processor.pixels(frame)?)?;
+        Ok(self.pair_scores(std::slice::from_ref(frame), &[text])?[0])
+    }
+
+    /// Unclamped `100·cos` of (frame, caption embedding) pairs, the frames run as one
+    /// batch through the image tower (scores do not depend on the batch).
+    pub fn pair_scores(&self, frames: &[Frame], texts: &[&[f32]]) -> Result<Vec<f64>> {
+        if frames.is_empty() {
+            return Ok(Vec::new());
+        }
+        let px = frames.iter().map(|f| self.processor.pixels(f)).collect::<Result<Vec<_>>>()?;
+        let refs: Vec<&Tensor> = px.iter().collect();
+        let imgs = self.clip.image_features_batch(&Tensor::cat(&refs, 0)?)?;
         let n = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
-        let (ni, nt) = (n(&img), n(text));
-        let dot: f32 = img.iter().zip(text).map(|(a, b)| (a / ni) * (b / nt)).sum();
-        Ok(100.0 * dot as f64)
+        Ok(imgs
+            .iter()
+            .zip(texts)
+            .map(|(img, text)| {
+                let (ni, nt) = (n(img), n(text));
+                let dot: f32 = img.iter().zip(*text).map(|(a, b)| (a / ni) * (b / nt)).sum();
+                100.0 * dot as f64
+            })
+            .collect())
     }
 }
 
-/// `wanrt eval clipscore`.
+/// `wanrt eval clipscore`; `batch` frames per image-tower call (across items).
 pub fn clipscore(
     scorer: &ClipScorer,
     videos: &Path,
     prompts: &Path,
     frames_per_video: Option<usize>,
+    batch: usize,
     progress: &ProgressBar,
 ) -> Result<ClipScoreReport> {
     let captions = read_prompts(prompts)?;
     let set = open_items(videos, frames_per_video)?;
     progress.set_length(set.len() as u64);
-    let mut items = Vec::new();
-    let (mut total, mut count) = (0.0f64, 0usize);
+    let batch = batch.max(1);
+    let mut items: Vec<ClipItem> = Vec::new();
+    let mut texts: Vec<Vec<f32>> = Vec::new();
+    // frames waiting for the image tower, with the index of their item
+    let mut pending: Vec<(usize, Frame)> = Vec::with_capacity(batch);
+    let run = |pending: &mut Vec<(usize, Frame)>, items: &mut Vec<ClipItem>, texts: &[Vec<f32>]| -> Result<()> {
+        let frames: Vec<Frame> = pending.iter().map(|(_, f)| f.clone()).collect();
+        let t: Vec<&[f32]> = pending.iter().map(|(i, _)| texts[*i].as_slice()).collect();
+        let scores = scorer.pair_scores(&frames, &t)?;
+        for ((i, _), s) in pending.iter().zip(scores) {
+            items[*i].per_frame.push(s);
+        }
+        pending.clear();
+        Ok(())
+    };
     for item in set.iter() {
         let item = item?;
         let caption = captions
             .get(&item.key)
             .or_else(|| captions.get(item.key.trim_end_matches('/')))
             .ok_or_else(|| EvalError::input(prompts, format!("no caption for item `{}`", item.key)))?;
-        let text = scorer.clip.text_features(&scorer.token_ids(caption)?)?;
-        let per_frame: Vec<f64> =
-            frames_of(&item).iter().map(|f| scorer.pair_score(f, &text)).collect::<Result<_>>()?;
-        total += per_frame.iter().sum::<f64>();
-        count += per_frame.len();
-        let mean = per_frame.iter().sum::<f64>() / per_frame.len().max(1) as f64;
+        texts.push(scorer.clip.text_features(&scorer.token_ids(caption)?)?);
+        let frames = frames_of(&item);
+        let idx = items.len();
         items.push(ClipItem {
             file: item.key.clone(),
             caption: caption.clone(),
-            frames: per_frame.len(),
-            clip_score: mean.max(0.0),
-            per_frame,
+            frames: frames.len(),
+            clip_score: 0.0,
+            per_frame: Vec::with_capacity(frames.len()),
         });
+        for f in frames {
+            pending.push((idx, f));
+            if pending.len() == batch {
+                run(&mut pending, &mut items, &texts)?;
+            }
+        }
         progress.inc(1);
+    }
+    if !pending.is_empty() {
+        run(&mut pending, &mut items, &texts)?;
+    }
+    let (mut total, mut count) = (0.0f64, 0usize);
+    for it in &mut items {
+        let s: f64 = it.per_frame.iter().sum();
+        total += s;
+        count += it.per_frame.len();
+        it.clip_score = (s / it.per_frame.len().max(1) as f64).max(0.0);
     }
     Ok(ClipScoreReport { clip_score: (total / count.max(1) as f64).max(0.0), items })
 }

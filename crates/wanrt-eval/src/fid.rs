@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::error::{EvalError, Result};
 use crate::frechet::frechet_distance_stats;
 use crate::inception::{FidInception, FEATURE_DIM};
-use crate::items::{frames_of, open_items};
+use crate::items::{frames_of, open_items, Frame};
 use crate::kid::{kid, KidOptions, KidResult};
 use crate::stats::{FeatureStats, FeatureSums};
 
@@ -20,7 +20,7 @@ use crate::stats::{FeatureStats, FeatureSums};
 pub struct FeatureOptions {
     /// `--frames-per-video K` (all frames when `None`).
     pub frames_per_video: Option<usize>,
-    /// Frames decoded before the network runs on them (≥ 1).
+    /// Frames per network call (≥ 1; bounds memory, results do not depend on it).
     pub batch: usize,
 }
 
@@ -62,8 +62,9 @@ pub struct FeatureSet {
     pub features: Vec<f32>,
 }
 
-/// Runs the Inception on every selected frame of every item under `path`, calling
-/// `sink` with each frame's 2048 features in order.
+/// Runs the Inception on every selected frame of every item under `path`, `opts.batch`
+/// frames per network call (across items), calling `sink` with each frame's 2048
+/// features in order. The features do not depend on the batch size.
 pub fn for_each_feature(
     net: &FidInception,
     path: &Path,
@@ -73,14 +74,26 @@ pub fn for_each_feature(
 ) -> Result<(usize, usize)> {
     let set = open_items(path, opts.frames_per_video)?;
     progress.set_length(set.len() as u64);
+    let batch = opts.batch.max(1);
     let mut frames = 0usize;
+    let mut pending: Vec<Frame> = Vec::with_capacity(batch);
+    let mut run = |pending: &mut Vec<Frame>| -> Result<()> {
+        let feats = net.features_batch(pending)?;
+        pending.clear();
+        feats.chunks_exact(FEATURE_DIM).try_for_each(&mut sink)
+    };
     for item in set.iter() {
-        for f in &frames_of(&item?) {
-            let feat = net.features(f)?;
-            sink(&feat)?;
+        for f in frames_of(&item?) {
+            pending.push(f);
             frames += 1;
+            if pending.len() == batch {
+                run(&mut pending)?;
+            }
         }
         progress.inc(1);
+    }
+    if !pending.is_empty() {
+        run(&mut pending)?;
     }
     Ok((set.len(), frames))
 }

@@ -74,40 +74,62 @@ pub fn preprocess(frames: &[Frame]) -> Result<Tensor> {
     Ok(Tensor::new([1, 3, t, RES, RES], out)?)
 }
 
-/// I3D logits of every video under `path`, `[videos, classes]`.
+/// I3D logits of every video under `path`, `[videos, classes]`; up to `batch` videos of
+/// equal length per network call (logits do not depend on it).
 pub fn video_logits(
     net: &I3d,
     path: &Path,
     frames_per_video: Option<usize>,
+    batch: usize,
     progress: &ProgressBar,
 ) -> Result<(Vec<f32>, SideInfo)> {
     let set = open_items(path, frames_per_video)?;
     progress.set_length(set.len() as u64);
     let mut out = Vec::new();
     let mut frames = 0u64;
+    // preprocessed videos waiting for the network, with their keys
+    let mut pending: Vec<(String, Tensor)> = Vec::new();
+    let mut run = |pending: &mut Vec<(String, Tensor)>| -> Result<()> {
+        let refs: Vec<&Tensor> = pending.iter().map(|(_, t)| t).collect();
+        let x = Tensor::cat(&refs, 0)?;
+        let keys = || pending.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join(", ");
+        out.extend(net.forward_batch(&x).map_err(|e| EvalError::Msg(format!("{}: {e}", keys())))?);
+        pending.clear();
+        Ok(())
+    };
     for item in set.iter() {
         let item = item?;
         let f = frames_of(&item);
         frames += f.len() as u64;
         let x = preprocess(&f).map_err(|e| EvalError::Msg(format!("{}: {e}", item.key)))?;
-        out.extend(net.forward(&x).map_err(|e| EvalError::Msg(format!("{}: {e}", item.key)))?);
+        if pending.first().is_some_and(|(_, p)| p.shape() != x.shape()) {
+            run(&mut pending)?;
+        }
+        pending.push((item.key.clone(), x));
+        if pending.len() >= batch.max(1) {
+            run(&mut pending)?;
+        }
         progress.inc(1);
+    }
+    if !pending.is_empty() {
+        run(&mut pending)?;
     }
     Ok((out, SideInfo { items: Some(set.len()), frames: Some(frames), source: "path".into() }))
 }
 
-/// `wanrt eval fvd`.
+/// `wanrt eval fvd`; `batch` videos per network call.
 pub fn fvd_from_paths(
     i3d: &Path,
     real: &Path,
     fake: &Path,
     frames_per_video: Option<usize>,
+    batch: usize,
     progress: &ProgressBar,
 ) -> Result<FvdReport> {
     let net = I3d::load(i3d)?;
-    let (a, ia) = video_logits(&net, real, frames_per_video, progress)?;
+    let (a, ia) = video_logits(&net, real, frames_per_video, batch, progress)?;
     progress.reset();
-    let (b, ib) = video_logits(&net, fake, frames_per_video, progress)?;
+    let (b, ib) = video_logits(&net, fake, frames_per_video, batch, progress)?;
     let d = a.len() / ia.items.unwrap_or(1).max(1);
     let sa = FeatureStats::from_features(&a, d)
         .map_err(|e| EvalError::Msg(format!("FVD statistics of {}: {e}", real.display())))?;

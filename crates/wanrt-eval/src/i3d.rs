@@ -181,6 +181,13 @@ impl I3d {
 
     /// `x: [1, 3, T, 224, 224]` in [−1, 1] → the `classes` logits averaged over time.
     pub fn forward(&self, x: &Tensor) -> Result<Vec<f32>> {
+        self.forward_batch(x)
+    }
+
+    /// `x: [N, 3, T, 224, 224]` in [−1, 1] → `[N, classes]` logits averaged over time
+    /// (row-major). Every op works sample by sample: a video's logits do not depend on
+    /// the batch it is in.
+    pub fn forward_batch(&self, x: &Tensor) -> Result<Vec<f32>> {
         let mut x = self.conv1a.forward(x)?;
         x = max_pool_same(&x, (1, 3, 3), (1, 2, 2))?;
         x = self.conv2b.forward(&x)?;
@@ -202,15 +209,19 @@ impl I3d {
             ))
         })?;
         let y = conv3d(&x, &self.logits_w, Some(&self.logits_b), (1, 1, 1), PaddingFull::default())?;
-        // y: [1, classes, T', H', W']; torch squeezes H', W' (= 1 at 224) and averages T'
-        let &[_, _, t, h, w] = y.shape() else { unreachable!("conv3d returns 5-D") };
+        // y: [N, classes, T', H', W']; torch squeezes H', W' (= 1 at 224) and averages T'
+        let &[n, _, t, h, w] = y.shape() else { unreachable!("conv3d returns 5-D") };
         if (h, w) != (1, 1) {
             return Err(EvalError::mismatch("I3D logits spatial size", "1x1 (224x224 input)", format!("{h}x{w}")));
         }
-        Ok((0..self.classes)
-            .map(|c| {
-                let s: f32 = y.data()[c * t..(c + 1) * t].iter().sum();
-                s / t as f32
+        let per = self.classes * t;
+        Ok((0..n)
+            .flat_map(|b| {
+                let yb = &y.data()[b * per..(b + 1) * per];
+                (0..self.classes).map(move |c| {
+                    let s: f32 = yb[c * t..(c + 1) * t].iter().sum();
+                    s / t as f32
+                })
             })
             .collect())
     }

@@ -312,8 +312,18 @@ impl FidInception {
 
     /// `x: [N, 3, H, W]` in [0, 1] → `[N, 2048]` (resize to 299 bilinear, 2x−1, network).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let x = resize_bilinear(x, 299, 299)?.map(|v| 2.0 * v - 1.0);
-        let mut x = self.stem[0].forward(&x)?;
+        self.forward_prepared(&Self::prepare(x)?)
+    }
+
+    /// pytorch-fid's input transform: `[N, 3, H, W]` in [0, 1] → `[N, 3, 299, 299]` in [−1, 1].
+    pub fn prepare(x: &Tensor) -> Result<Tensor> {
+        Ok(resize_bilinear(x, 299, 299)?.map(|v| 2.0 * v - 1.0))
+    }
+
+    /// The network on prepared input `[N, 3, 299, 299]` → `[N, 2048]`. Every op works
+    /// sample by sample, so a sample's features do not depend on the batch it is in.
+    pub fn forward_prepared(&self, x: &Tensor) -> Result<Tensor> {
+        let mut x = self.stem[0].forward(x)?;
         x = self.stem[1].forward(&x)?;
         x = self.stem[2].forward(&x)?;
         x = max_pool2d(&x, 3, 2, 0)?;
@@ -337,6 +347,19 @@ impl FidInception {
     pub fn features(&self, frame: &Frame) -> Result<Vec<f32>> {
         let x = frame_to_nchw(frame);
         Ok(self.forward(&x)?.into_data())
+    }
+
+    /// Features of frames of any sizes, run as one batch `[N, 2048]` (row-major): each
+    /// frame is resized on its own, then the batch goes through the network together.
+    pub fn features_batch(&self, frames: &[Frame]) -> Result<Vec<f32>> {
+        if frames.is_empty() {
+            return Ok(Vec::new());
+        }
+        let prepared = frames.iter().map(|f| Self::prepare(&frame_to_nchw(f))).collect::<Result<Vec<_>>>()?;
+        let refs: Vec<&Tensor> = prepared.iter().collect();
+        let x = Tensor::cat(&refs, 0)?;
+        drop(prepared);
+        Ok(self.forward_prepared(&x)?.into_data())
     }
 }
 

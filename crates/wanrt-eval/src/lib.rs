@@ -7,6 +7,7 @@
 //! | PSNR / SSIM | scikit-image 0.26 `peak_signal_noise_ratio` / `structural_similarity` | [`psnr`], [`ssim`], [`compare`] |
 //! | LPIPS | lpips 0.1.4 `LPIPS` (AlexNet / VGG16, v0.1 heads) | [`lpips`] |
 //! | FVD | common_metrics_on_video_quality `fvd/videogpt` (VideoGPT I3D) | [`i3d`], [`fvd`] |
+//! | domain accuracy / FD | tools/demo/evaluator.py (models/demo-evaluator) | [`domain`] |
 //! | CLIPScore | torchmetrics 1.9.0 `CLIPScore` + transformers 5.24 `CLIPModel` | [`clip`], [`clipscore`] |
 //!
 //! Inputs follow DESIGN.md's item rules ([`items`]); [`cli`] implements the CLI contract.
@@ -15,6 +16,7 @@ pub mod cli;
 pub mod clip;
 pub mod clipscore;
 pub mod compare;
+pub mod domain;
 pub mod error;
 pub mod fid;
 pub mod frechet;

@@ -4,10 +4,26 @@
 //!
 //! Sums are accumulated *exactly*: every product of two f32 features is exact in f64 and
 //! is rounded onto a fixed grid of 2⁻⁶⁴ held in an i128, so addition is associative and a
-//! set processed in shards and merged gives bit-identical statistics to one pass. The npz
-//! keeps `mu`, `sigma` (what pytorch-fid reads), `n`, `sum`, `sum_outer` (float64), and the
-//! exact accumulators `sum_fixed` `[d, 2]` / `sum_outer_fixed` `[d(d+1)/2, 2]` (int64
-//! hi/lo words of the i128, upper triangle row by row) that make merging exact.
+//! set processed in shards and merged gives bit-identical statistics to one pass.
+//!
+//! The npz (numpy and pytorch-fid read it):
+//!
+//! | key | dtype, shape | what |
+//! |---|---|---|
+//! | `mu` | f64 `[d]` | mean (pytorch-fid reads it) |
+//! | `sigma` | f64 `[d, d]` | covariance, ddof 1 (pytorch-fid reads it) |
+//! | `n` | i64 `[]` | number of feature vectors |
+//! | `sum` | i64 `[d, 2]` | Σx, exact: the i128 `hi·2⁶⁴ + lo` (lo as unsigned) times 2⁻⁶⁴ |
+//! | `sum_outer` | i64 `[d(d+1)/2, 2]` | Σxxᵀ, exact like `sum`, upper triangle row by row |
+//! | `fixed_point_bits` | i64 `[]` | 64: the grid 2⁻⁶⁴ of `sum` / `sum_outer` |
+//!
+//! Why the size (67 MB for d = 2048): pytorch-fid needs the full
+//! f64 `sigma` (d² · 8 B = 33.5 MB), and exact merging needs the exact sums, which no f64
+//! matrix holds (a sum of n products needs more than 53 bits); the upper triangle of i128
+//! accumulators is d(d+1)/2 · 16 B = 33.6 MB. A float `sum_outer` would be redundant
+//! (derivable from the exact one) and was dropped; `sigma` cannot be derived by
+//! pytorch-fid, so it stays. Files written by earlier versions (f64 `sum` / `sum_outer`
+//! plus `sum_fixed` / `sum_outer_fixed`) are still read and merged.
 
 use std::path::Path;
 
@@ -174,7 +190,7 @@ impl FeatureStats {
     }
 
     /// Writes the npz (atomically): `mu`, `sigma`, and when known `n`, `sum`,
-    /// `sum_outer`, `sum_fixed`, `sum_outer_fixed`.
+    /// `sum_outer`, `fixed_point_bits` (see the module doc).
     pub fn write_npz(&self, path: &Path) -> Result<()> {
         let d = self.dim;
         let mu = NpyArray::new(vec![d], self.mu.clone())?;
@@ -182,11 +198,9 @@ impl FeatureStats {
         let mut arrays: Vec<(&str, NpyArray)> = vec![("mu", mu), ("sigma", sigma)];
         if let Some(s) = &self.sums {
             arrays.push(("n", NpyArray::new(vec![], vec![s.n as i64])?));
-            arrays.push(("sum", NpyArray::new(vec![d], s.sum_f64())?));
-            arrays.push(("sum_outer", NpyArray::new(vec![d, d], s.sum_outer_f64())?));
-            arrays.push(("sum_fixed", NpyArray::new(vec![d, 2], FeatureSums::fixed_pairs(&s.sum))?));
-            arrays
-                .push(("sum_outer_fixed", NpyArray::new(vec![s.outer.len(), 2], FeatureSums::fixed_pairs(&s.outer))?));
+            arrays.push(("sum", NpyArray::new(vec![d, 2], FeatureSums::fixed_pairs(&s.sum))?));
+            arrays.push(("sum_outer", NpyArray::new(vec![s.outer.len(), 2], FeatureSums::fixed_pairs(&s.outer))?));
+            arrays.push(("fixed_point_bits", NpyArray::new(vec![], vec![64i64])?));
         }
         let refs: Vec<(&str, &NpyArray)> = arrays.iter().map(|(k, a)| (*k, a)).collect();
         wanrt_io::write_npz(path, &refs)?;
@@ -214,18 +228,33 @@ impl FeatureStats {
             let n = r.read("n")?.to_f64_vec();
             out.n = n.first().map(|&v| v as u64);
         }
-        if r.contains("sum_fixed") && r.contains("sum_outer_fixed") {
-            let sf = r.read("sum_fixed")?;
-            let so = r.read("sum_outer_fixed")?;
-            if sf.shape() != [d, 2] || so.shape() != [d * (d + 1) / 2, 2] {
-                return Err(EvalError::input(path, "`sum_fixed`/`sum_outer_fixed` do not match the feature dimension"));
+        // exact sums: `sum` / `sum_outer` as int64 pairs, or (older files) `sum_fixed` /
+        // `sum_outer_fixed` beside float copies
+        let keys = if r.contains("sum_outer_fixed") { ("sum_fixed", "sum_outer_fixed") } else { ("sum", "sum_outer") };
+        if r.contains(keys.0) && r.contains(keys.1) {
+            let sf = r.read(keys.0)?;
+            let so = r.read(keys.1)?;
+            let exact = sf.dtype() == wanrt_io::NpyDType::I64 && so.dtype() == wanrt_io::NpyDType::I64;
+            if exact {
+                if sf.shape() != [d, 2] || so.shape() != [d * (d + 1) / 2, 2] {
+                    return Err(EvalError::input(
+                        path,
+                        format!("`{}`/`{}` do not match the feature dimension {d}", keys.0, keys.1),
+                    ));
+                }
+                if r.contains("fixed_point_bits") {
+                    let bits = r.read("fixed_point_bits")?.to_f64_vec();
+                    if bits.first() != Some(&64.0) {
+                        return Err(EvalError::input(path, format!("`fixed_point_bits` {bits:?}: only 64 is known")));
+                    }
+                }
+                out.sums = Some(FeatureSums {
+                    dim: d,
+                    n: out.n.ok_or_else(|| EvalError::input(path, "has sums but no `n`"))?,
+                    sum: FeatureSums::from_pairs(&sf.to_vec::<i64>()?),
+                    outer: FeatureSums::from_pairs(&so.to_vec::<i64>()?),
+                });
             }
-            out.sums = Some(FeatureSums {
-                dim: d,
-                n: out.n.ok_or_else(|| EvalError::input(path, "has sums but no `n`"))?,
-                sum: FeatureSums::from_pairs(&sf.to_vec::<i64>()?),
-                outer: FeatureSums::from_pairs(&so.to_vec::<i64>()?),
-            });
         }
         Ok(out)
     }

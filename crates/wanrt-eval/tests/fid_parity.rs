@@ -41,6 +41,21 @@ fn fid_kid_match_pytorch_fid_and_torchmetrics() {
         sets.push((got, want));
     }
 
+    // --batch: the first 3 fake images, 2 per network call (then 1), give the same
+    // features bit for bit as one at a time
+    let tmp3 = tempfile::tempdir().unwrap();
+    let mut names: Vec<_> = std::fs::read_dir(dir.join("fake")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    names.sort();
+    for n in &names[..3] {
+        std::fs::copy(dir.join("fake").join(n), tmp3.path().join(n)).unwrap();
+    }
+    let batched = compute_features(&net, tmp3.path(), &FeatureOptions { batch: 2, ..opts }, &pb).unwrap();
+    assert_eq!(batched.frames, 3);
+    assert!(
+        batched.features.iter().zip(&sets[1].0.features).all(|(a, b)| a.to_bits() == b.to_bits()),
+        "features with --batch 2 differ from --batch 1"
+    );
+
     // 2. FID: Rust features + Rust statistics + Rust Fréchet vs pytorch-fid end to end
     let s_real = FeatureStats::from_features(&sets[0].0.features, 2048).unwrap();
     let s_fake = FeatureStats::from_features(&sets[1].0.features, 2048).unwrap();

@@ -17,14 +17,17 @@ fn fvd_matches_videogpt_fvd() {
     let pt = dir.join("i3d_random_400.pt");
     let net = I3d::load(&pt).unwrap();
     let pb = ProgressBar::hidden();
-    let (got, info) = video_logits(&net, &dir.join("real"), None, &pb).unwrap();
+    let (got, info) = video_logits(&net, &dir.join("real"), None, 1, &pb).unwrap();
     assert_eq!((info.items, info.frames), (Some(3), Some(30)));
     let want = read_features_npy(&dir.join("real_logits.npy")).unwrap();
     let max_abs = got.iter().zip(&want.features).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
     let scale = want.features.iter().map(|v| v.abs()).fold(0.0f32, f32::max);
     println!("I3D logits max-abs diff {max_abs:e} (max |logit| {scale})");
     assert!(max_abs <= 1e-4 * scale.max(1.0), "max-abs {max_abs}");
-    let r = fvd_from_paths(&pt, &dir.join("real"), &dir.join("fake"), None, &pb).unwrap();
+    // --batch: two videos per network call (then one) give the same logits bit for bit
+    let (got2, _) = video_logits(&net, &dir.join("real"), None, 2, &pb).unwrap();
+    assert!(got.iter().zip(&got2).all(|(a, b)| a.to_bits() == b.to_bits()), "batch 2 differs from batch 1");
+    let r = fvd_from_paths(&pt, &dir.join("real"), &dir.join("fake"), None, 3, &pb).unwrap();
     let want = refj["fvd_f64"].as_f64().unwrap();
     println!("FVD {} want {want} (f32 reference {}) rel {:e}", r.fvd, refj["fvd_f32"], rel_err(r.fvd, want));
     assert!(rel_err(r.fvd, want) <= 1e-3);
