@@ -205,8 +205,10 @@ impl QuantizedActs {
         debug_assert_eq!(data.len(), m * kp);
         let aux = match isa {
             Isa::Scalar => Vec::new(),
-            Isa::Avx2 => data.iter().map(|&v| v.unsigned_abs()).collect(),
-            Isa::AvxVnni | Isa::Avx512Vnni => data.iter().map(|&v| (v as u8) ^ 0x80).collect(),
+            Isa::Avx2 => data.par_iter().with_min_len(1 << 16).map(|&v| v.unsigned_abs()).collect(),
+            Isa::AvxVnni | Isa::Avx512Vnni => {
+                data.par_iter().with_min_len(1 << 16).map(|&v| (v as u8) ^ 0x80).collect()
+            }
         };
         QuantizedActs { m, kp, data, aux, scales }
     }
