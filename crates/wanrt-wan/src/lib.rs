@@ -4,7 +4,6 @@
 //! UMT5 text encoder (transformers), diffusion transformer, causal 3D VAE,
 //! flow-matching schedulers and the pipeline (diffusers).
 
-pub mod artifact;
 pub mod error;
 pub mod model;
 pub mod names;
@@ -13,7 +12,6 @@ pub mod rope;
 pub mod scheduler;
 pub mod scheduler_euler;
 pub mod scheduler_unipc;
-pub mod step_cache;
 pub mod text;
 pub mod transformer;
 pub mod umt5;

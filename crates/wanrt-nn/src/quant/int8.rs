@@ -581,7 +581,7 @@ pub(crate) mod tests {
 
     #[test]
     fn w8a16_matches_f32_on_dequantized_weights() {
-        for &(m, k, n) in &[(1, 1, 1), (13, 37, 300), (64, 129, 513)] {
+        for &(m, k, n) in &[(1, 1, 1), (13, 37, 300), (64, 129, 513), (2050, 3, 5)] {
             let x = randn(m * k, 8);
             let wf = randn(n * k, 9);
             let bias = randn(n, 10);

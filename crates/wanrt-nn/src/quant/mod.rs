@@ -51,12 +51,13 @@ pub(crate) fn round_half_even(y: f32) -> f32 {
 
 /// Output columns widened to f32 per task in [`gemm_decoded`].
 const DECODE_BLOCK: usize = 256;
+/// Activation rows per product in [`gemm_decoded`] (bounds its scratch at 2 MB per thread).
+const DECODE_ROWS: usize = 2048;
 
 /// `out[m, n] = x[m, k] · Wᵀ (+ bias)` where `W[n, k]` is only available through `decode`, which
 /// writes rows `start..start+len` of W in f32 (row-major `[len, k]`) into its buffer. Column
 /// blocks of [`DECODE_BLOCK`] rows of W are decoded and multiplied in parallel, so the f32 copy
 /// of the weight never exceeds `threads × DECODE_BLOCK × k` floats.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn gemm_decoded(
     x: &[f32],
     m: usize,
@@ -73,21 +74,40 @@ pub(crate) fn gemm_decoded(
     }
     let blocks = n.div_ceil(DECODE_BLOCK);
     let out_ptr = SyncPtr(out.as_mut_ptr());
+    // Fewer blocks than threads (small n): let each product use the pool instead.
+    let single_thread = blocks >= crate::ops::num_threads();
     let init = || (Vec::new(), Vec::new());
     (0..blocks).into_par_iter().for_each_init(init, |(panel, tile): &mut (Vec<f32>, Vec<f32>), blk| {
         let j0 = blk * DECODE_BLOCK;
         let nb = DECODE_BLOCK.min(n - j0);
         decode(j0, nb, panel);
-        tile.clear();
-        tile.resize(m * nb, 0.0);
-        // tile[i, j] = Σ x[i, kk] · panel[j, kk]: the panel read transposed as b[kk, j].
-        gemm_general(tile, nb, x, Layout::row_major(k), panel, Layout { rs: 1, cs: k }, m, nb, k, false, true);
-        for (i, row) in tile.chunks_exact(nb).enumerate() {
-            // SAFETY: each task writes only its own columns j0..j0+nb of each row of `out`.
-            let dst = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(i * n + j0), nb) };
-            match bias {
-                Some(b) => dst.iter_mut().zip(row).zip(&b[j0..j0 + nb]).for_each(|((o, &t), &b)| *o = t + b),
-                None => dst.copy_from_slice(row),
+        // Row chunks bound the scratch tile to DECODE_ROWS × DECODE_BLOCK floats.
+        for i0 in (0..m).step_by(DECODE_ROWS) {
+            let mr = DECODE_ROWS.min(m - i0);
+            tile.clear();
+            tile.resize(mr * nb, 0.0);
+            // tile[i, j] = Σ x[i0 + i, kk] · panel[j, kk]: the panel read transposed as b[kk, j].
+            let xs = &x[i0 * k..(i0 + mr) * k];
+            gemm_general(
+                tile,
+                nb,
+                xs,
+                Layout::row_major(k),
+                panel,
+                Layout { rs: 1, cs: k },
+                mr,
+                nb,
+                k,
+                false,
+                single_thread,
+            );
+            for (i, row) in tile.chunks_exact(nb).enumerate() {
+                // SAFETY: each task writes only its own columns j0..j0+nb of each row of `out`.
+                let dst = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add((i0 + i) * n + j0), nb) };
+                match bias {
+                    Some(b) => dst.iter_mut().zip(row).zip(&b[j0..j0 + nb]).for_each(|((o, &t), &b)| *o = t + b),
+                    None => dst.copy_from_slice(row),
+                }
             }
         }
     });
