@@ -78,6 +78,11 @@ pub struct GenerateArgs {
     /// Text length the prompt is padded/truncated to.
     #[arg(long)]
     pub max_sequence_length: Option<usize>,
+    /// Step cache (TeaCache-style): skip the transformer blocks while the first block's modulated
+    /// input changed by less than T (accumulated relative L1) since the last full step; 0 = off
+    /// (default: the model's wanrt.json, else 0). Typical: 0.05–0.3.
+    #[arg(long)]
+    pub cache_threshold: Option<f64>,
     /// Compute backend.
     #[arg(long, value_enum, default_value = "cpu")]
     pub backend: Backend,
@@ -152,6 +157,11 @@ pub fn run(args: GenerateArgs) -> Result<()> {
 
     let dir = model_path::resolve(args.model.as_deref())?;
     let t_load = Instant::now();
+    if let Some(t) = args.cache_threshold {
+        if !(t.is_finite() && t >= 0.0) {
+            bail!("--cache-threshold must be a non-negative number, got {t}");
+        }
+    }
     let mut bars = Bars::new("wanrt", args.json);
     let opts = wanrt_wan::model::LoadOptions { keep_half_weights: args.low_memory };
     let model = WanModel::load_with(&dir, opts, |stage| {
@@ -183,6 +193,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         max_sequence_length: args.max_sequence_length,
         noise,
         seed: args.seed,
+        cache_threshold: args.cache_threshold,
     };
 
     let mut runs = Vec::new();
@@ -234,6 +245,8 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             "prompt": params.prompt,
             "settings": out.settings,
             "timings_s": timings,
+            "transformer_evals": out.transformer_evals,
+            "steps_skipped": out.steps_skipped,
         }));
     }
     if let (Some(_), Some(out_dir)) = (&batch_prompts, &args.output) {
@@ -247,6 +260,8 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         "model": dir,
         "layout": format!("{:?}", model.layout).to_lowercase(),
         "load_s": load_secs,
+        "optimized": model.artifact.is_some(),
+        "transformer_weight_bytes": model.transformer.weight_bytes(),
         "videos": reports,
         "peak_rss_bytes": peak,
     });
@@ -273,6 +288,9 @@ fn print_table(summary: &serde_json::Value, load_secs: f64, peak: Option<u64>) {
                     println!("{key:<14} {s:>10.2}");
                 }
             }
+        }
+        if let Some(skipped) = v["steps_skipped"].as_u64().filter(|&n| n > 0) {
+            println!("step cache: {skipped} of {} steps reused the cached residual", v["settings"]["steps"]);
         }
         let s = &v["settings"];
         println!(

@@ -5,6 +5,7 @@
 mod bench;
 mod generate;
 mod model_path;
+mod optimize;
 mod progress;
 mod sysinfo;
 
@@ -21,6 +22,8 @@ struct Cli {
 enum Command {
     /// Generate video from text with a Wan2.1 model (diffusers or original release layout).
     Generate(Box<generate::GenerateArgs>),
+    /// Calibrate, quantize (INT8/FP8) and prune a model into an optimized artifact folder, with a report.
+    Optimize(Box<optimize::OptimizeArgs>),
     /// Time each pipeline stage (text encoder, one transformer step, VAE decode) on this machine.
     Bench(Box<bench::BenchArgs>),
     /// Quality metrics: FID, KID, statistics, PSNR/SSIM/LPIPS comparisons.
@@ -35,6 +38,7 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Generate(args) => generate::run(*args),
+        Command::Optimize(args) => optimize::run(*args),
         Command::Bench(args) => bench::run(*args),
         Command::Eval(cmd) => wanrt_eval::cli::run(cmd),
         Command::Review(cmd) => wanrt_review::run(cmd),

@@ -10,6 +10,7 @@ pub mod error;
 pub mod linear;
 pub mod ops;
 pub mod quant;
+pub mod probe;
 pub mod tensor;
 pub mod weights;
 

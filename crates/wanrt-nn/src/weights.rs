@@ -6,6 +6,7 @@
 
 use crate::dtype::{bytes_to_f32, DType};
 use crate::error::{Error, Result};
+use crate::quant::ActQuant;
 use crate::Tensor;
 use memmap2::Mmap;
 use std::borrow::Cow;
@@ -98,6 +99,9 @@ pub struct WeightStore {
     keep_half: bool,
     /// Human description of where the tensors came from, for error messages.
     origin: String,
+    /// Layers (by tensor prefix) whose activations are quantized at run time
+    /// (W8A8 / FP8), from an optimized artifact's manifest.
+    activation_quant: BTreeMap<String, ActQuant>,
 }
 
 fn st_dtype(d: safetensors::Dtype) -> Option<DType> {
@@ -118,7 +122,12 @@ fn st_dtype(d: safetensors::Dtype) -> Option<DType> {
 
 impl WeightStore {
     pub fn new(origin: impl Into<String>) -> Self {
-        WeightStore { tensors: BTreeMap::new(), keep_half: false, origin: origin.into() }
+        WeightStore {
+            tensors: BTreeMap::new(),
+            keep_half: false,
+            origin: origin.into(),
+            activation_quant: BTreeMap::new(),
+        }
     }
 
     /// Keep half-precision layer weights as stored (less memory, same results).
@@ -133,6 +142,16 @@ impl WeightStore {
 
     pub fn origin(&self) -> &str {
         &self.origin
+    }
+
+    /// Marks the layer `{prefix}.weight` (int8 or fp8) as quantizing its
+    /// activations with `act`; unmarked quantized layers compute in f32.
+    pub fn set_activation_quant(&mut self, prefix: impl Into<String>, act: ActQuant) {
+        self.activation_quant.insert(prefix.into(), act);
+    }
+
+    pub fn activation_quant(&self, prefix: &str) -> Option<ActQuant> {
+        self.activation_quant.get(prefix).copied()
     }
 
     pub fn insert(&mut self, name: impl Into<String>, t: RawTensor) {
@@ -251,7 +270,7 @@ impl WeightStore {
     /// A store whose names are rewritten by `rename` (None drops the tensor).
     pub fn renamed(self, mut rename: impl FnMut(&str) -> Option<String>) -> Self {
         let tensors = self.tensors.into_iter().filter_map(|(k, v)| rename(&k).map(|k| (k, v))).collect();
-        WeightStore { tensors, keep_half: self.keep_half, origin: self.origin }
+        WeightStore { tensors, keep_half: self.keep_half, origin: self.origin, activation_quant: self.activation_quant }
     }
 }
 

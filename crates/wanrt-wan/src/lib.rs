@@ -4,6 +4,7 @@
 //! UMT5 text encoder (transformers), diffusion transformer, causal 3D VAE,
 //! flow-matching schedulers and the pipeline (diffusers).
 
+pub mod artifact;
 pub mod error;
 pub mod model;
 pub mod names;
@@ -12,6 +13,7 @@ pub mod rope;
 pub mod scheduler;
 pub mod scheduler_euler;
 pub mod scheduler_unipc;
+pub mod step_cache;
 pub mod text;
 pub mod transformer;
 pub mod umt5;

@@ -10,6 +10,7 @@
 //!
 //! An optional `wanrt.json` beside the model gives its generate defaults.
 
+use crate::artifact::Manifest;
 use crate::names;
 use crate::scheduler::SchedulerConfig;
 use crate::text::PromptTokenizer;
@@ -65,6 +66,8 @@ pub struct WanModel {
     pub defaults: ModelDefaults,
     /// The model's context length when its config states one (original `text_len`).
     pub text_len: Option<usize>,
+    /// Present when the folder is an optimized artifact (`wanrt optimize`).
+    pub artifact: Option<Manifest>,
 }
 
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
@@ -142,8 +145,15 @@ impl WanModel {
         let tokenizer = PromptTokenizer::from_dir(&dir.join("tokenizer"))?;
         stage("transformer");
         let tr_dir = dir.join("transformer");
-        let tr_cfg: TransformerConfig = read_json(&tr_dir.join("config.json"))?;
-        let transformer = WanTransformer::load(&store(&tr_dir, "diffusion_pytorch_model")?, tr_cfg)?;
+        let mut tr_cfg: TransformerConfig = read_json(&tr_dir.join("config.json"))?;
+        let mut tr_store = store(&tr_dir, "diffusion_pytorch_model")?;
+        let artifact = Manifest::read(dir)?;
+        if let Some(m) = &artifact {
+            m.apply(&mut tr_store)?;
+            tr_cfg.int8_attention_blocks = m.int8_attention_blocks.clone();
+        }
+        let transformer = WanTransformer::load(&tr_store, tr_cfg)?;
+        drop(tr_store);
         stage("vae");
         let vae_dir = dir.join("vae");
         let vae_cfg: VaeConfig = read_json(&vae_dir.join("config.json"))?;
@@ -161,6 +171,7 @@ impl WanModel {
             scheduler,
             defaults,
             text_len: None,
+            artifact,
         })
     }
 
@@ -219,6 +230,7 @@ impl WanModel {
             scheduler: SchedulerConfig::original_release_default(),
             defaults,
             text_len,
+            artifact: None,
         })
     }
 }
@@ -301,6 +313,8 @@ fn original_transformer_config(
         image_dim: None,
         added_kv_proj_dim: None,
         rope_max_seq_len: 1024,
+        self_attn_heads: None,
+        int8_attention_blocks: Vec::new(),
     };
     Ok((cfg, get("text_len").ok()))
 }

@@ -5,7 +5,9 @@
 
 use crate::model::WanModel;
 use crate::scheduler::SchedulerKind;
+use crate::step_cache::StepCache;
 use crate::text::encode_prompts;
+use crate::transformer::TextContext;
 use crate::{Error, Result};
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
@@ -28,6 +30,8 @@ pub struct GenerateParams {
     /// Initial latents `[1, z, T', H', W']`; overrides the seed.
     pub noise: Option<Tensor>,
     pub seed: u64,
+    /// Step-cache threshold (see [`crate::step_cache`]); 0 disables it.
+    pub cache_threshold: Option<f64>,
 }
 
 impl GenerateParams {
@@ -45,6 +49,7 @@ impl GenerateParams {
             max_sequence_length: None,
             noise: None,
             seed: 0,
+            cache_threshold: None,
         }
     }
 }
@@ -62,6 +67,7 @@ pub struct ResolvedSettings {
     pub max_sequence_length: usize,
     pub negative_prompt: String,
     pub seed: Option<u64>,
+    pub cache_threshold: f64,
     pub warnings: Vec<String>,
 }
 
@@ -70,6 +76,9 @@ pub trait Progress {
     fn stage(&mut self, _name: &str) {}
     fn step(&mut self, _done: usize, _total: usize) {}
     fn decode_frame(&mut self, _done: usize, _total: usize) {}
+    /// The latents (batched `[cond; uncond]` under CFG) and timestep given to
+    /// the transformer at denoising step `step` (calibration records them).
+    fn transformer_input(&mut self, _step: usize, _latents: &Tensor, _timestep: f32) {}
 }
 
 impl Progress for () {}
@@ -82,6 +91,17 @@ pub struct GenerateOutput {
     pub settings: ResolvedSettings,
     /// Seconds per stage, in order.
     pub timings: Vec<(String, f64)>,
+    /// Denoising steps whose transformer blocks ran / were served by the step cache.
+    pub transformer_evals: usize,
+    pub steps_skipped: usize,
+}
+
+/// The result of the denoising loop.
+pub struct Denoised {
+    /// Final latents before de-normalisation, `[1, z, T', H', W']`.
+    pub latents: Tensor,
+    pub transformer_evals: usize,
+    pub steps_skipped: usize,
 }
 
 impl WanModel {
@@ -150,6 +170,7 @@ impl WanModel {
             max_sequence_length: p.max_sequence_length.or(d.max_sequence_length).or(self.text_len).unwrap_or(512),
             negative_prompt: p.negative_prompt.clone().or_else(|| d.negative_prompt.clone()).unwrap_or_default(),
             seed: if p.noise.is_some() { None } else { Some(p.seed) },
+            cache_threshold: p.cache_threshold.or(d.cache_threshold).unwrap_or(0.0),
             warnings,
         })
     }
@@ -163,57 +184,93 @@ impl WanModel {
     pub fn generate(&self, p: &GenerateParams, progress: &mut dyn Progress) -> Result<GenerateOutput> {
         let s = self.resolve(p)?;
         let mut timings = Vec::new();
-        let cfg = s.guidance > 1.0;
 
         progress.stage("text encoder");
         let t0 = Instant::now();
-        let mut prompts = vec![p.prompt.clone()];
-        if cfg {
-            prompts.push(s.negative_prompt.clone());
-        }
-        let embeddings = encode_prompts(&self.tokenizer, &self.text_encoder, &prompts, s.max_sequence_length)?;
+        let embeddings = self.encode_text(&s, &p.prompt)?;
         let context = self.transformer.prepare_text(&embeddings)?;
         drop(embeddings);
         timings.push(("text_encoder".to_string(), t0.elapsed().as_secs_f64()));
 
-        let shape = self.latent_shape(&s);
-        let mut latents = match &p.noise {
+        progress.stage("denoising");
+        let t0 = Instant::now();
+        let latents = self.initial_latents(&s, p)?;
+        let den = self.denoise(&s, p.scheduler, latents, &context, progress)?;
+        timings.push(("denoising".to_string(), t0.elapsed().as_secs_f64()));
+
+        progress.stage("vae decode");
+        let t0 = Instant::now();
+        let z = self.vae.denormalize(&den.latents)?;
+        let decoded = self.vae.decode(&z, |i, n| progress.decode_frame(i, n))?;
+        let video = to_frames(&decoded)?;
+        timings.push(("vae_decode".to_string(), t0.elapsed().as_secs_f64()));
+        Ok(GenerateOutput {
+            video,
+            latents: den.latents,
+            settings: s,
+            timings,
+            transformer_evals: den.transformer_evals,
+            steps_skipped: den.steps_skipped,
+        })
+    }
+
+    /// UMT5 embeddings `[B, L, d]` of the prompt, plus the negative prompt
+    /// under classifier-free guidance (batched as `[cond; uncond]`).
+    pub fn encode_text(&self, s: &ResolvedSettings, prompt: &str) -> Result<Tensor> {
+        let mut prompts = vec![prompt.to_string()];
+        if s.guidance > 1.0 {
+            prompts.push(s.negative_prompt.clone());
+        }
+        encode_prompts(&self.tokenizer, &self.text_encoder, &prompts, s.max_sequence_length)
+    }
+
+    /// The given noise, or Gaussian noise from the seed.
+    pub fn initial_latents(&self, s: &ResolvedSettings, p: &GenerateParams) -> Result<Tensor> {
+        let shape = self.latent_shape(s);
+        Ok(match &p.noise {
             Some(n) => n.clone(),
             None => {
                 let mut rng = rand::rngs::StdRng::seed_from_u64(p.seed);
                 let n: usize = shape.iter().product();
                 Tensor::new(shape, (0..n).map(|_| StandardNormal.sample(&mut rng)).collect())?
             }
-        };
+        })
+    }
 
-        progress.stage("denoising");
-        let t0 = Instant::now();
-        let kind = p.scheduler;
-        let mut sched = self.scheduler.build(s.steps, kind, Some(s.shift))?;
+    /// The scheduler loop from `latents` (with the step cache when the
+    /// resolved threshold is positive).
+    pub fn denoise(
+        &self,
+        s: &ResolvedSettings,
+        scheduler: Option<SchedulerKind>,
+        mut latents: Tensor,
+        context: &TextContext,
+        progress: &mut dyn Progress,
+    ) -> Result<Denoised> {
+        let cfg = s.guidance > 1.0;
+        let mut sched = self.scheduler.build(s.steps, scheduler, Some(s.shift))?;
         let timesteps = sched.timesteps().to_vec();
+        let mut cache =
+            if s.cache_threshold > 0.0 { Some(StepCache::new(s.cache_threshold, timesteps.len())?) } else { None };
+        let mut evals = 0;
         for (i, &t) in timesteps.iter().enumerate() {
+            let batch = if cfg { Tensor::cat(&[&latents, &latents], 0)? } else { latents.clone() };
+            progress.transformer_input(i, &batch, t);
+            let ts = vec![t; batch.dim(0)];
+            let (out, computed) = self.transformer.forward_cached(&batch, &ts, context, cache.as_mut())?;
+            evals += usize::from(computed);
             let noise_pred = if cfg {
-                let batch = Tensor::cat(&[&latents, &latents], 0)?;
-                let out = self.transformer.forward_prepared(&batch, &[t, t], &context)?;
                 let cond = out.narrow(0, 0, 1)?;
                 let uncond = out.narrow(0, 1, 1)?;
                 let g = s.guidance as f32;
                 uncond.zip_map(&cond, "cfg", |u, c| u + g * (c - u))?
             } else {
-                self.transformer.forward_prepared(&latents, &[t], &context)?
+                out
             };
             latents = sched.step(&noise_pred, &latents)?;
             progress.step(i + 1, timesteps.len());
         }
-        timings.push(("denoising".to_string(), t0.elapsed().as_secs_f64()));
-
-        progress.stage("vae decode");
-        let t0 = Instant::now();
-        let z = self.vae.denormalize(&latents)?;
-        let decoded = self.vae.decode(&z, |i, n| progress.decode_frame(i, n))?;
-        let video = to_frames(&decoded)?;
-        timings.push(("vae_decode".to_string(), t0.elapsed().as_secs_f64()));
-        Ok(GenerateOutput { video, latents, settings: s, timings })
+        Ok(Denoised { latents, transformer_evals: evals, steps_skipped: cache.map_or(0, |c| c.skipped) })
     }
 }
 

@@ -7,9 +7,11 @@
 //! them on load (see [`crate::names`]).
 
 use crate::rope::{rope_tables, split_dims, RopeTables};
+use crate::step_cache::StepCache;
 use crate::{Error, Result};
 use serde::Deserialize;
 use wanrt_nn::ops::attention::AttentionBias;
+use wanrt_nn::ops::attention_quant::attention_quant;
 use wanrt_nn::ops::{self, rope::apply_rope_interleaved};
 use wanrt_nn::{Linear, Tensor, WeightStore};
 
@@ -54,6 +56,14 @@ pub struct TransformerConfig {
     pub added_kv_proj_dim: Option<usize>,
     #[serde(default = "default_rope_len")]
     pub rope_max_seq_len: usize,
+    /// Self-attention heads kept per block after structured head pruning
+    /// (`wanrt optimize --prune-heads`); absent = all heads in every block.
+    #[serde(default)]
+    pub self_attn_heads: Option<Vec<usize>>,
+    /// Blocks whose self-attention runs in 8 bits (set from an optimized
+    /// artifact's manifest, not from config.json).
+    #[serde(skip)]
+    pub int8_attention_blocks: Vec<usize>,
 }
 
 impl TransformerConfig {
@@ -84,7 +94,14 @@ impl TransformerConfig {
             image_dim: None,
             added_kv_proj_dim: None,
             rope_max_seq_len: 1024,
+            self_attn_heads: None,
+            int8_attention_blocks: Vec::new(),
         }
+    }
+
+    /// Self-attention heads of block `i`.
+    pub fn block_self_attn_heads(&self, i: usize) -> usize {
+        self.self_attn_heads.as_ref().and_then(|h| h.get(i).copied()).unwrap_or(self.num_attention_heads)
     }
 
     pub fn validate(&self) -> Result<()> {
@@ -100,11 +117,23 @@ impl TransformerConfig {
         if self.patch_size.contains(&0) || self.num_layers == 0 || self.num_attention_heads == 0 {
             return Err(Error::Config("transformer: patch_size, num_layers and heads must be positive".into()));
         }
+        if let Some(h) = &self.self_attn_heads {
+            if h.len() != self.num_layers || h.iter().any(|&n| n == 0 || n > self.num_attention_heads) {
+                return Err(Error::Config(format!(
+                    "transformer: self_attn_heads must list 1..={} heads for each of the {} layers, found {h:?}",
+                    self.num_attention_heads, self.num_layers
+                )));
+            }
+        }
         Ok(())
     }
 }
 
 struct SelfAttention {
+    /// Heads kept (all of them unless the model was head-pruned).
+    heads: usize,
+    /// SageAttention-style 8-bit scores (`ops::attention_quant`).
+    int8: bool,
     /// Fused `to_q | to_k | to_v`: one GEMM instead of three.
     qkv: Linear,
     norm_q: Vec<f32>,
@@ -141,19 +170,25 @@ impl Block {
         let dim = cfg.inner_dim();
         let p = |s: &str| format!("blocks.{i}.{s}");
         let lin = |s: &str, i_: usize, o: usize| Linear::load(ws, &p(s), i_, o, true);
+        let heads = cfg.block_self_attn_heads(i);
+        let inner = heads * cfg.attention_head_dim;
         let attn1 = SelfAttention {
-            qkv: Linear::fuse(&[
-                lin("attn1.to_q", dim, dim)?,
-                lin("attn1.to_k", dim, dim)?,
-                lin("attn1.to_v", dim, dim)?,
-            ])?,
-            norm_q: load_vec(ws, &p("attn1.norm_q.weight"), dim)?,
-            norm_k: load_vec(ws, &p("attn1.norm_k.weight"), dim)?,
-            to_out: lin("attn1.to_out.0", dim, dim)?,
+            heads,
+            int8: cfg.int8_attention_blocks.contains(&i),
+            qkv: Linear::load_fused(
+                ws,
+                &[&p("attn1.to_q"), &p("attn1.to_k"), &p("attn1.to_v")],
+                dim,
+                &[inner; 3],
+                true,
+            )?,
+            norm_q: load_vec(ws, &p("attn1.norm_q.weight"), inner)?,
+            norm_k: load_vec(ws, &p("attn1.norm_k.weight"), inner)?,
+            to_out: lin("attn1.to_out.0", inner, dim)?,
         };
         let attn2 = CrossAttention {
             to_q: lin("attn2.to_q", dim, dim)?,
-            kv: Linear::fuse(&[lin("attn2.to_k", dim, dim)?, lin("attn2.to_v", dim, dim)?])?,
+            kv: Linear::load_fused(ws, &[&p("attn2.to_k"), &p("attn2.to_v")], dim, &[dim; 2], true)?,
             norm_q: load_vec(ws, &p("attn2.norm_q.weight"), dim)?,
             norm_k: load_vec(ws, &p("attn2.norm_k.weight"), dim)?,
             to_out: lin("attn2.to_out.0", dim, dim)?,
@@ -198,6 +233,17 @@ impl TextContext {
     }
 }
 
+/// A linear layer of a transformer block with the checkpoint names of the
+/// tensors fused into it.
+pub struct BlockLinear<'a> {
+    pub block: usize,
+    /// `blocks.{i}.attn1.to_qkv` for the fused projection, else the tensor prefix.
+    pub name: String,
+    /// Checkpoint prefixes (`blocks.{i}.attn1.to_q` …) and their output rows, in order.
+    pub parts: Vec<(String, usize)>,
+    pub linear: &'a mut Linear,
+}
+
 pub struct WanTransformer {
     pub config: TransformerConfig,
     /// Patch embedding as a GEMM: `[C, in·pt·ph·pw]`.
@@ -240,22 +286,41 @@ impl WanTransformer {
 
     /// Number of parameters held (for reports).
     pub fn num_params(&self) -> usize {
-        let lin = |l: &Linear| l.num_params();
+        self.fold_params(|l| l.num_params(), 1)
+    }
+
+    /// Bytes held by the parameters (quantized layers count their codes and scales).
+    pub fn weight_bytes(&self) -> usize {
+        self.fold_params(|l| l.weight.bytes() + l.bias.as_ref().map_or(0, |b| b.len() * 4), 4)
+    }
+
+    /// Σ `linear(l)` over every layer + `per_value` × the count of other parameters.
+    fn fold_params(&self, linear: impl Fn(&Linear) -> usize, per_value: usize) -> usize {
         let mut n = [&self.patch_embed, &self.time_linear_1, &self.time_linear_2, &self.time_proj]
             .iter()
             .chain([&self.text_linear_1, &self.text_linear_2, &self.proj_out].iter())
-            .map(|l| lin(l))
+            .map(|l| linear(l))
             .sum::<usize>()
-            + self.scale_shift_table.len();
+            + self.scale_shift_table.len() * per_value;
         for b in &self.blocks {
             n += [&b.attn1.qkv, &b.attn1.to_out, &b.attn2.to_q, &b.attn2.kv, &b.attn2.to_out, &b.ffn_in, &b.ffn_out]
                 .iter()
-                .map(|l| lin(l))
+                .map(|l| linear(l))
                 .sum::<usize>();
-            n += b.attn1.norm_q.len() * 4 + b.scale_shift_table.len();
-            n += b.norm2.as_ref().map_or(0, |(w, bb)| w.len() + bb.len());
+            let vectors = (b.attn1.norm_q.len() + b.attn2.norm_q.len()) * 2
+                + b.scale_shift_table.len()
+                + b.norm2.as_ref().map_or(0, |(w, bb)| w.len() + bb.len());
+            n += vectors * per_value;
         }
         n
+    }
+
+    /// Runs the self-attention of the listed blocks in 8 bits (SageAttention-style).
+    pub fn set_int8_attention(&mut self, blocks: &[usize]) {
+        for (i, b) in self.blocks.iter_mut().enumerate() {
+            b.attn1.int8 = blocks.contains(&i);
+        }
+        self.config.int8_attention_blocks = blocks.to_vec();
     }
 
     /// Sinusoidal timestep features `[B, freq_dim]` (flip_sin_to_cos=True,
@@ -342,6 +407,18 @@ impl WanTransformer {
 
     /// [`Self::forward`] with the text side prepared once by [`Self::prepare_text`].
     pub fn forward_prepared(&self, latents: &Tensor, timesteps: &[f32], text: &TextContext) -> Result<Tensor> {
+        Ok(self.forward_cached(latents, timesteps, text, None)?.0)
+    }
+
+    /// [`Self::forward_prepared`] that may reuse the residual of an earlier step
+    /// (see [`StepCache`]); also says whether the blocks ran.
+    pub fn forward_cached(
+        &self,
+        latents: &Tensor,
+        timesteps: &[f32],
+        text: &TextContext,
+        cache: Option<&mut StepCache>,
+    ) -> Result<(Tensor, bool)> {
         let &[b, c, f, h, w] = latents.shape() else {
             return Err(Error::Shape(format!(
                 "transformer input must be [B, C, F, H, W], found {:?}",
@@ -361,9 +438,33 @@ impl WanTransformer {
         let rope = self.rope(grid);
         let cond = self.condition(timesteps)?;
         let mut x = self.patch_embed.forward(&patchify(latents, self.config.patch_size)?)?;
-        for (block, kv) in self.blocks.iter().zip(&text.kv) {
-            x = self.block_forward(block, x, &cond, kv, &rope)?;
-        }
+        let computed = match cache {
+            Some(cache) => {
+                let first = &self.blocks[0];
+                let indicator = ops::layer_norm_modulate(
+                    &x,
+                    self.config.eps,
+                    &block_mod(first, &cond, 1),
+                    &block_mod(first, &cond, 0),
+                )?;
+                match cache.decide(&indicator)? {
+                    Some(residual) => {
+                        x.add_assign(residual)?;
+                        false
+                    }
+                    None => {
+                        let before = x.clone();
+                        x = self.run_blocks(x, &cond, text, &rope)?;
+                        cache.store_residual(x.sub(&before)?);
+                        true
+                    }
+                }
+            }
+            None => {
+                x = self.run_blocks(x, &cond, text, &rope)?;
+                true
+            }
+        };
         // Output norm with the final shift/scale table.
         let dim = self.config.inner_dim();
         let (mut shift, mut scale) = (Vec::with_capacity(b * dim), Vec::with_capacity(b * dim));
@@ -374,7 +475,42 @@ impl WanTransformer {
         }
         let x = ops::layer_norm_modulate(&x, self.config.eps, &scale, &shift)?;
         let x = self.proj_out.forward(&x)?;
-        unpatchify(&x, b, self.config.out_channels(), grid, self.config.patch_size)
+        Ok((unpatchify(&x, b, self.config.out_channels(), grid, self.config.patch_size)?, computed))
+    }
+
+    fn run_blocks(&self, mut x: Tensor, cond: &Conditioning, text: &TextContext, rope: &RopeTables) -> Result<Tensor> {
+        for (block, kv) in self.blocks.iter().zip(&text.kv) {
+            x = self.block_forward(block, x, cond, kv, rope)?;
+        }
+        Ok(x)
+    }
+
+    /// Every linear layer of the transformer blocks, named as the checkpoint
+    /// tensors they hold (the layers quantization and pruning act on).
+    pub fn block_linears_mut(&mut self) -> Vec<BlockLinear<'_>> {
+        fn named<'a>(i: usize, name: &str, parts: &[(&str, usize)], linear: &'a mut Linear) -> BlockLinear<'a> {
+            let p = |s: &str| format!("blocks.{i}.{s}");
+            BlockLinear { block: i, name: p(name), parts: parts.iter().map(|&(s, r)| (p(s), r)).collect(), linear }
+        }
+        let mut out = Vec::new();
+        for (i, blk) in self.blocks.iter_mut().enumerate() {
+            let (inner, dim, ffn) = (blk.attn1.norm_q.len(), blk.attn2.norm_q.len(), blk.ffn_in.out_dim());
+            out.extend([
+                named(
+                    i,
+                    "attn1.to_qkv",
+                    &[("attn1.to_q", inner), ("attn1.to_k", inner), ("attn1.to_v", inner)],
+                    &mut blk.attn1.qkv,
+                ),
+                named(i, "attn1.to_out.0", &[("attn1.to_out.0", dim)], &mut blk.attn1.to_out),
+                named(i, "attn2.to_q", &[("attn2.to_q", dim)], &mut blk.attn2.to_q),
+                named(i, "attn2.to_kv", &[("attn2.to_k", dim), ("attn2.to_v", dim)], &mut blk.attn2.kv),
+                named(i, "attn2.to_out.0", &[("attn2.to_out.0", dim)], &mut blk.attn2.to_out),
+                named(i, "ffn.net.0.proj", &[("ffn.net.0.proj", ffn)], &mut blk.ffn_in),
+                named(i, "ffn.net.2", &[("ffn.net.2", dim)], &mut blk.ffn_out),
+            ]);
+        }
+        out
     }
 
     fn block_forward(
@@ -385,26 +521,13 @@ impl WanTransformer {
         text_kv: &(Tensor, Tensor),
         rope: &RopeTables,
     ) -> Result<Tensor> {
-        let dim = self.config.inner_dim();
         let heads = self.config.num_attention_heads;
         let eps = self.config.eps;
-        let b = x.dim(0);
-        // mods[k]: [B, C] = scale_shift_table[k] + timestep_proj[:, k].
-        let mods: Vec<Vec<f32>> = (0..6)
-            .map(|k| {
-                (0..b)
-                    .flat_map(|bi| {
-                        let tp = &cond.timestep_proj[(bi * 6 + k) * dim..(bi * 6 + k + 1) * dim];
-                        let table = &blk.scale_shift_table[k * dim..(k + 1) * dim];
-                        tp.iter().zip(table).map(|(a, t)| a + t).collect::<Vec<_>>()
-                    })
-                    .collect()
-            })
-            .collect();
+        let mods: Vec<Vec<f32>> = (0..6).map(|k| block_mod(blk, cond, k)).collect();
 
         // Self-attention.
         let nx = ops::layer_norm_modulate(&x, eps, &mods[1], &mods[0])?;
-        let attn = self.self_attention(&blk.attn1, &nx, heads, rope)?;
+        let attn = self.self_attention(&blk.attn1, &nx, rope)?;
         ops::add_gated(&mut x, &attn, &mods[2])?;
 
         // Cross-attention over the text tokens.
@@ -423,21 +546,27 @@ impl WanTransformer {
         Ok(x)
     }
 
-    fn self_attention(&self, a: &SelfAttention, x: &Tensor, heads: usize, rope: &RopeTables) -> Result<Tensor> {
-        let (b, l, dim) = (x.dim(0), x.dim(1), x.dim(2));
+    fn self_attention(&self, a: &SelfAttention, x: &Tensor, rope: &RopeTables) -> Result<Tensor> {
+        let (b, l) = (x.dim(0), x.dim(1));
+        let (heads, hd) = (a.heads, self.config.attention_head_dim);
+        let inner = heads * hd;
         let qkv = a.qkv.forward(x)?;
-        let q = qkv.narrow(2, 0, dim)?;
-        let k = qkv.narrow(2, dim, dim)?;
-        let v = qkv.narrow(2, 2 * dim, dim)?;
+        let q = qkv.narrow(2, 0, inner)?;
+        let k = qkv.narrow(2, inner, inner)?;
+        let v = qkv.narrow(2, 2 * inner, inner)?;
         drop(qkv);
-        let hd = dim / heads;
         let mut q = ops::rms_norm(q, self.config.eps, Some(&a.norm_q))?.reshape([b, l, heads, hd])?;
         let mut k = ops::rms_norm(k, self.config.eps, Some(&a.norm_k))?.reshape([b, l, heads, hd])?;
         apply_rope_interleaved(&mut q, &rope.cos, &rope.sin)?;
         apply_rope_interleaved(&mut k, &rope.cos, &rope.sin)?;
         let v = v.reshape([b, l, heads, hd])?;
-        let o = ops::attention(&q, &k, &v, 1.0 / (hd as f32).sqrt(), AttentionBias::default())?;
-        Ok(a.to_out.forward(&o.reshape([b, l, dim])?)?)
+        let scale = 1.0 / (hd as f32).sqrt();
+        let o = if a.int8 {
+            attention_quant(&q, &k, &v, scale)?
+        } else {
+            ops::attention(&q, &k, &v, scale, AttentionBias::default())?
+        };
+        Ok(a.to_out.forward(&o.reshape([b, l, inner])?)?)
     }
 
     fn cross_attention(&self, a: &CrossAttention, x: &Tensor, kv: &(Tensor, Tensor), heads: usize) -> Result<Tensor> {
@@ -447,6 +576,20 @@ impl WanTransformer {
         let o = ops::attention(&q, &kv.0, &kv.1, 1.0 / (hd as f32).sqrt(), AttentionBias::default())?;
         Ok(a.to_out.forward(&o.reshape([b, l, dim])?)?)
     }
+}
+
+/// Modulation vector `k` of a block, `[B, C]` = scale_shift_table[k] + timestep_proj[:, k]
+/// (0‥5: shift, scale, gate of attention; shift, scale, gate of the FFN).
+fn block_mod(blk: &Block, cond: &Conditioning, k: usize) -> Vec<f32> {
+    let dim = blk.scale_shift_table.len() / 6;
+    let b = cond.temb.len() / dim;
+    (0..b)
+        .flat_map(|bi| {
+            let tp = &cond.timestep_proj[(bi * 6 + k) * dim..(bi * 6 + k + 1) * dim];
+            let table = &blk.scale_shift_table[k * dim..(k + 1) * dim];
+            tp.iter().zip(table).map(|(a, t)| a + t).collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 /// `[B, C, F, H, W]` → `[B, L, C·pt·ph·pw]` with features ordered `(c, pt, ph, pw)`

@@ -1,0 +1,363 @@
+//! `wanrt optimize`: calibrate, prune and quantize a model into an artifact
+//! folder, then measure it against the source model — the report table
+//! (Markdown + JSON) composed here from wanrt-opt and wanrt-eval.
+
+use crate::{model_path, sysinfo};
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+use wanrt_opt::calibrate::{default_prompts, parse_prompts, CalibSettings};
+use wanrt_opt::optimize::OptimizeProgress;
+use wanrt_opt::{ActivationChoice, OptimizeOptions, OptimizeSummary, QuantMode};
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum QuantArg {
+    None,
+    Int8,
+    #[value(name = "int8-weight")]
+    Int8Weight,
+    Fp8,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum AttnQuantArg {
+    Int8,
+    None,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ActivationArg {
+    Dynamic,
+    Static,
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = "Quantization modes: int8-weight = W8A16 (int8 weights, f32 compute); int8 = W8A8 \
+(int8 weights and per-token int8 activations, SmoothQuant α=0.5, exact int32 GEMM); fp8 = E4M3 weights and \
+activations (per-channel weight scales; emulated on CPU). --attn-quant int8 runs self-attention with \
+SageAttention-style int8 Q·Kᵀ. Pruning removes FFN channels / heads ranked by calibration importance.\n\
+The report (ARTIFACT/optimize-report.md and .json) generates the same video with the source model and \
+the artifact in child processes and compares them: latency, weight bytes, peak memory, PSNR/SSIM.\n\
+Examples:\n  wanrt optimize --quant int8 -o demo-int8/\n  \
+wanrt optimize --model DIR --quant int8 --attn-quant int8 --prune-ffn 0.2 --max-error 0.05 -o out/")]
+pub struct OptimizeArgs {
+    /// Source model folder (diffusers layout); default: the bundled demo model.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Quantization of the transformer's block linears.
+    #[arg(long, value_enum, default_value = "int8")]
+    pub quant: QuantArg,
+    /// 8-bit self-attention (SageAttention-style).
+    #[arg(long, value_enum, default_value = "none")]
+    pub attn_quant: AttnQuantArg,
+    /// Activation scales of int8/fp8 layers: per token at run time, or calibrated per layer.
+    #[arg(long, value_enum, default_value = "dynamic")]
+    pub activations: ActivationArg,
+    /// SmoothQuant migration strength α for int8 (0 disables smoothing).
+    #[arg(long, default_value_t = 0.5)]
+    pub smooth_alpha: f32,
+    /// Fraction of FFN hidden channels removed per block (0 ≤ R < 1).
+    #[arg(long, default_value_t = 0.0)]
+    pub prune_ffn: f64,
+    /// Self-attention heads removed per block.
+    #[arg(long, default_value_t = 0)]
+    pub prune_heads: usize,
+    /// Keep layers whose tensor names match these globs in full precision (`blocks.0.*`, `*.attn2.*`).
+    #[arg(long, num_args = 1..)]
+    pub keep_precision: Vec<String>,
+    /// Keep the most sensitive layers in full precision until the transformer's relative output
+    /// error on the calibration inputs is at most E (measures every layer's sensitivity).
+    #[arg(long)]
+    pub max_error: Option<f64>,
+    /// Measure and report every layer's sensitivity (implied by --max-error).
+    #[arg(long)]
+    pub sensitivity: bool,
+    /// Calibration prompts, one per line (default: 8 built-in prompts).
+    #[arg(long)]
+    pub calib: Option<PathBuf>,
+    /// Use at most N calibration prompts.
+    #[arg(long, default_value_t = 8)]
+    pub calib_prompts: usize,
+    /// Denoising steps per calibration prompt.
+    #[arg(long, default_value_t = 10)]
+    pub calib_steps: usize,
+    /// Calibration (and report) video size; default: the model's wanrt.json, else 17×160×160.
+    #[arg(long)]
+    pub frames: Option<usize>,
+    #[arg(long)]
+    pub height: Option<usize>,
+    #[arg(long)]
+    pub width: Option<usize>,
+    /// Transformer inputs kept to measure output error.
+    #[arg(long, default_value_t = 8)]
+    pub samples: usize,
+    /// Skip the fidelity/latency report.
+    #[arg(long)]
+    pub no_report: bool,
+    /// Denoising steps of the report videos (default: the model's default).
+    #[arg(long)]
+    pub report_steps: Option<usize>,
+    /// Seed of the report videos and calibration noise.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// CPU threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Print one JSON object on stdout instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Artifact folder to create (must not exist or be empty).
+    #[arg(short = 'o', long)]
+    pub output: PathBuf,
+}
+
+struct Bar {
+    bar: Option<ProgressBar>,
+    quiet: bool,
+}
+
+impl OptimizeProgress for Bar {
+    fn stage(&mut self, name: &str) {
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+        if !self.quiet {
+            eprintln!("wanrt optimize: {name}…");
+        }
+    }
+    fn progress(&mut self, done: usize, total: usize) {
+        if self.quiet {
+            return;
+        }
+        let bar = self.bar.get_or_insert_with(|| {
+            let b = ProgressBar::new(total as u64);
+            b.set_style(ProgressStyle::with_template("  {bar:40} {pos}/{len} [{elapsed} < {eta}]").expect("valid"));
+            b
+        });
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    }
+}
+
+pub fn run(args: OptimizeArgs) -> Result<()> {
+    sysinfo::set_threads(args.threads).context("--threads")?;
+    let src = model_path::resolve(args.model.as_deref())?;
+    let prompts = match &args.calib {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("{}: cannot read prompts", p.display()))?;
+            parse_prompts(&text)
+        }
+        None => default_prompts(),
+    };
+    if prompts.is_empty() {
+        bail!("--calib: no prompts found (one prompt per line expected)");
+    }
+    if args.calib_prompts == 0 || args.calib_steps == 0 || args.samples == 0 {
+        bail!("--calib-prompts, --calib-steps and --samples must be at least 1");
+    }
+    let opts = OptimizeOptions {
+        quant: match args.quant {
+            QuantArg::None => QuantMode::None,
+            QuantArg::Int8 => QuantMode::Int8,
+            QuantArg::Int8Weight => QuantMode::Int8Weight,
+            QuantArg::Fp8 => QuantMode::Fp8,
+        },
+        activation: match args.activations {
+            ActivationArg::Dynamic => ActivationChoice::Dynamic,
+            ActivationArg::Static => ActivationChoice::Static,
+        },
+        smooth_alpha: (args.smooth_alpha > 0.0).then_some(args.smooth_alpha),
+        attn_quant: matches!(args.attn_quant, AttnQuantArg::Int8),
+        prune_ffn: args.prune_ffn,
+        prune_heads: args.prune_heads,
+        keep_precision: args.keep_precision.clone(),
+        max_error: args.max_error,
+        sensitivity: args.sensitivity,
+    };
+    let calib = CalibSettings {
+        prompts: prompts.into_iter().take(args.calib_prompts).collect(),
+        frames: args.frames,
+        height: args.height,
+        width: args.width,
+        steps: args.calib_steps,
+        seed: args.seed,
+        max_samples: args.samples,
+    };
+    let mut bar = Bar { bar: None, quiet: args.json };
+    let summary = wanrt_opt::optimize(&src, &args.output, &opts, &calib, &mut bar)
+        .with_context(|| format!("optimizing {}", src.display()))?;
+    bar.stage("artifact written");
+
+    let variants = if args.no_report {
+        Vec::new()
+    } else {
+        bar.stage("report: generating with the source model and the artifact");
+        let first_prompt = calib.prompts[0].clone();
+        let work = tempfile::tempdir().context("creating a temporary folder")?;
+        let base = measure_variant("source (f32)", &src, &first_prompt, &args, work.path())?;
+        let opt = measure_variant("optimized", &args.output, &first_prompt, &args, work.path())?;
+        vec![
+            finish_variant(base, None, 0.0, work.path())?,
+            finish_variant(opt, Some(&work.path().join("source (f32).npy")), summary.transformer_error, work.path())?,
+        ]
+    };
+    let report = serde_json::json!({
+        "artifact": args.output,
+        "source": src,
+        "summary": summary,
+        "variants": variants,
+    });
+    let markdown = render_markdown(&summary, &variants);
+    if !args.no_report {
+        write_file(&args.output.join("optimize-report.json"), serde_json::to_string_pretty(&report)?.as_bytes())?;
+        write_file(&args.output.join("optimize-report.md"), markdown.as_bytes())?;
+    }
+    if args.json {
+        println!("{report}");
+    } else {
+        print!("{markdown}");
+    }
+    Ok(())
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    wanrt_io::write_atomic(path, |w| w.write_all(bytes).map_err(|e| wanrt_io::Error::io(path, e)))?;
+    Ok(())
+}
+
+/// One row of the report.
+struct Measured {
+    name: String,
+    json: serde_json::Value,
+    wall_s: f64,
+}
+
+/// Generates the report video with `model` in a child `wanrt generate` (a
+/// fresh process, so its peak memory is its own).
+fn measure_variant(name: &str, model: &Path, prompt: &str, args: &OptimizeArgs, work: &Path) -> Result<Measured> {
+    let exe = std::env::current_exe().context("locating the wanrt executable")?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("generate").arg("--model").arg(model).arg("--prompt").arg(prompt);
+    cmd.arg("--seed").arg(args.seed.to_string());
+    cmd.arg("-o").arg(work.join(format!("{name}.mp4"))).arg("--save-npy").arg(work.join(format!("{name}.npy")));
+    cmd.arg("--json");
+    for (flag, v) in [("--frames", args.frames), ("--height", args.height), ("--width", args.width)] {
+        if let Some(v) = v {
+            cmd.arg(flag).arg(v.to_string());
+        }
+    }
+    if let Some(s) = args.report_steps {
+        cmd.arg("--steps").arg(s.to_string());
+    }
+    if let Some(t) = args.threads {
+        cmd.arg("--threads").arg(t.to_string());
+    }
+    let t0 = Instant::now();
+    let out = cmd.output().context("running wanrt generate for the report")?;
+    let wall_s = t0.elapsed().as_secs_f64();
+    if !out.status.success() {
+        bail!("report: generating with {} failed: {}", model.display(), String::from_utf8_lossy(&out.stderr).trim());
+    }
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).context("report: reading generate's JSON")?;
+    Ok(Measured { name: name.to_string(), json, wall_s })
+}
+
+fn finish_variant(m: Measured, reference: Option<&Path>, rel_err: f64, work: &Path) -> Result<serde_json::Value> {
+    let v = &m.json["videos"][0];
+    let steps = v["settings"]["steps"].as_f64().unwrap_or(1.0);
+    let denoise = v["timings_s"]["denoising"].as_f64().unwrap_or(f64::NAN);
+    let (psnr, ssim, per_frame) = match reference {
+        Some(r) => {
+            let rep = wanrt_eval::compare::compare(
+                r,
+                &work.join(format!("{}.npy", m.name)),
+                None,
+                None,
+                &ProgressBar::hidden(),
+            )
+            .context("report: comparing the videos")?;
+            let per_frame = rep.items.first().map(|i| serde_json::to_value(&i.per_frame)).transpose()?;
+            (Some(rep.psnr), Some(rep.ssim), per_frame)
+        }
+        None => (None, None, None),
+    };
+    Ok(serde_json::json!({
+        "variant": m.name,
+        "transformer_step_s": denoise / steps,
+        "end_to_end_s": m.wall_s,
+        "load_s": m.json["load_s"],
+        "transformer_weight_bytes": m.json["transformer_weight_bytes"],
+        "peak_rss_bytes": m.json["peak_rss_bytes"],
+        "psnr_db": psnr,
+        "ssim": ssim,
+        "per_frame": per_frame,
+        "transformer_rel_error": rel_err,
+        "steps": steps,
+    }))
+}
+
+fn fmt_opt(v: &serde_json::Value, f: impl Fn(f64) -> String) -> String {
+    v.as_f64().map_or_else(|| "—".to_string(), f)
+}
+
+fn render_markdown(s: &OptimizeSummary, variants: &[serde_json::Value]) -> String {
+    let mut md = String::from("# wanrt optimize report\n\n");
+    let settings = &s.manifest.settings;
+    md += &format!("Settings: `{settings}`\n\n");
+    let count = |f: wanrt_wan::artifact::LayerFormat| s.manifest.layers.iter().filter(|l| l.format == f).count();
+    use wanrt_wan::artifact::LayerFormat as F;
+    md += &format!(
+        "Layers: {} int8 (W8A8), {} int8-weight, {} fp8, {} full precision; 8-bit self-attention in {} blocks.\n",
+        count(F::Int8),
+        count(F::Int8Weight),
+        count(F::Fp8),
+        count(F::F32),
+        s.manifest.int8_attention_blocks.len()
+    );
+    md += &format!(
+        "Transformer: {} → {} parameters, {} → {} of weights; relative output error on the calibration inputs {:.3e} \
+         (pruning alone {:.3e}). Calibration {:.1} s, optimize total {:.1} s.\n\n",
+        s.params_before,
+        s.params_after,
+        sysinfo::format_bytes(s.weight_bytes_before as u64),
+        sysinfo::format_bytes(s.weight_bytes_after as u64),
+        s.transformer_error,
+        s.pruning_error,
+        s.calibration_s,
+        s.total_s
+    );
+    if !variants.is_empty() {
+        md += "| variant | transformer step (s) | end-to-end (s) | transformer weights | peak memory | PSNR (dB) | SSIM | transformer rel. error |\n";
+        md += "|---|---|---|---|---|---|---|---|\n";
+        for v in variants {
+            let bytes = |x: &serde_json::Value| fmt_opt(x, |b| sysinfo::format_bytes(b as u64));
+            md += &format!(
+                "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                v["variant"].as_str().unwrap_or("?"),
+                fmt_opt(&v["transformer_step_s"], |x| format!("{x:.3}")),
+                fmt_opt(&v["end_to_end_s"], |x| format!("{x:.2}")),
+                bytes(&v["transformer_weight_bytes"]),
+                bytes(&v["peak_rss_bytes"]),
+                fmt_opt(&v["psnr_db"], |x| format!("{x:.2}")),
+                fmt_opt(&v["ssim"], |x| format!("{x:.4}")),
+                fmt_opt(&v["transformer_rel_error"], |x| format!("{x:.2e}")),
+            );
+        }
+        md += "\nPSNR/SSIM: final frames of the same prompt, seed and initial noise, optimized vs source \
+               (`wanrt eval compare` semantics: uint8 frames, data range 1).\n";
+    }
+    if !s.sensitivity.is_empty() {
+        md +=
+            "\n## Sensitivity (relative output error with only this layer quantized)\n\n| layer | error |\n|---|---|\n";
+        let mut sens = s.sensitivity.clone();
+        sens.sort_by(|a, b| b.1.total_cmp(&a.1));
+        for (n, e) in sens {
+            md += &format!("| {n} | {e:.3e} |\n");
+        }
+    }
+    md
+}

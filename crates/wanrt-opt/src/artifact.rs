@@ -1,0 +1,136 @@
+//! Writes an optimized artifact: a complete diffusers-layout model folder
+//! (`wanrt generate --model ARTIFACT` needs nothing else) whose transformer
+//! safetensors hold the quantized/pruned tensors, plus the
+//! `wanrt-artifact.json` manifest. The folder appears whole or not at all.
+
+use crate::{Error, Result};
+use sha2::{Digest, Sha256};
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::Path;
+use wanrt_nn::weights::RawTensor;
+use wanrt_nn::DType;
+use wanrt_wan::artifact::{Manifest, MANIFEST_FILE};
+
+const TRANSFORMER_FILE: &str = "diffusion_pytorch_model.safetensors";
+
+/// A tensor handed to the safetensors writer.
+struct TensorOut<'a>(&'a RawTensor);
+
+fn st_dtype(d: DType) -> safetensors::Dtype {
+    use safetensors::Dtype as S;
+    match d {
+        DType::F32 => S::F32,
+        DType::F16 => S::F16,
+        DType::BF16 => S::BF16,
+        DType::F64 => S::F64,
+        DType::I64 => S::I64,
+        DType::I32 => S::I32,
+        DType::I8 => S::I8,
+        DType::U8 => S::U8,
+        DType::F8E4M3 => S::F8_E4M3,
+    }
+}
+
+impl safetensors::View for TensorOut<'_> {
+    fn dtype(&self) -> safetensors::Dtype {
+        st_dtype(self.0.dtype)
+    }
+    fn shape(&self) -> &[usize] {
+        &self.0.shape
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        self.0.bytes()
+    }
+    fn data_len(&self) -> usize {
+        self.0.shape.iter().product::<usize>() * self.0.dtype.size_in_bytes()
+    }
+}
+
+/// SHA-256 of a component's weight files (sorted by name), hex.
+pub fn weights_sha256(dir: &Path) -> Result<String> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| Error::Msg(format!("{}: cannot list: {e}", dir.display())))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+        .collect();
+    files.sort();
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    for f in files {
+        let mut file = std::fs::File::open(&f).map_err(|e| Error::Msg(format!("{}: cannot open: {e}", f.display())))?;
+        loop {
+            let n = file.read(&mut buf).map_err(|e| Error::Msg(format!("{}: cannot read: {e}", f.display())))?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Copies a folder tree, hard-linking files when the filesystem allows
+/// (weights of untouched components are large and never modified).
+fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
+    let err = |p: &Path, e: std::io::Error| Error::Msg(format!("{}: {e}", p.display()));
+    std::fs::create_dir_all(dst).map_err(|e| err(dst, e))?;
+    for entry in std::fs::read_dir(src).map_err(|e| err(src, e))? {
+        let entry = entry.map_err(|e| err(src, e))?;
+        let (from, to) = (entry.path(), dst.join(entry.file_name()));
+        if from.is_dir() {
+            copy_tree(&from, &to)?;
+        } else if std::fs::hard_link(&from, &to).is_err() {
+            std::fs::copy(&from, &to).map_err(|e| err(&from, e))?;
+        }
+    }
+    Ok(())
+}
+
+fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| Error::Msg(e.to_string()))?;
+    std::fs::write(path, text + "\n").map_err(|e| Error::Msg(format!("{}: {e}", path.display())))
+}
+
+/// Writes `out` from the source model folder `src` with the transformer
+/// replaced by `transformer` tensors and `config`, plus the manifest.
+pub fn write(
+    src: &Path,
+    out: &Path,
+    transformer: &BTreeMap<String, RawTensor>,
+    config: &serde_json::Value,
+    manifest: &Manifest,
+) -> Result<()> {
+    wanrt_io::create_dir_atomic(out, |tmp| {
+        let io = |e: Error| wanrt_io::Error::Invalid { path: tmp.to_path_buf(), msg: e.to_string() };
+        let fill = || -> Result<()> {
+            for entry in std::fs::read_dir(src).map_err(|e| Error::Msg(format!("{}: {e}", src.display())))? {
+                let entry = entry.map_err(|e| Error::Msg(e.to_string()))?;
+                let name = entry.file_name();
+                if name == "transformer" || name == MANIFEST_FILE {
+                    continue;
+                }
+                let (from, to) = (entry.path(), tmp.join(&name));
+                if from.is_dir() {
+                    copy_tree(&from, &to)?;
+                } else {
+                    std::fs::copy(&from, &to).map_err(|e| Error::Msg(format!("{}: {e}", from.display())))?;
+                }
+            }
+            let tr = tmp.join("transformer");
+            std::fs::create_dir_all(&tr).map_err(|e| Error::Msg(format!("{}: {e}", tr.display())))?;
+            write_json(&tr.join("config.json"), config)?;
+            let meta = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
+            safetensors::serialize_to_file(
+                transformer.iter().map(|(n, t)| (n.as_str(), TensorOut(t))),
+                Some(meta),
+                &tr.join(TRANSFORMER_FILE),
+            )
+            .map_err(|e| Error::Msg(format!("writing the transformer weights: {e}")))?;
+            write_json(&tmp.join(MANIFEST_FILE), manifest)
+        };
+        fill().map_err(io)
+    })?;
+    Ok(())
+}

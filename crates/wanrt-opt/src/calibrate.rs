@@ -1,0 +1,196 @@
+//! Calibration: run the pipeline on a few prompts across the denoising
+//! schedule and record, per transformer layer, statistics of its input
+//! (streaming into fixed-size accumulators, see [`wanrt_nn::probe`]), plus a
+//! few transformer inputs to measure output error on later.
+
+use crate::Result;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use wanrt_nn::probe::{ActivationProbe, ProbeStats};
+use wanrt_nn::Tensor;
+use wanrt_wan::model::WanModel;
+use wanrt_wan::pipeline::{GenerateParams, Progress};
+
+/// Prompts used when the user gives none (`--calib`): the scene vocabulary
+/// of text-to-video prompts — subjects, motion, backgrounds, camera.
+pub const DEFAULT_PROMPTS: &str = include_str!("calib_prompts.txt");
+
+pub fn default_prompts() -> Vec<String> {
+    parse_prompts(DEFAULT_PROMPTS)
+}
+
+/// One prompt per non-empty line; `#` starts a comment line.
+pub fn parse_prompts(text: &str) -> Vec<String> {
+    text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from).collect()
+}
+
+#[derive(Debug, Clone)]
+pub struct CalibSettings {
+    pub prompts: Vec<String>,
+    /// Video size; `None` takes the model's defaults (wanrt.json) or 17×160×160.
+    pub frames: Option<usize>,
+    pub height: Option<usize>,
+    pub width: Option<usize>,
+    /// Denoising steps per prompt: the schedule is spanned, just coarser.
+    pub steps: usize,
+    pub seed: u64,
+    /// Transformer inputs kept for error measurements.
+    pub max_samples: usize,
+}
+
+impl Default for CalibSettings {
+    fn default() -> Self {
+        CalibSettings {
+            prompts: default_prompts(),
+            frames: None,
+            height: None,
+            width: None,
+            steps: 10,
+            seed: 1000,
+            max_samples: 8,
+        }
+    }
+}
+
+/// A transformer input seen during calibration (batched `[cond; uncond]` under CFG).
+#[derive(Clone)]
+pub struct CalibSample {
+    pub latents: Tensor,
+    pub timestep: f32,
+    /// UMT5 embeddings of the batch.
+    pub text: Arc<Tensor>,
+}
+
+pub struct Calibration {
+    /// Input statistics per layer name ([`wanrt_wan::transformer::BlockLinear::name`]).
+    pub stats: BTreeMap<String, ProbeStats>,
+    pub samples: Vec<CalibSample>,
+    pub summary: serde_json::Value,
+}
+
+/// Records the transformer inputs of chosen steps.
+struct SampleRecorder<'a> {
+    steps: Vec<usize>,
+    text: Arc<Tensor>,
+    samples: &'a mut Vec<CalibSample>,
+    progress: &'a mut dyn FnMut(usize, usize),
+    done_before: usize,
+    total: usize,
+}
+
+impl Progress for SampleRecorder<'_> {
+    fn step(&mut self, done: usize, _total: usize) {
+        (self.progress)(self.done_before + done, self.total);
+    }
+    fn transformer_input(&mut self, step: usize, latents: &Tensor, timestep: f32) {
+        if self.steps.contains(&step) {
+            self.samples.push(CalibSample { latents: latents.clone(), timestep, text: self.text.clone() });
+        }
+    }
+}
+
+/// `k` indices spread evenly over `0..n` (both ends included).
+fn spread(k: usize, n: usize) -> Vec<usize> {
+    match (k, n) {
+        (0, _) | (_, 0) => Vec::new(),
+        (1, _) => vec![n / 2],
+        _ => (0..k.min(n)).map(|i| (i * (n - 1) + (k.min(n) - 1) / 2) / (k.min(n) - 1)).collect(),
+    }
+}
+
+/// Runs the calibration prompts through `model` (text encoder + denoising;
+/// no VAE) with probes on every block linear; `progress(done, total)` counts
+/// denoising steps.
+pub fn calibrate(
+    model: &mut WanModel,
+    settings: &CalibSettings,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Calibration> {
+    if settings.prompts.is_empty() {
+        return Err(crate::Error::Msg("calibration needs at least one prompt".into()));
+    }
+    let probes: Vec<(String, Arc<ActivationProbe>)> = model
+        .transformer
+        .block_linears_mut()
+        .into_iter()
+        .map(|l| {
+            let p = Arc::new(ActivationProbe::new(l.linear.in_dim()));
+            l.linear.probe = Some(p.clone());
+            (l.name, p)
+        })
+        .collect();
+    let run = run_prompts(model, settings, progress);
+    for l in model.transformer.block_linears_mut() {
+        l.linear.probe = None;
+    }
+    let (samples, resolved) = run?;
+    let stats: BTreeMap<String, ProbeStats> = probes.into_iter().map(|(n, p)| (n, p.snapshot())).collect();
+    let summary = serde_json::json!({
+        "prompts": settings.prompts.len(),
+        "steps_per_prompt": settings.steps,
+        "size": resolved,
+        "samples": samples.len(),
+        "tokens_per_layer": stats.values().next().map_or(0, |s| s.tokens),
+        "layers": stats.iter().map(|(n, s)| (n.clone(), serde_json::json!({
+            "absmax": s.absmax(),
+            "p99_9": s.abs_percentile(0.999),
+        }))).collect::<serde_json::Map<_, _>>(),
+    });
+    Ok(Calibration { stats, samples, summary })
+}
+
+fn run_prompts(
+    model: &WanModel,
+    settings: &CalibSettings,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<(Vec<CalibSample>, [usize; 3])> {
+    let per_prompt = settings.max_samples.div_ceil(settings.prompts.len());
+    let total = settings.steps * settings.prompts.len();
+    let mut samples = Vec::new();
+    let mut size = [0; 3];
+    for (i, prompt) in settings.prompts.iter().enumerate() {
+        let mut p = GenerateParams::new(prompt.clone());
+        p.steps = Some(settings.steps);
+        p.seed = settings.seed + i as u64;
+        let d = &model.defaults;
+        p.num_frames = settings.frames.or(d.num_frames).or(Some(17));
+        p.height = settings.height.or(d.height).or(Some(160));
+        p.width = settings.width.or(d.width).or(Some(160));
+        let s = model.resolve(&p)?;
+        size = [s.num_frames, s.height, s.width];
+        let text = model.encode_text(&s, prompt)?;
+        let context = model.transformer.prepare_text(&text)?;
+        let latents = model.initial_latents(&s, &p)?;
+        let room = settings.max_samples.saturating_sub(samples.len());
+        let mut rec = SampleRecorder {
+            steps: spread(per_prompt.min(room), s.steps),
+            text: Arc::new(text),
+            samples: &mut samples,
+            progress,
+            done_before: i * settings.steps,
+            total,
+        };
+        model.denoise(&s, None, latents, &context, &mut rec)?;
+    }
+    Ok((samples, size))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spread_covers_both_ends() {
+        assert_eq!(spread(3, 10), vec![0, 5, 9]);
+        assert_eq!(spread(1, 10), vec![5]);
+        assert_eq!(spread(20, 4), vec![0, 1, 2, 3]);
+        assert!(spread(0, 4).is_empty());
+    }
+
+    #[test]
+    fn default_prompts_are_bounded() {
+        let p = default_prompts();
+        assert!((2..=8).contains(&p.len()), "{}", p.len());
+        assert_eq!(parse_prompts("# c\n a \n\nb\n"), vec!["a", "b"]);
+    }
+}

@@ -1,0 +1,316 @@
+//! `optimize()`: source model folder → optimized artifact folder.
+//!
+//! Order: calibrate the unmodified model; prune (ranking by calibration
+//! statistics) and rebuild the transformer; quantize every eligible layer;
+//! optionally measure each layer's sensitivity and, under `max_error`, keep
+//! the most sensitive layers in full precision until the transformer's
+//! output error on the calibration inputs is within bounds; write the artifact.
+
+use crate::artifact;
+use crate::calibrate::{calibrate, CalibSettings};
+use crate::plan::{OptimizeOptions, QuantMode};
+use crate::prune;
+use crate::quantize::{build_linear, quantize_layer, QuantizedLayer};
+use crate::sensitivity::{error_with, outputs, relative_error, swap_layers};
+use crate::{Error, Result};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
+use wanrt_nn::weights::RawTensor;
+use wanrt_nn::{DType, Linear, WeightStore};
+use wanrt_wan::artifact::{LayerEntry, LayerFormat, Manifest, Pruning, FORMAT, VERSION};
+use wanrt_wan::model::{Layout, WanModel};
+use wanrt_wan::transformer::WanTransformer;
+
+/// Progress of a long optimization.
+pub trait OptimizeProgress {
+    fn stage(&mut self, _name: &str) {}
+    fn progress(&mut self, _done: usize, _total: usize) {}
+}
+
+impl OptimizeProgress for () {}
+
+/// Name used in the manifest and reports for the 8-bit self-attention group.
+pub const INT8_ATTENTION: &str = "self-attention (int8 scores)";
+
+#[derive(Debug, Clone, Serialize)]
+pub struct OptimizeSummary {
+    pub manifest: Manifest,
+    /// Relative output error of the transformer on the calibration inputs vs the source model.
+    pub transformer_error: f64,
+    /// The same, of the pruned model before quantization (0 when not pruned).
+    pub pruning_error: f64,
+    /// Per layer (or group) sensitivity when measured: (name, relative error).
+    pub sensitivity: Vec<(String, f64)>,
+    pub params_before: usize,
+    pub params_after: usize,
+    pub weight_bytes_before: usize,
+    pub weight_bytes_after: usize,
+    pub calibration_s: f64,
+    pub total_s: f64,
+}
+
+struct Candidate {
+    name: String,
+    parts: Vec<(String, usize)>,
+    quantized: QuantizedLayer,
+    linear: Linear,
+    sensitivity: Option<f64>,
+}
+
+fn f32_raw(t: &wanrt_nn::Tensor) -> Result<RawTensor> {
+    Ok(RawTensor::from_bytes(DType::F32, t.shape().to_vec(), t.data().iter().flat_map(|v| v.to_le_bytes()).collect())?)
+}
+
+fn read_json(path: &Path) -> Result<serde_json::Value> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| Error::Msg(format!("{}: cannot read: {e}", path.display())))?;
+    serde_json::from_str(&text).map_err(|e| Error::Msg(format!("{}: invalid JSON: {e}", path.display())))
+}
+
+pub fn optimize(
+    src: &Path,
+    out: &Path,
+    opts: &OptimizeOptions,
+    calib: &CalibSettings,
+    progress: &mut dyn OptimizeProgress,
+) -> Result<OptimizeSummary> {
+    let t_start = Instant::now();
+    opts.validate().map_err(Error::Msg)?;
+    if out.exists() && std::fs::read_dir(out).map(|mut d| d.next().is_some()).unwrap_or(true) {
+        return Err(Error::Msg(format!(
+            "{}: output folder exists and is not empty (refusing to overwrite)",
+            out.display()
+        )));
+    }
+    progress.stage("loading");
+    let mut model = WanModel::load(src, |_| {})?;
+    if model.layout != Layout::Diffusers {
+        return Err(Error::Msg(format!(
+            "{}: optimize reads diffusers-layout folders (model_index.json, transformer/ …); this is the original release layout",
+            src.display()
+        )));
+    }
+    if model.artifact.is_some() {
+        return Err(Error::Msg(format!(
+            "{}: is already an optimized artifact; optimize its source model",
+            src.display()
+        )));
+    }
+    let tr_dir = src.join("transformer");
+    let src_ws = WeightStore::from_diffusers_dir(&tr_dir, "diffusion_pytorch_model")?;
+    let mut config_json = read_json(&tr_dir.join("config.json"))?;
+    let params_before = model.transformer.num_params();
+    let weight_bytes_before = model.transformer.weight_bytes();
+
+    progress.stage("calibration");
+    let t_cal = Instant::now();
+    let cal = calibrate(&mut model, calib, &mut |d, t| progress.progress(d, t))?;
+    let calibration_s = t_cal.elapsed().as_secs_f64();
+    progress.stage("reference outputs");
+    let reference = outputs(&model.transformer, &cal.samples)?;
+
+    // Structured pruning on the f32 tensors, then a rebuilt transformer.
+    let mut store = src_ws.clone();
+    let mut stats = cal.stats.clone();
+    let plan = prune::plan(&src_ws, &model.transformer.config, &cal.stats, opts.prune_ffn, opts.prune_heads)?;
+    let mut pruning_error = 0.0;
+    if plan.ffn_kept.is_some() || plan.heads_kept.is_some() {
+        progress.stage("pruning");
+        let (replaced, cfg) = prune::apply(&src_ws, &model.transformer.config, &plan)?;
+        for (name, t) in &replaced {
+            store.insert(name.clone(), f32_raw(t)?);
+        }
+        stats = prune::pruned_stats(&cal.stats, &model.transformer.config, &plan);
+        config_json["ffn_dim"] = cfg.ffn_dim.into();
+        if let Some(h) = &cfg.self_attn_heads {
+            config_json["self_attn_heads"] = serde_json::json!(h);
+        }
+        model.transformer = WanTransformer::load(&store, cfg)?;
+        pruning_error = relative_error(&outputs(&model.transformer, &cal.samples)?, &reference);
+    }
+
+    // Quantized candidates for every eligible layer.
+    progress.stage("quantization");
+    let format = opts.quant.layer_format();
+    let mut candidates = Vec::new();
+    let mut kept_f32 = Vec::new();
+    for l in model.transformer.block_linears_mut() {
+        let part_names: Vec<String> = l.parts.iter().map(|p| p.0.clone()).collect();
+        if opts.quant == QuantMode::None || opts.keeps_precision(&l.name, &part_names) {
+            kept_f32.push((l.name.clone(), part_names));
+            continue;
+        }
+        let s = stats.get(&l.name).ok_or_else(|| Error::Msg(format!("no calibration statistics for {}", l.name)))?;
+        let q = quantize_layer(&l.linear.weight.to_f32()?, &l.parts, format, opts.activation, opts.smooth_alpha, s)?;
+        let linear = build_linear(&q, &l.parts, l.linear.bias.as_deref())?;
+        candidates.push(Candidate { name: l.name, parts: l.parts, quantized: q, linear, sensitivity: None });
+    }
+    let attn_blocks: Vec<usize> = if opts.attn_quant {
+        (0..model.transformer.config.num_layers)
+            .filter(|i| !opts.keeps_precision(&format!("blocks.{i}.attn1"), &[format!("blocks.{i}.attn1.attention")]))
+            .collect()
+    } else {
+        Vec::new()
+    };
+
+    // Sensitivity: each layer alone, against the (pruned) full-precision model.
+    let mut sensitivity = Vec::new();
+    let mut attn_sensitivity = None;
+    if opts.sensitivity || opts.max_error.is_some() {
+        progress.stage("sensitivity");
+        let base = outputs(&model.transformer, &cal.samples)?;
+        let total = candidates.len() + usize::from(!attn_blocks.is_empty());
+        for (i, c) in candidates.iter_mut().enumerate() {
+            let e = error_with(&mut model.transformer, vec![(c.name.clone(), c.linear.clone())], &cal.samples, &base)?;
+            c.sensitivity = Some(e);
+            sensitivity.push((c.name.clone(), e));
+            progress.progress(i + 1, total);
+        }
+        if !attn_blocks.is_empty() {
+            model.transformer.set_int8_attention(&attn_blocks);
+            let e = relative_error(&outputs(&model.transformer, &cal.samples)?, &base);
+            model.transformer.set_int8_attention(&[]);
+            attn_sensitivity = Some(e);
+            sensitivity.push((INT8_ATTENTION.to_string(), e));
+        }
+    }
+
+    // Everything quantized, then (under max_error) the most sensitive reverted first.
+    let mut originals: BTreeMap<String, Linear> =
+        swap_layers(&mut model.transformer, candidates.iter().map(|c| (c.name.clone(), c.linear.clone())).collect())
+            .into_iter()
+            .collect();
+    let mut attention_on = !attn_blocks.is_empty();
+    model.transformer.set_int8_attention(if attention_on { &attn_blocks } else { &[] });
+    let mut transformer_error = relative_error(&outputs(&model.transformer, &cal.samples)?, &reference);
+    let mut reverted: Vec<String> = Vec::new();
+    if let Some(max) = opts.max_error {
+        progress.stage("selecting layers under --max-error");
+        let mut order: Vec<(String, f64)> = sensitivity.clone();
+        order.sort_by(|a, b| b.1.total_cmp(&a.1));
+        for (name, _) in order {
+            if transformer_error <= max {
+                break;
+            }
+            if name == INT8_ATTENTION {
+                attention_on = false;
+                model.transformer.set_int8_attention(&[]);
+            } else if let Some(orig) = originals.remove(&name) {
+                swap_layers(&mut model.transformer, vec![(name.clone(), orig)]);
+            }
+            reverted.push(name);
+            transformer_error = relative_error(&outputs(&model.transformer, &cal.samples)?, &reference);
+        }
+    }
+    let _ = attn_sensitivity;
+
+    // The artifact's tensors: source (pruned) tensors, quantized layers replaced.
+    progress.stage("writing artifact");
+    let mut tensors: BTreeMap<String, RawTensor> =
+        store.names().map(|n| Ok((n.to_string(), store.raw(n)?.clone()))).collect::<Result<_>>()?;
+    let mut layers = Vec::new();
+    for c in &candidates {
+        let parts: Vec<String> = c.parts.iter().map(|p| p.0.clone()).collect();
+        let quantized = !reverted.contains(&c.name);
+        if quantized {
+            for p in &parts {
+                tensors.remove(&format!("{p}.weight"));
+            }
+            tensors.extend(c.quantized.tensors.iter().cloned());
+        }
+        layers.push(LayerEntry {
+            name: c.name.clone(),
+            parts,
+            format: if quantized { c.quantized.format } else { LayerFormat::F32 },
+            activation: if quantized { c.quantized.activation } else { None },
+            smooth: quantized && c.quantized.smooth,
+            sensitivity: c.sensitivity,
+        });
+    }
+    for (name, parts) in kept_f32 {
+        layers.push(LayerEntry {
+            name,
+            parts,
+            format: LayerFormat::F32,
+            activation: None,
+            smooth: false,
+            sensitivity: None,
+        });
+    }
+    layers.sort_by_key(|a| natural_key(&a.name));
+    let int8_attention_blocks = if attention_on { attn_blocks.clone() } else { Vec::new() };
+    let manifest = Manifest {
+        format: FORMAT.into(),
+        version: VERSION,
+        source: serde_json::json!({
+            "folder": src.file_name().map(|n| n.to_string_lossy().into_owned()),
+            "transformer_sha256": artifact::weights_sha256(&tr_dir)?,
+        }),
+        settings: serde_json::json!({
+            "quant": opts.quant.to_string(),
+            "activation": format!("{:?}", opts.activation).to_lowercase(),
+            "smooth_alpha": opts.smooth_alpha,
+            "attn_quant": opts.attn_quant,
+            "prune_ffn": opts.prune_ffn,
+            "prune_heads": opts.prune_heads,
+            "keep_precision": opts.keep_precision,
+            "max_error": opts.max_error,
+            "reverted_to_full_precision": reverted,
+        }),
+        layers,
+        pruning: Pruning {
+            ffn_kept: plan.ffn_kept.clone(),
+            heads_kept: plan.heads_kept.clone(),
+            score: if plan.ffn_kept.is_some() || plan.heads_kept.is_some() {
+                prune::SCORE_DOC.into()
+            } else {
+                String::new()
+            },
+        },
+        int8_attention_blocks,
+        fusion: fusion_plan(opts.quant),
+        calibration: cal.summary.clone(),
+    };
+    artifact::write(src, out, &tensors, &config_json, &manifest)?;
+    Ok(OptimizeSummary {
+        manifest,
+        transformer_error,
+        pruning_error,
+        sensitivity,
+        params_before,
+        params_after: model.transformer.num_params(),
+        weight_bytes_before,
+        weight_bytes_after: model.transformer.weight_bytes(),
+        calibration_s,
+        total_s: t_start.elapsed().as_secs_f64(),
+    })
+}
+
+/// `blocks.10.x` after `blocks.9.x`.
+fn natural_key(name: &str) -> Vec<(String, u64)> {
+    name.split('.').map(|p| p.parse::<u64>().map_or((p.to_string(), 0), |n| (String::new(), n))).collect()
+}
+
+/// The fused kernels the engine runs for every Wan transformer block (the
+/// CPU backend executes each as one pass over memory).
+fn fusion_plan(quant: QuantMode) -> Vec<serde_json::Value> {
+    let q = match quant {
+        QuantMode::Int8 => "activation quantization (+ SmoothQuant 1/s) fused into the int8 GEMM's packing pass",
+        QuantMode::Fp8 => "E4M3 activation rounding fused into the GEMM input pass",
+        QuantMode::Int8Weight => "int8 → f32 weight dequantization fused into the GEMM panel packing",
+        QuantMode::None => "",
+    };
+    let mut v = vec![
+        serde_json::json!({"op": "qkv_projection", "layers": "attn1.to_q + to_k + to_v", "as": "one GEMM"}),
+        serde_json::json!({"op": "cross_attention_kv", "layers": "attn2.to_k + to_v", "as": "one GEMM, once per prompt (text K/V reused across steps)"}),
+        serde_json::json!({"op": "norm_modulation", "layers": "norm1/norm3 LayerNorm + scale/shift", "as": "one pass (layer_norm_modulate)"}),
+        serde_json::json!({"op": "gated_residual", "layers": "x + gate · f(x)", "as": "one pass (add_gated)"}),
+        serde_json::json!({"op": "bias_epilogue", "layers": "quantized and half-precision linears", "as": "bias added in the GEMM output pass"}),
+    ];
+    if !q.is_empty() {
+        v.push(serde_json::json!({"op": "quantization", "as": q}));
+    }
+    v
+}
