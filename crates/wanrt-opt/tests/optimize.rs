@@ -1,0 +1,287 @@
+//! `optimize()` end to end on a tiny random diffusers Wan model (fixtures/wan/a):
+//! every mode writes an artifact that loads and runs, the loaded artifact
+//! reproduces the in-memory optimized transformer exactly, pruning zero
+//! channels changes nothing, and damaged artifacts fail with clear errors.
+
+use std::path::{Path, PathBuf};
+use wanrt_nn::{Tensor, WeightStore};
+use wanrt_opt::calibrate::{calibrate, CalibSettings};
+use wanrt_opt::sensitivity::{outputs, relative_error};
+use wanrt_opt::{optimize, ActivationChoice, OptimizeOptions, QuantMode};
+use wanrt_wan::artifact::LayerFormat;
+use wanrt_wan::model::WanModel;
+
+fn fixture() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/wan/a")
+}
+
+fn calib() -> CalibSettings {
+    CalibSettings {
+        prompts: vec!["a red fox runs through snow".into(), "waves on a beach at sunset".into()],
+        frames: Some(9),
+        height: Some(32),
+        width: Some(48),
+        steps: 3,
+        seed: 7,
+        max_samples: 4,
+    }
+}
+
+fn options(quant: QuantMode) -> OptimizeOptions {
+    OptimizeOptions { quant, ..OptimizeOptions::default() }
+}
+
+fn run(src: &Path, out: &Path, opts: &OptimizeOptions) -> wanrt_opt::OptimizeSummary {
+    optimize(src, out, opts, &calib(), &mut ()).unwrap_or_else(|e| panic!("optimize: {e}"))
+}
+
+/// Relative output error of `model_dir`'s transformer vs the fixture's on the calibration inputs.
+fn artifact_error(model_dir: &Path) -> f64 {
+    let mut source = WanModel::load(&fixture(), |_| {}).unwrap();
+    let samples = calibrate(&mut source, &calib(), &mut |_, _| {}).unwrap().samples;
+    let reference = outputs(&source.transformer, &samples).unwrap();
+    let artifact = WanModel::load(model_dir, |_| {}).unwrap();
+    relative_error(&outputs(&artifact.transformer, &samples).unwrap(), &reference)
+}
+
+#[test]
+fn every_mode_writes_an_artifact_that_reproduces_the_measured_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let static_int8 = OptimizeOptions { activation: ActivationChoice::Static, ..options(QuantMode::Int8) };
+    let attn = OptimizeOptions { attn_quant: true, ..options(QuantMode::Int8) };
+    let cases = [
+        ("int8-weight", options(QuantMode::Int8Weight), LayerFormat::Int8Weight),
+        ("int8", options(QuantMode::Int8), LayerFormat::Int8),
+        ("int8-static", static_int8, LayerFormat::Int8),
+        ("fp8", options(QuantMode::Fp8), LayerFormat::Fp8),
+        ("int8-attn", attn, LayerFormat::Int8),
+    ];
+    let f32_bytes = WanModel::load(&fixture(), |_| {}).unwrap().transformer.weight_bytes();
+    for (name, opts, format) in cases {
+        let out = tmp.path().join(name);
+        let summary = run(&fixture(), &out, &opts);
+        let loaded = WanModel::load(&out, |_| {}).unwrap();
+        let manifest = loaded.artifact.as_ref().expect("artifact manifest");
+        assert_eq!(manifest.layers.len(), 14, "{name}: 7 linears × 2 blocks");
+        assert!(manifest.layers.iter().all(|l| l.format == format), "{name}");
+        assert_eq!(manifest.int8_attention_blocks.is_empty(), !opts.attn_quant, "{name}");
+        assert!(loaded.transformer.weight_bytes() < f32_bytes, "{name}: weights must shrink");
+        assert_eq!(loaded.transformer.weight_bytes(), summary.weight_bytes_after, "{name}");
+        // The artifact on disk is the model whose error optimize measured.
+        let err = artifact_error(&out);
+        println!("{name}: transformer relative error {err:.3e}");
+        assert!(err > 0.0 && err < 0.2, "{name}: {err}");
+        assert!(
+            (err - summary.transformer_error).abs() <= 1e-9 * err.max(1.0),
+            "{name}: {err} vs {}",
+            summary.transformer_error
+        );
+        // And it generates.
+        let mut p = wanrt_wan::pipeline::GenerateParams::new("a red fox");
+        p.steps = Some(2);
+        p.num_frames = Some(5);
+        p.height = Some(32);
+        p.width = Some(32);
+        let video = loaded.generate(&p, &mut ()).unwrap().video;
+        assert!(video.data().iter().all(|v| v.is_finite()));
+    }
+}
+
+#[test]
+fn max_error_keeps_the_most_sensitive_layers_in_full_precision() {
+    let tmp = tempfile::tempdir().unwrap();
+    let all =
+        run(&fixture(), &tmp.path().join("all"), &OptimizeOptions { sensitivity: true, ..options(QuantMode::Fp8) });
+    assert_eq!(all.sensitivity.len(), 14);
+    let bound = all.transformer_error / 3.0;
+    let opts = OptimizeOptions { max_error: Some(bound), ..options(QuantMode::Fp8) };
+    let capped = run(&fixture(), &tmp.path().join("capped"), &opts);
+    assert!(capped.transformer_error <= bound, "{} > {bound}", capped.transformer_error);
+    let kept: Vec<_> = capped.manifest.layers.iter().filter(|l| l.format == LayerFormat::F32).collect();
+    assert!(!kept.is_empty() && kept.len() < 14);
+    // The first layer reverted is the most sensitive one.
+    let worst = all.sensitivity.iter().max_by(|a, b| a.1.total_cmp(&b.1)).unwrap();
+    assert!(kept.iter().any(|l| l.name == worst.0), "{} not kept", worst.0);
+    // --keep-precision globs match checkpoint tensor names.
+    let glob = OptimizeOptions {
+        keep_precision: vec!["blocks.1.*".into(), "*.attn2.to_k".into()],
+        ..options(QuantMode::Int8)
+    };
+    let s = run(&fixture(), &tmp.path().join("glob"), &glob);
+    for l in &s.manifest.layers {
+        let full = l.name.starts_with("blocks.1.") || l.name == "blocks.0.attn2.to_kv";
+        assert_eq!(l.format == LayerFormat::F32, full, "{}", l.name);
+    }
+}
+
+/// Writes a copy of the fixture whose FFN channels `zeroed` have zero output weights.
+fn fixture_with_dead_channels(dst: &Path, zeroed: &[usize]) {
+    copy_dir(&fixture(), dst);
+    let file = dst.join("transformer/diffusion_pytorch_model.safetensors");
+    let ws = WeightStore::from_safetensors_files(std::slice::from_ref(&file)).unwrap();
+    let mut tensors: Vec<(String, Tensor)> = ws.names().map(|n| (n.to_string(), ws.get(n).unwrap())).collect();
+    for (name, t) in tensors.iter_mut() {
+        if name.ends_with("ffn.net.2.weight") {
+            let cols = t.dim(1);
+            for (i, v) in t.data_mut().iter_mut().enumerate() {
+                if zeroed.contains(&(i % cols)) {
+                    *v = 0.0;
+                }
+            }
+        }
+    }
+    drop(ws);
+    let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
+        .iter()
+        .map(|(n, t)| (n.clone(), t.data().iter().flat_map(|v| v.to_le_bytes()).collect(), t.shape().to_vec()))
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView)> = bytes
+        .iter()
+        .map(|(n, b, s)| {
+            (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap())
+        })
+        .collect();
+    std::fs::remove_file(&file).unwrap();
+    safetensors::serialize_to_file(views, None, &file).unwrap();
+}
+
+#[test]
+fn ffn_pruned_model_equals_unpruned_when_pruned_channels_are_zero() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let zeroed: Vec<usize> = (0..48).filter(|c| c % 4 == 1).collect(); // 12 of 48 = 25%
+    fixture_with_dead_channels(&src, &zeroed);
+    let opts = OptimizeOptions { prune_ffn: 0.25, ..options(QuantMode::None) };
+    let summary = optimize(&src, &tmp.path().join("pruned"), &opts, &calib(), &mut ()).unwrap();
+    let kept = summary.manifest.pruning.ffn_kept.clone().unwrap();
+    let expected: Vec<usize> = (0..48).filter(|c| !zeroed.contains(c)).collect();
+    assert_eq!(kept, vec![expected.clone(), expected]);
+    assert!(summary.params_after < summary.params_before);
+    let pruned = WanModel::load(&tmp.path().join("pruned"), |_| {}).unwrap();
+    assert_eq!(pruned.transformer.config.ffn_dim, 36);
+    let mut source = WanModel::load(&src, |_| {}).unwrap();
+    let samples = calibrate(&mut source, &calib(), &mut |_, _| {}).unwrap().samples;
+    let err = relative_error(
+        &outputs(&pruned.transformer, &samples).unwrap(),
+        &outputs(&source.transformer, &samples).unwrap(),
+    );
+    println!("pruned vs unpruned relative error {err:.3e}");
+    assert!(err < 1e-6, "{err}");
+}
+
+#[test]
+fn head_pruning_runs_and_its_error_is_measured() {
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = OptimizeOptions { prune_heads: 1, prune_ffn: 0.5, ..options(QuantMode::Int8) };
+    let s = run(&fixture(), &tmp.path().join("p"), &opts);
+    assert!(s.pruning_error > 0.0 && s.transformer_error > 0.0);
+    let m = WanModel::load(&tmp.path().join("p"), |_| {}).unwrap();
+    assert_eq!(m.transformer.config.self_attn_heads, Some(vec![1, 1]));
+    assert_eq!(m.transformer.config.ffn_dim, 24);
+    assert!((artifact_error(&tmp.path().join("p")) - s.transformer_error).abs() < 1e-9);
+    let too_many = OptimizeOptions { prune_heads: 2, ..options(QuantMode::None) };
+    let err = optimize(&fixture(), &tmp.path().join("q"), &too_many, &calib(), &mut ()).unwrap_err().to_string();
+    assert!(err.contains("every head"), "{err}");
+    assert!(!tmp.path().join("q").exists(), "no partial artifact");
+}
+
+fn copy_dir(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for e in std::fs::read_dir(src).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dst.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), dst.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+fn load_err(dir: &Path) -> String {
+    match WanModel::load(dir, |_| {}) {
+        Ok(_) => panic!("{} loaded", dir.display()),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn edit_manifest(dir: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let path = dir.join("wanrt-artifact.json");
+    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    edit(&mut v);
+    std::fs::write(&path, serde_json::to_string(&v).unwrap()).unwrap();
+}
+
+#[test]
+fn damaged_artifacts_fail_with_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let good = tmp.path().join("good");
+    run(&fixture(), &good, &options(QuantMode::Int8));
+    let case = |name: &str| {
+        let d = tmp.path().join(name);
+        copy_dir(&good, &d);
+        d
+    };
+    let d = case("format");
+    edit_manifest(&d, |m| m["layers"][0]["format"] = "fp8".into());
+    assert!(load_err(&d).contains("is i8 but the layer is Fp8"), "{}", load_err(&d));
+
+    let d = case("unlisted");
+    edit_manifest(&d, |m| {
+        m["layers"].as_array_mut().unwrap().remove(0);
+    });
+    assert!(load_err(&d).contains("quantized but not listed"), "{}", load_err(&d));
+
+    let d = case("smooth");
+    edit_manifest(&d, |m| m["layers"][0]["smooth"] = false.into());
+    assert!(load_err(&d).contains("not listed in the manifest"), "{}", load_err(&d));
+
+    let d = case("activation");
+    edit_manifest(&d, |m| m["layers"][0]["activation"] = serde_json::Value::Null);
+    assert!(load_err(&d).contains("needs an activation mode"), "{}", load_err(&d));
+
+    let d = case("version");
+    edit_manifest(&d, |m| m["version"] = 99.into());
+    assert!(load_err(&d).contains("unsupported artifact format"), "{}", load_err(&d));
+
+    let d = case("json");
+    std::fs::write(d.join("wanrt-artifact.json"), "{ not json").unwrap();
+    assert!(load_err(&d).contains("invalid artifact manifest"), "{}", load_err(&d));
+
+    let d = case("truncated");
+    let f = d.join("transformer/diffusion_pytorch_model.safetensors");
+    let bytes = std::fs::read(&f).unwrap();
+    std::fs::write(&f, &bytes[..bytes.len() / 2]).unwrap();
+    assert!(load_err(&d).contains("safetensors"), "{}", load_err(&d));
+
+    let d = case("scale");
+    let f = d.join("transformer/diffusion_pytorch_model.safetensors");
+    let ws = WeightStore::from_safetensors_files(std::slice::from_ref(&f)).unwrap();
+    let kept: Vec<(String, wanrt_nn::DType, Vec<usize>, Vec<u8>)> = ws
+        .names()
+        .filter(|n| *n != "blocks.0.ffn.net.2.weight_scale")
+        .map(|n| {
+            let r = ws.raw(n).unwrap();
+            (n.to_string(), r.dtype, r.shape.clone(), r.bytes().into_owned())
+        })
+        .collect();
+    drop(ws);
+    let views: Vec<(String, safetensors::tensor::TensorView)> = kept
+        .iter()
+        .map(|(n, d, s, b)| {
+            let dt = match d {
+                wanrt_nn::DType::I8 => safetensors::Dtype::I8,
+                _ => safetensors::Dtype::F32,
+            };
+            (n.clone(), safetensors::tensor::TensorView::new(dt, s.clone(), b).unwrap())
+        })
+        .collect();
+    std::fs::remove_file(&f).unwrap();
+    safetensors::serialize_to_file(views, None, &f).unwrap();
+    assert!(load_err(&d).contains("missing tensor `blocks.0.ffn.net.2.weight_scale`"), "{}", load_err(&d));
+
+    // The source of an optimization must not be an artifact, and outputs are never overwritten.
+    let err = optimize(&good, &tmp.path().join("again"), &options(QuantMode::Int8), &calib(), &mut ()).unwrap_err();
+    assert!(err.to_string().contains("already an optimized artifact"), "{err}");
+    let err = optimize(&fixture(), &good, &options(QuantMode::Int8), &calib(), &mut ()).unwrap_err();
+    assert!(err.to_string().contains("not empty"), "{err}");
+}
