@@ -8,10 +8,11 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use std::path::PathBuf;
 use std::time::Instant;
-use wanrt_nn::Tensor;
+use wanrt_nn::{Tensor, WeightStore};
 use wanrt_wan::model::WanModel;
 use wanrt_wan::pipeline::GenerateParams;
 use wanrt_wan::text::encode_prompts;
+use wanrt_wan::vae::{VaeConfig, WanVae};
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -39,6 +40,9 @@ pub struct BenchArgs {
     /// Skip the VAE decode.
     #[arg(long)]
     pub skip_vae: bool,
+    /// Load only the VAE (`<model>/vae`) and time `--repeat` decodes of the benchmarked shape.
+    #[arg(long, conflicts_with = "skip_vae")]
+    pub vae_only: bool,
     /// CPU threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -62,6 +66,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
         bail!("--repeat must be at least 1");
     }
     let dir = model_path::resolve(args.model.as_deref())?;
+    if args.vae_only {
+        return run_vae_only(&args, &dir);
+    }
     let opts = wanrt_wan::model::LoadOptions { keep_half_weights: args.low_memory };
     let (model, load_s) = timed(|| Ok(WanModel::load_with(&dir, opts, |_| {})?))?;
     let mut p = GenerateParams::new("a red fox runs through the snowy forest");
@@ -116,6 +123,50 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 println!("{:<22} {v:>10.3}", key.trim_end_matches("_s"));
             }
         }
+        if let Some(p) = sysinfo::peak_rss_bytes() {
+            println!("peak memory {}", sysinfo::format_bytes(p));
+        }
+    }
+    Ok(())
+}
+
+/// `--vae-only`: decode latents of the benchmarked shape with the model's VAE alone.
+fn run_vae_only(args: &BenchArgs, dir: &std::path::Path) -> Result<()> {
+    let vae_dir = dir.join("vae");
+    let (vae, load_s) = timed(|| {
+        let cfg: VaeConfig = serde_json::from_slice(&std::fs::read(vae_dir.join("config.json"))?)?;
+        let ws = WeightStore::from_diffusers_dir(&vae_dir, "diffusion_pytorch_model")?;
+        Ok(WanVae::load(&ws, cfg)?)
+    })?;
+    let (tf, sf) = (vae.config.temporal_factor(), vae.config.spatial_factor());
+    if args.frames == 0
+        || !(args.frames - 1).is_multiple_of(tf)
+        || !args.height.is_multiple_of(sf)
+        || !args.width.is_multiple_of(sf)
+    {
+        bail!("--frames must be {tf}k+1 and --height/--width multiples of {sf}");
+    }
+    let shape = [1, vae.config.z_dim, (args.frames - 1) / tf + 1, args.height / sf, args.width / sf];
+    let n: usize = shape.iter().product();
+    let latents = Tensor::new(shape, (0..n).map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0).collect())?;
+    let mut times = Vec::new();
+    for _ in 0..args.repeat {
+        times.push(timed(|| Ok(vae.decode(&latents, |_, _| {})?))?.1);
+    }
+    let best = times.iter().cloned().fold(f64::INFINITY, f64::min);
+    let report = serde_json::json!({
+        "model": dir,
+        "shape": {"frames": args.frames, "height": args.height, "width": args.width, "latent": shape},
+        "threads": rayon::current_num_threads(),
+        "vae_load_s": load_s,
+        "vae_decode_s": best,
+        "vae_decode_all_s": times,
+        "peak_rss_bytes": sysinfo::peak_rss_bytes(),
+    });
+    if args.json {
+        println!("{report}");
+    } else {
+        println!("vae_decode {best:.3} s (all: {times:?}), load {load_s:.3} s");
         if let Some(p) = sysinfo::peak_rss_bytes() {
             println!("peak memory {}", sysinfo::format_bytes(p));
         }

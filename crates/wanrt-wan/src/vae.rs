@@ -11,7 +11,7 @@
 use crate::{Error, Result};
 use serde::Deserialize;
 use wanrt_nn::ops::attention::AttentionBias;
-use wanrt_nn::ops::{self, conv3d, PaddingFull};
+use wanrt_nn::ops::{self, conv3d, PaddingFull, WinogradConv3d};
 use wanrt_nn::{Tensor, WeightStore};
 
 const CACHE_T: usize = 2;
@@ -169,9 +169,32 @@ fn last_frames(x: &Tensor, n: usize) -> Result<Tensor> {
     Ok(x.narrow(2, t - n.min(t), n.min(t))?)
 }
 
+/// Weights of a convolution: as loaded, or pre-transformed for Winograd (stride-1 3×3 spatial taps).
+enum Kernel {
+    Direct(Tensor),
+    Winograd(WinogradConv3d),
+}
+
+impl Kernel {
+    fn new(weight: Tensor, stride: (usize, usize, usize)) -> Result<Self> {
+        Ok(if WinogradConv3d::supports(weight.shape(), stride) {
+            Kernel::Winograd(WinogradConv3d::new(&weight)?)
+        } else {
+            Kernel::Direct(weight)
+        })
+    }
+
+    fn forward(&self, x: &Tensor, bias: &[f32], stride: (usize, usize, usize), pad: PaddingFull) -> Result<Tensor> {
+        Ok(match self {
+            Kernel::Direct(w) => conv3d(x, w, Some(bias), stride, pad)?,
+            Kernel::Winograd(w) => w.forward(x, Some(bias), pad)?,
+        })
+    }
+}
+
 /// A Conv3d whose time padding is causal (front only) and may be replaced by cached frames.
 struct CausalConv3d {
-    weight: Tensor,
+    weight: Kernel,
     bias: Vec<f32>,
     /// Padding as configured: (t, h, w); time is padded by 2·t at the front.
     pad: (usize, usize, usize),
@@ -200,7 +223,7 @@ impl CausalConv3d {
         stride: (usize, usize, usize),
     ) -> Result<Self> {
         Ok(CausalConv3d {
-            weight: ws.get_shaped(&format!("{name}.weight"), &[cout, cin, k[0], k[1], k[2]])?,
+            weight: Kernel::new(ws.get_shaped(&format!("{name}.weight"), &[cout, cin, k[0], k[1], k[2]])?, stride)?,
             bias: ws.get_shaped(&format!("{name}.bias"), &[cout])?.into_data(),
             pad,
             stride,
@@ -220,7 +243,7 @@ impl CausalConv3d {
             _ => x,
         };
         let pad = PaddingFull { t: (front, 0), h: (self.pad.1, self.pad.1), w: (self.pad.2, self.pad.2) };
-        Ok(conv3d(input, &self.weight, Some(&self.bias), self.stride, pad)?)
+        self.weight.forward(input, &self.bias, self.stride, pad)
     }
 
     /// Cached call: uses and refreshes this conv's slot with the last frames of its input.
@@ -309,7 +332,7 @@ impl AttentionBlock {
         let conv1x1 = |name: &str, cout: usize| -> Result<CausalConv3d> {
             let w = ws.get_shaped(&format!("{p}.{name}.weight"), &[cout, c, 1, 1])?;
             Ok(CausalConv3d {
-                weight: w.reshape([cout, c, 1, 1, 1])?,
+                weight: Kernel::Direct(w.reshape([cout, c, 1, 1, 1])?),
                 bias: ws.get_shaped(&format!("{p}.{name}.bias"), &[cout])?.into_data(),
                 pad: (0, 0, 0),
                 stride: (1, 1, 1),
@@ -381,7 +404,7 @@ impl Resample {
         let cout = if up { c / 2 } else { c };
         let w = ws.get_shaped(&format!("{p}.resample.1.weight"), &[cout, c, 3, 3])?;
         let conv = CausalConv3d {
-            weight: w.reshape([cout, c, 1, 3, 3])?,
+            weight: Kernel::new(w.reshape([cout, c, 1, 3, 3])?, if up { (1, 1, 1) } else { (1, 2, 2) })?,
             bias: ws.get_shaped(&format!("{p}.resample.1.bias"), &[cout])?.into_data(),
             pad: (0, if up { 1 } else { 0 }, if up { 1 } else { 0 }),
             stride: if up { (1, 1, 1) } else { (1, 2, 2) },
@@ -433,7 +456,7 @@ impl Resample {
             }
             ResampleMode::Down2d | ResampleMode::Down3d => {
                 let pad = PaddingFull { t: (0, 0), h: (0, 1), w: (0, 1) };
-                conv3d(&x, &self.conv.weight, Some(&self.conv.bias), (1, 2, 2), pad)?
+                self.conv.weight.forward(&x, &self.conv.bias, (1, 2, 2), pad)?
             }
         };
         if self.mode != ResampleMode::Down3d {

@@ -5,6 +5,7 @@ pub mod activation;
 pub mod attention;
 pub mod attention_quant;
 pub mod conv;
+pub mod conv_winograd;
 pub mod matmul;
 pub mod modulate;
 pub mod norm;
@@ -14,6 +15,7 @@ pub mod rope;
 pub mod softmax;
 
 pub use conv::{conv2d, conv3d, Padding3d, PaddingFull};
+pub use conv_winograd::WinogradConv3d;
 
 pub use activation::{gelu_tanh, silu};
 pub use attention::attention;
