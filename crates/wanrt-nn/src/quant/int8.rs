@@ -203,17 +203,13 @@ impl QuantizedActs {
     /// Wraps already-quantized rows (`data` is `[m, kp]`, codes in ±127) for `isa`.
     pub fn from_codes(isa: Isa, m: usize, kp: usize, data: Vec<i8>, scales: Vec<f32>) -> QuantizedActs {
         debug_assert_eq!(data.len(), m * kp);
-        let aux = match isa {
-            Isa::Scalar => Vec::new(),
-            Isa::Avx2 => data.par_iter().with_min_len(1 << 16).map(|&v| v.unsigned_abs()).collect(),
-            Isa::AvxVnni | Isa::Avx512Vnni => {
-                data.par_iter().with_min_len(1 << 16).map(|&v| (v as u8) ^ 0x80).collect()
-            }
-        };
+        let mut aux = vec![0u8; if isa == Isa::Scalar { 0 } else { data.len() }];
+        aux.par_chunks_mut(1 << 16).zip(data.par_chunks(1 << 16)).for_each(|(a, d)| fill_aux(isa, d, a));
         QuantizedActs { m, kp, data, aux, scales }
     }
 
-    /// Quantizes `x[m, k]` into rows of `kp ≥ k` codes (zero padded).
+    /// Quantizes `x[m, k]` into rows of `kp ≥ k` codes (zero padded), with the path's auxiliary
+    /// bytes written in the same parallel pass.
     pub fn quantize(
         isa: Isa,
         x: &[f32],
@@ -228,6 +224,7 @@ impl QuantizedActs {
             assert_eq!(s.len(), k, "inv_smooth: expected k = {k} values");
         }
         let mut data = vec![0i8; m * kp];
+        let mut aux = vec![0u8; if isa == Isa::Scalar { 0 } else { m * kp }];
         let mut scales = vec![0.0f32; m];
         if k > 0 {
             let smooth_absmax = |row: &[f32]| match inv_smooth {
@@ -242,9 +239,15 @@ impl QuantizedActs {
                     Some((s, 1.0 / s))
                 }
             };
-            data.par_chunks_mut(kp).zip(x.par_chunks(k)).zip(scales.par_iter_mut()).for_each_init(
-                Vec::new,
-                |tmp, ((d, row), s)| {
+            // Scalar has no auxiliary bytes: hand it empty chunks (one per row) instead.
+            let aux_chunk = if aux.is_empty() { 1 } else { kp };
+            let mut empty = vec![0u8; if aux.is_empty() { m } else { 0 }];
+            let aux_rows = if aux.is_empty() { &mut empty[..] } else { &mut aux[..] };
+            data.par_chunks_mut(kp)
+                .zip(aux_rows.par_chunks_mut(aux_chunk))
+                .zip(x.par_chunks(k))
+                .zip(scales.par_iter_mut())
+                .for_each_init(Vec::new, |tmp, (((d, a), row), s)| {
                     let (scale, inv) = tensor_scale.unwrap_or_else(|| scale_for(smooth_absmax(row)));
                     *s = scale;
                     let src = match inv_smooth {
@@ -256,10 +259,19 @@ impl QuantizedActs {
                         None => row,
                     };
                     quantize_into(src, inv, &mut d[..k]);
-                },
-            );
+                    fill_aux(isa, d, a);
+                });
         }
-        QuantizedActs::from_codes(isa, m, kp, data, scales)
+        QuantizedActs { m, kp, data, aux, scales }
+    }
+}
+
+/// The path's second operand form of `codes` (see `kernels`): |a| for AVX2, a + 128 for VNNI.
+fn fill_aux(isa: Isa, codes: &[i8], aux: &mut [u8]) {
+    match isa {
+        Isa::Scalar => {}
+        Isa::Avx2 => aux.iter_mut().zip(codes).for_each(|(a, &v)| *a = v.unsigned_abs()),
+        Isa::AvxVnni | Isa::Avx512Vnni => aux.iter_mut().zip(codes).for_each(|(a, &v)| *a = (v as u8) ^ 0x80),
     }
 }
 
