@@ -17,7 +17,7 @@
 //! - **P·V in f32** (the f32 GEMM), as SageAttention v1 keeps P·V in 16-bit: P is the error-
 //!   sensitive operand and f32 costs nothing in accuracy.
 //!
-//! The exponential is a degree-6 polynomial of 2^f on [−½, ½] (relative error < 2·10⁻⁷, far below
+//! The exponential is a degree-6 polynomial of 2^f on [−½, ½] (relative error < 3·10⁻⁷, far below
 //! the int8 score error), in plain f32 code shared by every path.
 
 use super::matmul::{gemm_general, Layout};

@@ -28,6 +28,8 @@ pub(crate) const MAX_K: usize = (i32::MAX as usize) / (255 * 127);
 pub(crate) struct Tile {
     /// First activation row: `a[r·a_rs + kk]` (i8) and `aux[r·a_rs + kk]` (path-dependent u8).
     pub a: *const i8,
+    // Only the SIMD paths read it (the scalar path multiplies the i8 codes).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub aux: *const u8,
     pub a_rs: usize,
     pub rows: usize,
