@@ -29,10 +29,12 @@ use crate::quant::{round_half_even, Isa};
 use crate::Tensor;
 use rayon::prelude::*;
 
-/// Query rows per parallel task (and the largest scale block).
-pub const QK_BLOCK: usize = 64;
-/// Keys per online-softmax step (a multiple of 16, the weight panel width).
-pub const KEY_TILE: usize = 512;
+/// Query rows per parallel task (and the largest scale block). 128 rows amortize the f32 P·V
+/// GEMM's packing of each V tile better than 64 (measured ≈5% faster at 4096 tokens).
+pub const QK_BLOCK: usize = 128;
+/// Keys per online-softmax step (a multiple of 16, the weight panel width). With 128 query rows
+/// a worker's i32 and f32 score tiles take 256 KB, within a small (256 KB–1 MB) L2.
+pub const KEY_TILE: usize = 256;
 
 /// Knobs of the 8-bit attention; `Default` is the recommended setting.
 #[derive(Debug, Clone, Copy, PartialEq)]
