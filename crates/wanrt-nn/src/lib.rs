@@ -9,8 +9,8 @@ pub mod dtype;
 pub mod error;
 pub mod linear;
 pub mod ops;
-pub mod quant;
 pub mod probe;
+pub mod quant;
 pub mod tensor;
 pub mod weights;
 
