@@ -233,17 +233,19 @@ impl CausalConv3d {
     /// `cache`: frames preceding `x` (replacing that much of the zero padding).
     fn forward(&self, x: &Tensor, cache: Option<&Tensor>) -> Result<Tensor> {
         let mut front = 2 * self.pad.0;
-        let joined;
-        let input = match cache {
+        let hist = match cache {
             Some(c) if front > 0 => {
                 front = front.saturating_sub(c.dim(2));
-                joined = Tensor::cat(&[c, x], 2)?;
-                &joined
+                Some(c)
             }
-            _ => x,
+            _ => None,
         };
         let pad = PaddingFull { t: (front, 0), h: (self.pad.1, self.pad.1), w: (self.pad.2, self.pad.2) };
-        self.weight.forward(input, &self.bias, self.stride, pad)
+        match (&self.weight, hist) {
+            (Kernel::Winograd(w), _) => Ok(w.forward_with_history(hist, x, Some(&self.bias), pad)?),
+            (_, Some(c)) => self.weight.forward(&Tensor::cat(&[c, x], 2)?, &self.bias, self.stride, pad),
+            (_, None) => self.weight.forward(x, &self.bias, self.stride, pad),
+        }
     }
 
     /// Cached call: uses and refreshes this conv's slot with the last frames of its input.
@@ -267,6 +269,11 @@ impl CausalConv3d {
 
 fn rms_norm_channels(x: &Tensor, gamma: &[f32]) -> Result<Tensor> {
     Ok(ops::norm::l2_norm_channels(x, gamma)?)
+}
+
+/// `silu(rms_norm_channels(x))` in one pass.
+fn rms_norm_silu(x: &Tensor, gamma: &[f32]) -> Result<Tensor> {
+    Ok(ops::norm::l2_norm_channels_silu(x, gamma)?)
 }
 
 fn load_gamma(ws: &WeightStore, name: &str, c: usize) -> Result<Vec<f32>> {
@@ -305,14 +312,19 @@ impl ResidualBlock {
         })
     }
 
-    fn forward(&self, x: &Tensor, cache: &mut FeatCache) -> Result<Tensor> {
-        let h = match &self.shortcut {
-            Some(s) => s.forward(x, None)?,
-            None => x.clone(),
+    fn forward(&self, x: Tensor, cache: &mut FeatCache) -> Result<Tensor> {
+        // Without a shortcut the residual `h` is `x` itself (moved, not copied).
+        let (x, h) = match &self.shortcut {
+            Some(s) => {
+                let h = s.forward(&x, None)?;
+                (Some(x), h)
+            }
+            None => (None, x),
         };
-        let y = ops::silu(rms_norm_channels(x, &self.norm1)?);
+        let y = rms_norm_silu(x.as_ref().unwrap_or(&h), &self.norm1)?;
+        drop(x);
         let y = self.conv1.forward_cached(&y, cache)?;
-        let y = ops::silu(rms_norm_channels(&y, &self.norm2)?);
+        let y = rms_norm_silu(&y, &self.norm2)?;
         let mut y = self.conv2.forward_cached(&y, cache)?;
         y.add_assign(&h)?;
         Ok(y)
@@ -376,10 +388,10 @@ impl MidBlock {
         })
     }
 
-    fn forward(&self, x: &Tensor, cache: &mut FeatCache) -> Result<Tensor> {
+    fn forward(&self, x: Tensor, cache: &mut FeatCache) -> Result<Tensor> {
         let x = self.res0.forward(x, cache)?;
         let x = self.attn.forward(&x)?;
-        self.res1.forward(&x, cache)
+        self.res1.forward(x, cache)
     }
 }
 
@@ -421,8 +433,7 @@ impl Resample {
         Ok(Resample { mode, conv, time_conv })
     }
 
-    fn forward(&self, x: &Tensor, cache: &mut FeatCache) -> Result<Tensor> {
-        let mut x = x.clone();
+    fn forward(&self, mut x: Tensor, cache: &mut FeatCache) -> Result<Tensor> {
         if self.mode == ResampleMode::Up3d {
             let tc = self.time_conv.as_ref().expect("upsample3d has time_conv");
             let (i, slot) = cache.take();
@@ -532,12 +543,12 @@ impl Encoder {
         let mut x = self.conv_in.forward_cached(x, cache)?;
         for l in &self.layers {
             x = match l {
-                DownLayer::Res(r) => r.forward(&x, cache)?,
-                DownLayer::Resample(r) => r.forward(&x, cache)?,
+                DownLayer::Res(r) => r.forward(x, cache)?,
+                DownLayer::Resample(r) => r.forward(x, cache)?,
             };
         }
-        let x = self.mid.forward(&x, cache)?;
-        let x = ops::silu(rms_norm_channels(&x, &self.norm_out)?);
+        let x = self.mid.forward(x, cache)?;
+        let x = rms_norm_silu(&x, &self.norm_out)?;
         self.conv_out.forward_cached(&x, cache)
     }
 }
@@ -592,16 +603,16 @@ impl Decoder {
 
     fn forward(&self, x: &Tensor, cache: &mut FeatCache) -> Result<Tensor> {
         let x = self.conv_in.forward_cached(x, cache)?;
-        let mut x = self.mid.forward(&x, cache)?;
+        let mut x = self.mid.forward(x, cache)?;
         for blk in &self.up_blocks {
             for r in &blk.resnets {
-                x = r.forward(&x, cache)?;
+                x = r.forward(x, cache)?;
             }
             if let Some(u) = &blk.upsampler {
-                x = u.forward(&x, cache)?;
+                x = u.forward(x, cache)?;
             }
         }
-        let x = ops::silu(rms_norm_channels(&x, &self.norm_out)?);
+        let x = rms_norm_silu(&x, &self.norm_out)?;
         self.conv_out.forward_cached(&x, cache)
     }
 }

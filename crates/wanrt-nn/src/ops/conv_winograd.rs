@@ -18,20 +18,22 @@ use super::conv::PaddingFull;
 use super::SyncPtr;
 use crate::error::{Error, Result};
 use crate::Tensor;
-use gemm::Parallelism;
 use rayon::prelude::*;
 use std::cell::RefCell;
 
 /// Target tiles per strip: the GEMMs' N; big enough to amortise the weight reads.
 const STRIP_TILES: usize = 256;
+/// Output channels per weight panel (rows of the GEMM micro-kernel).
+const MR: usize = 6;
 
 /// Conv3d weights `[C_out, C_in, kt, 3, 3]` in the Winograd domain, transformed once.
 pub struct WinogradConv3d {
     cout: usize,
     cin: usize,
     kt: usize,
-    /// Per Winograd point `e`: a column-major `C_out × (kt·C_in)` matrix,
-    /// element `(co, dt·C_in + ci)` at `e·K·C_out + (dt·C_in + ci)·C_out + co`.
+    /// Per Winograd point `e`, the `C_out × K` matrix (`K = kt·C_in`, `k = dt·C_in + ci`)
+    /// in panels of [`MR`] output channels (zero-padded): element `(co, k)` at
+    /// `((e·P + co / MR)·K + k)·MR + co % MR`, `P = ⌈C_out / MR⌉`.
     u: Vec<f32>,
 }
 
@@ -58,7 +60,8 @@ impl WinogradConv3d {
         };
         const G: [[f64; 3]; 4] = [[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]];
         let k = kt * cin;
-        let mut u = vec![0f32; 16 * k * cout];
+        let np = cout.div_ceil(MR);
+        let mut u = vec![0f32; 16 * np * k * MR];
         let w = weight.data();
         for co in 0..cout {
             for ci in 0..cin {
@@ -74,7 +77,7 @@ impl WinogradConv3d {
                     for r in 0..4 {
                         for (c, gc) in G.iter().enumerate() {
                             let v: f64 = (0..3).map(|j| t[r][j] * gc[j]).sum();
-                            u[(r * 4 + c) * k * cout + (dt * cin + ci) * cout + co] = v as f32;
+                            u[(((r * 4 + c) * np + co / MR) * k + dt * cin + ci) * MR + co % MR] = v as f32;
                         }
                     }
                 }
@@ -89,9 +92,27 @@ impl WinogradConv3d {
 
     /// `x: [N, C_in, T, H, W]` → `[N, C_out, T', H', W']`, stride 1, zero padding `pad`.
     pub fn forward(&self, x: &Tensor, bias: Option<&[f32]>, pad: PaddingFull) -> Result<Tensor> {
-        let &[n, cin, t, h, w] = x.shape() else {
+        self.forward_with_history(None, x, bias, pad)
+    }
+
+    /// As [`Self::forward`] on `cat([hist, x], dim 2)` without building the concatenation
+    /// (`hist`: a causal conv's cached frames, `[N, C_in, T_h, H, W]`).
+    pub fn forward_with_history(
+        &self,
+        hist: Option<&Tensor>,
+        x: &Tensor,
+        bias: Option<&[f32]>,
+        pad: PaddingFull,
+    ) -> Result<Tensor> {
+        let &[n, cin, tx, h, w] = x.shape() else {
             return Err(Error::shape("conv3d input", "[N, C, T, H, W]", x.shape()));
         };
+        let th = match hist {
+            Some(p) if p.rank() == 5 && (p.dim(0), p.dim(1), p.dim(3), p.dim(4)) == (n, cin, h, w) => p.dim(2),
+            Some(p) => return Err(Error::shape("conv3d history", format!("[{n}, {cin}, T, {h}, {w}]"), p.shape())),
+            None => 0,
+        };
+        let t = th + tx;
         if cin != self.cin {
             return Err(Error::shape("conv3d channels", self.cin, cin));
         }
@@ -105,29 +126,35 @@ impl WinogradConv3d {
             return Err(Error::shape("conv3d padded input vs kernel", [self.kt, 3, 3], [tp, hp, wp]));
         }
         let (to, ho, wo) = (tp - self.kt + 1, hp - 2, wp - 2);
-        let (th, tw) = (ho.div_ceil(2), wo.div_ceil(2));
+        let (tiles_h, tw) = (ho.div_ceil(2), wo.div_ceil(2));
         let cout = self.cout;
         let mut out = vec![0f32; n * cout * to * ho * wo];
 
-        let strip_rows = (STRIP_TILES / tw).clamp(1, th);
-        let strips = th.div_ceil(strip_rows);
+        let strip_rows = (STRIP_TILES / tw).clamp(1, tiles_h);
+        let strips = tiles_h.div_ceil(strip_rows);
         let threads = super::num_threads();
         // Output-channel blocks (multiples of 16) only when strips alone can't feed the threads.
         let mut co_splits = 1;
         while n * strips * co_splits < 2 * threads && cout / (2 * co_splits) >= 32 {
             co_splits *= 2;
         }
-        let co_blk = cout.div_ceil(co_splits).div_ceil(16) * 16;
+        let co_blk = cout.div_ceil(co_splits).div_ceil(MR) * MR;
         let co_splits = cout.div_ceil(co_blk);
         let geo = Geometry { t, h, w, pad, to, ho, wo, tw };
         let dst = SyncPtr(out.as_mut_ptr());
         let tasks: Vec<(usize, usize, usize)> =
             (0..n).flat_map(|ni| (0..strips).flat_map(move |s| (0..co_splits).map(move |c| (ni, s, c)))).collect();
-        let xd = x.data();
+        let (xd, hd) = (x.data(), hist.map_or(&[][..], |p| p.data()));
+        let hw = h * w;
         let run = |&(ni, s, c): &(usize, usize, usize)| {
-            let rows = (s * strip_rows, ((s + 1) * strip_rows).min(th));
+            let rows = (s * strip_rows, ((s + 1) * strip_rows).min(tiles_h));
             let cos = (c * co_blk, ((c + 1) * co_blk).min(cout));
-            let xs = &xd[ni * cin * t * h * w..(ni + 1) * cin * t * h * w];
+            let xs = Frames {
+                hist: &hd[ni * cin * th * hw..(ni + 1) * cin * th * hw],
+                th,
+                x: &xd[ni * cin * tx * hw..(ni + 1) * cin * tx * hw],
+                tx,
+            };
             // SAFETY: each task writes only its own (image, tile rows, channel block) outputs.
             unsafe { self.strip(xs, bias, &geo, rows, cos, dst.get().add(ni * cout * to * ho * wo)) };
         };
@@ -146,23 +173,27 @@ impl WinogradConv3d {
     /// strip's rows of channels `cos`.
     unsafe fn strip(
         &self,
-        x: &[f32],
+        x: Frames,
         bias: Option<&[f32]>,
         g: &Geometry,
         rows: (usize, usize),
         cos: (usize, usize),
         out: *mut f32,
     ) {
-        let (cin, cout, kt) = (self.cin, self.cout, self.kt);
+        let (cin, kt) = (self.cin, self.kt);
         let k_all = kt * cin;
-        let nt = (rows.1 - rows.0) * g.tw;
-        let cb = cos.1 - cos.0;
+        let np = self.cout.div_ceil(MR);
+        // Rows of V and M are padded to whole vectors; padded columns are never read back.
+        let ns = ((rows.1 - rows.0) * g.tw).div_ceil(16) * 16;
+        let (p0, p1) = (cos.0 / MR, cos.1.div_ceil(MR));
+        let cbp = (p1 - p0) * MR;
+        let isa = Isa::detect();
         SCRATCH.with(|s| {
             let (v, m) = &mut *s.borrow_mut();
-            grow(v, 16 * g.t * cin * nt);
-            grow(m, 16 * cb * nt);
-            input_transform(x, cin, g, rows, &mut v[..16 * g.t * cin * nt]);
-            let frame_len = cin * nt;
+            grow(v, 16 * g.t * cin * ns);
+            grow(m, 16 * cbp * ns);
+            input_transform(isa, x, cin, g, rows, ns, &mut v[..16 * g.t * cin * ns]);
+            let frame_len = cin * ns;
             for ot in 0..g.to {
                 // Time taps over real frames only: causal zero padding contributes nothing.
                 let dt0 = g.pad.t.0.saturating_sub(ot);
@@ -171,36 +202,236 @@ impl WinogradConv3d {
                     let f0 = ot + dt0 - g.pad.t.0;
                     let kk = (dt1 - dt0) * cin;
                     for e in 0..16 {
-                        let lhs = self.u.as_ptr().add(e * k_all * cout + dt0 * cin * cout + cos.0);
                         let rhs = v.as_ptr().add(e * g.t * frame_len + f0 * frame_len);
-                        gemm::gemm(
-                            cb,
-                            nt,
-                            kk,
-                            m.as_mut_ptr().add(e * cb * nt),
-                            1,
-                            nt as isize,
-                            false,
-                            lhs,
-                            cout as isize,
-                            1,
-                            rhs,
-                            1,
-                            nt as isize,
-                            0.0,
-                            1.0,
-                            false,
-                            false,
-                            false,
-                            Parallelism::None,
-                        );
+                        for p in p0..p1 {
+                            let lhs = self.u.as_ptr().add(((e * np + p) * k_all + dt0 * cin) * MR);
+                            let dst = m.as_mut_ptr().add((e * cbp + (p - p0) * MR) * ns);
+                            panel_gemm(isa, kk, lhs, rhs, ns, dst);
+                        }
                     }
                 } else {
-                    m[..16 * cb * nt].fill(0.0);
+                    m[..16 * cbp * ns].fill(0.0);
                 }
-                output_transform(&m[..16 * cb * nt], bias, g, rows, cos, ot, out);
+                output_transform(isa, &m[..16 * cbp * ns], bias, g, rows, cos, ns, ot, out);
             }
         });
+    }
+}
+
+/// Micro-kernel instruction set, chosen at run time.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Isa {
+    Scalar,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+}
+
+impl Isa {
+    fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx512f") {
+                return Isa::Avx512;
+            }
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                return Isa::Avx2;
+            }
+        }
+        Isa::Scalar
+    }
+
+    #[cfg(test)]
+    fn available() -> Vec<Self> {
+        let mut v = vec![Isa::Scalar];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                v.push(Isa::Avx2);
+            }
+            if is_x86_feature_detected!("avx512f") {
+                v.push(Isa::Avx512);
+            }
+        }
+        v
+    }
+}
+
+/// `dst[MR × ns] = lhs · rhs` for one weight panel: `lhs` is `k × MR` (row `kk` at
+/// `lhs + kk·MR`), `rhs` is `k × ns` with row stride `ns` (a multiple of 16), `dst`
+/// has row stride `ns`.
+///
+/// # Safety
+/// All three ranges are in bounds; `isa` is supported by the CPU.
+unsafe fn panel_gemm(isa: Isa, k: usize, lhs: *const f32, rhs: *const f32, ns: usize, dst: *mut f32) {
+    match isa {
+        Isa::Scalar => panel_gemm_scalar(k, lhs, rhs, ns, dst),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => x86::panel_avx2(k, lhs, rhs, ns, dst),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => x86::panel_avx512(k, lhs, rhs, ns, dst),
+    }
+}
+
+/// Reference micro-kernel (any CPU), blocks of 16 columns.
+unsafe fn panel_gemm_scalar(k: usize, lhs: *const f32, rhs: *const f32, ns: usize, dst: *mut f32) {
+    for n0 in (0..ns).step_by(16) {
+        let mut acc = [[0f32; 16]; MR];
+        for kk in 0..k {
+            let b = std::slice::from_raw_parts(rhs.add(kk * ns + n0), 16);
+            let a = std::slice::from_raw_parts(lhs.add(kk * MR), MR);
+            for (row, &av) in acc.iter_mut().zip(a) {
+                row.iter_mut().zip(b).for_each(|(c, &bv)| *c += av * bv);
+            }
+        }
+        for (r, row) in acc.iter().enumerate() {
+            std::ptr::copy_nonoverlapping(row.as_ptr(), dst.add(r * ns + n0), 16);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{input_transform_body, output_transform_body, Frames, Geometry, MR};
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn input_transform_avx512(
+        x: Frames,
+        cin: usize,
+        g: &Geometry,
+        rows: (usize, usize),
+        ns: usize,
+        v: &mut [f32],
+    ) {
+        input_transform_body(x, cin, g, rows, ns, v)
+    }
+
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn input_transform_avx2(
+        x: Frames,
+        cin: usize,
+        g: &Geometry,
+        rows: (usize, usize),
+        ns: usize,
+        v: &mut [f32],
+    ) {
+        input_transform_body(x, cin, g, rows, ns, v)
+    }
+
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn output_transform_avx512(
+        m: &[f32],
+        bias: Option<&[f32]>,
+        g: &Geometry,
+        rows: (usize, usize),
+        cos: (usize, usize),
+        ns: usize,
+        ot: usize,
+        out: *mut f32,
+    ) {
+        output_transform_body(m, bias, g, rows, cos, ns, ot, out)
+    }
+
+    #[target_feature(enable = "avx2")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn output_transform_avx2(
+        m: &[f32],
+        bias: Option<&[f32]>,
+        g: &Geometry,
+        rows: (usize, usize),
+        cos: (usize, usize),
+        ns: usize,
+        ot: usize,
+        out: *mut f32,
+    ) {
+        output_transform_body(m, bias, g, rows, cos, ns, ot, out)
+    }
+
+    /// `MR × 16·NV` block, zmm accumulators: per k, NV loads of `rhs`, MR broadcasts, MR·NV FMAs.
+    #[inline(always)]
+    unsafe fn block512<const NV: usize>(k: usize, lhs: *const f32, rhs: *const f32, ns: usize, dst: *mut f32) {
+        let mut acc = [[_mm512_setzero_ps(); NV]; MR];
+        for kk in 0..k {
+            let b = rhs.add(kk * ns);
+            let mut x = [_mm512_setzero_ps(); NV];
+            for (j, xj) in x.iter_mut().enumerate() {
+                *xj = _mm512_loadu_ps(b.add(16 * j));
+            }
+            let a = lhs.add(kk * MR);
+            for (r, row) in acc.iter_mut().enumerate() {
+                let av = _mm512_set1_ps(*a.add(r));
+                for (c, &xj) in row.iter_mut().zip(&x) {
+                    *c = _mm512_fmadd_ps(av, xj, *c);
+                }
+            }
+        }
+        for (r, row) in acc.iter().enumerate() {
+            for (j, &c) in row.iter().enumerate() {
+                _mm512_storeu_ps(dst.add(r * ns + 16 * j), c);
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn panel_avx512(k: usize, lhs: *const f32, rhs: *const f32, ns: usize, dst: *mut f32) {
+        let mut n0 = 0;
+        while n0 + 64 <= ns {
+            block512::<4>(k, lhs, rhs.add(n0), ns, dst.add(n0));
+            n0 += 64;
+        }
+        match (ns - n0) / 16 {
+            3 => block512::<3>(k, lhs, rhs.add(n0), ns, dst.add(n0)),
+            2 => block512::<2>(k, lhs, rhs.add(n0), ns, dst.add(n0)),
+            1 => block512::<1>(k, lhs, rhs.add(n0), ns, dst.add(n0)),
+            _ => {}
+        }
+    }
+
+    /// `MR × 16` block, ymm accumulators (12 of the 16 registers).
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn panel_avx2(k: usize, lhs: *const f32, rhs: *const f32, ns: usize, dst: *mut f32) {
+        for n0 in (0..ns).step_by(16) {
+            let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+            for kk in 0..k {
+                let b = rhs.add(kk * ns + n0);
+                let x = [_mm256_loadu_ps(b), _mm256_loadu_ps(b.add(8))];
+                let a = lhs.add(kk * MR);
+                for (r, row) in acc.iter_mut().enumerate() {
+                    let av = _mm256_set1_ps(*a.add(r));
+                    for (c, &xj) in row.iter_mut().zip(&x) {
+                        *c = _mm256_fmadd_ps(av, xj, *c);
+                    }
+                }
+            }
+            for (r, row) in acc.iter().enumerate() {
+                for (j, &c) in row.iter().enumerate() {
+                    _mm256_storeu_ps(dst.add(r * ns + n0 + 8 * j), c);
+                }
+            }
+        }
+    }
+}
+
+/// The input frames of one image: cached history frames, then the new ones.
+#[derive(Clone, Copy)]
+struct Frames<'a> {
+    hist: &'a [f32],
+    th: usize,
+    x: &'a [f32],
+    tx: usize,
+}
+
+impl<'a> Frames<'a> {
+    /// Channel `ci`, frame `f` (history first) as an `H·W` plane.
+    fn plane(&self, ci: usize, f: usize, hw: usize) -> &'a [f32] {
+        if f < self.th {
+            &self.hist[(ci * self.th + f) * hw..][..hw]
+        } else {
+            &self.x[(ci * self.tx + f - self.th) * hw..][..hw]
+        }
     }
 }
 
@@ -216,50 +447,78 @@ struct Geometry {
 }
 
 /// `v[e][frame][ci][tile]` = `Bᵀ d B` of every 4×4 input patch of the strip.
-#[allow(clippy::needless_range_loop)] // indexes like the transform's matrices
-fn input_transform(x: &[f32], cin: usize, g: &Geometry, rows: (usize, usize), v: &mut [f32]) {
-    let nt = (rows.1 - rows.0) * g.tw;
-    let e_stride = g.t * cin * nt;
-    let blen = 2 * g.tw + 2;
-    let mut buf = vec![0f32; 4 * blen];
+fn input_transform(isa: Isa, x: Frames, cin: usize, g: &Geometry, rows: (usize, usize), ns: usize, v: &mut [f32]) {
+    match isa {
+        Isa::Scalar => input_transform_body(x, cin, g, rows, ns, v),
+        // SAFETY: `isa` was detected on this CPU.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { x86::input_transform_avx2(x, cin, g, rows, ns, v) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { x86::input_transform_avx512(x, cin, g, rows, ns, v) },
+    }
+}
+
+/// Each zero-padded input row is split into its even and odd columns, so both
+/// transform passes are contiguous element-wise loops that vectorise:
+/// column `2j + q` of tile `j` is `E[j]`, `O[j]`, `E[j+1]`, `O[j+1]` for `q = 0‥3`.
+#[inline(always)]
+fn input_transform_body(x: Frames, cin: usize, g: &Geometry, rows: (usize, usize), ns: usize, v: &mut [f32]) {
+    let e_stride = g.t * cin * ns;
+    let tw = g.tw;
+    let hl = tw + 1; // even (odd) columns of a padded row of 2·tw + 2
+    let mut eo = vec![0f32; 8 * hl];
+    let mut s = vec![0f32; 8 * hl];
     for f in 0..g.t {
         for ci in 0..cin {
-            let plane = &x[(ci * g.t + f) * g.h * g.w..][..g.h * g.w];
-            let base = (f * cin + ci) * nt;
+            let plane = x.plane(ci, f, g.h * g.w);
+            let base = (f * cin + ci) * ns;
             for i in rows.0..rows.1 {
-                // Zero-padded input rows 2i..2i+4 of this tile row.
+                // Padded rows 2i..2i+4 as [row a][even | odd].
                 for a in 0..4 {
-                    let row = &mut buf[a * blen..(a + 1) * blen];
-                    row.fill(0.0);
+                    let (ev, od) = eo[2 * a * hl..(2 * a + 2) * hl].split_at_mut(hl);
+                    ev.fill(0.0);
+                    od.fill(0.0);
                     let ph = 2 * i + a;
                     if ph >= g.pad.h.0 && ph - g.pad.h.0 < g.h {
                         let src = &plane[(ph - g.pad.h.0) * g.w..][..g.w];
-                        let len = g.w.min(blen.saturating_sub(g.pad.w.0));
-                        row[g.pad.w.0..g.pad.w.0 + len].copy_from_slice(&src[..len]);
+                        for (c, &val) in src.iter().enumerate() {
+                            let pc = c + g.pad.w.0;
+                            if pc & 1 == 0 {
+                                ev[pc >> 1] = val;
+                            } else {
+                                od[pc >> 1] = val;
+                            }
+                        }
                     }
                 }
-                let (r0, rest) = buf.split_at(blen);
-                let (r1, rest) = rest.split_at(blen);
-                let (r2, r3) = rest.split_at(blen);
-                let o = base + (i - rows.0) * g.tw;
-                for j in 0..g.tw {
-                    let c = 2 * j;
-                    let d = |r: &[f32]| [r[c], r[c + 1], r[c + 2], r[c + 3]];
-                    let (d0, d1, d2, d3) = (d(r0), d(r1), d(r2), d(r3));
-                    // s = Bᵀ d (rows), then v = s B (columns).
-                    let mut s = [[0f32; 4]; 4];
-                    for q in 0..4 {
-                        s[0][q] = d0[q] - d2[q];
-                        s[1][q] = d1[q] + d2[q];
-                        s[2][q] = d2[q] - d1[q];
-                        s[3][q] = d1[q] - d3[q];
+                // s = Bᵀ d over rows: s0 = d0 − d2, s1 = d1 + d2, s2 = d2 − d1, s3 = d1 − d3.
+                {
+                    let row = |a: usize| &eo[2 * a * hl..(2 * a + 2) * hl];
+                    let (d0, d1, d2, d3) = (row(0), row(1), row(2), row(3));
+                    let (s0, rest) = s.split_at_mut(2 * hl);
+                    let (s1, rest) = rest.split_at_mut(2 * hl);
+                    let (s2, s3) = rest.split_at_mut(2 * hl);
+                    for c in 0..2 * hl {
+                        s0[c] = d0[c] - d2[c];
+                        s1[c] = d1[c] + d2[c];
+                        s2[c] = d2[c] - d1[c];
+                        s3[c] = d1[c] - d3[c];
                     }
-                    for (r, sr) in s.iter().enumerate() {
-                        let e = r * 4;
-                        v[e * e_stride + o + j] = sr[0] - sr[2];
-                        v[(e + 1) * e_stride + o + j] = sr[1] + sr[2];
-                        v[(e + 2) * e_stride + o + j] = sr[2] - sr[1];
-                        v[(e + 3) * e_stride + o + j] = sr[1] - sr[3];
+                }
+                // v = s B over columns: v0 = E[j] − E[j+1], v1 = O[j] + E[j+1],
+                // v2 = E[j+1] − O[j], v3 = O[j] − O[j+1].
+                let o = base + (i - rows.0) * tw;
+                for r in 0..4 {
+                    let (ev, od) = s[2 * r * hl..(2 * r + 2) * hl].split_at(hl);
+                    let e = 4 * r;
+                    let (v0, rest) = v[e * e_stride + o..].split_at_mut(e_stride);
+                    let (v1, rest) = rest.split_at_mut(e_stride);
+                    let (v2, v3) = rest.split_at_mut(e_stride);
+                    for j in 0..tw {
+                        v0[j] = ev[j] - ev[j + 1];
+                        v1[j] = od[j] + ev[j + 1];
+                        v2[j] = ev[j + 1] - od[j];
+                        v3[j] = od[j] - od[j + 1];
                     }
                 }
             }
@@ -270,46 +529,85 @@ fn input_transform(x: &[f32], cin: usize, g: &Geometry, rows: (usize, usize), v:
 /// `out[co][ot]` tiles of the strip = `Aᵀ m A` + bias, clipped to the output size.
 ///
 /// # Safety
-/// As [`WinogradConv3d::strip`].
-#[allow(clippy::needless_range_loop)] // indexes like the transform's matrices
+/// As [`WinogradConv3d::strip`]; `isa` is supported by the CPU.
+#[allow(clippy::too_many_arguments)]
 unsafe fn output_transform(
+    isa: Isa,
     m: &[f32],
     bias: Option<&[f32]>,
     g: &Geometry,
     rows: (usize, usize),
     cos: (usize, usize),
+    ns: usize,
     ot: usize,
     out: *mut f32,
 ) {
-    let nt = (rows.1 - rows.0) * g.tw;
-    let cb = cos.1 - cos.0;
-    let e_stride = cb * nt;
+    match isa {
+        Isa::Scalar => output_transform_body(m, bias, g, rows, cos, ns, ot, out),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => x86::output_transform_avx2(m, bias, g, rows, cos, ns, ot, out),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => x86::output_transform_avx512(m, bias, g, rows, cos, ns, ot, out),
+    }
+}
+
+/// `t = Aᵀ m` then `y = t A`, element-wise over a row of tiles; the 2×2 outputs are
+/// interleaved into the two output rows at the end.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn output_transform_body(
+    m: &[f32],
+    bias: Option<&[f32]>,
+    g: &Geometry,
+    rows: (usize, usize),
+    cos: (usize, usize),
+    ns: usize,
+    ot: usize,
+    out: *mut f32,
+) {
+    let e_stride = m.len() / 16;
+    let tw = g.tw;
+    let mut y = vec![0f32; 4 * tw];
     for co in cos.0..cos.1 {
         let b = bias.map_or(0.0, |b| b[co]);
         let plane = out.add((co * g.to + ot) * g.ho * g.wo);
-        let mrow = (co - cos.0) * nt;
         for i in rows.0..rows.1 {
-            for j in 0..g.tw {
-                let n = mrow + (i - rows.0) * g.tw + j;
-                let p = |e: usize| m[e * e_stride + n];
-                // t = Aᵀ m (2×4), y = t A (2×2).
-                let mut t = [[0f32; 4]; 2];
-                for q in 0..4 {
-                    t[0][q] = p(q) + p(4 + q) + p(8 + q);
-                    t[1][q] = p(4 + q) - p(8 + q) - p(12 + q);
+            let n0 = (co - cos.0) * ns + (i - rows.0) * tw;
+            let p = |e: usize| &m[e * e_stride + n0..][..tw];
+            let (y00, rest) = y.split_at_mut(tw);
+            let (y01, rest) = rest.split_at_mut(tw);
+            let (y10, y11) = rest.split_at_mut(tw);
+            let (m0, m1, m2, m3) = (p(0), p(1), p(2), p(3));
+            let (m4, m5, m6, m7) = (p(4), p(5), p(6), p(7));
+            let (m8, m9, m10, m11) = (p(8), p(9), p(10), p(11));
+            let (m12, m13, m14, m15) = (p(12), p(13), p(14), p(15));
+            for j in 0..tw {
+                let t00 = m0[j] + m4[j] + m8[j];
+                let t01 = m1[j] + m5[j] + m9[j];
+                let t02 = m2[j] + m6[j] + m10[j];
+                let t03 = m3[j] + m7[j] + m11[j];
+                let t10 = m4[j] - m8[j] - m12[j];
+                let t11 = m5[j] - m9[j] - m13[j];
+                let t12 = m6[j] - m10[j] - m14[j];
+                let t13 = m7[j] - m11[j] - m15[j];
+                y00[j] = t00 + t01 + t02 + b;
+                y01[j] = t01 - t02 - t03 + b;
+                y10[j] = t10 + t11 + t12 + b;
+                y11[j] = t11 - t12 - t13 + b;
+            }
+            for (a, (ya, yb)) in [(&*y00, &*y01), (&*y10, &*y11)].into_iter().enumerate() {
+                let oh = 2 * i + a;
+                if oh >= g.ho {
+                    break;
                 }
-                for (a, ta) in t.iter().enumerate() {
-                    let oh = 2 * i + a;
-                    if oh >= g.ho {
-                        break;
-                    }
-                    let y = [ta[0] + ta[1] + ta[2], ta[1] - ta[2] - ta[3]];
-                    for (bb, &yv) in y.iter().enumerate() {
-                        let ow = 2 * j + bb;
-                        if ow < g.wo {
-                            *plane.add(oh * g.wo + ow) = yv + b;
-                        }
-                    }
+                let row = std::slice::from_raw_parts_mut(plane.add(oh * g.wo), g.wo);
+                let (pairs, tail) = row.split_at_mut(g.wo & !1);
+                for ((pr, &u), &w) in pairs.chunks_exact_mut(2).zip(ya).zip(yb) {
+                    pr[0] = u;
+                    pr[1] = w;
+                }
+                if let Some(last) = tail.first_mut() {
+                    *last = ya[g.wo / 2];
                 }
             }
         }
@@ -369,6 +667,28 @@ mod tests {
     }
 
     #[test]
+    fn panel_kernels_match_reference() {
+        let k = 37;
+        let lhs: Vec<f32> = (0..k * MR).map(|i| ((i * 7 % 13) as f32 - 6.0) / 7.0).collect();
+        // Column counts exercising every block width of the AVX-512 kernel (16·1 … 16·4, 64 + 48).
+        for ns in [16, 32, 48, 64, 112] {
+            let rhs: Vec<f32> = (0..k * ns).map(|i| ((i * 5 % 11) as f32 - 5.0) / 5.0).collect();
+            for isa in Isa::available() {
+                let mut got = vec![f32::NAN; MR * ns];
+                // SAFETY: sizes as allocated; `isa` is available.
+                unsafe { panel_gemm(isa, k, lhs.as_ptr(), rhs.as_ptr(), ns, got.as_mut_ptr()) };
+                for r in 0..MR {
+                    for n in 0..ns {
+                        let want: f32 = (0..k).map(|kk| lhs[kk * MR + r] * rhs[kk * ns + n]).sum();
+                        let g = got[r * ns + n];
+                        assert!((g - want).abs() < 1e-4, "{isa:?} ns {ns} ({r}, {n}): {g} vs {want}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn winograd_matches_naive_on_odd_shapes() {
         let p = |t: (usize, usize), h: (usize, usize), w: (usize, usize)| PaddingFull { t, h, w };
         let cases: &[(&[usize], usize, usize, PaddingFull)] = &[
@@ -392,6 +712,13 @@ mod tests {
             assert!(err < 2e-4, "case {i}: max err {err}");
             let direct = conv3d(&x, &wt, Some(&bias), (1, 1, 1), pad).unwrap();
             assert!(got.max_abs_diff(&direct).unwrap() < 2e-4, "case {i} vs conv3d");
+            // The first frames given as cached history: same result, bit for bit.
+            if xs[2] > 1 {
+                let hist = x.narrow(2, 0, 1).unwrap();
+                let rest = x.narrow(2, 1, xs[2] - 1).unwrap();
+                let split = wc.forward_with_history(Some(&hist), &rest, Some(&bias), pad).unwrap();
+                assert_eq!(split.data(), got.data(), "case {i} with history");
+            }
         }
     }
 

@@ -55,13 +55,22 @@ pub fn rms_norm(mut x: Tensor, eps: f32, weight: Option<&[f32]>) -> Result<Tenso
 /// `F.normalize(x, dim=1) · √C · γ` over the channels of `[B, C, …]`
 /// (Wan VAE's `RMS_norm`: an L2 normalisation, eps 1e-12 on the norm).
 pub fn l2_norm_channels(x: &Tensor, gamma: &[f32]) -> Result<Tensor> {
+    l2_norm_channels_then(x, gamma, |v| v)
+}
+
+/// `silu(l2_norm_channels(x, γ))` in one pass (the Wan VAE's `norm → SiLU`), same values.
+pub fn l2_norm_channels_silu(x: &Tensor, gamma: &[f32]) -> Result<Tensor> {
+    l2_norm_channels_then(x, gamma, super::activation::silu_scalar)
+}
+
+fn l2_norm_channels_then(x: &Tensor, gamma: &[f32], act: impl Fn(f32) -> f32 + Sync) -> Result<Tensor> {
     if x.rank() < 2 || gamma.len() != x.dim(1) {
         return Err(Error::shape("l2_norm_channels", format!("[B, {}, …]", gamma.len()), x.shape()));
     }
     let (b, c) = (x.dim(0), x.dim(1));
     let spatial = x.numel() / (b * c).max(1);
     let scale = (c as f32).sqrt();
-    let mut out = x.clone();
+    let mut out = Tensor::zeros(x.shape().to_vec());
     // Column blocks of positions: each task owns its positions in every channel.
     const BLOCK: usize = 4096;
     let src = x.data();
@@ -82,7 +91,7 @@ pub fn l2_norm_channels(x: &Tensor, gamma: &[f32]) -> Result<Tensor> {
             let off = base + ci * spatial;
             // SAFETY: tasks cover disjoint (batch, position-block) ranges in every channel.
             let row = unsafe { std::slice::from_raw_parts_mut(dst.get().add(off), len) };
-            row.iter_mut().zip(&src[off..off + len]).zip(&inv).for_each(|((o, &v), &i)| *o = v * i * g);
+            row.iter_mut().zip(&src[off..off + len]).zip(&inv).for_each(|((o, &v), &i)| *o = act(v * i * g));
         }
     });
     Ok(out)
@@ -110,6 +119,14 @@ mod tests {
         let s = 2f32.sqrt();
         assert!((y.data()[0] - 0.6 * s).abs() < 1e-6 && (y.data()[3] - 0.8 * s).abs() < 1e-6);
         assert_eq!(y.data()[1], 0.0);
+    }
+
+    #[test]
+    fn l2_norm_channels_silu_is_norm_then_silu() {
+        let x = Tensor::new([2, 3, 5], (0..30).map(|i| (i as f32 * 0.37).sin() * 3.0).collect()).unwrap();
+        let g = [0.5, -1.0, 2.0];
+        let want = crate::ops::silu(l2_norm_channels(&x, &g).unwrap());
+        assert_eq!(l2_norm_channels_silu(&x, &g).unwrap().data(), want.data());
     }
 
     #[test]
