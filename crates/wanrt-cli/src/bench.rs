@@ -149,9 +149,11 @@ fn run_vae_only(args: &BenchArgs, dir: &std::path::Path) -> Result<()> {
     let shape = [1, vae.config.z_dim, (args.frames - 1) / tf + 1, args.height / sf, args.width / sf];
     let n: usize = shape.iter().product();
     let latents = Tensor::new(shape, (0..n).map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0).collect())?;
-    let mut times = Vec::new();
+    let (mut times, mut cpu) = (Vec::new(), Vec::new());
     for _ in 0..args.repeat {
+        let c0 = process_cpu_s();
         times.push(timed(|| Ok(vae.decode(&latents, |_, _| {})?))?.1);
+        cpu.push(process_cpu_s().zip(c0).map(|(b, a)| b - a));
     }
     let best = times.iter().cloned().fold(f64::INFINITY, f64::min);
     let report = serde_json::json!({
@@ -161,6 +163,8 @@ fn run_vae_only(args: &BenchArgs, dir: &std::path::Path) -> Result<()> {
         "vae_load_s": load_s,
         "vae_decode_s": best,
         "vae_decode_all_s": times,
+        // CPU seconds of all threads per decode: comparable across runs on a busy machine.
+        "vae_decode_cpu_s": cpu,
         "peak_rss_bytes": sysinfo::peak_rss_bytes(),
     });
     if args.json {
@@ -172,4 +176,12 @@ fn run_vae_only(args: &BenchArgs, dir: &std::path::Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// User + system CPU seconds of this process (Linux `/proc/self/stat`; `None` elsewhere).
+fn process_cpu_s() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let f: Vec<&str> = s.get(s.rfind(')')? + 2..)?.split(' ').collect();
+    let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
 }
