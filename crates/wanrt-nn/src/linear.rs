@@ -19,7 +19,7 @@ use crate::ops::matmul::{gemm_general, matmul_nt, Layout};
 use crate::probe::ActivationProbe;
 use crate::quant::int8::DequantRows;
 use crate::quant::{gemm_fp8, gemm_w8a16, gemm_w8a8, ActQuant, Fp8Matrix, PackedInt8, QuantizedMatrix};
-use crate::weights::WeightStore;
+use crate::weights::{RawTensor, WeightStore};
 use crate::Tensor;
 use rayon::prelude::*;
 use std::sync::Arc;
@@ -31,6 +31,9 @@ const WIDEN_BLOCK: usize = 512;
 pub enum LinearWeight {
     /// `[out, in]` in f32.
     F32(Tensor),
+    /// f32 parts (fused layers: stacked along the output) read in place from
+    /// memory-mapped checkpoint files: loading copies nothing.
+    Mapped { parts: Vec<RawTensor>, out_dim: usize, in_dim: usize },
     /// `[out, in]` as raw bf16/f16 bits.
     Half { dtype: DType, bits: Vec<u16>, out_dim: usize, in_dim: usize },
     /// W8A16: int8 codes with per-output-channel scales, f32 compute.
@@ -73,6 +76,7 @@ impl LinearWeight {
     pub fn shape(&self) -> [usize; 2] {
         match self {
             LinearWeight::F32(t) => [t.dim(0), t.dim(1)],
+            LinearWeight::Mapped { out_dim, in_dim, .. } => [*out_dim, *in_dim],
             LinearWeight::Half { out_dim, in_dim, .. } => [*out_dim, *in_dim],
             LinearWeight::Int8Weight(q) => [q.rows, q.cols],
             LinearWeight::Int8 { w, .. } => [w.rows, w.cols],
@@ -89,6 +93,7 @@ impl LinearWeight {
     pub fn bytes(&self) -> usize {
         match self {
             LinearWeight::F32(t) => t.numel() * 4,
+            LinearWeight::Mapped { out_dim, in_dim, .. } => out_dim * in_dim * 4,
             LinearWeight::Half { bits, .. } => bits.len() * 2,
             LinearWeight::Int8Weight(q) => q.bytes(),
             LinearWeight::Int8 { w, inv_smooth, .. } => w.bytes() + inv_smooth.as_ref().map_or(0, |s| s.len() * 4),
@@ -99,7 +104,7 @@ impl LinearWeight {
     /// Short name of the storage format (reports).
     pub fn format(&self) -> &'static str {
         match self {
-            LinearWeight::F32(_) => "f32",
+            LinearWeight::F32(_) | LinearWeight::Mapped { .. } => "f32",
             LinearWeight::Half { dtype: DType::F16, .. } => "f16",
             LinearWeight::Half { .. } => "bf16",
             LinearWeight::Int8Weight(_) => "int8-weight",
@@ -115,6 +120,9 @@ impl LinearWeight {
         let [o, i] = self.shape();
         let data = match self {
             LinearWeight::F32(t) => return Ok(t.clone()),
+            LinearWeight::Mapped { parts, .. } => {
+                parts.iter().flat_map(|p| p.mapped_f32().expect("checked at load").iter().copied()).collect()
+            }
             LinearWeight::Half { dtype, bits, .. } => {
                 let mut v = Vec::new();
                 HalfRows { dtype: *dtype, bits, shape: [o, i] }.dequantize_rows(0, o, &mut v);
@@ -264,6 +272,9 @@ impl Linear {
                     prefixes[0]
                 )));
             }
+            DType::F32 if raws.iter().all(|r| r.mapped_f32().is_some()) => {
+                LinearWeight::Mapped { parts: raws.iter().map(|r| (*r).clone()).collect(), out_dim, in_dim }
+            }
             _ => {
                 let mut data = Vec::with_capacity(out_dim * in_dim);
                 for p in prefixes {
@@ -300,6 +311,9 @@ impl Linear {
         }
         let mut shape = x.shape().to_vec();
         *shape.last_mut().expect("rank >= 1") = n;
+        if m == 0 {
+            return Tensor::new(shape, Vec::new());
+        }
         let bias = self.bias.as_deref();
         let out = || vec![0.0f32; m * n];
         let data = match &self.weight {
@@ -309,6 +323,33 @@ impl Linear {
                     y.add_row(b)?;
                 }
                 return Ok(y);
+            }
+            LinearWeight::Mapped { parts, .. } => {
+                let mut o = out();
+                let mut row0 = 0;
+                for p in parts {
+                    let w = p.mapped_f32().expect("checked at load");
+                    let rows = p.shape[0];
+                    let w_layout = Layout { rs: 1, cs: k };
+                    gemm_general(
+                        &mut o[row0..],
+                        n,
+                        x.data(),
+                        Layout::row_major(k),
+                        w,
+                        w_layout,
+                        m,
+                        rows,
+                        k,
+                        false,
+                        false,
+                    );
+                    row0 += rows;
+                }
+                if let Some(b) = bias {
+                    o.chunks_exact_mut(n).for_each(|r| r.iter_mut().zip(b).for_each(|(y, b)| *y += b));
+                }
+                o
             }
             LinearWeight::Half { dtype, bits, .. } => {
                 // Widened in blocks through the same parallel GEMM as f32 weights, so
@@ -386,7 +427,6 @@ fn check_scales(prefix: &str, scales: &[f32]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::weights::RawTensor;
 
     fn f32_bytes(v: &[f32]) -> Vec<u8> {
         v.iter().flat_map(|x| x.to_le_bytes()).collect()

@@ -73,6 +73,12 @@ pub struct RawTensor {
     bytes: Bytes,
 }
 
+impl std::fmt::Debug for RawTensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RawTensor({} {:?})", self.dtype, self.shape)
+    }
+}
+
 impl RawTensor {
     /// A tensor from owned little-endian bytes; the length must match.
     pub fn from_bytes(dtype: DType, shape: Vec<usize>, bytes: Vec<u8>) -> Result<Self> {
@@ -88,6 +94,19 @@ impl RawTensor {
 
     pub fn bytes(&self) -> Cow<'_, [u8]> {
         self.bytes.as_slice()
+    }
+
+    /// The values in place when this is an f32 tensor of a memory-mapped
+    /// file at a 4-byte aligned offset (little-endian host): no copy, the
+    /// pages are read from the file when first touched, as PyTorch's lazy
+    /// mmap loading does.
+    pub fn mapped_f32(&self) -> Option<&[f32]> {
+        match &self.bytes {
+            Bytes::Mapped { map, start, end } if self.dtype == DType::F32 && cfg!(target_endian = "little") => {
+                bytemuck::try_cast_slice(&map[*start..*end]).ok()
+            }
+            _ => None,
+        }
     }
 }
 
