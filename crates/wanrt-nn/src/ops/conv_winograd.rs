@@ -104,6 +104,18 @@ impl WinogradConv3d {
         bias: Option<&[f32]>,
         pad: PaddingFull,
     ) -> Result<Tensor> {
+        self.forward_isa(Isa::detect(), hist, x, bias, pad)
+    }
+
+    /// [`Self::forward_with_history`] with the kernels of `isa` (which the CPU must support).
+    fn forward_isa(
+        &self,
+        isa: Isa,
+        hist: Option<&Tensor>,
+        x: &Tensor,
+        bias: Option<&[f32]>,
+        pad: PaddingFull,
+    ) -> Result<Tensor> {
         let &[n, cin, tx, h, w] = x.shape() else {
             return Err(Error::shape("conv3d input", "[N, C, T, H, W]", x.shape()));
         };
@@ -156,7 +168,7 @@ impl WinogradConv3d {
                 tx,
             };
             // SAFETY: each task writes only its own (image, tile rows, channel block) outputs.
-            unsafe { self.strip(xs, bias, &geo, rows, cos, dst.get().add(ni * cout * to * ho * wo)) };
+            unsafe { self.strip(isa, xs, bias, &geo, rows, cos, dst.get().add(ni * cout * to * ho * wo)) };
         };
         if tasks.len() > 1 && threads > 1 {
             tasks.par_iter().for_each(run);
@@ -170,9 +182,11 @@ impl WinogradConv3d {
     ///
     /// # Safety
     /// `out` is the image's `[C_out, T', H', W']` output; no other thread writes the
-    /// strip's rows of channels `cos`.
+    /// strip's rows of channels `cos`; `isa` is supported by the CPU.
+    #[allow(clippy::too_many_arguments)]
     unsafe fn strip(
         &self,
+        isa: Isa,
         x: Frames,
         bias: Option<&[f32]>,
         g: &Geometry,
@@ -187,7 +201,6 @@ impl WinogradConv3d {
         let ns = ((rows.1 - rows.0) * g.tw).div_ceil(16) * 16;
         let (p0, p1) = (cos.0 / MR, cos.1.div_ceil(MR));
         let cbp = (p1 - p0) * MR;
-        let isa = Isa::detect();
         SCRATCH.with(|s| {
             let (v, m) = &mut *s.borrow_mut();
             grow(v, 16 * g.t * cin * ns);
@@ -466,35 +479,47 @@ fn input_transform_body(x: Frames, cin: usize, g: &Geometry, rows: (usize, usize
     let e_stride = g.t * cin * ns;
     let tw = g.tw;
     let hl = tw + 1; // even (odd) columns of a padded row of 2·tw + 2
-    let mut eo = vec![0f32; 8 * hl];
+                     // Padded rows 2·rows.0 … 2·rows.1 + 1 of one (frame, channel), each as [even | odd].
+    let nrows = 2 * (rows.1 - rows.0) + 2;
+    let mut eo = vec![0f32; nrows * 2 * hl];
     let mut s = vec![0f32; 8 * hl];
+    let (pw, q) = (g.pad.w.0 & 1, g.pad.w.0 >> 1);
     for f in 0..g.t {
         for ci in 0..cin {
             let plane = x.plane(ci, f, g.h * g.w);
             let base = (f * cin + ci) * ns;
-            for i in rows.0..rows.1 {
-                // Padded rows 2i..2i+4 as [row a][even | odd].
-                for a in 0..4 {
-                    let (ev, od) = eo[2 * a * hl..(2 * a + 2) * hl].split_at_mut(hl);
+            for (r, row) in eo.chunks_exact_mut(2 * hl).enumerate() {
+                let (ev, od) = row.split_at_mut(hl);
+                let ph = 2 * rows.0 + r;
+                if ph < g.pad.h.0 || ph - g.pad.h.0 >= g.h {
                     ev.fill(0.0);
                     od.fill(0.0);
-                    let ph = 2 * i + a;
-                    if ph >= g.pad.h.0 && ph - g.pad.h.0 < g.h {
-                        let src = &plane[(ph - g.pad.h.0) * g.w..][..g.w];
-                        for (c, &val) in src.iter().enumerate() {
-                            let pc = c + g.pad.w.0;
-                            if pc & 1 == 0 {
-                                ev[pc >> 1] = val;
-                            } else {
-                                od[pc >> 1] = val;
-                            }
-                        }
-                    }
+                    continue;
                 }
+                let src = &plane[(ph - g.pad.h.0) * g.w..][..g.w];
+                // Source column c sits at padded column c + pad_w; split by its parity.
+                ev.fill(0.0);
+                od.fill(0.0);
+                let (first, second) = if pw == 0 { (&mut *ev, &mut *od) } else { (&mut *od, &mut *ev) };
+                let sh = q + pw; // index shift of the second of each source pair
+                let pairs = src.chunks_exact(2);
+                let tail = pairs.remainder();
+                for (k, pr) in pairs.enumerate() {
+                    first[k + q] = pr[0];
+                    second[k + sh] = pr[1];
+                }
+                if let Some(&last) = tail.first() {
+                    first[g.w / 2 + q] = last;
+                }
+            }
+            for i in rows.0..rows.1 {
+                let d = |a: usize| {
+                    let r = 2 * (i - rows.0) + a;
+                    &eo[r * 2 * hl..(r + 1) * 2 * hl]
+                };
                 // s = Bᵀ d over rows: s0 = d0 − d2, s1 = d1 + d2, s2 = d2 − d1, s3 = d1 − d3.
                 {
-                    let row = |a: usize| &eo[2 * a * hl..(2 * a + 2) * hl];
-                    let (d0, d1, d2, d3) = (row(0), row(1), row(2), row(3));
+                    let (d0, d1, d2, d3) = (d(0), d(1), d(2), d(3));
                     let (s0, rest) = s.split_at_mut(2 * hl);
                     let (s1, rest) = rest.split_at_mut(2 * hl);
                     let (s2, s3) = rest.split_at_mut(2 * hl);
@@ -712,6 +737,12 @@ mod tests {
             assert!(err < 2e-4, "case {i}: max err {err}");
             let direct = conv3d(&x, &wt, Some(&bias), (1, 1, 1), pad).unwrap();
             assert!(got.max_abs_diff(&direct).unwrap() < 2e-4, "case {i} vs conv3d");
+            // Every kernel set this CPU has (scalar, AVX2, AVX-512) agrees.
+            for isa in Isa::available() {
+                let y = wc.forward_isa(isa, None, &x, Some(&bias), pad).unwrap();
+                let err = y.max_abs_diff(&want).unwrap();
+                assert!(err < 2e-4, "case {i} {isa:?}: max err {err}");
+            }
             // The first frames given as cached history: same result, bit for bit.
             if xs[2] > 1 {
                 let hist = x.narrow(2, 0, 1).unwrap();
