@@ -101,6 +101,7 @@ def main() -> None:
     ap.add_argument("--videos-per-caption", type=int, default=1)
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--train-captions", action="store_true", help="also score 50 training captions")
+    ap.add_argument("--no-held-out", action="store_true", help="skip the held-out captions (tune settings on --train-captions only)")
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--guidance", type=float, default=None)
     ap.add_argument("--json", default=None, help="write results here")
@@ -116,8 +117,9 @@ def main() -> None:
     m = ev.load(a.evaluator)
     train, held = ds.caption_split()
     out = {"model": os.path.relpath(a.model, ROOT), "settings": d, "seed": a.seed}
-    out["held_out"], vids = evaluate(pipe, d, m, held, a.videos_per_caption, a.seed)
-    print("held_out", json.dumps({k: v for k, v in out["held_out"].items() if k != "failures"}), flush=True)
+    if not a.no_held_out:
+        out["held_out"], vids = evaluate(pipe, d, m, held, a.videos_per_caption, a.seed)
+        print("held_out", json.dumps({k: v for k, v in out["held_out"].items() if k != "failures"}), flush=True)
     if a.train_captions:
         sel = [train[i] for i in np.random.default_rng(0).choice(len(train), 50, replace=False)]
         out["train"], _ = evaluate(pipe, d, m, sel, a.videos_per_caption, a.seed)
@@ -126,7 +128,7 @@ def main() -> None:
         os.makedirs(os.path.dirname(os.path.abspath(a.json)), exist_ok=True)
         with open(a.json, "w") as f:
             json.dump(out, f, indent=2)
-    if a.sheet:
+    if a.sheet and not a.no_held_out:
         from PIL import Image
 
         rows = [(sp.strip(v) * 255).round().astype(np.uint8) for v in vids]

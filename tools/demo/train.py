@@ -102,16 +102,34 @@ def log(path: str, msg: str) -> None:
         f.write(line + "\n")
 
 
-def clip_batch(rng: np.random.Generator, captions, n: int, frames: int) -> torch.Tensor:
-    """(n, 3, frames, H, W) in [-1, 1]; a random temporal window of a random clip."""
+def clip_batch(rng: np.random.Generator, captions, n: int, frames: int, labels: list | None = None) -> torch.Tensor:
+    """(n, 3, frames, H, W) in [-1, 1]; a random temporal window of a random clip.
+    The captions drawn are appended to `labels` when given."""
     out = []
     for _ in range(n):
         c = captions[rng.integers(len(captions))]
+        if labels is not None:
+            labels.append(c)
         clip = ds.render(c, int(rng.integers(2**31)))
         s = int(rng.integers(0, ds.NUM_FRAMES - frames + 1))
         out.append(clip[s : s + frames])
     x = torch.from_numpy(np.stack(out)).permute(0, 4, 1, 2, 3)
     return x * 2.0 - 1.0
+
+
+def adaptive_threads(n: int) -> int:
+    """n threads only while the machine is otherwise idle (1-minute load, less this
+    process's own threads, below 0.5), else 1."""
+    return n if os.getloadavg()[0] < torch.get_num_threads() + 0.5 else 1
+
+
+def recon_eval(vae, n: int) -> dict:
+    """Reconstruction prompt accuracy on n held-out clips (tools/demo/vae_eval.py)."""
+    import evaluator as ev
+    import vae_eval
+
+    _, held = ds.caption_split()
+    return vae_eval.recon_accuracy(vae, ev.load(), held[:: max(1, len(held) // n)][:n], k=1)
 
 
 # ---- stage: vae ------------------------------------------------------------------
@@ -152,19 +170,45 @@ def stage_vae(a) -> None:
     if a.freeze_encoder:  # decoder-only fine-tuning: latents (and their statistics) stay fixed
         for mod in (vae.encoder, vae.quant_conv):
             mod.requires_grad_(False)
-    opt = torch.optim.AdamW([p for p in vae.parameters() if p.requires_grad], lr=a.lr, weight_decay=0.0)
+    params = [p for p in vae.parameters() if p.requires_grad]
+    aux = None
+    if a.shape_aux:
+        # Auxiliary shape classifier on the posterior mean (training-only, not shipped): without
+        # it the encoder ignores the shape (a linear/MLP probe of its latents is at chance, and
+        # every object decodes to a blob), since the shape is a few % of the pixel loss.
+        # 3x3 spatial context: the object spans ~2x2 latent cells.
+        aux = torch.nn.Sequential(
+            torch.nn.Conv3d(z, 64, (1, 3, 3), padding=(0, 1, 1)), torch.nn.SiLU(),
+            torch.nn.Conv3d(64, 64, (1, 3, 3), padding=(0, 1, 1)), torch.nn.SiLU(),
+            torch.nn.Conv3d(64, len(ds.SHAPES), 1),
+        )
+        if a.aux_init:  # the head saved by an earlier run (<work>/aux_head.pt)
+            aux.load_state_dict(torch.load(a.aux_init))
+    opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=0.0)
+    if aux is not None:  # the fresh head learns 10x faster than the pretrained VAE
+        opt.add_param_group({"params": list(aux.parameters()), "lr": a.lr * 10, "lr_mult": 10.0})
+    ce_avg = 1.0986
     log(logf, f"vae params {sum(p.numel() for p in vae.parameters())} config {VAE_CONFIG}")
     t0 = time.time()
     for step in range(1, min(a.steps, a.stop_after or a.steps) + 1):
         lr = a.lr * 0.5 * (1 + math.cos(math.pi * step / a.steps)) if step > 50 else a.lr * step / 50
         for g in opt.param_groups:
-            g["lr"] = lr
+            g["lr"] = lr * g.get("lr_mult", 1.0)
         if a.frames == -1:  # alternate 5- and 9-frame clips
             frames = 5 if step % 2 else 9
+        elif a.frames == -2:  # alternate 5-frame clips (batch) and 17-frame clips (batch / 4)
+            frames = 5 if step % 2 else 17
+        elif a.frames == -3:  # alternate single frames (batch) and 17-frame clips (batch / 8)
+            frames = 1 if step % 2 else 17
         else:
             frames = a.frames or (9 if step > a.steps * 0.8 else 5)
         bs = a.batch if frames == 5 or a.frames else max(1, a.batch // 2)
-        x = clip_batch(rng, train, bs, frames)
+        if a.frames == -2 and frames == 17:
+            bs = max(1, a.batch // 4)
+        if a.frames == -3 and frames == 17:
+            bs = max(1, a.batch // 8)
+        caps: list = []
+        x = clip_batch(rng, train, bs, frames, caps)
         bg = x[..., :1, :1].clone()  # top-left pixel of a full frame is always background
         if a.crop:  # random spatial crop (the VAE is fully convolutional): 4x cheaper steps
             i, j = (int(v) for v in rng.integers(0, ds.SIZE - a.crop + 1, 2))
@@ -173,6 +217,10 @@ def stage_vae(a) -> None:
         # from the background colour (the top-left pixel is always background) by 1 + fg_weight
         fg = ((x - bg).abs().sum(1, keepdim=True) > 0.05).float()
         w = 1.0 + a.fg_weight * fg
+        if a.edge_weight:  # shape boundary (+1 pixel): what tells a circle from a square
+            d = F.max_pool3d(fg, (1, 3, 3), 1, (0, 1, 1))
+            e = -F.max_pool3d(-fg, (1, 3, 3), 1, (0, 1, 1))
+            w = w + a.edge_weight * (d - e)
         with torch.set_grad_enabled(not a.freeze_encoder):
             post = vae.encode(x).latent_dist
         zz = post.mean + post.std * torch.randn(post.mean.shape, generator=torch.Generator().manual_seed(step))
@@ -181,14 +229,31 @@ def stage_vae(a) -> None:
         l2 = (((rec - x) ** 2) * w).mean()
         kl = 0.5 * (post.mean**2 + post.var - 1.0 - post.logvar).mean()
         loss = l1 + l2 + a.kl * kl
+        if aux is not None:  # logits max-pooled over latent positions, averaged over latent frames
+            logits = aux(post.mean).amax(dim=(3, 4)).mean(2)
+            ce = F.cross_entropy(logits, torch.tensor([ds.SHAPES.index(c.shape) for c in caps]))
+            loss = loss + a.shape_aux * ce
+            ce_avg = 0.95 * ce_avg + 0.05 * ce.item()
+        if a.grad_weight:  # L1 on spatial finite differences (sharp edges instead of blobs)
+            gl = sum(((rec.diff(dim=k) - x.diff(dim=k)).abs()).mean() for k in (3, 4))
+            loss = loss + a.grad_weight * gl
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
         opt.step()
+        if a.adaptive_threads and step % 20 == 0:
+            torch.set_num_threads(adaptive_threads(a.threads))
+        if a.eval_every and step % a.eval_every == 0:
+            vae.eval()
+            log(logf, f"step {step} held-out recon {recon_eval(vae, a.eval_clips)}")
+            vae.train()
         if step % 10 == 0 or step == 1:
-            log(logf, f"step {step} frames {frames} loss {loss.item():.4f} l1 {l1.item():.4f} l2 {l2.item():.5f} kl {kl.item():.3f} lr {lr:.2e} {time.time() - t0:.0f}s")
-        if step % 200 == 0:
+            extra = f" shape_ce {ce.item():.3f} avg {ce_avg:.3f}" if aux is not None else ""
+            log(logf, f"step {step} frames {frames} loss {loss.item():.4f} l1 {l1.item():.4f} l2 {l2.item():.5f} kl {kl.item():.3f}{extra} lr {lr:.2e} {time.time() - t0:.0f}s")
+        if step % a.save_every == 0:
             vae.save_pretrained(os.path.join(a.work, "vae"))
+            if aux is not None:
+                torch.save(aux.state_dict(), os.path.join(a.work, "aux_head.pt"))
     if a.stop_after and a.stop_after < a.steps:
         vae.save_pretrained(os.path.join(a.work, "vae"))
         log(logf, f"stopped after {a.stop_after} of {a.steps} steps (no statistics; run --steps 0 --init)")
@@ -295,6 +360,15 @@ def export(work: str, out: str, transformer=None) -> None:
     tmp = out.rstrip("/") + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     pipe.save_pretrained(tmp, safe_serialization=True)
+    for sub in os.listdir(tmp):  # from_pretrained records the work path: keep configs machine-free
+        cfg = os.path.join(tmp, sub, "config.json")
+        if os.path.exists(cfg):
+            with open(cfg) as f:
+                d = json.load(f)
+            if d.pop("_name_or_path", None) is not None:
+                with open(cfg, "w") as f:
+                    json.dump(d, f, indent=2, sort_keys=True)
+                    f.write("\n")
     with open(os.path.join(tmp, "wanrt.json"), "w") as f:
         json.dump(WANRT_DEFAULTS, f, indent=2)
         f.write("\n")
@@ -360,6 +434,8 @@ def stage_dit(a) -> None:
     torch.manual_seed(a.seed)
     gen = torch.Generator().manual_seed(a.seed)
     model = WanTransformer3DModel(**DIT_CONFIG)
+    if a.init:  # warm start (e.g. from an earlier run's transformer folder)
+        model.load_state_dict(WanTransformer3DModel.from_pretrained(a.init, torch_dtype=torch.float32).state_dict())
     ema = WanTransformer3DModel(**DIT_CONFIG)
     ema.load_state_dict(model.state_dict())
     ema.requires_grad_(False)
@@ -399,6 +475,8 @@ def stage_dit(a) -> None:
             for pe, pm in zip(ema.parameters(), model.parameters()):
                 pe.lerp_(pm, 1 - d)
         run = loss.item() if step == start + 1 else 0.98 * run + 0.02 * loss.item()
+        if a.adaptive_threads and step % 25 == 0:
+            torch.set_num_threads(adaptive_threads(a.threads))
         if step % 25 == 0:
             log(logf, f"step {step} loss {loss.item():.4f} avg {run:.4f} lr {lr:.2e} {time.time() - t0:.0f}s")
         if step % a.export_every == 0 or step == a.steps:
@@ -422,12 +500,20 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=None)
     ap.add_argument("--lr", type=float, default=None)
     ap.add_argument("--kl", type=float, default=1e-4, help="vae: KL weight")
-    ap.add_argument("--init", default=None, help="vae: continue from this AutoencoderKLWan folder")
-    ap.add_argument("--frames", type=int, default=0, help="vae: clip length (0 = 5, then 9 for the last 20%%; -1 = alternate 5 and 9)")
+    ap.add_argument("--init", default=None, help="vae: continue from this AutoencoderKLWan folder; dit: start from this transformer folder")
+    ap.add_argument("--frames", type=int, default=0, help="vae: clip length (0 = 5, then 9 for the last 20%%; -1 = alternate 5 and 9; -2 = alternate 5 and 17; -3 = alternate 1 and 17)")
     ap.add_argument("--stop-after", type=int, default=0, help="vae: save and exit after this many steps")
     ap.add_argument("--freeze-encoder", action="store_true", help="vae: train the decoder only")
     ap.add_argument("--crop", type=int, default=0, help="vae: train on random square crops of this size")
+    ap.add_argument("--edge-weight", type=float, default=0.0, help="vae: extra loss weight on shape-boundary pixels")
+    ap.add_argument("--grad-weight", type=float, default=0.0, help="vae: weight of the spatial-gradient L1 loss")
+    ap.add_argument("--shape-aux", type=float, default=0.0, help="vae: weight of the auxiliary shape-classification loss on the latents")
+    ap.add_argument("--aux-init", default=None, help="vae: load the auxiliary shape head from this aux_head.pt")
+    ap.add_argument("--eval-every", type=int, default=0, help="vae: reconstruction prompt accuracy every N steps")
+    ap.add_argument("--eval-clips", type=int, default=50, help="vae: held-out clips for --eval-every")
+    ap.add_argument("--adaptive-threads", action="store_true", help="use --threads only while the machine is idle, else 1")
     ap.add_argument("--fg-weight", type=float, default=0.0, help="vae: extra loss weight on shape pixels")
+    ap.add_argument("--save-every", type=int, default=200, help="vae: checkpoint every N steps")
     ap.add_argument("--per-caption", type=int, default=24, help="latents: clips per training caption")
     ap.add_argument("--cfg-drop", type=float, default=0.1)
     ap.add_argument("--ema", type=float, default=0.999)
@@ -439,7 +525,7 @@ def main() -> None:
     a.steps = a.steps if a.steps is not None else defaults[0]
     a.batch = a.batch if a.batch is not None else defaults[1]
     a.lr = a.lr if a.lr is not None else defaults[2]
-    torch.set_num_threads(a.threads)
+    torch.set_num_threads(adaptive_threads(a.threads) if a.adaptive_threads else a.threads)
     os.makedirs(a.work, exist_ok=True)
     {"vae": stage_vae, "text": stage_text, "latents": stage_latents, "dit": stage_dit, "export": stage_export}[a.stage](a)
 
