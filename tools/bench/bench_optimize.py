@@ -165,13 +165,13 @@ def render(report):
         for r in report["demo"]:
             md.append(f"| {r['variant']} | {r['psnr_db']:.2f} | {r['ssim']:.4f} | {r['transformer_rel_error']:.2e} | "
                       f"{r['weight_bytes'] / 2**20:.2f} MiB of {r['weight_bytes_f32'] / 2**20:.2f} MiB |")
+        keys = sorted({k for r in report["demo"] for k in r["sensitivity_by_group_max"]})
         md += ["", "Most sensitive layer per group (relative transformer output error with only that layer quantized):", "",
-               "| variant | " + " | ".join(sorted(report["demo"][1]["sensitivity_by_group_max"])) + " |",
-               "|---|" + "---|" * len(report["demo"][1]["sensitivity_by_group_max"])]
+               "| variant | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
         for r in report["demo"]:
             g = r["sensitivity_by_group_max"]
             if g:
-                md.append(f"| {r['variant']} | " + " | ".join(f"{g[k]:.1e}" for k in sorted(g)) + " |")
+                md.append(f"| {r['variant']} | " + " | ".join(f"{g[k]:.1e}" if k in g else "—" for k in keys) + " |")
         md.append("")
     if "cache" in report:
         md += ["## Step cache on the demo model (50 UniPC steps)", "",
