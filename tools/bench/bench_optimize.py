@@ -5,8 +5,8 @@ Three parts, each writing its rows into one JSON + Markdown report:
 
   demo   Fidelity on the bundled demo model: `wanrt optimize` per mode (int8-weight, int8,
          int8 static, fp8, int8 + 8-bit attention, FFN pruning 20 %), each with its own report
-         (PSNR/SSIM of the final video vs the f32 model on the same seed, transformer error,
-         weight bytes).
+         (PSNR/SSIM of the final videos vs the f32 model on the same prompts and seeds, averaged
+         over --report-videos videos; transformer error; weight bytes).
   cache  Step-cache curve on the demo model at 50 steps: transformer evaluations and final-frame
          PSNR/SSIM vs uncached, per --cache-threshold.
   big    Latency on the real Wan2.1-1.3B transformer shape with random weights (the folder
@@ -70,7 +70,8 @@ def demo_part(args, env):
         for name, flags in modes:
             out = Path(tmp) / str(len(rows))
             rep, wall = run_json([args.wanrt, "optimize", "--model", args.demo_model, *flags, "--sensitivity",
-                                  "--threads", args.threads, "--json", "-o", out], env)
+                                  "--report-videos", str(args.report_videos), "--threads", args.threads, "--json",
+                                  "-o", out], env)
             opt = rep["variants"][1]
             base = rep["variants"][0]
             s = rep["summary"]
@@ -160,7 +161,8 @@ def render(report):
     md = [f"# wanrt optimize ladder — {report['date']}", "", f"Command: `{report['command']}`", "",
           f"Load before: `{report['uptime_before']}`", ""]
     if "demo" in report:
-        md += ["## Fidelity on the bundled demo model (final frames vs f32, same seed)", "",
+        md += [f"## Fidelity on the bundled demo model (final frames vs f32, same prompts/seeds, mean of "
+               f"{report['report_videos']} videos)", "",
                "| variant | PSNR (dB) | SSIM | transformer rel. error | weights |", "|---|---|---|---|---|"]
         for r in report["demo"]:
             md.append(f"| {r['variant']} | {r['psnr_db']:.2f} | {r['ssim']:.4f} | {r['transformer_rel_error']:.2e} | "
@@ -213,6 +215,7 @@ def main():
     ap.add_argument("--threads", default="2")
     ap.add_argument("--isa", default=None, help="WANRT_ISA for the int8 kernels (scalar, avx2, avxvnni, avx512vnni)")
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--report-videos", type=int, default=8, help="demo: videos per variant the fidelity is averaged over")
     ap.add_argument("--no-torch", dest="torch", action="store_false")
     ap.add_argument("--prompt", default="a red circle moves left on a blue background")
     ap.add_argument("--thresholds", nargs="+", default=["0", "0.02", "0.05", "0.1", "0.2", "0.3", "0.5", "1.0"])
@@ -223,7 +226,7 @@ def main():
         env["WANRT_ISA"] = args.isa
     report = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "command": " ".join(sys.argv), "uptime_before": uptime(), "threads": args.threads,
-              "isa": args.isa or "detected"}
+              "isa": args.isa or "detected", "report_videos": args.report_videos}
     if "demo" in args.parts:
         report["demo"] = demo_part(args, env)
     if "cache" in args.parts:

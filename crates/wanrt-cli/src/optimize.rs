@@ -101,6 +101,10 @@ pub struct OptimizeArgs {
     /// Denoising steps of the report videos (default: the model's default).
     #[arg(long)]
     pub report_steps: Option<usize>,
+    /// Report videos per variant (calibration prompts in turn, seeds seed, seed+1, …); fidelity
+    /// is averaged over them — one video of a small model can flip on a tiny perturbation.
+    #[arg(long, default_value_t = 1)]
+    pub report_videos: usize,
     /// Seed of the report videos and calibration noise.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -156,8 +160,8 @@ pub fn run(args: OptimizeArgs) -> Result<()> {
     if prompts.is_empty() {
         bail!("--calib: no prompts found (one prompt per line expected)");
     }
-    if args.calib_prompts == 0 || args.calib_steps == 0 || args.samples == 0 {
-        bail!("--calib-prompts, --calib-steps and --samples must be at least 1");
+    if args.calib_prompts == 0 || args.calib_steps == 0 || args.samples == 0 || args.report_videos == 0 {
+        bail!("--calib-prompts, --calib-steps, --samples and --report-videos must be at least 1");
     }
     let opts = OptimizeOptions {
         quant: match args.quant {
@@ -196,14 +200,14 @@ pub fn run(args: OptimizeArgs) -> Result<()> {
         Vec::new()
     } else {
         bar.stage("report: generating with the source model and the artifact");
-        let first_prompt = calib.prompts[0].clone();
+        let videos: Vec<(String, u64)> = (0..args.report_videos)
+            .map(|i| (calib.prompts[i % calib.prompts.len()].clone(), args.seed + i as u64))
+            .collect();
         let work = tempfile::tempdir().context("creating a temporary folder")?;
-        let base = measure_variant("source (f32)", &src, &first_prompt, &args, work.path())?;
-        let opt = measure_variant("optimized", &args.output, &first_prompt, &args, work.path())?;
-        vec![
-            finish_variant(base, None, 0.0, work.path())?,
-            finish_variant(opt, Some(&work.path().join("source (f32).npy")), summary.transformer_error, work.path())?,
-        ]
+        let base = measure_variant("source (f32)", &src, &videos, &args, &work.path().join("source"))?;
+        let opt = measure_variant("optimized", &args.output, &videos, &args, &work.path().join("optimized"))?;
+        let reference = base.dir.clone();
+        vec![finish_variant(base, None, 0.0)?, finish_variant(opt, Some(&reference), summary.transformer_error)?]
     };
     let report = serde_json::json!({
         "artifact": args.output,
@@ -229,74 +233,93 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// One row of the report.
+/// The report runs of one variant.
 struct Measured {
     name: String,
-    json: serde_json::Value,
-    wall_s: f64,
+    /// Holds `<i>.npy`, the decoded frames of video `i`.
+    dir: PathBuf,
+    /// Per video: generate's JSON and the child's wall time.
+    runs: Vec<(serde_json::Value, f64)>,
 }
 
-/// Generates the report video with `model` in a child `wanrt generate` (a
-/// fresh process, so its peak memory is its own).
-fn measure_variant(name: &str, model: &Path, prompt: &str, args: &OptimizeArgs, work: &Path) -> Result<Measured> {
+/// Generates the report videos with `model`, each in a child `wanrt generate`
+/// (a fresh process, so its peak memory is its own).
+fn measure_variant(
+    name: &str,
+    model: &Path,
+    videos: &[(String, u64)],
+    args: &OptimizeArgs,
+    dir: &Path,
+) -> Result<Measured> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let exe = std::env::current_exe().context("locating the wanrt executable")?;
-    let mut cmd = Command::new(exe);
-    cmd.arg("generate").arg("--model").arg(model).arg("--prompt").arg(prompt);
-    cmd.arg("--seed").arg(args.seed.to_string());
-    cmd.arg("-o").arg(work.join(format!("{name}.mp4"))).arg("--save-npy").arg(work.join(format!("{name}.npy")));
-    cmd.arg("--json");
-    for (flag, v) in [("--frames", args.frames), ("--height", args.height), ("--width", args.width)] {
-        if let Some(v) = v {
-            cmd.arg(flag).arg(v.to_string());
+    let mut runs = Vec::new();
+    for (i, (prompt, seed)) in videos.iter().enumerate() {
+        let mut cmd = Command::new(&exe);
+        cmd.arg("generate").arg("--model").arg(model).arg("--prompt").arg(prompt);
+        cmd.arg("--seed").arg(seed.to_string());
+        cmd.arg("-o").arg(dir.join(format!("{i}.mp4"))).arg("--save-npy").arg(dir.join(format!("{i}.npy")));
+        cmd.arg("--json");
+        for (flag, v) in [("--frames", args.frames), ("--height", args.height), ("--width", args.width)] {
+            if let Some(v) = v {
+                cmd.arg(flag).arg(v.to_string());
+            }
         }
+        if let Some(s) = args.report_steps {
+            cmd.arg("--steps").arg(s.to_string());
+        }
+        if let Some(t) = args.threads {
+            cmd.arg("--threads").arg(t.to_string());
+        }
+        let t0 = Instant::now();
+        let out = cmd.output().context("running wanrt generate for the report")?;
+        let wall_s = t0.elapsed().as_secs_f64();
+        if !out.status.success() {
+            bail!(
+                "report: generating with {} failed: {}",
+                model.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).context("report: reading generate's JSON")?;
+        std::fs::remove_file(dir.join(format!("{i}.mp4"))).ok();
+        runs.push((json, wall_s));
     }
-    if let Some(s) = args.report_steps {
-        cmd.arg("--steps").arg(s.to_string());
-    }
-    if let Some(t) = args.threads {
-        cmd.arg("--threads").arg(t.to_string());
-    }
-    let t0 = Instant::now();
-    let out = cmd.output().context("running wanrt generate for the report")?;
-    let wall_s = t0.elapsed().as_secs_f64();
-    if !out.status.success() {
-        bail!("report: generating with {} failed: {}", model.display(), String::from_utf8_lossy(&out.stderr).trim());
-    }
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).context("report: reading generate's JSON")?;
-    Ok(Measured { name: name.to_string(), json, wall_s })
+    Ok(Measured { name: name.to_string(), dir: dir.to_path_buf(), runs })
 }
 
-fn finish_variant(m: Measured, reference: Option<&Path>, rel_err: f64, work: &Path) -> Result<serde_json::Value> {
-    let v = &m.json["videos"][0];
-    let steps = v["settings"]["steps"].as_f64().unwrap_or(1.0);
-    let denoise = v["timings_s"]["denoising"].as_f64().unwrap_or(f64::NAN);
-    let (psnr, ssim, per_frame) = match reference {
+fn mean(v: impl Iterator<Item = f64>) -> f64 {
+    let (s, n) = v.fold((0.0, 0usize), |(s, n), x| (s + x, n + 1));
+    s / n.max(1) as f64
+}
+
+fn finish_variant(m: Measured, reference: Option<&Path>, rel_err: f64) -> Result<serde_json::Value> {
+    let step_s = mean(m.runs.iter().map(|(j, _)| {
+        let v = &j["videos"][0];
+        v["timings_s"]["denoising"].as_f64().unwrap_or(f64::NAN) / v["settings"]["steps"].as_f64().unwrap_or(1.0)
+    }));
+    let (psnr, ssim, items) = match reference {
         Some(r) => {
-            let rep = wanrt_eval::compare::compare(
-                r,
-                &work.join(format!("{}.npy", m.name)),
-                None,
-                None,
-                &ProgressBar::hidden(),
-            )
-            .context("report: comparing the videos")?;
-            let per_frame = rep.items.first().map(|i| serde_json::to_value(&i.per_frame)).transpose()?;
-            (Some(rep.psnr), Some(rep.ssim), per_frame)
+            let rep = wanrt_eval::compare::compare(r, &m.dir, None, None, &ProgressBar::hidden())
+                .context("report: comparing the videos")?;
+            (Some(rep.psnr), Some(rep.ssim), Some(serde_json::to_value(&rep.items)?))
         }
         None => (None, None, None),
     };
+    let first = &m.runs[0].0;
     Ok(serde_json::json!({
         "variant": m.name,
-        "transformer_step_s": denoise / steps,
-        "end_to_end_s": m.wall_s,
-        "load_s": m.json["load_s"],
-        "transformer_weight_bytes": m.json["transformer_weight_bytes"],
-        "peak_rss_bytes": m.json["peak_rss_bytes"],
+        "videos": m.runs.len(),
+        "transformer_step_s": step_s,
+        "end_to_end_s": mean(m.runs.iter().map(|r| r.1)),
+        "load_s": mean(m.runs.iter().map(|(j, _)| j["load_s"].as_f64().unwrap_or(f64::NAN))),
+        "transformer_weight_bytes": first["transformer_weight_bytes"],
+        "peak_rss_bytes": m.runs.iter().filter_map(|(j, _)| j["peak_rss_bytes"].as_u64()).max(),
         "psnr_db": psnr,
         "ssim": ssim,
-        "per_frame": per_frame,
+        "items": items,
         "transformer_rel_error": rel_err,
-        "steps": steps,
+        "steps": first["videos"][0]["settings"]["steps"],
     }))
 }
 
@@ -347,8 +370,11 @@ fn render_markdown(s: &OptimizeSummary, variants: &[serde_json::Value]) -> Strin
                 fmt_opt(&v["transformer_rel_error"], |x| format!("{x:.2e}")),
             );
         }
-        md += "\nPSNR/SSIM: final frames of the same prompt, seed and initial noise, optimized vs source \
-               (`wanrt eval compare` semantics: uint8 frames, data range 1).\n";
+        md += &format!(
+            "\nPSNR/SSIM: final frames of the same prompts, seeds and initial noise, optimized vs source, mean over \
+             {} video(s) (`wanrt eval compare` semantics: uint8 frames, data range 1); times are means.\n",
+            variants[0]["videos"]
+        );
     }
     if !s.sensitivity.is_empty() {
         md +=

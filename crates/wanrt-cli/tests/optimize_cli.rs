@@ -34,7 +34,18 @@ fn optimize_writes_artifact_and_report_that_generate_uses() {
     let out = wanrt()
         .args(["optimize", "--model"])
         .arg(fixture("a"))
-        .args(["--quant", "int8", "--attn-quant", "int8", "--report-steps", "3", "--json", "-o"])
+        .args([
+            "--quant",
+            "int8",
+            "--attn-quant",
+            "int8",
+            "--report-steps",
+            "3",
+            "--report-videos",
+            "2",
+            "--json",
+            "-o",
+        ])
         .arg(&art)
         .args(SMALL)
         .output()
@@ -47,7 +58,10 @@ fn optimize_writes_artifact_and_report_that_generate_uses() {
     assert!(opt["psnr_db"].as_f64().unwrap() > 10.0, "{opt}");
     assert!(opt["ssim"].as_f64().unwrap() > 0.0);
     assert!(opt["transformer_weight_bytes"].as_u64() < variants[0]["transformer_weight_bytes"].as_u64());
-    assert_eq!(opt["per_frame"].as_array().unwrap().len(), 5);
+    assert_eq!(opt["videos"], 2);
+    let items = opt["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    assert_eq!(items[0]["per_frame"].as_array().unwrap().len(), 5);
     let md = std::fs::read_to_string(art.join("optimize-report.md")).unwrap();
     assert!(md.contains("| optimized |"), "{md}");
     assert!(art.join("optimize-report.json").is_file() && art.join("wanrt-artifact.json").is_file());
