@@ -203,19 +203,17 @@ impl Linear {
         bias: bool,
     ) -> Result<Self> {
         assert!(!prefixes.is_empty() && prefixes.len() == out_dims.len(), "one output size per part");
-        let mut raws = Vec::with_capacity(prefixes.len());
+        let mut raws: Vec<&RawTensor> = Vec::with_capacity(prefixes.len());
         for (p, &out) in prefixes.iter().zip(out_dims) {
             let name = format!("{p}.weight");
             let raw = ws.raw(&name)?;
             if raw.shape != [out, in_dim] {
                 return Err(Error::TensorShape { name, expected: vec![out, in_dim], found: raw.shape.clone() });
             }
-            if raw.dtype != ws.raw(&format!("{}.weight", prefixes[0]))?.dtype {
+            if let Some(first) = raws.first().filter(|first| first.dtype != raw.dtype) {
                 return Err(Error::Msg(format!(
                     "fused layers {} and {p} are stored in different formats ({} vs {})",
-                    prefixes[0],
-                    ws.raw(&format!("{}.weight", prefixes[0]))?.dtype,
-                    raw.dtype
+                    prefixes[0], first.dtype, raw.dtype
                 )));
             }
             raws.push(raw);
@@ -226,7 +224,11 @@ impl Linear {
         if prefixes.iter().any(|p| ws.activation_quant(p) != act) {
             return Err(Error::Msg(format!("fused layers {prefixes:?} quantize their activations differently")));
         }
-        let codes = || raws.iter().flat_map(|r| r.bytes().into_owned()).collect::<Vec<u8>>();
+        let codes = || {
+            let mut v = Vec::with_capacity(out_dim * in_dim * dtype.size_in_bytes());
+            raws.iter().for_each(|r| v.extend_from_slice(&r.bytes()));
+            v
+        };
         let weight = match dtype {
             DType::I8 => {
                 let data: Vec<i8> = codes().into_iter().map(|b| b as i8).collect();
@@ -328,27 +330,11 @@ impl Linear {
                 let mut o = out();
                 let mut row0 = 0;
                 for p in parts {
-                    let w = p.mapped_f32().expect("checked at load");
                     let rows = p.shape[0];
-                    let w_layout = Layout { rs: 1, cs: k };
-                    gemm_general(
-                        &mut o[row0..],
-                        n,
-                        x.data(),
-                        Layout::row_major(k),
-                        w,
-                        w_layout,
-                        m,
-                        rows,
-                        k,
-                        false,
-                        false,
-                    );
+                    gemm_weight_rows(&mut o, n, x.data(), m, k, row0, rows, p.mapped_f32().expect("checked at load"));
                     row0 += rows;
                 }
-                if let Some(b) = bias {
-                    o.chunks_exact_mut(n).for_each(|r| r.iter_mut().zip(b).for_each(|(y, b)| *y += b));
-                }
+                add_bias(&mut o, n, bias);
                 o
             }
             LinearWeight::Half { dtype, bits, .. } => {
@@ -360,24 +346,9 @@ impl Linear {
                 for start in (0..n).step_by(WIDEN_BLOCK) {
                     let len = WIDEN_BLOCK.min(n - start);
                     rows.dequantize_rows(start, len, &mut block);
-                    let w_layout = Layout { rs: 1, cs: k };
-                    gemm_general(
-                        &mut o[start..],
-                        n,
-                        x.data(),
-                        Layout::row_major(k),
-                        &block,
-                        w_layout,
-                        m,
-                        len,
-                        k,
-                        false,
-                        false,
-                    );
+                    gemm_weight_rows(&mut o, n, x.data(), m, k, start, len, &block);
                 }
-                if let Some(b) = bias {
-                    o.chunks_exact_mut(n).for_each(|r| r.iter_mut().zip(b).for_each(|(y, b)| *y += b));
-                }
+                add_bias(&mut o, n, bias);
                 o
             }
             LinearWeight::Int8Weight(q) => {
@@ -402,6 +373,21 @@ impl Linear {
             }
         };
         Tensor::new(shape, data)
+    }
+}
+
+/// `out[:, row0..row0 + rows] = x · wᵀ`, `w` being those rows of an `[n, k]` weight
+/// (row-major `[rows, k]`), through the parallel GEMM every f32 weight uses.
+#[allow(clippy::too_many_arguments)]
+fn gemm_weight_rows(out: &mut [f32], n: usize, x: &[f32], m: usize, k: usize, row0: usize, rows: usize, w: &[f32]) {
+    let w_layout = Layout { rs: 1, cs: k };
+    gemm_general(&mut out[row0..], n, x, Layout::row_major(k), w, w_layout, m, rows, k, false, false);
+}
+
+/// Adds `bias` to every row of `out` (`n` columns).
+fn add_bias(out: &mut [f32], n: usize, bias: Option<&[f32]>) {
+    if let Some(b) = bias {
+        out.chunks_exact_mut(n).for_each(|r| r.iter_mut().zip(b).for_each(|(y, b)| *y += b));
     }
 }
 

@@ -10,7 +10,7 @@ use crate::artifact;
 use crate::calibrate::{calibrate, CalibSettings};
 use crate::plan::{OptimizeOptions, QuantMode};
 use crate::prune;
-use crate::quantize::{build_linear, quantize_layer, QuantizedLayer};
+use crate::quantize::{build_linear, f32_raw, quantize_layer, QuantizedLayer};
 use crate::sensitivity::{error_with, outputs, relative_error, swap_layers};
 use crate::{Error, Result};
 use serde::Serialize;
@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 use wanrt_nn::weights::RawTensor;
-use wanrt_nn::{DType, Linear, WeightStore};
+use wanrt_nn::{Linear, WeightStore};
 use wanrt_wan::artifact::{LayerEntry, LayerFormat, Manifest, Pruning, FORMAT, VERSION};
 use wanrt_wan::model::{Layout, WanModel};
 use wanrt_wan::transformer::WanTransformer;
@@ -57,10 +57,6 @@ struct Candidate {
     quantized: QuantizedLayer,
     linear: Linear,
     sensitivity: Option<f64>,
-}
-
-fn f32_raw(t: &wanrt_nn::Tensor) -> Result<RawTensor> {
-    Ok(RawTensor::from_bytes(DType::F32, t.shape().to_vec(), t.data().iter().flat_map(|v| v.to_le_bytes()).collect())?)
 }
 
 fn read_json(path: &Path) -> Result<serde_json::Value> {
@@ -116,11 +112,13 @@ pub fn optimize(
     let mut stats = cal.stats.clone();
     let plan = prune::plan(&src_ws, &model.transformer.config, &cal.stats, opts.prune_ffn, opts.prune_heads)?;
     let mut pruning_error = 0.0;
+    // Outputs of the full-precision (pruned) model: the baseline of every per-layer sensitivity.
+    let mut base = None;
     if plan.ffn_kept.is_some() || plan.heads_kept.is_some() {
         progress.stage("pruning");
         let (replaced, cfg) = prune::apply(&src_ws, &model.transformer.config, &plan)?;
         for (name, t) in &replaced {
-            store.insert(name.clone(), f32_raw(t)?);
+            store.insert(name.clone(), f32_raw(t.shape().to_vec(), t.data())?);
         }
         stats = prune::pruned_stats(&cal.stats, &model.transformer.config, &plan);
         config_json["ffn_dim"] = cfg.ffn_dim.into();
@@ -128,7 +126,9 @@ pub fn optimize(
             config_json["self_attn_heads"] = serde_json::json!(h);
         }
         model.transformer = WanTransformer::load(&store, cfg)?;
-        pruning_error = relative_error(&outputs(&model.transformer, &cal.samples)?, &reference);
+        let pruned = outputs(&model.transformer, &cal.samples)?;
+        pruning_error = relative_error(&pruned, &reference);
+        base = Some(pruned);
     }
 
     // Quantized candidates for every eligible layer.
@@ -157,22 +157,20 @@ pub fn optimize(
 
     // Sensitivity: each layer alone, against the (pruned) full-precision model.
     let mut sensitivity = Vec::new();
-    let mut attn_sensitivity = None;
     if opts.sensitivity || opts.max_error.is_some() {
         progress.stage("sensitivity");
-        let base = outputs(&model.transformer, &cal.samples)?;
+        let base = base.as_deref().unwrap_or(&reference);
         let total = candidates.len() + usize::from(!attn_blocks.is_empty());
         for (i, c) in candidates.iter_mut().enumerate() {
-            let e = error_with(&mut model.transformer, vec![(c.name.clone(), c.linear.clone())], &cal.samples, &base)?;
+            let e = error_with(&mut model.transformer, vec![(c.name.clone(), c.linear.clone())], &cal.samples, base)?;
             c.sensitivity = Some(e);
             sensitivity.push((c.name.clone(), e));
             progress.progress(i + 1, total);
         }
         if !attn_blocks.is_empty() {
             model.transformer.set_int8_attention(&attn_blocks);
-            let e = relative_error(&outputs(&model.transformer, &cal.samples)?, &base);
+            let e = relative_error(&outputs(&model.transformer, &cal.samples)?, base);
             model.transformer.set_int8_attention(&[]);
-            attn_sensitivity = Some(e);
             sensitivity.push((INT8_ATTENTION.to_string(), e));
         }
     }
@@ -204,7 +202,6 @@ pub fn optimize(
             transformer_error = relative_error(&outputs(&model.transformer, &cal.samples)?, &reference);
         }
     }
-    let _ = attn_sensitivity;
 
     // The artifact's tensors: source (pruned) tensors, quantized layers replaced.
     progress.stage("writing artifact");

@@ -30,7 +30,8 @@ pub struct QuantizedLayer {
     pub tensors: Vec<(String, RawTensor)>,
 }
 
-fn f32_raw(shape: Vec<usize>, v: &[f32]) -> Result<RawTensor> {
+/// Little-endian f32 values as a raw tensor of `shape`.
+pub(crate) fn f32_raw(shape: Vec<usize>, v: &[f32]) -> Result<RawTensor> {
     Ok(RawTensor::from_bytes(DType::F32, shape, v.iter().flat_map(|x| x.to_le_bytes()).collect())?)
 }
 
