@@ -13,6 +13,7 @@ pub mod rope;
 pub mod scheduler;
 pub mod scheduler_euler;
 pub mod scheduler_unipc;
+mod spiece;
 pub mod step_cache;
 pub mod text;
 pub mod transformer;

@@ -75,18 +75,21 @@ pub struct TokenBatch {
 }
 
 impl PromptTokenizer {
-    /// Loads `tokenizer.json` from a tokenizer folder (diffusers `tokenizer/`,
-    /// or the release's `google/umt5-xxl/`).
+    /// Loads a tokenizer folder (diffusers `tokenizer/`, or the release's `google/umt5-xxl/`):
+    /// `tokenizer.json` when present, otherwise the slow tokenizer's `spiece.model`, converted as
+    /// transformers converts it for `T5TokenizerFast`.
     pub fn from_dir(dir: &Path) -> Result<Self> {
         let file = dir.join("tokenizer.json");
-        if !file.is_file() {
+        let tokenizer = if file.is_file() {
+            Tokenizer::from_file(&file).map_err(|e| Error::file(&file, format!("invalid tokenizer: {e}")))?
+        } else if dir.join("spiece.model").is_file() {
+            crate::spiece::load_dir(dir)?
+        } else {
             return Err(Error::file(
                 dir,
-                "tokenizer folder has no tokenizer.json (a T5TokenizerFast file is expected)",
+                "tokenizer folder has neither tokenizer.json (T5TokenizerFast) nor spiece.model (T5Tokenizer)",
             ));
-        }
-        let tokenizer =
-            Tokenizer::from_file(&file).map_err(|e| Error::file(&file, format!("invalid tokenizer: {e}")))?;
+        };
         Ok(PromptTokenizer { tokenizer })
     }
 
