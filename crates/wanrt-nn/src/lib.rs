@@ -3,8 +3,11 @@
 //! Activations are dense row-major `f32` tensors; parameters may be stored in
 //! bf16/f16 (widened on use) or in quantized formats owned by higher crates.
 //! Every op has a plain CPU implementation that is the numerical reference
-//! (f32 accumulate); a GPU backend implements the same [`Tensor`] methods.
+//! (f32 accumulate); models reach them only through [`backend::Backend`], which a GPU
+//! backend implements too.
 
+pub mod backend;
+pub mod conv3d;
 pub mod dtype;
 pub mod error;
 pub mod linear;
@@ -14,6 +17,8 @@ pub mod quant;
 pub mod tensor;
 pub mod weights;
 
+pub use backend::{Backend, BackendRef};
+pub use conv3d::Conv3d;
 pub use dtype::DType;
 pub use error::{Error, Result};
 pub use linear::{Linear, LinearWeight};

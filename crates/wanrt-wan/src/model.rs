@@ -20,7 +20,7 @@ use crate::vae::{VaeConfig, WanVae, WAN21_LATENTS_MEAN, WAN21_LATENTS_STD};
 use crate::{Error, Result};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
-use wanrt_nn::WeightStore;
+use wanrt_nn::{BackendRef, WeightStore};
 
 /// `wanrt.json`: the model's own generate defaults (all optional).
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -111,6 +111,13 @@ impl WanModel {
         };
         model.check_compatible()?;
         Ok(model)
+    }
+
+    /// Runs the text encoder, transformer and VAE on `backend` (the CPU by default).
+    pub fn set_backend(&mut self, backend: BackendRef) {
+        self.text_encoder.set_backend(backend.clone());
+        self.transformer.set_backend(backend.clone());
+        self.vae.set_backend(backend);
     }
 
     fn check_compatible(&mut self) -> Result<()> {

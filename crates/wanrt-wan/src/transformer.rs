@@ -10,10 +10,9 @@ use crate::rope::{rope_tables, split_dims, RopeTables};
 use crate::step_cache::StepCache;
 use crate::{Error, Result};
 use serde::Deserialize;
+use wanrt_nn::backend::{self, Activation, AttentionPrecision, Backend};
 use wanrt_nn::ops::attention::AttentionBias;
-use wanrt_nn::ops::attention_quant::attention_quant;
-use wanrt_nn::ops::{self, rope::apply_rope_interleaved};
-use wanrt_nn::{Linear, Tensor, WeightStore};
+use wanrt_nn::{BackendRef, Linear, Tensor, WeightStore};
 
 fn default_patch() -> [usize; 3] {
     [1, 2, 2]
@@ -257,6 +256,7 @@ pub struct WanTransformer {
     proj_out: Linear,
     /// `[2, C]`: shift, scale of the output norm.
     scale_shift_table: Vec<f32>,
+    backend: BackendRef,
 }
 
 impl WanTransformer {
@@ -281,7 +281,17 @@ impl WanTransformer {
             proj_out: Linear::load(ws, "proj_out", dim, config.out_channels() * config.patch_volume(), true)?,
             scale_shift_table: ws.get_shaped("scale_shift_table", &[1, 2, dim])?.into_data(),
             config,
+            backend: backend::cpu(),
         })
+    }
+
+    /// Runs every later forward on `backend` (the CPU by default).
+    pub fn set_backend(&mut self, backend: BackendRef) {
+        self.backend = backend;
+    }
+
+    fn be(&self) -> &dyn Backend {
+        &*self.backend
     }
 
     /// Number of parameters held (for reports).
@@ -340,8 +350,10 @@ impl WanTransformer {
 
     fn condition(&self, timesteps: &[f32]) -> Result<Conditioning> {
         let t = self.timestep_features(timesteps);
-        let temb = self.time_linear_2.forward(&ops::silu(self.time_linear_1.forward(&t)?))?;
-        let timestep_proj = self.time_proj.forward(&ops::silu(temb.clone()))?;
+        let be = self.be();
+        let hidden = be.activation(be.linear(&self.time_linear_1, &t)?, Activation::Silu)?;
+        let temb = be.linear(&self.time_linear_2, &hidden)?;
+        let timestep_proj = be.linear(&self.time_proj, &be.activation(temb.clone(), Activation::Silu)?)?;
         Ok(Conditioning { temb: temb.into_data(), timestep_proj: timestep_proj.into_data() })
     }
 
@@ -358,14 +370,19 @@ impl WanTransformer {
         let dim = self.config.inner_dim();
         let heads = self.config.num_attention_heads;
         let hd = dim / heads;
-        let ctx = self.text_linear_2.forward(&ops::gelu_tanh(self.text_linear_1.forward(text)?))?;
+        let be = self.be();
+        let ctx = be.linear(
+            &self.text_linear_2,
+            &be.activation(be.linear(&self.text_linear_1, text)?, Activation::GeluTanh)?,
+        )?;
         let kv = self
             .blocks
             .iter()
             .map(|blk| {
                 let a = &blk.attn2;
-                let kv = a.kv.forward(&ctx)?;
-                let k = ops::rms_norm(kv.narrow(2, 0, dim)?, self.config.eps, Some(&a.norm_k))?
+                let kv = be.linear(&a.kv, &ctx)?;
+                let k = be
+                    .rms_norm(kv.narrow(2, 0, dim)?, self.config.eps, Some(&a.norm_k))?
                     .reshape([b, lt, heads, hd])?;
                 let v = kv.narrow(2, dim, dim)?.reshape([b, lt, heads, hd])?;
                 Ok((k, v))
@@ -437,11 +454,12 @@ impl WanTransformer {
         let grid = self.grid(f, h, w)?;
         let rope = self.rope(grid);
         let cond = self.condition(timesteps)?;
-        let mut x = self.patch_embed.forward(&patchify(latents, self.config.patch_size)?)?;
+        let be = self.be();
+        let mut x = be.linear(&self.patch_embed, &patchify(latents, self.config.patch_size)?)?;
         let computed = match cache {
             Some(cache) => {
                 let first = &self.blocks[0];
-                let indicator = ops::layer_norm_modulate(
+                let indicator = be.layer_norm_modulate(
                     &x,
                     self.config.eps,
                     &block_mod(first, &cond, 1),
@@ -449,7 +467,7 @@ impl WanTransformer {
                 )?;
                 match cache.decide(&indicator)? {
                     Some(residual) => {
-                        x.add_assign(residual)?;
+                        be.add_assign(&mut x, residual)?;
                         false
                     }
                     None => {
@@ -473,8 +491,8 @@ impl WanTransformer {
             shift.extend((0..dim).map(|i| self.scale_shift_table[i] + temb[i]));
             scale.extend((0..dim).map(|i| self.scale_shift_table[dim + i] + temb[i]));
         }
-        let x = ops::layer_norm_modulate(&x, self.config.eps, &scale, &shift)?;
-        let x = self.proj_out.forward(&x)?;
+        let x = be.layer_norm_modulate(&x, self.config.eps, &scale, &shift)?;
+        let x = be.linear(&self.proj_out, &x)?;
         Ok((unpatchify(&x, b, self.config.out_channels(), grid, self.config.patch_size)?, computed))
     }
 
@@ -524,25 +542,26 @@ impl WanTransformer {
         let heads = self.config.num_attention_heads;
         let eps = self.config.eps;
         let mods: Vec<Vec<f32>> = (0..6).map(|k| block_mod(blk, cond, k)).collect();
+        let be = self.be();
 
         // Self-attention.
-        let nx = ops::layer_norm_modulate(&x, eps, &mods[1], &mods[0])?;
+        let nx = be.layer_norm_modulate(&x, eps, &mods[1], &mods[0])?;
         let attn = self.self_attention(&blk.attn1, &nx, rope)?;
-        ops::add_gated(&mut x, &attn, &mods[2])?;
+        be.add_gated(&mut x, &attn, &mods[2])?;
 
         // Cross-attention over the text tokens.
         let nx = match &blk.norm2 {
-            Some((wt, bs)) => ops::layer_norm(x.clone(), eps, Some(wt), Some(bs))?,
+            Some((wt, bs)) => be.layer_norm(x.clone(), eps, Some(wt), Some(bs))?,
             None => x.clone(),
         };
         let attn = self.cross_attention(&blk.attn2, &nx, text_kv, heads)?;
-        x.add_assign(&attn)?;
+        be.add_assign(&mut x, &attn)?;
 
         // Feed-forward.
-        let nx = ops::layer_norm_modulate(&x, eps, &mods[4], &mods[3])?;
-        let hidden = ops::gelu_tanh(blk.ffn_in.forward(&nx)?);
-        let ff = blk.ffn_out.forward(&hidden)?;
-        ops::add_gated(&mut x, &ff, &mods[5])?;
+        let nx = be.layer_norm_modulate(&x, eps, &mods[4], &mods[3])?;
+        let hidden = be.activation(be.linear(&blk.ffn_in, &nx)?, Activation::GeluTanh)?;
+        let ff = be.linear(&blk.ffn_out, &hidden)?;
+        be.add_gated(&mut x, &ff, &mods[5])?;
         Ok(x)
     }
 
@@ -550,31 +569,36 @@ impl WanTransformer {
         let (b, l) = (x.dim(0), x.dim(1));
         let (heads, hd) = (a.heads, self.config.attention_head_dim);
         let inner = heads * hd;
-        let qkv = a.qkv.forward(x)?;
+        let be = self.be();
+        let qkv = be.linear(&a.qkv, x)?;
         let q = qkv.narrow(2, 0, inner)?;
         let k = qkv.narrow(2, inner, inner)?;
         let v = qkv.narrow(2, 2 * inner, inner)?;
         drop(qkv);
-        let mut q = ops::rms_norm(q, self.config.eps, Some(&a.norm_q))?.reshape([b, l, heads, hd])?;
-        let mut k = ops::rms_norm(k, self.config.eps, Some(&a.norm_k))?.reshape([b, l, heads, hd])?;
-        apply_rope_interleaved(&mut q, &rope.cos, &rope.sin)?;
-        apply_rope_interleaved(&mut k, &rope.cos, &rope.sin)?;
+        let mut q = be.rms_norm(q, self.config.eps, Some(&a.norm_q))?.reshape([b, l, heads, hd])?;
+        let mut k = be.rms_norm(k, self.config.eps, Some(&a.norm_k))?.reshape([b, l, heads, hd])?;
+        be.rope_interleaved(&mut q, &rope.cos, &rope.sin)?;
+        be.rope_interleaved(&mut k, &rope.cos, &rope.sin)?;
         let v = v.reshape([b, l, heads, hd])?;
-        let scale = 1.0 / (hd as f32).sqrt();
-        let o = if a.int8 {
-            attention_quant(&q, &k, &v, scale)?
-        } else {
-            ops::attention(&q, &k, &v, scale, AttentionBias::default())?
-        };
-        Ok(a.to_out.forward(&o.reshape([b, l, inner])?)?)
+        let precision = if a.int8 { AttentionPrecision::Int8 } else { AttentionPrecision::Full };
+        let o = be.attention(&q, &k, &v, 1.0 / (hd as f32).sqrt(), AttentionBias::default(), precision)?;
+        Ok(be.linear(&a.to_out, &o.reshape([b, l, inner])?)?)
     }
 
     fn cross_attention(&self, a: &CrossAttention, x: &Tensor, kv: &(Tensor, Tensor), heads: usize) -> Result<Tensor> {
         let (b, l, dim) = (x.dim(0), x.dim(1), x.dim(2));
         let hd = dim / heads;
-        let q = ops::rms_norm(a.to_q.forward(x)?, self.config.eps, Some(&a.norm_q))?.reshape([b, l, heads, hd])?;
-        let o = ops::attention(&q, &kv.0, &kv.1, 1.0 / (hd as f32).sqrt(), AttentionBias::default())?;
-        Ok(a.to_out.forward(&o.reshape([b, l, dim])?)?)
+        let be = self.be();
+        let q = be.rms_norm(be.linear(&a.to_q, x)?, self.config.eps, Some(&a.norm_q))?.reshape([b, l, heads, hd])?;
+        let o = be.attention(
+            &q,
+            &kv.0,
+            &kv.1,
+            1.0 / (hd as f32).sqrt(),
+            AttentionBias::default(),
+            AttentionPrecision::Full,
+        )?;
+        Ok(be.linear(&a.to_out, &o.reshape([b, l, dim])?)?)
     }
 }
 

@@ -7,9 +7,9 @@
 
 use crate::{Error, Result};
 use serde::Deserialize;
+use wanrt_nn::backend::{self, Activation, AttentionPrecision};
 use wanrt_nn::ops::attention::AttentionBias;
-use wanrt_nn::ops::{self};
-use wanrt_nn::{Linear, Tensor, WeightStore};
+use wanrt_nn::{BackendRef, Linear, Tensor, WeightStore};
 
 fn default_buckets() -> usize {
     32
@@ -78,6 +78,7 @@ pub struct Umt5Encoder {
     embed: Tensor,
     blocks: Vec<Umt5Block>,
     final_norm: Vec<f32>,
+    backend: BackendRef,
 }
 
 impl Umt5Encoder {
@@ -114,7 +115,12 @@ impl Umt5Encoder {
             });
         }
         let final_norm = vec("encoder.final_layer_norm.weight".into(), d)?;
-        Ok(Umt5Encoder { config, embed, blocks, final_norm })
+        Ok(Umt5Encoder { config, embed, blocks, final_norm, backend: backend::cpu() })
+    }
+
+    /// Runs every later forward on `backend` (the CPU by default).
+    pub fn set_backend(&mut self, backend: BackendRef) {
+        self.backend = backend;
     }
 
     /// Bidirectional relative-position bucket of `key − query` (T5's rule, f32 log as torch).
@@ -158,31 +164,28 @@ impl Umt5Encoder {
             )));
         }
         let l = ids.len() / batch;
-        let mut x = Vec::with_capacity(ids.len() * d);
-        for &id in ids {
-            let id = id as usize;
-            if id >= self.config.vocab_size {
-                return Err(Error::Shape(format!("token id {id} outside vocabulary of {}", self.config.vocab_size)));
-            }
-            x.extend_from_slice(&self.embed.data()[id * d..(id + 1) * d]);
+        if let Some(&id) = ids.iter().find(|&&id| id as usize >= self.config.vocab_size) {
+            return Err(Error::Shape(format!("token id {id} outside vocabulary of {}", self.config.vocab_size)));
         }
-        let mut x = Tensor::new([batch, l, d], x)?;
+        let be = &*self.backend;
+        let mut x = be.embedding(&self.embed, ids)?.reshape([batch, l, d])?;
         let key_mask: Vec<f32> = mask.iter().map(|&m| if m > 0 { 0.0 } else { f32::NEG_INFINITY }).collect();
         let (h, dk) = (self.config.num_heads, self.config.d_kv);
         let eps = self.config.layer_norm_epsilon;
         for blk in &self.blocks {
-            let n = ops::rms_norm(x.clone(), eps, Some(&blk.norm1))?;
-            let q = blk.q.forward(&n)?.reshape([batch, l, h, dk])?;
-            let k = blk.k.forward(&n)?.reshape([batch, l, h, dk])?;
-            let v = blk.v.forward(&n)?.reshape([batch, l, h, dk])?;
+            let n = be.rms_norm(x.clone(), eps, Some(&blk.norm1))?;
+            let q = be.linear(&blk.q, &n)?.reshape([batch, l, h, dk])?;
+            let k = be.linear(&blk.k, &n)?.reshape([batch, l, h, dk])?;
+            let v = be.linear(&blk.v, &n)?.reshape([batch, l, h, dk])?;
             let bias = self.position_bias(&blk.rel_bias, l);
-            let a = ops::attention(&q, &k, &v, 1.0, AttentionBias { per_head: Some(&bias), per_key: Some(&key_mask) })?;
-            x.add_assign(&blk.o.forward(&a.reshape([batch, l, h * dk])?)?)?;
-            let n = ops::rms_norm(x.clone(), eps, Some(&blk.norm2))?;
-            let gate = ops::gelu_tanh(blk.wi_0.forward(&n)?);
-            let hidden = gate.mul(&blk.wi_1.forward(&n)?)?;
-            x.add_assign(&blk.wo.forward(&hidden)?)?;
+            let bias = AttentionBias { per_head: Some(&bias), per_key: Some(&key_mask) };
+            let a = be.attention(&q, &k, &v, 1.0, bias, AttentionPrecision::Full)?;
+            be.add_assign(&mut x, &be.linear(&blk.o, &a.reshape([batch, l, h * dk])?)?)?;
+            let n = be.rms_norm(x.clone(), eps, Some(&blk.norm2))?;
+            let gate = be.activation(be.linear(&blk.wi_0, &n)?, Activation::GeluTanh)?;
+            let hidden = be.mul(&gate, &be.linear(&blk.wi_1, &n)?)?;
+            be.add_assign(&mut x, &be.linear(&blk.wo, &hidden)?)?;
         }
-        Ok(ops::rms_norm(x, eps, Some(&self.final_norm))?)
+        Ok(be.rms_norm(x, eps, Some(&self.final_norm))?)
     }
 }

@@ -10,9 +10,10 @@
 
 use crate::{Error, Result};
 use serde::Deserialize;
+use wanrt_nn::backend::{self, AttentionPrecision, Backend};
 use wanrt_nn::ops::attention::AttentionBias;
-use wanrt_nn::ops::{self, conv3d, PaddingFull, WinogradConv3d};
-use wanrt_nn::{Tensor, WeightStore};
+use wanrt_nn::ops::PaddingFull;
+use wanrt_nn::{BackendRef, Conv3d, Tensor, WeightStore};
 
 const CACHE_T: usize = 2;
 
@@ -169,36 +170,11 @@ fn last_frames(x: &Tensor, n: usize) -> Result<Tensor> {
     Ok(x.narrow(2, t - n.min(t), n.min(t))?)
 }
 
-/// Weights of a convolution: as loaded, or pre-transformed for Winograd (stride-1 3×3 spatial taps).
-enum Kernel {
-    Direct(Tensor),
-    Winograd(WinogradConv3d),
-}
-
-impl Kernel {
-    fn new(weight: Tensor, stride: (usize, usize, usize)) -> Result<Self> {
-        Ok(if WinogradConv3d::supports(weight.shape(), stride) {
-            Kernel::Winograd(WinogradConv3d::new(&weight)?)
-        } else {
-            Kernel::Direct(weight)
-        })
-    }
-
-    fn forward(&self, x: &Tensor, bias: &[f32], stride: (usize, usize, usize), pad: PaddingFull) -> Result<Tensor> {
-        Ok(match self {
-            Kernel::Direct(w) => conv3d(x, w, Some(bias), stride, pad)?,
-            Kernel::Winograd(w) => w.forward(x, Some(bias), pad)?,
-        })
-    }
-}
-
 /// A Conv3d whose time padding is causal (front only) and may be replaced by cached frames.
 struct CausalConv3d {
-    weight: Kernel,
-    bias: Vec<f32>,
+    conv: Conv3d,
     /// Padding as configured: (t, h, w); time is padded by 2·t at the front.
     pad: (usize, usize, usize),
-    stride: (usize, usize, usize),
 }
 
 impl CausalConv3d {
@@ -222,16 +198,16 @@ impl CausalConv3d {
         pad: (usize, usize, usize),
         stride: (usize, usize, usize),
     ) -> Result<Self> {
-        Ok(CausalConv3d {
-            weight: Kernel::new(ws.get_shaped(&format!("{name}.weight"), &[cout, cin, k[0], k[1], k[2]])?, stride)?,
-            bias: ws.get_shaped(&format!("{name}.bias"), &[cout])?.into_data(),
-            pad,
-            stride,
-        })
+        let weight = ws.get_shaped(&format!("{name}.weight"), &[cout, cin, k[0], k[1], k[2]])?;
+        Self::new(weight, ws.get_shaped(&format!("{name}.bias"), &[cout])?.into_data(), pad, stride)
+    }
+
+    fn new(weight: Tensor, bias: Vec<f32>, pad: (usize, usize, usize), stride: (usize, usize, usize)) -> Result<Self> {
+        Ok(CausalConv3d { conv: Conv3d::new(weight, Some(bias), stride)?, pad })
     }
 
     /// `cache`: frames preceding `x` (replacing that much of the zero padding).
-    fn forward(&self, x: &Tensor, cache: Option<&Tensor>) -> Result<Tensor> {
+    fn forward(&self, be: &dyn Backend, x: &Tensor, cache: Option<&Tensor>) -> Result<Tensor> {
         let mut front = 2 * self.pad.0;
         let hist = match cache {
             Some(c) if front > 0 => {
@@ -241,15 +217,11 @@ impl CausalConv3d {
             _ => None,
         };
         let pad = PaddingFull { t: (front, 0), h: (self.pad.1, self.pad.1), w: (self.pad.2, self.pad.2) };
-        match (&self.weight, hist) {
-            (Kernel::Winograd(w), _) => Ok(w.forward_with_history(hist, x, Some(&self.bias), pad)?),
-            (_, Some(c)) => self.weight.forward(&Tensor::cat(&[c, x], 2)?, &self.bias, self.stride, pad),
-            (_, None) => self.weight.forward(x, &self.bias, self.stride, pad),
-        }
+        Ok(be.conv3d(&self.conv, x, hist, pad)?)
     }
 
     /// Cached call: uses and refreshes this conv's slot with the last frames of its input.
-    fn forward_cached(&self, x: &Tensor, cache: &mut FeatCache) -> Result<Tensor> {
+    fn forward_cached(&self, be: &dyn Backend, x: &Tensor, cache: &mut FeatCache) -> Result<Tensor> {
         let (i, slot) = cache.take();
         let prev = match slot {
             Slot::Frames(t) => Some(t),
@@ -261,19 +233,10 @@ impl CausalConv3d {
                 new_cache = Tensor::cat(&[&last_frames(p, 1)?, &new_cache], 2)?;
             }
         }
-        let y = self.forward(x, prev.as_ref())?;
+        let y = self.forward(be, x, prev.as_ref())?;
         cache.put(i, Slot::Frames(new_cache));
         Ok(y)
     }
-}
-
-fn rms_norm_channels(x: &Tensor, gamma: &[f32]) -> Result<Tensor> {
-    Ok(ops::norm::l2_norm_channels(x, gamma)?)
-}
-
-/// `silu(rms_norm_channels(x))` in one pass.
-fn rms_norm_silu(x: &Tensor, gamma: &[f32]) -> Result<Tensor> {
-    Ok(ops::norm::l2_norm_channels_silu(x, gamma)?)
 }
 
 fn load_gamma(ws: &WeightStore, name: &str, c: usize) -> Result<Vec<f32>> {
@@ -312,21 +275,21 @@ impl ResidualBlock {
         })
     }
 
-    fn forward(&self, x: Tensor, cache: &mut FeatCache) -> Result<Tensor> {
+    fn forward(&self, be: &dyn Backend, x: Tensor, cache: &mut FeatCache) -> Result<Tensor> {
         // Without a shortcut the residual `h` is `x` itself (moved, not copied).
         let (x, h) = match &self.shortcut {
             Some(s) => {
-                let h = s.forward(&x, None)?;
+                let h = s.forward(be, &x, None)?;
                 (Some(x), h)
             }
             None => (None, x),
         };
-        let y = rms_norm_silu(x.as_ref().unwrap_or(&h), &self.norm1)?;
+        let y = be.channel_rms_norm(x.as_ref().unwrap_or(&h), &self.norm1, true)?;
         drop(x);
-        let y = self.conv1.forward_cached(&y, cache)?;
-        let y = rms_norm_silu(&y, &self.norm2)?;
-        let mut y = self.conv2.forward_cached(&y, cache)?;
-        y.add_assign(&h)?;
+        let y = self.conv1.forward_cached(be, &y, cache)?;
+        let y = be.channel_rms_norm(&y, &self.norm2, true)?;
+        let mut y = self.conv2.forward_cached(be, &y, cache)?;
+        be.add_assign(&mut y, &h)?;
         Ok(y)
     }
 }
@@ -343,12 +306,8 @@ impl AttentionBlock {
     fn load(ws: &WeightStore, p: &str, c: usize) -> Result<Self> {
         let conv1x1 = |name: &str, cout: usize| -> Result<CausalConv3d> {
             let w = ws.get_shaped(&format!("{p}.{name}.weight"), &[cout, c, 1, 1])?;
-            Ok(CausalConv3d {
-                weight: Kernel::Direct(w.reshape([cout, c, 1, 1, 1])?),
-                bias: ws.get_shaped(&format!("{p}.{name}.bias"), &[cout])?.into_data(),
-                pad: (0, 0, 0),
-                stride: (1, 1, 1),
-            })
+            let bias = ws.get_shaped(&format!("{p}.{name}.bias"), &[cout])?.into_data();
+            CausalConv3d::new(w.reshape([cout, c, 1, 1, 1])?, bias, (0, 0, 0), (1, 1, 1))
         };
         Ok(AttentionBlock {
             norm: load_gamma(ws, &format!("{p}.norm.gamma"), c)?,
@@ -357,18 +316,19 @@ impl AttentionBlock {
         })
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    fn forward(&self, be: &dyn Backend, x: &Tensor) -> Result<Tensor> {
         let &[b, c, t, h, w] = x.shape() else { unreachable!("5D") };
-        let qkv = self.to_qkv.forward(&rms_norm_channels(x, &self.norm)?, None)?;
+        let qkv = self.to_qkv.forward(be, &be.channel_rms_norm(x, &self.norm, false)?, None)?;
         // [B, 3C, T, H, W] → [B·T, H·W, 1, 3C]
         let qkv = qkv.permute(&[0, 2, 3, 4, 1])?.reshape([b * t, h * w, 1, 3 * c])?;
         let q = qkv.narrow(3, 0, c)?;
         let k = qkv.narrow(3, c, c)?;
         let v = qkv.narrow(3, 2 * c, c)?;
-        let o = ops::attention(&q, &k, &v, 1.0 / (c as f32).sqrt(), AttentionBias::default())?;
+        let scale = 1.0 / (c as f32).sqrt();
+        let o = be.attention(&q, &k, &v, scale, AttentionBias::default(), AttentionPrecision::Full)?;
         let o = o.reshape([b, t, h, w, c])?.permute(&[0, 4, 1, 2, 3])?;
-        let mut y = self.proj.forward(&o, None)?;
-        y.add_assign(x)?;
+        let mut y = self.proj.forward(be, &o, None)?;
+        be.add_assign(&mut y, x)?;
         Ok(y)
     }
 }
@@ -388,10 +348,10 @@ impl MidBlock {
         })
     }
 
-    fn forward(&self, x: Tensor, cache: &mut FeatCache) -> Result<Tensor> {
-        let x = self.res0.forward(x, cache)?;
-        let x = self.attn.forward(&x)?;
-        self.res1.forward(x, cache)
+    fn forward(&self, be: &dyn Backend, x: Tensor, cache: &mut FeatCache) -> Result<Tensor> {
+        let x = self.res0.forward(be, x, cache)?;
+        let x = self.attn.forward(be, &x)?;
+        self.res1.forward(be, x, cache)
     }
 }
 
@@ -415,12 +375,12 @@ impl Resample {
         let up = matches!(mode, ResampleMode::Up2d | ResampleMode::Up3d);
         let cout = if up { c / 2 } else { c };
         let w = ws.get_shaped(&format!("{p}.resample.1.weight"), &[cout, c, 3, 3])?;
-        let conv = CausalConv3d {
-            weight: Kernel::new(w.reshape([cout, c, 1, 3, 3])?, if up { (1, 1, 1) } else { (1, 2, 2) })?,
-            bias: ws.get_shaped(&format!("{p}.resample.1.bias"), &[cout])?.into_data(),
-            pad: (0, if up { 1 } else { 0 }, if up { 1 } else { 0 }),
-            stride: if up { (1, 1, 1) } else { (1, 2, 2) },
-        };
+        let conv = CausalConv3d::new(
+            w.reshape([cout, c, 1, 3, 3])?,
+            ws.get_shaped(&format!("{p}.resample.1.bias"), &[cout])?.into_data(),
+            (0, if up { 1 } else { 0 }, if up { 1 } else { 0 }),
+            if up { (1, 1, 1) } else { (1, 2, 2) },
+        )?;
         let time_conv = match mode {
             ResampleMode::Up3d => {
                 Some(CausalConv3d::load(ws, &format!("{p}.time_conv"), c, 2 * c, [3, 1, 1], (1, 0, 0))?)
@@ -433,7 +393,7 @@ impl Resample {
         Ok(Resample { mode, conv, time_conv })
     }
 
-    fn forward(&self, mut x: Tensor, cache: &mut FeatCache) -> Result<Tensor> {
+    fn forward(&self, be: &dyn Backend, mut x: Tensor, cache: &mut FeatCache) -> Result<Tensor> {
         if self.mode == ResampleMode::Up3d {
             let tc = self.time_conv.as_ref().expect("upsample3d has time_conv");
             let (i, slot) = cache.take();
@@ -446,14 +406,14 @@ impl Resample {
                             if new_cache.dim(2) < CACHE_T {
                                 new_cache = Tensor::cat(&[&last_frames(prev, 1)?, &new_cache], 2)?;
                             }
-                            tc.forward(&x, Some(prev))?
+                            tc.forward(be, &x, Some(prev))?
                         }
                         _ => {
                             if new_cache.dim(2) < CACHE_T {
                                 let zeros = Tensor::zeros(new_cache.shape().to_vec());
                                 new_cache = Tensor::cat(&[&zeros, &new_cache], 2)?;
                             }
-                            tc.forward(&x, None)?
+                            tc.forward(be, &x, None)?
                         }
                     };
                     cache.put(i, Slot::Frames(new_cache));
@@ -462,12 +422,10 @@ impl Resample {
             }
         }
         let x = match self.mode {
-            ResampleMode::Up2d | ResampleMode::Up3d => {
-                self.conv.forward(&ops::resize::upsample_nearest2x(&x)?, None)?
-            }
+            ResampleMode::Up2d | ResampleMode::Up3d => self.conv.forward(be, &be.upsample_nearest2x(&x)?, None)?,
             ResampleMode::Down2d | ResampleMode::Down3d => {
                 let pad = PaddingFull { t: (0, 0), h: (0, 1), w: (0, 1) };
-                self.conv.weight.forward(&x, &self.conv.bias, (1, 2, 2), pad)?
+                be.conv3d(&self.conv.conv, &x, None, pad)?
             }
         };
         if self.mode != ResampleMode::Down3d {
@@ -478,7 +436,8 @@ impl Resample {
         match slot {
             Slot::Frames(prev) => {
                 let new_cache = last_frames(&x, 1)?;
-                let y = tc.forward(&Tensor::cat(&[&last_frames(&prev, 1)?, &x], 2)?, None)?;
+                // The strided time conv has no causal padding: the previous frame is real input.
+                let y = be.conv3d(&tc.conv, &x, Some(&last_frames(&prev, 1)?), PaddingFull::default())?;
                 cache.put(i, Slot::Frames(new_cache));
                 Ok(y)
             }
@@ -498,8 +457,8 @@ fn interleave_time(y: &Tensor) -> Result<Tensor> {
 }
 
 enum DownLayer {
-    Res(ResidualBlock),
-    Resample(Resample),
+    Res(Box<ResidualBlock>),
+    Resample(Box<Resample>),
 }
 
 pub struct Encoder {
@@ -520,13 +479,13 @@ impl Encoder {
             let (mut cin, cout) = (dims[i], dims[i + 1]);
             for _ in 0..cfg.num_res_blocks {
                 let p = format!("encoder.down_blocks.{}", layers.len());
-                layers.push(DownLayer::Res(ResidualBlock::load(ws, &p, cin, cout)?));
+                layers.push(DownLayer::Res(Box::new(ResidualBlock::load(ws, &p, cin, cout)?)));
                 cin = cout;
             }
             if i != stages - 1 {
                 let mode = if cfg.temperal_downsample[i] { ResampleMode::Down3d } else { ResampleMode::Down2d };
                 let p = format!("encoder.down_blocks.{}", layers.len());
-                layers.push(DownLayer::Resample(Resample::load(ws, &p, cout, mode)?));
+                layers.push(DownLayer::Resample(Box::new(Resample::load(ws, &p, cout, mode)?)));
             }
         }
         let top = dims[stages];
@@ -539,17 +498,17 @@ impl Encoder {
         })
     }
 
-    fn forward(&self, x: &Tensor, cache: &mut FeatCache) -> Result<Tensor> {
-        let mut x = self.conv_in.forward_cached(x, cache)?;
+    fn forward(&self, be: &dyn Backend, x: &Tensor, cache: &mut FeatCache) -> Result<Tensor> {
+        let mut x = self.conv_in.forward_cached(be, x, cache)?;
         for l in &self.layers {
             x = match l {
-                DownLayer::Res(r) => r.forward(x, cache)?,
-                DownLayer::Resample(r) => r.forward(x, cache)?,
+                DownLayer::Res(r) => r.forward(be, x, cache)?,
+                DownLayer::Resample(r) => r.forward(be, x, cache)?,
             };
         }
-        let x = self.mid.forward(x, cache)?;
-        let x = rms_norm_silu(&x, &self.norm_out)?;
-        self.conv_out.forward_cached(&x, cache)
+        let x = self.mid.forward(be, x, cache)?;
+        let x = be.channel_rms_norm(&x, &self.norm_out, true)?;
+        self.conv_out.forward_cached(be, &x, cache)
     }
 }
 
@@ -601,19 +560,19 @@ impl Decoder {
         })
     }
 
-    fn forward(&self, x: &Tensor, cache: &mut FeatCache) -> Result<Tensor> {
-        let x = self.conv_in.forward_cached(x, cache)?;
-        let mut x = self.mid.forward(x, cache)?;
+    fn forward(&self, be: &dyn Backend, x: &Tensor, cache: &mut FeatCache) -> Result<Tensor> {
+        let x = self.conv_in.forward_cached(be, x, cache)?;
+        let mut x = self.mid.forward(be, x, cache)?;
         for blk in &self.up_blocks {
             for r in &blk.resnets {
-                x = r.forward(x, cache)?;
+                x = r.forward(be, x, cache)?;
             }
             if let Some(u) = &blk.upsampler {
-                x = u.forward(x, cache)?;
+                x = u.forward(be, x, cache)?;
             }
         }
-        let x = rms_norm_silu(&x, &self.norm_out)?;
-        self.conv_out.forward_cached(&x, cache)
+        let x = be.channel_rms_norm(&x, &self.norm_out, true)?;
+        self.conv_out.forward_cached(be, &x, cache)
     }
 }
 
@@ -623,6 +582,7 @@ pub struct WanVae {
     decoder: Decoder,
     quant_conv: Option<CausalConv3d>,
     post_quant_conv: CausalConv3d,
+    backend: BackendRef,
 }
 
 impl WanVae {
@@ -641,7 +601,13 @@ impl WanVae {
             decoder: Decoder::load(ws, &config)?,
             post_quant_conv: CausalConv3d::load(ws, "post_quant_conv", z, z, [1, 1, 1], (0, 0, 0))?,
             config,
+            backend: backend::cpu(),
         })
+    }
+
+    /// Runs every later encode/decode on `backend` (the CPU by default).
+    pub fn set_backend(&mut self, backend: BackendRef) {
+        self.backend = backend;
     }
 
     /// Undo the latent normalisation: `z / (1/std) + mean` (diffusers' order of operations).
@@ -674,20 +640,21 @@ impl WanVae {
                 z.shape()
             )));
         }
+        let be = &*self.backend;
         let mut videos = Vec::with_capacity(z.dim(0));
         for b in 0..z.dim(0) {
-            let x = self.post_quant_conv.forward(&z.narrow(0, b, 1)?, None)?;
+            let x = self.post_quant_conv.forward(be, &z.narrow(0, b, 1)?, None)?;
             let frames = x.dim(2);
             let mut cache = FeatCache::new();
             let mut outs = Vec::with_capacity(frames);
             for i in 0..frames {
                 cache.rewind();
-                outs.push(self.decoder.forward(&x.narrow(2, i, 1)?, &mut cache)?);
+                outs.push(self.decoder.forward(be, &x.narrow(2, i, 1)?, &mut cache)?);
                 on_frame(i + 1, frames);
             }
             let refs: Vec<&Tensor> = outs.iter().collect();
             let mut out = Tensor::cat(&refs, 2)?;
-            out.map_inplace(|v| v.clamp(-1.0, 1.0));
+            be.affine_clamp(&mut out, 1.0, 0.0, -1.0, 1.0)?;
             videos.push(out);
         }
         let refs: Vec<&Tensor> = videos.iter().collect();
@@ -704,6 +671,7 @@ impl WanVae {
         if x.rank() != 5 || x.dim(1) != self.config.in_channels {
             return Err(Error::Shape(format!("VAE encode expects [B, 3, F, H, W], found {:?}", x.shape())));
         }
+        let be = &*self.backend;
         let mut means = Vec::with_capacity(x.dim(0));
         for b in 0..x.dim(0) {
             let xb = x.narrow(0, b, 1)?;
@@ -714,10 +682,10 @@ impl WanVae {
             for i in 0..chunks {
                 cache.rewind();
                 let (s, n) = if i == 0 { (0, 1) } else { (1 + 4 * (i - 1), 4) };
-                outs.push(enc.forward(&xb.narrow(2, s, n)?, &mut cache)?);
+                outs.push(enc.forward(be, &xb.narrow(2, s, n)?, &mut cache)?);
             }
             let refs: Vec<&Tensor> = outs.iter().collect();
-            let h = quant.forward(&Tensor::cat(&refs, 2)?, None)?;
+            let h = quant.forward(be, &Tensor::cat(&refs, 2)?, None)?;
             means.push(h.narrow(1, 0, self.config.z_dim)?);
         }
         let refs: Vec<&Tensor> = means.iter().collect();
