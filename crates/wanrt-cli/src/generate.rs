@@ -262,6 +262,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         "load_s": load_secs,
         "optimized": model.artifact.is_some(),
         "transformer_weight_bytes": model.transformer.weight_bytes(),
+        "text_encoder_weight_bytes": model.text_encoder.weight_bytes(),
         "videos": reports,
         "peak_rss_bytes": peak,
     });

@@ -30,6 +30,12 @@ pub enum AttnQuantArg {
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum TextEncoderArg {
+    None,
+    Int8Weight,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum ActivationArg {
     Dynamic,
     Static,
@@ -54,6 +60,10 @@ pub struct OptimizeArgs {
     /// 8-bit self-attention (SageAttention-style).
     #[arg(long, value_enum, default_value = "none")]
     pub attn_quant: AttnQuantArg,
+    /// Text encoder weights: int8-weight stores its linear layers as per-channel int8 codes
+    /// (W8A16: a quarter of f32, half of bf16; UMT5-XXL is most of Wan2.1-1.3B's memory).
+    #[arg(long, value_enum, default_value = "none")]
+    pub text_encoder: TextEncoderArg,
     /// Activation scales of int8/fp8 layers: per token at run time, or calibrated per layer.
     #[arg(long, value_enum, default_value = "dynamic")]
     pub activations: ActivationArg,
@@ -181,6 +191,7 @@ pub fn run(args: OptimizeArgs) -> Result<()> {
         keep_precision: args.keep_precision.clone(),
         max_error: args.max_error,
         sensitivity: args.sensitivity,
+        text_encoder_int8: matches!(args.text_encoder, TextEncoderArg::Int8Weight),
     };
     let calib = CalibSettings {
         prompts: prompts.into_iter().take(args.calib_prompts).collect(),
@@ -314,6 +325,7 @@ fn finish_variant(m: Measured, reference: Option<&Path>, rel_err: f64) -> Result
         "end_to_end_s": mean(m.runs.iter().map(|r| r.1)),
         "load_s": mean(m.runs.iter().map(|(j, _)| j["load_s"].as_f64().unwrap_or(f64::NAN))),
         "transformer_weight_bytes": first["transformer_weight_bytes"],
+        "text_encoder_weight_bytes": first["text_encoder_weight_bytes"],
         "peak_rss_bytes": m.runs.iter().filter_map(|(j, _)| j["peak_rss_bytes"].as_u64()).max(),
         "psnr_db": psnr,
         "ssim": ssim,
@@ -353,17 +365,27 @@ fn render_markdown(s: &OptimizeSummary, variants: &[serde_json::Value]) -> Strin
         s.calibration_s,
         s.total_s
     );
+    if let Some(t) = &s.text_encoder {
+        md += &format!(
+            "Text encoder (int8-weight): {} → {} of weights; relative error of the prompt embeddings on the \
+             calibration prompts {:.3e}.\n\n",
+            sysinfo::format_bytes(t.weight_bytes_before as u64),
+            sysinfo::format_bytes(t.weight_bytes_after as u64),
+            t.embedding_error
+        );
+    }
     if !variants.is_empty() {
-        md += "| variant | transformer step (s) | end-to-end (s) | transformer weights | peak memory | PSNR (dB) | SSIM | transformer rel. error |\n";
-        md += "|---|---|---|---|---|---|---|---|\n";
+        md += "| variant | transformer step (s) | end-to-end (s) | transformer weights | text encoder weights | peak memory | PSNR (dB) | SSIM | transformer rel. error |\n";
+        md += "|---|---|---|---|---|---|---|---|---|\n";
         for v in variants {
             let bytes = |x: &serde_json::Value| fmt_opt(x, |b| sysinfo::format_bytes(b as u64));
             md += &format!(
-                "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
                 v["variant"].as_str().unwrap_or("?"),
                 fmt_opt(&v["transformer_step_s"], |x| format!("{x:.3}")),
                 fmt_opt(&v["end_to_end_s"], |x| format!("{x:.2}")),
                 bytes(&v["transformer_weight_bytes"]),
+                bytes(&v["text_encoder_weight_bytes"]),
                 bytes(&v["peak_rss_bytes"]),
                 fmt_opt(&v["psnr_db"], |x| format!("{x:.2}")),
                 fmt_opt(&v["ssim"], |x| format!("{x:.4}")),

@@ -1,6 +1,6 @@
 //! Writes an optimized artifact: a complete diffusers-layout model folder
 //! (`wanrt generate --model ARTIFACT` needs nothing else) whose transformer
-//! safetensors hold the quantized/pruned tensors, plus the
+//! (and optionally text encoder) safetensors hold the quantized/pruned tensors, plus the
 //! `wanrt-artifact.json` manifest. The folder appears whole or not at all.
 
 use crate::{Error, Result};
@@ -14,6 +14,7 @@ use wanrt_nn::DType;
 use wanrt_wan::artifact::{Manifest, MANIFEST_FILE};
 
 const TRANSFORMER_FILE: &str = "diffusion_pytorch_model.safetensors";
+const TEXT_ENCODER_FILE: &str = "model.safetensors";
 
 /// A tensor handed to the safetensors writer.
 struct TensorOut<'a>(&'a RawTensor);
@@ -93,13 +94,21 @@ fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
     std::fs::write(path, text + "\n").map_err(|e| Error::Msg(format!("{}: {e}", path.display())))
 }
 
+fn write_safetensors(path: &Path, tensors: &BTreeMap<String, RawTensor>) -> Result<()> {
+    let meta = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
+    safetensors::serialize_to_file(tensors.iter().map(|(n, t)| (n.as_str(), TensorOut(t))), Some(meta), path)
+        .map_err(|e| Error::Msg(format!("writing {}: {e}", path.display())))
+}
+
 /// Writes `out` from the source model folder `src` with the transformer
-/// replaced by `transformer` tensors and `config`, plus the manifest.
+/// replaced by `transformer` tensors and `config`, the text encoder's weights
+/// by `text_encoder` when given, plus the manifest.
 pub fn write(
     src: &Path,
     out: &Path,
     transformer: &BTreeMap<String, RawTensor>,
     config: &serde_json::Value,
+    text_encoder: Option<&BTreeMap<String, RawTensor>>,
     manifest: &Manifest,
 ) -> Result<()> {
     wanrt_io::create_dir_atomic(out, |tmp| {
@@ -108,7 +117,8 @@ pub fn write(
             for entry in std::fs::read_dir(src).map_err(|e| Error::Msg(format!("{}: {e}", src.display())))? {
                 let entry = entry.map_err(|e| Error::Msg(e.to_string()))?;
                 let name = entry.file_name();
-                if name == "transformer" || name == MANIFEST_FILE {
+                if name == "transformer" || name == MANIFEST_FILE || (name == "text_encoder" && text_encoder.is_some())
+                {
                     continue;
                 }
                 let (from, to) = (entry.path(), tmp.join(&name));
@@ -121,13 +131,21 @@ pub fn write(
             let tr = tmp.join("transformer");
             std::fs::create_dir_all(&tr).map_err(|e| Error::Msg(format!("{}: {e}", tr.display())))?;
             write_json(&tr.join("config.json"), config)?;
-            let meta = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
-            safetensors::serialize_to_file(
-                transformer.iter().map(|(n, t)| (n.as_str(), TensorOut(t))),
-                Some(meta),
-                &tr.join(TRANSFORMER_FILE),
-            )
-            .map_err(|e| Error::Msg(format!("writing the transformer weights: {e}")))?;
+            write_safetensors(&tr.join(TRANSFORMER_FILE), transformer)?;
+            if let Some(te) = text_encoder {
+                // Configs and other small files as in the source; the weights (single or sharded) replaced.
+                let (te_src, te_out) = (src.join("text_encoder"), tmp.join("text_encoder"));
+                std::fs::create_dir_all(&te_out).map_err(|e| Error::Msg(format!("{}: {e}", te_out.display())))?;
+                for entry in std::fs::read_dir(&te_src).map_err(|e| Error::Msg(format!("{}: {e}", te_src.display())))? {
+                    let from = entry.map_err(|e| Error::Msg(e.to_string()))?.path();
+                    let name = from.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                    if from.is_file() && !name.ends_with(".safetensors") && !name.ends_with(".safetensors.index.json") {
+                        std::fs::copy(&from, te_out.join(&name))
+                            .map_err(|e| Error::Msg(format!("{}: {e}", from.display())))?;
+                    }
+                }
+                write_safetensors(&te_out.join(TEXT_ENCODER_FILE), te)?;
+            }
             write_json(&tmp.join(MANIFEST_FILE), manifest)
         };
         fill().map_err(io)

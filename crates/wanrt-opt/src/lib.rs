@@ -6,7 +6,8 @@
 //! FP8 with SmoothQuant-style migration of activation outliers
 //! ([`quantize`]); measure how much each layer's quantization moves the
 //! transformer's output and keep the sensitive ones in full precision
-//! ([`sensitivity`]); write the self-contained artifact folder ([`artifact`]).
+//! ([`sensitivity`]); optionally quantize the text encoder's weights
+//! ([`text_encoder`]); write the self-contained artifact folder ([`artifact`]).
 //! [`optimize()`] chains them.
 
 pub mod artifact;
@@ -17,6 +18,7 @@ pub mod plan;
 pub mod prune;
 pub mod quantize;
 pub mod sensitivity;
+pub mod text_encoder;
 
 pub use error::{Error, Result};
 pub use optimize::{optimize, OptimizeSummary};

@@ -12,6 +12,7 @@ use crate::plan::{OptimizeOptions, QuantMode};
 use crate::prune;
 use crate::quantize::{build_linear, f32_raw, quantize_layer, QuantizedLayer};
 use crate::sensitivity::{error_with, outputs, relative_error, swap_layers};
+use crate::text_encoder::quantize_text_encoder;
 use crate::{Error, Result};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -49,6 +50,16 @@ pub struct OptimizeSummary {
     pub weight_bytes_after: usize,
     pub calibration_s: f64,
     pub total_s: f64,
+    /// Present when the text encoder was quantized.
+    pub text_encoder: Option<TextEncoderSummary>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TextEncoderSummary {
+    /// Relative L2 error of the prompt embeddings on the calibration prompts.
+    pub embedding_error: f64,
+    pub weight_bytes_before: usize,
+    pub weight_bytes_after: usize,
 }
 
 struct Candidate {
@@ -203,6 +214,13 @@ pub fn optimize(
         }
     }
 
+    let text_encoder = if opts.text_encoder_int8 {
+        progress.stage("text encoder");
+        Some(quantize_text_encoder(src, &model, &calib.prompts)?)
+    } else {
+        None
+    };
+
     // The artifact's tensors: source (pruned) tensors, quantized layers replaced.
     progress.stage("writing artifact");
     let mut tensors: BTreeMap<String, RawTensor> =
@@ -244,6 +262,10 @@ pub fn optimize(
         source: serde_json::json!({
             "folder": src.file_name().map(|n| n.to_string_lossy().into_owned()),
             "transformer_sha256": artifact::weights_sha256(&tr_dir)?,
+            "text_encoder_sha256": match &text_encoder {
+                Some(_) => Some(artifact::weights_sha256(&src.join("text_encoder"))?),
+                None => None,
+            },
         }),
         settings: serde_json::json!({
             "quant": opts.quant.to_string(),
@@ -254,6 +276,7 @@ pub fn optimize(
             "prune_heads": opts.prune_heads,
             "keep_precision": opts.keep_precision,
             "max_error": opts.max_error,
+            "text_encoder": if opts.text_encoder_int8 { "int8-weight" } else { "none" },
             "reverted_to_full_precision": reverted,
         }),
         layers,
@@ -269,8 +292,9 @@ pub fn optimize(
         int8_attention_blocks,
         fusion: fusion_plan(opts.quant),
         calibration: cal.summary.clone(),
+        text_encoder_layers: text_encoder.as_ref().map(|t| t.layers.clone()).unwrap_or_default(),
     };
-    artifact::write(src, out, &tensors, &config_json, &manifest)?;
+    artifact::write(src, out, &tensors, &config_json, text_encoder.as_ref().map(|t| &t.tensors), &manifest)?;
     Ok(OptimizeSummary {
         manifest,
         transformer_error,
@@ -282,6 +306,11 @@ pub fn optimize(
         weight_bytes_after: model.transformer.weight_bytes(),
         calibration_s,
         total_s: t_start.elapsed().as_secs_f64(),
+        text_encoder: text_encoder.map(|t| TextEncoderSummary {
+            embedding_error: t.embedding_error,
+            weight_bytes_before: t.weight_bytes_before,
+            weight_bytes_after: t.weight_bytes_after,
+        }),
     })
 }
 

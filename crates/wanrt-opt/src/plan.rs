@@ -79,6 +79,8 @@ pub struct OptimizeOptions {
     pub max_error: Option<f64>,
     /// Measure every layer's sensitivity even without `max_error`.
     pub sensitivity: bool,
+    /// Quantize the text encoder's linear layers to int8 weights (W8A16).
+    pub text_encoder_int8: bool,
 }
 
 impl Default for OptimizeOptions {
@@ -93,6 +95,7 @@ impl Default for OptimizeOptions {
             keep_precision: Vec::new(),
             max_error: None,
             sensitivity: false,
+            text_encoder_int8: false,
         }
     }
 }

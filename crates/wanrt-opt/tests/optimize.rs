@@ -285,3 +285,52 @@ fn damaged_artifacts_fail_with_clear_errors() {
     let err = optimize(&fixture(), &good, &options(QuantMode::Int8), &calib(), &mut ()).unwrap_err();
     assert!(err.to_string().contains("not empty"), "{err}");
 }
+
+/// `--text-encoder int8-weight`: every UMT5 linear stored as int8 codes, the artifact's encoder is
+/// the one whose embedding error optimize measured, it generates, and a mislabelled layer fails.
+#[test]
+fn text_encoder_int8_weight_artifact() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("te");
+    let opts = OptimizeOptions { text_encoder_int8: true, ..options(QuantMode::Int8) };
+    let summary = run(&fixture(), &out, &opts);
+    let te = summary.text_encoder.as_ref().expect("text encoder summary");
+    println!(
+        "text encoder: embedding error {:.3e}, {} → {} bytes",
+        te.embedding_error, te.weight_bytes_before, te.weight_bytes_after
+    );
+    assert!(te.embedding_error > 0.0 && te.embedding_error < 0.05, "{}", te.embedding_error);
+    assert!(te.weight_bytes_after < te.weight_bytes_before);
+
+    let source = WanModel::load(&fixture(), |_| {}).unwrap();
+    let loaded = WanModel::load(&out, |_| {}).unwrap();
+    let layers = &loaded.artifact.as_ref().unwrap().text_encoder_layers;
+    let cfg = &source.text_encoder.config;
+    assert_eq!(layers.len(), 7 * cfg.num_layers);
+    assert!(layers.iter().all(|l| l.format == LayerFormat::Int8Weight && l.activation.is_none()));
+    let te_file = WeightStore::from_diffusers_dir(&out.join("text_encoder"), "model").unwrap();
+    let q = te_file.raw("encoder.block.0.layer.0.SelfAttention.q.weight").unwrap();
+    assert_eq!(q.dtype, wanrt_nn::DType::I8);
+    assert_eq!(loaded.text_encoder.weight_bytes(), te.weight_bytes_after);
+
+    // The measured error is the loaded artifact's error.
+    let prompts: Vec<String> = calib().prompts;
+    let max_len = source.resolve(&wanrt_wan::pipeline::GenerateParams::new(&prompts[0])).unwrap().max_sequence_length;
+    let embed =
+        |m: &WanModel| wanrt_wan::text::encode_prompts(&m.tokenizer, &m.text_encoder, &prompts, max_len).unwrap();
+    let err = relative_error(&[embed(&loaded)], &[embed(&source)]);
+    assert!((err - te.embedding_error).abs() <= 1e-12, "{err} vs {}", te.embedding_error);
+
+    let mut p = wanrt_wan::pipeline::GenerateParams::new("a red fox");
+    (p.num_frames, p.height, p.width, p.steps) = (Some(5), Some(32), Some(32), Some(2));
+    assert!(loaded.generate(&p, &mut ()).unwrap().video.data().iter().all(|v| v.is_finite()));
+
+    // A quantized text encoder tensor the manifest does not list is refused.
+    let d = tmp.path().join("te-unlisted");
+    copy_dir(&out, &d);
+    edit_manifest(&d, |m| {
+        m["text_encoder_layers"].as_array_mut().unwrap().remove(0);
+    });
+    let e = load_err(&d);
+    assert!(e.contains("quantized but not listed") && e.contains("text_encoder"), "{e}");
+}

@@ -108,6 +108,9 @@ pub struct Manifest {
     /// Summary of the calibration run.
     #[serde(default)]
     pub calibration: serde_json::Value,
+    /// Quantized linear layers of the text encoder (empty: stored as in the source model).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub text_encoder_layers: Vec<LayerEntry>,
 }
 
 impl Manifest {
@@ -128,71 +131,81 @@ impl Manifest {
         Ok(Some(m))
     }
 
-    /// Checks every listed layer against the transformer's tensors (formats,
+    /// Checks every listed transformer layer against the transformer's tensors (formats,
     /// scales, smoothing factors), rejects quantized tensors the manifest does
     /// not list, and marks the activation modes in the store.
     pub fn apply(&self, ws: &mut WeightStore) -> Result<()> {
-        let origin = ws.origin().to_string();
-        let bad = |msg: String| Error::file(&origin, format!("artifact does not match its manifest: {msg}"));
-        let mut listed = std::collections::HashSet::new();
-        for layer in &self.layers {
-            for part in &layer.parts {
-                listed.insert(part.as_str());
-                let weight = format!("{part}.weight");
-                let raw = ws.raw(&weight).map_err(|_| bad(format!("missing tensor `{weight}`")))?;
-                let rows = raw.shape.first().copied().unwrap_or(0);
-                let cols = raw.shape.get(1).copied().unwrap_or(0);
-                match layer.format.weight_dtype() {
-                    Some(want) if raw.dtype != want => {
-                        return Err(bad(format!("`{weight}` is {} but the layer is {:?}", raw.dtype, layer.format)));
-                    }
-                    None if !raw.dtype.is_float() => {
-                        return Err(bad(format!("`{weight}` is {} but the layer is f32", raw.dtype)));
-                    }
-                    _ => {}
+        apply_layers(&self.layers, ws)
+    }
+
+    /// [`Self::apply`] for the text encoder's tensors and layers.
+    pub fn apply_text_encoder(&self, ws: &mut WeightStore) -> Result<()> {
+        apply_layers(&self.text_encoder_layers, ws)
+    }
+}
+
+/// Checks `layers` against the tensors of `ws` (see [`Manifest::apply`]).
+pub fn apply_layers(layers: &[LayerEntry], ws: &mut WeightStore) -> Result<()> {
+    let origin = ws.origin().to_string();
+    let bad = |msg: String| Error::file(&origin, format!("artifact does not match its manifest: {msg}"));
+    let mut listed = std::collections::HashSet::new();
+    for layer in layers {
+        for part in &layer.parts {
+            listed.insert(part.as_str());
+            let weight = format!("{part}.weight");
+            let raw = ws.raw(&weight).map_err(|_| bad(format!("missing tensor `{weight}`")))?;
+            let rows = raw.shape.first().copied().unwrap_or(0);
+            let cols = raw.shape.get(1).copied().unwrap_or(0);
+            match layer.format.weight_dtype() {
+                Some(want) if raw.dtype != want => {
+                    return Err(bad(format!("`{weight}` is {} but the layer is {:?}", raw.dtype, layer.format)));
                 }
-                if layer.format != LayerFormat::F32 {
-                    let scale = format!("{part}.weight_scale");
-                    let s = ws.raw(&scale).map_err(|_| bad(format!("missing tensor `{scale}`")))?;
-                    if s.shape != [rows] || s.dtype != DType::F32 {
-                        return Err(bad(format!("`{scale}` must be f32 [{rows}], found {} {:?}", s.dtype, s.shape)));
-                    }
+                None if !raw.dtype.is_float() => {
+                    return Err(bad(format!("`{weight}` is {} but the layer is f32", raw.dtype)));
                 }
-                let smooth = format!("{part}.smooth");
-                match (layer.smooth, ws.contains(&smooth)) {
-                    (true, false) => return Err(bad(format!("missing tensor `{smooth}`"))),
-                    (false, true) => return Err(bad(format!("`{smooth}` is not listed in the manifest"))),
-                    (true, true) if ws.shape_of(&smooth)? != [cols] => {
-                        return Err(bad(format!("`{smooth}` must have shape [{cols}]")));
-                    }
-                    _ => {}
-                }
-                match (layer.format, layer.activation) {
-                    (LayerFormat::Int8 | LayerFormat::Fp8, Some(a)) => {
-                        if let Activation::Static(s) = a {
-                            if !(s.is_finite() && s > 0.0) {
-                                return Err(bad(format!("layer {}: static activation scale {s}", layer.name)));
-                            }
-                        }
-                        ws.set_activation_quant(part.clone(), a.to_act_quant());
-                    }
-                    (LayerFormat::Int8 | LayerFormat::Fp8, None) => {
-                        return Err(bad(format!("layer {} needs an activation mode", layer.name)));
-                    }
-                    (_, Some(_)) => {
-                        return Err(bad(format!("layer {} does not quantize activations", layer.name)));
-                    }
-                    _ => {}
+                _ => {}
+            }
+            if layer.format != LayerFormat::F32 {
+                let scale = format!("{part}.weight_scale");
+                let s = ws.raw(&scale).map_err(|_| bad(format!("missing tensor `{scale}`")))?;
+                if s.shape != [rows] || s.dtype != DType::F32 {
+                    return Err(bad(format!("`{scale}` must be f32 [{rows}], found {} {:?}", s.dtype, s.shape)));
                 }
             }
+            let smooth = format!("{part}.smooth");
+            match (layer.smooth, ws.contains(&smooth)) {
+                (true, false) => return Err(bad(format!("missing tensor `{smooth}`"))),
+                (false, true) => return Err(bad(format!("`{smooth}` is not listed in the manifest"))),
+                (true, true) if ws.shape_of(&smooth)? != [cols] => {
+                    return Err(bad(format!("`{smooth}` must have shape [{cols}]")));
+                }
+                _ => {}
+            }
+            match (layer.format, layer.activation) {
+                (LayerFormat::Int8 | LayerFormat::Fp8, Some(a)) => {
+                    if let Activation::Static(s) = a {
+                        if !(s.is_finite() && s > 0.0) {
+                            return Err(bad(format!("layer {}: static activation scale {s}", layer.name)));
+                        }
+                    }
+                    ws.set_activation_quant(part.clone(), a.to_act_quant());
+                }
+                (LayerFormat::Int8 | LayerFormat::Fp8, None) => {
+                    return Err(bad(format!("layer {} needs an activation mode", layer.name)));
+                }
+                (_, Some(_)) => {
+                    return Err(bad(format!("layer {} does not quantize activations", layer.name)));
+                }
+                _ => {}
+            }
         }
-        let unlisted = ws.names().find(|n| {
-            n.strip_suffix(".weight").is_some_and(|p| !listed.contains(p))
-                && ws.raw(n).map(|r| !r.dtype.is_float()).unwrap_or(false)
-        });
-        if let Some(n) = unlisted {
-            return Err(bad(format!("`{n}` is quantized but not listed")));
-        }
-        Ok(())
     }
+    let unlisted = ws.names().find(|n| {
+        n.strip_suffix(".weight").is_some_and(|p| !listed.contains(p))
+            && ws.raw(n).map(|r| !r.dtype.is_float()).unwrap_or(false)
+    });
+    if let Some(n) = unlisted {
+        return Err(bad(format!("`{n}` is quantized but not listed")));
+    }
+    Ok(())
 }

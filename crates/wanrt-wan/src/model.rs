@@ -145,16 +145,21 @@ impl WanModel {
         let store = |d: &Path, stem: &str| -> Result<WeightStore> {
             Ok(WeightStore::from_diffusers_dir(d, stem)?.with_half_storage(opts.keep_half_weights))
         };
+        let artifact = Manifest::read(dir)?;
         stage("text encoder");
         let te_dir = dir.join("text_encoder");
         let te_cfg: Umt5Config = read_json(&te_dir.join("config.json"))?;
-        let text_encoder = Umt5Encoder::load(&store(&te_dir, "model")?, te_cfg)?;
+        let mut te_store = store(&te_dir, "model")?;
+        if let Some(m) = &artifact {
+            m.apply_text_encoder(&mut te_store)?;
+        }
+        let text_encoder = Umt5Encoder::load(&te_store, te_cfg)?;
+        drop(te_store);
         let tokenizer = PromptTokenizer::from_dir(&dir.join("tokenizer"))?;
         stage("transformer");
         let tr_dir = dir.join("transformer");
         let mut tr_cfg: TransformerConfig = read_json(&tr_dir.join("config.json"))?;
         let mut tr_store = store(&tr_dir, "diffusion_pytorch_model")?;
-        let artifact = Manifest::read(dir)?;
         if let Some(m) = &artifact {
             m.apply(&mut tr_store)?;
             tr_cfg.int8_attention_blocks = m.int8_attention_blocks.clone();

@@ -123,6 +123,32 @@ impl Umt5Encoder {
         self.backend = backend;
     }
 
+    /// Checkpoint prefixes of every linear layer (`encoder.block.{i}.layer.0.SelfAttention.q` …),
+    /// the layers `wanrt optimize --text-encoder` quantizes.
+    pub fn linear_prefixes(config: &Umt5Config) -> Vec<String> {
+        (0..config.num_layers)
+            .flat_map(|i| {
+                ["0.SelfAttention.q", "0.SelfAttention.k", "0.SelfAttention.v", "0.SelfAttention.o"]
+                    .into_iter()
+                    .chain(["1.DenseReluDense.wi_0", "1.DenseReluDense.wi_1", "1.DenseReluDense.wo"])
+                    .map(move |s| format!("encoder.block.{i}.layer.{s}"))
+            })
+            .collect()
+    }
+
+    /// Bytes held by the parameters: linear layers as stored (quantized ones count codes and
+    /// scales), the embedding and the small vectors as f32.
+    pub fn weight_bytes(&self) -> usize {
+        let vectors: usize = self.blocks.iter().map(|b| b.norm1.len() + b.norm2.len() + b.rel_bias.len()).sum();
+        let linears: usize = self
+            .blocks
+            .iter()
+            .flat_map(|b| [&b.q, &b.k, &b.v, &b.o, &b.wi_0, &b.wi_1, &b.wo])
+            .map(|l| l.weight.bytes())
+            .sum();
+        linears + (self.embed.numel() + vectors + self.final_norm.len()) * 4
+    }
+
     /// Bidirectional relative-position bucket of `key − query` (T5's rule, f32 log as torch).
     fn bucket(&self, relative: i64) -> usize {
         let num_buckets = self.config.relative_attention_num_buckets / 2;
