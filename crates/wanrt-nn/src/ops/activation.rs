@@ -1,27 +1,57 @@
-//! Pointwise activations, parallel over large tensors.
+//! Pointwise activations, parallel over large tensors and vectorized.
+//!
+//! GELU(tanh) and SiLU are both `x · σ(k·x)`-shaped, so they are computed as `x / (1 + e^(−z))`
+//! with a polynomial `e^z` ([`exp_approx`], relative error < 10⁻⁶ for |z| ≤ 10) that the compiler
+//! vectorizes: libm's scalar `tanhf`/`expf` cost ≈ 10 ns per element, which made the FFN's GELU
+//! (30 blocks × tokens × 8960 channels per step) about an eighth of a Wan2.1-1.3B step on CPU.
+//! Plain mul/add (no fused multiply-add: Rust never contracts) keeps every path bit-identical.
 
 use super::PAR_MIN;
 use crate::Tensor;
 use rayon::prelude::*;
 
-pub(crate) fn apply_inplace(data: &mut [f32], f: impl Fn(f32) -> f32 + Sync) {
+/// `e^x` for any f32 `x`: `2^(x·log2 e)` split into `2^n · 2^f` with `|f| ≤ ½` and a degree-6
+/// Taylor polynomial of `2^f`. Saturates at `2^-125` / `2^127` for |x| ≳ 87 (callers add it to 1 or
+/// divide by it, where that is exact enough); for NaN, callers rely on the NaN in their numerator.
+#[inline(always)]
+pub fn exp_approx(x: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0; // 1.5 · 2^23: the low mantissa bits then hold round(t)
+    let t = (x * std::f32::consts::LOG2_E).clamp(-125.0, 127.0);
+    let r = t + MAGIC;
+    let n = (r.to_bits() as i32).wrapping_sub(MAGIC.to_bits() as i32);
+    let f = t - (r - MAGIC);
+    let p = 1.0
+        + f * (std::f32::consts::LN_2
+            + f * (0.240_226_5
+                + f * (0.055_504_11 + f * (0.009_618_129 + f * (0.001_333_355_8 + f * 0.000_154_035_3)))));
+    f32::from_bits((p.to_bits() as i32).wrapping_add(n << 23) as u32)
+}
+
+/// GELU with the tanh approximation (PyTorch `approximate="tanh"`, HF `gelu_new`):
+/// `½x(1 + tanh(u)) = x / (1 + e^(−2u))`, `u = √(2/π)(x + 0.044715x³)`.
+#[inline(always)]
+pub fn gelu_tanh_scalar(x: f32) -> f32 {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    x / (1.0 + exp_approx(-2.0 * SQRT_2_OVER_PI * (x + 0.044715 * x * x * x)))
+}
+
+#[inline(always)]
+pub fn silu_scalar(x: f32) -> f32 {
+    x / (1.0 + exp_approx(-x))
+}
+
+/// `f` over `data`, in parallel chunks, vectorized (same bits on every path: no FMA contraction).
+pub(crate) fn apply_inplace(data: &mut [f32], f: impl Fn(f32) -> f32 + Sync + Copy) {
     if data.len() >= PAR_MIN {
-        data.par_chunks_mut(PAR_MIN / 4).for_each(|c| c.iter_mut().for_each(|x| *x = f(*x)));
+        data.par_chunks_mut(PAR_MIN / 4).for_each(|c| apply_chunk(c, f));
     } else {
-        data.iter_mut().for_each(|x| *x = f(*x));
+        apply_chunk(data, f);
     }
 }
 
-/// GELU with the tanh approximation (PyTorch `approximate="tanh"`, HF `gelu_new`).
-#[inline]
-pub fn gelu_tanh_scalar(x: f32) -> f32 {
-    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
-    0.5 * x * (1.0 + (SQRT_2_OVER_PI * (x + 0.044715 * x * x * x)).tanh())
-}
-
-#[inline]
-pub fn silu_scalar(x: f32) -> f32 {
-    x / (1.0 + (-x).exp())
+#[inline(always)]
+fn apply_chunk(data: &mut [f32], f: impl Fn(f32) -> f32 + Copy) {
+    super::vectorized(|| data.iter_mut().for_each(|x| *x = f(*x)));
 }
 
 pub fn gelu_tanh(mut t: Tensor) -> Tensor {
@@ -32,4 +62,52 @@ pub fn gelu_tanh(mut t: Tensor) -> Tensor {
 pub fn silu(mut t: Tensor) -> Tensor {
     apply_inplace(t.data_mut(), silu_scalar);
     t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grid() -> impl Iterator<Item = f32> {
+        (-200_000..=200_000).map(|i| i as f32 * 1e-4)
+    }
+
+    #[test]
+    fn exp_approx_relative_error() {
+        // Near 0 the polynomial bounds the error; far out, the rounding of x·log2 e does (its ulp).
+        for (scale, bound) in [(0.5f32, 1e-6), (4.3, 4e-6)] {
+            let mut worst = 0f64;
+            for x in grid().map(|x| x * scale) {
+                let want = (x as f64).exp();
+                worst = worst.max(((exp_approx(x) as f64 - want) / want).abs());
+            }
+            assert!(worst < bound, "|x| ≤ {}: {worst:e}", 20.0 * scale);
+        }
+        assert_eq!(exp_approx(0.0), 1.0);
+        assert!(exp_approx(-1000.0) < 1e-37 && exp_approx(1000.0) > 1e38 && exp_approx(1000.0).is_finite());
+    }
+
+    #[test]
+    fn gelu_and_silu_match_their_definitions() {
+        let (mut g, mut s) = (0f64, 0f64);
+        for x in grid() {
+            let xd = x as f64;
+            let u = (2.0 / std::f64::consts::PI).sqrt() * (xd + 0.044715 * xd.powi(3));
+            g = g.max((gelu_tanh_scalar(x) as f64 - 0.5 * xd * (1.0 + u.tanh())).abs() / xd.abs().max(1.0));
+            s = s.max((silu_scalar(x) as f64 - xd / (1.0 + (-xd).exp())).abs() / xd.abs().max(1.0));
+        }
+        assert!(g < 1e-6 && s < 1e-6, "gelu {g:e}, silu {s:e}");
+        assert!(gelu_tanh_scalar(f32::NAN).is_nan() && silu_scalar(f32::NAN).is_nan());
+        assert!(gelu_tanh_scalar(-30.0).abs() < 1e-30);
+        assert_eq!(silu_scalar(50.0), 50.0);
+    }
+
+    #[test]
+    fn vector_path_equals_scalar_path() {
+        let data: Vec<f32> = grid().step_by(7).collect();
+        let mut vectorized = data.clone();
+        apply_inplace(&mut vectorized, gelu_tanh_scalar);
+        let scalar: Vec<f32> = data.iter().map(|&x| gelu_tanh_scalar(x)).collect();
+        assert_eq!(vectorized, scalar);
+    }
 }

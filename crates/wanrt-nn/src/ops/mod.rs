@@ -32,6 +32,23 @@ pub fn num_threads() -> usize {
 /// Work below this many elements stays on one thread: spawning costs more.
 pub(crate) const PAR_MIN: usize = 1 << 15;
 
+/// Runs `f` compiled for AVX2 when the CPU has it (`f` is inlined into a function with the
+/// feature enabled, so its loops get 256-bit vectors), else as is. Kernels written as plain loops
+/// with explicit, fixed-width reductions give the same bits either way.
+#[inline(always)]
+pub(crate) fn vectorized<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        #[target_feature(enable = "avx2")]
+        unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        // SAFETY: AVX2 is available (checked above).
+        return unsafe { avx2(f) };
+    }
+    f()
+}
+
 /// A raw pointer handed to rayon tasks that each write a disjoint range of
 /// one output buffer (the callers' SAFETY comments state the disjointness).
 #[derive(Clone, Copy)]
