@@ -9,6 +9,7 @@
 pub mod backend;
 pub mod conv3d;
 pub mod dtype;
+pub mod embedding;
 pub mod error;
 pub mod linear;
 pub mod ops;
@@ -20,6 +21,7 @@ pub mod weights;
 pub use backend::{Backend, BackendRef};
 pub use conv3d::Conv3d;
 pub use dtype::DType;
+pub use embedding::Embedding;
 pub use error::{Error, Result};
 pub use linear::{Linear, LinearWeight};
 pub use tensor::Tensor;

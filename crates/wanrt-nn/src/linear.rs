@@ -114,6 +114,34 @@ impl LinearWeight {
         }
     }
 
+    /// Appends row `r` as f32 to `out` (dequantized for quantized formats).
+    pub fn push_row(&self, r: usize, out: &mut Vec<f32>) {
+        let [_, k] = self.shape();
+        let mut tmp = Vec::new();
+        let dequant = |rows: &dyn DequantRows, tmp: &mut Vec<f32>| rows.dequantize_rows(r, 1, tmp);
+        match self {
+            LinearWeight::F32(t) => out.extend_from_slice(&t.data()[r * k..(r + 1) * k]),
+            LinearWeight::Mapped { parts, .. } => {
+                let mut r0 = r;
+                for p in parts {
+                    let rows = p.shape[0];
+                    if r0 < rows {
+                        out.extend_from_slice(&p.mapped_f32().expect("checked at load")[r0 * k..(r0 + 1) * k]);
+                        return;
+                    }
+                    r0 -= rows;
+                }
+            }
+            LinearWeight::Half { dtype, bits, out_dim, .. } => {
+                dequant(&HalfRows { dtype: *dtype, bits, shape: [*out_dim, k] }, &mut tmp)
+            }
+            LinearWeight::Int8Weight(q) => dequant(q, &mut tmp),
+            LinearWeight::Int8 { w, .. } => dequant(w, &mut tmp),
+            LinearWeight::Fp8 { w, .. } => dequant(&Fp8Rows(w), &mut tmp),
+        }
+        out.extend_from_slice(&tmp);
+    }
+
     /// The weight in f32 (dequantized for quantized formats). Packed W8A8
     /// weights keep no f32-addressable copy: this is an error for them.
     pub fn to_f32(&self) -> Result<Tensor> {

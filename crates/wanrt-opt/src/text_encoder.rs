@@ -2,9 +2,10 @@
 //!
 //! Wan2.1's UMT5-XXL (5.7 B parameters, 11 GB in bf16) is four times the 1.3B transformer and runs
 //! once per prompt: its weights are where memory pays, its latency is not. So its linear layers
-//! get per-output-channel int8 codes (f32 compute, a quarter of the f32 bytes, half of bf16); the
-//! embedding table, norms and relative-position biases stay as stored. The error is measured on
-//! the prompt embeddings the transformer would see.
+//! get per-output-channel int8 codes (f32 compute, a quarter of the f32 bytes, half of bf16), and
+//! so does the token embedding (one scale per token row; 1.05 B of UMT5-XXL's parameters); norms
+//! and relative-position biases stay as stored. The error is measured on the prompt embeddings
+//! the transformer would see.
 
 use crate::plan::ActivationChoice;
 use crate::quantize::{quantize_layer, QuantizedLayer};
@@ -39,8 +40,14 @@ pub fn quantize_text_encoder(src: &Path, model: &WanModel, prompts: &[String]) -
     let config = model.text_encoder.config.clone();
     let mut tensors: BTreeMap<String, RawTensor> =
         ws.names().map(|n| Ok((n.to_string(), ws.raw(n)?.clone()))).collect::<Result<_>>()?;
+    let embedding = Umt5Encoder::embedding_prefix(&ws)
+        .ok_or_else(|| Error::Msg(format!("{}: no token embedding (shared.weight)", ws.origin())))?;
+    // A tied duplicate would be a second, unquantized copy of the table: keep one.
+    if embedding == "shared" {
+        tensors.remove("encoder.embed_tokens.weight");
+    }
     let mut layers = Vec::new();
-    for prefix in Umt5Encoder::linear_prefixes(&config) {
+    for prefix in std::iter::once(embedding.to_string()).chain(Umt5Encoder::linear_prefixes(&config)) {
         let w = ws.get(&format!("{prefix}.weight"))?;
         if w.rank() != 2 {
             return Err(Error::Msg(format!("text encoder `{prefix}.weight` is not a matrix: {:?}", w.shape())));

@@ -286,7 +286,7 @@ fn damaged_artifacts_fail_with_clear_errors() {
     assert!(err.to_string().contains("not empty"), "{err}");
 }
 
-/// `--text-encoder int8-weight`: every UMT5 linear stored as int8 codes, the artifact's encoder is
+/// `--text-encoder int8-weight`: every UMT5 linear and the embedding stored as int8 codes, the artifact's encoder is
 /// the one whose embedding error optimize measured, it generates, and a mislabelled layer fails.
 #[test]
 fn text_encoder_int8_weight_artifact() {
@@ -306,7 +306,8 @@ fn text_encoder_int8_weight_artifact() {
     let loaded = WanModel::load(&out, |_| {}).unwrap();
     let layers = &loaded.artifact.as_ref().unwrap().text_encoder_layers;
     let cfg = &source.text_encoder.config;
-    assert_eq!(layers.len(), 7 * cfg.num_layers);
+    assert_eq!(layers.len(), 7 * cfg.num_layers + 1, "7 linears per block + the token embedding");
+    assert_eq!(layers[0].name, "shared");
     assert!(layers.iter().all(|l| l.format == LayerFormat::Int8Weight && l.activation.is_none()));
     let te_file = WeightStore::from_diffusers_dir(&out.join("text_encoder"), "model").unwrap();
     let q = te_file.raw("encoder.block.0.layer.0.SelfAttention.q.weight").unwrap();

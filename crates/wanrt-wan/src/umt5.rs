@@ -9,7 +9,7 @@ use crate::{Error, Result};
 use serde::Deserialize;
 use wanrt_nn::backend::{self, Activation, AttentionPrecision};
 use wanrt_nn::ops::attention::AttentionBias;
-use wanrt_nn::{BackendRef, Linear, Tensor, WeightStore};
+use wanrt_nn::{BackendRef, Embedding, Linear, Tensor, WeightStore};
 
 fn default_buckets() -> usize {
     32
@@ -75,7 +75,7 @@ struct Umt5Block {
 pub struct Umt5Encoder {
     pub config: Umt5Config,
     /// `[vocab, d_model]`.
-    embed: Tensor,
+    embed: Embedding,
     blocks: Vec<Umt5Block>,
     final_norm: Vec<f32>,
     backend: BackendRef,
@@ -85,12 +85,11 @@ impl Umt5Encoder {
     pub fn load(ws: &WeightStore, config: Umt5Config) -> Result<Self> {
         config.validate()?;
         let (d, inner, ff, h) = (config.d_model, config.d_kv * config.num_heads, config.d_ff, config.num_heads);
-        // The embedding is tied: files may hold `shared.weight`, `encoder.embed_tokens.weight` or both.
-        let embed_name =
-            ["shared.weight", "encoder.embed_tokens.weight"].into_iter().find(|n| ws.contains(n)).ok_or_else(|| {
-                wanrt_nn::Error::MissingTensor { name: "shared.weight".into(), source_desc: ws.origin().into() }
-            })?;
-        let embed = ws.get_shaped(embed_name, &[config.vocab_size, d])?;
+        let embed_prefix = Self::embedding_prefix(ws).ok_or_else(|| wanrt_nn::Error::MissingTensor {
+            name: "shared.weight".into(),
+            source_desc: ws.origin().into(),
+        })?;
+        let embed = Embedding::load(ws, embed_prefix, config.vocab_size, d)?;
         let vec = |name: String, n: usize| -> Result<Vec<f32>> { Ok(ws.get_shaped(&name, &[n])?.into_data()) };
         let mut blocks = Vec::with_capacity(config.num_layers);
         for i in 0..config.num_layers {
@@ -123,6 +122,12 @@ impl Umt5Encoder {
         self.backend = backend;
     }
 
+    /// The tensor prefix the token embedding is read from. The embedding is tied: files may hold
+    /// `shared.weight`, `encoder.embed_tokens.weight` or both (then `shared` is used).
+    pub fn embedding_prefix(ws: &WeightStore) -> Option<&'static str> {
+        ["shared", "encoder.embed_tokens"].into_iter().find(|p| ws.contains(&format!("{p}.weight")))
+    }
+
     /// Checkpoint prefixes of every linear layer (`encoder.block.{i}.layer.0.SelfAttention.q` …),
     /// the layers `wanrt optimize --text-encoder` quantizes.
     pub fn linear_prefixes(config: &Umt5Config) -> Vec<String> {
@@ -136,8 +141,8 @@ impl Umt5Encoder {
             .collect()
     }
 
-    /// Bytes held by the parameters: linear layers as stored (quantized ones count codes and
-    /// scales), the embedding and the small vectors as f32.
+    /// Bytes held by the parameters: linear layers and the embedding as stored (quantized ones
+    /// count codes and scales), the small vectors as f32.
     pub fn weight_bytes(&self) -> usize {
         let vectors: usize = self.blocks.iter().map(|b| b.norm1.len() + b.norm2.len() + b.rel_bias.len()).sum();
         let linears: usize = self
@@ -146,7 +151,7 @@ impl Umt5Encoder {
             .flat_map(|b| [&b.q, &b.k, &b.v, &b.o, &b.wi_0, &b.wi_1, &b.wo])
             .map(|l| l.weight.bytes())
             .sum();
-        linears + (self.embed.numel() + vectors + self.final_norm.len()) * 4
+        linears + self.embed.bytes() + (vectors + self.final_norm.len()) * 4
     }
 
     /// Bidirectional relative-position bucket of `key − query` (T5's rule, f32 log as torch).

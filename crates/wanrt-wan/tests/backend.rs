@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use wanrt_nn::backend::{Activation, AttentionPrecision, Backend, CpuBackend};
 use wanrt_nn::ops::attention::AttentionBias;
 use wanrt_nn::ops::PaddingFull;
-use wanrt_nn::{Conv3d, Linear, Result, Tensor};
+use wanrt_nn::{Conv3d, Embedding, Linear, Result, Tensor};
 use wanrt_wan::model::WanModel;
 use wanrt_wan::pipeline::GenerateParams;
 
@@ -33,7 +33,7 @@ impl Backend for Recording {
         self.note("linear");
         self.inner.linear(layer, x)
     }
-    fn embedding(&self, table: &Tensor, ids: &[u32]) -> Result<Tensor> {
+    fn embedding(&self, table: &Embedding, ids: &[u32]) -> Result<Tensor> {
         self.note("embedding");
         self.inner.embedding(table, ids)
     }

@@ -4,7 +4,7 @@ use super::{Activation, AttentionPrecision, Backend};
 use crate::ops::attention::{attention, AttentionBias};
 use crate::ops::attention_quant::attention_quant;
 use crate::ops::{self, activation, norm, PaddingFull};
-use crate::{Conv3d, Error, Linear, Result, Tensor};
+use crate::{Conv3d, Embedding, Error, Linear, Result, Tensor};
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CpuBackend;
@@ -18,19 +18,8 @@ impl Backend for CpuBackend {
         layer.forward(x)
     }
 
-    fn embedding(&self, table: &Tensor, ids: &[u32]) -> Result<Tensor> {
-        let &[vocab, d] = table.shape() else {
-            return Err(Error::shape("embedding table", "[V, D]", table.shape()));
-        };
-        let mut out = Vec::with_capacity(ids.len() * d);
-        for &id in ids {
-            let row = id as usize;
-            if row >= vocab {
-                return Err(Error::Msg(format!("embedding: id {row} outside a table of {vocab} rows")));
-            }
-            out.extend_from_slice(&table.data()[row * d..(row + 1) * d]);
-        }
-        Tensor::new([ids.len(), d], out)
+    fn embedding(&self, table: &Embedding, ids: &[u32]) -> Result<Tensor> {
+        table.lookup(ids)
     }
 
     fn conv3d(&self, layer: &Conv3d, x: &Tensor, history: Option<&Tensor>, pad: PaddingFull) -> Result<Tensor> {

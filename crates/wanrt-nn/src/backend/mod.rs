@@ -20,7 +20,7 @@ pub use cpu::CpuBackend;
 
 use crate::ops::attention::AttentionBias;
 use crate::ops::PaddingFull;
-use crate::{Conv3d, Linear, Result, Tensor};
+use crate::{Conv3d, Embedding, Linear, Result, Tensor};
 use std::sync::Arc;
 
 /// A shared handle to the backend models run on.
@@ -58,8 +58,8 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// `x: [.., in]` → `[.., out]` with the layer's weights in whatever format they are stored.
     fn linear(&self, layer: &Linear, x: &Tensor) -> Result<Tensor>;
 
-    /// Rows `ids` of `table: [V, D]` → `[ids.len(), D]`; ids must be `< V`.
-    fn embedding(&self, table: &Tensor, ids: &[u32]) -> Result<Tensor>;
+    /// Rows `ids` of the table → `[ids.len(), D]`; ids must be `< V`.
+    fn embedding(&self, table: &Embedding, ids: &[u32]) -> Result<Tensor>;
 
     /// `x: [N, C_in, T, H, W]` → `[N, C_out, T', H', W']`; `history` frames (`[N, C_in, t, H, W]`)
     /// precede `x` in time and replace that much of the front padding `pad.t.0`.
