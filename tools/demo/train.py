@@ -146,6 +146,63 @@ def decode_unclamped(vae, z: torch.Tensor) -> torch.Tensor:
     return torch.cat(outs, 2)
 
 
+def train_pixel_shape_head(a, train, logf: str) -> torch.nn.Module:
+    """Small 2D CNN shape classifier on single real frames (training-only, not shipped), frozen
+    and applied to the VAE's decoded frames (`--shape-pix`): a shape-aware reconstruction loss.
+    The L1/L2 pixel losses let the decoder round every shape into a blob (the corners are a few
+    pixels); this loss needs the shape visibly right in the pixels, so the decoder has to draw
+    corners and the encoder has to carry the shape. Loaded from --pix-init, else trained here
+    for --pix-steps steps on real frames of the training captions and saved to
+    <work>/pix_head.pt. Tried for v3 and NOT used: in practice the loss is adversarial (the
+    decoder learns artifacts that move the frozen head; see tools/demo/README.md)."""
+    class Head(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = torch.nn.Sequential(
+                torch.nn.Conv2d(1, 32, 3, padding=1), torch.nn.SiLU(),
+                torch.nn.Conv2d(32, 64, 3, stride=2, padding=1), torch.nn.SiLU(),
+                torch.nn.Conv2d(64, 64, 3, stride=2, padding=1), torch.nn.SiLU(),
+                torch.nn.Conv2d(64, 64, 3, padding=1), torch.nn.SiLU(),
+                torch.nn.AdaptiveMaxPool2d(1), torch.nn.Flatten(), torch.nn.Linear(64, len(ds.SHAPES)),
+            )
+
+        def forward(self, x):  # (n, 3, H, W) in [-1, 1] -> shape logits, from the silhouette:
+            m = (x - x[..., :1, :1]).abs().sum(1, keepdim=True)  # distance to the background colour
+            return self.net(m / (m.amax(dim=(2, 3), keepdim=True) + 1e-3))  # (top-left pixel)
+
+    head = Head()
+    if a.pix_init:
+        head.load_state_dict(torch.load(a.pix_init))
+    else:
+        rng = np.random.default_rng(a.seed + 7)
+        opt = torch.optim.AdamW(head.parameters(), lr=2e-3)
+        for step in range(1, a.pix_steps + 1):
+            caps: list = []
+            x = clip_batch(rng, train, 32, 1, caps)[:, :, 0]
+            # half the batch blurred (3x3 binomial, random strength) + noise: a smoother decision
+            # function than one fitted to crisp frames only, i.e. useful gradients on blurry decodes
+            k = torch.tensor([1.0, 2.0, 1.0])
+            k = (k[:, None] * k[None, :] / 16).expand(3, 1, 3, 3)
+            blur = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), k, groups=3)
+            t = torch.rand(32, 1, 1, 1) * (torch.arange(32) % 2 == 0).view(-1, 1, 1, 1)
+            x = (1 - t) * x + t * blur + 0.03 * torch.randn(x.shape)
+            y = torch.tensor([ds.SHAPES.index(c.shape) for c in caps])
+            loss = F.cross_entropy(head(x), y, label_smoothing=0.1)  # bounded logits: bounded gradients
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if step % 50 == 0:
+                log(logf, f"pixel shape head step {step} ce {loss.item():.4f}")
+        with torch.no_grad():  # accuracy on real frames of the held-out captions
+            caps = []
+            x = clip_batch(rng, ds.caption_split()[1], 256, 1, caps)[:, :, 0]
+            acc = (head(x).argmax(1) == torch.tensor([ds.SHAPES.index(c.shape) for c in caps])).float().mean()
+        log(logf, f"pixel shape head: held-out frame accuracy {acc:.3f}")
+        torch.save(head.state_dict(), os.path.join(a.work, "pix_head.pt"))
+    head.eval().requires_grad_(False)
+    return head
+
+
 def stage_vae(a) -> None:
     from diffusers import AutoencoderKLWan
 
@@ -167,6 +224,7 @@ def stage_vae(a) -> None:
             vae.quant_conv.bias[z:] = -6.0
     logf = os.path.join(a.work, "vae_log.txt")
     log(logf, f"vae stage: init {a.init or 'scratch'} steps {a.steps} batch {a.batch} frames {a.frames} lr {a.lr} fg_weight {a.fg_weight}")
+    log(logf, f"vae options {vars(a)}")
     if a.freeze_encoder:  # decoder-only fine-tuning: latents (and their statistics) stay fixed
         for mod in (vae.encoder, vae.quant_conv):
             mod.requires_grad_(False)
@@ -184,6 +242,7 @@ def stage_vae(a) -> None:
         )
         if a.aux_init:  # the head saved by an earlier run (<work>/aux_head.pt)
             aux.load_state_dict(torch.load(a.aux_init))
+    pix = train_pixel_shape_head(a, train, logf) if a.shape_pix else None
     opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=0.0)
     if aux is not None:  # the fresh head learns 10x faster than the pretrained VAE
         opt.add_param_group({"params": list(aux.parameters()), "lr": a.lr * 10, "lr_mult": 10.0})
@@ -198,7 +257,7 @@ def stage_vae(a) -> None:
             frames = 5 if step % 2 else 9
         elif a.frames == -2:  # alternate 5-frame clips (batch) and 17-frame clips (batch / 4)
             frames = 5 if step % 2 else 17
-        elif a.frames == -3:  # alternate single frames (batch) and 17-frame clips (batch / 8)
+        elif a.frames in (-3, -4):  # alternate single frames (batch) and 17-frame clips (batch / 8 or / 4)
             frames = 1 if step % 2 else 17
         else:
             frames = a.frames or (9 if step > a.steps * 0.8 else 5)
@@ -207,6 +266,8 @@ def stage_vae(a) -> None:
             bs = max(1, a.batch // 4)
         if a.frames == -3 and frames == 17:
             bs = max(1, a.batch // 8)
+        if a.frames == -4 and frames == 17:
+            bs = max(1, a.batch // 4)
         caps: list = []
         x = clip_batch(rng, train, bs, frames, caps)
         bg = x[..., :1, :1].clone()  # top-left pixel of a full frame is always background
@@ -229,11 +290,20 @@ def stage_vae(a) -> None:
         l2 = (((rec - x) ** 2) * w).mean()
         kl = 0.5 * (post.mean**2 + post.var - 1.0 - post.logvar).mean()
         loss = l1 + l2 + a.kl * kl
-        if aux is not None:  # logits max-pooled over latent positions, averaged over latent frames
-            logits = aux(post.mean).amax(dim=(3, 4)).mean(2)
-            ce = F.cross_entropy(logits, torch.tensor([ds.SHAPES.index(c.shape) for c in caps]))
+        if aux is not None:  # logits max-pooled over latent positions; per latent frame or averaged
+            logits = aux(post.mean).amax(dim=(3, 4))
+            target = torch.tensor([ds.SHAPES.index(c.shape) for c in caps])
+            if a.aux_per_frame:  # every latent frame must carry the shape, not only the first
+                ce = F.cross_entropy(logits.transpose(1, 2).flatten(0, 1), target.repeat_interleave(logits.shape[2]))
+            else:
+                ce = F.cross_entropy(logits.mean(2), target)
             loss = loss + a.shape_aux * ce
             ce_avg = 0.95 * ce_avg + 0.05 * ce.item()
+        if pix is not None:  # frozen pixel-space shape classifier on every decoded frame
+            logits = pix(rec.transpose(1, 2).flatten(0, 1))
+            target = torch.tensor([ds.SHAPES.index(c.shape) for c in caps]).repeat_interleave(rec.shape[2])
+            pce = F.cross_entropy(logits, target)
+            loss = loss + a.shape_pix * pce
         if a.grad_weight:  # L1 on spatial finite differences (sharp edges instead of blobs)
             gl = sum(((rec.diff(dim=k) - x.diff(dim=k)).abs()).mean() for k in (3, 4))
             loss = loss + a.grad_weight * gl
@@ -249,6 +319,7 @@ def stage_vae(a) -> None:
             vae.train()
         if step % 10 == 0 or step == 1:
             extra = f" shape_ce {ce.item():.3f} avg {ce_avg:.3f}" if aux is not None else ""
+            extra += f" pix_ce {pce.item():.3f}" if pix is not None else ""
             log(logf, f"step {step} frames {frames} loss {loss.item():.4f} l1 {l1.item():.4f} l2 {l2.item():.5f} kl {kl.item():.3f}{extra} lr {lr:.2e} {time.time() - t0:.0f}s")
         if step % a.save_every == 0:
             vae.save_pretrained(os.path.join(a.work, "vae"))
@@ -256,6 +327,8 @@ def stage_vae(a) -> None:
                 torch.save(aux.state_dict(), os.path.join(a.work, "aux_head.pt"))
     if a.stop_after and a.stop_after < a.steps:
         vae.save_pretrained(os.path.join(a.work, "vae"))
+        if aux is not None:
+            torch.save(aux.state_dict(), os.path.join(a.work, "aux_head.pt"))
         log(logf, f"stopped after {a.stop_after} of {a.steps} steps (no statistics; run --steps 0 --init)")
         return
     # latent statistics on full 17-frame clips
@@ -501,14 +574,18 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=None)
     ap.add_argument("--kl", type=float, default=1e-4, help="vae: KL weight")
     ap.add_argument("--init", default=None, help="vae: continue from this AutoencoderKLWan folder; dit: start from this transformer folder")
-    ap.add_argument("--frames", type=int, default=0, help="vae: clip length (0 = 5, then 9 for the last 20%%; -1 = alternate 5 and 9; -2 = alternate 5 and 17; -3 = alternate 1 and 17)")
+    ap.add_argument("--frames", type=int, default=0, help="vae: clip length (0 = 5, then 9 for the last 20%%; -1 = alternate 5 and 9; -2 = alternate 5 and 17; -3 = alternate 1 and 17, 17-frame batch / 8; -4 = the same with 17-frame batch / 4)")
     ap.add_argument("--stop-after", type=int, default=0, help="vae: save and exit after this many steps")
     ap.add_argument("--freeze-encoder", action="store_true", help="vae: train the decoder only")
     ap.add_argument("--crop", type=int, default=0, help="vae: train on random square crops of this size")
     ap.add_argument("--edge-weight", type=float, default=0.0, help="vae: extra loss weight on shape-boundary pixels")
     ap.add_argument("--grad-weight", type=float, default=0.0, help="vae: weight of the spatial-gradient L1 loss")
     ap.add_argument("--shape-aux", type=float, default=0.0, help="vae: weight of the auxiliary shape-classification loss on the latents")
+    ap.add_argument("--aux-per-frame", action="store_true", help="vae: shape-aux loss on every latent frame (default: on the logits averaged over latent frames)")
     ap.add_argument("--aux-init", default=None, help="vae: load the auxiliary shape head from this aux_head.pt")
+    ap.add_argument("--shape-pix", type=float, default=0.0, help="vae: weight of the shape-classification loss of a frozen pixel-space classifier on the decoded frames")
+    ap.add_argument("--pix-steps", type=int, default=400, help="vae: training steps of that classifier (on real frames) when no --pix-init")
+    ap.add_argument("--pix-init", default=None, help="vae: load that classifier from this pix_head.pt")
     ap.add_argument("--eval-every", type=int, default=0, help="vae: reconstruction prompt accuracy every N steps")
     ap.add_argument("--eval-clips", type=int, default=50, help="vae: held-out clips for --eval-every")
     ap.add_argument("--adaptive-threads", action="store_true", help="use --threads only while the machine is idle, else 1")
