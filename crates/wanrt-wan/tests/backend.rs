@@ -11,7 +11,6 @@ use wanrt_nn::ops::attention::AttentionBias;
 use wanrt_nn::ops::PaddingFull;
 use wanrt_nn::{Conv3d, Embedding, Linear, Result, Tensor};
 use wanrt_wan::model::WanModel;
-use wanrt_wan::pipeline::GenerateParams;
 
 #[derive(Debug, Default)]
 struct Recording {
@@ -106,14 +105,7 @@ fn whole_pipeline_runs_through_the_backend() {
     let backend = Arc::new(Recording::default());
     model.set_backend(backend.clone());
 
-    let m = &r.meta;
-    let mut p = GenerateParams::new(m["prompt"].as_str().unwrap());
-    p.negative_prompt = m["negative_prompt"].as_str().map(String::from);
-    p.steps = Some(m["num_inference_steps"].as_u64().unwrap() as usize);
-    p.guidance = Some(m["guidance_scale"].as_f64().unwrap());
-    p.max_sequence_length = Some(m["max_sequence_length"].as_u64().unwrap() as usize);
-    p.noise = Some(r.get("noise"));
-    let out = model.generate(&p, &mut ()).unwrap();
+    let out = model.generate(&r.generate_params(), &mut ()).unwrap();
     assert_close("video through the recording backend", &out.video, &r.get("video"), 1e-4, 1e-9);
 
     let calls = backend.calls.lock().unwrap();

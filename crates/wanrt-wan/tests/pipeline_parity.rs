@@ -5,24 +5,12 @@
 mod common;
 use common::{assert_close, fixture, Reference};
 use wanrt_wan::model::{Layout, WanModel};
-use wanrt_wan::pipeline::GenerateParams;
-
-fn params(r: &Reference) -> GenerateParams {
-    let m = &r.meta;
-    let mut p = GenerateParams::new(m["prompt"].as_str().unwrap());
-    p.negative_prompt = m["negative_prompt"].as_str().map(String::from);
-    p.steps = Some(m["num_inference_steps"].as_u64().unwrap() as usize);
-    p.guidance = Some(m["guidance_scale"].as_f64().unwrap());
-    p.max_sequence_length = Some(m["max_sequence_length"].as_u64().unwrap() as usize);
-    p.noise = Some(r.get("noise"));
-    p
-}
 
 fn check_case(case: &str) {
     let r = Reference::load(case);
     let model = WanModel::load(&fixture(case), |_| {}).unwrap();
     assert_eq!(model.layout, Layout::Diffusers);
-    let out = model.generate(&params(&r), &mut ()).unwrap();
+    let out = model.generate(&r.generate_params(), &mut ()).unwrap();
     let m = &r.meta;
     assert_eq!(out.settings.num_frames as u64, m["num_frames"].as_u64().unwrap());
     assert_eq!(out.settings.height as u64, m["height"].as_u64().unwrap());
@@ -66,7 +54,7 @@ fn pipeline_original_layout() {
     let model = WanModel::load(&tmp, |_| {}).unwrap();
     assert_eq!(model.layout, Layout::Original);
     let r = Reference::load("a");
-    let mut p = params(&r);
+    let mut p = r.generate_params();
     p.shift = Some(3.0);
     let out = model.generate(&p, &mut ()).unwrap();
     assert_close("a_original video", &out.video, &r.get("video"), 1e-4, 1e-9);
@@ -94,7 +82,7 @@ fn half_weight_storage_is_exact() {
     let r = Reference::load("b");
     let full = WanModel::load(&fixture("b"), |_| {}).unwrap();
     let half = WanModel::load_with(&fixture("b"), LoadOptions { keep_half_weights: true }, |_| {}).unwrap();
-    let a = full.generate(&params(&r), &mut ()).unwrap();
-    let b = half.generate(&params(&r), &mut ()).unwrap();
+    let a = full.generate(&r.generate_params(), &mut ()).unwrap();
+    let b = half.generate(&r.generate_params(), &mut ()).unwrap();
     assert_eq!(a.video.data(), b.video.data());
 }

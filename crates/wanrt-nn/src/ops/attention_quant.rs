@@ -20,6 +20,7 @@
 //! The exponential is a degree-6 polynomial of 2^f on [−½, ½] (relative error < 3·10⁻⁷, far below
 //! the int8 score error), in plain f32 code shared by every path.
 
+use super::activation::exp2_clamped;
 use super::matmul::{gemm_general, Layout};
 use super::SyncPtr;
 use crate::error::{Error, Result};
@@ -67,17 +68,7 @@ pub fn attention_quant_with(isa: Isa, q: &Tensor, k: &Tensor, v: &Tensor, scale:
 /// `2^x` for `x ≤ 0` (inputs below −125 give ≈ 2⁻¹²⁵, i.e. nothing next to the row's 1).
 #[inline(always)]
 fn exp2_neg(x: f32) -> f32 {
-    const MAGIC: f32 = 12_582_912.0; // 1.5 · 2^23: the low mantissa bits then hold round(x)
-    let x = x.max(-125.0);
-    let t = x + MAGIC;
-    let n = (t.to_bits() as i32).wrapping_sub(MAGIC.to_bits() as i32);
-    let f = x - (t - MAGIC);
-    // Taylor series of 2^f = e^(f ln 2) to degree 6; |f| ≤ ½ keeps the remainder below 1.2e-7.
-    let p = 1.0
-        + f * (std::f32::consts::LN_2
-            + f * (0.240_226_5
-                + f * (0.055_504_11 + f * (0.009_618_129 + f * (0.001_333_355_8 + f * 0.000_154_035_3)))));
-    f32::from_bits((p.to_bits() as i32).wrapping_add(n << 23) as u32)
+    exp2_clamped(x.max(-125.0))
 }
 
 /// Lanes of the explicit reductions in [`row_step`]: a fixed summation order, so the result

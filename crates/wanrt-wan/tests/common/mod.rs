@@ -34,6 +34,18 @@ impl Reference {
     pub fn steps(&self) -> usize {
         self.get("sched.timesteps").numel()
     }
+
+    /// The fixture's pipeline call (prompt, negative prompt, steps, guidance, text length, noise).
+    pub fn generate_params(&self) -> wanrt_wan::pipeline::GenerateParams {
+        let m = &self.meta;
+        let mut p = wanrt_wan::pipeline::GenerateParams::new(m["prompt"].as_str().unwrap());
+        p.negative_prompt = m["negative_prompt"].as_str().map(String::from);
+        p.steps = Some(m["num_inference_steps"].as_u64().unwrap() as usize);
+        p.guidance = Some(m["guidance_scale"].as_f64().unwrap());
+        p.max_sequence_length = Some(m["max_sequence_length"].as_u64().unwrap() as usize);
+        p.noise = Some(self.get("noise"));
+        p
+    }
 }
 
 /// Asserts `got ≈ want` within `max_abs` and `max_nmse`, printing both.
