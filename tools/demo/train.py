@@ -504,6 +504,9 @@ def stage_dit(a) -> None:
     data = torch.load(os.path.join(a.work, "latents.pt"))
     lat, cap, emb = data["latents"], data["caption_index"], data["text_embeds"]
     empty = emb.shape[0] - 1
+    short = None
+    if a.short_captions > 0:  # "a green square moves right": the template without its background clause
+        short = short_caption_embeds(a.work, data["texts"][:empty])
     torch.manual_seed(a.seed)
     gen = torch.Generator().manual_seed(a.seed)
     model = WanTransformer3DModel(**DIT_CONFIG)
@@ -533,6 +536,9 @@ def stage_dit(a) -> None:
         drop = torch.rand(a.batch, generator=gen) < a.cfg_drop
         c[drop] = empty
         ctx = emb[c]
+        if short is not None:
+            cut = (torch.rand(a.batch, generator=gen) < a.short_captions) & ~drop
+            ctx[cut] = short[c[cut]]
         noise = torch.randn(x0.shape, generator=gen)
         s = sample_sigmas(gen, a.batch)
         sv = s.view(-1, 1, 1, 1, 1)
@@ -559,6 +565,26 @@ def stage_dit(a) -> None:
             log(logf, f"exported step {step} -> {a.out}")
 
 
+def short_caption_embeds(work: str, texts: list[str]) -> torch.Tensor:
+    """Prompt embeddings (as WanPipeline.encode_prompt makes them) of each training caption with its
+    ' on a … background' clause removed: users type such shorter prompts (the README's first command
+    does), which the full-template captions never showed the model."""
+    from diffusers import WanPipeline
+    from transformers import T5TokenizerFast, UMT5EncoderModel
+
+    pipe = WanPipeline(
+        tokenizer=T5TokenizerFast.from_pretrained(os.path.join(work, "tokenizer")),
+        text_encoder=UMT5EncoderModel.from_pretrained(os.path.join(work, "text_encoder")).eval(),
+        vae=None,
+        transformer=None,
+        scheduler=make_scheduler(),
+    )
+    cut = [t.split(" on a ")[0] for t in texts]
+    with torch.no_grad():
+        emb, _ = pipe.encode_prompt(cut, do_classifier_free_guidance=False, max_sequence_length=MAX_SEQ_LEN)
+    return emb.float()
+
+
 def stage_export(a) -> None:
     export(a.work, a.out)
 
@@ -575,6 +601,8 @@ def main() -> None:
     ap.add_argument("--kl", type=float, default=1e-4, help="vae: KL weight")
     ap.add_argument("--init", default=None, help="vae: continue from this AutoencoderKLWan folder; dit: start from this transformer folder")
     ap.add_argument("--frames", type=int, default=0, help="vae: clip length (0 = 5, then 9 for the last 20%%; -1 = alternate 5 and 9; -2 = alternate 5 and 17; -3 = alternate 1 and 17, 17-frame batch / 8; -4 = the same with 17-frame batch / 4)")
+    ap.add_argument("--short-captions", type=float, default=0.0,
+                    help="dit: fraction of samples conditioned on the caption without its background clause")
     ap.add_argument("--stop-after", type=int, default=0, help="vae: save and exit after this many steps")
     ap.add_argument("--freeze-encoder", action="store_true", help="vae: train the decoder only")
     ap.add_argument("--crop", type=int, default=0, help="vae: train on random square crops of this size")
