@@ -22,7 +22,7 @@
 
 use super::activation::exp2_clamped;
 use super::matmul::{gemm_general, Layout};
-use super::SyncPtr;
+use super::{has_avx2, SyncPtr};
 use crate::error::{Error, Result};
 use crate::quant::int8::{PackedInt8, QuantizedActs, QuantizedMatrix, QMAX};
 use crate::quant::kernels::{self, Tile, NR};
@@ -104,27 +104,6 @@ fn row_step_impl(acc: &[i32], comp: Option<&[i32]>, sk: &[f32], row_c: f32, m_ol
     (m_new, sum)
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn row_step_avx2(
-    acc: &[i32],
-    comp: Option<&[i32]>,
-    sk: &[f32],
-    row_c: f32,
-    m_old: f32,
-    p: &mut [f32],
-) -> (f32, f32) {
-    // Same IEEE operations as the baseline build, in 8-wide registers (no FMA: Rust never fuses).
-    row_step_impl(acc, comp, sk, row_c, m_old, p)
-}
-
-fn has_avx2() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    return std::arch::is_x86_feature_detected!("avx2");
-    #[cfg(not(target_arch = "x86_64"))]
-    false
-}
-
 /// [`row_step_impl`] compiled for AVX2 when `wide` (the CPU has it), else for the baseline.
 fn row_step(
     wide: bool,
@@ -135,13 +114,8 @@ fn row_step(
     m_old: f32,
     p: &mut [f32],
 ) -> (f32, f32) {
-    #[cfg(target_arch = "x86_64")]
-    if wide {
-        // SAFETY: `wide` is only true when the CPU has AVX2.
-        return unsafe { row_step_avx2(acc, comp, sk, row_c, m_old, p) };
-    }
-    let _ = wide;
-    row_step_impl(acc, comp, sk, row_c, m_old, p)
+    // Same IEEE operations either way, in 8-wide registers (no FMA: Rust never fuses).
+    super::vectorized_if(wide, || row_step_impl(acc, comp, sk, row_c, m_old, p))
 }
 
 /// Quantizes a `[L, d]` slab with one scale per `blk` rows into `dst: [L, kp]`, `scales: [L]`.

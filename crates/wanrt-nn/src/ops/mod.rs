@@ -32,20 +32,36 @@ pub fn num_threads() -> usize {
 /// Work below this many elements stays on one thread: spawning costs more.
 pub(crate) const PAR_MIN: usize = 1 << 15;
 
+/// Whether the CPU has AVX2 (cached by the standard library's feature detection).
+pub(crate) fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return std::arch::is_x86_feature_detected!("avx2");
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
 /// Runs `f` compiled for AVX2 when the CPU has it (`f` is inlined into a function with the
 /// feature enabled, so its loops get 256-bit vectors), else as is. Kernels written as plain loops
 /// with explicit, fixed-width reductions give the same bits either way.
 #[inline(always)]
 pub(crate) fn vectorized<R>(f: impl FnOnce() -> R) -> R {
+    vectorized_if(has_avx2(), f)
+}
+
+/// [`vectorized`] with the choice made by the caller: `wide` must only be true when
+/// [`has_avx2`] is (tests pass `false` to compare with the baseline build).
+#[inline(always)]
+pub(crate) fn vectorized_if<R>(wide: bool, f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
+    if wide {
         #[target_feature(enable = "avx2")]
         unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
             f()
         }
-        // SAFETY: AVX2 is available (checked above).
+        // SAFETY: callers pass `wide` only when the CPU has AVX2.
         return unsafe { avx2(f) };
     }
+    let _ = wide;
     f()
 }
 
