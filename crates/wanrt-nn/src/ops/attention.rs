@@ -1,7 +1,7 @@
 //! Scaled dot-product attention, tiled over query blocks so the score matrix
 //! never exceeds `QUERY_BLOCK × Lk` per worker (memory-bounded at 32k tokens).
 
-use super::matmul::gemm_strided;
+use super::matmul::{gemm_general, Layout};
 use super::softmax::softmax_row;
 use super::SyncPtr;
 use crate::error::{Error, Result};
@@ -38,24 +38,26 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f32, bias: Attention
             return Err(Error::shape("attention per-key bias", [b, lk], pk.len()));
         }
     }
-    // Head-major copies make every (batch, head) slab contiguous for the GEMMs.
-    let qh = q.permute(&[0, 2, 1, 3])?;
-    let kh = k.permute(&[0, 2, 1, 3])?;
-    let vh = v.permute(&[0, 2, 1, 3])?;
-    let mut out = vec![0.0f32; b * h * lq * d];
+    // The GEMMs read each head straight out of `[B, L, H, D]` (row stride H·D): no head-major
+    // copies, which cost as much as the softmax at a few thousand tokens.
+    let hd = h * d;
+    let mut out = vec![0.0f32; b * lq * hd];
     let blocks_per_head = lq.div_ceil(QUERY_BLOCK);
     let tasks: Vec<(usize, usize)> = (0..b * h).flat_map(|bh| (0..blocks_per_head).map(move |blk| (bh, blk))).collect();
     let out_ptr = SyncPtr(out.as_mut_ptr());
-    tasks.par_iter().for_each_init(Vec::new, |scores: &mut Vec<f32>, &(bh, blk)| {
+    let init = || (Vec::new(), vec![0.0f32; QUERY_BLOCK * d]);
+    tasks.par_iter().for_each_init(init, |(scores, o): &mut (Vec<f32>, Vec<f32>), &(bh, blk)| {
         let (bi, hi) = (bh / h, bh % h);
         let q0 = blk * QUERY_BLOCK;
         let rows = QUERY_BLOCK.min(lq - q0);
-        let q_blk = &qh.data()[(bh * lq + q0) * d..(bh * lq + q0 + rows) * d];
-        let k_slab = &kh.data()[bh * lk * d..(bh + 1) * lk * d];
-        let v_slab = &vh.data()[bh * lk * d..(bh + 1) * lk * d];
+        let q_blk = &q.data()[(bi * lq + q0) * hd + hi * d..];
+        let k_head = &k.data()[bi * lk * hd + hi * d..];
+        let v_head = &v.data()[bi * lk * hd + hi * d..];
         scores.clear();
         scores.resize(rows * lk, 0.0);
-        gemm_strided(scores, q_blk, k_slab, rows, lk, d, 1, d, false, true);
+        // scores[i, j] = q[i, :] · k[j, :]: K read transposed as b[kk, j].
+        let (q_layout, k_layout) = (Layout { rs: hd, cs: 1 }, Layout { rs: 1, cs: hd });
+        gemm_general(scores, lk, q_blk, q_layout, k_head, k_layout, rows, lk, d, false, true);
         for (r, row) in scores.chunks_exact_mut(lk).enumerate() {
             row.iter_mut().for_each(|s| *s *= scale);
             if let Some(pb) = bias.per_head {
@@ -67,11 +69,14 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f32, bias: Attention
             }
             softmax_row(row);
         }
-        // SAFETY: each task writes a disjoint `rows × d` block of `out`.
-        let dst = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add((bh * lq + q0) * d), rows * d) };
-        gemm_strided(dst, scores, v_slab, rows, d, lk, d, 1, false, true);
+        gemm_general(o, d, scores, Layout::row_major(lk), v_head, Layout { rs: hd, cs: 1 }, rows, d, lk, false, true);
+        for (r, o_row) in o.chunks_exact(d).take(rows).enumerate() {
+            // SAFETY: each (batch, query, head) row of `out` is written by exactly one task.
+            let dst = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add((bi * lq + q0 + r) * hd + hi * d), d) };
+            dst.copy_from_slice(o_row);
+        }
     });
-    Tensor::new([b, h, lq, d], out)?.permute(&[0, 2, 1, 3])
+    Tensor::new([b, lq, h, d], out)
 }
 
 #[cfg(test)]

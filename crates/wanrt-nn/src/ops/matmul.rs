@@ -84,24 +84,6 @@ pub fn gemm_general(
     }
 }
 
-/// `dst[m,n] (+)= a[m,k] · b` for a row-major `a`; `b[kk, j] = b[kk*b_rs + j*b_cs]`.
-#[allow(clippy::too_many_arguments)]
-pub fn gemm_strided(
-    dst: &mut [f32],
-    a: &[f32],
-    b: &[f32],
-    m: usize,
-    n: usize,
-    k: usize,
-    b_rs: usize,
-    b_cs: usize,
-    accumulate: bool,
-    single_thread: bool,
-) {
-    let b_layout = Layout { rs: b_rs, cs: b_cs };
-    gemm_general(dst, n, a, Layout::row_major(k), b, b_layout, m, n, k, accumulate, single_thread)
-}
-
 /// `[.., K] · B → [.., N]` for a right operand addressed by `b_layout`.
 fn product(op: &'static str, a: &Tensor, b: &[f32], k: usize, n: usize, b_layout: Layout) -> Result<Tensor> {
     if a.shape().last() != Some(&k) {

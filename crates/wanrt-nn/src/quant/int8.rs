@@ -143,8 +143,8 @@ impl PackedInt8 {
             data.par_chunks_mut(NR * kp).enumerate().for_each(|(p, panel)| {
                 for c in 0..NR.min(n - p * NR) {
                     let row = &q.data[(p * NR + c) * k..(p * NR + c + 1) * k];
-                    for (kk, &v) in row.iter().enumerate() {
-                        panel[(kk / 4) * 64 + c * 4 + kk % 4] = v;
+                    for (g, quad) in row.chunks(4).enumerate() {
+                        panel[g * 64 + c * 4..][..quad.len()].copy_from_slice(quad);
                     }
                 }
             });

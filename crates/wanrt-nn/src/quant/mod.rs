@@ -21,6 +21,7 @@ pub mod fp8;
 pub mod int8;
 pub mod isa;
 pub(crate) mod kernels;
+pub(crate) mod kernels_i16;
 
 pub use fp8::{gemm_fp8, Fp8Matrix};
 pub use int8::{gemm_w8a16, gemm_w8a8, gemm_w8a8_with, PackedInt8, QuantizedMatrix};
