@@ -3,6 +3,7 @@
 //! with a non-zero exit status.
 
 mod bench;
+mod convert;
 mod generate;
 mod model_path;
 mod optimize;
@@ -24,6 +25,8 @@ enum Command {
     Generate(Box<generate::GenerateArgs>),
     /// Calibrate, quantize (INT8/FP8) and prune a model into an optimized artifact folder, with a report.
     Optimize(Box<optimize::OptimizeArgs>),
+    /// Rewrite an original Wan-Video release folder in the diffusers layout.
+    Convert(convert::ConvertArgs),
     /// Time each pipeline stage (text encoder, one transformer step, VAE decode) on this machine.
     Bench(Box<bench::BenchArgs>),
     /// Quality metrics: FID, KID, statistics, PSNR/SSIM/LPIPS comparisons.
@@ -40,6 +43,7 @@ fn main() {
         Command::Generate(args) => generate::run(*args),
         Command::Optimize(args) => optimize::run(*args),
         Command::Bench(args) => bench::run(*args),
+        Command::Convert(args) => convert::run(args),
         Command::Eval(cmd) => wanrt_eval::cli::run(cmd),
         Command::Review(cmd) => wanrt_review::run(cmd),
     };

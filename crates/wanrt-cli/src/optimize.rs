@@ -51,7 +51,8 @@ the artifact in child processes and compares them: latency, weight bytes, peak m
 Examples:\n  wanrt optimize --quant int8 -o demo-int8/\n  \
 wanrt optimize --model DIR --quant int8 --attn-quant int8 --prune-ffn 0.2 --max-error 0.05 -o out/")]
 pub struct OptimizeArgs {
-    /// Source model folder (diffusers layout); default: the bundled demo model.
+    /// Source model folder (diffusers or original release layout; a release is converted first,
+    /// into a staging folder beside the output); default: the bundled demo model.
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// Quantization of the transformer's block linears.

@@ -293,6 +293,49 @@ impl WeightStore {
     }
 }
 
+/// A tensor handed to the safetensors writer.
+struct TensorOut<'a>(&'a RawTensor);
+
+impl safetensors::View for TensorOut<'_> {
+    fn dtype(&self) -> safetensors::Dtype {
+        use safetensors::Dtype as S;
+        match self.0.dtype {
+            DType::F32 => S::F32,
+            DType::F16 => S::F16,
+            DType::BF16 => S::BF16,
+            DType::F64 => S::F64,
+            DType::I64 => S::I64,
+            DType::I32 => S::I32,
+            DType::I8 => S::I8,
+            DType::U8 => S::U8,
+            DType::F8E4M3 => S::F8_E4M3,
+        }
+    }
+    fn shape(&self) -> &[usize] {
+        &self.0.shape
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        self.0.bytes()
+    }
+    fn data_len(&self) -> usize {
+        self.0.shape.iter().product::<usize>() * self.0.dtype.size_in_bytes()
+    }
+}
+
+/// Writes `tensors` as one safetensors file with PyTorch's `format: pt` metadata.
+pub fn write_safetensors<'a>(path: &Path, tensors: impl IntoIterator<Item = (&'a str, &'a RawTensor)>) -> Result<()> {
+    let meta = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
+    safetensors::serialize_to_file(tensors.into_iter().map(|(n, t)| (n, TensorOut(t))), Some(meta), path)
+        .map_err(|e| Error::file(path, format!("cannot write safetensors: {e}")))
+}
+
+impl WeightStore {
+    /// Writes every tensor (as stored: dtype and bytes unchanged) to one safetensors file.
+    pub fn write_safetensors(&self, path: &Path) -> Result<()> {
+        write_safetensors(path, self.tensors.iter().map(|(n, t)| (n.as_str(), t)))
+    }
+}
+
 fn shard_files(index: &Path) -> Result<Vec<String>> {
     let text = std::fs::read_to_string(index).map_err(|e| Error::file(index, format!("cannot read: {e}")))?;
     let json: serde_json::Value =

@@ -5,49 +5,14 @@
 
 use crate::{Error, Result};
 use sha2::{Digest, Sha256};
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
 use wanrt_nn::weights::RawTensor;
-use wanrt_nn::DType;
 use wanrt_wan::artifact::{Manifest, MANIFEST_FILE};
 
 const TRANSFORMER_FILE: &str = "diffusion_pytorch_model.safetensors";
 const TEXT_ENCODER_FILE: &str = "model.safetensors";
-
-/// A tensor handed to the safetensors writer.
-struct TensorOut<'a>(&'a RawTensor);
-
-fn st_dtype(d: DType) -> safetensors::Dtype {
-    use safetensors::Dtype as S;
-    match d {
-        DType::F32 => S::F32,
-        DType::F16 => S::F16,
-        DType::BF16 => S::BF16,
-        DType::F64 => S::F64,
-        DType::I64 => S::I64,
-        DType::I32 => S::I32,
-        DType::I8 => S::I8,
-        DType::U8 => S::U8,
-        DType::F8E4M3 => S::F8_E4M3,
-    }
-}
-
-impl safetensors::View for TensorOut<'_> {
-    fn dtype(&self) -> safetensors::Dtype {
-        st_dtype(self.0.dtype)
-    }
-    fn shape(&self) -> &[usize] {
-        &self.0.shape
-    }
-    fn data(&self) -> Cow<'_, [u8]> {
-        self.0.bytes()
-    }
-    fn data_len(&self) -> usize {
-        self.0.shape.iter().product::<usize>() * self.0.dtype.size_in_bytes()
-    }
-}
 
 /// SHA-256 of a component's weight files (sorted by name), hex.
 pub fn weights_sha256(dir: &Path) -> Result<String> {
@@ -95,9 +60,8 @@ fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
 }
 
 fn write_safetensors(path: &Path, tensors: &BTreeMap<String, RawTensor>) -> Result<()> {
-    let meta = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
-    safetensors::serialize_to_file(tensors.iter().map(|(n, t)| (n.as_str(), TensorOut(t))), Some(meta), path)
-        .map_err(|e| Error::Msg(format!("writing {}: {e}", path.display())))
+    wanrt_nn::weights::write_safetensors(path, tensors.iter().map(|(n, t)| (n.as_str(), t)))
+        .map_err(|e| Error::Msg(e.to_string()))
 }
 
 /// Writes `out` from the source model folder `src` with the transformer

@@ -91,14 +91,35 @@ pub fn optimize(
             out.display()
         )));
     }
+    if WanModel::detect_layout(src)? == Layout::Original {
+        // The artifact is a diffusers-layout folder: convert the release first, into a staging
+        // folder beside the output (same filesystem; removed whatever happens).
+        progress.stage("converting the original release layout");
+        let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let staging = tempfile::Builder::new()
+            .prefix(".wanrt-converted-source-")
+            .tempdir_in(parent)
+            .map_err(|e| Error::Msg(format!("{}: cannot create a staging folder: {e}", parent.display())))?;
+        let converted = staging.path().join("model");
+        wanrt_wan::convert::original_to_diffusers(src, &converted, |_| {})?;
+        return optimize_diffusers(&converted, src, out, opts, calib, progress, t_start);
+    }
+    optimize_diffusers(src, src, out, opts, calib, progress, t_start)
+}
+
+/// [`optimize`] of a diffusers-layout folder `src`; `origin` is the folder the user named (the
+/// original release folder when `src` is its conversion).
+fn optimize_diffusers(
+    src: &Path,
+    origin: &Path,
+    out: &Path,
+    opts: &OptimizeOptions,
+    calib: &CalibSettings,
+    progress: &mut dyn OptimizeProgress,
+    t_start: Instant,
+) -> Result<OptimizeSummary> {
     progress.stage("loading");
     let mut model = WanModel::load(src, |_| {})?;
-    if model.layout != Layout::Diffusers {
-        return Err(Error::Msg(format!(
-            "{}: optimize reads diffusers-layout folders (model_index.json, transformer/ …); this is the original release layout",
-            src.display()
-        )));
-    }
     if model.artifact.is_some() {
         return Err(Error::Msg(format!(
             "{}: is already an optimized artifact; optimize its source model",
@@ -260,7 +281,8 @@ pub fn optimize(
         format: FORMAT.into(),
         version: VERSION,
         source: serde_json::json!({
-            "folder": src.file_name().map(|n| n.to_string_lossy().into_owned()),
+            "folder": origin.file_name().map(|n| n.to_string_lossy().into_owned()),
+            "layout": if origin == src { "diffusers" } else { "original (converted)" },
             "transformer_sha256": artifact::weights_sha256(&tr_dir)?,
             "text_encoder_sha256": match &text_encoder {
                 Some(_) => Some(artifact::weights_sha256(&src.join("text_encoder"))?),

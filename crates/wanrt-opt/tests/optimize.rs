@@ -335,3 +335,34 @@ fn text_encoder_int8_weight_artifact() {
     let e = load_err(&d);
     assert!(e.contains("quantized but not listed") && e.contains("text_encoder"), "{e}");
 }
+
+/// A folder in the original release layout is converted (into a staging folder beside the
+/// output, removed afterwards) and optimized like its diffusers copy.
+#[test]
+fn original_release_folder_is_converted_then_optimized() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("release");
+    copy_dir(&fixture().join("../a_original"), &src);
+    // The fixture's VAE has z_dim 4, for which the release defines no latent statistics.
+    let vae: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture().join("vae/config.json")).unwrap()).unwrap();
+    let defaults = serde_json::json!({"vae_latents_mean": vae["latents_mean"], "vae_latents_std": vae["latents_std"]});
+    std::fs::write(src.join("wanrt.json"), defaults.to_string()).unwrap();
+    let out = tmp.path().join("artifact");
+    let summary = run(&src, &out, &options(QuantMode::Int8));
+    assert!(summary.transformer_error > 0.0 && summary.transformer_error < 0.2, "{}", summary.transformer_error);
+    let loaded = WanModel::load(&out, |_| {}).unwrap();
+    assert_eq!(loaded.layout, wanrt_wan::model::Layout::Diffusers);
+    let manifest = loaded.artifact.as_ref().expect("artifact manifest");
+    assert_eq!(manifest.source["folder"], "release");
+    assert_eq!(manifest.source["layout"], "original (converted)");
+    assert!(manifest.layers.iter().all(|l| l.format == LayerFormat::Int8));
+    let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left.len(), 2, "staging folder left behind: {left:?}");
+    let mut p = wanrt_wan::pipeline::GenerateParams::new("a red fox");
+    p.steps = Some(2);
+    p.num_frames = Some(5);
+    p.height = Some(32);
+    p.width = Some(32);
+    assert!(loaded.generate(&p, &mut ()).unwrap().video.data().iter().all(|v| v.is_finite()));
+}

@@ -5,6 +5,7 @@
 //! flow-matching schedulers and the pipeline (diffusers).
 
 pub mod artifact;
+pub mod convert;
 pub mod error;
 pub mod model;
 pub mod names;

@@ -40,6 +40,21 @@ pub struct ModelDefaults {
     pub vae_latents_std: Option<Vec<f32>>,
 }
 
+impl ModelDefaults {
+    /// The folder's `wanrt.json`, or no defaults when there is none.
+    pub fn read(dir: &Path) -> Result<ModelDefaults> {
+        let path = dir.join(DEFAULTS_FILE);
+        if path.is_file() {
+            read_json(&path)
+        } else {
+            Ok(ModelDefaults::default())
+        }
+    }
+}
+
+/// The file of [`ModelDefaults`] in a model folder.
+pub const DEFAULTS_FILE: &str = "wanrt.json";
+
 /// How to hold the weights in memory.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LoadOptions {
@@ -100,11 +115,7 @@ impl WanModel {
 
     pub fn load_with(dir: &Path, opts: LoadOptions, mut stage: impl FnMut(&str)) -> Result<Self> {
         let layout = Self::detect_layout(dir)?;
-        let defaults: ModelDefaults = if dir.join("wanrt.json").is_file() {
-            read_json(&dir.join("wanrt.json"))?
-        } else {
-            ModelDefaults::default()
-        };
+        let defaults = ModelDefaults::read(dir)?;
         let mut model = match layout {
             Layout::Diffusers => Self::load_diffusers(dir, defaults, opts, &mut stage)?,
             Layout::Original => Self::load_original(dir, defaults, opts, &mut stage)?,
@@ -194,43 +205,16 @@ impl WanModel {
         stage: &mut dyn FnMut(&str),
     ) -> Result<Self> {
         stage("text encoder");
-        let t5_path = dir.join("models_t5_umt5-xxl-enc-bf16.pth");
-        let mut t5 = WeightStore::new(t5_path.display().to_string()).with_half_storage(opts.keep_half_weights);
-        t5.add_pth(&require_file(&t5_path)?)?;
-        let t5 = rename_all(t5, names::t5, "T5")?;
-        let te_cfg = infer_t5_config(&t5)?;
+        let (t5, te_cfg) = original::text_encoder(dir, opts)?;
         let text_encoder = Umt5Encoder::load(&t5, te_cfg)?;
-        let tokenizer = PromptTokenizer::from_dir(&dir.join("google/umt5-xxl"))?;
-
+        drop(t5);
+        let tokenizer = PromptTokenizer::from_dir(&original::tokenizer_dir(dir))?;
         stage("transformer");
-        let files = original_dit_files(dir)?;
-        let dit = rename_all(
-            WeightStore::from_safetensors_files(&files)?.with_half_storage(opts.keep_half_weights),
-            names::transformer,
-            "DiT",
-        )?;
-        let raw: serde_json::Value = read_json(&dir.join("config.json"))?;
-        let (tr_cfg, text_len) = original_transformer_config(&raw, &dit)?;
+        let (dit, tr_cfg, text_len) = original::transformer(dir, opts)?;
         let transformer = WanTransformer::load(&dit, tr_cfg)?;
-
+        drop(dit);
         stage("vae");
-        let vae_path = dir.join("Wan2.1_VAE.pth");
-        let mut vae_ws = WeightStore::new(vae_path.display().to_string());
-        vae_ws.add_pth(&require_file(&vae_path)?)?;
-        let mut vae_cfg = infer_vae_config(&vae_ws)?;
-        let r = vae_cfg.num_res_blocks;
-        let vae_ws = rename_all(vae_ws, |n| names::vae(n, r), "VAE")?;
-        match (&defaults.vae_latents_mean, &defaults.vae_latents_std) {
-            (Some(m), Some(s)) => {
-                vae_cfg.latents_mean = m.clone();
-                vae_cfg.latents_std = s.clone();
-            }
-            _ if vae_cfg.z_dim == 16 => {
-                vae_cfg.latents_mean = WAN21_LATENTS_MEAN.to_vec();
-                vae_cfg.latents_std = WAN21_LATENTS_STD.to_vec();
-            }
-            _ => {}
-        }
+        let (vae_ws, vae_cfg) = original::vae(dir, &defaults)?;
         let vae = WanVae::load(&vae_ws, vae_cfg)?;
         Ok(WanModel {
             dir: dir.to_path_buf(),
@@ -244,6 +228,62 @@ impl WanModel {
             text_len,
             artifact: None,
         })
+    }
+}
+
+/// Readers of the original release's components: tensors renamed to diffusers names, configs
+/// inferred from the tensors and `config.json` (shared by loading and `crate::convert`).
+pub(crate) mod original {
+    use super::*;
+
+    pub(crate) fn text_encoder(dir: &Path, opts: LoadOptions) -> Result<(WeightStore, Umt5Config)> {
+        let t5_path = dir.join("models_t5_umt5-xxl-enc-bf16.pth");
+        let mut t5 = WeightStore::new(t5_path.display().to_string()).with_half_storage(opts.keep_half_weights);
+        t5.add_pth(&require_file(&t5_path)?)?;
+        let t5 = rename_all(t5, names::t5, "T5")?;
+        let cfg = infer_t5_config(&t5)?;
+        Ok((t5, cfg))
+    }
+
+    pub(crate) fn tokenizer_dir(dir: &Path) -> PathBuf {
+        dir.join("google/umt5-xxl")
+    }
+
+    /// The DiT, its config and the release's context length (`text_len`).
+    pub(crate) fn transformer(
+        dir: &Path,
+        opts: LoadOptions,
+    ) -> Result<(WeightStore, TransformerConfig, Option<usize>)> {
+        let files = original_dit_files(dir)?;
+        let dit = rename_all(
+            WeightStore::from_safetensors_files(&files)?.with_half_storage(opts.keep_half_weights),
+            names::transformer,
+            "DiT",
+        )?;
+        let raw: serde_json::Value = read_json(&dir.join("config.json"))?;
+        let (cfg, text_len) = original_transformer_config(&raw, &dit)?;
+        Ok((dit, cfg, text_len))
+    }
+
+    pub(crate) fn vae(dir: &Path, defaults: &ModelDefaults) -> Result<(WeightStore, VaeConfig)> {
+        let vae_path = dir.join("Wan2.1_VAE.pth");
+        let mut vae_ws = WeightStore::new(vae_path.display().to_string());
+        vae_ws.add_pth(&require_file(&vae_path)?)?;
+        let mut cfg = infer_vae_config(&vae_ws)?;
+        let r = cfg.num_res_blocks;
+        let vae_ws = rename_all(vae_ws, |n| names::vae(n, r), "VAE")?;
+        match (&defaults.vae_latents_mean, &defaults.vae_latents_std) {
+            (Some(m), Some(s)) => {
+                cfg.latents_mean = m.clone();
+                cfg.latents_std = s.clone();
+            }
+            _ if cfg.z_dim == 16 => {
+                cfg.latents_mean = WAN21_LATENTS_MEAN.to_vec();
+                cfg.latents_std = WAN21_LATENTS_STD.to_vec();
+            }
+            _ => {}
+        }
+        Ok((vae_ws, cfg))
     }
 }
 

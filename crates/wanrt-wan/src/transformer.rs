@@ -9,7 +9,7 @@
 use crate::rope::{rope_tables, split_dims, RopeTables};
 use crate::step_cache::StepCache;
 use crate::{Error, Result};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use wanrt_nn::backend::{self, Activation, AttentionPrecision, Backend};
 use wanrt_nn::ops::attention::AttentionBias;
 use wanrt_nn::{BackendRef, Linear, Tensor, WeightStore};
@@ -31,7 +31,7 @@ fn default_freq_dim() -> usize {
 }
 
 /// `transformer/config.json` of a diffusers Wan model (defaults as diffusers).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct TransformerConfig {
     #[serde(default = "default_patch")]
     pub patch_size: [usize; 3],
@@ -57,7 +57,7 @@ pub struct TransformerConfig {
     pub rope_max_seq_len: usize,
     /// Self-attention heads kept per block after structured head pruning
     /// (`wanrt optimize --prune-heads`); absent = all heads in every block.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub self_attn_heads: Option<Vec<usize>>,
     /// Blocks whose self-attention runs in 8 bits (set from an optimized
     /// artifact's manifest, not from config.json).

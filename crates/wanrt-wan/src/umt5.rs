@@ -6,7 +6,7 @@
 //! GELU(tanh) feed-forward. Names are the transformers state-dict names.
 
 use crate::{Error, Result};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use wanrt_nn::backend::{self, Activation, AttentionPrecision};
 use wanrt_nn::ops::attention::AttentionBias;
 use wanrt_nn::{BackendRef, Embedding, Linear, Tensor, WeightStore};
@@ -25,7 +25,7 @@ fn default_ff() -> String {
 }
 
 /// `text_encoder/config.json` (UMT5Config).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct Umt5Config {
     pub vocab_size: usize,
     pub d_model: usize,

@@ -9,7 +9,7 @@
 //! in a cache slot taken in call order, exactly as diffusers' `feat_idx`.
 
 use crate::{Error, Result};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use wanrt_nn::backend::{self, AttentionPrecision, Backend};
 use wanrt_nn::ops::attention::AttentionBias;
 use wanrt_nn::ops::PaddingFull;
@@ -54,7 +54,7 @@ fn default_rgb() -> usize {
 }
 
 /// `vae/config.json` of a diffusers `AutoencoderKLWan` (defaults as diffusers).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct VaeConfig {
     #[serde(default = "default_base_dim")]
     pub base_dim: usize,

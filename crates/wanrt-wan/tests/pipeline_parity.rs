@@ -58,7 +58,32 @@ fn pipeline_original_layout() {
     p.shift = Some(3.0);
     let out = model.generate(&p, &mut ()).unwrap();
     assert_close("a_original video", &out.video, &r.get("video"), 1e-4, 1e-9);
+
+    // `wanrt convert`: the diffusers-layout copy generates the very same frames.
+    let converted = tmp.with_extension("diffusers");
+    let mut stages = Vec::new();
+    wanrt_wan::convert::original_to_diffusers(&tmp, &converted, |s| stages.push(s.to_string())).unwrap();
+    assert_eq!(stages, ["text encoder", "transformer", "vae"]);
+    let conv = WanModel::load(&converted, |_| {}).unwrap();
+    assert_eq!(conv.layout, Layout::Diffusers);
+    let out_conv = conv.generate(&p, &mut ()).unwrap();
+    assert_eq!(out_conv.video.data(), out.video.data(), "converted folder generates other frames");
+    // The release's text_len became the folder's default context length.
+    let text_len =
+        serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(tmp.join("config.json")).unwrap()).unwrap()
+            ["text_len"]
+            .as_u64();
+    assert_eq!(conv.defaults.max_sequence_length.map(|x| x as u64), text_len);
+    // Refusals: a non-empty output, a source that is already diffusers-layout.
+    let again = wanrt_wan::convert::original_to_diffusers(&tmp, &converted, |_| {}).unwrap_err().to_string();
+    assert!(again.contains("not empty"), "{again}");
+    let other = converted.with_extension("again");
+    let not_original =
+        wanrt_wan::convert::original_to_diffusers(&fixture("a"), &other, |_| {}).unwrap_err().to_string();
+    assert!(not_original.contains("not in the original release layout"), "{not_original}");
+    assert!(!other.exists());
     std::fs::remove_dir_all(&tmp).ok();
+    std::fs::remove_dir_all(&converted).ok();
 }
 
 fn copy_dir(src: &std::path::Path, dst: &std::path::Path) {

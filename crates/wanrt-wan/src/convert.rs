@@ -1,0 +1,134 @@
+//! `wanrt convert`: an original Wan-Video release folder rewritten in the diffusers layout
+//! (`model_index.json`, `text_encoder/`, `tokenizer/`, `transformer/`, `vae/`, `scheduler/`),
+//! the form `wanrt optimize` and diffusers' `WanPipeline.from_pretrained` read.
+//!
+//! Tensors are renamed by [`crate::names`] and written with their stored dtype and bytes
+//! (bf16 stays bf16), so the converted folder generates the same frames bit for bit. Configs are
+//! the ones the loader infers from the release's tensors and `config.json`, serialized under
+//! diffusers' / transformers' keys; the release's `text_len` becomes the folder's default
+//! `max_sequence_length` (`wanrt.json`). The folder appears whole or not at all.
+
+use crate::model::{original, ModelDefaults, DEFAULTS_FILE};
+use crate::scheduler::SchedulerConfig;
+use crate::{Error, Result};
+use serde::Serialize;
+use serde_json::{json, Value};
+use std::path::Path;
+use wanrt_nn::WeightStore;
+
+/// Config JSON of `config` with diffusers' / transformers' identification keys added.
+fn config_with(config: &impl Serialize, extra: Value) -> Result<Value> {
+    let mut v = serde_json::to_value(config).map_err(|e| Error::Config(format!("cannot serialize a config: {e}")))?;
+    if let (Some(obj), Value::Object(add)) = (v.as_object_mut(), extra) {
+        obj.extend(add);
+    }
+    Ok(v)
+}
+
+fn write_json(path: &Path, value: &Value) -> Result<()> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| Error::file(path, e.to_string()))?;
+    std::fs::write(path, text + "\n").map_err(|e| Error::file(path, format!("cannot write: {e}")))
+}
+
+fn create_dir(path: &Path) -> Result<()> {
+    std::fs::create_dir_all(path).map_err(|e| Error::file(path, format!("cannot create: {e}")))
+}
+
+/// One component folder: `config.json` plus its weights in one safetensors file.
+fn write_component(dir: &Path, config: &Value, weights: &WeightStore, file: &str) -> Result<()> {
+    create_dir(dir)?;
+    write_json(&dir.join("config.json"), config)?;
+    Ok(weights.write_safetensors(&dir.join(file))?)
+}
+
+/// Copies the plain files of `src` (the tokenizer folder has no subfolders).
+fn copy_files(src: &Path, dst: &Path) -> Result<()> {
+    create_dir(dst)?;
+    let entries = std::fs::read_dir(src).map_err(|e| Error::file(src, format!("cannot list: {e}")))?;
+    for entry in entries {
+        let from = entry.map_err(|e| Error::file(src, e.to_string()))?.path();
+        if from.is_file() {
+            let to = dst.join(from.file_name().expect("a listed file has a name"));
+            std::fs::copy(&from, &to).map_err(|e| Error::file(&from, format!("cannot copy: {e}")))?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes the diffusers-layout copy of the original release folder `src` to `out` (which must
+/// not exist or be empty). `stage` is told which component is being written.
+pub fn original_to_diffusers(src: &Path, out: &Path, mut stage: impl FnMut(&str)) -> Result<()> {
+    if crate::model::WanModel::detect_layout(src)? != crate::model::Layout::Original {
+        return Err(Error::file(
+            src,
+            "is not in the original release layout (it has model_index.json or transformer/)",
+        ));
+    }
+    let defaults = ModelDefaults::read(src)?;
+    let opts = crate::model::LoadOptions::default();
+    let mut fill = |tmp: &Path| -> Result<()> {
+        stage("text encoder");
+        let (t5, te_cfg) = original::text_encoder(src, opts)?;
+        let te_json = config_with(&te_cfg, json!({"model_type": "umt5", "architectures": ["UMT5EncoderModel"]}))?;
+        write_component(&tmp.join("text_encoder"), &te_json, &t5, "model.safetensors")?;
+        drop(t5);
+        copy_files(&original::tokenizer_dir(src), &tmp.join("tokenizer"))?;
+
+        stage("transformer");
+        let (dit, tr_cfg, text_len) = original::transformer(src, opts)?;
+        let tr_json = config_with(&tr_cfg, json!({"_class_name": "WanTransformer3DModel"}))?;
+        write_component(&tmp.join("transformer"), &tr_json, &dit, "diffusion_pytorch_model.safetensors")?;
+        drop(dit);
+
+        stage("vae");
+        let (vae, vae_cfg) = original::vae(src, &defaults)?;
+        let vae_json = config_with(&vae_cfg, json!({"_class_name": "AutoencoderKLWan"}))?;
+        write_component(&tmp.join("vae"), &vae_json, &vae, "diffusion_pytorch_model.safetensors")?;
+
+        let scheduler = SchedulerConfig::original_release_default().json;
+        create_dir(&tmp.join("scheduler"))?;
+        write_json(&tmp.join("scheduler/scheduler_config.json"), &scheduler)?;
+        let scheduler_class = scheduler.get("_class_name").cloned().unwrap_or(Value::Null);
+        write_json(
+            &tmp.join("model_index.json"),
+            &json!({
+                "_class_name": "WanPipeline",
+                "scheduler": ["diffusers", scheduler_class],
+                "text_encoder": ["transformers", "UMT5EncoderModel"],
+                "tokenizer": ["transformers", "T5TokenizerFast"],
+                "transformer": ["diffusers", "WanTransformer3DModel"],
+                "vae": ["diffusers", "AutoencoderKLWan"],
+            }),
+        )?;
+
+        // The release's own defaults, plus its context length (a diffusers folder has no text_len).
+        let defaults_path = src.join(DEFAULTS_FILE);
+        let mut wanrt_json: Value = if defaults_path.is_file() {
+            let text = std::fs::read_to_string(&defaults_path)
+                .map_err(|e| Error::file(&defaults_path, format!("cannot read: {e}")))?;
+            serde_json::from_str(&text).map_err(|e| Error::file(&defaults_path, format!("invalid JSON: {e}")))?
+        } else {
+            json!({})
+        };
+        if let (Some(obj), Some(len)) = (wanrt_json.as_object_mut(), text_len) {
+            obj.entry("max_sequence_length").or_insert(json!(len));
+        }
+        if wanrt_json.as_object().is_some_and(|o| !o.is_empty()) {
+            write_json(&tmp.join(DEFAULTS_FILE), &wanrt_json)?;
+        }
+        Ok(())
+    };
+    let mut failure = None;
+    let written = wanrt_io::create_dir_atomic(out, |tmp| {
+        fill(tmp).map_err(|e| {
+            let msg = e.to_string();
+            failure = Some(e);
+            wanrt_io::Error::Invalid { path: tmp.to_path_buf(), msg }
+        })
+    });
+    match (written, failure) {
+        (Ok(()), _) => Ok(()),
+        (Err(_), Some(e)) => Err(e),
+        (Err(e), None) => Err(Error::file(out, e.to_string())),
+    }
+}
