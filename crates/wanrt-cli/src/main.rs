@@ -12,6 +12,11 @@ mod sysinfo;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc keeps freed pages for reuse; with glibc's malloc every activation of tens of MB is a
+/// fresh `mmap`, paid again in page faults and zeroing each time a layer runs.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "wanrt", version, about = "Wan2.1 text-to-video runtime, optimizer and evaluation toolkit")]
 struct Cli {

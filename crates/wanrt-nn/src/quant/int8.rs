@@ -9,7 +9,7 @@
 //! SmoothQuant (Xiao et al. 2023) and TensorRT's INT8 `IQuantizeLayer` semantics (scale = amax/127).
 
 use super::kernels::{self, Tile, MAX_K, NR};
-use super::{gemm_decoded, round_half_even, ActQuant, Isa};
+use super::{gemm_decoded, ActQuant, Isa};
 use crate::ops::SyncPtr;
 use rayon::prelude::*;
 
@@ -35,16 +35,31 @@ pub struct QuantizedMatrix {
     pub scales: Vec<f32>,
 }
 
-/// Quantizes one row with `x · inv` rounded half to even and clamped to ±127.
-#[inline]
+/// Quantizes one row with `x · inv` clamped to ±127 and rounded half to even. The rounding adds
+/// 1.5·2²³ and keeps the low mantissa bits (what `round_half_even` computes), which unlike a
+/// saturating float-to-int cast compiles to a few vector instructions.
+#[inline(always)]
 fn quantize_into(src: &[f32], inv: f32, dst: &mut [i8]) {
+    const MAGIC: f32 = 12_582_912.0;
+    let magic_bits = MAGIC.to_bits() as i32;
     for (d, &v) in dst.iter_mut().zip(src) {
-        *d = round_half_even(v * inv).clamp(-QMAX, QMAX) as i8;
+        *d = (((v * inv).clamp(-QMAX, QMAX) + MAGIC).to_bits() as i32 - magic_bits) as i8;
     }
 }
 
+/// Lanes of the explicit max reduction in [`absmax`] (exact in any order; the lanes let it
+/// vectorize).
+const LANES: usize = 8;
+
+#[inline(always)]
 fn absmax(v: &[f32]) -> f32 {
-    v.iter().fold(0.0f32, |m, &x| m.max(x.abs()))
+    let max2 = |a: f32, b: f32| if b > a { b } else { a };
+    let mut m = [0.0f32; LANES];
+    let mut chunks = v.chunks_exact(LANES);
+    for ch in &mut chunks {
+        m.iter_mut().zip(ch).for_each(|(m, &x)| *m = max2(*m, x.abs()));
+    }
+    chunks.remainder().iter().chain(&m).fold(0.0f32, |a, &x| max2(a, x.abs()))
 }
 
 /// `(scale, inv)` for a symmetric range of `absmax`: scale = absmax/127, inv = 127/absmax
@@ -228,8 +243,10 @@ impl QuantizedActs {
         let mut scales = vec![0.0f32; m];
         if k > 0 {
             let smooth_absmax = |row: &[f32]| match inv_smooth {
-                Some(s) => row.iter().zip(s).fold(0.0f32, |a, (&x, &s)| a.max((x * s).abs())),
-                None => absmax(row),
+                Some(s) => {
+                    crate::ops::vectorized(|| row.iter().zip(s).fold(0.0f32, |a, (&x, &s)| a.max((x * s).abs())))
+                }
+                None => crate::ops::vectorized(|| absmax(row)),
             };
             let tensor_scale = match act {
                 ActQuant::PerToken => None,
@@ -250,16 +267,19 @@ impl QuantizedActs {
                 .for_each_init(Vec::new, |tmp, (((d, a), row), s)| {
                     let (scale, inv) = tensor_scale.unwrap_or_else(|| scale_for(smooth_absmax(row)));
                     *s = scale;
-                    let src = match inv_smooth {
-                        Some(sm) => {
-                            tmp.clear();
-                            tmp.extend(row.iter().zip(sm).map(|(&x, &s)| x * s));
-                            &tmp[..]
-                        }
-                        None => row,
-                    };
-                    quantize_into(src, inv, &mut d[..k]);
-                    fill_aux(isa, d, a);
+                    // Plain f32 and integer loops: the AVX2 build gives the baseline's bits.
+                    crate::ops::vectorized(|| {
+                        let src = match inv_smooth {
+                            Some(sm) => {
+                                tmp.clear();
+                                tmp.extend(row.iter().zip(sm).map(|(&x, &s)| x * s));
+                                &tmp[..]
+                            }
+                            None => row,
+                        };
+                        quantize_into(src, inv, &mut d[..k]);
+                        fill_aux(isa, d, a);
+                    })
                 });
         }
         QuantizedActs { m, kp, data, aux, scales }
@@ -267,6 +287,7 @@ impl QuantizedActs {
 }
 
 /// The path's second operand form of `codes` (see `kernels`): |a| for AVX2, a + 128 for VNNI.
+#[inline(always)]
 fn fill_aux(isa: Isa, codes: &[i8], aux: &mut [u8]) {
     match isa {
         Isa::Scalar => {}
@@ -375,19 +396,24 @@ pub fn gemm_w8a8_with(
     let a = QuantizedActs::quantize(isa, x, m, k, w.kp, act, inv_smooth);
     let out_ptr = SyncPtr(out.as_mut_ptr());
     int_gemm(isa, &a, w, |i0, j0, rows, cols, acc, acc_rs| {
-        for r in 0..rows {
-            let sx = a.scales[i0 + r];
-            // SAFETY: blocks of int_gemm are disjoint; row i0+r, columns j0..j0+cols < n.
-            let dst = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add((i0 + r) * n + j0), cols) };
-            let src = &acc[r * acc_rs..r * acc_rs + cols];
-            let sw = &w.scales[j0..j0 + cols];
-            match bias {
-                Some(b) => dst.iter_mut().zip(src).zip(sw).zip(&b[j0..j0 + cols]).for_each(|(((o, &v), &s), &b)| {
-                    *o = v as f32 * sx * s + b;
-                }),
-                None => dst.iter_mut().zip(src).zip(sw).for_each(|((o, &v), &s)| *o = v as f32 * sx * s),
+        // Separate multiplies (Rust never fuses them): the AVX2 build gives the baseline's bits.
+        crate::ops::vectorized(|| {
+            for r in 0..rows {
+                let sx = a.scales[i0 + r];
+                // SAFETY: blocks of int_gemm are disjoint; row i0+r, columns j0..j0+cols < n.
+                let dst = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add((i0 + r) * n + j0), cols) };
+                let src = &acc[r * acc_rs..r * acc_rs + cols];
+                let sw = &w.scales[j0..j0 + cols];
+                match bias {
+                    Some(b) => {
+                        dst.iter_mut().zip(src).zip(sw).zip(&b[j0..j0 + cols]).for_each(|(((o, &v), &s), &b)| {
+                            *o = v as f32 * sx * s + b;
+                        })
+                    }
+                    None => dst.iter_mut().zip(src).zip(sw).for_each(|((o, &v), &s)| *o = v as f32 * sx * s),
+                }
             }
-        }
+        })
     });
 }
 
