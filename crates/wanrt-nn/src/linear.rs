@@ -13,12 +13,15 @@
 //! activations are divided by `s`). Whether activations are quantized, and
 //! how, is the store's [`WeightStore::activation_quant`] of `p`.
 
+use crate::backend::Activation;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
+use crate::ops::activation::{apply_inplace, gelu_tanh_scalar, silu_scalar};
 use crate::ops::matmul::{gemm_general, matmul_nt, Layout};
 use crate::probe::ActivationProbe;
+use crate::quant::int8::gemm_w8a8_then;
 use crate::quant::int8::DequantRows;
-use crate::quant::{gemm_fp8, gemm_w8a16, gemm_w8a8, ActQuant, Fp8Matrix, PackedInt8, QuantizedMatrix};
+use crate::quant::{gemm_fp8, gemm_w8a16, gemm_w8a8, ActQuant, Fp8Matrix, Isa, PackedInt8, QuantizedMatrix};
 use crate::weights::{RawTensor, WeightStore};
 use crate::Tensor;
 use rayon::prelude::*;
@@ -331,6 +334,19 @@ impl Linear {
 
     /// `x: [.., in]` → `[.., out]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_then::<fn(f32) -> f32>(x, None)
+    }
+
+    /// `act(x · Wᵀ + b)`. With W8A8 weights the activation runs inside the GEMM's output pass
+    /// (the values are still in cache); otherwise as a pass after it. Same bits either way.
+    pub fn forward_activation(&self, x: &Tensor, act: Activation) -> Result<Tensor> {
+        match act {
+            Activation::GeluTanh => self.forward_then(x, Some(gelu_tanh_scalar)),
+            Activation::Silu => self.forward_then(x, Some(silu_scalar)),
+        }
+    }
+
+    fn forward_then<F: Fn(f32) -> f32 + Sync + Copy>(&self, x: &Tensor, post: Option<F>) -> Result<Tensor> {
         let [n, k] = self.weight.shape();
         if x.shape().last() != Some(&k) {
             return Err(Error::shape("linear", format!("[.., {k}]"), x.shape()));
@@ -346,11 +362,14 @@ impl Linear {
         }
         let bias = self.bias.as_deref();
         let out = || vec![0.0f32; m * n];
-        let data = match &self.weight {
+        let mut data = match &self.weight {
             LinearWeight::F32(w) => {
                 let mut y = matmul_nt(x, w)?;
                 if let Some(b) = bias {
                     y.add_row(b)?;
+                }
+                if let Some(f) = post {
+                    apply_inplace(y.data_mut(), f);
                 }
                 return Ok(y);
             }
@@ -386,8 +405,12 @@ impl Linear {
             }
             LinearWeight::Int8 { w, act, inv_smooth } => {
                 let mut o = out();
-                gemm_w8a8(x.data(), m, k, w, *act, inv_smooth.as_deref(), bias, &mut o);
-                o
+                let smooth = inv_smooth.as_deref();
+                match post {
+                    Some(f) => gemm_w8a8_then(Isa::detect(), x.data(), m, k, w, *act, smooth, bias, f, &mut o),
+                    None => gemm_w8a8(x.data(), m, k, w, *act, smooth, bias, &mut o),
+                }
+                return Tensor::new(shape, o);
             }
             LinearWeight::Fp8 { w, act: Some(act) } => {
                 let mut o = out();
@@ -400,6 +423,9 @@ impl Linear {
                 o
             }
         };
+        if let Some(f) = post {
+            apply_inplace(&mut data, f);
+        }
         Tensor::new(shape, data)
     }
 }
@@ -460,6 +486,33 @@ mod tests {
         let full = Linear::from_f32(half.weight.to_f32().unwrap(), None);
         let x = Tensor::new([m, k], (0..m * k).map(|i| (i as f32).sin()).collect()).unwrap();
         assert_eq!(half.forward(&x).unwrap().data(), full.forward(&x).unwrap().data());
+    }
+
+    /// An activation fused into the W8A8 GEMM's output pass gives the bits of the two ops in
+    /// sequence (and so does the unfused path of the other formats).
+    #[test]
+    fn fused_activation_equals_linear_then_activation() {
+        let (n, k, m) = (300, 70, 9);
+        let w = Tensor::new([n, k], (0..n * k).map(|i| ((i * 37 % 101) as f32 - 50.0) / 40.0).collect()).unwrap();
+        let bias: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).cos()).collect();
+        let q = QuantizedMatrix::quantize_per_row_symmetric(w.data(), n, k);
+        let int8 = Linear {
+            weight: LinearWeight::Int8 { w: PackedInt8::from_quantized(&q), act: ActQuant::PerToken, inv_smooth: None },
+            bias: Some(bias.clone()),
+            probe: None,
+        };
+        let full = Linear::from_f32(w, Some(bias));
+        let x = Tensor::new([m, k], (0..m * k).map(|i| (i as f32 * 0.71).sin() * 3.0).collect()).unwrap();
+        for layer in [&int8, &full] {
+            for (act, f) in
+                [(Activation::GeluTanh, gelu_tanh_scalar as fn(f32) -> f32), (Activation::Silu, silu_scalar)]
+            {
+                let fused = layer.forward_activation(&x, act).unwrap();
+                let mut two = layer.forward(&x).unwrap();
+                apply_inplace(two.data_mut(), f);
+                assert!(fused.data().iter().zip(two.data()).all(|(a, b)| a.to_bits() == b.to_bits()), "{act:?}");
+            }
+        }
     }
 
     /// Quantized parts load fused, with their scales, smoothing and activation mode.

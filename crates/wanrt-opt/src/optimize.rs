@@ -360,5 +360,8 @@ fn fusion_plan(quant: QuantMode) -> Vec<serde_json::Value> {
     if !q.is_empty() {
         v.push(serde_json::json!({"op": "quantization", "as": q}));
     }
+    if quant == QuantMode::Int8 {
+        v.push(serde_json::json!({"op": "ffn_gelu", "layers": "ffn.net.0.proj + GELU", "as": "GELU applied in the W8A8 GEMM's output pass"}));
+    }
     v
 }

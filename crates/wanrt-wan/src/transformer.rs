@@ -351,7 +351,7 @@ impl WanTransformer {
     fn condition(&self, timesteps: &[f32]) -> Result<Conditioning> {
         let t = self.timestep_features(timesteps);
         let be = self.be();
-        let hidden = be.activation(be.linear(&self.time_linear_1, &t)?, Activation::Silu)?;
+        let hidden = be.linear_activation(&self.time_linear_1, &t, Activation::Silu)?;
         let temb = be.linear(&self.time_linear_2, &hidden)?;
         let timestep_proj = be.linear(&self.time_proj, &be.activation(temb.clone(), Activation::Silu)?)?;
         Ok(Conditioning { temb: temb.into_data(), timestep_proj: timestep_proj.into_data() })
@@ -371,10 +371,8 @@ impl WanTransformer {
         let heads = self.config.num_attention_heads;
         let hd = dim / heads;
         let be = self.be();
-        let ctx = be.linear(
-            &self.text_linear_2,
-            &be.activation(be.linear(&self.text_linear_1, text)?, Activation::GeluTanh)?,
-        )?;
+        let ctx =
+            be.linear(&self.text_linear_2, &be.linear_activation(&self.text_linear_1, text, Activation::GeluTanh)?)?;
         let kv = self
             .blocks
             .iter()
@@ -559,7 +557,7 @@ impl WanTransformer {
 
         // Feed-forward.
         let nx = be.layer_norm_modulate(&x, eps, &mods[4], &mods[3])?;
-        let hidden = be.activation(be.linear(&blk.ffn_in, &nx)?, Activation::GeluTanh)?;
+        let hidden = be.linear_activation(&blk.ffn_in, &nx, Activation::GeluTanh)?;
         let ff = be.linear(&blk.ffn_out, &hidden)?;
         be.add_gated(&mut x, &ff, &mods[5])?;
         Ok(x)

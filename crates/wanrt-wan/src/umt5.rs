@@ -210,7 +210,7 @@ impl Umt5Encoder {
             let a = be.attention(&q, &k, &v, 1.0, bias, AttentionPrecision::Full)?;
             be.add_assign(&mut x, &be.linear(&blk.o, &a.reshape([batch, l, h * dk])?)?)?;
             let n = be.rms_norm(x.clone(), eps, Some(&blk.norm2))?;
-            let gate = be.activation(be.linear(&blk.wi_0, &n)?, Activation::GeluTanh)?;
+            let gate = be.linear_activation(&blk.wi_0, &n, Activation::GeluTanh)?;
             let hidden = be.mul(&gate, &be.linear(&blk.wi_1, &n)?)?;
             be.add_assign(&mut x, &be.linear(&blk.wo, &hidden)?)?;
         }

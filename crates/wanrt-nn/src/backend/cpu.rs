@@ -18,6 +18,10 @@ impl Backend for CpuBackend {
         layer.forward(x)
     }
 
+    fn linear_activation(&self, layer: &Linear, x: &Tensor, act: Activation) -> Result<Tensor> {
+        layer.forward_activation(x, act)
+    }
+
     fn embedding(&self, table: &Embedding, ids: &[u32]) -> Result<Tensor> {
         table.lookup(ids)
     }

@@ -58,6 +58,13 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// `x: [.., in]` → `[.., out]` with the layer's weights in whatever format they are stored.
     fn linear(&self, layer: &Linear, x: &Tensor) -> Result<Tensor>;
 
+    /// `act(linear(x))`. Backends fuse the activation into the product where the weight format
+    /// allows (the CPU's W8A8 GEMM applies it in its output pass); the result must equal the
+    /// two ops in sequence.
+    fn linear_activation(&self, layer: &Linear, x: &Tensor, act: Activation) -> Result<Tensor> {
+        self.activation(self.linear(layer, x)?, act)
+    }
+
     /// Rows `ids` of the table → `[ids.len(), D]`; ids must be `< V`.
     fn embedding(&self, table: &Embedding, ids: &[u32]) -> Result<Tensor>;
 

@@ -387,6 +387,26 @@ pub fn gemm_w8a8_with(
     bias: Option<&[f32]>,
     out: &mut [f32],
 ) {
+    gemm_w8a8_then(isa, x, m, k, w, act, inv_smooth, bias, |y| y, out)
+}
+
+/// [`gemm_w8a8_with`] with `post` applied to every output value inside the output pass (an
+/// activation fused into the GEMM epilogue: the values are still in cache). `post` runs in
+/// the same AVX2-compiled loop a standalone pass would use, so the bits are those of
+/// `gemm_w8a8_with` followed by `post` over the output.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_w8a8_then(
+    isa: Isa,
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: &PackedInt8,
+    act: ActQuant,
+    inv_smooth: Option<&[f32]>,
+    bias: Option<&[f32]>,
+    post: impl Fn(f32) -> f32 + Sync + Copy,
+    out: &mut [f32],
+) {
     assert_eq!(k, w.cols, "x has {k} features, the weight expects {}", w.cols);
     let n = w.rows;
     assert_eq!(out.len(), m * n, "out: expected m·n = {m}·{n} values");
@@ -412,6 +432,7 @@ pub fn gemm_w8a8_with(
                     }
                     None => dst.iter_mut().zip(src).zip(sw).for_each(|((o, &v), &s)| *o = v as f32 * sx * s),
                 }
+                dst.iter_mut().for_each(|y| *y = post(*y));
             }
         })
     });

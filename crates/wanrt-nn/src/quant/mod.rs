@@ -24,7 +24,7 @@ pub(crate) mod kernels;
 pub(crate) mod kernels_i16;
 
 pub use fp8::{gemm_fp8, Fp8Matrix};
-pub use int8::{gemm_w8a16, gemm_w8a8, gemm_w8a8_with, PackedInt8, QuantizedMatrix};
+pub use int8::{gemm_w8a16, gemm_w8a8, gemm_w8a8_then, gemm_w8a8_with, PackedInt8, QuantizedMatrix};
 pub use isa::Isa;
 
 use crate::ops::matmul::{gemm_general, Layout};
