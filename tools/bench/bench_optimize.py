@@ -123,6 +123,7 @@ def big_part(args, env):
         ("W8A16 (int8-weight)", "int8w", ["--quant", "int8-weight"]),
         ("FFN pruned 20% (f32)", "prune20", ["--quant", "none", "--prune-ffn", "0.2"]),
         ("W8A8 + FFN pruned 20%", "int8-prune20", ["--quant", "int8", "--prune-ffn", "0.2"]),
+        ("W8A8 + 8-bit attention", "int8-attn", ["--quant", "int8", "--attn-quant", "int8"]),
     ]
     artifacts = [a for a in artifacts if a[1] in args.big_variants]
     made = {}
@@ -217,7 +218,7 @@ def main():
     ap.add_argument("--isa", default=None, help="WANRT_ISA for the int8 kernels (scalar, avx2, avxvnni, avx512vnni)")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--big-variants", nargs="+", default=["int8", "int8w", "prune20", "int8-prune20"],
-                    choices=["int8", "int8w", "prune20", "int8-prune20"], help="big: artifacts timed next to f32")
+                    choices=["int8", "int8w", "prune20", "int8-prune20", "int8-attn"], help="big: artifacts timed next to f32")
     ap.add_argument("--report-videos", type=int, default=8, help="demo: videos per variant the fidelity is averaged over")
     ap.add_argument("--no-torch", dest="torch", action="store_false")
     ap.add_argument("--prompt", default="a red circle moves left on a blue background")
