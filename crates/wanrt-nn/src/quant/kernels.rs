@@ -91,23 +91,6 @@ mod x86 {
     /// Rows per AVX-512 micro-kernel, two panels at a time (16 of the 32 zmm accumulate).
     const MR_AVX512: usize = 8;
 
-    /// Calls `$k::<MR>` for the remaining row count (const generics keep accumulators in registers).
-    macro_rules! by_rows {
-        ($rows:expr, $k:ident, $($arg:expr),*) => {
-            match $rows {
-                1 => $k::<1>($($arg),*),
-                2 => $k::<2>($($arg),*),
-                3 => $k::<3>($($arg),*),
-                4 => $k::<4>($($arg),*),
-                5 => $k::<5>($($arg),*),
-                6 => $k::<6>($($arg),*),
-                7 => $k::<7>($($arg),*),
-                8 => $k::<8>($($arg),*),
-                _ => unreachable!("micro-kernel rows"),
-            }
-        };
-    }
-
     #[inline(always)]
     unsafe fn bcast4(p: *const u8) -> i32 {
         std::ptr::read_unaligned(p as *const i32)

@@ -94,26 +94,6 @@ mod x86 {
     /// Rows per AVX-512 micro-kernel (one zmm accumulator per row holds a whole panel).
     const MR_AVX512: usize = 12;
 
-    macro_rules! by_rows {
-        ($rows:expr, $k:ident, $($arg:expr),*) => {
-            match $rows {
-                1 => $k::<1>($($arg),*),
-                2 => $k::<2>($($arg),*),
-                3 => $k::<3>($($arg),*),
-                4 => $k::<4>($($arg),*),
-                5 => $k::<5>($($arg),*),
-                6 => $k::<6>($($arg),*),
-                7 => $k::<7>($($arg),*),
-                8 => $k::<8>($($arg),*),
-                9 => $k::<9>($($arg),*),
-                10 => $k::<10>($($arg),*),
-                11 => $k::<11>($($arg),*),
-                12 => $k::<12>($($arg),*),
-                _ => unreachable!("micro-kernel rows"),
-            }
-        };
-    }
-
     /// The pair `a[2g], a[2g+1]` as one 32-bit lane value.
     #[inline(always)]
     unsafe fn pair(p: *const i16) -> i32 {
