@@ -1,5 +1,6 @@
 //! Scaled dot-product attention, tiled over query blocks so the score matrix
-//! never exceeds `QUERY_BLOCK × Lk` per worker (memory-bounded at 32k tokens).
+//! never exceeds `SCORE_BUDGET` floats (or `MIN_QUERY_BLOCK × Lk`) per worker: memory-bounded at
+//! 32k tokens.
 
 use super::matmul::{gemm_general, Layout};
 use super::softmax::softmax_row;
@@ -8,7 +9,11 @@ use crate::error::{Error, Result};
 use crate::Tensor;
 use rayon::prelude::*;
 
-const QUERY_BLOCK: usize = 64;
+/// Scores a worker may hold: short sequences take many query rows per task, so each packing of
+/// K and V by the GEMMs serves more rows.
+const SCORE_BUDGET: usize = 1 << 17;
+/// Fewest query rows per task (long sequences).
+const MIN_QUERY_BLOCK: usize = 64;
 
 /// Additive terms applied to the scores before softmax.
 #[derive(Default, Clone, Copy)]
@@ -42,14 +47,15 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f32, bias: Attention
     // copies, which cost as much as the softmax at a few thousand tokens.
     let hd = h * d;
     let mut out = vec![0.0f32; b * lq * hd];
-    let blocks_per_head = lq.div_ceil(QUERY_BLOCK);
+    let query_block = (SCORE_BUDGET / lk.max(1)).clamp(MIN_QUERY_BLOCK, lq.max(MIN_QUERY_BLOCK));
+    let blocks_per_head = lq.div_ceil(query_block);
     let tasks: Vec<(usize, usize)> = (0..b * h).flat_map(|bh| (0..blocks_per_head).map(move |blk| (bh, blk))).collect();
     let out_ptr = SyncPtr(out.as_mut_ptr());
-    let init = || (Vec::new(), vec![0.0f32; QUERY_BLOCK * d]);
+    let init = || (Vec::new(), vec![0.0f32; query_block * d]);
     tasks.par_iter().for_each_init(init, |(scores, o): &mut (Vec<f32>, Vec<f32>), &(bh, blk)| {
         let (bi, hi) = (bh / h, bh % h);
-        let q0 = blk * QUERY_BLOCK;
-        let rows = QUERY_BLOCK.min(lq - q0);
+        let q0 = blk * query_block;
+        let rows = query_block.min(lq - q0);
         let q_blk = &q.data()[(bi * lq + q0) * hd + hi * d..];
         let k_head = &k.data()[bi * lk * hd + hi * d..];
         let v_head = &v.data()[bi * lk * hd + hi * d..];
