@@ -45,7 +45,8 @@ pub enum ActivationArg {
 #[command(after_help = "Quantization modes: int8-weight = W8A16 (int8 weights, f32 compute); int8 = W8A8 \
 (int8 weights and per-token int8 activations, SmoothQuant α=0.5, exact int32 GEMM); fp8 = E4M3 weights and \
 activations (per-channel weight scales; emulated on CPU). --attn-quant int8 runs self-attention with \
-SageAttention-style int8 Q·Kᵀ. Pruning removes FFN channels / heads ranked by calibration importance.\n\
+SageAttention-style int8 Q·Kᵀ and 16-bit integer P·V. A release-layout --model is converted first. \
+Pruning removes FFN channels / heads ranked by calibration importance.\n\
 The report (ARTIFACT/optimize-report.md and .json) generates the same video with the source model and \
 the artifact in child processes and compares them: latency, weight bytes, peak memory, PSNR/SSIM.\n\
 Examples:\n  wanrt optimize --quant int8 -o demo-int8/\n  \
