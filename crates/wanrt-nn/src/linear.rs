@@ -25,6 +25,7 @@ use crate::quant::{gemm_fp8, gemm_w8a16, gemm_w8a8, ActQuant, Fp8Matrix, Isa, Pa
 use crate::weights::{RawTensor, WeightStore};
 use crate::Tensor;
 use rayon::prelude::*;
+use std::borrow::Cow;
 use std::sync::Arc;
 
 /// Output rows of a half-precision weight widened per GEMM call.
@@ -262,22 +263,28 @@ impl Linear {
         };
         let weight = match dtype {
             DType::I8 => {
-                let data: Vec<i8> = codes().into_iter().map(|b| b as i8).collect();
-                if let Some(pos) = data.iter().position(|&c| c == i8::MIN) {
-                    let row = pos / in_dim.max(1);
-                    let part = (0..prefixes.len()).find(|&i| row < out_dims[..=i].iter().sum()).unwrap_or(0);
-                    let part = prefixes[part];
-                    return Err(Error::Msg(format!(
-                        "{part}.weight: int8 code -128 found, codes must lie in -127..=127"
-                    )));
+                // The codes as stored (mapped files: no copy); each part is `[out_dims[i], in_dim]`.
+                let parts: Vec<Cow<[u8]>> = raws.iter().map(|r| r.bytes()).collect();
+                for (bytes, prefix) in parts.iter().zip(prefixes) {
+                    if bytes.contains(&0x80) {
+                        return Err(Error::Msg(format!(
+                            "{prefix}.weight: int8 code -128 found, codes must lie in -127..=127"
+                        )));
+                    }
                 }
                 let scales = load_f32_parts(ws, prefixes, "weight_scale", out_dims)?;
                 check_scales(prefixes[0], &scales)?;
-                let q = QuantizedMatrix { rows: out_dim, cols: in_dim, data, scales };
                 let smooth = load_smooth(ws, prefixes, in_dim)?;
+                let starts: Vec<usize> = out_dims.iter().scan(0, |s, &d| Some(std::mem::replace(s, *s + d))).collect();
+                let row = |j: usize| -> &[i8] {
+                    let p = starts.partition_point(|&s| s <= j) - 1;
+                    let local = j - starts[p];
+                    bytemuck::cast_slice(&parts[p][local * in_dim..(local + 1) * in_dim])
+                };
                 match act {
+                    // W8A8 packs straight from the stored codes into the kernel's panel layout.
                     Some(act) => LinearWeight::Int8 {
-                        w: PackedInt8::from_quantized(&q),
+                        w: PackedInt8::pack(row, out_dim, in_dim, scales),
                         act,
                         inv_smooth: smooth.map(|s| s.iter().map(|v| 1.0 / v).collect()),
                     },
@@ -287,7 +294,11 @@ impl Linear {
                             prefixes[0]
                         )));
                     }
-                    None => LinearWeight::Int8Weight(q),
+                    None => {
+                        let data =
+                            parts.iter().flat_map(|p| bytemuck::cast_slice::<u8, i8>(p).iter().copied()).collect();
+                        LinearWeight::Int8Weight(QuantizedMatrix { rows: out_dim, cols: in_dim, data, scales })
+                    }
                 }
             }
             DType::F8E4M3 => {

@@ -149,26 +149,33 @@ impl PackedInt8 {
     pub fn from_quantized(q: &QuantizedMatrix) -> PackedInt8 {
         let (n, k) = (q.rows, q.cols);
         assert!(q.data.len() == n * k && q.scales.len() == n, "QuantizedMatrix fields do not match {n}×{k}");
-        assert!(q.data.iter().all(|&v| v != i8::MIN), "int8 weight codes must lie in -127..=127");
+        PackedInt8::pack(|j| &q.data[j * k..(j + 1) * k], n, k, q.scales.clone())
+    }
+
+    /// Packs the `rows × cols` codes whose row `j` is `row(j)` (wherever it lives: a mapped
+    /// checkpoint needs no intermediate copy), with one scale per row. Panics as
+    /// [`PackedInt8::from_quantized`] does.
+    pub fn pack<'a>(row: impl Fn(usize) -> &'a [i8] + Sync, n: usize, k: usize, scales: Vec<f32>) -> PackedInt8 {
+        assert_eq!(scales.len(), n, "expected one scale per row ({n})");
         let kp = k.div_ceil(4) * 4;
         assert!(kp <= MAX_K, "k = {k} too large for exact int32 accumulation (max {MAX_K})");
         let panels = n.div_ceil(NR);
         let mut data = vec![0i8; panels * NR * kp];
+        let mut comp = vec![0i32; panels * NR];
         if kp > 0 {
-            data.par_chunks_mut(NR * kp).enumerate().for_each(|(p, panel)| {
-                for c in 0..NR.min(n - p * NR) {
-                    let row = &q.data[(p * NR + c) * k..(p * NR + c + 1) * k];
-                    for (g, quad) in row.chunks(4).enumerate() {
+            data.par_chunks_mut(NR * kp).zip(comp.par_chunks_mut(NR)).enumerate().for_each(|(p, (panel, cs))| {
+                for (c, cs) in cs.iter_mut().enumerate().take(NR.min(n - p * NR)) {
+                    let codes = row(p * NR + c);
+                    assert_eq!(codes.len(), k, "row {} has {} codes, expected {k}", p * NR + c, codes.len());
+                    assert!(codes.iter().all(|&v| v != i8::MIN), "int8 weight codes must lie in -127..=127");
+                    for (g, quad) in codes.chunks(4).enumerate() {
                         panel[g * 64 + c * 4..][..quad.len()].copy_from_slice(quad);
                     }
+                    *cs = 128 * codes.iter().map(|&v| v as i32).sum::<i32>();
                 }
             });
         }
-        let mut comp = vec![0i32; panels * NR];
-        for (j, c) in comp.iter_mut().enumerate().take(n) {
-            *c = 128 * q.data[j * k..(j + 1) * k].iter().map(|&v| v as i32).sum::<i32>();
-        }
-        PackedInt8 { rows: n, cols: k, kp, panels, data, scales: q.scales.clone(), comp }
+        PackedInt8 { rows: n, cols: k, kp, panels, data, scales, comp }
     }
 
     /// Quantizes (per row, symmetric) and packs an f32 `[rows, cols]` weight.
