@@ -24,10 +24,8 @@ pub fn exp_approx(x: f32) -> f32 {
 /// polynomial of `2^f = e^(f ln 2)` (remainder below 1.2·10⁻⁷), all plain f32 code that vectorizes.
 #[inline(always)]
 pub(crate) fn exp2_clamped(t: f32) -> f32 {
-    const MAGIC: f32 = 12_582_912.0; // 1.5 · 2^23: the low mantissa bits then hold round(t)
-    let r = t + MAGIC;
-    let n = (r.to_bits() as i32).wrapping_sub(MAGIC.to_bits() as i32);
-    let f = t - (r - MAGIC);
+    let n = super::round_to_int(t);
+    let f = t - ((t + super::ROUND_MAGIC) - super::ROUND_MAGIC);
     let p = 1.0
         + f * (std::f32::consts::LN_2
             + f * (0.240_226_5

@@ -28,7 +28,7 @@
 //! the int8 score error), in plain f32 code shared by every path.
 
 use super::activation::exp2_clamped;
-use super::{has_avx2, SyncPtr};
+use super::{has_avx2, lane_max, round_to_int, SyncPtr};
 use crate::error::{Error, Result};
 use crate::quant::int8::{PackedInt8, QuantizedActs, QuantizedMatrix, QMAX};
 use crate::quant::kernels::{self, Tile, NR};
@@ -78,10 +78,6 @@ fn exp2_neg(x: f32) -> f32 {
     exp2_clamped(x.max(-125.0))
 }
 
-/// Lanes of the explicit reductions in [`row_step`]: a fixed summation order, so the result
-/// does not depend on how wide the compiler's vectors are.
-const LANES: usize = 8;
-
 /// Largest probability code: P is quantized per (query row, key tile) relative to the tile's
 /// largest probability, to 14 bits.
 const P_MAX: f32 = 16383.0;
@@ -107,7 +103,7 @@ struct RowStep {
 /// One query row of one key tile: dequantizes the integer scores into `s` (base-2 units:
 /// `acc · row_c · sk`, minus the VNNI offset `comp`), takes the running max `m_new`, and writes
 /// the probabilities `2^(s − m_new)` as 14-bit codes relative to the tile's largest one. Written
-/// as flat loops with [`LANES`]-wide accumulators so it vectorizes; every instruction set gets the
+/// as flat loops (the max through [`lane_max`]) so it vectorizes; every instruction set gets the
 /// same bits.
 #[inline(always)]
 fn row_step_impl(
@@ -125,14 +121,8 @@ fn row_step_impl(
         }
         None => s.iter_mut().zip(acc).zip(sk).for_each(|((s, &a), &k)| *s = a as f32 * row_c * k),
     }
-    let max2 = |a: f32, b: f32| if b > a { b } else { a };
-    let mut mx = [f32::NEG_INFINITY; LANES];
-    let mut chunks = s.chunks_exact(LANES);
-    for ch in &mut chunks {
-        mx.iter_mut().zip(ch).for_each(|(m, &x)| *m = max2(*m, x));
-    }
-    let tile_max = chunks.remainder().iter().chain(&mx).fold(f32::NEG_INFINITY, |a, &x| max2(a, x));
-    let m_new = max2(m_old, tile_max);
+    let tile_max = lane_max(s, f32::NEG_INFINITY, |x| x);
+    let m_new = if tile_max > m_old { tile_max } else { m_old };
     if tile_max - m_new < NEGLIGIBLE {
         codes.fill(0);
         return RowStep { m_new, code_scale: 0.0, code_sum: 0 };
@@ -140,20 +130,9 @@ fn row_step_impl(
     let p_max = exp2_neg(tile_max - m_new);
     let inv = P_MAX / p_max;
     s.iter_mut().for_each(|x| *x = exp2_neg(*x - m_new) * inv);
-    // Round half to even by adding 1.5·2²³ (then the low mantissa bits hold the integer): unlike
-    // a saturating float-to-int cast this compiles to a few vector instructions.
-    const MAGIC: f32 = 12_582_912.0;
-    let magic_bits = MAGIC.to_bits() as i32;
-    codes
-        .iter_mut()
-        .zip(s.iter())
-        .for_each(|(c, &y)| *c = ((y.min(P_MAX) + MAGIC).to_bits() as i32 - magic_bits) as i16);
-    let mut sums = [0i32; LANES];
-    let mut chunks = codes.chunks_exact(LANES);
-    for ch in &mut chunks {
-        sums.iter_mut().zip(ch).for_each(|(a, &x)| *a += x as i32);
-    }
-    let code_sum = chunks.remainder().iter().map(|&x| x as i32).sum::<i32>() + sums.iter().sum::<i32>();
+    codes.iter_mut().zip(s.iter()).for_each(|(c, &y)| *c = round_to_int(y.min(P_MAX)) as i16);
+    // An integer sum: exact in any order.
+    let code_sum = codes.iter().map(|&x| x as i32).sum();
     RowStep { m_new, code_scale: p_max / P_MAX, code_sum }
 }
 

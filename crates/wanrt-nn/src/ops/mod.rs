@@ -65,6 +65,33 @@ pub(crate) fn vectorized_if<R>(wide: bool, f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// 1.5·2²³: adding it to any `|y| < 2²²` leaves `y` rounded half to even in the low mantissa
+/// bits (default IEEE rounding), with nothing but an f32 add.
+pub(crate) const ROUND_MAGIC: f32 = 12_582_912.0;
+
+/// `y` rounded half to even, as an integer, for `|y| < 2²²`. Unlike a saturating float-to-int
+/// cast this is an add and an integer subtract, so loops of it vectorize; same bits everywhere.
+#[inline(always)]
+pub(crate) fn round_to_int(y: f32) -> i32 {
+    (y + ROUND_MAGIC).to_bits() as i32 - ROUND_MAGIC.to_bits() as i32
+}
+
+/// Lanes of the kernels' explicit reductions: a fixed order, whatever the vector width.
+pub(crate) const LANES: usize = 8;
+
+/// The largest of `init` and `f(x)` over `v` (`b > a` comparisons), in [`LANES`] accumulators so
+/// it vectorizes; the order is fixed, so even NaN handling is the same on every path.
+#[inline(always)]
+pub(crate) fn lane_max(v: &[f32], init: f32, f: impl Fn(f32) -> f32) -> f32 {
+    let max2 = |a: f32, b: f32| if b > a { b } else { a };
+    let mut m = [init; LANES];
+    let mut chunks = v.chunks_exact(LANES);
+    for ch in &mut chunks {
+        m.iter_mut().zip(ch).for_each(|(m, &x)| *m = max2(*m, f(x)));
+    }
+    chunks.remainder().iter().map(|&x| f(x)).chain(m).fold(init, max2)
+}
+
 /// A raw pointer handed to rayon tasks that each write a disjoint range of
 /// one output buffer (the callers' SAFETY comments state the disjointness).
 #[derive(Clone, Copy)]

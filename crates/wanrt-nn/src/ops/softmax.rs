@@ -1,11 +1,9 @@
 //! Numerically stable softmax over the last dimension.
 
 use super::activation::exp_approx;
+use super::{lane_max, LANES};
 use crate::Tensor;
 use rayon::prelude::*;
-
-/// Lanes of the explicit max/sum reductions: a fixed summation order on every instruction set.
-const LANES: usize = 8;
 
 /// `softmax(row)` in place. The exponential is [`exp_approx`] (vectorized; libm's scalar `expf`
 /// made the softmax cost more than the Q·Kᵀ GEMM of long-sequence attention).
@@ -15,13 +13,7 @@ pub fn softmax_row(row: &mut [f32]) {
 
 #[inline(always)]
 fn softmax_row_impl(row: &mut [f32]) {
-    let max2 = |a: f32, b: f32| if b > a { b } else { a };
-    let mut mx = [f32::NEG_INFINITY; LANES];
-    let mut chunks = row.chunks_exact(LANES);
-    for ch in &mut chunks {
-        mx.iter_mut().zip(ch).for_each(|(m, &x)| *m = max2(*m, x));
-    }
-    let max = chunks.remainder().iter().chain(&mx).fold(f32::NEG_INFINITY, |a, &x| max2(a, x));
+    let max = lane_max(row, f32::NEG_INFINITY, |x| x);
     if max == f32::NEG_INFINITY {
         // A fully masked row: PyTorch yields NaN; we yield zeros so masked
         // queries contribute nothing instead of poisoning the output.

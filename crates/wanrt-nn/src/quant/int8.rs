@@ -10,7 +10,7 @@
 
 use super::kernels::{self, Tile, MAX_K, NR};
 use super::{gemm_decoded, ActQuant, Isa};
-use crate::ops::SyncPtr;
+use crate::ops::{lane_max, round_to_int, SyncPtr};
 use rayon::prelude::*;
 
 /// Activation rows per parallel task (a multiple of every micro-kernel's row count: 4, 6, 8).
@@ -35,31 +35,18 @@ pub struct QuantizedMatrix {
     pub scales: Vec<f32>,
 }
 
-/// Quantizes one row with `x · inv` clamped to ±127 and rounded half to even. The rounding adds
-/// 1.5·2²³ and keeps the low mantissa bits (what `round_half_even` computes), which unlike a
-/// saturating float-to-int cast compiles to a few vector instructions.
+/// Quantizes one row with `x · inv` clamped to ±127 and rounded half to even (a loop that
+/// vectorizes: see [`round_to_int`]).
 #[inline(always)]
 fn quantize_into(src: &[f32], inv: f32, dst: &mut [i8]) {
-    const MAGIC: f32 = 12_582_912.0;
-    let magic_bits = MAGIC.to_bits() as i32;
     for (d, &v) in dst.iter_mut().zip(src) {
-        *d = (((v * inv).clamp(-QMAX, QMAX) + MAGIC).to_bits() as i32 - magic_bits) as i8;
+        *d = round_to_int((v * inv).clamp(-QMAX, QMAX)) as i8;
     }
 }
 
-/// Lanes of the explicit max reduction in [`absmax`] (exact in any order; the lanes let it
-/// vectorize).
-const LANES: usize = 8;
-
 #[inline(always)]
 fn absmax(v: &[f32]) -> f32 {
-    let max2 = |a: f32, b: f32| if b > a { b } else { a };
-    let mut m = [0.0f32; LANES];
-    let mut chunks = v.chunks_exact(LANES);
-    for ch in &mut chunks {
-        m.iter_mut().zip(ch).for_each(|(m, &x)| *m = max2(*m, x.abs()));
-    }
-    chunks.remainder().iter().chain(&m).fold(0.0f32, |a, &x| max2(a, x.abs()))
+    lane_max(v, 0.0, f32::abs)
 }
 
 /// `(scale, inv)` for a symmetric range of `absmax`: scale = absmax/127, inv = 127/absmax

@@ -67,15 +67,16 @@ pub enum ActQuant {
     Static(f32),
 }
 
-/// Round half to even for |y| < 2^22 with plain f32 adds (exact IEEE behaviour under the default
-/// rounding mode), so it vectorizes on baseline SSE2 and is identical on every path.
+/// Round half to even with plain f32 adds (exact IEEE behaviour under the default rounding mode,
+/// see [`crate::ops::ROUND_MAGIC`]), so it vectorizes on baseline SSE2 and is identical on every
+/// path; `|y| ≥ 2²²` is already an integer and returned as is.
 #[inline(always)]
 pub(crate) fn round_half_even(y: f32) -> f32 {
-    const MAGIC: f32 = 12_582_912.0; // 1.5 · 2^23
+    use crate::ops::ROUND_MAGIC;
     if y.abs() >= 4_194_304.0 {
-        return y; // already an integer
+        return y;
     }
-    (y + MAGIC) - MAGIC
+    (y + ROUND_MAGIC) - ROUND_MAGIC
 }
 
 /// Output columns widened to f32 per task in [`gemm_decoded`].
