@@ -16,7 +16,7 @@ mod pickle;
 pub mod pth;
 mod zipfile;
 
-pub use atomic::{create_dir_atomic, write_atomic};
+pub use atomic::{copy_tree, create_dir_atomic, write_atomic};
 pub use error::{Error, Result};
 pub use npy::{read_npy, read_npy_header, write_npy, write_npy_raw, NpyArray, NpyDType, NpyElement, NpyHeader};
 pub use npz::{read_npz, write_npz, NpzReader};

@@ -37,23 +37,6 @@ pub fn weights_sha256(dir: &Path) -> Result<String> {
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// Copies a folder tree, hard-linking files when the filesystem allows
-/// (weights of untouched components are large and never modified).
-fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
-    let err = |p: &Path, e: std::io::Error| Error::Msg(format!("{}: {e}", p.display()));
-    std::fs::create_dir_all(dst).map_err(|e| err(dst, e))?;
-    for entry in std::fs::read_dir(src).map_err(|e| err(src, e))? {
-        let entry = entry.map_err(|e| err(src, e))?;
-        let (from, to) = (entry.path(), dst.join(entry.file_name()));
-        if from.is_dir() {
-            copy_tree(&from, &to)?;
-        } else if std::fs::hard_link(&from, &to).is_err() {
-            std::fs::copy(&from, &to).map_err(|e| err(&from, e))?;
-        }
-    }
-    Ok(())
-}
-
 fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
     let text = serde_json::to_string_pretty(value).map_err(|e| Error::Msg(e.to_string()))?;
     std::fs::write(path, text + "\n").map_err(|e| Error::Msg(format!("{}: {e}", path.display())))
@@ -87,7 +70,7 @@ pub fn write(
                 }
                 let (from, to) = (entry.path(), tmp.join(&name));
                 if from.is_dir() {
-                    copy_tree(&from, &to)?;
+                    wanrt_io::copy_tree(&from, &to).map_err(|e| Error::Msg(e.to_string()))?;
                 } else {
                     std::fs::copy(&from, &to).map_err(|e| Error::Msg(format!("{}: {e}", from.display())))?;
                 }

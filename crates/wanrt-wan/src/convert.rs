@@ -41,20 +41,6 @@ fn write_component(dir: &Path, config: &Value, weights: &WeightStore, file: &str
     Ok(weights.write_safetensors(&dir.join(file))?)
 }
 
-/// Copies the plain files of `src` (the tokenizer folder has no subfolders).
-fn copy_files(src: &Path, dst: &Path) -> Result<()> {
-    create_dir(dst)?;
-    let entries = std::fs::read_dir(src).map_err(|e| Error::file(src, format!("cannot list: {e}")))?;
-    for entry in entries {
-        let from = entry.map_err(|e| Error::file(src, e.to_string()))?.path();
-        if from.is_file() {
-            let to = dst.join(from.file_name().expect("a listed file has a name"));
-            std::fs::copy(&from, &to).map_err(|e| Error::file(&from, format!("cannot copy: {e}")))?;
-        }
-    }
-    Ok(())
-}
-
 /// Writes the diffusers-layout copy of the original release folder `src` to `out` (which must
 /// not exist or be empty). `stage` is told which component is being written.
 pub fn original_to_diffusers(src: &Path, out: &Path, mut stage: impl FnMut(&str)) -> Result<()> {
@@ -72,7 +58,8 @@ pub fn original_to_diffusers(src: &Path, out: &Path, mut stage: impl FnMut(&str)
         let te_json = config_with(&te_cfg, json!({"model_type": "umt5", "architectures": ["UMT5EncoderModel"]}))?;
         write_component(&tmp.join("text_encoder"), &te_json, &t5, "model.safetensors")?;
         drop(t5);
-        copy_files(&original::tokenizer_dir(src), &tmp.join("tokenizer"))?;
+        let tokenizer = original::tokenizer_dir(src);
+        wanrt_io::copy_tree(&tokenizer, &tmp.join("tokenizer")).map_err(|e| Error::Msg(e.to_string()))?;
 
         stage("transformer");
         let (dit, tr_cfg, text_len) = original::transformer(src, opts)?;
