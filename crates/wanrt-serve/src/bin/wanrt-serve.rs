@@ -1,0 +1,20 @@
+//! Stand-alone `wanrt serve` (the same flags); the crash and PostgreSQL tests run it as a
+//! separate process so that it can be killed with SIGKILL.
+
+use clap::Parser;
+use wanrt_serve::cli::ServeArgs;
+
+#[derive(Parser)]
+#[command(name = "wanrt-serve", about = "Video generation service (same as `wanrt serve`)")]
+struct Cli {
+    #[command(flatten)]
+    args: ServeArgs,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = wanrt_serve::run(cli.args) {
+        eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,167 @@
+//! Generation, split into the stages the scheduler overlaps: text encoding, a batched
+//! denoising loop, VAE decoding. Built only on wanrt-wan's public pipeline API
+//! (`WanModel::resolve`, `encode_text`, `transformer.prepare_text` / `forward_cached`,
+//! `initial_latents`, the scheduler, `vae.denormalize` / `decode`, `to_frames`).
+//!
+//! The denoising loop is diffusers' `WanPipeline.__call__` loop (as in
+//! `wanrt_wan::pipeline::WanModel::denoise`), run for several jobs at once: the jobs of a
+//! batch share every transformer call (their `[cond; uncond]` latents and text contexts
+//! are stacked along the batch axis), then each job takes its own CFG combination and
+//! scheduler step. A batch of one performs exactly the operations of `WanModel::generate`
+//! (tested bit for bit). The loop asks its caller between steps whether each job goes on,
+//! which is how a cancelled job stops at the next step.
+
+use wanrt_media::Video;
+use wanrt_nn::Tensor;
+use wanrt_wan::model::WanModel;
+use wanrt_wan::pipeline::{to_frames, GenerateParams, ResolvedSettings};
+use wanrt_wan::scheduler::Scheduler;
+use wanrt_wan::step_cache::StepCache;
+
+use crate::job::JobParams;
+use crate::Result;
+
+/// The pipeline parameters of a job (all explicit: nothing left to defaults).
+pub fn generate_params(p: &JobParams) -> GenerateParams {
+    GenerateParams {
+        negative_prompt: Some(p.negative_prompt.clone()),
+        height: Some(p.height),
+        width: Some(p.width),
+        num_frames: Some(p.num_frames),
+        steps: Some(p.num_inference_steps),
+        guidance: Some(p.guidance_scale),
+        seed: p.seed,
+        ..GenerateParams::new(p.prompt.clone())
+    }
+}
+
+/// A job after text encoding, ready to denoise.
+pub struct Encoded {
+    pub settings: ResolvedSettings,
+    /// UMT5 embeddings `[1 or 2, L, d]` (`[cond; uncond]` under CFG).
+    pub embeddings: Tensor,
+    pub latents: Tensor,
+}
+
+/// Stage 1: resolve, encode the prompt (and negative prompt), draw the initial noise.
+pub fn encode(model: &WanModel, p: &JobParams) -> Result<Encoded> {
+    let gp = generate_params(p);
+    let settings = model.resolve(&gp)?;
+    let embeddings = model.encode_text(&settings, &p.prompt)?;
+    let latents = model.initial_latents(&settings, &gp)?;
+    Ok(Encoded { settings, embeddings, latents })
+}
+
+/// One job in the denoising loop.
+struct Member {
+    settings: ResolvedSettings,
+    embeddings: Tensor,
+    latents: Tensor,
+    sched: Box<dyn Scheduler>,
+    alive: bool,
+}
+
+/// What the caller says about a job between steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    Continue,
+    Stop,
+}
+
+/// Stage 2: the denoising loop for jobs with the same batch key (same size, frames, steps,
+/// CFG on/off). After each step `between(step, total, k)` is asked for every job k still
+/// running; the final latents come back for the jobs that ran to the end (None for the
+/// stopped ones).
+pub fn denoise(
+    model: &WanModel,
+    jobs: Vec<Encoded>,
+    mut between: impl FnMut(usize, usize, usize) -> Next,
+) -> Result<Vec<Option<Tensor>>> {
+    let Some(first) = jobs.first() else {
+        return Ok(Vec::new());
+    };
+    let (steps, cfg) = (first.settings.steps, first.settings.guidance > 1.0);
+    if let Some(bad) = jobs.iter().find(|j| {
+        j.settings.steps != steps || (j.settings.guidance > 1.0) != cfg || j.latents.shape() != first.latents.shape()
+    }) {
+        return Err(crate::Error::Input(format!(
+            "internal: jobs of one batch differ ({} vs {} steps, latents {:?} vs {:?})",
+            bad.settings.steps,
+            steps,
+            bad.latents.shape(),
+            first.latents.shape()
+        )));
+    }
+    let mut members = Vec::with_capacity(jobs.len());
+    for j in jobs {
+        let sched = model.scheduler.build(j.settings.steps, None, Some(j.settings.shift))?;
+        members.push(Member { settings: j.settings, embeddings: j.embeddings, latents: j.latents, sched, alive: true });
+    }
+    let timesteps = members[0].sched.timesteps().to_vec();
+    // The step cache decides per batch: only a lone job may use it.
+    let threshold = members[0].settings.cache_threshold;
+    let mut cache = if members.len() == 1 && threshold > 0.0 {
+        Some(StepCache::new(threshold, timesteps.len())?)
+    } else {
+        None
+    };
+    let mut context = None;
+    for (i, &t) in timesteps.iter().enumerate() {
+        let alive: Vec<usize> = (0..members.len()).filter(|&k| members[k].alive).collect();
+        if alive.is_empty() {
+            break;
+        }
+        if context.as_ref().is_none_or(|(ids, _)| *ids != alive) {
+            let refs: Vec<&Tensor> = alive.iter().map(|&k| &members[k].embeddings).collect();
+            let text = if refs.len() == 1 { refs[0].clone() } else { Tensor::cat(&refs, 0)? };
+            context = Some((alive.clone(), model.transformer.prepare_text(&text)?));
+        }
+        let (_, ctx) = context.as_ref().expect("set above");
+        let mut parts = Vec::with_capacity(alive.len() * 2);
+        for &k in &alive {
+            parts.push(&members[k].latents);
+            if cfg {
+                parts.push(&members[k].latents);
+            }
+        }
+        let batch = if parts.len() == 1 { parts[0].clone() } else { Tensor::cat(&parts, 0)? };
+        let ts = vec![t; batch.dim(0)];
+        let (out, _) = model.transformer.forward_cached(&batch, &ts, ctx, cache.as_mut())?;
+        let per = if cfg { 2 } else { 1 };
+        for (slot, &k) in alive.iter().enumerate() {
+            let m = &mut members[k];
+            let noise_pred = if cfg {
+                let cond = out.narrow(0, slot * per, 1)?;
+                let uncond = out.narrow(0, slot * per + 1, 1)?;
+                let g = m.settings.guidance as f32;
+                uncond.zip_map(&cond, "cfg", |u, c| u + g * (c - u))?
+            } else if alive.len() == 1 {
+                out.clone()
+            } else {
+                out.narrow(0, slot, 1)?
+            };
+            m.latents = m.sched.step(&noise_pred, &m.latents)?;
+        }
+        for &k in &alive {
+            if between(i + 1, timesteps.len(), k) == Next::Stop {
+                members[k].alive = false;
+            }
+        }
+    }
+    Ok(members.into_iter().map(|m| m.alive.then_some(m.latents)).collect())
+}
+
+/// Stage 3: de-normalise and decode one job's latents to frames `[F, H, W, 3]` in [0, 1].
+pub fn decode(model: &WanModel, latents: &Tensor, on_frame: impl FnMut(usize, usize)) -> Result<Tensor> {
+    let z = model.vae.denormalize(latents)?;
+    let decoded = model.vae.decode(&z, on_frame)?;
+    Ok(to_frames(&decoded)?)
+}
+
+/// The only place that reads the decoded video array (`[F, H, W, 3]` f32 in [0, 1]).
+pub fn video_of(frames: &Tensor) -> Result<Video> {
+    let &[f, h, w, _] = frames.shape() else {
+        return Err(crate::Error::Input(format!("internal: video shape {:?}", frames.shape())));
+    };
+    Ok(Video::from_f32(f, h, w, frames.data())?)
+}
