@@ -40,6 +40,16 @@ enum Command {
     /// Blind A/B human rating of video variants (local web app + SQLite).
     #[command(subcommand)]
     Review(wanrt_review::cli::ReviewCommand),
+    /// Video generation service: OpenAI-style HTTP API, durable job queue (SQLite, or PostgreSQL across machines).
+    Serve(Box<wanrt_serve::cli::ServeArgs>),
+}
+
+/// `wanrt serve`; without `--model`, the bundled demo model.
+fn serve(mut args: wanrt_serve::cli::ServeArgs) -> anyhow::Result<()> {
+    if args.models.is_empty() {
+        args.models.push(model_path::resolve(None)?);
+    }
+    wanrt_serve::run(args)
 }
 
 fn main() {
@@ -51,6 +61,7 @@ fn main() {
         Command::Convert(args) => convert::run(args),
         Command::Eval(cmd) => wanrt_eval::cli::run(cmd),
         Command::Review(cmd) => wanrt_review::run(cmd),
+        Command::Serve(args) => serve(*args),
     };
     if let Err(e) = result {
         // One line: the chain of causes joined, no backtrace.

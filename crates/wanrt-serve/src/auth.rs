@@ -54,7 +54,8 @@ fn digest(key: &str) -> String {
 
 impl ApiKeys {
     pub fn load(path: &Path) -> Result<ApiKeys> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::Input(format!("--api-keys {}: {e}", path.display())))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| Error::Input(format!("--api-keys {}: {e}", path.display())))?;
         let mut keys = Vec::new();
         for (i, line) in text.lines().enumerate() {
             let line = line.split('#').next().unwrap_or("").trim();
@@ -120,7 +121,7 @@ mod tests {
         h.insert(header::AUTHORIZATION, "Bearer sk-cccccccccccccccc".parse().unwrap());
         assert_eq!(keys.caller(&h).unwrap_err().status, 401);
         std::fs::write(&p, "short\n").unwrap();
-        assert!(ApiKeys::load(&p).unwrap_err().to_string().contains(":1: a key must be"));
+        assert!(ApiKeys::load(&p).err().unwrap().to_string().contains(":1: a key must be"));
         std::fs::write(&p, "sk-aaaaaaaaaaaaaaaa write\n").unwrap();
         assert!(ApiKeys::load(&p).is_err());
     }

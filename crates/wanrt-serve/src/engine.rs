@@ -100,11 +100,8 @@ pub fn denoise(
     let timesteps = members[0].sched.timesteps().to_vec();
     // The step cache decides per batch: only a lone job may use it.
     let threshold = members[0].settings.cache_threshold;
-    let mut cache = if members.len() == 1 && threshold > 0.0 {
-        Some(StepCache::new(threshold, timesteps.len())?)
-    } else {
-        None
-    };
+    let mut cache =
+        if members.len() == 1 && threshold > 0.0 { Some(StepCache::new(threshold, timesteps.len())?) } else { None };
     let mut context = None;
     for (i, &t) in timesteps.iter().enumerate() {
         let alive: Vec<usize> = (0..members.len()).filter(|&k| members[k].alive).collect();

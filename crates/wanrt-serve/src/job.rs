@@ -160,9 +160,8 @@ pub fn new_id() -> String {
 /// Whether `s` has the form of a job id. Anything else (path separators, dots, …)
 /// is refused before it reaches the database or the file system.
 pub fn is_valid_id(s: &str) -> bool {
-    s.strip_prefix("video_").is_some_and(|h| {
-        h.len() == 24 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    })
+    s.strip_prefix("video_")
+        .is_some_and(|h| h.len() == 24 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
 }
 
 /// Seconds since the Unix epoch.
@@ -179,8 +178,15 @@ mod tests {
         let id = new_id();
         assert!(is_valid_id(&id), "{id}");
         assert_ne!(id, new_id());
-        for bad in ["video_../../etc/passwd", "video_", "VIDEO_0123456789abcdef01234567", "video_0123456789ABCDEF01234567",
-            "video_0123456789abcdef0123456", "video_0123456789abcdef01234567/..", "..%2f"] {
+        for bad in [
+            "video_../../etc/passwd",
+            "video_",
+            "VIDEO_0123456789abcdef01234567",
+            "video_0123456789ABCDEF01234567",
+            "video_0123456789abcdef0123456",
+            "video_0123456789abcdef01234567/..",
+            "..%2f",
+        ] {
             assert!(!is_valid_id(bad), "{bad}");
         }
     }

@@ -177,9 +177,9 @@ impl AppState {
 async fn fields(req: Request, max_body: usize) -> ApiResult<Map<String, Value>> {
     let ct = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     if ct.starts_with("application/json") {
-        let bytes = axum::body::to_bytes(req.into_body(), max_body).await.map_err(|_| {
-            ApiError::payload_too_large(format!("request body larger than {} bytes", max_body))
-        })?;
+        let bytes = axum::body::to_bytes(req.into_body(), max_body)
+            .await
+            .map_err(|_| ApiError::payload_too_large(format!("request body larger than {} bytes", max_body)))?;
         return match serde_json::from_slice::<Value>(&bytes) {
             Ok(Value::Object(m)) => Ok(m),
             Ok(_) => Err(ApiError::invalid(None, "the request body must be a JSON object")),
@@ -216,7 +216,8 @@ async fn fields(req: Request, max_body: usize) -> ApiResult<Map<String, Value>> 
 async fn create(State(app): State<App>, req: Request) -> ApiResult<Response> {
     let caller = app.writer(req.headers())?;
     let fields = fields(req, app.max_body).await.inspect_err(|_| app.shared.metrics.refused("invalid"))?;
-    let params = request::parse(&fields, &app.shared.models, &app.limits).inspect_err(|_| app.shared.metrics.refused("invalid"))?;
+    let params = request::parse(&fields, &app.shared.models, &app.limits)
+        .inspect_err(|_| app.shared.metrics.refused("invalid"))?;
     let model = app.shared.models.find(Some(&params.model)).expect("parse checked the model");
     let need = admission::estimate_bytes(&model.model, &params);
     if need > app.shared.budget {
@@ -263,17 +264,25 @@ async fn list(
 ) -> ApiResult<Json<Value>> {
     let caller = app.caller(&headers)?;
     if let Some(k) = q.keys().find(|k| !["limit", "after", "order"].contains(&k.as_str())) {
-        return Err(ApiError::invalid(Some(k), format!("unknown query parameter '{k}' (accepted: limit, after, order)")));
+        return Err(ApiError::invalid(
+            Some(k),
+            format!("unknown query parameter '{k}' (accepted: limit, after, order)"),
+        ));
     }
     let limit = match q.get("limit") {
         None => 20,
         Some(s) => match s.parse::<usize>() {
             Ok(n) if (1..=100).contains(&n) => n,
-            _ => return Err(ApiError::invalid(Some("limit"), format!("limit must be an integer in 1..=100, got '{s}'"))),
+            _ => {
+                return Err(ApiError::invalid(Some("limit"), format!("limit must be an integer in 1..=100, got '{s}'")))
+            }
         },
     };
     if let Some(o) = q.get("order").filter(|o| o.as_str() != "desc") {
-        return Err(ApiError::invalid(Some("order"), format!("only order=desc (newest first) is supported, got '{o}'")));
+        return Err(ApiError::invalid(
+            Some("order"),
+            format!("only order=desc (newest first) is supported, got '{o}'"),
+        ));
     }
     let after = q.get("after").cloned();
     if let Some(a) = &after {
@@ -415,6 +424,11 @@ impl Follow {
             };
         }
         loop {
+            if self.app.shared.shutdown.load(std::sync::atomic::Ordering::SeqCst) {
+                // The server is stopping: end the stream so that graceful shutdown can finish.
+                self.done = true;
+                return None;
+            }
             let polled = tokio::select! {
                 ev = self.rx.recv() => match ev {
                     Ok(e) if e.id == self.id => {
@@ -524,11 +538,7 @@ async fn metrics(State(app): State<App>, headers: HeaderMap) -> ApiResult<Respon
     app.caller(&headers)?;
     let q = app.shared.queue.clone();
     let counts = blocking(move || q.counts()).await?;
-    let text = app.shared.metrics.render(
-        &counts,
-        app.shared.running_count(),
-        admission::peak_rss_bytes(),
-        app.shared.budget,
-    );
+    let text =
+        app.shared.metrics.render(&counts, app.shared.running_count(), admission::peak_rss_bytes(), app.shared.budget);
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response())
 }

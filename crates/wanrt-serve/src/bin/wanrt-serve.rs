@@ -12,8 +12,13 @@ struct Cli {
 }
 
 fn main() {
-    let cli = Cli::parse();
-    if let Err(e) = wanrt_serve::run(cli.args) {
+    let mut args = Cli::parse().args;
+    if args.models.is_empty() {
+        if let Some(demo) = std::env::var_os("WANRT_DEMO_MODEL") {
+            args.models.push(demo.into());
+        }
+    }
+    if let Err(e) = wanrt_serve::run(args) {
         eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
         std::process::exit(1);
     }

@@ -39,8 +39,12 @@ pub struct Claim {
 /// How a claimed job ended.
 #[derive(Debug, Clone)]
 pub enum Outcome {
-    Completed { timings: serde_json::Map<String, serde_json::Value> },
-    Failed { error: String },
+    Completed {
+        timings: serde_json::Map<String, serde_json::Value>,
+    },
+    Failed {
+        error: String,
+    },
     /// Stopped on request (the video is not kept).
     Cancelled,
     /// Given back unfinished (graceful shutdown): queued again, the attempt not counted.
@@ -114,7 +118,9 @@ pub(crate) fn parse_params(id: &str, text: &str) -> Result<JobParams> {
 pub(crate) fn parse_timings(id: &str, text: Option<&str>) -> Result<serde_json::Map<String, serde_json::Value>> {
     match text {
         None => Ok(serde_json::Map::new()),
-        Some(t) => serde_json::from_str(t).map_err(|e| crate::Error::Corrupt { id: id.into(), msg: format!("timings: {e}") }),
+        Some(t) => {
+            serde_json::from_str(t).map_err(|e| crate::Error::Corrupt { id: id.into(), msg: format!("timings: {e}") })
+        }
     }
 }
 

@@ -8,8 +8,10 @@ use std::sync::{Mutex, MutexGuard};
 
 use postgres::{Client, NoTls, Row};
 
-use super::{parse_params, parse_status, parse_timings, token, Ack, Claim, Finished, NewJob, Outcome, Page, Queue,
-    Submitted, MAX_ATTEMPTS};
+use super::{
+    parse_params, parse_status, parse_timings, token, Ack, Claim, Finished, NewJob, Outcome, Page, Queue, Submitted,
+    MAX_ATTEMPTS,
+};
 use crate::job::{JobRecord, Status};
 use crate::{Error, Result};
 

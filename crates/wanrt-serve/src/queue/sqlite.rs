@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
-use super::{parse_params, parse_status, parse_timings, token, Ack, Claim, Finished, NewJob, Outcome, Page, Queue,
-    Submitted, MAX_ATTEMPTS};
+use super::{
+    parse_params, parse_status, parse_timings, token, Ack, Claim, Finished, NewJob, Outcome, Page, Queue, Submitted,
+    MAX_ATTEMPTS,
+};
 use crate::job::{now, JobRecord, Status};
 use crate::{Error, Result};
 
@@ -117,11 +119,13 @@ impl SqliteQueue {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         // The first write takes the exclusive lock (held until the connection closes).
         conn.execute_batch(SCHEMA).map_err(|e| match e {
-            rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DatabaseBusy => Error::Input(format!(
-                "--db {}: the database is in use by another process (one `wanrt serve` per SQLite file; \
+            rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DatabaseBusy => {
+                Error::Input(format!(
+                    "--db {}: the database is in use by another process (one `wanrt serve` per SQLite file; \
                  use --queue postgres://… to share a queue)",
-                path.display()
-            )),
+                    path.display()
+                ))
+            }
             e => Error::Input(format!("--db {}: {e}", path.display())),
         })?;
         let q = SqliteQueue { conn: Mutex::new(conn) };
@@ -197,10 +201,12 @@ impl Queue for SqliteQueue {
         let conn = self.conn();
         let before: i64 = match after {
             None => i64::MAX,
-            Some(a) => match conn.query_row("SELECT seq FROM jobs WHERE id = ?1", params![a], |r| r.get(0)).optional()? {
-                Some(s) => s,
-                None => return Err(Error::Input(format!("after: no video {a}"))),
-            },
+            Some(a) => {
+                match conn.query_row("SELECT seq FROM jobs WHERE id = ?1", params![a], |r| r.get(0)).optional()? {
+                    Some(s) => s,
+                    None => return Err(Error::Input(format!("after: no video {a}"))),
+                }
+            }
         };
         let mut stmt = conn.prepare(&format!(
             "SELECT {COLUMNS} FROM jobs WHERE deleted = 0 AND seq < ?1 AND (?2 IS NULL OR owner = ?2)

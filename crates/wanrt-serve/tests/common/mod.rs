@@ -1,0 +1,149 @@
+//! Shared test helpers: an in-process server on the bundled demo model and a small JSON client.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use wanrt_serve::cli::ServeArgs;
+
+pub fn demo_model() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/demo")
+}
+
+/// A server on the demo model with its queue and outputs under `dir`.
+pub fn args(dir: &Path) -> ServeArgs {
+    ServeArgs {
+        models: vec![demo_model()],
+        bind: "127.0.0.1:0".parse().unwrap(),
+        db: dir.join("jobs.sqlite"),
+        queue: None,
+        outputs: dir.join("videos"),
+        api_keys: None,
+        max_queue: None,
+        worker_only: false,
+        workers: 1,
+        batch: 4,
+        overlap: "on".into(),
+        memory_budget: None,
+        lease: 30.0,
+        max_body: 1 << 20,
+        max_prompt_chars: 2000,
+        threads: None,
+    }
+}
+
+pub struct TestServer {
+    pub server: Option<wanrt_serve::Server>,
+    pub base: String,
+    pub http: reqwest::Client,
+    pub key: Option<String>,
+}
+
+pub async fn start(args: &ServeArgs) -> TestServer {
+    let server = wanrt_serve::start(args).await.expect("server starts");
+    let base = format!("http://{}", server.addr.expect("HTTP front"));
+    TestServer { server: Some(server), base, http: reqwest::Client::new(), key: None }
+}
+
+impl TestServer {
+    pub fn with_key(&self, key: &str) -> TestServer {
+        TestServer { server: None, base: self.base.clone(), http: self.http.clone(), key: Some(key.to_string()) }
+    }
+
+    fn auth(&self, r: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.key {
+            Some(k) => r.bearer_auth(k),
+            None => r,
+        }
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let r = self.auth(self.http.post(format!("{}{path}", self.base)).json(body)).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn post_raw(&self, path: &str, content_type: &str, body: Vec<u8>) -> (u16, Value) {
+        let r = self
+            .auth(self.http.post(format!("{}{path}", self.base)).header("content-type", content_type).body(body))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self.auth(self.http.get(format!("{}{path}", self.base))).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get_bytes(&self, path: &str) -> (u16, String, Vec<u8>) {
+        let r = self.auth(self.http.get(format!("{}{path}", self.base))).send().await.unwrap();
+        let status = r.status().as_u16();
+        let ct = r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+        (status, ct, r.bytes().await.unwrap().to_vec())
+    }
+
+    pub async fn delete(&self, path: &str) -> (u16, Value) {
+        let r = self.auth(self.http.delete(format!("{}{path}", self.base))).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Submits a job; panics unless it is accepted. Returns the job's id.
+    pub async fn submit(&self, body: Value) -> String {
+        let (s, v) = self.post("/v1/videos", &body).await;
+        assert_eq!(s, 202, "{v}");
+        v["id"].as_str().unwrap().to_string()
+    }
+
+    /// Polls the job until `pred` holds (panics after `secs`).
+    pub async fn wait_for(&self, id: &str, secs: u64, pred: impl Fn(&Value) -> bool) -> Value {
+        let t0 = Instant::now();
+        loop {
+            let (s, v) = self.get(&format!("/v1/videos/{id}")).await;
+            assert_eq!(s, 200, "{v}");
+            if pred(&v) {
+                return v;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(secs), "timed out waiting on {id}: {v}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn wait_done(&self, id: &str) -> Value {
+        self.wait_for(id, 120, |v| ["completed", "failed", "cancelled"].contains(&v["status"].as_str().unwrap())).await
+    }
+
+    pub async fn shutdown(mut self) {
+        if let Some(s) = self.server.take() {
+            s.shutdown().await.unwrap();
+        }
+    }
+}
+
+/// Asserts OpenAI's error shape and returns (type, param).
+pub fn error_of(v: &Value) -> (String, Option<String>) {
+    let e = &v["error"];
+    assert!(e["message"].as_str().is_some_and(|m| !m.is_empty() && !m.contains('\n')), "error message: {v}");
+    assert!(e.get("param").is_some(), "error has a param key: {v}");
+    (e["type"].as_str().unwrap().to_string(), e["param"].as_str().map(String::from))
+}
+
+/// Frames, height and width of an MP4.
+pub fn mp4_shape(bytes: &[u8], dir: &Path) -> (usize, usize, usize) {
+    let p = dir.join(format!("check-{}.mp4", rand_suffix()));
+    std::fs::write(&p, bytes).unwrap();
+    let v = wanrt_media::read_mp4(&p).unwrap();
+    std::fs::remove_file(&p).unwrap();
+    (v.frames(), v.height(), v.width())
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
