@@ -147,3 +147,69 @@ fn rand_suffix() -> u64 {
     static N: AtomicU64 = AtomicU64::new(0);
     N.fetch_add(1, Ordering::Relaxed)
 }
+
+/// A `wanrt-serve` process (killable with SIGKILL) and its address.
+pub struct Proc {
+    pub child: std::process::Child,
+    pub base: String,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the stand-alone server binary with `extra` flags and waits for `listening on`
+/// (or, with `--worker-only`, `worker ready`).
+pub fn spawn(extra: &[&str]) -> Proc {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wanrt-serve"));
+    cmd.arg("--model").arg(demo_model()).args(extra).stdout(Stdio::piped()).stderr(Stdio::inherit());
+    let mut child = cmd.spawn().expect("start wanrt-serve");
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let base = loop {
+        let line = lines.next().expect("server exited before it was ready").unwrap();
+        if let Some(a) = line.strip_prefix("listening on ") {
+            break a.trim().to_string();
+        }
+        if line.starts_with("worker ready") {
+            break String::new();
+        }
+    };
+    // Keep draining stdout so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Proc { child, base }
+}
+
+impl Proc {
+    pub fn client(&self) -> TestServer {
+        TestServer { server: None, base: self.base.clone(), http: reqwest::Client::new(), key: None }
+    }
+
+    pub fn kill9(&mut self) {
+        self.child.kill().unwrap(); // SIGKILL
+        let status = self.child.wait().unwrap();
+        assert!(!status.success());
+    }
+}
+
+/// `*.mp4` files of a folder, by name, and every other entry.
+pub fn outputs(dir: &Path) -> (Vec<String>, Vec<String>) {
+    let mut mp4 = Vec::new();
+    let mut other = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let name = e.unwrap().file_name().to_string_lossy().into_owned();
+        if name.ends_with(".mp4") {
+            mp4.push(name);
+        } else {
+            other.push(name);
+        }
+    }
+    mp4.sort();
+    other.sort();
+    (mp4, other)
+}
