@@ -7,6 +7,7 @@
 //!   `stage`, `progress` (with denoising step/steps), and `done` (the final object);
 //! - `POST   /v1/videos/{id}/cancel` — cancel, keep the record (wanrt extension);
 //! - `DELETE /v1/videos/{id}` — cancel (a running job stops at its next step) and delete;
+//! - `GET    /v1/models` — the models served and their defaults (OpenAI's list shape);
 //! - `GET    /healthz`, `GET /metrics` (Prometheus), `GET /` (the web page).
 //!
 //! Errors are `{"error": {"message", "type", "param", "code"}}`.
@@ -61,6 +62,7 @@ pub fn router(state: AppState) -> Router {
         .route("/static/style.css", get(|| async { page::style_css() }))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .route("/v1/models", get(models))
         .route("/v1/videos", post(create).get(list))
         .route("/v1/videos/{id}", get(retrieve).delete(delete))
         .route("/v1/videos/{id}/content", get(content))
@@ -510,7 +512,35 @@ async fn events(
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
-// ------------------------------------------------------------------ health, metrics
+// ------------------------------------------------------------------ models, health, metrics
+
+async fn models(State(app): State<App>, headers: HeaderMap) -> ApiResult<Json<Value>> {
+    app.caller(&headers)?;
+    let data: Vec<Value> = app
+        .shared
+        .models
+        .iter()
+        .map(|m| {
+            // The defaults a request with only a prompt gets.
+            let d = m.model.resolve(&wanrt_wan::pipeline::GenerateParams::new("")).ok();
+            json!({
+                "id": m.name,
+                "object": "model",
+                "owned_by": "wanrt",
+                "defaults": d.map(|d| json!({
+                    "width": d.width,
+                    "height": d.height,
+                    "num_frames": d.num_frames,
+                    "fps": m.fps,
+                    "num_inference_steps": d.steps,
+                    "guidance_scale": d.guidance,
+                    "negative_prompt": d.negative_prompt,
+                })),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "object": "list", "data": data })))
+}
 
 async fn healthz(State(app): State<App>) -> Response {
     let q = app.shared.queue.clone();
