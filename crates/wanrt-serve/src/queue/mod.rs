@@ -73,7 +73,7 @@ pub enum Ack {
 }
 
 pub enum Submitted {
-    Queued(JobRecord),
+    Queued(Box<JobRecord>),
     /// `--max-queue` reached: this many jobs are waiting.
     QueueFull(i64),
 }

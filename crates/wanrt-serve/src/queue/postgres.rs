@@ -164,7 +164,7 @@ impl Queue for PgQueue {
             )?;
             let rec = to_record(&row)?;
             tx.commit()?;
-            Ok(Submitted::Queued(rec))
+            Ok(Submitted::Queued(Box::new(rec)))
         })
     }
 

@@ -186,7 +186,7 @@ impl Queue for SqliteQueue {
         )?;
         let rec = tx.query_row(&format!("SELECT {COLUMNS} FROM jobs WHERE id = ?1"), params![job.id], record)?;
         tx.commit()?;
-        Ok(Submitted::Queued(to_record(rec)?))
+        Ok(Submitted::Queued(Box::new(to_record(rec)?)))
     }
 
     fn get(&self, id: &str) -> Result<Option<JobRecord>> {
