@@ -12,7 +12,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt;
 use serde_json::{json, Value};
+use std::panic::AssertUnwindSafe;
 
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
@@ -186,11 +188,21 @@ async fn browser_submits_watches_progress_and_plays_the_video() {
     let chromedriver = tool("CHROMEDRIVER", "/usr/bin/chromedriver");
     let tmp = tempfile::tempdir().unwrap();
     let s = common::start(&common::args(tmp.path())).await;
-    let base = s.base.clone();
     let profile = tmp.path().join("chrome-profile");
     std::fs::create_dir_all(&profile).unwrap();
     let d = Driver::start(&chromium, &chromedriver, &profile).await;
+    // Close the browser session even when an assertion fails (else chromium outlives the test).
+    let outcome = AssertUnwindSafe(page_flow(&d, &s)).catch_unwind().await;
+    d.cmd("DELETE", "", json!({})).await;
+    drop(d);
+    s.shutdown().await;
+    if let Err(p) = outcome {
+        std::panic::resume_unwind(p);
+    }
+}
 
+async fn page_flow(d: &Driver, s: &common::TestServer) {
+    let base = s.base.clone();
     d.goto(&format!("{base}/")).await;
     d.wait_for("document.body.dataset.loaded === '1'").await;
     d.wait_for("document.getElementById('health').textContent.includes('sqlite queue')").await;
@@ -247,8 +259,4 @@ async fn browser_submits_watches_progress_and_plays_the_video() {
     d.wait_for(&format!("{vs} && {vs}.readyState >= 2 && !{vs}.paused")).await;
     assert_eq!(d.js("return document.querySelectorAll('#gallery figure').length").await, 1);
     assert_eq!(d.js("return document.getElementById('no-jobs').hidden").await, false);
-
-    d.cmd("DELETE", "", json!({})).await;
-    drop(d);
-    s.shutdown().await;
 }
