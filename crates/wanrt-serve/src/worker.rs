@@ -300,8 +300,10 @@ fn claim(sh: &Shared, cfg: &WorkerConfig, seen: &mut u64, last_reap: &mut Instan
                 stage: Mutex::new("starting".into()),
             });
             let mut job = Job { live, model, timings: Map::new() };
-            // A batch takes only as many jobs as the memory budget holds (always at least one).
-            if !jobs.is_empty() && need > budget_left {
+            // A batch takes only as many jobs as the memory budget holds (always at least one),
+            // and a model with a step cache runs alone (the cache decides per transformer call).
+            let cached = job.model.model.defaults.cache_threshold.is_some_and(|t| t > 0.0);
+            if !jobs.is_empty() && (need > budget_left || cached) {
                 let _ = sh.queue.finish(&job.live.claim, &Outcome::Requeue);
                 continue;
             }
@@ -414,8 +416,8 @@ fn denoise_stage(sh: &Shared, batch: Vec<(Job, Encoded)>) -> Vec<(Job, Tensor)> 
 
 /// Stage 3 for one job: decode, write the MP4 atomically, record completion.
 fn decode_stage(sh: &Shared, mut job: Job, latents: Tensor) {
-    if let Some(Stop::Cancel | Stop::Lost) = job.live.stop(false) {
-        let why = job.live.stop(false).expect("checked");
+    // Shutdown does not interrupt a decode: it is short, and the job is nearly done.
+    if let Some(why) = job.live.stop(false) {
         return stopped(sh, job, why);
     }
     job.report(sh, "vae_decode", 90, None);
@@ -431,8 +433,7 @@ fn decode_stage(sh: &Shared, mut job: Job, latents: Tensor) {
         Err(e) => return finish(sh, job, Outcome::Failed { error: format!("VAE decode: {e}") }),
     };
     job.time(sh, "vae_decode", t0.elapsed().as_secs_f64());
-    if let Some(Stop::Cancel | Stop::Lost) = job.live.stop(false) {
-        let why = job.live.stop(false).expect("checked");
+    if let Some(why) = job.live.stop(false) {
         return stopped(sh, job, why);
     }
     job.report(sh, "writing", 98, None);

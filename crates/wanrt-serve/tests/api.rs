@@ -570,3 +570,30 @@ async fn content_urls_resist_traversal_and_foreign_origins() {
     assert_eq!(s.get(&format!("/v1/videos/{id}")).await.1["status"], "completed");
     s.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_process_per_sqlite_queue_and_clear_startup_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = start(&args(tmp.path())).await;
+    let err = wanrt_serve::start(&args(tmp.path())).await.err().expect("a second server on the same --db");
+    let msg = format!("{err:#}");
+    assert!(msg.contains("in use by another process") && !msg.contains('\n'), "{msg}");
+    s.shutdown().await;
+    for (change, want) in [
+        (
+            Box::new(|a: &mut wanrt_serve::cli::ServeArgs| a.models = vec![tmp.path().join("nope")])
+                as Box<dyn Fn(&mut wanrt_serve::cli::ServeArgs)>,
+            "model folder not found",
+        ),
+        (Box::new(|a| a.memory_budget = Some("lots".into())), "--memory-budget"),
+        (Box::new(|a| a.queue = Some("mysql://x/y".into())), "--queue must be a postgres://"),
+        (Box::new(|a| a.batch = 0), "--batch must be at least 1"),
+        (Box::new(|a| a.api_keys = Some(tmp.path().join("missing-keys.txt"))), "--api-keys"),
+    ] {
+        let mut a = args(tmp.path());
+        change(&mut a);
+        let err = wanrt_serve::start(&a).await.err().expect("refused");
+        let msg = format!("{err:#}");
+        assert!(msg.contains(want), "{msg}");
+    }
+}

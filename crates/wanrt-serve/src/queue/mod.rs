@@ -56,7 +56,7 @@ pub enum Outcome {
 pub enum Finished {
     /// Recorded as asked.
     Recorded,
-    /// A cancel arrived first: recorded as cancelled instead of completed.
+    /// A cancel arrived first: recorded as cancelled instead (of completed, failed or re-queued).
     Cancelled,
     /// The claim is no longer ours (lease expired and the job was re-queued): nothing changed.
     Lost,

@@ -323,6 +323,10 @@ impl Queue for PgQueue {
                     set(&mut tx, "cancelled", None, Some("cancelled"), None)?;
                     Finished::Recorded
                 }
+                Outcome::Requeue if cancel => {
+                    set(&mut tx, "cancelled", None, Some("cancelled"), None)?;
+                    Finished::Cancelled
+                }
                 Outcome::Requeue => {
                     tx.execute(
                         "UPDATE wanrt_jobs SET status = 'queued', worker = NULL, claim = NULL, lease_until = NULL,

@@ -111,14 +111,17 @@ impl SqliteQueue {
     /// Opens (creating) the database and takes it for this process: a second `wanrt serve`
     /// on the same file is refused. Jobs a previous process left running are re-queued.
     pub fn open(path: &Path) -> Result<SqliteQueue> {
-        let conn = Connection::open(path).map_err(|e| Error::Input(format!("--db {}: {e}", path.display())))?;
-        conn.busy_timeout(Duration::from_secs(2))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
-        // The first write takes the exclusive lock (held until the connection closes).
-        conn.execute_batch(SCHEMA).map_err(|e| match e {
+        let init = || -> rusqlite::Result<Connection> {
+            let conn = Connection::open(path)?;
+            conn.busy_timeout(Duration::from_secs(2))?;
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+            conn.pragma_update(None, "synchronous", "FULL")?;
+            conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
+            // The first write takes the exclusive lock (held until the connection closes).
+            conn.execute_batch(SCHEMA)?;
+            Ok(conn)
+        };
+        let conn = init().map_err(|e| match e {
             rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DatabaseBusy => {
                 Error::Input(format!(
                     "--db {}: the database is in use by another process (one `wanrt serve` per SQLite file; \
@@ -330,6 +333,10 @@ impl Queue for SqliteQueue {
             Outcome::Cancelled => {
                 finish_as(&tx, claim, "cancelled", None, Some("cancelled"), None, t)?;
                 Finished::Recorded
+            }
+            Outcome::Requeue if cancel != 0 => {
+                finish_as(&tx, claim, "cancelled", None, Some("cancelled"), None, t)?;
+                Finished::Cancelled
             }
             Outcome::Requeue => {
                 tx.execute(
