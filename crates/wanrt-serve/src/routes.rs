@@ -406,6 +406,7 @@ struct Follow {
     id: String,
     rx: tokio::sync::broadcast::Receiver<JobEvent>,
     last: Option<(String, u8, Option<String>)>,
+    next_poll: tokio::time::Instant,
     started: bool,
     done: bool,
 }
@@ -431,23 +432,29 @@ impl Follow {
                 self.done = true;
                 return None;
             }
-            let polled = tokio::select! {
+            // Events of this process's workers arrive at once; the queue is read at least every
+            // 500 ms for jobs run elsewhere (PostgreSQL) and for the final state.
+            let event = tokio::select! {
                 ev = self.rx.recv() => match ev {
-                    Ok(e) if e.id == self.id => {
-                        if Status::parse(e.status).is_some_and(Status::is_terminal) || e.status == "queued" {
-                            None // fetch the final record below
-                        } else if let Some(ev) = self.change(e.status, e.progress, e.stage.clone(), e.step, e.steps) {
-                            return Some(ev);
-                        } else {
-                            continue;
-                        }
-                    }
+                    Ok(e) if e.id == self.id => Some(e),
                     Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => None,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                        tokio::time::sleep_until(self.next_poll).await;
+                        None
+                    }
                 },
-                _ = tokio::time::sleep(Duration::from_millis(500)) => None,
+                _ = tokio::time::sleep_until(self.next_poll) => None,
             };
-            let _: Option<()> = polled;
+            if let Some(e) = event {
+                let settled = Status::parse(e.status).is_some_and(|s| s.is_terminal() || s == Status::Queued);
+                if !settled {
+                    if let Some(ev) = self.change(e.status, e.progress, e.stage.clone(), e.step, e.steps) {
+                        return Some(ev);
+                    }
+                    continue;
+                }
+            }
+            self.next_poll = tokio::time::Instant::now() + Duration::from_millis(500);
             let q = self.app.shared.queue.clone();
             let id = self.id.clone();
             match blocking(move || q.get(&id)).await {
@@ -507,7 +514,8 @@ async fn events(
     let caller = app.caller(&headers)?;
     let rec = app.job(&caller, &id).await?;
     let rx = app.shared.hub.subscribe();
-    let follow = Follow { app: app.clone(), id: rec.id, rx, last: None, started: false, done: false };
+    let next_poll = tokio::time::Instant::now() + Duration::from_millis(500);
+    let follow = Follow { app: app.clone(), id: rec.id, rx, last: None, next_poll, started: false, done: false };
     let stream = futures_util::stream::unfold(follow, |mut f| async move { f.next().await.map(|e| (Ok(e), f)) });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
