@@ -110,6 +110,11 @@ pub fn parse(fields: &Map<String, Value>, models: &Models, limits: &Limits) -> A
     if prompt.trim().is_empty() {
         return Err(invalid("prompt", "prompt must not be empty"));
     }
+    for (key, text) in [("prompt", Some(prompt)), ("negative_prompt", string(fields, "negative_prompt")?)] {
+        if text.is_some_and(|t| t.contains('\0')) {
+            return Err(invalid(key, format!("{key} must not contain NUL characters")));
+        }
+    }
     let chars = prompt.chars().count();
     if chars > limits.max_prompt_chars {
         return Err(invalid(
@@ -153,7 +158,8 @@ pub fn parse(fields: &Map<String, Value>, models: &Models, limits: &Limits) -> A
         if let Some(v) = uint(fields, key)? {
             let v = size_usize(key, v)?;
             if slot.is_some_and(|s| s != v) {
-                return Err(invalid(key, format!("{key} {v} conflicts with size '{}'", fields["size"])));
+                let size = fields.get("size").and_then(Value::as_str).unwrap_or("");
+                return Err(invalid(key, format!("{key} {v} conflicts with size '{size}'")));
             }
             *slot = Some(v);
         }

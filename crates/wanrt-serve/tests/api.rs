@@ -136,6 +136,8 @@ async fn bad_requests_are_refused_and_nothing_is_queued() {
         (json!({"prompt": long}), 400, "invalid_request_error", Some("prompt")),
         (json!({"prompt": "p", "negative_prompt": long}), 400, "invalid_request_error", Some("negative_prompt")),
         (json!({"prompt": ""}), 400, "invalid_request_error", Some("prompt")),
+        (json!({"prompt": "a\u{0}b"}), 400, "invalid_request_error", Some("prompt")),
+        (json!({"prompt": "p", "negative_prompt": "\u{0}"}), 400, "invalid_request_error", Some("negative_prompt")),
         (json!({"prompt": 5}), 400, "invalid_request_error", Some("prompt")),
         (json!({"size": "32x32"}), 400, "invalid_request_error", Some("prompt")),
         (json!({"prompt": "p", "colour": "red"}), 400, "invalid_request_error", Some("colour")),
@@ -452,21 +454,31 @@ async fn healthz_and_metrics() {
         (Some("ok"), Some("sqlite"), Some(1))
     );
     assert_eq!(h["models"], json!(["demo"]));
+    // Different step counts: never batched together, so 3 + 4 transformer calls.
     let a = s.submit(json!({"prompt": "a", "num_inference_steps": 3})).await;
-    let b = s.submit(json!({"prompt": "b", "num_inference_steps": 3})).await;
+    let b = s.submit(json!({"prompt": "b", "num_inference_steps": 4})).await;
     s.wait_done(&a).await;
     s.wait_done(&b).await;
-    let (st, ct, text) = s.get_bytes("/metrics").await;
-    assert_eq!(st, 200);
-    assert!(ct.starts_with("text/plain; version=0.0.4"), "{ct}");
-    let text = String::from_utf8(text).unwrap();
+    // The worker counts a job just after committing it: wait for the count.
+    let t0 = std::time::Instant::now();
+    let text = loop {
+        let (st, ct, text) = s.get_bytes("/metrics").await;
+        assert_eq!(st, 200);
+        assert!(ct.starts_with("text/plain; version=0.0.4"), "{ct}");
+        let text = String::from_utf8(text).unwrap();
+        if text.contains("wanrt_jobs_finished_total{status=\"completed\"} 2\n") || t0.elapsed() > Duration::from_secs(5)
+        {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
     for line in [
         "wanrt_queue_depth 0\n",
         "wanrt_jobs{status=\"completed\"} 2\n",
         "wanrt_jobs{status=\"queued\"} 0\n",
         "wanrt_jobs_submitted_total 2\n",
         "wanrt_jobs_finished_total{status=\"completed\"} 2\n",
-        "wanrt_step_seconds_count 6\n",
+        "wanrt_step_seconds_count 7\n",
         "wanrt_stage_seconds_count{stage=\"vae_decode\"} 2\n",
         "wanrt_job_latency_seconds_count 2\n",
         "# TYPE wanrt_step_seconds histogram\n",

@@ -70,8 +70,8 @@ async fn two_workers_share_one_queue_and_survive_a_kill() {
     let front =
         spawn(&["--queue", &url, "--workers", "0", "--bind", "127.0.0.1:0", "--outputs", out.to_str().unwrap()]);
     let worker_flags =
-        ["--queue", &url, "--worker-only", "--outputs", out.to_str().unwrap(), "--lease", "2", "--batch", "1"];
-    let mut w1 = spawn(&worker_flags);
+        ["--queue", &url, "--worker-only", "--outputs", out.to_str().unwrap(), "--lease", "3", "--batch", "1"];
+    let w1 = spawn(&worker_flags);
     let w2 = spawn(&worker_flags);
     let c = front.client();
     let (st, h) = c.get("/healthz").await;
@@ -91,8 +91,10 @@ async fn two_workers_share_one_queue_and_survive_a_kill() {
     let pid_of = |row: &postgres::Row| row.get::<_, String>(0);
     assert_eq!(per_worker.len(), 2, "both workers ran jobs: {:?}", per_worker.iter().map(pid_of).collect::<Vec<_>>());
 
-    // 2. Kill a worker in the middle of a job: the other re-runs it once, after the lease.
-    let w1_tag = format!("-{}-", w1.child.id());
+    // 2. Kill whichever worker is in the middle of a job: the other one re-runs that job,
+    //    once, after the lease ran out.
+    let mut workers = [Some(w1), Some(w2)];
+    let tags: Vec<String> = workers.iter().map(|w| format!("-{}-", w.as_ref().unwrap().child.id())).collect();
     let long: Vec<String> = {
         let mut v = Vec::new();
         for i in 0..4 {
@@ -101,29 +103,28 @@ async fn two_workers_share_one_queue_and_survive_a_kill() {
         v
     };
     let t0 = Instant::now();
-    let victim = loop {
+    let (victim, holder) = loop {
         let d = db.clone();
-        let tag = w1_tag.clone();
         let rows = blocking(move || {
-            d.query(&format!(
-                "SELECT id FROM wanrt_jobs WHERE status = 'in_progress' AND progress > 6 AND worker LIKE '%{tag}%'"
-            ))
+            d.query("SELECT id, worker FROM wanrt_jobs WHERE status = 'in_progress' AND progress > 6 ORDER BY seq")
         })
         .await;
         if let Some(r) = rows.first() {
-            break r.get::<_, String>(0);
+            let worker: String = r.get(1);
+            let k = tags.iter().position(|t| worker.contains(t.as_str())).expect("a known worker");
+            break (r.get::<_, String>(0), k);
         }
-        assert!(t0.elapsed() < Duration::from_secs(60), "worker 1 never ran a long job");
+        assert!(t0.elapsed() < Duration::from_secs(60), "no long job started");
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    w1.kill9();
+    workers[holder].as_mut().unwrap().kill9();
     let v = c.wait_done(&victim).await;
     assert_eq!((v["status"].as_str(), v["attempts"].as_i64()), (Some("completed"), Some(2)), "{v}");
     let d = db.clone();
     let vid = victim.clone();
     let finisher: String =
         blocking(move || d.query(&format!("SELECT worker FROM wanrt_jobs WHERE id = '{vid}'"))[0].get(0)).await;
-    assert!(!finisher.contains(&w1_tag), "finished by the surviving worker, not {finisher}");
+    assert!(finisher.contains(&tags[1 - holder]), "finished by the surviving worker, not {finisher}");
     for id in &long {
         assert_eq!(c.wait_done(id).await["status"], "completed");
     }
@@ -148,7 +149,7 @@ async fn two_workers_share_one_queue_and_survive_a_kill() {
         let v = wanrt_media::read_mp4(out.join(f)).unwrap();
         assert_eq!(v.frames(), 17, "{f}");
     }
-    drop(w2);
+    drop(workers);
     drop(front);
     blocking(move || db.drop_now()).await;
 }
