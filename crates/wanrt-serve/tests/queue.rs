@@ -97,7 +97,7 @@ fn battery(q: Arc<dyn Queue>, lease_expiry: bool) {
         let held = q.claim("dead", &models, 1, 0.2).unwrap();
         assert_eq!(held[0].id, b);
         std::thread::sleep(std::time::Duration::from_millis(400));
-        assert_eq!(q.requeue_expired().unwrap(), [b.clone()]);
+        assert_eq!(q.requeue_expired().unwrap(), std::slice::from_ref(&b));
         assert_eq!(q.progress(&held[0], 50, "denoising", 30.0).unwrap(), Ack::Lost);
         let again = q.claim("alive", &models, 1, 30.0).unwrap();
         assert_eq!((again[0].id.as_str(), again[0].attempts), (b.as_str(), 2));
