@@ -154,7 +154,11 @@ async function addVideo(job, first) {
   const url = '/v1/videos/' + job.id + '/content';
   if (state.key) {
     const r = await fetch(url, { headers: headers() });
-    if (r.ok) video.src = URL.createObjectURL(await r.blob());
+    if (r.ok) {
+      // The plain URLs would need the key in a header: use the fetched copy for both.
+      video.src = URL.createObjectURL(await r.blob());
+      link.href = video.src;
+    }
   } else {
     video.src = url;
   }

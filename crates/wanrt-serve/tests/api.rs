@@ -454,6 +454,15 @@ async fn healthz_and_metrics() {
         (Some("ok"), Some("sqlite"), Some(1))
     );
     assert_eq!(h["models"], json!(["demo"]));
+    let (st, m) = s.get("/v1/models").await;
+    assert_eq!((st, m["object"].as_str()), (200, Some("list")));
+    assert_eq!(m["data"][0]["id"], "demo");
+    let d = &m["data"][0]["defaults"];
+    assert_eq!(
+        (d["width"].as_u64(), d["num_frames"].as_u64(), d["num_inference_steps"].as_u64()),
+        (Some(32), Some(17), Some(20))
+    );
+    assert_eq!((d["fps"].as_f64(), d["guidance_scale"].as_f64()), (Some(8.0), Some(4.0)));
     // Different step counts: never batched together, so 3 + 4 transformer calls.
     let a = s.submit(json!({"prompt": "a", "num_inference_steps": 3})).await;
     let b = s.submit(json!({"prompt": "b", "num_inference_steps": 4})).await;

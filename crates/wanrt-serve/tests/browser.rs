@@ -260,3 +260,53 @@ async fn page_flow(d: &Driver, s: &common::TestServer) {
     assert_eq!(d.js("return document.querySelectorAll('#gallery figure').length").await, 1);
     assert_eq!(d.js("return document.getElementById('no-jobs').hidden").await, false);
 }
+
+/// With API keys: the page asks for a key, follows progress by polling (EventSource cannot
+/// send headers) and plays the video fetched with the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_with_an_api_key() {
+    let chromium = tool("CHROME_BIN", "/usr/bin/chromium");
+    let chromedriver = tool("CHROMEDRIVER", "/usr/bin/chromedriver");
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = tmp.path().join("keys.txt");
+    std::fs::write(&keys, "sk-browser-0123456789abcdef\n").unwrap();
+    let mut a = common::args(tmp.path());
+    a.api_keys = Some(keys);
+    let s = common::start(&a).await;
+    let profile = tmp.path().join("chrome-profile");
+    std::fs::create_dir_all(&profile).unwrap();
+    let d = Driver::start(&chromium, &chromedriver, &profile).await;
+    let outcome = AssertUnwindSafe(async {
+        d.goto(&format!("{}/", s.base)).await;
+        d.wait_for("document.body.dataset.loaded === '1'").await;
+        d.wait_for("!document.getElementById('key-row').hidden").await;
+        assert!(d
+            .js("return document.getElementById('error').textContent")
+            .await
+            .as_str()
+            .unwrap()
+            .contains("API key"));
+        d.type_into("#api-key", "sk-browser-0123456789abcdef").await;
+        d.type_into("#prompt", "a keyed ball").await;
+        d.click("#more summary").await;
+        d.type_into("#steps", "300").await;
+        d.click("#submit").await;
+        d.wait_for("document.querySelector('#jobs .job')").await;
+        let vs = "document.querySelector('#gallery video')";
+        d.wait_for(&format!(
+            "{vs} && {vs}.src.startsWith('blob:') && {vs}.readyState >= 2 && !{vs}.paused && {vs}.currentTime > 0.2"
+        ))
+        .await;
+        assert_eq!(d.js("return localStorage.getItem('wanrt-api-key')").await, "sk-browser-0123456789abcdef");
+        let (_, list) = s.with_key("sk-browser-0123456789abcdef").get("/v1/videos").await;
+        assert_eq!(list["data"][0]["status"], "completed");
+    })
+    .catch_unwind()
+    .await;
+    d.cmd("DELETE", "", json!({})).await;
+    drop(d);
+    s.shutdown().await;
+    if let Err(p) = outcome {
+        std::panic::resume_unwind(p);
+    }
+}
