@@ -1,0 +1,61 @@
+//! The diffusers folder layout: one folder per component with its own config, single or sharded
+//! safetensors; an optimized artifact is such a folder plus its manifest.
+
+use super::{read_json, LoadOptions, ModelDefaults, WanModel};
+use crate::artifact::Manifest;
+use crate::model::Layout;
+use crate::scheduler::SchedulerConfig;
+use crate::text::PromptTokenizer;
+use crate::transformer::{TransformerConfig, WanTransformer};
+use crate::umt5::{Umt5Config, Umt5Encoder};
+use crate::vae::{VaeConfig, WanVae};
+use crate::Result;
+use std::path::Path;
+use wanrt_nn::WeightStore;
+
+pub(crate) fn load(
+    dir: &Path,
+    defaults: ModelDefaults,
+    opts: &LoadOptions,
+    stage: &mut dyn FnMut(&str),
+) -> Result<WanModel> {
+    let artifact = Manifest::read(dir)?;
+    stage("text encoder");
+    let te_dir = dir.join("text_encoder");
+    let te_cfg: Umt5Config = read_json(&te_dir.join("config.json"))?;
+    let mut te_store = WeightStore::from_diffusers_dir(&te_dir, "model")?;
+    if let Some(m) = &artifact {
+        m.apply_text_encoder(&mut te_store)?;
+    }
+    let text_encoder = Umt5Encoder::load(&te_store, te_cfg, opts.backend.clone())?;
+    drop(te_store);
+    let tokenizer = PromptTokenizer::from_dir(&dir.join("tokenizer"))?;
+    stage("transformer");
+    let tr_dir = dir.join("transformer");
+    let tr_cfg: TransformerConfig = read_json(&tr_dir.join("config.json"))?;
+    let mut tr_store = WeightStore::from_diffusers_dir(&tr_dir, "diffusion_pytorch_model")?;
+    if let Some(m) = &artifact {
+        m.apply(&mut tr_store)?;
+    }
+    let transformer = WanTransformer::load(&tr_store, tr_cfg, opts.backend.clone())?;
+    drop(tr_store);
+    stage("vae");
+    let vae_dir = dir.join("vae");
+    let vae_cfg: VaeConfig = read_json(&vae_dir.join("config.json"))?;
+    let vae_store = WeightStore::from_diffusers_dir(&vae_dir, "diffusion_pytorch_model")?;
+    let vae = WanVae::load(&vae_store, vae_cfg, opts.vae_backend.clone())?;
+    let scheduler = SchedulerConfig { json: read_json(&dir.join("scheduler/scheduler_config.json"))? };
+    scheduler.kind()?;
+    Ok(WanModel {
+        dir: dir.to_path_buf(),
+        layout: Layout::Diffusers,
+        tokenizer,
+        text_encoder,
+        transformer,
+        vae,
+        scheduler,
+        defaults,
+        text_len: None,
+        artifact,
+    })
+}
