@@ -26,6 +26,44 @@ pub fn numel(shape: &[usize]) -> usize {
     shape.iter().product()
 }
 
+/// The shape queries host and backend tensors share (`shape`, `rank`, `dim`, `numel`, and the
+/// checks model code uses, whose errors name the op); the type has a `shape: Vec<usize>` field.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! shape_accessors {
+    () => {
+        pub fn shape(&self) -> &[usize] {
+            &self.shape
+        }
+
+        pub fn rank(&self) -> usize {
+            self.shape.len()
+        }
+
+        pub fn dim(&self, i: usize) -> usize {
+            self.shape[i]
+        }
+
+        pub fn numel(&self) -> usize {
+            $crate::host::numel(&self.shape)
+        }
+
+        pub fn expect_shape(&self, op: &'static str, expected: &[usize]) -> $crate::Result<()> {
+            if self.shape != expected {
+                return Err($crate::Error::shape(op, expected, &self.shape));
+            }
+            Ok(())
+        }
+
+        pub fn expect_rank(&self, op: &'static str, rank: usize) -> $crate::Result<()> {
+            if self.shape.len() != rank {
+                return Err($crate::Error::shape(op, format!("rank {rank}"), &self.shape));
+            }
+            Ok(())
+        }
+    };
+}
+
 /// Row-major strides of a contiguous tensor of this shape.
 pub fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
     let mut strides = vec![1; shape.len()];
@@ -69,21 +107,7 @@ impl HostTensor {
         HostTensor { shape, data: Arc::new(vec![value; n]) }
     }
 
-    pub fn shape(&self) -> &[usize] {
-        &self.shape
-    }
-
-    pub fn rank(&self) -> usize {
-        self.shape.len()
-    }
-
-    pub fn dim(&self, i: usize) -> usize {
-        self.shape[i]
-    }
-
-    pub fn numel(&self) -> usize {
-        self.data.len()
-    }
+    crate::shape_accessors!();
 
     pub fn data(&self) -> &[f32] {
         &self.data
@@ -96,21 +120,6 @@ impl HostTensor {
 
     pub fn into_data(self) -> Vec<f32> {
         Arc::try_unwrap(self.data).unwrap_or_else(|shared| (*shared).clone())
-    }
-
-    /// Shape check helper for model code: errors name the op.
-    pub fn expect_shape(&self, op: &'static str, expected: &[usize]) -> Result<()> {
-        if self.shape != expected {
-            return Err(Error::shape(op, expected, &self.shape));
-        }
-        Ok(())
-    }
-
-    pub fn expect_rank(&self, op: &'static str, rank: usize) -> Result<()> {
-        if self.shape.len() != rank {
-            return Err(Error::shape(op, format!("rank {rank}"), &self.shape));
-        }
-        Ok(())
     }
 
     pub fn reshape(mut self, shape: impl Into<Vec<usize>>) -> Result<Self> {

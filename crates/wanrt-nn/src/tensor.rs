@@ -149,21 +149,7 @@ impl Tensor {
         self.storage.dtype()
     }
 
-    pub fn shape(&self) -> &[usize] {
-        &self.shape
-    }
-
-    pub fn rank(&self) -> usize {
-        self.shape.len()
-    }
-
-    pub fn dim(&self, i: usize) -> usize {
-        self.shape[i]
-    }
-
-    pub fn numel(&self) -> usize {
-        crate::host::numel(&self.shape)
-    }
+    crate::shape_accessors!();
 
     /// Bytes of the buffer.
     pub fn bytes(&self) -> usize {
@@ -177,20 +163,5 @@ impl Tensor {
             return Err(Error::shape("reshape", &self.shape, shape));
         }
         Ok(Tensor { shape, storage: self.storage })
-    }
-
-    /// Shape check helper for model code: errors name the op.
-    pub fn expect_shape(&self, op: &'static str, expected: &[usize]) -> Result<()> {
-        if self.shape != expected {
-            return Err(Error::shape(op, expected, &self.shape));
-        }
-        Ok(())
-    }
-
-    pub fn expect_rank(&self, op: &'static str, rank: usize) -> Result<()> {
-        if self.shape.len() != rank {
-            return Err(Error::shape(op, format!("rank {rank}"), &self.shape));
-        }
-        Ok(())
     }
 }

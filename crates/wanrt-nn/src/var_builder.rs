@@ -106,9 +106,6 @@ impl<'a> VarBuilder<'a> {
         let refs: Vec<&str> = prefixes.iter().map(String::as_str).collect();
         let mut layer = Linear::load_fused(self.store, &self.path(name), &refs, in_dim, out_dims, bias)?;
         layer.prepare(self.backend)?;
-        for p in &prefixes {
-            self.store.raw(&format!("{p}.weight"))?.release_pages();
-        }
         Ok(layer)
     }
 
@@ -116,7 +113,6 @@ impl<'a> VarBuilder<'a> {
     pub fn embedding(&self, vocab: usize, dim: usize) -> Result<Embedding> {
         let mut e = Embedding::load(self.store, &self.prefix, vocab, dim)?;
         e.prepare(self.backend)?;
-        self.store.raw(&self.path("weight"))?.release_pages();
         Ok(e)
     }
 
@@ -132,7 +128,6 @@ impl<'a> VarBuilder<'a> {
         let bias = self.host("bias", &[shape[0]])?.into_data();
         let mut conv = Conv3d::new(self.prefix.clone(), raw.with_shape(shape.to_vec())?, Some(bias), stride)?;
         conv.prepare(self.backend)?;
-        raw.release_pages();
         Ok(conv)
     }
 

@@ -21,9 +21,7 @@ pub(crate) fn load(
 ) -> Result<WanModel> {
     let artifact = Manifest::read(dir)?;
     stage("text encoder");
-    let te_dir = dir.join("text_encoder");
-    let te_cfg: Umt5Config = read_json(&te_dir.join("config.json"))?;
-    let mut te_store = WeightStore::from_diffusers_dir(&te_dir, "model")?;
+    let (te_cfg, mut te_store) = component::<Umt5Config>(dir, "text_encoder", "model")?;
     if let Some(m) = &artifact {
         m.apply_text_encoder(&mut te_store)?;
     }
@@ -31,18 +29,14 @@ pub(crate) fn load(
     drop(te_store);
     let tokenizer = PromptTokenizer::from_dir(&dir.join("tokenizer"))?;
     stage("transformer");
-    let tr_dir = dir.join("transformer");
-    let tr_cfg: TransformerConfig = read_json(&tr_dir.join("config.json"))?;
-    let mut tr_store = WeightStore::from_diffusers_dir(&tr_dir, "diffusion_pytorch_model")?;
+    let (tr_cfg, mut tr_store) = component::<TransformerConfig>(dir, "transformer", "diffusion_pytorch_model")?;
     if let Some(m) = &artifact {
         m.apply(&mut tr_store)?;
     }
     let transformer = WanTransformer::load(&tr_store, tr_cfg, opts.backend.clone())?;
     drop(tr_store);
     stage("vae");
-    let vae_dir = dir.join("vae");
-    let vae_cfg: VaeConfig = read_json(&vae_dir.join("config.json"))?;
-    let vae_store = WeightStore::from_diffusers_dir(&vae_dir, "diffusion_pytorch_model")?;
+    let (vae_cfg, vae_store) = component::<VaeConfig>(dir, "vae", "diffusion_pytorch_model")?;
     let vae = WanVae::load(&vae_store, vae_cfg, opts.vae_backend.clone())?;
     let scheduler = SchedulerConfig { json: read_json(&dir.join("scheduler/scheduler_config.json"))? };
     scheduler.kind()?;
@@ -58,4 +52,11 @@ pub(crate) fn load(
         text_len: None,
         artifact,
     })
+}
+
+/// The config and weights of the component folder `dir/name` (weights `<stem>.safetensors`, or
+/// sharded with an index).
+fn component<C: serde::de::DeserializeOwned>(dir: &Path, name: &str, stem: &str) -> Result<(C, WeightStore)> {
+    let path = dir.join(name);
+    Ok((read_json(&path.join("config.json"))?, WeightStore::from_diffusers_dir(&path, stem)?))
 }

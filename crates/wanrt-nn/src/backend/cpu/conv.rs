@@ -56,6 +56,8 @@ impl CpuConv {
             let round = super::round_through(half);
             values.iter_mut().for_each(|v| *v = round(*v));
         }
+        // The backend holds its own copy: the mapped file pages need not stay resident.
+        layer.weight.release_pages();
         let weight = HostTensor::new(layer.weight_shape().to_vec(), values)?;
         let params = weight.numel();
         let kernel = if layer.winograd_eligible() {

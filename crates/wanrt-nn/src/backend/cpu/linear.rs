@@ -205,6 +205,10 @@ impl CpuLinear {
                 act: *act,
             },
         };
+        if !matches!(weight, CpuWeight::Mapped { .. }) {
+            // The backend holds its own copy: the mapped file pages need not stay resident.
+            layer.weight.parts().iter().for_each(RawTensor::release_pages);
+        }
         Ok(CpuLinear { weight, bias: layer.bias.clone(), shape: [n, k] })
     }
 
