@@ -3,12 +3,14 @@
 //! with the allocator-independent peak RSS. Ratios against other engines come
 //! from running them side by side (tools/bench/).
 
+use crate::engine::EngineArgs;
 use crate::{model_path, sysinfo};
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Args;
 use std::path::PathBuf;
 use std::time::Instant;
-use wanrt_nn::{Tensor, WeightStore};
+use wanrt_nn::{HostTensor, Module, WeightStore};
+use wanrt_wan::model::LoadOptions;
 use wanrt_wan::model::WanModel;
 use wanrt_wan::pipeline::GenerateParams;
 use wanrt_wan::text::encode_prompts;
@@ -43,12 +45,8 @@ pub struct BenchArgs {
     /// Load only the VAE (`<model>/vae`) and time `--repeat` decodes of the benchmarked shape.
     #[arg(long, conflicts_with = "skip_vae")]
     pub vae_only: bool,
-    /// CPU threads (default: all cores).
-    #[arg(long)]
-    pub threads: Option<usize>,
-    /// Keep bf16/f16 checkpoint weights in half precision (same output, ~half the memory, a bit slower).
-    #[arg(long)]
-    pub low_memory: bool,
+    #[command(flatten)]
+    pub engine: EngineArgs,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -61,15 +59,14 @@ fn timed<T>(f: impl FnOnce() -> Result<T>) -> Result<(T, f64)> {
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
-    sysinfo::set_threads(args.threads).context("--threads")?;
+    let opts = args.engine.load_options()?;
     if args.repeat == 0 {
         bail!("--repeat must be at least 1");
     }
     let dir = model_path::resolve(args.model.as_deref())?;
     if args.vae_only {
-        return run_vae_only(&args, &dir);
+        return run_vae_only(&args, &dir, opts);
     }
-    let opts = wanrt_wan::model::LoadOptions { keep_half_weights: args.low_memory };
     let (model, load_s) = timed(|| Ok(WanModel::load_with(&dir, opts, |_| {})?))?;
     let mut p = GenerateParams::new("a red fox runs through the snowy forest");
     (p.num_frames, p.height, p.width) = (Some(args.frames), Some(args.height), Some(args.width));
@@ -85,7 +82,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let mut shape = model.latent_shape(&s);
     shape[0] = batch;
     let n: usize = shape.iter().product();
-    let latents = Tensor::new(shape, (0..n).map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0).collect())?;
+    let be = model.transformer.backend();
+    let latents =
+        be.upload(&HostTensor::new(shape, (0..n).map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0).collect())?)?;
     let t = vec![900.0; batch];
     model.transformer.forward_prepared(&latents, &t, &context)?; // warm-up: page in the weights
     let mut step_times = Vec::new();
@@ -97,7 +96,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let vae_s = if args.skip_vae {
         None
     } else {
-        let one = latents.narrow(0, 0, 1)?;
+        let one = be.narrow(&latents, 0, 0, 1)?;
         Some(timed(|| Ok(model.vae.decode(&one, |_, _| {})?))?.1)
     };
     let grid = model.transformer.grid(shape[2], shape[3], shape[4])?;
@@ -105,6 +104,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         "model": dir,
         "shape": {"frames": s.num_frames, "height": s.height, "width": s.width, "latent": shape, "tokens": grid.iter().product::<usize>(), "text_len": s.max_sequence_length, "batch": batch},
         "threads": rayon::current_num_threads(),
+        "engine": args.engine.describe(),
         "transformer_params": model.transformer.num_params(),
         "load_s": load_s,
         "text_encoder_s": text_s,
@@ -131,12 +131,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
 }
 
 /// `--vae-only`: decode latents of the benchmarked shape with the model's VAE alone.
-fn run_vae_only(args: &BenchArgs, dir: &std::path::Path) -> Result<()> {
+fn run_vae_only(args: &BenchArgs, dir: &std::path::Path, opts: LoadOptions) -> Result<()> {
     let vae_dir = dir.join("vae");
     let (vae, load_s) = timed(|| {
         let cfg: VaeConfig = serde_json::from_slice(&std::fs::read(vae_dir.join("config.json"))?)?;
         let ws = WeightStore::from_diffusers_dir(&vae_dir, "diffusion_pytorch_model")?;
-        Ok(WanVae::load(&ws, cfg)?)
+        Ok(WanVae::load(&ws, cfg, opts.vae_backend.clone())?)
     })?;
     let (tf, sf) = (vae.config.temporal_factor(), vae.config.spatial_factor());
     if args.frames == 0
@@ -148,7 +148,8 @@ fn run_vae_only(args: &BenchArgs, dir: &std::path::Path) -> Result<()> {
     }
     let shape = [1, vae.config.z_dim, (args.frames - 1) / tf + 1, args.height / sf, args.width / sf];
     let n: usize = shape.iter().product();
-    let latents = Tensor::new(shape, (0..n).map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0).collect())?;
+    let values = HostTensor::new(shape, (0..n).map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0).collect())?;
+    let latents = vae.backend().upload(&values)?;
     let (mut times, mut cpu) = (Vec::new(), Vec::new());
     for _ in 0..args.repeat {
         let c0 = process_cpu_s();

@@ -1,6 +1,7 @@
 //! `wanrt generate`: one prompt → one video, or a prompts file → a folder of
 //! videos plus `prompts.json` ready for `wanrt eval clipscore`.
 
+use crate::engine::EngineArgs;
 use crate::{model_path, progress::Bars, sysinfo};
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
@@ -9,16 +10,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use wanrt_media::{Mp4Options, Video};
-use wanrt_nn::Tensor;
+use wanrt_nn::{HostTensor, Module};
 use wanrt_wan::model::WanModel;
 use wanrt_wan::pipeline::{GenerateOutput, GenerateParams};
 use wanrt_wan::scheduler::SchedulerKind;
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum Backend {
-    Cpu,
-    Cuda,
-}
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum SchedulerArg {
@@ -83,12 +78,8 @@ pub struct GenerateArgs {
     /// (default: the model's wanrt.json, else 0). Typical: 0.05–0.3.
     #[arg(long)]
     pub cache_threshold: Option<f64>,
-    /// Compute backend.
-    #[arg(long, value_enum, default_value = "cpu")]
-    pub backend: Backend,
-    /// CPU threads (default: all cores).
-    #[arg(long)]
-    pub threads: Option<usize>,
+    #[command(flatten)]
+    pub engine: EngineArgs,
     /// Output: OUT.mp4, OUT.gif, or OUT_DIR/ for PNG frames (default wanrt-<timestamp>.mp4).
     #[arg(short = 'o', long)]
     pub output: Option<PathBuf>,
@@ -98,15 +89,12 @@ pub struct GenerateArgs {
     /// Frames per second of MP4/GIF output (default: the model's, else 16).
     #[arg(long)]
     pub fps: Option<f64>,
-    /// Keep bf16/f16 checkpoint weights in half precision (same output, ~half the memory, a bit slower).
-    #[arg(long)]
-    pub low_memory: bool,
     /// Print one JSON object on stdout instead of a table.
     #[arg(long)]
     pub json: bool,
 }
 
-fn read_noise(path: &Path) -> Result<Tensor> {
+fn read_noise(path: &Path) -> Result<HostTensor> {
     let arr = wanrt_io::read_npy(path)?;
     if arr.dtype() != wanrt_io::NpyDType::F32 {
         bail!("{}: noise must be float32, found {:?}", path.display(), arr.dtype());
@@ -114,7 +102,7 @@ fn read_noise(path: &Path) -> Result<Tensor> {
     if arr.shape().len() != 5 || arr.shape()[0] != 1 {
         bail!("{}: noise must have shape (1, z_dim, T, H, W), found {:?}", path.display(), arr.shape());
     }
-    Ok(Tensor::new(arr.shape().to_vec(), arr.to_f32_vec())?)
+    Ok(HostTensor::new(arr.shape().to_vec(), arr.to_f32_vec())?)
 }
 
 fn read_prompts(path: &Path) -> Result<Vec<String>> {
@@ -136,10 +124,7 @@ fn video_of(out: &GenerateOutput) -> Result<Video> {
 }
 
 pub fn run(args: GenerateArgs) -> Result<()> {
-    if let Backend::Cuda = args.backend {
-        bail!("--backend cuda: the CUDA backend is not part of this build yet; use --backend cpu");
-    }
-    sysinfo::set_threads(args.threads).context("--threads")?;
+    let opts = args.engine.load_options()?;
     if args.videos_per_prompt == 0 {
         bail!("--videos-per-prompt must be at least 1");
     }
@@ -163,7 +148,6 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         }
     }
     let mut bars = Bars::new("wanrt", args.json);
-    let opts = wanrt_wan::model::LoadOptions { keep_half_weights: args.low_memory };
     let model = WanModel::load_with(&dir, opts, |stage| {
         if !args.json {
             eprintln!("wanrt loading {stage}…");
@@ -261,6 +245,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         "layout": format!("{:?}", model.layout).to_lowercase(),
         "load_s": load_secs,
         "optimized": model.artifact.is_some(),
+        "engine": args.engine.describe(),
         "transformer_weight_bytes": model.transformer.weight_bytes(),
         "text_encoder_weight_bytes": model.text_encoder.weight_bytes(),
         "videos": reports,

@@ -4,6 +4,7 @@
 
 mod bench;
 mod convert;
+mod engine;
 mod generate;
 mod model_path;
 mod optimize;

@@ -17,7 +17,7 @@ use std::path::Path;
 
 use serde_json::Value;
 use wanrt_nn::ops::conv2d;
-use wanrt_nn::Tensor;
+use wanrt_nn::HostTensor;
 
 use crate::error::{EvalError, Result};
 use crate::weights::StateDict;
@@ -55,7 +55,7 @@ fn tower_config(v: &Value, path: &Path) -> Result<TowerConfig> {
 }
 
 struct Linear {
-    w: Tensor,
+    w: HostTensor,
     b: Option<Vec<f32>>,
 }
 
@@ -67,7 +67,7 @@ impl Linear {
         })
     }
     /// `x: [L, in]` → `[L, out]`.
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    fn forward(&self, x: &HostTensor) -> Result<HostTensor> {
         let mut y = wanrt_nn::ops::matmul_nt(x, &self.w)?;
         if let Some(b) = &self.b {
             y.add_row(b)?;
@@ -86,7 +86,7 @@ impl Norm {
     fn load(sd: &StateDict, name: &str, n: usize, eps: f32) -> Result<Self> {
         Ok(Norm { w: sd.vec(&format!("{name}.weight"), n)?, b: sd.vec(&format!("{name}.bias"), n)?, eps })
     }
-    fn forward(&self, x: &Tensor) -> Tensor {
+    fn forward(&self, x: &HostTensor) -> HostTensor {
         let n = self.w.len();
         let mut out = x.clone();
         for row in out.data_mut().chunks_mut(n) {
@@ -140,7 +140,7 @@ impl Encoder {
 
     /// `x: [L, hidden]`; `causal` masks future positions.
     #[allow(clippy::needless_range_loop)] // indices address q/k/v rows and the score row
-    fn forward(&self, mut x: Tensor, causal: bool) -> Result<Tensor> {
+    fn forward(&self, mut x: HostTensor, causal: bool) -> Result<HostTensor> {
         let (l, h, nh) = (x.dim(0), self.cfg.hidden, self.cfg.heads);
         let hd = h / nh;
         let scale = (hd as f32).powf(-0.5);
@@ -172,7 +172,7 @@ impl Encoder {
                     }
                 }
             }
-            let a = layer.o.forward(&Tensor::new([l, h], att)?)?;
+            let a = layer.o.forward(&HostTensor::new([l, h], att)?)?;
             x = x.add(&a)?;
             let y = layer.ln2.forward(&x);
             let quick = self.cfg.quick_gelu;
@@ -208,17 +208,17 @@ fn libm_erf(x: f32) -> f32 {
 /// A CLIP model: both towers and projections.
 pub struct Clip {
     // text
-    tok_emb: Tensor,
-    pos_emb: Tensor,
+    tok_emb: HostTensor,
+    pos_emb: HostTensor,
     text: Encoder,
     final_ln: Norm,
     text_proj: Linear,
     eos_token_id: i64,
     max_pos: usize,
     // vision
-    patch: Tensor,
+    patch: HostTensor,
     class_emb: Vec<f32>,
-    vpos_emb: Tensor,
+    vpos_emb: HostTensor,
     pre_ln: Norm,
     vision: Encoder,
     post_ln: Norm,
@@ -285,7 +285,7 @@ impl Clip {
                 x[i * h + j] = self.tok_emb.data()[id * h + j] + self.pos_emb.data()[i * h + j];
             }
         }
-        let y = self.final_ln.forward(&self.text.forward(Tensor::new([l, h], x)?, true)?);
+        let y = self.final_ln.forward(&self.text.forward(HostTensor::new([l, h], x)?, true)?);
         let pos = if self.eos_token_id == 2 {
             // torch.argmax: first position of the largest id
             let mut best = 0;
@@ -298,19 +298,19 @@ impl Clip {
         } else {
             ids.iter().position(|&id| id as i64 == self.eos_token_id).unwrap_or(0)
         };
-        let pooled = Tensor::new([1, h], y.data()[pos * h..(pos + 1) * h].to_vec())?;
+        let pooled = HostTensor::new([1, h], y.data()[pos * h..(pos + 1) * h].to_vec())?;
         Ok(self.text_proj.forward(&pooled)?.into_data())
     }
 
     /// `get_image_features` for `pixel_values: [1, 3, S, S]` (normalized).
-    pub fn image_features(&self, pixels: &Tensor) -> Result<Vec<f32>> {
+    pub fn image_features(&self, pixels: &HostTensor) -> Result<Vec<f32>> {
         Ok(self.image_features_batch(pixels)?.pop().unwrap_or_default())
     }
 
     /// `get_image_features` for a batch `pixel_values: [N, 3, S, S]`, one vector per
     /// image. The patch convolution runs on the batch; the encoder image by image, so an
     /// image's embedding does not depend on the batch it is in.
-    pub fn image_features_batch(&self, pixels: &Tensor) -> Result<Vec<Vec<f32>>> {
+    pub fn image_features_batch(&self, pixels: &HostTensor) -> Result<Vec<Vec<f32>>> {
         let p = self.patch_size;
         let e = conv2d(pixels, &self.patch, None, (p, p), ((0, 0), (0, 0)))?; // [N, h, g, g]
         let (nb, h, g2) = (e.dim(0), e.dim(1), e.dim(2) * e.dim(3));
@@ -325,9 +325,9 @@ impl Clip {
                         x[(t + 1) * h + j] = eb[j * g2 + t] + self.vpos_emb.data()[(t + 1) * h + j];
                     }
                 }
-                let x = self.pre_ln.forward(&Tensor::new([n, h], x)?);
+                let x = self.pre_ln.forward(&HostTensor::new([n, h], x)?);
                 let y = self.vision.forward(x, false)?;
-                let cls = self.post_ln.forward(&Tensor::new([1, h], y.data()[..h].to_vec())?);
+                let cls = self.post_ln.forward(&HostTensor::new([1, h], y.data()[..h].to_vec())?);
                 Ok(self.visual_proj.forward(&cls)?.into_data())
             })
             .collect()

@@ -23,7 +23,7 @@ use std::path::Path;
 use indicatif::ProgressBar;
 use serde::Serialize;
 use serde_json::Value;
-use wanrt_nn::Tensor;
+use wanrt_nn::HostTensor;
 
 use crate::clip::Clip;
 use crate::error::{EvalError, Result};
@@ -93,7 +93,7 @@ impl ImageProcessor {
     }
 
     /// A frame → `pixel_values: [1, 3, crop_h, crop_w]`.
-    pub fn pixels(&self, f: &Frame) -> Result<Tensor> {
+    pub fn pixels(&self, f: &Frame) -> Result<HostTensor> {
         let (h, w) = (f.height, f.width);
         let s = self.shortest_edge;
         let (nh, nw) = if w <= h {
@@ -121,7 +121,7 @@ impl ImageProcessor {
                 }
             }
         }
-        Ok(Tensor::new([1, 3, ch, cw], out)?)
+        Ok(HostTensor::new([1, 3, ch, cw], out)?)
     }
 }
 
@@ -285,8 +285,8 @@ impl ClipScorer {
             return Ok(Vec::new());
         }
         let px = frames.iter().map(|f| self.processor.pixels(f)).collect::<Result<Vec<_>>>()?;
-        let refs: Vec<&Tensor> = px.iter().collect();
-        let imgs = self.clip.image_features_batch(&Tensor::cat(&refs, 0)?)?;
+        let refs: Vec<&HostTensor> = px.iter().collect();
+        let imgs = self.clip.image_features_batch(&HostTensor::cat(&refs, 0)?)?;
         let n = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
         Ok(imgs
             .iter()

@@ -28,7 +28,7 @@ use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use wanrt_nn::ops::pool::global_avg_pool;
 use wanrt_nn::ops::{conv3d, PaddingFull};
-use wanrt_nn::Tensor;
+use wanrt_nn::HostTensor;
 
 use crate::clipscore::read_prompts;
 use crate::error::{EvalError, Result};
@@ -170,7 +170,7 @@ struct ConfigFile {
 // ----------------------------------------------------------------------------- network
 
 struct Conv {
-    weight: Tensor,
+    weight: HostTensor,
     bias: Option<Vec<f32>>,
     stride: (usize, usize, usize),
     pad: PaddingFull,
@@ -378,7 +378,7 @@ impl DomainEvaluator {
     }
 
     /// `x: [N, 3, T, H, W]` normalized → features `[N, D]` and each head's logits.
-    pub fn forward(&self, x: &Tensor) -> Result<DomainOutput> {
+    pub fn forward(&self, x: &HostTensor) -> Result<DomainOutput> {
         let mut x = x.clone();
         for l in &self.layers {
             x = match l {
@@ -415,7 +415,7 @@ impl DomainEvaluator {
             for c in chunk {
                 self.push_clip(c, &mut data)?;
             }
-            let x = Tensor::new([chunk.len(), 3, self.frames, self.height, self.width], data)?;
+            let x = HostTensor::new([chunk.len(), 3, self.frames, self.height, self.width], data)?;
             let y = self.forward(&x)?;
             out.features.extend(y.features);
             out.logits.iter_mut().zip(y.logits).for_each(|(a, b)| a.extend(b));

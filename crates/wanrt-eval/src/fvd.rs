@@ -12,7 +12,7 @@ use std::path::Path;
 use indicatif::ProgressBar;
 use serde::Serialize;
 use wanrt_nn::ops::resize::resize_bilinear;
-use wanrt_nn::Tensor;
+use wanrt_nn::HostTensor;
 
 use crate::error::{EvalError, Result};
 use crate::fid::SideInfo;
@@ -32,7 +32,7 @@ pub struct FvdReport {
 }
 
 /// One video's frames → `[1, 3, T, 224, 224]` as the VideoGPT preprocessing makes it.
-pub fn preprocess(frames: &[Frame]) -> Result<Tensor> {
+pub fn preprocess(frames: &[Frame]) -> Result<HostTensor> {
     let Some(first) = frames.first() else {
         return Err(EvalError::Msg("FVD: a video without frames".into()));
     };
@@ -52,7 +52,7 @@ pub fn preprocess(frames: &[Frame]) -> Result<Tensor> {
             }
         }
     }
-    let x = Tensor::new([t, 3, h, w], data)?;
+    let x = HostTensor::new([t, 3, h, w], data)?;
     let scale = RES as f64 / h.min(w) as f64;
     let (th, tw) =
         if h < w { (RES, (w as f64 * scale).ceil() as usize) } else { ((h as f64 * scale).ceil() as usize, RES) };
@@ -71,7 +71,7 @@ pub fn preprocess(frames: &[Frame]) -> Result<Tensor> {
             }
         }
     }
-    Ok(Tensor::new([1, 3, t, RES, RES], out)?)
+    Ok(HostTensor::new([1, 3, t, RES, RES], out)?)
 }
 
 /// I3D logits of every video under `path`, `[videos, classes]`; up to `batch` videos of
@@ -88,10 +88,10 @@ pub fn video_logits(
     let mut out = Vec::new();
     let mut frames = 0u64;
     // preprocessed videos waiting for the network, with their keys
-    let mut pending: Vec<(String, Tensor)> = Vec::new();
-    let mut run = |pending: &mut Vec<(String, Tensor)>| -> Result<()> {
-        let refs: Vec<&Tensor> = pending.iter().map(|(_, t)| t).collect();
-        let x = Tensor::cat(&refs, 0)?;
+    let mut pending: Vec<(String, HostTensor)> = Vec::new();
+    let mut run = |pending: &mut Vec<(String, HostTensor)>| -> Result<()> {
+        let refs: Vec<&HostTensor> = pending.iter().map(|(_, t)| t).collect();
+        let x = HostTensor::cat(&refs, 0)?;
         let keys = || pending.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join(", ");
         out.extend(net.forward_batch(&x).map_err(|e| EvalError::Msg(format!("{}: {e}", keys())))?);
         pending.clear();

@@ -17,7 +17,7 @@ use std::path::Path;
 use wanrt_nn::ops::conv3d;
 use wanrt_nn::ops::pool::{avg_pool3d, max_pool3d, Pool3d};
 use wanrt_nn::ops::PaddingFull;
-use wanrt_nn::Tensor;
+use wanrt_nn::HostTensor;
 
 use crate::error::{EvalError, Result};
 use crate::weights::StateDict;
@@ -34,13 +34,13 @@ fn same_pad(n: usize, k: usize, s: usize) -> (usize, usize) {
     (p / 2, p - p / 2)
 }
 
-fn same_pads(x: &Tensor, k: K3, s: K3) -> PaddingFull {
+fn same_pads(x: &HostTensor, k: K3, s: K3) -> PaddingFull {
     PaddingFull { t: same_pad(x.dim(2), k.0, s.0), h: same_pad(x.dim(3), k.1, s.1), w: same_pad(x.dim(4), k.2, s.2) }
 }
 
 /// `Unit3D` with its BatchNorm folded.
 struct Unit {
-    weight: Tensor,
+    weight: HostTensor,
     bias: Vec<f32>,
     k: K3,
     s: K3,
@@ -65,7 +65,7 @@ impl Unit {
     }
 
     /// `x: [N, cin, T, H, W]` → `[N, cout, ⌈T/s⌉, ⌈H/s⌉, ⌈W/s⌉]`.
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    fn forward(&self, x: &HostTensor) -> Result<HostTensor> {
         let pad = same_pads(x, self.k, self.s);
         let y = conv3d(x, &self.weight, Some(&self.bias), self.s, pad)?;
         Ok(if self.relu { y.map(|v| v.max(0.0)) } else { y })
@@ -73,7 +73,7 @@ impl Unit {
 }
 
 /// `MaxPool3dSamePadding`: zero padding (F.pad), then max pooling.
-fn max_pool_same(x: &Tensor, k: K3, s: K3) -> Result<Tensor> {
+fn max_pool_same(x: &HostTensor, k: K3, s: K3) -> Result<HostTensor> {
     let pad = same_pads(x, k, s);
     let &[n, c, t, h, w] = x.shape() else {
         return Err(EvalError::Msg(format!("I3D max pool: expected a 5-D input, found {:?}", x.shape())));
@@ -89,7 +89,7 @@ fn max_pool_same(x: &Tensor, k: K3, s: K3) -> Result<Tensor> {
             }
         }
     }
-    let xp = Tensor::new([n, c, tp, hp, wp], padded)?;
+    let xp = HostTensor::new([n, c, tp, hp, wp], padded)?;
     Ok(max_pool3d(&xp, Pool3d { kernel: k, stride: s, pad: ((0, 0), (0, 0), (0, 0)) })?)
 }
 
@@ -117,12 +117,12 @@ impl Mixed {
             b3b: u("b3b", cin, c[5], one)?,
         })
     }
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    fn forward(&self, x: &HostTensor) -> Result<HostTensor> {
         let a = self.b0.forward(x)?;
         let b = self.b1b.forward(&self.b1a.forward(x)?)?;
         let c = self.b2b.forward(&self.b2a.forward(x)?)?;
         let d = self.b3b.forward(&max_pool_same(x, (3, 3, 3), (1, 1, 1))?)?;
-        Ok(Tensor::cat(&[&a, &b, &c, &d], 1)?)
+        Ok(HostTensor::cat(&[&a, &b, &c, &d], 1)?)
     }
 }
 
@@ -144,7 +144,7 @@ pub struct I3d {
     conv2b: Unit,
     conv2c: Unit,
     mixed: Vec<Mixed>,
-    logits_w: Tensor,
+    logits_w: HostTensor,
     logits_b: Vec<f32>,
     classes: usize,
 }
@@ -180,14 +180,14 @@ impl I3d {
     }
 
     /// `x: [1, 3, T, 224, 224]` in [−1, 1] → the `classes` logits averaged over time.
-    pub fn forward(&self, x: &Tensor) -> Result<Vec<f32>> {
+    pub fn forward(&self, x: &HostTensor) -> Result<Vec<f32>> {
         self.forward_batch(x)
     }
 
     /// `x: [N, 3, T, 224, 224]` in [−1, 1] → `[N, classes]` logits averaged over time
     /// (row-major). Every op works sample by sample: a video's logits do not depend on
     /// the batch it is in.
-    pub fn forward_batch(&self, x: &Tensor) -> Result<Vec<f32>> {
+    pub fn forward_batch(&self, x: &HostTensor) -> Result<Vec<f32>> {
         let mut x = self.conv1a.forward(x)?;
         x = max_pool_same(&x, (1, 3, 3), (1, 2, 2))?;
         x = self.conv2b.forward(&x)?;

@@ -13,7 +13,7 @@ use std::path::Path;
 use wanrt_nn::ops::conv2d;
 use wanrt_nn::ops::pool::{avg_pool2d, global_avg_pool, max_pool2d};
 use wanrt_nn::ops::resize::resize_bilinear;
-use wanrt_nn::Tensor;
+use wanrt_nn::HostTensor;
 
 use crate::error::{EvalError, Result};
 use crate::items::Frame;
@@ -27,7 +27,7 @@ const BN_EPS: f32 = 0.001;
 
 /// torchvision's `BasicConv2d` with its BatchNorm folded in.
 struct BasicConv {
-    weight: Tensor,
+    weight: HostTensor,
     bias: Vec<f32>,
     stride: usize,
     pad: (usize, usize),
@@ -61,7 +61,7 @@ impl BasicConv {
     }
 
     /// `x: [N, cin, H, W]` → relu(conv(x)) `[N, cout, H', W']`.
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    fn forward(&self, x: &HostTensor) -> Result<HostTensor> {
         let y = conv2d(
             x,
             &self.weight,
@@ -73,9 +73,9 @@ impl BasicConv {
     }
 }
 
-fn cat(parts: &[Tensor]) -> Result<Tensor> {
-    let refs: Vec<&Tensor> = parts.iter().collect();
-    Ok(Tensor::cat(&refs, 1)?)
+fn cat(parts: &[HostTensor]) -> Result<HostTensor> {
+    let refs: Vec<&HostTensor> = parts.iter().collect();
+    Ok(HostTensor::cat(&refs, 1)?)
 }
 
 /// `FIDInceptionA` (Mixed_5b/5c/5d).
@@ -102,7 +102,7 @@ impl BlockA {
             pool: c("branch_pool", cin, pool_features, (1, 1), (0, 0))?,
         })
     }
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    fn forward(&self, x: &HostTensor) -> Result<HostTensor> {
         let a = self.b1.forward(x)?;
         let b = self.b5_2.forward(&self.b5_1.forward(x)?)?;
         let c = self.d3.forward(&self.d2.forward(&self.d1.forward(x)?)?)?;
@@ -129,7 +129,7 @@ impl BlockB {
             d3: c("branch3x3dbl_3", 96, 96, (3, 3), 2, (0, 0))?,
         })
     }
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    fn forward(&self, x: &HostTensor) -> Result<HostTensor> {
         let a = self.b3.forward(x)?;
         let b = self.d3.forward(&self.d2.forward(&self.d1.forward(x)?)?)?;
         let c = max_pool2d(x, 3, 2, 0)?;
@@ -166,7 +166,7 @@ impl BlockC {
             pool: c("branch_pool", 768, 192, (1, 1), (0, 0))?,
         })
     }
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    fn forward(&self, x: &HostTensor) -> Result<HostTensor> {
         let a = self.b1.forward(x)?;
         let mut b = x.clone();
         for l in &self.s {
@@ -202,7 +202,7 @@ impl BlockD {
             ],
         })
     }
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    fn forward(&self, x: &HostTensor) -> Result<HostTensor> {
         let a = self.b3_2.forward(&self.b3_1.forward(x)?)?;
         let mut b = x.clone();
         for l in &self.s {
@@ -243,7 +243,7 @@ impl BlockE {
             max_pool,
         })
     }
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    fn forward(&self, x: &HostTensor) -> Result<HostTensor> {
         let a = self.b1.forward(x)?;
         let b = self.b3_1.forward(x)?;
         let (b1, b2) = (self.b3_2a.forward(&b)?, self.b3_2b.forward(&b)?);
@@ -311,18 +311,18 @@ impl FidInception {
     }
 
     /// `x: [N, 3, H, W]` in [0, 1] → `[N, 2048]` (resize to 299 bilinear, 2x−1, network).
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    pub fn forward(&self, x: &HostTensor) -> Result<HostTensor> {
         self.forward_prepared(&Self::prepare(x)?)
     }
 
     /// pytorch-fid's input transform: `[N, 3, H, W]` in [0, 1] → `[N, 3, 299, 299]` in [−1, 1].
-    pub fn prepare(x: &Tensor) -> Result<Tensor> {
+    pub fn prepare(x: &HostTensor) -> Result<HostTensor> {
         Ok(resize_bilinear(x, 299, 299)?.map(|v| 2.0 * v - 1.0))
     }
 
     /// The network on prepared input `[N, 3, 299, 299]` → `[N, 2048]`. Every op works
     /// sample by sample, so a sample's features do not depend on the batch it is in.
-    pub fn forward_prepared(&self, x: &Tensor) -> Result<Tensor> {
+    pub fn forward_prepared(&self, x: &HostTensor) -> Result<HostTensor> {
         let mut x = self.stem[0].forward(x)?;
         x = self.stem[1].forward(&x)?;
         x = self.stem[2].forward(&x)?;
@@ -356,15 +356,15 @@ impl FidInception {
             return Ok(Vec::new());
         }
         let prepared = frames.iter().map(|f| Self::prepare(&frame_to_nchw(f))).collect::<Result<Vec<_>>>()?;
-        let refs: Vec<&Tensor> = prepared.iter().collect();
-        let x = Tensor::cat(&refs, 0)?;
+        let refs: Vec<&HostTensor> = prepared.iter().collect();
+        let x = HostTensor::cat(&refs, 0)?;
         drop(prepared);
         Ok(self.forward_prepared(&x)?.into_data())
     }
 }
 
 /// `[H, W, 3]` uint8 → `[1, 3, H, W]` f32 in [0, 1].
-pub fn frame_to_nchw(frame: &Frame) -> Tensor {
+pub fn frame_to_nchw(frame: &Frame) -> HostTensor {
     let (h, w) = (frame.height, frame.width);
     let mut data = vec![0.0f32; 3 * h * w];
     for (i, px) in frame.data.chunks_exact(3).enumerate() {
@@ -372,5 +372,5 @@ pub fn frame_to_nchw(frame: &Frame) -> Tensor {
             data[c * h * w + i] = px[c] as f32 / 255.0;
         }
     }
-    Tensor::new([1, 3, h, w], data).expect("shape matches data")
+    HostTensor::new([1, 3, h, w], data).expect("shape matches data")
 }

@@ -16,7 +16,7 @@ use std::path::Path;
 
 use wanrt_nn::ops::conv2d;
 use wanrt_nn::ops::pool::max_pool2d;
-use wanrt_nn::Tensor;
+use wanrt_nn::HostTensor;
 
 use crate::compare::FrameMetric;
 use crate::error::{EvalError, Result};
@@ -75,7 +75,7 @@ impl LpipsNet {
 }
 
 enum Layer {
-    Conv { weight: Tensor, bias: Vec<f32>, stride: usize, pad: usize },
+    Conv { weight: HostTensor, bias: Vec<f32>, stride: usize, pad: usize },
     Relu,
     MaxPool(usize, usize),
 }
@@ -112,7 +112,7 @@ impl Lpips {
                 names.insert(canonical(n), (n.to_string(), fi));
             }
         }
-        let get = |canon: &str, shape: Option<&[usize]>| -> Result<Tensor> {
+        let get = |canon: &str, shape: Option<&[usize]>| -> Result<HostTensor> {
             let (orig, fi) = names.get(canon).ok_or_else(|| EvalError::Weights {
                 path: heads.to_path_buf(),
                 msg: format!(
@@ -168,7 +168,7 @@ impl Lpips {
     }
 
     /// The five slice outputs for `x: [1, 3, H, W]` already scaled.
-    fn features(&self, x: Tensor) -> Result<Vec<Tensor>> {
+    fn features(&self, x: HostTensor) -> Result<Vec<HostTensor>> {
         let ends = self.net.slice_ends();
         let mut outs = Vec::with_capacity(5);
         let mut h = x;
@@ -188,7 +188,7 @@ impl Lpips {
         Ok(outs)
     }
 
-    fn prepare(&self, f: &Frame) -> Tensor {
+    fn prepare(&self, f: &Frame) -> HostTensor {
         let mut x = frame_to_nchw(f);
         let plane = f.height * f.width;
         for c in 0..3 {

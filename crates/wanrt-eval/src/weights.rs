@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use wanrt_io::{PthFile, TorchDType};
-use wanrt_nn::Tensor;
+use wanrt_nn::HostTensor;
 
 use crate::error::{EvalError, Result};
 
@@ -57,7 +57,7 @@ impl StateDict {
     }
 
     /// The tensor `name`, which must have `shape` (`None` = any).
-    pub fn get(&self, name: &str, shape: Option<&[usize]>) -> Result<Tensor> {
+    pub fn get(&self, name: &str, shape: Option<&[usize]>) -> Result<HostTensor> {
         let (s, d) = self
             .tensors
             .get(name)
@@ -70,7 +70,7 @@ impl StateDict {
                 });
             }
         }
-        Ok(Tensor::new(s.clone(), d.clone())?)
+        Ok(HostTensor::new(s.clone(), d.clone())?)
     }
 
     /// A 1-D tensor of length `n` as a plain vector.

@@ -31,7 +31,7 @@ pub enum Error {
     ForbiddenGlobal { path: PathBuf, module: String, name: String },
     /// A tensor's shape, strides or offset are inconsistent with its storage.
     #[error("{}: tensor `{name}`: {msg}", path.display())]
-    Tensor { path: PathBuf, name: String, msg: String },
+    HostTensor { path: PathBuf, name: String, msg: String },
     /// A named entry (tensor, array) is not in the file.
     #[error("{}: no {what} named `{name}` (found: {available})", path.display())]
     Missing { path: PathBuf, what: &'static str, name: String, available: String },
@@ -58,7 +58,7 @@ impl Error {
             | Error::Format { path, .. }
             | Error::Unsupported { path, .. }
             | Error::ForbiddenGlobal { path, .. }
-            | Error::Tensor { path, .. }
+            | Error::HostTensor { path, .. }
             | Error::Missing { path, .. }
             | Error::Invalid { path, .. } => path,
         }

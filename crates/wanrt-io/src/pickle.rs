@@ -160,7 +160,7 @@ pub(crate) enum Value {
     Dict(Rc<RefCell<Dict>>),
     Global(Global),
     Storage(Rc<StorageRef>),
-    Tensor(Rc<TensorRef>),
+    HostTensor(Rc<TensorRef>),
 }
 
 impl Value {
@@ -177,7 +177,7 @@ impl Value {
             Value::Dict(_) => "dict",
             Value::Global(_) => "global",
             Value::Storage(_) => "storage",
-            Value::Tensor(_) => "tensor",
+            Value::HostTensor(_) => "tensor",
         }
     }
 }
@@ -539,7 +539,7 @@ impl<'a> Vm<'a> {
                     match self.top()? {
                         // OrderedDict state (`_metadata` of a module's state_dict) and tensor
                         // state carry nothing a reader of weights needs.
-                        Value::Dict(_) | Value::Tensor(_) => {}
+                        Value::Dict(_) | Value::HostTensor(_) => {}
                         other => {
                             let k = other.kind();
                             return self.err(format!("BUILD on a {k} is not supported"));
@@ -664,7 +664,7 @@ impl<'a> Vm<'a> {
                 if shape.len() != strides.len() {
                     return self.err(format!("tensor has {} dims but {} strides", shape.len(), strides.len()));
                 }
-                Ok(Value::Tensor(Rc::new(TensorRef { storage: storage.clone(), offset, shape, strides })))
+                Ok(Value::HostTensor(Rc::new(TensorRef { storage: storage.clone(), offset, shape, strides })))
             }
             Global::RebuildParameter | Global::RebuildParameterWithState => {
                 let want = if g == Global::RebuildParameter { 3 } else { 4 };
@@ -672,7 +672,7 @@ impl<'a> Vm<'a> {
                     return self.err(format!("_rebuild_parameter expects {want} arguments"));
                 }
                 match &args[0] {
-                    t @ Value::Tensor(_) => Ok(t.clone()),
+                    t @ Value::HostTensor(_) => Ok(t.clone()),
                     _ => self.err("_rebuild_parameter: first argument is not a tensor"),
                 }
             }

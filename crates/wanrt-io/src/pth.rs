@@ -267,7 +267,7 @@ impl PthFile {
                     b
                 }
             };
-            let t = make_tensor(&view, bytes).map_err(|msg| Error::Tensor {
+            let t = make_tensor(&view, bytes).map_err(|msg| Error::HostTensor {
                 path: path.to_path_buf(),
                 name: name.clone(),
                 msg,
@@ -380,7 +380,7 @@ fn flatten(
         ));
     }
     match v {
-        Value::Tensor(t) => out.push((name, t.clone())),
+        Value::HostTensor(t) => out.push((name, t.clone())),
         Value::Dict(d) => {
             let d = d.borrow();
             for (k, v) in &d.entries {

@@ -10,11 +10,11 @@
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode};
 use std::hint::black_box;
 use std::time::Duration;
-use wanrt_nn::ops::attention::{attention, AttentionBias};
+use wanrt_nn::ops::attention::{attention, ScoreBias};
 use wanrt_nn::ops::attention_quant::attention_quant_with;
 use wanrt_nn::ops::matmul::{gemm_general, Layout};
 use wanrt_nn::quant::{gemm_fp8, gemm_w8a16, gemm_w8a8_with, ActQuant, Fp8Matrix, Isa, PackedInt8, QuantizedMatrix};
-use wanrt_nn::Tensor;
+use wanrt_nn::HostTensor;
 
 /// Deterministic pseudo-normal values (no RNG dependency in the timing loop).
 fn values(n: usize, seed: u64) -> Vec<f32> {
@@ -87,13 +87,11 @@ fn linear(c: &mut Criterion) {
 fn attn(c: &mut Criterion) {
     let l: usize = std::env::var("QUANT_BENCH_ATTN_L").ok().and_then(|s| s.parse().ok()).unwrap_or(4096);
     let (b, h, d) = (1, 12, 128);
-    let t = |seed| Tensor::new([b, l, h, d], values(b * l * h * d, seed)).unwrap();
+    let t = |seed| HostTensor::new([b, l, h, d], values(b * l * h * d, seed)).unwrap();
     let (q, k, v) = (t(4), t(5), t(6));
     let scale = 1.0 / (d as f32).sqrt();
     let mut g = configure(c, &format!("attention_1x{l}x12x128"));
-    g.bench_function("f32", |bch| {
-        bch.iter(|| black_box(attention(&q, &k, &v, scale, AttentionBias::default()).unwrap()))
-    });
+    g.bench_function("f32", |bch| bch.iter(|| black_box(attention(&q, &k, &v, scale, ScoreBias::default()).unwrap())));
     for isa in simd_paths() {
         g.bench_function(BenchmarkId::new("int8", isa.name()), |bch| {
             bch.iter(|| black_box(attention_quant_with(isa, &q, &k, &v, scale).unwrap()))

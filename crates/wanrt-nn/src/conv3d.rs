@@ -1,88 +1,89 @@
-//! A Conv3d layer: weights stored in the form the CPU kernels run fastest on.
+//! A 3D convolution layer (PyTorch `nn.Conv3d` layout), described by its stored weights and
+//! prepared once by a backend: the CPU backend transforms stride-1 3×3 spatial kernels for
+//! Winograd there ([`Conv3d::winograd_eligible`]), a device backend uploads.
 
-use crate::ops::{conv3d, PaddingFull, WinogradConv3d};
+use crate::backend::{Backend, PreparedWeight};
+use crate::ops::{PaddingFull, WinogradConv3d};
+use crate::weights::RawTensor;
 use crate::{Error, Result, Tensor};
-
-/// Weights of a convolution: as loaded, or pre-transformed for Winograd (stride-1 3×3 spatial taps).
-enum Kernel {
-    Direct(Tensor),
-    Winograd(WinogradConv3d),
-}
+use std::sync::Arc;
 
 /// `weight: [C_out, C_in, kt, kh, kw]`, optional bias, fixed stride. Padding is given per call:
 /// Wan's causal convolutions replace part of the front padding with cached frames.
+#[derive(Debug, Clone)]
 pub struct Conv3d {
-    kernel: Kernel,
-    bias: Option<Vec<f32>>,
+    /// Module path (`decoder.conv_in`).
+    pub name: String,
+    /// As stored (any float dtype).
+    pub weight: RawTensor,
+    pub bias: Option<Vec<f32>>,
     stride: (usize, usize, usize),
-    shape: [usize; 5],
+    prepared: Option<Arc<dyn PreparedWeight>>,
 }
 
 impl Conv3d {
-    pub fn new(weight: Tensor, bias: Option<Vec<f32>>, stride: (usize, usize, usize)) -> Result<Self> {
-        let &[cout, cin, kt, kh, kw] = weight.shape() else {
-            return Err(Error::shape("conv3d weight", "[C_out, C_in, kt, kh, kw]", weight.shape()));
+    pub fn new(
+        name: impl Into<String>,
+        weight: RawTensor,
+        bias: Option<Vec<f32>>,
+        stride: (usize, usize, usize),
+    ) -> Result<Self> {
+        let name = name.into();
+        let &[cout, _, _, _, _] = weight.shape.as_slice() else {
+            return Err(Error::shape("conv3d weight", "[C_out, C_in, kt, kh, kw]", &weight.shape));
         };
+        if !weight.dtype.is_float() {
+            return Err(Error::UnsupportedDType { name: format!("{name}.weight"), dtype: weight.dtype.to_string() });
+        }
         if let Some(b) = &bias {
             if b.len() != cout {
                 return Err(Error::shape("conv3d bias", cout, b.len()));
             }
         }
-        let kernel = if WinogradConv3d::supports(weight.shape(), stride) {
-            Kernel::Winograd(WinogradConv3d::new(&weight)?)
-        } else {
-            Kernel::Direct(weight)
-        };
-        Ok(Conv3d { kernel, bias, stride, shape: [cout, cin, kt, kh, kw] })
+        if stride.0 == 0 || stride.1 == 0 || stride.2 == 0 {
+            return Err(Error::Msg(format!("{name}: stride must be positive, got {stride:?}")));
+        }
+        Ok(Conv3d { name, weight, bias, stride, prepared: None })
     }
 
     /// `[C_out, C_in, kt, kh, kw]`.
     pub fn weight_shape(&self) -> [usize; 5] {
-        self.shape
+        let s = &self.weight.shape;
+        [s[0], s[1], s[2], s[3], s[4]]
     }
 
     pub fn stride(&self) -> (usize, usize, usize) {
         self.stride
     }
 
-    /// CPU kernel behind [`crate::backend::Backend::conv3d`]: `conv(cat([history, x], time))`
-    /// with zero padding `pad`; the Winograd path reads the history in place.
-    pub fn forward(&self, x: &Tensor, history: Option<&Tensor>, pad: PaddingFull) -> Result<Tensor> {
-        let bias = self.bias.as_deref();
-        match (&self.kernel, history) {
-            (Kernel::Winograd(w), _) => w.forward_with_history(history, x, bias, pad),
-            (Kernel::Direct(w), Some(h)) => conv3d(&Tensor::cat(&[h, x], 2)?, w, bias, self.stride, pad),
-            (Kernel::Direct(w), None) => conv3d(x, w, bias, self.stride, pad),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ramp(shape: [usize; 5], step: f32) -> Tensor {
-        let n = shape.iter().product();
-        Tensor::new(shape, (0..n).map(|i| ((i * 7 % 13) as f32 - 6.0) * step).collect()).unwrap()
+    /// Whether the kernel is a stride-1 3×3 spatial one (Winograd F(2,3) applies).
+    pub fn winograd_eligible(&self) -> bool {
+        WinogradConv3d::supports(&self.weight.shape, self.stride)
     }
 
-    #[test]
-    fn history_equals_concatenated_input_on_both_kernels() {
-        let pad = PaddingFull { t: (0, 0), h: (1, 1), w: (1, 1) };
-        for (k, stride) in [([3, 3, 3], (1, 1, 1)), ([3, 3, 3], (1, 2, 2)), ([3, 1, 1], (1, 1, 1))] {
-            let conv =
-                Conv3d::new(ramp([4, 3, k[0], k[1], k[2]], 0.1), Some(vec![0.5, -0.5, 0.25, 0.0]), stride).unwrap();
-            let (hist, x) = (ramp([1, 3, 2, 6, 6], 0.2), ramp([1, 3, 3, 6, 6], 0.3));
-            let pad = if k[1] == 1 { PaddingFull::default() } else { pad };
-            let split = conv.forward(&x, Some(&hist), pad).unwrap();
-            let whole = conv.forward(&Tensor::cat(&[&hist, &x], 2).unwrap(), None, pad).unwrap();
-            assert!(split.max_abs_diff(&whole).unwrap() < 1e-5, "kernel {k:?} stride {stride:?}");
-        }
+    pub fn prepare(&mut self, backend: &dyn Backend) -> Result<()> {
+        self.prepared = Some(backend.prepare_conv3d(self)?);
+        Ok(())
     }
 
-    #[test]
-    fn bad_bias_is_an_error() {
-        assert!(Conv3d::new(ramp([4, 3, 1, 1, 1], 1.0), Some(vec![0.0; 3]), (1, 1, 1)).is_err());
-        assert!(Conv3d::new(Tensor::zeros([4, 3, 3]), None, (1, 1, 1)).is_err());
+    pub fn prepared(&self) -> Result<&dyn PreparedWeight> {
+        self.prepared
+            .as_deref()
+            .ok_or_else(|| Error::Msg(format!("layer {} was not prepared for a backend", self.name)))
+    }
+
+    /// Bytes held (the prepared form when prepared).
+    pub fn bytes(&self) -> usize {
+        let bias = self.bias.as_ref().map_or(0, |b| b.len() * 4);
+        bias + self.prepared.as_ref().map_or_else(|| self.weight.shape.iter().product::<usize>() * 4, |p| p.bytes())
+    }
+
+    pub fn num_params(&self) -> usize {
+        self.weight.shape.iter().product::<usize>() + self.bias.as_ref().map_or(0, Vec::len)
+    }
+
+    /// `conv(cat([history, x], time))` with zero padding `pad`, on `be`.
+    pub fn forward(&self, be: &dyn Backend, x: &Tensor, history: Option<&Tensor>, pad: PaddingFull) -> Result<Tensor> {
+        be.conv3d(self, x, history, pad)
     }
 }

@@ -1,4 +1,5 @@
-//! Storage dtypes of parameters. Compute is always f32.
+//! Element types: of stored parameters (checkpoint dtypes, quantized codes) and of tensors a
+//! backend holds (activations in f32, bf16 or f16; token ids in u32).
 
 use std::fmt;
 
@@ -10,6 +11,7 @@ pub enum DType {
     F64,
     I64,
     I32,
+    U32,
     I8,
     U8,
     F8E4M3,
@@ -19,7 +21,7 @@ impl DType {
     pub fn size_in_bytes(self) -> usize {
         match self {
             DType::F64 | DType::I64 => 8,
-            DType::F32 | DType::I32 => 4,
+            DType::F32 | DType::I32 | DType::U32 => 4,
             DType::F16 | DType::BF16 => 2,
             DType::I8 | DType::U8 | DType::F8E4M3 => 1,
         }
@@ -29,6 +31,16 @@ impl DType {
     /// (floats and small integers); quantized formats need their scales.
     pub fn is_float(self) -> bool {
         matches!(self, DType::F32 | DType::F16 | DType::BF16 | DType::F64)
+    }
+
+    /// The activation precisions a backend computes in (`--dtype`).
+    pub fn parse_activation(s: &str) -> Option<DType> {
+        match s {
+            "f32" => Some(DType::F32),
+            "bf16" => Some(DType::BF16),
+            "f16" => Some(DType::F16),
+            _ => None,
+        }
     }
 }
 
@@ -41,6 +53,7 @@ impl fmt::Display for DType {
             DType::F64 => "f64",
             DType::I64 => "i64",
             DType::I32 => "i32",
+            DType::U32 => "u32",
             DType::I8 => "i8",
             DType::U8 => "u8",
             DType::F8E4M3 => "f8_e4m3",
@@ -64,6 +77,7 @@ pub fn bytes_to_f32(bytes: &[u8], dtype: DType) -> Option<Vec<f32>> {
         DType::F64 => |c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32,
         DType::I64 => |c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32,
         DType::I32 => |c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f32,
+        DType::U32 => |c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f32,
         DType::I8 => |c| c[0] as i8 as f32,
         DType::U8 => |c| c[0] as f32,
         DType::F8E4M3 => return None,

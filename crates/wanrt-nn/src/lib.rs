@@ -1,21 +1,26 @@
 //! wanrt-nn: the tensor layer under every wanrt model.
 //!
-//! Activations are dense row-major `f32` tensors; parameters may be stored in
-//! bf16/f16 (widened on use) or in quantized formats owned by higher crates.
-//! Every op has a plain CPU implementation that is the numerical reference
-//! (f32 accumulate); models reach them only through [`backend::Backend`], which a GPU
-//! backend implements too.
+//! A [`Tensor`] is a shape and a buffer owned by a [`Backend`]; models compute only through the
+//! backend's ops and never see values, which cross between host and backend through named,
+//! counted transfers ([`backend::Transfers`]). Layers ([`Linear`], [`Conv3d`], [`Embedding`]) describe
+//! their weights as stored and are prepared once by the backend; [`VarBuilder`] builds them from
+//! a [`WeightStore`] along the module tree. The CPU backend runs the plain kernels of [`ops`] and
+//! [`quant`] on [`HostTensor`]s: it is the numerical reference (f32 accumulate) every other backend
+//! is checked against ([`backend::conformance`]).
 
 pub mod backend;
 pub mod conv3d;
 pub mod dtype;
 pub mod embedding;
 pub mod error;
+pub mod host;
 pub mod linear;
+pub mod module;
 pub mod ops;
 pub mod probe;
 pub mod quant;
 pub mod tensor;
+pub mod var_builder;
 pub mod weights;
 
 pub use backend::{Backend, BackendRef};
@@ -23,6 +28,9 @@ pub use conv3d::Conv3d;
 pub use dtype::DType;
 pub use embedding::Embedding;
 pub use error::{Error, Result};
-pub use linear::{Linear, LinearWeight};
+pub use host::HostTensor;
+pub use linear::{Linear, LinearObserver, LinearWeight};
+pub use module::{Module, Param, ParamMut};
 pub use tensor::Tensor;
+pub use var_builder::VarBuilder;
 pub use weights::WeightStore;

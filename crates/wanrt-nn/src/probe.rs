@@ -152,6 +152,12 @@ impl ActivationProbe {
     }
 }
 
+impl crate::linear::LinearObserver for ActivationProbe {
+    fn observe(&self, _layer: &str, x: &crate::HostTensor) {
+        self.record(x.data());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

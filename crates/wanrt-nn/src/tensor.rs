@@ -1,286 +1,167 @@
-//! Dense row-major f32 tensor.
+//! A tensor: a shape, and a buffer owned by a backend.
 //!
-//! Storage is a plain `Vec<f32>` on the host. Model code only uses the methods
-//! and the functions in [`crate::ops`], so a device backend can change what a
-//! tensor holds without touching the models.
+//! Model code sees shapes and dtypes only. The values live in the backend's memory ([`Storage`]:
+//! host vectors for the CPU backend, device allocations for a GPU one) and are reached in two
+//! ways: through [`crate::Backend`] ops, which compute on them where they are, and through the
+//! backend's named, counted transfers (`upload`, `to_host`, `relative_l1`'s scalar). There is no
+//! accessor here that hands out the values.
+//!
+//! Tensors are dense and row-major. `reshape` is a view (the buffer is shared, not copied);
+//! `narrow`, `cat` and `permute` are backend copy ops. Cloning a tensor shares its buffer: a
+//! backend op that writes in place (`add_assign`, `rope_interleaved`, …) copies a shared buffer
+//! first, so a tensor never changes under another holder.
 
+use crate::dtype::DType;
 use crate::error::{Error, Result};
+use half::{bf16, f16};
+use std::any::Any;
+use std::sync::Arc;
 
-#[derive(Clone, PartialEq)]
+/// Values held by the CPU backend (one vector per element type).
+#[derive(Clone)]
+pub(crate) enum CpuStorage {
+    F32(Arc<Vec<f32>>),
+    BF16(Arc<Vec<bf16>>),
+    F16(Arc<Vec<f16>>),
+    U32(Arc<Vec<u32>>),
+}
+
+impl CpuStorage {
+    pub(crate) fn dtype(&self) -> DType {
+        match self {
+            CpuStorage::F32(_) => DType::F32,
+            CpuStorage::BF16(_) => DType::BF16,
+            CpuStorage::F16(_) => DType::F16,
+            CpuStorage::U32(_) => DType::U32,
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            CpuStorage::F32(v) => v.len(),
+            CpuStorage::BF16(v) => v.len(),
+            CpuStorage::F16(v) => v.len(),
+            CpuStorage::U32(v) => v.len(),
+        }
+    }
+}
+
+/// A buffer of a device backend (a GPU allocation). The backend that made it downcasts it
+/// through [`DeviceStorage::as_any`]; other code only asks for its dtype and length.
+pub trait DeviceStorage: Send + Sync + std::fmt::Debug {
+    /// Name of the backend owning the buffer ("cuda").
+    fn backend(&self) -> &'static str;
+    fn dtype(&self) -> DType;
+    /// Number of elements.
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    fn as_any(&self) -> &dyn Any;
+}
+
+/// Where a tensor's values live.
+#[derive(Clone)]
+pub enum Storage {
+    /// Host memory of the CPU backend.
+    #[allow(private_interfaces)]
+    Cpu(CpuStorage),
+    /// A device backend's buffer.
+    Device(Arc<dyn DeviceStorage>),
+}
+
+impl Storage {
+    pub fn dtype(&self) -> DType {
+        match self {
+            Storage::Cpu(s) => s.dtype(),
+            Storage::Device(d) => d.dtype(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Storage::Cpu(s) => s.len(),
+            Storage::Device(d) => d.len(),
+        }
+    }
+
+    /// Name of the backend holding the values.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Storage::Cpu(_) => "cpu",
+            Storage::Device(d) => d.backend(),
+        }
+    }
+}
+
+#[derive(Clone)]
 pub struct Tensor {
     shape: Vec<usize>,
-    data: Vec<f32>,
+    storage: Storage,
 }
 
 impl std::fmt::Debug for Tensor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Tensor{:?}", self.shape)
+        write!(f, "Tensor({} {:?} on {})", self.dtype(), self.shape, self.storage.backend())
     }
-}
-
-pub fn numel(shape: &[usize]) -> usize {
-    shape.iter().product()
-}
-
-/// Row-major strides of a contiguous tensor of this shape.
-pub fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
-    let mut strides = vec![1; shape.len()];
-    for i in (0..shape.len().saturating_sub(1)).rev() {
-        strides[i] = strides[i + 1] * shape[i + 1];
-    }
-    strides
 }
 
 impl Tensor {
-    pub fn new(shape: impl Into<Vec<usize>>, data: Vec<f32>) -> Result<Self> {
+    /// A tensor over a backend's buffer; its length must match the shape.
+    pub fn from_storage(shape: impl Into<Vec<usize>>, storage: Storage) -> Result<Self> {
         let shape = shape.into();
-        if numel(&shape) != data.len() {
-            return Err(Error::shape("Tensor::new", numel(&shape), data.len()));
+        if crate::host::numel(&shape) != storage.len() {
+            return Err(Error::shape("Tensor::from_storage", crate::host::numel(&shape), storage.len()));
         }
-        Ok(Tensor { shape, data })
+        Ok(Tensor { shape, storage })
     }
 
-    pub fn zeros(shape: impl Into<Vec<usize>>) -> Self {
-        let shape = shape.into();
-        let n = numel(&shape);
-        Tensor { shape, data: vec![0.0; n] }
+    /// The buffer, for the backend that owns it.
+    pub fn storage(&self) -> &Storage {
+        &self.storage
     }
 
-    pub fn full(shape: impl Into<Vec<usize>>, value: f32) -> Self {
-        let shape = shape.into();
-        let n = numel(&shape);
-        Tensor { shape, data: vec![value; n] }
-    }
-
-    pub fn shape(&self) -> &[usize] {
-        &self.shape
-    }
-
-    pub fn rank(&self) -> usize {
-        self.shape.len()
-    }
-
-    pub fn dim(&self, i: usize) -> usize {
-        self.shape[i]
-    }
-
-    pub fn numel(&self) -> usize {
-        self.data.len()
-    }
-
-    pub fn data(&self) -> &[f32] {
-        &self.data
-    }
-
-    pub fn data_mut(&mut self) -> &mut [f32] {
-        &mut self.data
-    }
-
-    pub fn into_data(self) -> Vec<f32> {
-        self.data
-    }
-
-    /// Shape check helper for model code: errors name the op.
-    pub fn expect_shape(&self, op: &'static str, expected: &[usize]) -> Result<()> {
-        if self.shape != expected {
-            return Err(Error::shape(op, expected, &self.shape));
+    /// The device buffer, for device backends (`None` for host tensors).
+    pub fn device_storage(&self) -> Option<&Arc<dyn DeviceStorage>> {
+        match &self.storage {
+            Storage::Device(d) => Some(d),
+            Storage::Cpu(_) => None,
         }
-        Ok(())
     }
 
-    pub fn expect_rank(&self, op: &'static str, rank: usize) -> Result<()> {
-        if self.shape.len() != rank {
-            return Err(Error::shape(op, format!("rank {rank}"), &self.shape));
+    pub(crate) fn cpu_storage(&self) -> Option<&CpuStorage> {
+        match &self.storage {
+            Storage::Cpu(s) => Some(s),
+            Storage::Device(_) => None,
         }
-        Ok(())
     }
 
-    pub fn reshape(mut self, shape: impl Into<Vec<usize>>) -> Result<Self> {
+    pub(crate) fn into_parts(self) -> (Vec<usize>, Storage) {
+        (self.shape, self.storage)
+    }
+
+    /// An empty stand-in, for ops that move a tensor out of a `&mut` and put the result back.
+    pub(crate) fn placeholder() -> Self {
+        Tensor { shape: vec![0], storage: Storage::Cpu(CpuStorage::F32(Arc::new(Vec::new()))) }
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.storage.dtype()
+    }
+
+    crate::shape_accessors!();
+
+    /// Bytes of the buffer.
+    pub fn bytes(&self) -> usize {
+        self.numel() * self.dtype().size_in_bytes()
+    }
+
+    /// The same buffer seen with another shape of as many elements (no copy).
+    pub fn reshape(self, shape: impl Into<Vec<usize>>) -> Result<Self> {
         let shape = shape.into();
-        if numel(&shape) != self.data.len() {
+        if crate::host::numel(&shape) != self.numel() {
             return Err(Error::shape("reshape", &self.shape, shape));
         }
-        self.shape = shape;
-        Ok(self)
-    }
-
-    /// Copies into a new layout with dims reordered (`out.dim(i) = self.dim(perm[i])`).
-    pub fn permute(&self, perm: &[usize]) -> Result<Self> {
-        let rank = self.rank();
-        let mut seen = vec![false; rank];
-        if perm.len() != rank || perm.iter().any(|&p| p >= rank || std::mem::replace(&mut seen[p], true)) {
-            return Err(Error::shape("permute", format!("a permutation of 0..{rank}"), perm));
-        }
-        let in_strides = contiguous_strides(&self.shape);
-        let out_shape: Vec<usize> = perm.iter().map(|&p| self.shape[p]).collect();
-        let strides: Vec<usize> = perm.iter().map(|&p| in_strides[p]).collect();
-        let mut out = Vec::with_capacity(self.numel());
-        gather_strided(&self.data, &out_shape, &strides, 0, &mut out);
-        Ok(Tensor { shape: out_shape, data: out })
-    }
-
-    /// Copies the slice `start..start+len` of dimension `dim`.
-    pub fn narrow(&self, dim: usize, start: usize, len: usize) -> Result<Self> {
-        if dim >= self.rank() || start + len > self.shape[dim] {
-            return Err(Error::shape("narrow", format!("dim {dim} range {start}..{}", start + len), &self.shape));
-        }
-        let outer: usize = self.shape[..dim].iter().product();
-        let inner: usize = self.shape[dim + 1..].iter().product();
-        let d = self.shape[dim];
-        let mut out = Vec::with_capacity(outer * len * inner);
-        for o in 0..outer {
-            let base = (o * d + start) * inner;
-            out.extend_from_slice(&self.data[base..base + len * inner]);
-        }
-        let mut shape = self.shape.clone();
-        shape[dim] = len;
-        Ok(Tensor { shape, data: out })
-    }
-
-    /// Concatenates along `dim`; all other dims must match.
-    pub fn cat(tensors: &[&Tensor], dim: usize) -> Result<Self> {
-        let first = tensors.first().ok_or_else(|| Error::Msg("cat of no tensors".into()))?;
-        let rank = first.rank();
-        for t in tensors {
-            let same = t.rank() == rank
-                && dim < rank
-                && t.shape.iter().zip(&first.shape).enumerate().all(|(i, (a, b))| i == dim || a == b);
-            if !same {
-                return Err(Error::shape("cat", &first.shape, &t.shape));
-            }
-        }
-        let outer: usize = first.shape[..dim].iter().product();
-        let inner: usize = first.shape[dim + 1..].iter().product();
-        let total: usize = tensors.iter().map(|t| t.shape[dim]).sum();
-        let mut out = Vec::with_capacity(outer * total * inner);
-        for o in 0..outer {
-            for t in tensors {
-                let chunk = t.shape[dim] * inner;
-                out.extend_from_slice(&t.data[o * chunk..(o + 1) * chunk]);
-            }
-        }
-        let mut shape = first.shape.clone();
-        shape[dim] = total;
-        Ok(Tensor { shape, data: out })
-    }
-
-    pub fn map(&self, f: impl Fn(f32) -> f32 + Sync) -> Self {
-        Tensor { shape: self.shape.clone(), data: self.data.iter().map(|&x| f(x)).collect() }
-    }
-
-    pub fn map_inplace(&mut self, f: impl Fn(f32) -> f32 + Sync) {
-        self.data.iter_mut().for_each(|x| *x = f(*x));
-    }
-
-    /// Elementwise `f(self, other)` for tensors of equal shape.
-    pub fn zip_map(&self, other: &Tensor, op: &'static str, f: impl Fn(f32, f32) -> f32) -> Result<Self> {
-        if self.shape != other.shape {
-            return Err(Error::shape(op, &self.shape, &other.shape));
-        }
-        let data = self.data.iter().zip(&other.data).map(|(&a, &b)| f(a, b)).collect();
-        Ok(Tensor { shape: self.shape.clone(), data })
-    }
-
-    pub fn add(&self, other: &Tensor) -> Result<Self> {
-        self.zip_map(other, "add", |a, b| a + b)
-    }
-
-    pub fn sub(&self, other: &Tensor) -> Result<Self> {
-        self.zip_map(other, "sub", |a, b| a - b)
-    }
-
-    pub fn mul(&self, other: &Tensor) -> Result<Self> {
-        self.zip_map(other, "mul", |a, b| a * b)
-    }
-
-    pub fn add_assign(&mut self, other: &Tensor) -> Result<()> {
-        if self.shape != other.shape {
-            return Err(Error::shape("add_assign", &self.shape, &other.shape));
-        }
-        self.data.iter_mut().zip(&other.data).for_each(|(a, &b)| *a += b);
-        Ok(())
-    }
-
-    pub fn scale(&self, s: f32) -> Self {
-        self.map(|x| x * s)
-    }
-
-    /// Adds `row` (shape [C]) to every row of a [.., C] tensor.
-    pub fn add_row(&mut self, row: &[f32]) -> Result<()> {
-        let c = *self.shape.last().unwrap_or(&0);
-        if row.len() != c {
-            return Err(Error::shape("add_row", c, row.len()));
-        }
-        self.data.chunks_exact_mut(c).for_each(|r| r.iter_mut().zip(row).for_each(|(a, &b)| *a += b));
-        Ok(())
-    }
-
-    pub fn max_abs_diff(&self, other: &Tensor) -> Result<f32> {
-        if self.shape != other.shape {
-            return Err(Error::shape("max_abs_diff", &self.shape, &other.shape));
-        }
-        Ok(self.data.iter().zip(&other.data).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max))
-    }
-
-    /// Normalized mean squared error `mse(self, reference) / mse(reference, 0)`.
-    pub fn nmse(&self, reference: &Tensor) -> Result<f64> {
-        if self.shape != reference.shape {
-            return Err(Error::shape("nmse", &reference.shape, &self.shape));
-        }
-        let (mut err, mut norm) = (0f64, 0f64);
-        for (&a, &b) in self.data.iter().zip(&reference.data) {
-            err += ((a - b) as f64).powi(2);
-            norm += (b as f64).powi(2);
-        }
-        Ok(if norm == 0.0 { err } else { err / norm })
-    }
-}
-
-fn gather_strided(src: &[f32], shape: &[usize], strides: &[usize], base: usize, out: &mut Vec<f32>) {
-    match shape.len() {
-        0 => out.push(src[base]),
-        1 => {
-            let s = strides[0];
-            if s == 1 {
-                out.extend_from_slice(&src[base..base + shape[0]]);
-            } else {
-                out.extend((0..shape[0]).map(|i| src[base + i * s]));
-            }
-        }
-        _ => {
-            for i in 0..shape[0] {
-                gather_strided(src, &shape[1..], &strides[1..], base + i * strides[0], out);
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn permute_matches_index_math() {
-        let t = Tensor::new([2, 3, 4], (0..24).map(|x| x as f32).collect()).unwrap();
-        let p = t.permute(&[2, 0, 1]).unwrap();
-        assert_eq!(p.shape(), &[4, 2, 3]);
-        // p[k, i, j] = t[i, j, k] = 12 i + 4 j + k
-        assert_eq!(p.data()[(3 * 2 + 1) * 3 + 2], (12 + 4 * 2 + 3) as f32);
-    }
-
-    #[test]
-    fn narrow_and_cat_round_trip() {
-        let t = Tensor::new([2, 5, 3], (0..30).map(|x| x as f32).collect()).unwrap();
-        let a = t.narrow(1, 0, 2).unwrap();
-        let b = t.narrow(1, 2, 3).unwrap();
-        assert_eq!(Tensor::cat(&[&a, &b], 1).unwrap(), t);
-    }
-
-    #[test]
-    fn bad_shapes_are_errors() {
-        assert!(Tensor::new([2, 2], vec![0.0; 3]).is_err());
-        let t = Tensor::zeros([2, 2]);
-        assert!(t.permute(&[0, 0]).is_err());
-        assert!(t.narrow(1, 1, 2).is_err());
+        Ok(Tensor { shape, storage: self.storage })
     }
 }

@@ -4,10 +4,11 @@
 //! Tensors stay in the mapped files until a layer asks for them, so loading
 //! never holds two copies of a model; conversion to f32 happens per tensor.
 
+use crate::backend::AttentionPrecision;
 use crate::dtype::{bytes_to_f32, DType};
 use crate::error::{Error, Result};
 use crate::quant::ActQuant;
-use crate::Tensor;
+use crate::HostTensor;
 use memmap2::Mmap;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -92,8 +93,34 @@ impl RawTensor {
         Ok(RawTensor { dtype, shape, bytes: Bytes::Owned(Arc::new(bytes)) })
     }
 
+    /// An f32 tensor owning a copy of the values.
+    pub fn from_f32(t: &HostTensor) -> Self {
+        let bytes = t.data().iter().flat_map(|v| v.to_le_bytes()).collect();
+        RawTensor { dtype: DType::F32, shape: t.shape().to_vec(), bytes: Bytes::Owned(Arc::new(bytes)) }
+    }
+
+    /// The same bytes under another shape of as many elements.
+    pub fn with_shape(&self, shape: Vec<usize>) -> Result<Self> {
+        if shape.iter().product::<usize>() != self.shape.iter().product::<usize>() {
+            return Err(Error::shape("RawTensor::with_shape", &self.shape, shape));
+        }
+        Ok(RawTensor { dtype: self.dtype, shape, bytes: self.bytes.clone() })
+    }
+
     pub fn bytes(&self) -> Cow<'_, [u8]> {
         self.bytes.as_slice()
+    }
+
+    /// The values widened to f32.
+    pub fn to_f32(&self) -> Result<Vec<f32>> {
+        bytes_to_f32(&self.bytes(), self.dtype)
+            .ok_or_else(|| Error::UnsupportedDType { name: format!("{self:?}"), dtype: self.dtype.to_string() })
+    }
+
+    /// Drops this tensor's mapped file pages from the process once a backend holds its own
+    /// form of them (the next read faults them in again from the file).
+    pub fn release_pages(&self) {
+        self.bytes.release_pages();
     }
 
     /// The values in place when this is an f32 tensor of a memory-mapped
@@ -114,23 +141,25 @@ impl RawTensor {
 #[derive(Clone, Default)]
 pub struct WeightStore {
     tensors: BTreeMap<String, RawTensor>,
-    /// Keep bf16/f16 layer weights in half precision (see [`crate::Linear`]).
-    keep_half: bool,
     /// Human description of where the tensors came from, for error messages.
     origin: String,
     /// Layers (by tensor prefix) whose activations are quantized at run time
     /// (W8A8 / FP8), from an optimized artifact's manifest.
     activation_quant: BTreeMap<String, ActQuant>,
+    /// Attention modules (by module path) that compute in another precision than the default,
+    /// from an optimized artifact's manifest.
+    attention_precision: BTreeMap<String, AttentionPrecision>,
 }
 
 /// Every [`DType`] and its safetensors name: one table for reading and writing.
-const SAFETENSORS_DTYPES: [(safetensors::Dtype, DType); 9] = [
+const SAFETENSORS_DTYPES: [(safetensors::Dtype, DType); 10] = [
     (safetensors::Dtype::F32, DType::F32),
     (safetensors::Dtype::F16, DType::F16),
     (safetensors::Dtype::BF16, DType::BF16),
     (safetensors::Dtype::F64, DType::F64),
     (safetensors::Dtype::I64, DType::I64),
     (safetensors::Dtype::I32, DType::I32),
+    (safetensors::Dtype::U32, DType::U32),
     (safetensors::Dtype::I8, DType::I8),
     (safetensors::Dtype::U8, DType::U8),
     (safetensors::Dtype::F8_E4M3, DType::F8E4M3),
@@ -145,20 +174,10 @@ impl WeightStore {
     pub fn new(origin: impl Into<String>) -> Self {
         WeightStore {
             tensors: BTreeMap::new(),
-            keep_half: false,
             origin: origin.into(),
             activation_quant: BTreeMap::new(),
+            attention_precision: BTreeMap::new(),
         }
-    }
-
-    /// Keep half-precision layer weights as stored (less memory, same results).
-    pub fn with_half_storage(mut self, keep: bool) -> Self {
-        self.keep_half = keep;
-        self
-    }
-
-    pub fn keeps_half(&self) -> bool {
-        self.keep_half
     }
 
     pub fn origin(&self) -> &str {
@@ -173,6 +192,16 @@ impl WeightStore {
 
     pub fn activation_quant(&self, prefix: &str) -> Option<ActQuant> {
         self.activation_quant.get(prefix).copied()
+    }
+
+    /// Runs the attention module at `path` (`blocks.3.attn1`) in `precision`.
+    pub fn set_attention_precision(&mut self, path: impl Into<String>, precision: AttentionPrecision) {
+        self.attention_precision.insert(path.into(), precision);
+    }
+
+    /// The precision of the attention module at `path` (full unless set).
+    pub fn attention_precision(&self, path: &str) -> AttentionPrecision {
+        self.attention_precision.get(path).copied().unwrap_or_default()
     }
 
     pub fn insert(&mut self, name: impl Into<String>, t: RawTensor) {
@@ -267,16 +296,16 @@ impl WeightStore {
     }
 
     /// The tensor widened to f32.
-    pub fn get(&self, name: &str) -> Result<Tensor> {
+    pub fn get(&self, name: &str) -> Result<HostTensor> {
         let raw = self.raw(name)?;
         let data = bytes_to_f32(&raw.bytes(), raw.dtype)
             .ok_or_else(|| Error::UnsupportedDType { name: name.to_string(), dtype: raw.dtype.to_string() })?;
         raw.bytes.release_pages();
-        Tensor::new(raw.shape.clone(), data)
+        HostTensor::new(raw.shape.clone(), data)
     }
 
     /// The tensor widened to f32, after checking its shape.
-    pub fn get_shaped(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+    pub fn get_shaped(&self, name: &str, shape: &[usize]) -> Result<HostTensor> {
         let raw = self.raw(name)?;
         if raw.shape != shape {
             return Err(Error::TensorShape {
@@ -291,7 +320,7 @@ impl WeightStore {
     /// A store whose names are rewritten by `rename` (None drops the tensor).
     pub fn renamed(self, mut rename: impl FnMut(&str) -> Option<String>) -> Self {
         let tensors = self.tensors.into_iter().filter_map(|(k, v)| rename(&k).map(|k| (k, v))).collect();
-        WeightStore { tensors, keep_half: self.keep_half, origin: self.origin, activation_quant: self.activation_quant }
+        WeightStore { tensors, ..self }
     }
 }
 
@@ -358,10 +387,10 @@ mod tests {
     #[test]
     fn every_dtype_round_trips_through_safetensors() {
         use DType::*;
-        let all = [F32, F16, BF16, F64, I64, I32, I8, U8, F8E4M3];
+        let all = [F32, F16, BF16, F64, I64, I32, U32, I8, U8, F8E4M3];
         // Exhaustive on purpose: a new DType does not compile here until it is in the table.
         all.iter().for_each(|d| match d {
-            F32 | F16 | BF16 | F64 | I64 | I32 | I8 | U8 | F8E4M3 => {}
+            F32 | F16 | BF16 | F64 | I64 | I32 | U32 | I8 | U8 | F8E4M3 => {}
         });
         let dir = std::env::temp_dir().join(format!("wanrt-dtypes-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

@@ -7,7 +7,7 @@ use crate::Result;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use wanrt_nn::probe::{ActivationProbe, ProbeStats};
-use wanrt_nn::Tensor;
+use wanrt_nn::{LinearObserver, Module, ParamMut, Tensor};
 use wanrt_wan::model::WanModel;
 use wanrt_wan::pipeline::{GenerateParams, Progress};
 
@@ -55,14 +55,15 @@ impl Default for CalibSettings {
 /// A transformer input seen during calibration (batched `[cond; uncond]` under CFG).
 #[derive(Clone)]
 pub struct CalibSample {
+    /// In the transformer's backend memory.
     pub latents: Tensor,
     pub timestep: f32,
     /// UMT5 embeddings of the batch.
-    pub text: Arc<Tensor>,
+    pub text: Tensor,
 }
 
 pub struct Calibration {
-    /// Input statistics per layer name ([`wanrt_wan::transformer::BlockLinear::name`]).
+    /// Input statistics per block layer (by its module path, [`wanrt_nn::Linear::name`]).
     pub stats: BTreeMap<String, ProbeStats>,
     pub samples: Vec<CalibSample>,
     pub summary: serde_json::Value,
@@ -71,7 +72,7 @@ pub struct Calibration {
 /// Records the transformer inputs of chosen steps.
 struct SampleRecorder<'a> {
     steps: Vec<usize>,
-    text: Arc<Tensor>,
+    text: Tensor,
     samples: &'a mut Vec<CalibSample>,
     progress: &'a mut dyn FnMut(usize, usize),
     done_before: usize,
@@ -109,20 +110,23 @@ pub fn calibrate(
     if settings.prompts.is_empty() {
         return Err(crate::Error::Msg("calibration needs at least one prompt".into()));
     }
-    let probes: Vec<(String, Arc<ActivationProbe>)> = model
-        .transformer
-        .block_linears_mut()
-        .into_iter()
-        .map(|l| {
-            let p = Arc::new(ActivationProbe::new(l.linear.in_dim()));
-            l.linear.probe = Some(p.clone());
-            (l.name, p)
-        })
-        .collect();
+    // Observers on the block linears: each layer hands its input over before the backend runs it.
+    let mut probes: Vec<(String, Arc<ActivationProbe>)> = Vec::new();
+    model.transformer.visit_mut(&mut |p| {
+        if let ParamMut::Linear(l) = p {
+            if l.name.starts_with("blocks.") {
+                let probe = Arc::new(ActivationProbe::new(l.in_dim()));
+                l.observer = Some(probe.clone() as Arc<dyn LinearObserver>);
+                probes.push((l.name.clone(), probe));
+            }
+        }
+    });
     let run = run_prompts(model, settings, progress);
-    for l in model.transformer.block_linears_mut() {
-        l.linear.probe = None;
-    }
+    model.transformer.visit_mut(&mut |p| {
+        if let ParamMut::Linear(l) = p {
+            l.observer = None;
+        }
+    });
     let (samples, resolved) = run?;
     let stats: BTreeMap<String, ProbeStats> = probes.into_iter().map(|(n, p)| (n, p.snapshot())).collect();
     let summary = serde_json::json!({
@@ -164,7 +168,7 @@ fn run_prompts(
         let room = settings.max_samples.saturating_sub(samples.len());
         let mut rec = SampleRecorder {
             steps: spread(per_prompt.min(room), s.steps),
-            text: Arc::new(text),
+            text,
             samples: &mut samples,
             progress,
             done_before: i * settings.steps,

@@ -18,8 +18,9 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
+use wanrt_nn::backend::AttentionPrecision;
 use wanrt_nn::weights::RawTensor;
-use wanrt_nn::{Linear, WeightStore};
+use wanrt_nn::{Linear, Module, Param, ParamMut, WeightStore};
 use wanrt_wan::artifact::{LayerEntry, LayerFormat, Manifest, Pruning, FORMAT, VERSION};
 use wanrt_wan::model::{Layout, WanModel};
 use wanrt_wan::transformer::WanTransformer;
@@ -91,7 +92,7 @@ pub fn optimize(
             out.display()
         )));
     }
-    if WanModel::detect_layout(src)? == Layout::Original {
+    if Layout::detect(src)? == Layout::Original {
         // The artifact is a diffusers-layout folder: convert the release first, into a staging
         // folder beside the output (same filesystem; removed whatever happens).
         progress.stage("converting the original release layout");
@@ -157,7 +158,8 @@ fn optimize_diffusers(
         if let Some(h) = &cfg.self_attn_heads {
             config_json["self_attn_heads"] = serde_json::json!(h);
         }
-        model.transformer = WanTransformer::load(&store, cfg)?;
+        let backend = model.transformer.backend().clone();
+        model.transformer = WanTransformer::load(&store, cfg, backend)?;
         let pruned = outputs(&model.transformer, &cal.samples)?;
         pruning_error = relative_error(&pruned, &reference);
         base = Some(pruned);
@@ -168,15 +170,16 @@ fn optimize_diffusers(
     let format = opts.quant.layer_format();
     let mut candidates = Vec::new();
     let mut kept_f32 = Vec::new();
-    for l in model.transformer.block_linears_mut() {
+    let backend = model.transformer.backend().clone();
+    for l in block_linears(&model.transformer) {
         let part_names: Vec<String> = l.parts.iter().map(|p| p.0.clone()).collect();
         if opts.quant == QuantMode::None || opts.keeps_precision(&l.name, &part_names) {
             kept_f32.push((l.name.clone(), part_names));
             continue;
         }
         let s = stats.get(&l.name).ok_or_else(|| Error::Msg(format!("no calibration statistics for {}", l.name)))?;
-        let q = quantize_layer(&l.linear.weight.to_f32()?, &l.parts, format, opts.activation, opts.smooth_alpha, s)?;
-        let linear = build_linear(&q, &l.parts, l.linear.bias.as_deref())?;
+        let q = quantize_layer(&l.to_f32()?, &l.parts, format, opts.activation, opts.smooth_alpha, s)?;
+        let linear = build_linear(&q, &l.name, &l.parts, l.bias.as_deref(), &*backend)?;
         candidates.push(Candidate { name: l.name, parts: l.parts, quantized: q, linear, sensitivity: None });
     }
     let attn_blocks: Vec<usize> = if opts.attn_quant {
@@ -200,9 +203,9 @@ fn optimize_diffusers(
             progress.progress(i + 1, total);
         }
         if !attn_blocks.is_empty() {
-            model.transformer.set_int8_attention(&attn_blocks);
+            set_int8_attention(&mut model.transformer, &attn_blocks);
             let e = relative_error(&outputs(&model.transformer, &cal.samples)?, base);
-            model.transformer.set_int8_attention(&[]);
+            set_int8_attention(&mut model.transformer, &[]);
             sensitivity.push((INT8_ATTENTION.to_string(), e));
         }
     }
@@ -213,7 +216,7 @@ fn optimize_diffusers(
             .into_iter()
             .collect();
     let mut attention_on = !attn_blocks.is_empty();
-    model.transformer.set_int8_attention(if attention_on { &attn_blocks } else { &[] });
+    set_int8_attention(&mut model.transformer, if attention_on { &attn_blocks } else { &[] });
     let mut transformer_error = relative_error(&outputs(&model.transformer, &cal.samples)?, &reference);
     let mut reverted: Vec<String> = Vec::new();
     if let Some(max) = opts.max_error {
@@ -226,7 +229,7 @@ fn optimize_diffusers(
             }
             if name == INT8_ATTENTION {
                 attention_on = false;
-                model.transformer.set_int8_attention(&[]);
+                set_int8_attention(&mut model.transformer, &[]);
             } else if let Some(orig) = originals.remove(&name) {
                 swap_layers(&mut model.transformer, vec![(name.clone(), orig)]);
             }
@@ -334,6 +337,29 @@ fn optimize_diffusers(
             weight_bytes_after: t.weight_bytes_after,
         }),
     })
+}
+
+/// Copies of the transformer blocks' linear layers (the layers quantization acts on), in order.
+fn block_linears(tr: &WanTransformer) -> Vec<Linear> {
+    let mut out = Vec::new();
+    tr.visit(&mut |p| {
+        if let Param::Linear(l) = p {
+            if l.name.starts_with("blocks.") {
+                out.push(l.clone());
+            }
+        }
+    });
+    out
+}
+
+/// Runs the self-attention of the listed blocks in 8 bits, the others in full precision.
+pub fn set_int8_attention(tr: &mut WanTransformer, blocks: &[usize]) {
+    tr.visit_mut(&mut |p| {
+        if let ParamMut::Attention { path, precision } = p {
+            let int8 = blocks.iter().any(|i| path == format!("blocks.{i}.attn1"));
+            *precision = if int8 { AttentionPrecision::Int8 } else { AttentionPrecision::Full };
+        }
+    });
 }
 
 /// `blocks.10.x` after `blocks.9.x`.

@@ -17,7 +17,7 @@
 use crate::{Error, Result};
 use std::collections::BTreeMap;
 use wanrt_nn::probe::ProbeStats;
-use wanrt_nn::{Tensor, WeightStore};
+use wanrt_nn::{HostTensor, WeightStore};
 use wanrt_wan::transformer::TransformerConfig;
 
 #[derive(Debug, Clone, Default)]
@@ -38,7 +38,7 @@ fn stats_of<'a>(stats: &'a BTreeMap<String, ProbeStats>, name: &str) -> Result<&
 }
 
 /// ‖w[:, j]‖₂ for every column of `w: [rows, cols]`.
-fn column_norms(w: &Tensor) -> Vec<f32> {
+fn column_norms(w: &HostTensor) -> Vec<f32> {
     let cols = w.dim(1);
     let mut sq = vec![0.0f64; cols];
     for row in w.data().chunks_exact(cols) {
@@ -115,18 +115,18 @@ pub fn plan(
     Ok(out)
 }
 
-fn select_rows(t: &Tensor, rows: &[usize]) -> Result<Tensor> {
+fn select_rows(t: &HostTensor, rows: &[usize]) -> Result<HostTensor> {
     let cols = t.numel() / t.dim(0).max(1);
     let data = rows.iter().flat_map(|&r| t.data()[r * cols..(r + 1) * cols].iter().copied()).collect();
     let mut shape = t.shape().to_vec();
     shape[0] = rows.len();
-    Ok(Tensor::new(shape, data)?)
+    Ok(HostTensor::new(shape, data)?)
 }
 
-fn select_cols(t: &Tensor, cols: &[usize]) -> Result<Tensor> {
+fn select_cols(t: &HostTensor, cols: &[usize]) -> Result<HostTensor> {
     let n = t.dim(1);
     let data = t.data().chunks_exact(n).flat_map(|r| cols.iter().map(move |&c| r[c])).collect();
-    Ok(Tensor::new([t.dim(0), cols.len()], data)?)
+    Ok(HostTensor::new([t.dim(0), cols.len()], data)?)
 }
 
 /// The replaced tensors of the pruned transformer and its new config.
@@ -134,7 +134,7 @@ pub fn apply(
     ws: &WeightStore,
     cfg: &TransformerConfig,
     plan: &PrunePlan,
-) -> Result<(Vec<(String, Tensor)>, TransformerConfig)> {
+) -> Result<(Vec<(String, HostTensor)>, TransformerConfig)> {
     let mut out = Vec::new();
     let mut new_cfg = cfg.clone();
     if let Some(kept) = &plan.ffn_kept {
@@ -209,7 +209,7 @@ mod tests {
         assert_eq!(ffn_keep_count(8960, 0.2), 7168);
         assert_eq!(ffn_keep_count(512, 0.25), 384);
         assert_eq!(ffn_keep_count(10, 0.5), 5);
-        let t = Tensor::new([3, 2], vec![1., 2., 3., 4., 5., 6.]).unwrap();
+        let t = HostTensor::new([3, 2], vec![1., 2., 3., 4., 5., 6.]).unwrap();
         assert_eq!(select_rows(&t, &[0, 2]).unwrap().data(), &[1., 2., 5., 6.]);
         assert_eq!(select_cols(&t, &[1]).unwrap().data(), &[2., 4., 6.]);
         assert_eq!(column_norms(&t), vec![(35.0f32).sqrt(), (56.0f32).sqrt()]);

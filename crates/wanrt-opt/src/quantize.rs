@@ -13,7 +13,7 @@ use crate::{Error, Result};
 use wanrt_nn::probe::ProbeStats;
 use wanrt_nn::quant::{Fp8Matrix, QuantizedMatrix};
 use wanrt_nn::weights::RawTensor;
-use wanrt_nn::{DType, Linear, Tensor, WeightStore};
+use wanrt_nn::{Backend, DType, HostTensor, Linear, WeightStore};
 use wanrt_wan::artifact::{Activation, LayerFormat};
 
 /// Floor of the smoothing statistics: keeps `s` finite for dead channels.
@@ -36,7 +36,7 @@ pub(crate) fn f32_raw(shape: Vec<usize>, v: &[f32]) -> Result<RawTensor> {
 }
 
 /// SmoothQuant factors for `w: [out, in]` given the input's per-channel absmax.
-pub fn smoothing_factors(w: &Tensor, x_absmax: &[f32], alpha: f32) -> Vec<f32> {
+pub fn smoothing_factors(w: &HostTensor, x_absmax: &[f32], alpha: f32) -> Vec<f32> {
     let (rows, cols) = (w.dim(0), w.dim(1));
     let mut w_absmax = vec![0.0f32; cols];
     for r in 0..rows {
@@ -61,7 +61,7 @@ pub fn smoothing_factors(w: &Tensor, x_absmax: &[f32], alpha: f32) -> Vec<f32> {
 /// Quantizes the f32 weight `w: [Σ rows, in]` of a layer whose checkpoint
 /// parts are `parts` (prefix, rows), using its input statistics.
 pub fn quantize_layer(
-    w: &Tensor,
+    w: &HostTensor,
     parts: &[(String, usize)],
     format: LayerFormat,
     activation: ActivationChoice,
@@ -87,7 +87,7 @@ pub fn quantize_layer(
     let scaled;
     let w_q = match &smooth {
         Some(s) => {
-            scaled = Tensor::new(
+            scaled = HostTensor::new(
                 [rows, cols],
                 w.data().chunks_exact(cols).flat_map(|r| r.iter().zip(s).map(|(v, s)| v * s)).collect(),
             )?;
@@ -134,8 +134,15 @@ pub fn quantize_layer(
     Ok(QuantizedLayer { format, activation: act, smooth: smooth.is_some(), tensors })
 }
 
-/// The layer as the engine will run it from the artifact (same loader path).
-pub fn build_linear(q: &QuantizedLayer, parts: &[(String, usize)], bias: Option<&[f32]>) -> Result<Linear> {
+/// The layer `name` as the engine will run it from the artifact (same loader path), prepared for
+/// `backend`.
+pub fn build_linear(
+    q: &QuantizedLayer,
+    name: &str,
+    parts: &[(String, usize)],
+    bias: Option<&[f32]>,
+    backend: &dyn Backend,
+) -> Result<Linear> {
     let mut ws = WeightStore::new(format!("quantized {}", parts[0].0));
     for (name, t) in &q.tensors {
         ws.insert(name.clone(), t.clone());
@@ -153,7 +160,9 @@ pub fn build_linear(q: &QuantizedLayer, parts: &[(String, usize)], bias: Option<
     let cols = q.tensors[0].1.shape[1];
     let prefixes: Vec<&str> = parts.iter().map(|p| p.0.as_str()).collect();
     let outs: Vec<usize> = parts.iter().map(|p| p.1).collect();
-    Ok(Linear::load_fused(&ws, &prefixes, cols, &outs, bias.is_some())?)
+    let mut layer = Linear::load_fused(&ws, name, &prefixes, cols, &outs, bias.is_some())?;
+    layer.prepare(backend)?;
+    Ok(layer)
 }
 
 #[cfg(test)]
@@ -172,32 +181,37 @@ mod tests {
     }
 
     /// Activations with two outlier channels, as transformers have.
-    fn outlier_inputs(m: usize, k: usize) -> Tensor {
+    fn outlier_inputs(m: usize, k: usize) -> HostTensor {
         let mut x = pseudo_random(m * k, 7);
         for row in x.chunks_exact_mut(k) {
             row[3] *= 60.0;
             row[k - 2] *= 30.0;
         }
-        Tensor::new([m, k], x).unwrap()
+        HostTensor::new([m, k], x).unwrap()
     }
 
-    fn rel_err(a: &Tensor, b: &Tensor) -> f64 {
+    fn rel_err(a: &HostTensor, b: &HostTensor) -> f64 {
         a.nmse(b).unwrap().sqrt()
     }
 
     #[test]
     fn modes_reproduce_the_f32_layer_and_smoothing_helps_outliers() {
         let (m, k, parts) = (64, 48, vec![("a".to_string(), 16), ("b".to_string(), 24)]);
-        let w = Tensor::new([40, k], pseudo_random(40 * k, 3)).unwrap();
+        let w = HostTensor::new([40, k], pseudo_random(40 * k, 3)).unwrap();
         let bias = pseudo_random(40, 5);
         let x = outlier_inputs(m, k);
         let probe = ActivationProbe::new(k);
         probe.record(x.data());
         let stats = probe.snapshot();
-        let reference = Linear::from_f32(w.clone(), Some(bias.clone())).forward(&x).unwrap();
+        let be = &*wanrt_nn::backend::cpu();
+        let xt = be.upload(&x).unwrap();
+        let run = |l: &Linear| be.to_host(&l.forward(be, &xt).unwrap()).unwrap();
+        let mut f32_layer = Linear::from_f32("l", &w, Some(bias.clone())).unwrap();
+        f32_layer.prepare(be).unwrap();
+        let reference = run(&f32_layer);
         let err = |format, alpha, act| {
             let q = quantize_layer(&w, &parts, format, act, alpha, &stats).unwrap();
-            rel_err(&build_linear(&q, &parts, Some(&bias)).unwrap().forward(&x).unwrap(), &reference)
+            rel_err(&run(&build_linear(&q, "l", &parts, Some(&bias), be).unwrap()), &reference)
         };
         let w8a16 = err(LayerFormat::Int8Weight, None, ActivationChoice::Dynamic);
         let w8a8 = err(LayerFormat::Int8, None, ActivationChoice::Dynamic);
@@ -212,7 +226,7 @@ mod tests {
 
     #[test]
     fn writes_one_tensor_set_per_part() {
-        let w = Tensor::new([5, 4], pseudo_random(20, 1)).unwrap();
+        let w = HostTensor::new([5, 4], pseudo_random(20, 1)).unwrap();
         let probe = ActivationProbe::new(4);
         probe.record(&pseudo_random(8, 2));
         let parts = vec![("p.to_k".to_string(), 2), ("p.to_v".to_string(), 3)];

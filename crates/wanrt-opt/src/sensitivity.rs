@@ -4,22 +4,23 @@
 
 use crate::calibrate::CalibSample;
 use crate::Result;
-use wanrt_nn::{Linear, Tensor};
+use wanrt_nn::{HostTensor, Linear, Module, ParamMut};
 use wanrt_wan::transformer::WanTransformer;
 
-/// Transformer outputs on every sample.
-pub fn outputs(tr: &WanTransformer, samples: &[CalibSample]) -> Result<Vec<Tensor>> {
+/// Transformer outputs on every sample, read back to the host.
+pub fn outputs(tr: &WanTransformer, samples: &[CalibSample]) -> Result<Vec<HostTensor>> {
     samples
         .iter()
         .map(|s| {
             let ts = vec![s.timestep; s.latents.dim(0)];
-            Ok(tr.forward(&s.latents, &ts, &s.text)?)
+            let y = tr.forward(&s.latents, &ts, &s.text)?;
+            Ok(tr.backend().to_host(&y)?)
         })
         .collect()
 }
 
 /// `sqrt(Σ‖a − b‖² / Σ‖b‖²)` over paired tensors.
-pub fn relative_error(a: &[Tensor], reference: &[Tensor]) -> f64 {
+pub fn relative_error(a: &[HostTensor], reference: &[HostTensor]) -> f64 {
     let (mut num, mut den) = (0.0f64, 0.0f64);
     for (x, r) in a.iter().zip(reference) {
         for (&p, &q) in x.data().iter().zip(r.data()) {
@@ -39,12 +40,14 @@ pub fn relative_error(a: &[Tensor], reference: &[Tensor]) -> f64 {
 pub fn swap_layers(tr: &mut WanTransformer, replacements: Vec<(String, Linear)>) -> Vec<(String, Linear)> {
     let mut replacements: std::collections::HashMap<String, Linear> = replacements.into_iter().collect();
     let mut previous = Vec::new();
-    for l in tr.block_linears_mut() {
-        if let Some(mut new) = replacements.remove(&l.name) {
-            std::mem::swap(l.linear, &mut new);
-            previous.push((l.name, new));
+    tr.visit_mut(&mut |p| {
+        if let ParamMut::Linear(l) = p {
+            if let Some(mut new) = replacements.remove(&l.name) {
+                std::mem::swap(l, &mut new);
+                previous.push((l.name.clone(), new));
+            }
         }
-    }
+    });
     previous
 }
 
@@ -53,7 +56,7 @@ pub fn error_with(
     tr: &mut WanTransformer,
     layers: Vec<(String, Linear)>,
     samples: &[CalibSample],
-    reference: &[Tensor],
+    reference: &[HostTensor],
 ) -> Result<f64> {
     let undo = swap_layers(tr, layers);
     let out = outputs(tr, samples);
@@ -67,8 +70,8 @@ mod tests {
 
     #[test]
     fn relative_error_of_known_tensors() {
-        let r = Tensor::new([2], vec![3.0, 4.0]).unwrap();
-        let a = Tensor::new([2], vec![3.0, 4.5]).unwrap();
+        let r = HostTensor::new([2], vec![3.0, 4.0]).unwrap();
+        let a = HostTensor::new([2], vec![3.0, 4.5]).unwrap();
         assert!((relative_error(&[a], std::slice::from_ref(&r)) - 0.1).abs() < 1e-12);
         assert_eq!(relative_error(std::slice::from_ref(&r), std::slice::from_ref(&r)), 0.0);
     }

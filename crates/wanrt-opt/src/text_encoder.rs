@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use wanrt_nn::probe::ActivationProbe;
 use wanrt_nn::weights::RawTensor;
-use wanrt_nn::WeightStore;
+use wanrt_nn::{Module, Param, WeightStore};
 use wanrt_wan::artifact::{apply_layers, LayerEntry, LayerFormat};
 use wanrt_wan::model::WanModel;
 use wanrt_wan::pipeline::GenerateParams;
@@ -46,8 +46,15 @@ pub fn quantize_text_encoder(src: &Path, model: &WanModel, prompts: &[String]) -
     if embedding == "shared" {
         tensors.remove("encoder.embed_tokens.weight");
     }
+    // The embedding table and every linear layer, by the names the loaded encoder gave them.
+    let mut prefixes = Vec::new();
+    model.text_encoder.visit(&mut |p| match p {
+        Param::Linear(l) => prefixes.push(l.name.clone()),
+        Param::Embedding(e) => prefixes.push(e.table.name.clone()),
+        _ => {}
+    });
     let mut layers = Vec::new();
-    for prefix in std::iter::once(embedding.to_string()).chain(Umt5Encoder::linear_prefixes(&config)) {
+    for prefix in prefixes {
         let w = ws.get(&format!("{prefix}.weight"))?;
         if w.rank() != 2 {
             return Err(Error::Msg(format!("text encoder `{prefix}.weight` is not a matrix: {:?}", w.shape())));
@@ -74,11 +81,12 @@ pub fn quantize_text_encoder(src: &Path, model: &WanModel, prompts: &[String]) -
         store.insert(n.clone(), t.clone());
     }
     apply_layers(&layers, &mut store)?;
-    let quantized = Umt5Encoder::load(&store, config)?;
+    let quantized = Umt5Encoder::load(&store, config, model.text_encoder.backend().clone())?;
 
     let max_len = model.resolve(&GenerateParams::new(prompts.first().map_or("", String::as_str)))?.max_sequence_length;
-    let reference = encode_prompts(&model.tokenizer, &model.text_encoder, prompts, max_len)?;
-    let got = encode_prompts(&model.tokenizer, &quantized, prompts, max_len)?;
+    let be = model.text_encoder.backend();
+    let reference = be.to_host(&encode_prompts(&model.tokenizer, &model.text_encoder, prompts, max_len)?)?;
+    let got = be.to_host(&encode_prompts(&model.tokenizer, &quantized, prompts, max_len)?)?;
     Ok(QuantizedTextEncoder {
         tensors,
         layers,

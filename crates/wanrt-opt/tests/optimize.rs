@@ -4,7 +4,7 @@
 //! channels changes nothing, and damaged artifacts fail with clear errors.
 
 use std::path::{Path, PathBuf};
-use wanrt_nn::{Tensor, WeightStore};
+use wanrt_nn::{HostTensor, Module, WeightStore};
 use wanrt_opt::calibrate::{calibrate, CalibSettings};
 use wanrt_opt::sensitivity::{outputs, relative_error};
 use wanrt_opt::{optimize, ActivationChoice, OptimizeOptions, QuantMode};
@@ -119,7 +119,7 @@ fn fixture_with_dead_channels(dst: &Path, zeroed: &[usize]) {
     copy_dir(&fixture(), dst);
     let file = dst.join("transformer/diffusion_pytorch_model.safetensors");
     let ws = WeightStore::from_safetensors_files(std::slice::from_ref(&file)).unwrap();
-    let mut tensors: Vec<(String, Tensor)> = ws.names().map(|n| (n.to_string(), ws.get(n).unwrap())).collect();
+    let mut tensors: Vec<(String, HostTensor)> = ws.names().map(|n| (n.to_string(), ws.get(n).unwrap())).collect();
     for (name, t) in tensors.iter_mut() {
         if name.ends_with("ffn.net.2.weight") {
             let cols = t.dim(1);
@@ -317,8 +317,10 @@ fn text_encoder_int8_weight_artifact() {
     // The measured error is the loaded artifact's error.
     let prompts: Vec<String> = calib().prompts;
     let max_len = source.resolve(&wanrt_wan::pipeline::GenerateParams::new(&prompts[0])).unwrap().max_sequence_length;
-    let embed =
-        |m: &WanModel| wanrt_wan::text::encode_prompts(&m.tokenizer, &m.text_encoder, &prompts, max_len).unwrap();
+    let embed = |m: &WanModel| {
+        let e = wanrt_wan::text::encode_prompts(&m.tokenizer, &m.text_encoder, &prompts, max_len).unwrap();
+        m.text_encoder.backend().to_host(&e).unwrap()
+    };
     let err = relative_error(&[embed(&loaded)], &[embed(&source)]);
     assert!((err - te.embedding_error).abs() <= 1e-12, "{err} vs {}", te.embedding_error);
 

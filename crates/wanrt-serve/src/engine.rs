@@ -12,7 +12,7 @@
 //! which is how a cancelled job stops at the next step.
 
 use wanrt_media::Video;
-use wanrt_nn::Tensor;
+use wanrt_nn::{HostTensor, Tensor};
 use wanrt_wan::model::WanModel;
 use wanrt_wan::pipeline::{to_frames, GenerateParams, ResolvedSettings};
 use wanrt_wan::scheduler::Scheduler;
@@ -98,6 +98,7 @@ pub fn denoise(
         members.push(Member { settings: j.settings, embeddings: j.embeddings, latents: j.latents, sched, alive: true });
     }
     let timesteps = members[0].sched.timesteps().to_vec();
+    let be = &**model.transformer.backend();
     // The step cache decides per batch: only a lone job may use it.
     let threshold = members[0].settings.cache_threshold;
     let mut cache =
@@ -110,7 +111,7 @@ pub fn denoise(
         }
         if context.as_ref().is_none_or(|(ids, _)| *ids != alive) {
             let refs: Vec<&Tensor> = alive.iter().map(|&k| &members[k].embeddings).collect();
-            let text = if refs.len() == 1 { refs[0].clone() } else { Tensor::cat(&refs, 0)? };
+            let text = if refs.len() == 1 { refs[0].clone() } else { be.cat(&refs, 0)? };
             context = Some((alive.clone(), model.transformer.prepare_text(&text)?));
         }
         let (_, ctx) = context.as_ref().expect("set above");
@@ -121,23 +122,20 @@ pub fn denoise(
                 parts.push(&members[k].latents);
             }
         }
-        let batch = if parts.len() == 1 { parts[0].clone() } else { Tensor::cat(&parts, 0)? };
+        let batch = if parts.len() == 1 { parts[0].clone() } else { be.cat(&parts, 0)? };
         let ts = vec![t; batch.dim(0)];
         let (out, _) = model.transformer.forward_cached(&batch, &ts, ctx, cache.as_mut())?;
         let per = if cfg { 2 } else { 1 };
         for (slot, &k) in alive.iter().enumerate() {
             let m = &mut members[k];
-            let noise_pred = if cfg {
-                let cond = out.narrow(0, slot * per, 1)?;
-                let uncond = out.narrow(0, slot * per + 1, 1)?;
-                let g = m.settings.guidance as f32;
-                uncond.zip_map(&cond, "cfg", |u, c| u + g * (c - u))?
-            } else if alive.len() == 1 {
-                out.clone()
-            } else {
-                out.narrow(0, slot, 1)?
+            let g = m.settings.guidance as f32;
+            let noise_pred = match (cfg, alive.len()) {
+                (true, 1) => be.cfg_combine(&out, g)?,
+                (true, _) => be.cfg_combine(&be.narrow(&out, 0, slot * per, 2)?, g)?,
+                (false, 1) => out.clone(),
+                (false, _) => be.narrow(&out, 0, slot, 1)?,
             };
-            m.latents = m.sched.step(&noise_pred, &m.latents)?;
+            m.latents = m.sched.step(be, &noise_pred, &m.latents)?;
         }
         for &k in &alive {
             if between(i + 1, timesteps.len(), k) == Next::Stop {
@@ -148,15 +146,16 @@ pub fn denoise(
     Ok(members.into_iter().map(|m| m.alive.then_some(m.latents)).collect())
 }
 
-/// Stage 3: de-normalise and decode one job's latents to frames `[F, H, W, 3]` in [0, 1].
-pub fn decode(model: &WanModel, latents: &Tensor, on_frame: impl FnMut(usize, usize)) -> Result<Tensor> {
+/// Stage 3: de-normalise and decode one job's latents to frames `[F, H, W, 3]` in [0, 1],
+/// downloaded to the host.
+pub fn decode(model: &WanModel, latents: &Tensor, on_frame: impl FnMut(usize, usize)) -> Result<HostTensor> {
     let z = model.vae.denormalize(latents)?;
     let decoded = model.vae.decode(&z, on_frame)?;
-    Ok(to_frames(&decoded)?)
+    Ok(to_frames(&**model.vae.backend(), decoded)?)
 }
 
 /// The only place that reads the decoded video array (`[F, H, W, 3]` f32 in [0, 1]).
-pub fn video_of(frames: &Tensor) -> Result<Video> {
+pub fn video_of(frames: &HostTensor) -> Result<Video> {
     let &[f, h, w, _] = frames.shape() else {
         return Err(crate::Error::Input(format!("internal: video shape {:?}", frames.shape())));
     };

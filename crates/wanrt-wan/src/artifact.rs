@@ -6,6 +6,7 @@
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
+use wanrt_nn::backend::AttentionPrecision;
 use wanrt_nn::quant::ActQuant;
 use wanrt_nn::{DType, WeightStore};
 
@@ -134,8 +135,13 @@ impl Manifest {
     /// Checks every listed transformer layer against the transformer's tensors (formats,
     /// scales, smoothing factors), rejects quantized tensors the manifest does
     /// not list, and marks the activation modes in the store.
+    /// The 8-bit self-attention blocks are marked as well.
     pub fn apply(&self, ws: &mut WeightStore) -> Result<()> {
-        apply_layers(&self.layers, ws)
+        apply_layers(&self.layers, ws)?;
+        for &i in &self.int8_attention_blocks {
+            ws.set_attention_precision(format!("blocks.{i}.attn1"), AttentionPrecision::Int8);
+        }
+        Ok(())
     }
 
     /// [`Self::apply`] for the text encoder's tensors and layers.

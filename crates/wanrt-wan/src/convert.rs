@@ -44,17 +44,16 @@ fn write_component(dir: &Path, config: &Value, weights: &WeightStore, file: &str
 /// Writes the diffusers-layout copy of the original release folder `src` to `out` (which must
 /// not exist or be empty). `stage` is told which component is being written.
 pub fn original_to_diffusers(src: &Path, out: &Path, mut stage: impl FnMut(&str)) -> Result<()> {
-    if crate::model::WanModel::detect_layout(src)? != crate::model::Layout::Original {
+    if crate::model::Layout::detect(src)? != crate::model::Layout::Original {
         return Err(Error::file(
             src,
             "is not in the original release layout (it has model_index.json or transformer/)",
         ));
     }
     let defaults = ModelDefaults::read(src)?;
-    let opts = crate::model::LoadOptions::default();
     let mut fill = |tmp: &Path| -> Result<()> {
         stage("text encoder");
-        let (t5, te_cfg) = original::text_encoder(src, opts)?;
+        let (t5, te_cfg) = original::text_encoder(src)?;
         let te_json = config_with(&te_cfg, json!({"model_type": "umt5", "architectures": ["UMT5EncoderModel"]}))?;
         write_component(&tmp.join("text_encoder"), &te_json, &t5, "model.safetensors")?;
         drop(t5);
@@ -62,7 +61,7 @@ pub fn original_to_diffusers(src: &Path, out: &Path, mut stage: impl FnMut(&str)
         wanrt_io::copy_tree(&tokenizer, &tmp.join("tokenizer")).map_err(|e| Error::Msg(e.to_string()))?;
 
         stage("transformer");
-        let (dit, tr_cfg, text_len) = original::transformer(src, opts)?;
+        let (dit, tr_cfg, text_len) = original::transformer(src)?;
         let tr_json = config_with(&tr_cfg, json!({"_class_name": "WanTransformer3DModel"}))?;
         write_component(&tmp.join("transformer"), &tr_json, &dit, "diffusion_pytorch_model.safetensors")?;
         drop(dit);

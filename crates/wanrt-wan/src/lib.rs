@@ -1,10 +1,17 @@
 //! wanrt-wan: the Wan2.1 text-to-video model family.
 //!
 //! One file per component, each mirroring its reference module:
-//! UMT5 text encoder (transformers), diffusion transformer, causal 3D VAE,
-//! flow-matching schedulers and the pipeline (diffusers).
+//! UMT5 text encoder (transformers), diffusion transformer (blocks, attentions), causal 3D VAE
+//! (blocks, causal convolution), flow-matching schedulers and the pipeline (diffusers).
+//!
+//! Model code here computes only through `wanrt_nn::Backend` and never reads a tensor's values:
+//! it runs unchanged on any backend. The pipeline uploads the token ids and the initial noise and
+//! downloads the final frames (`pipeline::to_frames`); `clippy.toml` makes any other host-data
+//! access a lint error.
 
 pub mod artifact;
+pub mod attention;
+pub mod causal_conv3d;
 pub mod convert;
 pub mod error;
 pub mod model;
@@ -18,7 +25,9 @@ mod spiece;
 pub mod step_cache;
 pub mod text;
 pub mod transformer;
+pub mod transformer_block;
 pub mod umt5;
 pub mod vae;
+pub mod vae_blocks;
 
 pub use error::{Error, Result};

@@ -1,4 +1,4 @@
-//! Tensor-name maps from the original Wan-Video release layout to diffusers
+//! HostTensor-name maps from the original Wan-Video release layout to diffusers
 //! names (the inverse of diffusers' `scripts/convert_wan_to_diffusers.py`;
 //! rules documented in tools/fixtures/README.md and fixtures/wan/name_maps.json).
 //! Each function returns `None` for a name it does not know, so callers can

@@ -2,6 +2,10 @@
 //! (pipelines/wan/pipeline_wan.py): encode prompt (and negative prompt under
 //! CFG), denoise with the scheduler — cond and uncond passes batched into one
 //! transformer call — de-normalise, decode with the VAE, map to [0, 1].
+//!
+//! Everything between the token ids and the final frames stays in the backends' memory: the
+//! pipeline uploads the ids and the initial noise, reads back one scalar per step when the step
+//! cache is on, and downloads the frames once at the end.
 
 use crate::model::WanModel;
 use crate::scheduler::SchedulerKind;
@@ -12,7 +16,7 @@ use crate::{Error, Result};
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
 use std::time::Instant;
-use wanrt_nn::Tensor;
+use wanrt_nn::{HostTensor, Tensor};
 
 /// Everything one generation needs; `None` fields take the model's defaults.
 #[derive(Debug, Clone)]
@@ -28,7 +32,7 @@ pub struct GenerateParams {
     pub scheduler: Option<SchedulerKind>,
     pub max_sequence_length: Option<usize>,
     /// Initial latents `[1, z, T', H', W']`; overrides the seed.
-    pub noise: Option<Tensor>,
+    pub noise: Option<HostTensor>,
     pub seed: u64,
     /// Step-cache threshold (see [`crate::step_cache`]); 0 disables it.
     pub cache_threshold: Option<f64>,
@@ -85,8 +89,8 @@ impl Progress for () {}
 
 pub struct GenerateOutput {
     /// `[F, H, W, 3]` in [0, 1] (diffusers `output_type="np"`).
-    pub video: Tensor,
-    /// Final latents before de-normalisation, `[1, z, T', H', W']`.
+    pub video: HostTensor,
+    /// Final latents before de-normalisation, `[1, z, T', H', W']`, in the backend's memory.
     pub latents: Tensor,
     pub settings: ResolvedSettings,
     /// Seconds per stage, in order.
@@ -202,7 +206,7 @@ impl WanModel {
         let t0 = Instant::now();
         let z = self.vae.denormalize(&den.latents)?;
         let decoded = self.vae.decode(&z, |i, n| progress.decode_frame(i, n))?;
-        let video = to_frames(&decoded)?;
+        let video = to_frames(&**self.vae.backend(), decoded)?;
         timings.push(("vae_decode".to_string(), t0.elapsed().as_secs_f64()));
         Ok(GenerateOutput {
             video,
@@ -224,17 +228,19 @@ impl WanModel {
         encode_prompts(&self.tokenizer, &self.text_encoder, &prompts, s.max_sequence_length)
     }
 
-    /// The given noise, or Gaussian noise from the seed.
+    /// The given noise, or Gaussian noise from the seed (drawn on the host, so every backend
+    /// starts from the same values), uploaded to the transformer's backend.
     pub fn initial_latents(&self, s: &ResolvedSettings, p: &GenerateParams) -> Result<Tensor> {
         let shape = self.latent_shape(s);
-        Ok(match &p.noise {
+        let noise = match &p.noise {
             Some(n) => n.clone(),
             None => {
                 let mut rng = rand::rngs::StdRng::seed_from_u64(p.seed);
                 let n: usize = shape.iter().product();
-                Tensor::new(shape, (0..n).map(|_| StandardNormal.sample(&mut rng)).collect())?
+                HostTensor::new(shape, (0..n).map(|_| StandardNormal.sample(&mut rng)).collect())?
             }
-        })
+        };
+        Ok(self.transformer.backend().upload(&noise)?)
     }
 
     /// The scheduler loop from `latents` (with the step cache when the
@@ -252,34 +258,31 @@ impl WanModel {
         let timesteps = sched.timesteps().to_vec();
         let mut cache =
             if s.cache_threshold > 0.0 { Some(StepCache::new(s.cache_threshold, timesteps.len())?) } else { None };
+        let be = &**self.transformer.backend();
         let mut evals = 0;
         for (i, &t) in timesteps.iter().enumerate() {
-            let batch = if cfg { Tensor::cat(&[&latents, &latents], 0)? } else { latents.clone() };
+            let batch = if cfg { be.cat(&[&latents, &latents], 0)? } else { latents.clone() };
             progress.transformer_input(i, &batch, t);
             let ts = vec![t; batch.dim(0)];
-            let (out, computed) = self.transformer.forward_cached(&batch, &ts, context, cache.as_mut())?;
+            let (noise_pred, computed) = self.transformer.forward_cached(&batch, &ts, context, cache.as_mut())?;
             evals += usize::from(computed);
-            let noise_pred = if cfg {
-                let cond = out.narrow(0, 0, 1)?;
-                let uncond = out.narrow(0, 1, 1)?;
-                let g = s.guidance as f32;
-                uncond.zip_map(&cond, "cfg", |u, c| u + g * (c - u))?
-            } else {
-                out
-            };
-            latents = sched.step(&noise_pred, &latents)?;
+            let noise_pred = if cfg { be.cfg_combine(&noise_pred, s.guidance as f32)? } else { noise_pred };
+            latents = sched.step(be, &noise_pred, &latents)?;
             progress.step(i + 1, timesteps.len());
         }
         Ok(Denoised { latents, transformer_evals: evals, steps_skipped: cache.map_or(0, |c| c.skipped) })
     }
 }
 
-/// `[1, 3, F, H, W]` in [-1, 1] → `[F, H, W, 3]` as `clamp(x/2 + 0.5, 0, 1)`.
-pub fn to_frames(decoded: &Tensor) -> Result<Tensor> {
+/// `[1, 3, F, H, W]` in [-1, 1] → `[F, H, W, 3]` as `clamp(x/2 + 0.5, 0, 1)`, downloaded: the
+/// pipeline's one read of tensor data.
+pub fn to_frames(be: &dyn wanrt_nn::Backend, decoded: Tensor) -> Result<HostTensor> {
     let &[1, c, f, h, w] = decoded.shape() else {
         return Err(Error::Shape(format!("decoded video must be [1, C, F, H, W], found {:?}", decoded.shape())));
     };
-    let mut v = decoded.clone().reshape([c, f, h, w])?.permute(&[1, 2, 3, 0])?;
-    v.map_inplace(|x| (x / 2.0 + 0.5).clamp(0.0, 1.0));
-    Ok(v)
+    let mut frames = be.permute(&decoded.reshape([c, f, h, w])?, &[1, 2, 3, 0])?;
+    be.affine_clamp(&mut frames, 0.5, 0.5, 0.0, 1.0)?;
+    #[allow(clippy::disallowed_methods)] // the final frames: the transfer the pipeline exists for
+    let video = be.to_host(&frames)?;
+    Ok(video)
 }

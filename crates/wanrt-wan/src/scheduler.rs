@@ -5,7 +5,7 @@ use crate::scheduler_euler::FlowMatchEuler;
 use crate::scheduler_unipc::UniPc;
 use crate::{Error, Result};
 use serde_json::Value;
-use wanrt_nn::Tensor;
+use wanrt_nn::{Backend, Tensor};
 
 /// A denoising schedule driven one model evaluation at a time.
 pub trait Scheduler: Send {
@@ -13,8 +13,9 @@ pub trait Scheduler: Send {
     fn timesteps(&self) -> &[f32];
     /// Noise levels, one per step plus the final one.
     fn sigmas(&self) -> &[f32];
-    /// Advances `sample` by one step given the model's flow prediction.
-    fn step(&mut self, model_output: &Tensor, sample: &Tensor) -> Result<Tensor>;
+    /// Advances `sample` by one step given the model's flow prediction; the per-step scalars are
+    /// computed here, the latent arithmetic runs on `be` ([`Backend::lincomb`], f32).
+    fn step(&mut self, be: &dyn Backend, model_output: &Tensor, sample: &Tensor) -> Result<Tensor>;
 }
 
 /// `numpy.linspace(start, stop, num)` bit for bit: `i·step + start`, last = stop.

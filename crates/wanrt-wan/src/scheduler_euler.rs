@@ -7,7 +7,7 @@
 
 use crate::scheduler::{linspace, Scheduler};
 use crate::Result;
-use wanrt_nn::Tensor;
+use wanrt_nn::{Backend, Tensor};
 
 pub struct FlowMatchEuler {
     timesteps: Vec<f32>,
@@ -49,10 +49,10 @@ impl Scheduler for FlowMatchEuler {
         &self.sigmas
     }
 
-    fn step(&mut self, model_output: &Tensor, sample: &Tensor) -> Result<Tensor> {
+    fn step(&mut self, be: &dyn Backend, model_output: &Tensor, sample: &Tensor) -> Result<Tensor> {
         let i = self.step_index;
         let dt = self.sigmas[i + 1] - self.sigmas[i];
         self.step_index += 1;
-        Ok(sample.zip_map(model_output, "euler step", |x, v| x + dt * v)?)
+        Ok(be.lincomb(&[(1.0, sample), (dt, model_output)])?)
     }
 }

@@ -10,7 +10,7 @@
 
 use crate::scheduler::{linspace, Scheduler};
 use crate::{Error, Result};
-use wanrt_nn::Tensor;
+use wanrt_nn::{Backend, Tensor};
 
 pub struct UniPc {
     timesteps: Vec<f32>,
@@ -124,6 +124,7 @@ impl UniPc {
     /// Differences `D1_k = (m_k − m0)/r_k` and ratios `r_k` for history steps.
     fn history(
         &self,
+        be: &dyn Backend,
         s0_index: usize,
         order: usize,
         lambda_s0: f32,
@@ -137,20 +138,20 @@ impl UniPc {
             let si = s0_index - i - offset;
             let rk = (lambda(self.sigmas[si]) - lambda_s0) / h;
             let mi = self.output(i)?;
-            d1s.push(mi.zip_map(m0, "unipc history", |a, b| (a - b) / rk)?);
+            d1s.push(be.lincomb(&[(1.0 / rk, mi), (-1.0 / rk, m0)])?);
             rks.push(rk);
         }
         rks.push(1.0);
         Ok((rks, d1s))
     }
 
-    fn predictor(&self, sample: &Tensor, order: usize) -> Result<Tensor> {
+    fn predictor(&self, be: &dyn Backend, sample: &Tensor, order: usize) -> Result<Tensor> {
         let i = self.step_index;
         let (sigma_t, sigma_s0) = (self.sigmas[i + 1], self.sigmas[i]);
         let alpha_t = 1.0 - sigma_t;
         let lambda_s0 = lambda(sigma_s0);
         let h = lambda(sigma_t) - lambda_s0;
-        let (rks, d1s) = self.history(i, order, lambda_s0, h, 0)?;
+        let (rks, d1s) = self.history(be, i, order, lambda_s0, h, 0)?;
         let c = coeffs(h, order);
         let rhos: Vec<f32> = match order {
             1 => vec![],
@@ -163,21 +164,20 @@ impl UniPc {
         };
         let m0 = self.output(0)?;
         let (a, bcoef, ccoef) = (sigma_t / sigma_s0, alpha_t * c.h_phi_1, alpha_t * c.b_h);
-        let mut x_t = sample.zip_map(m0, "unipc predictor", |x, m| a * x - bcoef * m)?;
-        if !d1s.is_empty() {
-            let pred_res = weighted_sum(&rhos, &d1s)?;
-            x_t = x_t.zip_map(&pred_res, "unipc predictor", |x, r| x - ccoef * r)?;
+        if d1s.is_empty() {
+            return Ok(be.lincomb(&[(a, sample), (-bcoef, m0)])?);
         }
-        Ok(x_t)
+        let pred_res = weighted_sum(be, &rhos, &d1s)?;
+        Ok(be.lincomb(&[(a, sample), (-bcoef, m0), (-ccoef, &pred_res)])?)
     }
 
-    fn corrector(&self, model_t: &Tensor, last_sample: &Tensor, order: usize) -> Result<Tensor> {
+    fn corrector(&self, be: &dyn Backend, model_t: &Tensor, last_sample: &Tensor, order: usize) -> Result<Tensor> {
         let i = self.step_index;
         let (sigma_t, sigma_s0) = (self.sigmas[i], self.sigmas[i - 1]);
         let alpha_t = 1.0 - sigma_t;
         let lambda_s0 = lambda(sigma_s0);
         let h = lambda(sigma_t) - lambda_s0;
-        let (rks, d1s) = self.history(i, order, lambda_s0, h, 1)?;
+        let (rks, d1s) = self.history(be, i, order, lambda_s0, h, 1)?;
         let c = coeffs(h, order);
         let rhos: Vec<f32> = if order == 1 {
             vec![0.5]
@@ -187,26 +187,23 @@ impl UniPc {
         };
         let m0 = self.output(0)?;
         let (a, bcoef, ccoef) = (sigma_t / sigma_s0, alpha_t * c.h_phi_1, alpha_t * c.b_h);
-        let x_t_ = last_sample.zip_map(m0, "unipc corrector", |x, m| a * x - bcoef * m)?;
+        let x_t_ = be.lincomb(&[(a, last_sample), (-bcoef, m0)])?;
         let rho_last = *rhos.last().expect("order >= 1");
-        let d1_t = model_t.sub(m0)?;
+        let d1_t = be.lincomb(&[(1.0, model_t), (-1.0, m0)])?;
         let inner = if d1s.is_empty() {
-            d1_t.scale(rho_last)
+            be.lincomb(&[(rho_last, &d1_t)])?
         } else {
-            let corr = weighted_sum(&rhos[..rhos.len() - 1], &d1s)?;
-            corr.zip_map(&d1_t, "unipc corrector", |c_, d| c_ + rho_last * d)?
+            let corr = weighted_sum(be, &rhos[..rhos.len() - 1], &d1s)?;
+            be.lincomb(&[(1.0, &corr), (rho_last, &d1_t)])?
         };
-        Ok(x_t_.zip_map(&inner, "unipc corrector", |x, r| x - ccoef * r)?)
+        Ok(be.lincomb(&[(1.0, &x_t_), (-ccoef, &inner)])?)
     }
 }
 
 /// `Σ_k w[k]·t[k]` (torch.einsum("k,bkc...->bc...")).
-fn weighted_sum(w: &[f32], ts: &[Tensor]) -> Result<Tensor> {
-    let mut out = Tensor::zeros(ts[0].shape().to_vec());
-    for (wk, t) in w.iter().zip(ts) {
-        out.data_mut().iter_mut().zip(t.data()).for_each(|(o, &v)| *o += wk * v);
-    }
-    Ok(out)
+fn weighted_sum(be: &dyn Backend, w: &[f32], ts: &[Tensor]) -> Result<Tensor> {
+    let terms: Vec<(f32, &Tensor)> = w.iter().copied().zip(ts).collect();
+    Ok(be.lincomb(&terms)?)
 }
 
 impl Scheduler for UniPc {
@@ -218,24 +215,24 @@ impl Scheduler for UniPc {
         &self.sigmas
     }
 
-    fn step(&mut self, model_output: &Tensor, sample: &Tensor) -> Result<Tensor> {
+    fn step(&mut self, be: &dyn Backend, model_output: &Tensor, sample: &Tensor) -> Result<Tensor> {
         let i = self.step_index;
         if i >= self.timesteps.len() {
             return Err(Error::Msg("UniPC: stepped past the last timestep".into()));
         }
         let sigma = self.sigmas[i];
         // Flow prediction → x0 prediction.
-        let converted = sample.zip_map(model_output, "unipc convert", |x, v| x - sigma * v)?;
+        let converted = be.lincomb(&[(1.0, sample), (-sigma, model_output)])?;
         let use_corrector = i > 0 && !self.disable_corrector.contains(&(i - 1)) && self.last_sample.is_some();
         let sample = match (&self.last_sample, use_corrector) {
-            (Some(last), true) => self.corrector(&converted, last, self.this_order)?,
+            (Some(last), true) => self.corrector(be, &converted, last, self.this_order)?,
             _ => sample.clone(),
         };
         self.model_outputs.rotate_left(1);
         self.model_outputs[self.order - 1] = Some(converted);
         let this_order = self.order.min(self.timesteps.len() - i);
         self.this_order = this_order.min(self.lower_order_nums + 1);
-        let prev = self.predictor(&sample, self.this_order)?;
+        let prev = self.predictor(be, &sample, self.this_order)?;
         self.last_sample = Some(sample);
         if self.lower_order_nums < self.order {
             self.lower_order_nums += 1;

@@ -127,6 +127,23 @@ impl PromptTokenizer {
     }
 }
 
+impl TokenBatch {
+    /// Real tokens per prompt. The tokenizer pads on the right, so each mask is a run of ones
+    /// followed by zeros; anything else is an error.
+    pub fn lengths(&self) -> Result<Vec<usize>> {
+        self.mask
+            .chunks(self.len.max(1))
+            .map(|m| {
+                let n = m.iter().take_while(|&&v| v > 0).count();
+                if m[n..].iter().any(|&v| v > 0) {
+                    return Err(Error::Tokenizer("attention mask is not right-padded".into()));
+                }
+                Ok(n)
+            })
+            .collect()
+    }
+}
+
 /// Encodes prompts into the transformer's `encoder_hidden_states` `[B, L, d]`:
 /// rows past each prompt's token count are exactly zero.
 pub fn encode_prompts(tok: &PromptTokenizer, enc: &Umt5Encoder, prompts: &[String], max_len: usize) -> Result<Tensor> {
@@ -134,14 +151,13 @@ pub fn encode_prompts(tok: &PromptTokenizer, enc: &Umt5Encoder, prompts: &[Strin
     embed_tokens(enc, &batch)
 }
 
+/// The token ids go to the encoder's backend (one upload); the padded rows are zeroed there.
 pub fn embed_tokens(enc: &Umt5Encoder, batch: &TokenBatch) -> Result<Tensor> {
-    let mut h = enc.forward(&batch.ids, &batch.mask, batch.batch)?;
-    let d = h.dim(2);
-    let l = batch.len;
-    for b in 0..batch.batch {
-        let seq_len = batch.mask[b * l..(b + 1) * l].iter().filter(|&&m| m > 0).count();
-        h.data_mut()[(b * l + seq_len) * d..(b + 1) * l * d].fill(0.0);
-    }
+    let be = enc.backend();
+    let lengths = batch.lengths()?;
+    let ids = be.upload_ids(&[batch.batch, batch.len], &batch.ids)?;
+    let mut h = enc.forward(&ids, &lengths)?;
+    be.mask_rows(&mut h, &lengths)?;
     Ok(h)
 }
 

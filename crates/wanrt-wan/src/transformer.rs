@@ -1,18 +1,18 @@
 //! Wan2.1 text-to-video diffusion transformer.
 //!
-//! Mirrors diffusers 0.42.1 `WanTransformer3DModel`, `WanTransformerBlock`,
-//! `WanAttention` + `WanAttnProcessor` and `WanTimeTextImageEmbedding`
-//! (models/transformers/transformer_wan.py). Parameter names are the
-//! diffusers state-dict names; the original release layout is renamed to
-//! them on load (see [`crate::names`]).
+//! Mirrors diffusers 0.42.1 `WanTransformer3DModel` and `WanTimeTextImageEmbedding`
+//! (models/transformers/transformer_wan.py); the blocks are in [`crate::transformer_block`], the
+//! attentions in [`crate::attention`]. Parameter names are the diffusers state-dict names; the
+//! original release layout is renamed to them on load (see [`crate::names`]).
 
-use crate::rope::{rope_tables, split_dims, RopeTables};
+use crate::attention::{RotaryEmbedding, TextKeyValues};
+use crate::rope::split_dims;
 use crate::step_cache::StepCache;
+use crate::transformer_block::WanTransformerBlock;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
-use wanrt_nn::backend::{self, Activation, AttentionPrecision, Backend};
-use wanrt_nn::ops::attention::AttentionBias;
-use wanrt_nn::{BackendRef, Linear, Tensor, WeightStore};
+use wanrt_nn::backend::{Activation, Backend, BinaryOp};
+use wanrt_nn::{BackendRef, Linear, Module, Param, ParamMut, Tensor, VarBuilder, WeightStore};
 
 fn default_patch() -> [usize; 3] {
     [1, 2, 2]
@@ -59,10 +59,6 @@ pub struct TransformerConfig {
     /// (`wanrt optimize --prune-heads`); absent = all heads in every block.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub self_attn_heads: Option<Vec<usize>>,
-    /// Blocks whose self-attention runs in 8 bits (set from an optimized
-    /// artifact's manifest, not from config.json).
-    #[serde(skip)]
-    pub int8_attention_blocks: Vec<usize>,
 }
 
 impl TransformerConfig {
@@ -94,7 +90,6 @@ impl TransformerConfig {
             added_kv_proj_dim: None,
             rope_max_seq_len: 1024,
             self_attn_heads: None,
-            int8_attention_blocks: Vec::new(),
         }
     }
 
@@ -128,101 +123,69 @@ impl TransformerConfig {
     }
 }
 
-struct SelfAttention {
-    /// Heads kept (all of them unless the model was head-pruned).
-    heads: usize,
-    /// SageAttention-style 8-bit scores (`ops::attention_quant`).
-    int8: bool,
-    /// Fused `to_q | to_k | to_v`: one GEMM instead of three.
-    qkv: Linear,
-    norm_q: Vec<f32>,
-    norm_k: Vec<f32>,
-    to_out: Linear,
+/// `WanTimeTextImageEmbedding` (text-to-video: no image embedder).
+struct ConditionEmbedder {
+    freq_dim: usize,
+    /// `time_embedder.linear_1` (SiLU) and `linear_2`.
+    time_linear_1: Linear,
+    time_linear_2: Linear,
+    time_proj: Linear,
+    /// `text_embedder.linear_1` (GELU-tanh) and `linear_2`.
+    text_linear_1: Linear,
+    text_linear_2: Linear,
 }
 
-struct CrossAttention {
-    to_q: Linear,
-    /// Fused `to_k | to_v` over the text tokens.
-    kv: Linear,
-    norm_q: Vec<f32>,
-    norm_k: Vec<f32>,
-    to_out: Linear,
-}
-
-struct Block {
-    attn1: SelfAttention,
-    attn2: CrossAttention,
-    /// `norm2` affine parameters (None when `cross_attn_norm` is false).
-    norm2: Option<(Vec<f32>, Vec<f32>)>,
-    ffn_in: Linear,
-    ffn_out: Linear,
-    /// `[6, C]`: shift, scale, gate (attention), shift, scale, gate (FFN).
-    scale_shift_table: Vec<f32>,
-}
-
-fn load_vec(ws: &WeightStore, name: &str, len: usize) -> Result<Vec<f32>> {
-    Ok(ws.get_shaped(name, &[len])?.into_data())
-}
-
-impl Block {
-    fn load(ws: &WeightStore, cfg: &TransformerConfig, i: usize) -> Result<Self> {
+impl ConditionEmbedder {
+    fn new(vb: &VarBuilder, cfg: &TransformerConfig) -> Result<Self> {
         let dim = cfg.inner_dim();
-        let p = |s: &str| format!("blocks.{i}.{s}");
-        let lin = |s: &str, i_: usize, o: usize| Linear::load(ws, &p(s), i_, o, true);
-        let heads = cfg.block_self_attn_heads(i);
-        let inner = heads * cfg.attention_head_dim;
-        let attn1 = SelfAttention {
-            heads,
-            int8: cfg.int8_attention_blocks.contains(&i),
-            qkv: Linear::load_fused(
-                ws,
-                &[&p("attn1.to_q"), &p("attn1.to_k"), &p("attn1.to_v")],
-                dim,
-                &[inner; 3],
-                true,
-            )?,
-            norm_q: load_vec(ws, &p("attn1.norm_q.weight"), inner)?,
-            norm_k: load_vec(ws, &p("attn1.norm_k.weight"), inner)?,
-            to_out: lin("attn1.to_out.0", inner, dim)?,
-        };
-        let attn2 = CrossAttention {
-            to_q: lin("attn2.to_q", dim, dim)?,
-            kv: Linear::load_fused(ws, &[&p("attn2.to_k"), &p("attn2.to_v")], dim, &[dim; 2], true)?,
-            norm_q: load_vec(ws, &p("attn2.norm_q.weight"), dim)?,
-            norm_k: load_vec(ws, &p("attn2.norm_k.weight"), dim)?,
-            to_out: lin("attn2.to_out.0", dim, dim)?,
-        };
-        let norm2 = if cfg.cross_attn_norm {
-            Some((load_vec(ws, &p("norm2.weight"), dim)?, load_vec(ws, &p("norm2.bias"), dim)?))
-        } else {
-            None
-        };
-        Ok(Block {
-            attn1,
-            attn2,
-            norm2,
-            ffn_in: lin("ffn.net.0.proj", dim, cfg.ffn_dim)?,
-            ffn_out: lin("ffn.net.2", cfg.ffn_dim, dim)?,
-            scale_shift_table: ws.get_shaped(&p("scale_shift_table"), &[1, 6, dim])?.into_data(),
+        Ok(ConditionEmbedder {
+            freq_dim: cfg.freq_dim,
+            time_linear_1: vb.pp("time_embedder.linear_1").linear(cfg.freq_dim, dim, true)?,
+            time_linear_2: vb.pp("time_embedder.linear_2").linear(dim, dim, true)?,
+            time_proj: vb.pp("time_proj").linear(dim, 6 * dim, true)?,
+            text_linear_1: vb.pp("text_embedder.linear_1").linear(cfg.text_dim, dim, true)?,
+            text_linear_2: vb.pp("text_embedder.linear_2").linear(dim, dim, true)?,
         })
+    }
+
+    /// `temb: [B, C]` and `timestep_proj: [B, 6, C]` of the timesteps.
+    fn time(&self, be: &dyn Backend, timesteps: &[f32]) -> Result<(Tensor, Tensor)> {
+        // `Timesteps(freq_dim, flip_sin_to_cos=True, downscale_freq_shift=0)`.
+        let timestep = be.timestep_embedding(timesteps, self.freq_dim, true, 0.0)?;
+        let hidden = self.time_linear_1.forward_activation(be, &timestep, Activation::Silu)?;
+        let temb = self.time_linear_2.forward(be, &hidden)?;
+        let timestep_proj = self.time_proj.forward(be, &be.activation(temb.clone(), Activation::Silu)?)?;
+        let (b, dim) = (temb.dim(0), temb.dim(1));
+        Ok((temb, timestep_proj.reshape([b, 6, dim])?))
+    }
+
+    /// `PixArtAlphaTextProjection`: UMT5 embeddings `[B, L, text_dim]` → `[B, L, C]`.
+    fn text(&self, be: &dyn Backend, text: &Tensor) -> Result<Tensor> {
+        let hidden = self.text_linear_1.forward_activation(be, text, Activation::GeluTanh)?;
+        Ok(self.text_linear_2.forward(be, &hidden)?)
+    }
+
+    fn linears(&self) -> [&Linear; 5] {
+        [&self.time_linear_1, &self.time_linear_2, &self.time_proj, &self.text_linear_1, &self.text_linear_2]
+    }
+
+    fn linears_mut(&mut self) -> [&mut Linear; 5] {
+        [
+            &mut self.time_linear_1,
+            &mut self.time_linear_2,
+            &mut self.time_proj,
+            &mut self.text_linear_1,
+            &mut self.text_linear_2,
+        ]
     }
 }
 
-/// Per-forward timestep conditioning shared by all blocks.
-struct Conditioning {
-    /// `[B, C]`.
-    temb: Vec<f32>,
-    /// `[B, 6, C]` projected timestep.
-    timestep_proj: Vec<f32>,
-}
-
-/// The text side of every cross-attention, computed once per prompt batch:
-/// the text tokens do not change across denoising steps, so their projected,
-/// normalised keys and values are reused by every step (exactly the same
-/// arithmetic as recomputing them).
+/// The text side of every cross-attention, computed once per prompt batch: the text tokens do not
+/// change across denoising steps, so their projected, normalised keys and values are reused by
+/// every step (exactly the same arithmetic as recomputing them).
 pub struct TextContext {
-    /// Per block: keys and values `[B, L_text, H, D]`.
-    kv: Vec<(Tensor, Tensor)>,
+    /// Per block.
+    kv: Vec<TextKeyValues>,
     batch: usize,
 }
 
@@ -232,129 +195,47 @@ impl TextContext {
     }
 }
 
-/// A linear layer of a transformer block with the checkpoint names of the
-/// tensors fused into it.
-pub struct BlockLinear<'a> {
-    pub block: usize,
-    /// `blocks.{i}.attn1.to_qkv` for the fused projection, else the tensor prefix.
-    pub name: String,
-    /// Checkpoint prefixes (`blocks.{i}.attn1.to_q` …) and their output rows, in order.
-    pub parts: Vec<(String, usize)>,
-    pub linear: &'a mut Linear,
-}
-
 pub struct WanTransformer {
     pub config: TransformerConfig,
-    /// Patch embedding as a GEMM: `[C, in·pt·ph·pw]`.
-    patch_embed: Linear,
-    time_linear_1: Linear,
-    time_linear_2: Linear,
-    time_proj: Linear,
-    text_linear_1: Linear,
-    text_linear_2: Linear,
-    blocks: Vec<Block>,
+    /// The patch embedding (a Conv3d whose kernel equals its stride) as a GEMM over flattened
+    /// patches: `[C, in·pt·ph·pw]`.
+    patch_embedding: Linear,
+    condition_embedder: ConditionEmbedder,
+    blocks: Vec<WanTransformerBlock>,
     proj_out: Linear,
-    /// `[2, C]`: shift, scale of the output norm.
-    scale_shift_table: Vec<f32>,
+    /// `[1, 2, C]`: shift, scale of the output norm.
+    scale_shift_table: Tensor,
     backend: BackendRef,
 }
 
 impl WanTransformer {
-    pub fn load(ws: &WeightStore, config: TransformerConfig) -> Result<Self> {
+    /// Loads the transformer from `ws` (diffusers names), prepared for `backend`.
+    pub fn load(ws: &WeightStore, config: TransformerConfig, backend: BackendRef) -> Result<Self> {
         config.validate()?;
+        let vb = VarBuilder::root(ws, &*backend);
         let dim = config.inner_dim();
         let [pt, ph, pw] = config.patch_size;
-        let patch_in = config.in_channels * pt * ph * pw;
-        let pe_w = ws.get_shaped("patch_embedding.weight", &[dim, config.in_channels, pt, ph, pw])?;
-        let patch_embed =
-            Linear::from_f32(pe_w.reshape([dim, patch_in])?, Some(load_vec(ws, "patch_embedding.bias", dim)?));
-        let ce = |s: &str, i: usize, o: usize| Linear::load(ws, &format!("condition_embedder.{s}"), i, o, true);
-        let blocks = (0..config.num_layers).map(|i| Block::load(ws, &config, i)).collect::<Result<Vec<_>>>()?;
+        let patch_embedding = vb.pp("patch_embedding").linear_flattened(&[config.in_channels, pt, ph, pw], dim)?;
+        let blocks = (0..config.num_layers)
+            .map(|i| WanTransformerBlock::new(&vb.pp("blocks").pp(i), &config, i))
+            .collect::<Result<Vec<_>>>()?;
         Ok(WanTransformer {
-            patch_embed,
-            time_linear_1: ce("time_embedder.linear_1", config.freq_dim, dim)?,
-            time_linear_2: ce("time_embedder.linear_2", dim, dim)?,
-            time_proj: ce("time_proj", dim, 6 * dim)?,
-            text_linear_1: ce("text_embedder.linear_1", config.text_dim, dim)?,
-            text_linear_2: ce("text_embedder.linear_2", dim, dim)?,
+            patch_embedding,
+            condition_embedder: ConditionEmbedder::new(&vb.pp("condition_embedder"), &config)?,
             blocks,
-            proj_out: Linear::load(ws, "proj_out", dim, config.out_channels() * config.patch_volume(), true)?,
-            scale_shift_table: ws.get_shaped("scale_shift_table", &[1, 2, dim])?.into_data(),
+            proj_out: vb.pp("proj_out").linear(dim, config.out_channels() * config.patch_volume(), true)?,
+            scale_shift_table: vb.tensor("scale_shift_table", &[1, 2, dim])?,
             config,
-            backend: backend::cpu(),
+            backend,
         })
     }
 
-    /// Runs every later forward on `backend` (the CPU by default).
-    pub fn set_backend(&mut self, backend: BackendRef) {
-        self.backend = backend;
+    pub fn backend(&self) -> &BackendRef {
+        &self.backend
     }
 
     fn be(&self) -> &dyn Backend {
         &*self.backend
-    }
-
-    /// Number of parameters held (for reports).
-    pub fn num_params(&self) -> usize {
-        self.fold_params(|l| l.num_params(), 1)
-    }
-
-    /// Bytes held by the parameters (quantized layers count their codes and scales).
-    pub fn weight_bytes(&self) -> usize {
-        self.fold_params(|l| l.weight.bytes() + l.bias.as_ref().map_or(0, |b| b.len() * 4), 4)
-    }
-
-    /// Σ `linear(l)` over every layer + `per_value` × the count of other parameters.
-    fn fold_params(&self, linear: impl Fn(&Linear) -> usize, per_value: usize) -> usize {
-        let mut n = [&self.patch_embed, &self.time_linear_1, &self.time_linear_2, &self.time_proj]
-            .iter()
-            .chain([&self.text_linear_1, &self.text_linear_2, &self.proj_out].iter())
-            .map(|l| linear(l))
-            .sum::<usize>()
-            + self.scale_shift_table.len() * per_value;
-        for b in &self.blocks {
-            n += [&b.attn1.qkv, &b.attn1.to_out, &b.attn2.to_q, &b.attn2.kv, &b.attn2.to_out, &b.ffn_in, &b.ffn_out]
-                .iter()
-                .map(|l| linear(l))
-                .sum::<usize>();
-            let vectors = (b.attn1.norm_q.len() + b.attn2.norm_q.len()) * 2
-                + b.scale_shift_table.len()
-                + b.norm2.as_ref().map_or(0, |(w, bb)| w.len() + bb.len());
-            n += vectors * per_value;
-        }
-        n
-    }
-
-    /// Runs the self-attention of the listed blocks in 8 bits (SageAttention-style).
-    pub fn set_int8_attention(&mut self, blocks: &[usize]) {
-        for (i, b) in self.blocks.iter_mut().enumerate() {
-            b.attn1.int8 = blocks.contains(&i);
-        }
-        self.config.int8_attention_blocks = blocks.to_vec();
-    }
-
-    /// Sinusoidal timestep features `[B, freq_dim]` (flip_sin_to_cos=True,
-    /// downscale_freq_shift=0), computed in f32 like diffusers' `Timesteps`.
-    fn timestep_features(&self, timesteps: &[f32]) -> Tensor {
-        let dim = self.config.freq_dim;
-        let half = dim / 2;
-        let freqs: Vec<f32> = (0..half).map(|i| (-(10000f32.ln()) * i as f32 / half as f32).exp()).collect();
-        let mut out = Vec::with_capacity(timesteps.len() * dim);
-        for &t in timesteps {
-            out.extend(freqs.iter().map(|&f| (t * f).cos()));
-            out.extend(freqs.iter().map(|&f| (t * f).sin()));
-            out.extend(std::iter::repeat_n(0.0, dim - 2 * half));
-        }
-        Tensor::new([timesteps.len(), dim], out).expect("sizes match")
-    }
-
-    fn condition(&self, timesteps: &[f32]) -> Result<Conditioning> {
-        let t = self.timestep_features(timesteps);
-        let be = self.be();
-        let hidden = be.linear_activation(&self.time_linear_1, &t, Activation::Silu)?;
-        let temb = be.linear(&self.time_linear_2, &hidden)?;
-        let timestep_proj = be.linear(&self.time_proj, &be.activation(temb.clone(), Activation::Silu)?)?;
-        Ok(Conditioning { temb: temb.into_data(), timestep_proj: timestep_proj.into_data() })
     }
 
     /// `text: [B, L_text, text_dim]` (UMT5 embeddings) → the cross-attention keys/values of every block.
@@ -366,27 +247,14 @@ impl WanTransformer {
                 text.shape()
             )));
         }
-        let (b, lt) = (text.dim(0), text.dim(1));
-        let dim = self.config.inner_dim();
-        let heads = self.config.num_attention_heads;
-        let hd = dim / heads;
         let be = self.be();
-        let ctx =
-            be.linear(&self.text_linear_2, &be.linear_activation(&self.text_linear_1, text, Activation::GeluTanh)?)?;
+        let encoder_hidden_states = self.condition_embedder.text(be, text)?;
         let kv = self
             .blocks
             .iter()
-            .map(|blk| {
-                let a = &blk.attn2;
-                let kv = be.linear(&a.kv, &ctx)?;
-                let k = be
-                    .rms_norm(kv.narrow(2, 0, dim)?, self.config.eps, Some(&a.norm_k))?
-                    .reshape([b, lt, heads, hd])?;
-                let v = kv.narrow(2, dim, dim)?.reshape([b, lt, heads, hd])?;
-                Ok((k, v))
-            })
+            .map(|blk| blk.attn2().text_key_values(be, &encoder_hidden_states))
             .collect::<Result<Vec<_>>>()?;
-        Ok(TextContext { kv, batch: b })
+        Ok(TextContext { kv, batch: text.dim(0) })
     }
 
     /// Token grid `(f, h, w)` for latents of `(frames, height, width)`.
@@ -408,10 +276,10 @@ impl WanTransformer {
         Ok(grid)
     }
 
-    /// Rotary tables for a token grid; callers running many steps on one
-    /// shape compute them once.
-    pub fn rope(&self, grid: [usize; 3]) -> RopeTables {
-        rope_tables(self.config.attention_head_dim, grid, 10000.0)
+    /// `WanRotaryPosEmbed`: rotary tables for a token grid (theta 10000).
+    pub fn rope(&self, grid: [usize; 3]) -> Result<RotaryEmbedding> {
+        let (cos, sin) = self.be().rope_tables(grid, split_dims(self.config.attention_head_dim), 10000.0)?;
+        Ok(RotaryEmbedding { cos, sin })
     }
 
     /// `latents: [B, C_in, F, H, W]`, `timesteps: [B]`, `text: [B, L_text, text_dim]`
@@ -449,186 +317,91 @@ impl WanTransformer {
                 text.batch
             )));
         }
-        let grid = self.grid(f, h, w)?;
-        let rope = self.rope(grid);
-        let cond = self.condition(timesteps)?;
         let be = self.be();
-        let mut x = be.linear(&self.patch_embed, &patchify(latents, self.config.patch_size)?)?;
+        let grid = self.grid(f, h, w)?;
+        let rotary_emb = self.rope(grid)?;
+        let mut hidden_states = self.patch_embedding.forward(be, &patchify(be, latents, self.config.patch_size)?)?;
+        let (temb, timestep_proj) = self.condition_embedder.time(be, timesteps)?;
+
         let computed = match cache {
             Some(cache) => {
-                let first = &self.blocks[0];
-                let indicator = be.layer_norm_modulate(
-                    &x,
-                    self.config.eps,
-                    &block_mod(first, &cond, 1),
-                    &block_mod(first, &cond, 0),
-                )?;
-                match cache.decide(&indicator)? {
+                let indicator = self.blocks[0].modulated_input(be, &hidden_states, &timestep_proj)?;
+                match cache.decide(be, &indicator)? {
                     Some(residual) => {
-                        be.add_assign(&mut x, residual)?;
+                        be.add_assign(&mut hidden_states, residual)?;
                         false
                     }
                     None => {
-                        let before = x.clone();
-                        x = self.run_blocks(x, &cond, text, &rope)?;
-                        cache.store_residual(x.sub(&before)?);
+                        let before = hidden_states.clone();
+                        hidden_states = self.run_blocks(hidden_states, text, &timestep_proj, &rotary_emb)?;
+                        cache.store_residual(be.binary(BinaryOp::Sub, &hidden_states, &before)?);
                         true
                     }
                 }
             }
             None => {
-                x = self.run_blocks(x, &cond, text, &rope)?;
+                hidden_states = self.run_blocks(hidden_states, text, &timestep_proj, &rotary_emb)?;
                 true
             }
         };
-        // Output norm with the final shift/scale table.
+
+        // 5. Output norm, projection & unpatchify
         let dim = self.config.inner_dim();
-        let (mut shift, mut scale) = (Vec::with_capacity(b * dim), Vec::with_capacity(b * dim));
-        for bi in 0..b {
-            let temb = &cond.temb[bi * dim..(bi + 1) * dim];
-            shift.extend((0..dim).map(|i| self.scale_shift_table[i] + temb[i]));
-            scale.extend((0..dim).map(|i| self.scale_shift_table[dim + i] + temb[i]));
-        }
-        let x = be.layer_norm_modulate(&x, self.config.eps, &scale, &shift)?;
-        let x = be.linear(&self.proj_out, &x)?;
-        Ok((unpatchify(&x, b, self.config.out_channels(), grid, self.config.patch_size)?, computed))
+        let table = be.binary(BinaryOp::Add, &self.scale_shift_table, &temb.reshape([b, 1, dim])?)?;
+        let [shift, scale]: [Tensor; 2] = be.chunk(&table, 2, 1)?.try_into().expect("two chunks");
+        let hidden_states = be.layer_norm_modulate(&hidden_states, self.config.eps, &scale, &shift)?;
+        let hidden_states = self.proj_out.forward(be, &hidden_states)?;
+        let out = unpatchify(be, hidden_states, self.config.out_channels(), grid, self.config.patch_size)?;
+        Ok((out, computed))
     }
 
-    fn run_blocks(&self, mut x: Tensor, cond: &Conditioning, text: &TextContext, rope: &RopeTables) -> Result<Tensor> {
-        for (block, kv) in self.blocks.iter().zip(&text.kv) {
-            x = self.block_forward(block, x, cond, kv, rope)?;
-        }
-        Ok(x)
-    }
-
-    /// Every linear layer of the transformer blocks, named as the checkpoint
-    /// tensors they hold (the layers quantization and pruning act on).
-    pub fn block_linears_mut(&mut self) -> Vec<BlockLinear<'_>> {
-        fn named<'a>(i: usize, name: &str, parts: &[(&str, usize)], linear: &'a mut Linear) -> BlockLinear<'a> {
-            let p = |s: &str| format!("blocks.{i}.{s}");
-            BlockLinear { block: i, name: p(name), parts: parts.iter().map(|&(s, r)| (p(s), r)).collect(), linear }
-        }
-        let mut out = Vec::new();
-        for (i, blk) in self.blocks.iter_mut().enumerate() {
-            let (inner, dim, ffn) = (blk.attn1.norm_q.len(), blk.attn2.norm_q.len(), blk.ffn_in.out_dim());
-            out.extend([
-                named(
-                    i,
-                    "attn1.to_qkv",
-                    &[("attn1.to_q", inner), ("attn1.to_k", inner), ("attn1.to_v", inner)],
-                    &mut blk.attn1.qkv,
-                ),
-                named(i, "attn1.to_out.0", &[("attn1.to_out.0", dim)], &mut blk.attn1.to_out),
-                named(i, "attn2.to_q", &[("attn2.to_q", dim)], &mut blk.attn2.to_q),
-                named(i, "attn2.to_kv", &[("attn2.to_k", dim), ("attn2.to_v", dim)], &mut blk.attn2.kv),
-                named(i, "attn2.to_out.0", &[("attn2.to_out.0", dim)], &mut blk.attn2.to_out),
-                named(i, "ffn.net.0.proj", &[("ffn.net.0.proj", ffn)], &mut blk.ffn_in),
-                named(i, "ffn.net.2", &[("ffn.net.2", dim)], &mut blk.ffn_out),
-            ]);
-        }
-        out
-    }
-
-    fn block_forward(
+    fn run_blocks(
         &self,
-        blk: &Block,
-        mut x: Tensor,
-        cond: &Conditioning,
-        text_kv: &(Tensor, Tensor),
-        rope: &RopeTables,
+        mut hidden_states: Tensor,
+        text: &TextContext,
+        timestep_proj: &Tensor,
+        rotary_emb: &RotaryEmbedding,
     ) -> Result<Tensor> {
-        let heads = self.config.num_attention_heads;
-        let eps = self.config.eps;
-        let mods: Vec<Vec<f32>> = (0..6).map(|k| block_mod(blk, cond, k)).collect();
-        let be = self.be();
-
-        // Self-attention.
-        let nx = be.layer_norm_modulate(&x, eps, &mods[1], &mods[0])?;
-        let attn = self.self_attention(&blk.attn1, &nx, rope)?;
-        be.add_gated(&mut x, &attn, &mods[2])?;
-
-        // Cross-attention over the text tokens.
-        let nx = match &blk.norm2 {
-            Some((wt, bs)) => be.layer_norm(x.clone(), eps, Some(wt), Some(bs))?,
-            None => x.clone(),
-        };
-        let attn = self.cross_attention(&blk.attn2, &nx, text_kv, heads)?;
-        be.add_assign(&mut x, &attn)?;
-
-        // Feed-forward.
-        let nx = be.layer_norm_modulate(&x, eps, &mods[4], &mods[3])?;
-        let hidden = be.linear_activation(&blk.ffn_in, &nx, Activation::GeluTanh)?;
-        let ff = be.linear(&blk.ffn_out, &hidden)?;
-        be.add_gated(&mut x, &ff, &mods[5])?;
-        Ok(x)
-    }
-
-    fn self_attention(&self, a: &SelfAttention, x: &Tensor, rope: &RopeTables) -> Result<Tensor> {
-        let (b, l) = (x.dim(0), x.dim(1));
-        let (heads, hd) = (a.heads, self.config.attention_head_dim);
-        let inner = heads * hd;
-        let be = self.be();
-        let qkv = be.linear(&a.qkv, x)?;
-        let q = qkv.narrow(2, 0, inner)?;
-        let k = qkv.narrow(2, inner, inner)?;
-        let v = qkv.narrow(2, 2 * inner, inner)?;
-        drop(qkv);
-        let mut q = be.rms_norm(q, self.config.eps, Some(&a.norm_q))?.reshape([b, l, heads, hd])?;
-        let mut k = be.rms_norm(k, self.config.eps, Some(&a.norm_k))?.reshape([b, l, heads, hd])?;
-        be.rope_interleaved(&mut q, &rope.cos, &rope.sin)?;
-        be.rope_interleaved(&mut k, &rope.cos, &rope.sin)?;
-        let v = v.reshape([b, l, heads, hd])?;
-        let precision = if a.int8 { AttentionPrecision::Int8 } else { AttentionPrecision::Full };
-        let o = be.attention(&q, &k, &v, 1.0 / (hd as f32).sqrt(), AttentionBias::default(), precision)?;
-        Ok(be.linear(&a.to_out, &o.reshape([b, l, inner])?)?)
-    }
-
-    fn cross_attention(&self, a: &CrossAttention, x: &Tensor, kv: &(Tensor, Tensor), heads: usize) -> Result<Tensor> {
-        let (b, l, dim) = (x.dim(0), x.dim(1), x.dim(2));
-        let hd = dim / heads;
-        let be = self.be();
-        let q = be.rms_norm(be.linear(&a.to_q, x)?, self.config.eps, Some(&a.norm_q))?.reshape([b, l, heads, hd])?;
-        let o = be.attention(
-            &q,
-            &kv.0,
-            &kv.1,
-            1.0 / (hd as f32).sqrt(),
-            AttentionBias::default(),
-            AttentionPrecision::Full,
-        )?;
-        Ok(be.linear(&a.to_out, &o.reshape([b, l, dim])?)?)
+        for (block, kv) in self.blocks.iter().zip(&text.kv) {
+            hidden_states = block.forward(self.be(), hidden_states, kv, timestep_proj, rotary_emb)?;
+        }
+        Ok(hidden_states)
     }
 }
 
-/// Modulation vector `k` of a block, `[B, C]` = scale_shift_table[k] + timestep_proj[:, k]
-/// (0‥5: shift, scale, gate of attention; shift, scale, gate of the FFN).
-fn block_mod(blk: &Block, cond: &Conditioning, k: usize) -> Vec<f32> {
-    let dim = blk.scale_shift_table.len() / 6;
-    let b = cond.temb.len() / dim;
-    (0..b)
-        .flat_map(|bi| {
-            let tp = &cond.timestep_proj[(bi * 6 + k) * dim..(bi * 6 + k + 1) * dim];
-            let table = &blk.scale_shift_table[k * dim..(k + 1) * dim];
-            tp.iter().zip(table).map(|(a, t)| a + t).collect::<Vec<_>>()
-        })
-        .collect()
+impl Module for WanTransformer {
+    fn visit(&self, f: &mut dyn FnMut(Param<'_>)) {
+        f(Param::Linear(&self.patch_embedding));
+        self.condition_embedder.linears().into_iter().for_each(|l| f(Param::Linear(l)));
+        self.blocks.iter().for_each(|b| b.visit(f));
+        f(Param::Linear(&self.proj_out));
+        f(Param::Tensor(&self.scale_shift_table));
+    }
+
+    fn visit_mut(&mut self, f: &mut dyn FnMut(ParamMut<'_>)) {
+        f(ParamMut::Linear(&mut self.patch_embedding));
+        self.condition_embedder.linears_mut().into_iter().for_each(|l| f(ParamMut::Linear(l)));
+        self.blocks.iter_mut().for_each(|b| b.visit_mut(f));
+        f(ParamMut::Linear(&mut self.proj_out));
+    }
 }
 
 /// `[B, C, F, H, W]` → `[B, L, C·pt·ph·pw]` with features ordered `(c, pt, ph, pw)`
 /// like the flattened Conv3d weight.
-fn patchify(x: &Tensor, patch: [usize; 3]) -> Result<Tensor> {
+fn patchify(be: &dyn Backend, x: &Tensor, patch: [usize; 3]) -> Result<Tensor> {
     let &[b, c, f, h, w] = x.shape() else { unreachable!("checked by caller") };
     let [pt, ph, pw] = patch;
     let (gf, gh, gw) = (f / pt, h / ph, w / pw);
     // [B, C, gf, pt, gh, ph, gw, pw] → [B, gf, gh, gw, C, pt, ph, pw]
-    let t = x.clone().reshape([b, c, gf, pt, gh, ph, gw, pw])?.permute(&[0, 2, 4, 6, 1, 3, 5, 7])?;
+    let t = be.permute(&x.clone().reshape([b, c, gf, pt, gh, ph, gw, pw])?, &[0, 2, 4, 6, 1, 3, 5, 7])?;
     Ok(t.reshape([b, gf * gh * gw, c * pt * ph * pw])?)
 }
 
 /// `[B, L, pt·ph·pw·C]` (features ordered `(pt, ph, pw, c)`) → `[B, C, F, H, W]`.
-fn unpatchify(x: &Tensor, b: usize, c: usize, grid: [usize; 3], patch: [usize; 3]) -> Result<Tensor> {
+fn unpatchify(be: &dyn Backend, x: Tensor, c: usize, grid: [usize; 3], patch: [usize; 3]) -> Result<Tensor> {
+    let b = x.dim(0);
     let [gf, gh, gw] = grid;
     let [pt, ph, pw] = patch;
-    let t = x.clone().reshape([b, gf, gh, gw, pt, ph, pw, c])?.permute(&[0, 7, 1, 4, 2, 5, 3, 6])?;
+    let t = be.permute(&x.reshape([b, gf, gh, gw, pt, ph, pw, c])?, &[0, 7, 1, 4, 2, 5, 3, 6])?;
     Ok(t.reshape([b, c, gf * pt, gh * ph, gw * pw])?)
 }

@@ -7,9 +7,8 @@
 
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
-use wanrt_nn::backend::{self, Activation, AttentionPrecision};
-use wanrt_nn::ops::attention::AttentionBias;
-use wanrt_nn::{BackendRef, Embedding, Linear, Tensor, WeightStore};
+use wanrt_nn::backend::{Activation, AttentionBias, AttentionPrecision, Backend, BinaryOp, RelativeBuckets};
+use wanrt_nn::{BackendRef, Embedding, Linear, Module, Param, ParamMut, Tensor, VarBuilder, WeightStore};
 
 fn default_buckets() -> usize {
     32
@@ -58,68 +57,109 @@ impl Umt5Config {
     }
 }
 
+/// `UMT5Block`: `layer.0` (self-attention with its own relative position bias) and `layer.1`
+/// (gated-GELU feed-forward), both pre-norm.
 struct Umt5Block {
-    norm1: Vec<f32>,
+    /// `layer.0.layer_norm`.
+    attn_norm: Tensor,
     q: Linear,
     k: Linear,
     v: Linear,
     o: Linear,
-    /// `[buckets, heads]`.
-    rel_bias: Vec<f32>,
-    norm2: Vec<f32>,
+    /// `relative_attention_bias.weight`: `[buckets, heads]`.
+    relative_attention_bias: Tensor,
+    /// `layer.1.layer_norm`.
+    ff_norm: Tensor,
     wi_0: Linear,
     wi_1: Linear,
     wo: Linear,
 }
 
+impl Umt5Block {
+    fn new(vb: &VarBuilder, cfg: &Umt5Config) -> Result<Self> {
+        let (d, inner, ff) = (cfg.d_model, cfg.d_kv * cfg.num_heads, cfg.d_ff);
+        let (attn, dense) = (vb.pp("layer.0"), vb.pp("layer.1"));
+        let sa = attn.pp("SelfAttention");
+        let dd = dense.pp("DenseReluDense");
+        Ok(Umt5Block {
+            attn_norm: attn.tensor("layer_norm.weight", &[d])?,
+            q: sa.pp("q").linear(d, inner, false)?,
+            k: sa.pp("k").linear(d, inner, false)?,
+            v: sa.pp("v").linear(d, inner, false)?,
+            o: sa.pp("o").linear(inner, d, false)?,
+            relative_attention_bias: sa
+                .tensor("relative_attention_bias.weight", &[cfg.relative_attention_num_buckets, cfg.num_heads])?,
+            ff_norm: dense.tensor("layer_norm.weight", &[d])?,
+            wi_0: dd.pp("wi_0").linear(d, ff, false)?,
+            wi_1: dd.pp("wi_1").linear(d, ff, false)?,
+            wo: dd.pp("wo").linear(ff, d, false)?,
+        })
+    }
+
+    fn linears(&self) -> [&Linear; 7] {
+        [&self.q, &self.k, &self.v, &self.o, &self.wi_0, &self.wi_1, &self.wo]
+    }
+
+    fn linears_mut(&mut self) -> [&mut Linear; 7] {
+        [&mut self.q, &mut self.k, &mut self.v, &mut self.o, &mut self.wi_0, &mut self.wi_1, &mut self.wo]
+    }
+
+    /// `x: [B, L, d]` with `lengths[b]` real tokens per row → `[B, L, d]`.
+    fn forward(&self, be: &dyn Backend, mut x: Tensor, lengths: &[usize], cfg: &Umt5Config) -> Result<Tensor> {
+        let (b, l) = (x.dim(0), x.dim(1));
+        let (h, dk, eps) = (cfg.num_heads, cfg.d_kv, cfg.layer_norm_epsilon);
+        // Self-attention: no 1/√d scaling; this layer's relative position bias, padded keys masked.
+        let normed = be.rms_norm(x.clone(), eps, Some(&self.attn_norm))?;
+        let query = self.q.forward(be, &normed)?.reshape([b, l, h, dk])?;
+        let key = self.k.forward(be, &normed)?.reshape([b, l, h, dk])?;
+        let value = self.v.forward(be, &normed)?.reshape([b, l, h, dk])?;
+        let buckets = RelativeBuckets {
+            num_buckets: cfg.relative_attention_num_buckets,
+            max_distance: cfg.relative_attention_max_distance,
+            bidirectional: true,
+        };
+        let position_bias = be.relative_position_bias(&self.relative_attention_bias, l, buckets)?;
+        let bias = AttentionBias { per_head: Some(&position_bias), key_lengths: Some(lengths) };
+        let attn = be.attention(&query, &key, &value, 1.0, bias, AttentionPrecision::Full)?;
+        be.add_assign(&mut x, &self.o.forward(be, &attn.reshape([b, l, h * dk])?)?)?;
+        // Gated-GELU feed-forward.
+        let normed = be.rms_norm(x.clone(), eps, Some(&self.ff_norm))?;
+        let gate = self.wi_0.forward_activation(be, &normed, Activation::GeluTanh)?;
+        let hidden = be.binary(BinaryOp::Mul, &gate, &self.wi_1.forward(be, &normed)?)?;
+        be.add_assign(&mut x, &self.wo.forward(be, &hidden)?)?;
+        Ok(x)
+    }
+}
+
 pub struct Umt5Encoder {
     pub config: Umt5Config,
-    /// `[vocab, d_model]`.
-    embed: Embedding,
+    /// `shared` (tied with `encoder.embed_tokens`): `[vocab, d_model]`.
+    embed_tokens: Embedding,
     blocks: Vec<Umt5Block>,
-    final_norm: Vec<f32>,
+    final_layer_norm: Tensor,
     backend: BackendRef,
 }
 
 impl Umt5Encoder {
-    pub fn load(ws: &WeightStore, config: Umt5Config) -> Result<Self> {
+    /// Loads the encoder from `ws` (transformers names), prepared for `backend`.
+    pub fn load(ws: &WeightStore, config: Umt5Config, backend: BackendRef) -> Result<Self> {
         config.validate()?;
-        let (d, inner, ff, h) = (config.d_model, config.d_kv * config.num_heads, config.d_ff, config.num_heads);
+        let vb = VarBuilder::root(ws, &*backend);
         let embed_prefix = Self::embedding_prefix(ws).ok_or_else(|| wanrt_nn::Error::MissingTensor {
             name: "shared.weight".into(),
             source_desc: ws.origin().into(),
         })?;
-        let embed = Embedding::load(ws, embed_prefix, config.vocab_size, d)?;
-        let vec = |name: String, n: usize| -> Result<Vec<f32>> { Ok(ws.get_shaped(&name, &[n])?.into_data()) };
-        let mut blocks = Vec::with_capacity(config.num_layers);
-        for i in 0..config.num_layers {
-            let p = format!("encoder.block.{i}.layer");
-            let lin = |s: &str, i_: usize, o: usize| Linear::load(ws, &format!("{p}.{s}"), i_, o, false);
-            blocks.push(Umt5Block {
-                norm1: vec(format!("{p}.0.layer_norm.weight"), d)?,
-                q: lin("0.SelfAttention.q", d, inner)?,
-                k: lin("0.SelfAttention.k", d, inner)?,
-                v: lin("0.SelfAttention.v", d, inner)?,
-                o: lin("0.SelfAttention.o", inner, d)?,
-                rel_bias: ws
-                    .get_shaped(
-                        &format!("{p}.0.SelfAttention.relative_attention_bias.weight"),
-                        &[config.relative_attention_num_buckets, h],
-                    )?
-                    .into_data(),
-                norm2: vec(format!("{p}.1.layer_norm.weight"), d)?,
-                wi_0: lin("1.DenseReluDense.wi_0", d, ff)?,
-                wi_1: lin("1.DenseReluDense.wi_1", d, ff)?,
-                wo: lin("1.DenseReluDense.wo", ff, d)?,
-            });
-        }
-        let final_norm = vec("encoder.final_layer_norm.weight".into(), d)?;
-        Ok(Umt5Encoder { config, embed, blocks, final_norm, backend: backend::cpu() })
+        let embed_tokens = vb.pp(embed_prefix).embedding(config.vocab_size, config.d_model)?;
+        let encoder = vb.pp("encoder");
+        let blocks = (0..config.num_layers)
+            .map(|i| Umt5Block::new(&encoder.pp("block").pp(i), &config))
+            .collect::<Result<Vec<_>>>()?;
+        let final_layer_norm = encoder.tensor("final_layer_norm.weight", &[config.d_model])?;
+        Ok(Umt5Encoder { config, embed_tokens, blocks, final_layer_norm, backend })
     }
 
-    /// Runs every later forward on `backend` (the CPU by default).
-    pub fn set_backend(&mut self, backend: BackendRef) {
-        self.backend = backend;
+    pub fn backend(&self) -> &BackendRef {
+        &self.backend
     }
 
     /// The tensor prefix the token embedding is read from. The embedding is tied: files may hold
@@ -128,92 +168,45 @@ impl Umt5Encoder {
         ["shared", "encoder.embed_tokens"].into_iter().find(|p| ws.contains(&format!("{p}.weight")))
     }
 
-    /// Checkpoint prefixes of every linear layer (`encoder.block.{i}.layer.0.SelfAttention.q` …),
-    /// the layers `wanrt optimize --text-encoder` quantizes.
-    pub fn linear_prefixes(config: &Umt5Config) -> Vec<String> {
-        (0..config.num_layers)
-            .flat_map(|i| {
-                ["0.SelfAttention.q", "0.SelfAttention.k", "0.SelfAttention.v", "0.SelfAttention.o"]
-                    .into_iter()
-                    .chain(["1.DenseReluDense.wi_0", "1.DenseReluDense.wi_1", "1.DenseReluDense.wo"])
-                    .map(move |s| format!("encoder.block.{i}.layer.{s}"))
-            })
-            .collect()
+    /// The token embedding table.
+    pub fn embedding(&self) -> &Embedding {
+        &self.embed_tokens
     }
 
-    /// Bytes held by the parameters: linear layers and the embedding as stored (quantized ones
-    /// count codes and scales), the small vectors as f32.
-    pub fn weight_bytes(&self) -> usize {
-        let vectors: usize = self.blocks.iter().map(|b| b.norm1.len() + b.norm2.len() + b.rel_bias.len()).sum();
-        let linears: usize = self
-            .blocks
-            .iter()
-            .flat_map(|b| [&b.q, &b.k, &b.v, &b.o, &b.wi_0, &b.wi_1, &b.wo])
-            .map(|l| l.weight.bytes())
-            .sum();
-        linears + self.embed.bytes() + (vectors + self.final_norm.len()) * 4
-    }
-
-    /// Bidirectional relative-position bucket of `key − query` (T5's rule, f32 log as torch).
-    fn bucket(&self, relative: i64) -> usize {
-        let num_buckets = self.config.relative_attention_num_buckets / 2;
-        let mut bucket = if relative > 0 { num_buckets } else { 0 };
-        let rel = relative.unsigned_abs() as usize;
-        let max_exact = num_buckets / 2;
-        if rel < max_exact {
-            bucket += rel;
-        } else {
-            let ratio = (rel as f32 / max_exact as f32).ln()
-                / ((self.config.relative_attention_max_distance as f64 / max_exact as f64).ln() as f32);
-            let large = max_exact + (ratio * (num_buckets - max_exact) as f32) as usize;
-            bucket += large.min(num_buckets - 1);
+    /// `input_ids: [B, L]` (u32) with `lengths[b]` real tokens per row (the rest is padding,
+    /// masked out of attention) → `last_hidden_state: [B, L, d_model]`.
+    pub fn forward(&self, input_ids: &Tensor, lengths: &[usize]) -> Result<Tensor> {
+        let &[batch, l] = input_ids.shape() else {
+            return Err(Error::Shape(format!("text encoder ids must be [B, L], found {:?}", input_ids.shape())));
+        };
+        if lengths.len() != batch || lengths.iter().any(|&n| n > l) {
+            return Err(Error::Shape(format!("text encoder: lengths {lengths:?} for ids {:?}", input_ids.shape())));
         }
-        bucket
-    }
-
-    /// `[H, L, L]` position bias of one layer.
-    fn position_bias(&self, table: &[f32], l: usize) -> Vec<f32> {
-        let h = self.config.num_heads;
-        let buckets: Vec<usize> = (0..l * l).map(|idx| self.bucket((idx % l) as i64 - (idx / l) as i64)).collect();
-        let mut out = vec![0.0; h * l * l];
-        for hi in 0..h {
-            for (idx, &b) in buckets.iter().enumerate() {
-                out[hi * l * l + idx] = table[b * h + hi];
-            }
-        }
-        out
-    }
-
-    /// `ids, mask: [B, L]` → `last_hidden_state: [B, L, d_model]`.
-    pub fn forward(&self, ids: &[u32], mask: &[u32], batch: usize) -> Result<Tensor> {
-        let d = self.config.d_model;
-        if batch == 0 || !ids.len().is_multiple_of(batch) || mask.len() != ids.len() {
-            return Err(Error::Shape(format!(
-                "text encoder: {} ids / {} mask for batch {batch}",
-                ids.len(),
-                mask.len()
-            )));
-        }
-        let l = ids.len() / batch;
         let be = &*self.backend;
-        let mut x = be.embedding(&self.embed, ids)?.reshape([batch, l, d])?;
-        let key_mask: Vec<f32> = mask.iter().map(|&m| if m > 0 { 0.0 } else { f32::NEG_INFINITY }).collect();
-        let (h, dk) = (self.config.num_heads, self.config.d_kv);
-        let eps = self.config.layer_norm_epsilon;
+        let mut x = self.embed_tokens.forward(be, input_ids)?;
         for blk in &self.blocks {
-            let n = be.rms_norm(x.clone(), eps, Some(&blk.norm1))?;
-            let q = be.linear(&blk.q, &n)?.reshape([batch, l, h, dk])?;
-            let k = be.linear(&blk.k, &n)?.reshape([batch, l, h, dk])?;
-            let v = be.linear(&blk.v, &n)?.reshape([batch, l, h, dk])?;
-            let bias = self.position_bias(&blk.rel_bias, l);
-            let bias = AttentionBias { per_head: Some(&bias), per_key: Some(&key_mask) };
-            let a = be.attention(&q, &k, &v, 1.0, bias, AttentionPrecision::Full)?;
-            be.add_assign(&mut x, &be.linear(&blk.o, &a.reshape([batch, l, h * dk])?)?)?;
-            let n = be.rms_norm(x.clone(), eps, Some(&blk.norm2))?;
-            let gate = be.linear_activation(&blk.wi_0, &n, Activation::GeluTanh)?;
-            let hidden = be.mul(&gate, &be.linear(&blk.wi_1, &n)?)?;
-            be.add_assign(&mut x, &be.linear(&blk.wo, &hidden)?)?;
+            x = blk.forward(be, x, lengths, &self.config)?;
         }
-        Ok(be.rms_norm(x, eps, Some(&self.final_norm))?)
+        Ok(be.rms_norm(x, self.config.layer_norm_epsilon, Some(&self.final_layer_norm))?)
+    }
+}
+
+impl Module for Umt5Encoder {
+    fn visit(&self, f: &mut dyn FnMut(Param<'_>)) {
+        f(Param::Embedding(&self.embed_tokens));
+        for b in &self.blocks {
+            f(Param::Tensor(&b.attn_norm));
+            b.linears().into_iter().for_each(|l| f(Param::Linear(l)));
+            f(Param::Tensor(&b.relative_attention_bias));
+            f(Param::Tensor(&b.ff_norm));
+        }
+        f(Param::Tensor(&self.final_layer_norm));
+    }
+
+    fn visit_mut(&mut self, f: &mut dyn FnMut(ParamMut<'_>)) {
+        f(ParamMut::Embedding(&mut self.embed_tokens));
+        for b in &mut self.blocks {
+            b.linears_mut().into_iter().for_each(|l| f(ParamMut::Linear(l)));
+        }
     }
 }

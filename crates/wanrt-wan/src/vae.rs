@@ -1,21 +1,17 @@
-//! Wan2.1 causal 3D VAE (`AutoencoderKLWan`): encoder, decoder and the
-//! frame-chunked causal feature cache that bounds decoding memory.
+//! Wan2.1 causal 3D VAE (`AutoencoderKLWan`): encoder, decoder and the frame-chunked causal
+//! feature cache that bounds decoding memory.
 //!
-//! Mirrors diffusers 0.42.1 models/autoencoders/autoencoder_kl_wan.py:
-//! `WanCausalConv3d`, `WanRMS_norm`, `WanResample`, `WanResidualBlock`,
-//! `WanAttentionBlock`, `WanMidBlock`, `WanUpBlock`, `WanEncoder3d`,
-//! `WanDecoder3d`. Decoding runs one latent frame at a time; every causal
-//! convolution remembers the last two frames of its input (`CACHE_T = 2`)
-//! in a cache slot taken in call order, exactly as diffusers' `feat_idx`.
+//! Mirrors diffusers 0.42.1 models/autoencoders/autoencoder_kl_wan.py: `WanEncoder3d`,
+//! `WanDecoder3d`, `AutoencoderKLWan` (blocks in [`crate::vae_blocks`], the causal convolution in
+//! [`crate::causal_conv3d`]). Decoding runs one latent frame at a time; encoding in chunks of
+//! 1, 4, 4, … frames, as diffusers does.
 
+use crate::causal_conv3d::{CausalConv3d, FeatCache};
+use crate::vae_blocks::{rms_gamma, MidBlock, Resample, ResampleMode, ResidualBlock};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
-use wanrt_nn::backend::{self, AttentionPrecision, Backend};
-use wanrt_nn::ops::attention::AttentionBias;
-use wanrt_nn::ops::PaddingFull;
-use wanrt_nn::{BackendRef, Conv3d, Tensor, WeightStore};
-
-const CACHE_T: usize = 2;
+use wanrt_nn::backend::BinaryOp;
+use wanrt_nn::{Backend, BackendRef, HostTensor, Module, Param, ParamMut, Tensor, VarBuilder, WeightStore};
 
 /// Latent statistics of the Wan2.1 VAE (z_dim 16), hard-coded in the original
 /// release's `wan/modules/vae.py` and in diffusers' `AutoencoderKLWan` defaults.
@@ -129,331 +125,8 @@ impl VaeConfig {
     }
 }
 
-/// One causal-cache slot (diffusers' `feat_cache[idx]`).
-#[derive(Clone)]
-enum Slot {
-    Empty,
-    /// diffusers' `"Rep"`: an upsample3d saw its first chunk; the next one has zero history.
-    Rep,
-    Frames(Tensor),
-}
-
-/// Cache slots of one encode/decode pass, taken in call order.
-struct FeatCache {
-    slots: Vec<Slot>,
-    idx: usize,
-}
-
-impl FeatCache {
-    fn new() -> Self {
-        FeatCache { slots: Vec::new(), idx: 0 }
-    }
-    fn rewind(&mut self) {
-        self.idx = 0;
-    }
-    fn take(&mut self) -> (usize, Slot) {
-        if self.idx == self.slots.len() {
-            self.slots.push(Slot::Empty);
-        }
-        let i = self.idx;
-        self.idx += 1;
-        (i, std::mem::replace(&mut self.slots[i], Slot::Empty))
-    }
-    fn put(&mut self, i: usize, s: Slot) {
-        self.slots[i] = s;
-    }
-}
-
-/// Last `n` frames of `[B, C, T, H, W]`.
-fn last_frames(x: &Tensor, n: usize) -> Result<Tensor> {
-    let t = x.dim(2);
-    Ok(x.narrow(2, t - n.min(t), n.min(t))?)
-}
-
-/// A Conv3d whose time padding is causal (front only) and may be replaced by cached frames.
-struct CausalConv3d {
-    conv: Conv3d,
-    /// Padding as configured: (t, h, w); time is padded by 2·t at the front.
-    pad: (usize, usize, usize),
-}
-
-impl CausalConv3d {
-    fn load(
-        ws: &WeightStore,
-        name: &str,
-        cin: usize,
-        cout: usize,
-        k: [usize; 3],
-        pad: (usize, usize, usize),
-    ) -> Result<Self> {
-        Self::load_strided(ws, name, cin, cout, k, pad, (1, 1, 1))
-    }
-
-    fn load_strided(
-        ws: &WeightStore,
-        name: &str,
-        cin: usize,
-        cout: usize,
-        k: [usize; 3],
-        pad: (usize, usize, usize),
-        stride: (usize, usize, usize),
-    ) -> Result<Self> {
-        let weight = ws.get_shaped(&format!("{name}.weight"), &[cout, cin, k[0], k[1], k[2]])?;
-        Self::new(weight, ws.get_shaped(&format!("{name}.bias"), &[cout])?.into_data(), pad, stride)
-    }
-
-    fn new(weight: Tensor, bias: Vec<f32>, pad: (usize, usize, usize), stride: (usize, usize, usize)) -> Result<Self> {
-        Ok(CausalConv3d { conv: Conv3d::new(weight, Some(bias), stride)?, pad })
-    }
-
-    /// `cache`: frames preceding `x` (replacing that much of the zero padding).
-    fn forward(&self, be: &dyn Backend, x: &Tensor, cache: Option<&Tensor>) -> Result<Tensor> {
-        let mut front = 2 * self.pad.0;
-        let hist = match cache {
-            Some(c) if front > 0 => {
-                front = front.saturating_sub(c.dim(2));
-                Some(c)
-            }
-            _ => None,
-        };
-        let pad = PaddingFull { t: (front, 0), h: (self.pad.1, self.pad.1), w: (self.pad.2, self.pad.2) };
-        Ok(be.conv3d(&self.conv, x, hist, pad)?)
-    }
-
-    /// Cached call: uses and refreshes this conv's slot with the last frames of its input.
-    fn forward_cached(&self, be: &dyn Backend, x: &Tensor, cache: &mut FeatCache) -> Result<Tensor> {
-        let (i, slot) = cache.take();
-        let prev = match slot {
-            Slot::Frames(t) => Some(t),
-            _ => None,
-        };
-        let mut new_cache = last_frames(x, CACHE_T)?;
-        if new_cache.dim(2) < CACHE_T {
-            if let Some(p) = &prev {
-                new_cache = Tensor::cat(&[&last_frames(p, 1)?, &new_cache], 2)?;
-            }
-        }
-        let y = self.forward(be, x, prev.as_ref())?;
-        cache.put(i, Slot::Frames(new_cache));
-        Ok(y)
-    }
-}
-
-fn load_gamma(ws: &WeightStore, name: &str, c: usize) -> Result<Vec<f32>> {
-    let t = ws.get(name)?;
-    if t.numel() != c {
-        return Err(wanrt_nn::Error::TensorShape {
-            name: name.into(),
-            expected: vec![c, 1, 1, 1],
-            found: t.shape().to_vec(),
-        }
-        .into());
-    }
-    Ok(t.into_data())
-}
-
-struct ResidualBlock {
-    norm1: Vec<f32>,
-    conv1: CausalConv3d,
-    norm2: Vec<f32>,
-    conv2: CausalConv3d,
-    shortcut: Option<CausalConv3d>,
-}
-
-impl ResidualBlock {
-    fn load(ws: &WeightStore, p: &str, cin: usize, cout: usize) -> Result<Self> {
-        Ok(ResidualBlock {
-            norm1: load_gamma(ws, &format!("{p}.norm1.gamma"), cin)?,
-            conv1: CausalConv3d::load(ws, &format!("{p}.conv1"), cin, cout, [3, 3, 3], (1, 1, 1))?,
-            norm2: load_gamma(ws, &format!("{p}.norm2.gamma"), cout)?,
-            conv2: CausalConv3d::load(ws, &format!("{p}.conv2"), cout, cout, [3, 3, 3], (1, 1, 1))?,
-            shortcut: if cin != cout {
-                Some(CausalConv3d::load(ws, &format!("{p}.conv_shortcut"), cin, cout, [1, 1, 1], (0, 0, 0))?)
-            } else {
-                None
-            },
-        })
-    }
-
-    fn forward(&self, be: &dyn Backend, x: Tensor, cache: &mut FeatCache) -> Result<Tensor> {
-        // Without a shortcut the residual `h` is `x` itself (moved, not copied).
-        let (x, h) = match &self.shortcut {
-            Some(s) => {
-                let h = s.forward(be, &x, None)?;
-                (Some(x), h)
-            }
-            None => (None, x),
-        };
-        let y = be.channel_rms_norm(x.as_ref().unwrap_or(&h), &self.norm1, true)?;
-        drop(x);
-        let y = self.conv1.forward_cached(be, &y, cache)?;
-        let y = be.channel_rms_norm(&y, &self.norm2, true)?;
-        let mut y = self.conv2.forward_cached(be, &y, cache)?;
-        be.add_assign(&mut y, &h)?;
-        Ok(y)
-    }
-}
-
-/// Single-head spatial self-attention applied to every frame.
-struct AttentionBlock {
-    norm: Vec<f32>,
-    /// 1×1 convs as `[C_out, C_in, 1, 1, 1]` conv3d weights.
-    to_qkv: CausalConv3d,
-    proj: CausalConv3d,
-}
-
-impl AttentionBlock {
-    fn load(ws: &WeightStore, p: &str, c: usize) -> Result<Self> {
-        let conv1x1 = |name: &str, cout: usize| -> Result<CausalConv3d> {
-            let w = ws.get_shaped(&format!("{p}.{name}.weight"), &[cout, c, 1, 1])?;
-            let bias = ws.get_shaped(&format!("{p}.{name}.bias"), &[cout])?.into_data();
-            CausalConv3d::new(w.reshape([cout, c, 1, 1, 1])?, bias, (0, 0, 0), (1, 1, 1))
-        };
-        Ok(AttentionBlock {
-            norm: load_gamma(ws, &format!("{p}.norm.gamma"), c)?,
-            to_qkv: conv1x1("to_qkv", 3 * c)?,
-            proj: conv1x1("proj", c)?,
-        })
-    }
-
-    fn forward(&self, be: &dyn Backend, x: &Tensor) -> Result<Tensor> {
-        let &[b, c, t, h, w] = x.shape() else { unreachable!("5D") };
-        let qkv = self.to_qkv.forward(be, &be.channel_rms_norm(x, &self.norm, false)?, None)?;
-        // [B, 3C, T, H, W] → [B·T, H·W, 1, 3C]
-        let qkv = qkv.permute(&[0, 2, 3, 4, 1])?.reshape([b * t, h * w, 1, 3 * c])?;
-        let q = qkv.narrow(3, 0, c)?;
-        let k = qkv.narrow(3, c, c)?;
-        let v = qkv.narrow(3, 2 * c, c)?;
-        let scale = 1.0 / (c as f32).sqrt();
-        let o = be.attention(&q, &k, &v, scale, AttentionBias::default(), AttentionPrecision::Full)?;
-        let o = o.reshape([b, t, h, w, c])?.permute(&[0, 4, 1, 2, 3])?;
-        let mut y = self.proj.forward(be, &o, None)?;
-        be.add_assign(&mut y, x)?;
-        Ok(y)
-    }
-}
-
-struct MidBlock {
-    res0: ResidualBlock,
-    attn: AttentionBlock,
-    res1: ResidualBlock,
-}
-
-impl MidBlock {
-    fn load(ws: &WeightStore, p: &str, c: usize) -> Result<Self> {
-        Ok(MidBlock {
-            res0: ResidualBlock::load(ws, &format!("{p}.resnets.0"), c, c)?,
-            attn: AttentionBlock::load(ws, &format!("{p}.attentions.0"), c)?,
-            res1: ResidualBlock::load(ws, &format!("{p}.resnets.1"), c, c)?,
-        })
-    }
-
-    fn forward(&self, be: &dyn Backend, x: Tensor, cache: &mut FeatCache) -> Result<Tensor> {
-        let x = self.res0.forward(be, x, cache)?;
-        let x = self.attn.forward(be, &x)?;
-        self.res1.forward(be, x, cache)
-    }
-}
-
-#[derive(Clone, Copy, PartialEq)]
-enum ResampleMode {
-    Up2d,
-    Up3d,
-    Down2d,
-    Down3d,
-}
-
-struct Resample {
-    mode: ResampleMode,
-    /// The spatial 3×3 conv (`resample.1`), as a (1,3,3) conv3d.
-    conv: CausalConv3d,
-    time_conv: Option<CausalConv3d>,
-}
-
-impl Resample {
-    fn load(ws: &WeightStore, p: &str, c: usize, mode: ResampleMode) -> Result<Self> {
-        let up = matches!(mode, ResampleMode::Up2d | ResampleMode::Up3d);
-        let cout = if up { c / 2 } else { c };
-        let w = ws.get_shaped(&format!("{p}.resample.1.weight"), &[cout, c, 3, 3])?;
-        let conv = CausalConv3d::new(
-            w.reshape([cout, c, 1, 3, 3])?,
-            ws.get_shaped(&format!("{p}.resample.1.bias"), &[cout])?.into_data(),
-            (0, if up { 1 } else { 0 }, if up { 1 } else { 0 }),
-            if up { (1, 1, 1) } else { (1, 2, 2) },
-        )?;
-        let time_conv = match mode {
-            ResampleMode::Up3d => {
-                Some(CausalConv3d::load(ws, &format!("{p}.time_conv"), c, 2 * c, [3, 1, 1], (1, 0, 0))?)
-            }
-            ResampleMode::Down3d => {
-                Some(CausalConv3d::load_strided(ws, &format!("{p}.time_conv"), c, c, [3, 1, 1], (0, 0, 0), (2, 1, 1))?)
-            }
-            _ => None,
-        };
-        Ok(Resample { mode, conv, time_conv })
-    }
-
-    fn forward(&self, be: &dyn Backend, mut x: Tensor, cache: &mut FeatCache) -> Result<Tensor> {
-        if self.mode == ResampleMode::Up3d {
-            let tc = self.time_conv.as_ref().expect("upsample3d has time_conv");
-            let (i, slot) = cache.take();
-            match slot {
-                Slot::Empty => cache.put(i, Slot::Rep),
-                slot => {
-                    let mut new_cache = last_frames(&x, CACHE_T)?;
-                    let y = match &slot {
-                        Slot::Frames(prev) => {
-                            if new_cache.dim(2) < CACHE_T {
-                                new_cache = Tensor::cat(&[&last_frames(prev, 1)?, &new_cache], 2)?;
-                            }
-                            tc.forward(be, &x, Some(prev))?
-                        }
-                        _ => {
-                            if new_cache.dim(2) < CACHE_T {
-                                let zeros = Tensor::zeros(new_cache.shape().to_vec());
-                                new_cache = Tensor::cat(&[&zeros, &new_cache], 2)?;
-                            }
-                            tc.forward(be, &x, None)?
-                        }
-                    };
-                    cache.put(i, Slot::Frames(new_cache));
-                    x = interleave_time(&y)?;
-                }
-            }
-        }
-        let x = match self.mode {
-            ResampleMode::Up2d | ResampleMode::Up3d => self.conv.forward(be, &be.upsample_nearest2x(&x)?, None)?,
-            ResampleMode::Down2d | ResampleMode::Down3d => {
-                let pad = PaddingFull { t: (0, 0), h: (0, 1), w: (0, 1) };
-                be.conv3d(&self.conv.conv, &x, None, pad)?
-            }
-        };
-        if self.mode != ResampleMode::Down3d {
-            return Ok(x);
-        }
-        let tc = self.time_conv.as_ref().expect("downsample3d has time_conv");
-        let (i, slot) = cache.take();
-        match slot {
-            Slot::Frames(prev) => {
-                let new_cache = last_frames(&x, 1)?;
-                // The strided time conv has no causal padding: the previous frame is real input.
-                let y = be.conv3d(&tc.conv, &x, Some(&last_frames(&prev, 1)?), PaddingFull::default())?;
-                cache.put(i, Slot::Frames(new_cache));
-                Ok(y)
-            }
-            _ => {
-                cache.put(i, Slot::Frames(x.clone()));
-                Ok(x)
-            }
-        }
-    }
-}
-
-/// `[B, 2C, T, H, W]` → `[B, C, 2T, H, W]` with frame `2t+k` = channel block `k`.
-fn interleave_time(y: &Tensor) -> Result<Tensor> {
-    let &[b, c2, t, h, w] = y.shape() else { unreachable!("5D") };
-    let c = c2 / 2;
-    Ok(y.clone().reshape([b, 2, c, t, h, w])?.permute(&[0, 2, 3, 1, 4, 5])?.reshape([b, c, 2 * t, h, w])?)
+fn conv3x3(vb: &VarBuilder, name: &str, cin: usize, cout: usize) -> Result<CausalConv3d> {
+    CausalConv3d::new(&vb.pp(name), cin, cout, [3, 3, 3], (1, 1, 1), (1, 1, 1))
 }
 
 enum DownLayer {
@@ -461,72 +134,101 @@ enum DownLayer {
     Resample(Box<Resample>),
 }
 
+/// `WanEncoder3d`.
 pub struct Encoder {
     conv_in: CausalConv3d,
-    layers: Vec<DownLayer>,
-    mid: MidBlock,
-    norm_out: Vec<f32>,
+    down_blocks: Vec<DownLayer>,
+    mid_block: MidBlock,
+    norm_out: Tensor,
     conv_out: CausalConv3d,
 }
 
 impl Encoder {
-    fn load(ws: &WeightStore, cfg: &VaeConfig) -> Result<Self> {
+    fn new(vb: &VarBuilder, cfg: &VaeConfig) -> Result<Self> {
         let dim = cfg.base_dim;
         let dims: Vec<usize> = std::iter::once(1).chain(cfg.dim_mult.iter().copied()).map(|u| u * dim).collect();
         let stages = cfg.dim_mult.len();
-        let mut layers = Vec::new();
+        let mut down_blocks = Vec::new();
+        let blocks = vb.pp("down_blocks");
         for i in 0..stages {
             let (mut cin, cout) = (dims[i], dims[i + 1]);
             for _ in 0..cfg.num_res_blocks {
-                let p = format!("encoder.down_blocks.{}", layers.len());
-                layers.push(DownLayer::Res(Box::new(ResidualBlock::load(ws, &p, cin, cout)?)));
+                let b = ResidualBlock::new(&blocks.pp(down_blocks.len()), cin, cout)?;
+                down_blocks.push(DownLayer::Res(Box::new(b)));
                 cin = cout;
             }
             if i != stages - 1 {
                 let mode = if cfg.temperal_downsample[i] { ResampleMode::Down3d } else { ResampleMode::Down2d };
-                let p = format!("encoder.down_blocks.{}", layers.len());
-                layers.push(DownLayer::Resample(Box::new(Resample::load(ws, &p, cout, mode)?)));
+                let r = Resample::new(&blocks.pp(down_blocks.len()), cout, mode)?;
+                down_blocks.push(DownLayer::Resample(Box::new(r)));
             }
         }
         let top = dims[stages];
         Ok(Encoder {
-            conv_in: CausalConv3d::load(ws, "encoder.conv_in", cfg.in_channels, dims[0], [3, 3, 3], (1, 1, 1))?,
-            layers,
-            mid: MidBlock::load(ws, "encoder.mid_block", top)?,
-            norm_out: load_gamma(ws, "encoder.norm_out.gamma", top)?,
-            conv_out: CausalConv3d::load(ws, "encoder.conv_out", top, 2 * cfg.z_dim, [3, 3, 3], (1, 1, 1))?,
+            conv_in: conv3x3(vb, "conv_in", cfg.in_channels, dims[0])?,
+            down_blocks,
+            mid_block: MidBlock::new(&vb.pp("mid_block"), top)?,
+            norm_out: rms_gamma(vb, "norm_out", top)?,
+            conv_out: conv3x3(vb, "conv_out", top, 2 * cfg.z_dim)?,
         })
     }
 
     fn forward(&self, be: &dyn Backend, x: &Tensor, cache: &mut FeatCache) -> Result<Tensor> {
         let mut x = self.conv_in.forward_cached(be, x, cache)?;
-        for l in &self.layers {
+        for l in &self.down_blocks {
             x = match l {
                 DownLayer::Res(r) => r.forward(be, x, cache)?,
                 DownLayer::Resample(r) => r.forward(be, x, cache)?,
             };
         }
-        let x = self.mid.forward(be, x, cache)?;
+        let x = self.mid_block.forward(be, x, cache)?;
         let x = be.channel_rms_norm(&x, &self.norm_out, true)?;
         self.conv_out.forward_cached(be, &x, cache)
     }
+
+    fn visit(&self, f: &mut dyn FnMut(Param<'_>)) {
+        self.conv_in.visit(f);
+        for l in &self.down_blocks {
+            match l {
+                DownLayer::Res(r) => r.visit(f),
+                DownLayer::Resample(r) => r.visit(f),
+            }
+        }
+        self.mid_block.visit(f);
+        f(Param::Tensor(&self.norm_out));
+        self.conv_out.visit(f);
+    }
+
+    fn visit_mut(&mut self, f: &mut dyn FnMut(ParamMut<'_>)) {
+        self.conv_in.visit_mut(f);
+        for l in &mut self.down_blocks {
+            match l {
+                DownLayer::Res(r) => r.visit_mut(f),
+                DownLayer::Resample(r) => r.visit_mut(f),
+            }
+        }
+        self.mid_block.visit_mut(f);
+        self.conv_out.visit_mut(f);
+    }
 }
 
+/// `WanUpBlock`.
 struct UpBlock {
     resnets: Vec<ResidualBlock>,
     upsampler: Option<Resample>,
 }
 
+/// `WanDecoder3d`.
 pub struct Decoder {
     conv_in: CausalConv3d,
-    mid: MidBlock,
+    mid_block: MidBlock,
     up_blocks: Vec<UpBlock>,
-    norm_out: Vec<f32>,
+    norm_out: Tensor,
     conv_out: CausalConv3d,
 }
 
 impl Decoder {
-    fn load(ws: &WeightStore, cfg: &VaeConfig) -> Result<Self> {
+    fn new(vb: &VarBuilder, cfg: &VaeConfig) -> Result<Self> {
         let dim = cfg.decoder_base_dim.unwrap_or(cfg.base_dim);
         let mult = &cfg.dim_mult;
         let stages = mult.len();
@@ -535,16 +237,17 @@ impl Decoder {
         let temporal_up: Vec<bool> = cfg.temperal_downsample.iter().take(stages - 1).rev().copied().collect();
         let mut up_blocks = Vec::with_capacity(stages);
         for i in 0..stages {
+            let blk = vb.pp("up_blocks").pp(i);
             let mut cin = if i > 0 { dims[i] / 2 } else { dims[i] };
             let cout = dims[i + 1];
             let mut resnets = Vec::new();
             for j in 0..=cfg.num_res_blocks {
-                resnets.push(ResidualBlock::load(ws, &format!("decoder.up_blocks.{i}.resnets.{j}"), cin, cout)?);
+                resnets.push(ResidualBlock::new(&blk.pp("resnets").pp(j), cin, cout)?);
                 cin = cout;
             }
             let upsampler = if i != stages - 1 {
                 let mode = if temporal_up[i] { ResampleMode::Up3d } else { ResampleMode::Up2d };
-                Some(Resample::load(ws, &format!("decoder.up_blocks.{i}.upsamplers.0"), cout, mode)?)
+                Some(Resample::new(&blk.pp("upsamplers.0"), cout, mode)?)
             } else {
                 None
             };
@@ -552,17 +255,17 @@ impl Decoder {
         }
         let last = dims[stages];
         Ok(Decoder {
-            conv_in: CausalConv3d::load(ws, "decoder.conv_in", cfg.z_dim, dims[0], [3, 3, 3], (1, 1, 1))?,
-            mid: MidBlock::load(ws, "decoder.mid_block", dims[0])?,
+            conv_in: conv3x3(vb, "conv_in", cfg.z_dim, dims[0])?,
+            mid_block: MidBlock::new(&vb.pp("mid_block"), dims[0])?,
             up_blocks,
-            norm_out: load_gamma(ws, "decoder.norm_out.gamma", last)?,
-            conv_out: CausalConv3d::load(ws, "decoder.conv_out", last, cfg.out_channels, [3, 3, 3], (1, 1, 1))?,
+            norm_out: rms_gamma(vb, "norm_out", last)?,
+            conv_out: conv3x3(vb, "conv_out", last, cfg.out_channels)?,
         })
     }
 
     fn forward(&self, be: &dyn Backend, x: &Tensor, cache: &mut FeatCache) -> Result<Tensor> {
         let x = self.conv_in.forward_cached(be, x, cache)?;
-        let mut x = self.mid.forward(be, x, cache)?;
+        let mut x = self.mid_block.forward(be, x, cache)?;
         for blk in &self.up_blocks {
             for r in &blk.resnets {
                 x = r.forward(be, x, cache)?;
@@ -574,40 +277,73 @@ impl Decoder {
         let x = be.channel_rms_norm(&x, &self.norm_out, true)?;
         self.conv_out.forward_cached(be, &x, cache)
     }
+
+    fn visit(&self, f: &mut dyn FnMut(Param<'_>)) {
+        self.conv_in.visit(f);
+        self.mid_block.visit(f);
+        for b in &self.up_blocks {
+            b.resnets.iter().for_each(|r| r.visit(f));
+            if let Some(u) = &b.upsampler {
+                u.visit(f);
+            }
+        }
+        f(Param::Tensor(&self.norm_out));
+        self.conv_out.visit(f);
+    }
+
+    fn visit_mut(&mut self, f: &mut dyn FnMut(ParamMut<'_>)) {
+        self.conv_in.visit_mut(f);
+        self.mid_block.visit_mut(f);
+        for b in &mut self.up_blocks {
+            b.resnets.iter_mut().for_each(|r| r.visit_mut(f));
+            if let Some(u) = &mut b.upsampler {
+                u.visit_mut(f);
+            }
+        }
+        self.conv_out.visit_mut(f);
+    }
 }
 
+/// `AutoencoderKLWan`.
 pub struct WanVae {
     pub config: VaeConfig,
     encoder: Option<Encoder>,
     decoder: Decoder,
     quant_conv: Option<CausalConv3d>,
     post_quant_conv: CausalConv3d,
+    /// `[1, z, 1, 1, 1]` each: the latent statistics as diffusers' pipeline broadcasts them.
+    latents_mean: Tensor,
+    latents_inv_std: Tensor,
     backend: BackendRef,
 }
 
 impl WanVae {
-    /// Loads the decoder, and the encoder when its weights are present.
-    pub fn load(ws: &WeightStore, config: VaeConfig) -> Result<Self> {
+    /// Loads the decoder, and the encoder when its weights are present, prepared for `backend`.
+    pub fn load(ws: &WeightStore, config: VaeConfig, backend: BackendRef) -> Result<Self> {
         config.validate()?;
+        let vb = VarBuilder::root(ws, &*backend);
         let z = config.z_dim;
-        let has_encoder = ws.contains("encoder.conv_in.weight");
+        let has_encoder = vb.contains("encoder.conv_in.weight");
+        let conv1x1 = |name: &str, c: usize| CausalConv3d::new(&vb.pp(name), c, c, [1, 1, 1], (0, 0, 0), (1, 1, 1));
+        // Missing statistics are reported when decoding needs them, not at load (encode-only use).
+        let stat = |v: &[f32], f: fn(f32) -> f32| -> Result<Tensor> {
+            let values = if v.len() == z { v.iter().map(|&x| f(x)).collect() } else { vec![f32::NAN; z] };
+            Ok(backend.weight_tensor(HostTensor::new([1, z, 1, 1, 1], values)?)?)
+        };
         Ok(WanVae {
-            encoder: if has_encoder { Some(Encoder::load(ws, &config)?) } else { None },
-            quant_conv: if has_encoder {
-                Some(CausalConv3d::load(ws, "quant_conv", 2 * z, 2 * z, [1, 1, 1], (0, 0, 0))?)
-            } else {
-                None
-            },
-            decoder: Decoder::load(ws, &config)?,
-            post_quant_conv: CausalConv3d::load(ws, "post_quant_conv", z, z, [1, 1, 1], (0, 0, 0))?,
+            encoder: if has_encoder { Some(Encoder::new(&vb.pp("encoder"), &config)?) } else { None },
+            quant_conv: if has_encoder { Some(conv1x1("quant_conv", 2 * z)?) } else { None },
+            decoder: Decoder::new(&vb.pp("decoder"), &config)?,
+            post_quant_conv: conv1x1("post_quant_conv", z)?,
+            latents_mean: stat(&config.latents_mean, |m| m)?,
+            latents_inv_std: stat(&config.latents_std, |s| 1.0 / s)?,
             config,
-            backend: backend::cpu(),
+            backend,
         })
     }
 
-    /// Runs every later encode/decode on `backend` (the CPU by default).
-    pub fn set_backend(&mut self, backend: BackendRef) {
-        self.backend = backend;
+    pub fn backend(&self) -> &BackendRef {
+        &self.backend
     }
 
     /// Undo the latent normalisation: `z / (1/std) + mean` (diffusers' order of operations).
@@ -619,15 +355,9 @@ impl WanVae {
         if z.rank() != 5 || z.dim(1) != c {
             return Err(Error::Shape(format!("latents must be [B, {c}, T, H, W], found {:?}", z.shape())));
         }
-        let plane: usize = z.shape()[2..].iter().product();
-        let mut out = z.clone();
-        for (i, chunk) in out.data_mut().chunks_exact_mut(plane).enumerate() {
-            let ch = i % c;
-            let inv_std = 1.0 / self.config.latents_std[ch];
-            let mean = self.config.latents_mean[ch];
-            chunk.iter_mut().for_each(|v| *v = *v / inv_std + mean);
-        }
-        Ok(out)
+        let be = &*self.backend;
+        let scaled = be.binary(BinaryOp::Div, z, &self.latents_inv_std)?;
+        Ok(be.binary(BinaryOp::Add, &scaled, &self.latents_mean)?)
     }
 
     /// Decodes `[B, z, T', H', W']` latents (already de-normalised) to `[B, 3, F, H, W]` in [-1, 1],
@@ -643,22 +373,22 @@ impl WanVae {
         let be = &*self.backend;
         let mut videos = Vec::with_capacity(z.dim(0));
         for b in 0..z.dim(0) {
-            let x = self.post_quant_conv.forward(be, &z.narrow(0, b, 1)?, None)?;
+            let x = self.post_quant_conv.forward(be, &be.narrow(z, 0, b, 1)?, None)?;
             let frames = x.dim(2);
             let mut cache = FeatCache::new();
             let mut outs = Vec::with_capacity(frames);
             for i in 0..frames {
                 cache.rewind();
-                outs.push(self.decoder.forward(be, &x.narrow(2, i, 1)?, &mut cache)?);
+                outs.push(self.decoder.forward(be, &be.narrow(&x, 2, i, 1)?, &mut cache)?);
                 on_frame(i + 1, frames);
             }
             let refs: Vec<&Tensor> = outs.iter().collect();
-            let mut out = Tensor::cat(&refs, 2)?;
+            let mut out = be.cat(&refs, 2)?;
             be.affine_clamp(&mut out, 1.0, 0.0, -1.0, 1.0)?;
             videos.push(out);
         }
         let refs: Vec<&Tensor> = videos.iter().collect();
-        Ok(Tensor::cat(&refs, 0)?)
+        Ok(be.cat(&refs, 0)?)
     }
 
     /// Encodes `[B, 3, F, H, W]` in [-1, 1] to the posterior mean `[B, z, T', H', W']`
@@ -674,7 +404,7 @@ impl WanVae {
         let be = &*self.backend;
         let mut means = Vec::with_capacity(x.dim(0));
         for b in 0..x.dim(0) {
-            let xb = x.narrow(0, b, 1)?;
+            let xb = be.narrow(x, 0, b, 1)?;
             let frames = xb.dim(2);
             let mut cache = FeatCache::new();
             let mut outs = Vec::new();
@@ -682,13 +412,33 @@ impl WanVae {
             for i in 0..chunks {
                 cache.rewind();
                 let (s, n) = if i == 0 { (0, 1) } else { (1 + 4 * (i - 1), 4) };
-                outs.push(enc.forward(be, &xb.narrow(2, s, n)?, &mut cache)?);
+                outs.push(enc.forward(be, &be.narrow(&xb, 2, s, n)?, &mut cache)?);
             }
             let refs: Vec<&Tensor> = outs.iter().collect();
-            let h = quant.forward(be, &Tensor::cat(&refs, 2)?, None)?;
-            means.push(h.narrow(1, 0, self.config.z_dim)?);
+            let h = quant.forward(be, &be.cat(&refs, 2)?, None)?;
+            means.push(be.narrow(&h, 1, 0, self.config.z_dim)?);
         }
         let refs: Vec<&Tensor> = means.iter().collect();
-        Ok(Tensor::cat(&refs, 0)?)
+        Ok(be.cat(&refs, 0)?)
+    }
+}
+
+impl Module for WanVae {
+    fn visit(&self, f: &mut dyn FnMut(Param<'_>)) {
+        if let (Some(e), Some(q)) = (&self.encoder, &self.quant_conv) {
+            e.visit(f);
+            q.visit(f);
+        }
+        self.decoder.visit(f);
+        self.post_quant_conv.visit(f);
+    }
+
+    fn visit_mut(&mut self, f: &mut dyn FnMut(ParamMut<'_>)) {
+        if let (Some(e), Some(q)) = (&mut self.encoder, &mut self.quant_conv) {
+            e.visit_mut(f);
+            q.visit_mut(f);
+        }
+        self.decoder.visit_mut(f);
+        self.post_quant_conv.visit_mut(f);
     }
 }

@@ -1,8 +1,10 @@
 //! One transformer pass per denoising step against diffusers' outputs given
 //! the same inputs (`step{i}.noise_pred_cond/_uncond` in ref.safetensors).
+// Tests read values to compare them; the lint forbids it in model code only.
+#![allow(clippy::disallowed_methods)]
 
 mod common;
-use common::{assert_close, fixture, Reference};
+use common::{assert_close, cpu, fixture, host, Reference};
 use wanrt_nn::WeightStore;
 use wanrt_wan::transformer::{TransformerConfig, WanTransformer};
 
@@ -11,12 +13,14 @@ fn check_case(case: &str) {
     let cfg: TransformerConfig =
         serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
     let ws = WeightStore::from_diffusers_dir(&dir, "diffusion_pytorch_model").unwrap();
-    let model = WanTransformer::load(&ws, cfg).unwrap();
+    let be = cpu();
+    let model = WanTransformer::load(&ws, cfg, be.clone()).unwrap();
     let r = Reference::load(case);
+    let up = |t: &wanrt_nn::HostTensor| be.upload(t).unwrap();
     for i in 0..r.steps() {
-        let latent = r.get(&format!("step{i}.latent_in"));
+        let latent = up(&r.get(&format!("step{i}.latent_in")));
         let t = r.get(&format!("step{i}.timestep")).data().to_vec();
-        let cond = model.forward(&latent, &t, &r.get("text.prompt_embeds")).unwrap();
+        let cond = host(&*be, &model.forward(&latent, &t, &up(&r.get("text.prompt_embeds"))).unwrap());
         assert_close(
             &format!("{case} step{i}.noise_pred_cond"),
             &cond,
@@ -25,7 +29,8 @@ fn check_case(case: &str) {
             1e-9,
         );
         if r.has(&format!("step{i}.noise_pred_uncond")) {
-            let uncond = model.forward(&latent, &t, &r.get("text.negative_prompt_embeds")).unwrap();
+            let uncond = model.forward(&latent, &t, &up(&r.get("text.negative_prompt_embeds"))).unwrap();
+            let uncond = host(&*be, &uncond);
             let want = r.get(&format!("step{i}.noise_pred_uncond"));
             assert_close(&format!("{case} step{i}.noise_pred_uncond"), &uncond, &want, 1e-4, 1e-9);
         }

@@ -9,7 +9,7 @@
 //! Plain mul/add (no fused multiply-add: Rust never contracts) keeps every path bit-identical.
 
 use super::PAR_MIN;
-use crate::Tensor;
+use crate::HostTensor;
 use rayon::prelude::*;
 
 /// `e^x` for any f32 `x`: `2^(x·log2 e)` by [`exp2_clamped`]. Saturates at `2^-125` / `2^127`
@@ -60,12 +60,12 @@ fn apply_chunk(data: &mut [f32], f: impl Fn(f32) -> f32 + Copy) {
     super::vectorized(|| data.iter_mut().for_each(|x| *x = f(*x)));
 }
 
-pub fn gelu_tanh(mut t: Tensor) -> Tensor {
+pub fn gelu_tanh(mut t: HostTensor) -> HostTensor {
     apply_inplace(t.data_mut(), gelu_tanh_scalar);
     t
 }
 
-pub fn silu(mut t: Tensor) -> Tensor {
+pub fn silu(mut t: HostTensor) -> HostTensor {
     apply_inplace(t.data_mut(), silu_scalar);
     t
 }

@@ -6,7 +6,7 @@ use super::matmul::{gemm_general, Layout};
 use super::softmax::softmax_row;
 use super::SyncPtr;
 use crate::error::{Error, Result};
-use crate::Tensor;
+use crate::HostTensor;
 use rayon::prelude::*;
 
 /// Scores a worker may hold: short sequences take many query rows per task, so each packing of
@@ -17,7 +17,7 @@ const MIN_QUERY_BLOCK: usize = 64;
 
 /// Additive terms applied to the scores before softmax.
 #[derive(Default, Clone, Copy)]
-pub struct AttentionBias<'a> {
+pub struct ScoreBias<'a> {
     /// `[H, Lq, Lk]`, shared across the batch (T5 relative position bias).
     pub per_head: Option<&'a [f32]>,
     /// `[B, Lk]`, added to every query row (padding mask as 0 / -inf-like).
@@ -25,7 +25,7 @@ pub struct AttentionBias<'a> {
 }
 
 /// `softmax(q·kᵀ·scale + bias)·v` for `q: [B, Lq, H, D]`, `k, v: [B, Lk, H, D]`.
-pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f32, bias: AttentionBias) -> Result<Tensor> {
+pub fn attention(q: &HostTensor, k: &HostTensor, v: &HostTensor, scale: f32, bias: ScoreBias) -> Result<HostTensor> {
     let (b, lq, h, d) = match q.shape() {
         &[b, l, h, d] => (b, l, h, d),
         s => return Err(Error::shape("attention q", "[B, Lq, H, D]", s)),
@@ -82,7 +82,7 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f32, bias: Attention
             dst.copy_from_slice(o_row);
         }
     });
-    Tensor::new([b, lq, h, d], out)
+    HostTensor::new([b, lq, h, d], out)
 }
 
 #[cfg(test)]
@@ -91,7 +91,7 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f32, bias: Attention
 mod tests {
     use super::*;
 
-    fn reference(q: &Tensor, k: &Tensor, v: &Tensor, scale: f32) -> Vec<f32> {
+    fn reference(q: &HostTensor, k: &HostTensor, v: &HostTensor, scale: f32) -> Vec<f32> {
         let [b, lq, h, d] = q.shape().try_into().unwrap();
         let lk = k.dim(1);
         let mut out = vec![0.0; b * lq * h * d];
@@ -124,10 +124,10 @@ mod tests {
         let gen = |n: usize, seed: usize| -> Vec<f32> {
             (0..n).map(|i| (((i * 2654435761 + seed) % 1000) as f32 / 500.0) - 1.0).collect()
         };
-        let q = Tensor::new([b, lq, h, d], gen(b * lq * h * d, 1)).unwrap();
-        let k = Tensor::new([b, lk, h, d], gen(b * lk * h * d, 2)).unwrap();
-        let v = Tensor::new([b, lk, h, d], gen(b * lk * h * d, 3)).unwrap();
-        let got = attention(&q, &k, &v, 0.35, AttentionBias::default()).unwrap();
+        let q = HostTensor::new([b, lq, h, d], gen(b * lq * h * d, 1)).unwrap();
+        let k = HostTensor::new([b, lk, h, d], gen(b * lk * h * d, 2)).unwrap();
+        let v = HostTensor::new([b, lk, h, d], gen(b * lk * h * d, 3)).unwrap();
+        let got = attention(&q, &k, &v, 0.35, ScoreBias::default()).unwrap();
         let want = reference(&q, &k, &v, 0.35);
         let err = got.data().iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
         assert!(err < 1e-5, "max err {err}");

@@ -34,7 +34,7 @@ use crate::quant::int8::{PackedInt8, QuantizedActs, QuantizedMatrix, QMAX};
 use crate::quant::kernels::{self, Tile, NR};
 use crate::quant::kernels_i16::{self, Tile16};
 use crate::quant::{round_half_even, Isa};
-use crate::Tensor;
+use crate::HostTensor;
 use rayon::prelude::*;
 
 /// Query rows per parallel task (and the largest scale block): each packed key and value tile
@@ -63,12 +63,18 @@ impl Default for AttnQuantOptions {
 }
 
 /// 8-bit attention with the default [`AttnQuantOptions`].
-pub fn attention_quant(q: &Tensor, k: &Tensor, v: &Tensor, scale: f32) -> Result<Tensor> {
+pub fn attention_quant(q: &HostTensor, k: &HostTensor, v: &HostTensor, scale: f32) -> Result<HostTensor> {
     attention_quant_opts(q, k, v, scale, &AttnQuantOptions::default())
 }
 
 /// 8-bit attention on a chosen instruction set (tests run every available one and compare bits).
-pub fn attention_quant_with(isa: Isa, q: &Tensor, k: &Tensor, v: &Tensor, scale: f32) -> Result<Tensor> {
+pub fn attention_quant_with(
+    isa: Isa,
+    q: &HostTensor,
+    k: &HostTensor,
+    v: &HostTensor,
+    scale: f32,
+) -> Result<HostTensor> {
     attention_quant_opts(q, k, v, scale, &AttnQuantOptions { isa, ..AttnQuantOptions::default() })
 }
 
@@ -214,12 +220,12 @@ fn quantize_blocks<'a>(
 
 /// 8-bit attention with explicit options.
 pub fn attention_quant_opts<'a>(
-    q: &'a Tensor,
-    k: &'a Tensor,
-    v: &'a Tensor,
+    q: &'a HostTensor,
+    k: &'a HostTensor,
+    v: &'a HostTensor,
     scale: f32,
     opts: &AttnQuantOptions,
-) -> Result<Tensor> {
+) -> Result<HostTensor> {
     let isa = opts.isa;
     let blk = opts.scale_block;
     if blk == 0 || !QK_BLOCK.is_multiple_of(blk) {
@@ -236,11 +242,11 @@ pub fn attention_quant_opts<'a>(
         return Err(Error::Msg(format!("attention_quant: instruction set {} not available", isa.name())));
     }
     if lk == 0 || d == 0 || lq == 0 {
-        return Tensor::new([b, lq, h, d], vec![0.0; b * lq * h * d]);
+        return HostTensor::new([b, lq, h, d], vec![0.0; b * lq * h * d]);
     }
     let kp = d.div_ceil(4) * 4;
     // Token `t` of head `hi` in batch `bi` of a `[B, L, H, D]` tensor.
-    let head_row = |x: &'a Tensor, l: usize, bh: usize, t: usize| -> &'a [f32] {
+    let head_row = |x: &'a HostTensor, l: usize, bh: usize, t: usize| -> &'a [f32] {
         let (bi, hi) = (bh / h, bh % h);
         &x.data()[((bi * l + t) * h + hi) * d..][..d]
     };
@@ -374,16 +380,16 @@ pub fn attention_quant_opts<'a>(
             dst.iter_mut().zip(&o[r * d..(r + 1) * d]).for_each(|(y, &x)| *y = x * inv);
         }
     });
-    Tensor::new([b, lq, h, d], out)
+    HostTensor::new([b, lq, h, d], out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::attention::{attention, AttentionBias};
+    use crate::ops::attention::{attention, ScoreBias};
     use crate::quant::int8::tests::randn;
 
-    fn qkv(b: usize, lq: usize, lk: usize, h: usize, d: usize, outliers: bool) -> (Tensor, Tensor, Tensor) {
+    fn qkv(b: usize, lq: usize, lk: usize, h: usize, d: usize, outliers: bool) -> (HostTensor, HostTensor, HostTensor) {
         let mut q = randn(b * lq * h * d, 1);
         let mut k = randn(b * lk * h * d, 2);
         let v = randn(b * lk * h * d, 3);
@@ -402,11 +408,11 @@ mod tests {
                 }
             }
         }
-        let t = |l, x| Tensor::new([b, l, h, d], x).unwrap();
+        let t = |l, x| HostTensor::new([b, l, h, d], x).unwrap();
         (t(lq, q), t(lk, k), t(lk, v))
     }
 
-    fn rel_l2(got: &Tensor, want: &Tensor) -> f64 {
+    fn rel_l2(got: &HostTensor, want: &HostTensor) -> f64 {
         got.nmse(want).unwrap().sqrt()
     }
 
@@ -464,7 +470,7 @@ mod tests {
         let d = 64;
         let (q, k, v) = qkv(1, 200, 300, 2, d, true);
         let scale = 1.0 / (d as f32).sqrt();
-        let want = attention(&q, &k, &v, scale, AttentionBias::default()).unwrap();
+        let want = attention(&q, &k, &v, scale, ScoreBias::default()).unwrap();
         let err = |scale_block, smooth_k| {
             let opts = AttnQuantOptions { scale_block, smooth_k, ..AttnQuantOptions::default() };
             rel_l2(&attention_quant_opts(&q, &k, &v, scale, &opts).unwrap(), &want)
@@ -475,7 +481,7 @@ mod tests {
         assert!(per_block < 0.045, "relative L2 error per block {per_block}");
         assert!(unsmoothed > 1.3 * per_block, "K smoothing should help: {unsmoothed} vs {per_block}");
         let (q2, k2, v2) = qkv(1, 130, 90, 3, 32, false);
-        let want2 = attention(&q2, &k2, &v2, 0.2, AttentionBias::default()).unwrap();
+        let want2 = attention(&q2, &k2, &v2, 0.2, ScoreBias::default()).unwrap();
         let e2 = rel_l2(&attention_quant(&q2, &k2, &v2, 0.2).unwrap(), &want2);
         assert!(e2 < 0.015, "relative L2 error without outliers {e2}");
         assert!(attention_quant_opts(&q2, &k2, &v2, 0.2, &AttnQuantOptions { scale_block: 3, ..Default::default() })
@@ -489,7 +495,7 @@ mod tests {
             for scale_block in [1, 64] {
                 let opts = AttnQuantOptions { isa: Isa::Scalar, scale_block, smooth_k: true };
                 let reference = attention_quant_opts(&q, &k, &v, 0.3, &opts).unwrap();
-                let f32_ref = attention(&q, &k, &v, 0.3, AttentionBias::default()).unwrap();
+                let f32_ref = attention(&q, &k, &v, 0.3, ScoreBias::default()).unwrap();
                 let e = rel_l2(&reference, &f32_ref);
                 assert!(e < 0.06, "shape {:?} block {scale_block}: relative L2 error {e}", q.shape());
                 for isa in Isa::available() {

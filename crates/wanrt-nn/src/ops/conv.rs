@@ -9,7 +9,7 @@
 
 use super::matmul::{gemm_general, Layout};
 use crate::error::{Error, Result};
-use crate::Tensor;
+use crate::HostTensor;
 
 /// Zero padding of a 3D convolution; time may be padded asymmetrically
 /// (Wan's causal convolutions pad only the front).
@@ -37,12 +37,12 @@ impl From<Padding3d> for PaddingFull {
 
 /// `x: [N, C_in, T, H, W]`, `weight: [C_out, C_in, kt, kh, kw]` → `[N, C_out, T', H', W']`.
 pub fn conv3d(
-    x: &Tensor,
-    weight: &Tensor,
+    x: &HostTensor,
+    weight: &HostTensor,
     bias: Option<&[f32]>,
     stride: (usize, usize, usize),
     padding: impl Into<PaddingFull>,
-) -> Result<Tensor> {
+) -> Result<HostTensor> {
     let pad = padding.into();
     let &[n, cin, t, h, w] = x.shape() else {
         return Err(Error::shape("conv3d input", "[N, C, T, H, W]", x.shape()));
@@ -128,17 +128,17 @@ pub fn conv3d(
             }
         }
     }
-    Tensor::new([n, cout, to, ho, wo], out)
+    HostTensor::new([n, cout, to, ho, wo], out)
 }
 
 /// `x: [N, C_in, H, W]`, `weight: [C_out, C_in, kh, kw]` → `[N, C_out, H', W']`.
 pub fn conv2d(
-    x: &Tensor,
-    weight: &Tensor,
+    x: &HostTensor,
+    weight: &HostTensor,
     bias: Option<&[f32]>,
     stride: (usize, usize),
     padding: ((usize, usize), (usize, usize)),
-) -> Result<Tensor> {
+) -> Result<HostTensor> {
     let &[n, c, h, w] = x.shape() else {
         return Err(Error::shape("conv2d input", "[N, C, H, W]", x.shape()));
     };
@@ -178,12 +178,12 @@ mod tests {
     use super::*;
 
     #[allow(clippy::too_many_arguments)]
-    fn naive(x: &Tensor, wt: &Tensor, bias: &[f32], s: (usize, usize, usize), pad: PaddingFull) -> Tensor {
+    fn naive(x: &HostTensor, wt: &HostTensor, bias: &[f32], s: (usize, usize, usize), pad: PaddingFull) -> HostTensor {
         let [n, ci, t, h, w] = x.shape().try_into().unwrap();
         let [co, _, kt, kh, kw] = wt.shape().try_into().unwrap();
         let (tp, hp, wp) = (t + pad.t.0 + pad.t.1, h + pad.h.0 + pad.h.1, w + pad.w.0 + pad.w.1);
         let (to, ho, wo) = ((tp - kt) / s.0 + 1, (hp - kh) / s.1 + 1, (wp - kw) / s.2 + 1);
-        let mut out = Tensor::zeros([n, co, to, ho, wo]);
+        let mut out = HostTensor::zeros([n, co, to, ho, wo]);
         let at = |ni: usize, c: usize, tt: isize, hh: isize, ww: isize| -> f32 {
             if tt < 0 || hh < 0 || ww < 0 || tt >= t as isize || hh >= h as isize || ww >= w as isize {
                 return 0.0;
@@ -218,9 +218,9 @@ mod tests {
         out
     }
 
-    fn gen(shape: &[usize], seed: usize) -> Tensor {
+    fn gen(shape: &[usize], seed: usize) -> HostTensor {
         let n: usize = shape.iter().product();
-        Tensor::new(shape, (0..n).map(|i| (((i * 2654435761 + seed * 97) % 1000) as f32 / 500.0) - 1.0).collect())
+        HostTensor::new(shape, (0..n).map(|i| (((i * 2654435761 + seed * 97) % 1000) as f32 / 500.0) - 1.0).collect())
             .unwrap()
     }
 

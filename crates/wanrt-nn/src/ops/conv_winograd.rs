@@ -17,7 +17,7 @@
 use super::conv::PaddingFull;
 use super::SyncPtr;
 use crate::error::{Error, Result};
-use crate::Tensor;
+use crate::HostTensor;
 use rayon::prelude::*;
 use std::cell::RefCell;
 
@@ -54,7 +54,7 @@ impl WinogradConv3d {
     }
 
     /// Transforms `weight: [C_out, C_in, kt, 3, 3]` (`U = G g Gᵀ`, in f64, rounded once).
-    pub fn new(weight: &Tensor) -> Result<Self> {
+    pub fn new(weight: &HostTensor) -> Result<Self> {
         let &[cout, cin, kt, 3, 3] = weight.shape() else {
             return Err(Error::shape("winograd conv3d weight", "[C_out, C_in, kt, 3, 3]", weight.shape()));
         };
@@ -90,8 +90,13 @@ impl WinogradConv3d {
         self.cout
     }
 
+    /// Bytes of the transformed weights.
+    pub fn bytes(&self) -> usize {
+        self.u.len() * 4
+    }
+
     /// `x: [N, C_in, T, H, W]` → `[N, C_out, T', H', W']`, stride 1, zero padding `pad`.
-    pub fn forward(&self, x: &Tensor, bias: Option<&[f32]>, pad: PaddingFull) -> Result<Tensor> {
+    pub fn forward(&self, x: &HostTensor, bias: Option<&[f32]>, pad: PaddingFull) -> Result<HostTensor> {
         self.forward_with_history(None, x, bias, pad)
     }
 
@@ -99,11 +104,11 @@ impl WinogradConv3d {
     /// (`hist`: a causal conv's cached frames, `[N, C_in, T_h, H, W]`).
     pub fn forward_with_history(
         &self,
-        hist: Option<&Tensor>,
-        x: &Tensor,
+        hist: Option<&HostTensor>,
+        x: &HostTensor,
         bias: Option<&[f32]>,
         pad: PaddingFull,
-    ) -> Result<Tensor> {
+    ) -> Result<HostTensor> {
         self.forward_isa(Isa::detect(), hist, x, bias, pad)
     }
 
@@ -111,11 +116,11 @@ impl WinogradConv3d {
     fn forward_isa(
         &self,
         isa: Isa,
-        hist: Option<&Tensor>,
-        x: &Tensor,
+        hist: Option<&HostTensor>,
+        x: &HostTensor,
         bias: Option<&[f32]>,
         pad: PaddingFull,
-    ) -> Result<Tensor> {
+    ) -> Result<HostTensor> {
         let &[n, cin, tx, h, w] = x.shape() else {
             return Err(Error::shape("conv3d input", "[N, C, T, H, W]", x.shape()));
         };
@@ -175,7 +180,7 @@ impl WinogradConv3d {
         } else {
             tasks.iter().for_each(run);
         }
-        Tensor::new([n, cout, to, ho, wo], out)
+        HostTensor::new([n, cout, to, ho, wo], out)
     }
 
     /// One strip of tile rows `rows` and output channels `cos` of one image.
@@ -644,14 +649,14 @@ mod tests {
     use super::*;
     use crate::ops::conv3d;
 
-    fn gen(shape: &[usize], seed: usize) -> Tensor {
+    fn gen(shape: &[usize], seed: usize) -> HostTensor {
         let n: usize = shape.iter().product();
-        Tensor::new(shape, (0..n).map(|i| (((i * 2654435761 + seed * 97) % 1000) as f32 / 500.0) - 1.0).collect())
+        HostTensor::new(shape, (0..n).map(|i| (((i * 2654435761 + seed * 97) % 1000) as f32 / 500.0) - 1.0).collect())
             .unwrap()
     }
 
     /// Direct definition, independent of both fast paths.
-    fn naive(x: &Tensor, wt: &Tensor, bias: &[f32], pad: PaddingFull) -> Tensor {
+    fn naive(x: &HostTensor, wt: &HostTensor, bias: &[f32], pad: PaddingFull) -> HostTensor {
         let [n, ci, t, h, w]: [usize; 5] = x.shape().try_into().unwrap();
         let [co, _, kt, kh, kw]: [usize; 5] = wt.shape().try_into().unwrap();
         let (to, ho, wo) =
@@ -688,7 +693,7 @@ mod tests {
                 }
             }
         }
-        Tensor::new([n, co, to, ho, wo], out).unwrap()
+        HostTensor::new([n, co, to, ho, wo], out).unwrap()
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Matrix products through the `gemm` crate (runtime ISA dispatch, packed panels).
 
 use crate::error::{Error, Result};
-use crate::Tensor;
+use crate::HostTensor;
 use gemm::Parallelism;
 
 fn parallelism(m: usize, n: usize, k: usize) -> Parallelism {
@@ -85,7 +85,7 @@ pub fn gemm_general(
 }
 
 /// `[.., K] · B → [.., N]` for a right operand addressed by `b_layout`.
-fn product(op: &'static str, a: &Tensor, b: &[f32], k: usize, n: usize, b_layout: Layout) -> Result<Tensor> {
+fn product(op: &'static str, a: &HostTensor, b: &[f32], k: usize, n: usize, b_layout: Layout) -> Result<HostTensor> {
     if a.shape().last() != Some(&k) {
         return Err(Error::shape(op, format!("[.., {k}]"), a.shape()));
     }
@@ -94,11 +94,11 @@ fn product(op: &'static str, a: &Tensor, b: &[f32], k: usize, n: usize, b_layout
     *shape.last_mut().expect("rank >= 1") = n;
     let mut out = vec![0.0; m * n];
     gemm_general(&mut out, n, a.data(), Layout::row_major(k), b, b_layout, m, n, k, false, false);
-    Tensor::new(shape, out)
+    HostTensor::new(shape, out)
 }
 
 /// `[.., M, K] · [K, N] → [.., M, N]` (the right operand is shared).
-pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+pub fn matmul(a: &HostTensor, b: &HostTensor) -> Result<HostTensor> {
     let &[k, n] = b.shape() else {
         return Err(Error::shape("matmul rhs", "[K, N]", b.shape()));
     };
@@ -106,7 +106,7 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 }
 
 /// `[.., K] · w[N, K]ᵀ → [.., N]` (PyTorch Linear weight layout).
-pub fn matmul_nt(a: &Tensor, w: &Tensor) -> Result<Tensor> {
+pub fn matmul_nt(a: &HostTensor, w: &HostTensor) -> Result<HostTensor> {
     let &[n, k] = w.shape() else {
         return Err(Error::shape("matmul_nt rhs", "[N, K]", w.shape()));
     };
@@ -133,7 +133,7 @@ mod tests {
         let a: Vec<f32> = (0..m * k).map(|i| ((i * 7 % 13) as f32 - 6.0) / 7.0).collect();
         let b: Vec<f32> = (0..k * n).map(|i| ((i * 5 % 11) as f32 - 5.0) / 5.0).collect();
         let want = naive(&a, &b, m, k, n);
-        let t = |shape: [usize; 2], v: &[f32]| Tensor::new(shape, v.to_vec()).unwrap();
+        let t = |shape: [usize; 2], v: &[f32]| HostTensor::new(shape, v.to_vec()).unwrap();
         let got = matmul(&t([m, k], &a), &t([k, n], &b)).unwrap().into_data();
         for (x, y) in got.iter().zip(&want) {
             assert!((x - y).abs() < 1e-4, "{x} vs {y}");

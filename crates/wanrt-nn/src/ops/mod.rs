@@ -1,11 +1,12 @@
 //! CPU reference kernels. Each works on dense row-major f32 data; the
-//! [`crate::Tensor`]-level wrappers check shapes and name the op in errors.
+//! [`crate::HostTensor`]-level wrappers check shapes and name the op in errors.
 
 pub mod activation;
 pub mod attention;
 pub mod attention_quant;
 pub mod conv;
 pub mod conv_winograd;
+pub mod layout;
 pub mod matmul;
 pub mod modulate;
 pub mod norm;

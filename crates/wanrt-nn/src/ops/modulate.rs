@@ -2,10 +2,10 @@
 //! instead of norm → mul → add (three round trips through memory).
 
 use crate::error::{Error, Result};
-use crate::Tensor;
+use crate::HostTensor;
 use rayon::prelude::*;
 
-fn batch_dims(op: &'static str, x: &Tensor, per_batch: &[&[f32]]) -> Result<(usize, usize, usize)> {
+fn batch_dims(op: &'static str, x: &HostTensor, per_batch: &[&[f32]]) -> Result<(usize, usize, usize)> {
     let &[b, l, c] = x.shape() else {
         return Err(Error::shape(op, "[B, L, C]", x.shape()));
     };
@@ -19,9 +19,9 @@ fn batch_dims(op: &'static str, x: &Tensor, per_batch: &[&[f32]]) -> Result<(usi
 
 /// `LayerNorm(x) · (1 + scale) + shift` with per-batch `scale, shift: [B, C]`
 /// (no affine parameters: Wan's `FP32LayerNorm(elementwise_affine=False)`).
-pub fn layer_norm_modulate(x: &Tensor, eps: f32, scale: &[f32], shift: &[f32]) -> Result<Tensor> {
+pub fn layer_norm_modulate(x: &HostTensor, eps: f32, scale: &[f32], shift: &[f32]) -> Result<HostTensor> {
     let (_, l, c) = batch_dims("layer_norm_modulate", x, &[scale, shift])?;
-    let mut out = Tensor::zeros(x.shape().to_vec());
+    let mut out = HostTensor::zeros(x.shape().to_vec());
     out.data_mut().par_chunks_mut(c).zip(x.data().par_chunks(c)).enumerate().for_each(|(row, (o, xr))| {
         let bi = row / l;
         let (sc, sh) = (&scale[bi * c..(bi + 1) * c], &shift[bi * c..(bi + 1) * c]);
@@ -36,7 +36,7 @@ pub fn layer_norm_modulate(x: &Tensor, eps: f32, scale: &[f32], shift: &[f32]) -
 }
 
 /// `x += y · gate` with per-batch `gate: [B, C]` (gated residual).
-pub fn add_gated(x: &mut Tensor, y: &Tensor, gate: &[f32]) -> Result<()> {
+pub fn add_gated(x: &mut HostTensor, y: &HostTensor, gate: &[f32]) -> Result<()> {
     let (_, l, c) = batch_dims("add_gated", x, &[gate])?;
     if x.shape() != y.shape() {
         return Err(Error::shape("add_gated", x.shape(), y.shape()));

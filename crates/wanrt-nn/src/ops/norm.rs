@@ -3,7 +3,7 @@
 
 use super::SyncPtr;
 use crate::error::{Error, Result};
-use crate::Tensor;
+use crate::HostTensor;
 use rayon::prelude::*;
 
 fn check_affine(op: &'static str, c: usize, p: Option<&[f32]>) -> Result<()> {
@@ -14,7 +14,7 @@ fn check_affine(op: &'static str, c: usize, p: Option<&[f32]>) -> Result<()> {
 }
 
 /// `(x - mean) / sqrt(var + eps) * weight + bias`, biased variance as PyTorch.
-pub fn layer_norm(mut x: Tensor, eps: f32, weight: Option<&[f32]>, bias: Option<&[f32]>) -> Result<Tensor> {
+pub fn layer_norm(mut x: HostTensor, eps: f32, weight: Option<&[f32]>, bias: Option<&[f32]>) -> Result<HostTensor> {
     let c = *x.shape().last().ok_or_else(|| Error::shape("layer_norm", "rank >= 1", x.shape()))?;
     check_affine("layer_norm weight", c, weight)?;
     check_affine("layer_norm bias", c, bias)?;
@@ -38,7 +38,7 @@ pub fn layer_norm(mut x: Tensor, eps: f32, weight: Option<&[f32]>, bias: Option<
 }
 
 /// `x / sqrt(mean(x²) + eps) * weight` (T5 LayerNorm, Wan's QK norm).
-pub fn rms_norm(mut x: Tensor, eps: f32, weight: Option<&[f32]>) -> Result<Tensor> {
+pub fn rms_norm(mut x: HostTensor, eps: f32, weight: Option<&[f32]>) -> Result<HostTensor> {
     let c = *x.shape().last().ok_or_else(|| Error::shape("rms_norm", "rank >= 1", x.shape()))?;
     check_affine("rms_norm weight", c, weight)?;
     x.data_mut().par_chunks_mut(c).for_each(|row| {
@@ -54,23 +54,23 @@ pub fn rms_norm(mut x: Tensor, eps: f32, weight: Option<&[f32]>) -> Result<Tenso
 
 /// `F.normalize(x, dim=1) · √C · γ` over the channels of `[B, C, …]`
 /// (Wan VAE's `RMS_norm`: an L2 normalisation, eps 1e-12 on the norm).
-pub fn l2_norm_channels(x: &Tensor, gamma: &[f32]) -> Result<Tensor> {
+pub fn l2_norm_channels(x: &HostTensor, gamma: &[f32]) -> Result<HostTensor> {
     l2_norm_channels_then(x, gamma, |v| v)
 }
 
 /// `silu(l2_norm_channels(x, γ))` in one pass (the Wan VAE's `norm → SiLU`), same values.
-pub fn l2_norm_channels_silu(x: &Tensor, gamma: &[f32]) -> Result<Tensor> {
+pub fn l2_norm_channels_silu(x: &HostTensor, gamma: &[f32]) -> Result<HostTensor> {
     l2_norm_channels_then(x, gamma, super::activation::silu_scalar)
 }
 
-fn l2_norm_channels_then(x: &Tensor, gamma: &[f32], act: impl Fn(f32) -> f32 + Sync) -> Result<Tensor> {
+fn l2_norm_channels_then(x: &HostTensor, gamma: &[f32], act: impl Fn(f32) -> f32 + Sync) -> Result<HostTensor> {
     if x.rank() < 2 || gamma.len() != x.dim(1) {
         return Err(Error::shape("l2_norm_channels", format!("[B, {}, …]", gamma.len()), x.shape()));
     }
     let (b, c) = (x.dim(0), x.dim(1));
     let spatial = x.numel() / (b * c).max(1);
     let scale = (c as f32).sqrt();
-    let mut out = Tensor::zeros(x.shape().to_vec());
+    let mut out = HostTensor::zeros(x.shape().to_vec());
     // Column blocks of positions: each task owns its positions in every channel.
     const BLOCK: usize = 4096;
     let src = x.data();
@@ -103,7 +103,7 @@ mod tests {
 
     #[test]
     fn layer_norm_zero_mean_unit_var() {
-        let x = Tensor::new([2, 4], vec![1.0, 2.0, 3.0, 4.0, -1.0, 0.0, 1.0, 10.0]).unwrap();
+        let x = HostTensor::new([2, 4], vec![1.0, 2.0, 3.0, 4.0, -1.0, 0.0, 1.0, 10.0]).unwrap();
         let y = layer_norm(x, 1e-6, None, None).unwrap();
         for row in y.data().chunks(4) {
             let mean: f32 = row.iter().sum::<f32>() / 4.0;
@@ -114,7 +114,7 @@ mod tests {
 
     #[test]
     fn l2_norm_channels_unit_norm_per_position() {
-        let x = Tensor::new([1, 2, 3], vec![3.0, 0.0, 1.0, 4.0, 0.0, 1.0]).unwrap();
+        let x = HostTensor::new([1, 2, 3], vec![3.0, 0.0, 1.0, 4.0, 0.0, 1.0]).unwrap();
         let y = l2_norm_channels(&x, &[1.0, 1.0]).unwrap();
         let s = 2f32.sqrt();
         assert!((y.data()[0] - 0.6 * s).abs() < 1e-6 && (y.data()[3] - 0.8 * s).abs() < 1e-6);
@@ -123,7 +123,7 @@ mod tests {
 
     #[test]
     fn l2_norm_channels_silu_is_norm_then_silu() {
-        let x = Tensor::new([2, 3, 5], (0..30).map(|i| (i as f32 * 0.37).sin() * 3.0).collect()).unwrap();
+        let x = HostTensor::new([2, 3, 5], (0..30).map(|i| (i as f32 * 0.37).sin() * 3.0).collect()).unwrap();
         let g = [0.5, -1.0, 2.0];
         let want = crate::ops::silu(l2_norm_channels(&x, &g).unwrap());
         assert_eq!(l2_norm_channels_silu(&x, &g).unwrap().data(), want.data());
@@ -131,7 +131,7 @@ mod tests {
 
     #[test]
     fn rms_norm_unit_rms() {
-        let x = Tensor::new([1, 3], vec![3.0, 4.0, 0.0]).unwrap();
+        let x = HostTensor::new([1, 3], vec![3.0, 4.0, 0.0]).unwrap();
         let y = rms_norm(x, 0.0, Some(&[1.0, 2.0, 1.0])).unwrap();
         let r = (25.0f32 / 3.0).sqrt();
         assert!((y.data()[1] - 8.0 / r).abs() < 1e-6);

@@ -5,7 +5,7 @@
 //! and I3D's "same" pooling rely on).
 
 use crate::error::{Error, Result};
-use crate::Tensor;
+use crate::HostTensor;
 use rayon::prelude::*;
 
 /// Pooling window: kernel, stride and symmetric zero/−∞ padding per spatial axis.
@@ -31,7 +31,7 @@ fn out_len(n: usize, k: usize, s: usize, p: (usize, usize)) -> Option<usize> {
     Some((np - k) / s + 1)
 }
 
-fn pool3d_impl(x: &Tensor, p: Pool3d, kind: Kind, op: &'static str) -> Result<Tensor> {
+fn pool3d_impl(x: &HostTensor, p: Pool3d, kind: Kind, op: &'static str) -> Result<HostTensor> {
     let &[n, c, t, h, w] = x.shape() else {
         return Err(Error::shape(op, "[N, C, T, H, W]", x.shape()));
     };
@@ -104,20 +104,20 @@ fn pool3d_impl(x: &Tensor, p: Pool3d, kind: Kind, op: &'static str) -> Result<Te
             }
         }
     });
-    Tensor::new([n, c, to, ho, wo], out)
+    HostTensor::new([n, c, to, ho, wo], out)
 }
 
 /// `x: [N, C, T, H, W]` → max over each window (padding never wins).
-pub fn max_pool3d(x: &Tensor, p: Pool3d) -> Result<Tensor> {
+pub fn max_pool3d(x: &HostTensor, p: Pool3d) -> Result<HostTensor> {
     pool3d_impl(x, p, Kind::Max, "max_pool3d")
 }
 
 /// `x: [N, C, T, H, W]` → mean over each window.
-pub fn avg_pool3d(x: &Tensor, p: Pool3d, count_include_pad: bool) -> Result<Tensor> {
+pub fn avg_pool3d(x: &HostTensor, p: Pool3d, count_include_pad: bool) -> Result<HostTensor> {
     pool3d_impl(x, p, Kind::Avg { count_include_pad }, "avg_pool3d")
 }
 
-fn as3d(x: &Tensor, op: &'static str) -> Result<Tensor> {
+fn as3d(x: &HostTensor, op: &'static str) -> Result<HostTensor> {
     let &[n, c, h, w] = x.shape() else {
         return Err(Error::shape(op, "[N, C, H, W]", x.shape()));
     };
@@ -128,24 +128,30 @@ fn pool2d(kernel: usize, stride: usize, pad: usize) -> Pool3d {
     Pool3d { kernel: (1, kernel, kernel), stride: (1, stride, stride), pad: ((0, 0), (pad, pad), (pad, pad)) }
 }
 
-fn squeeze_t(y: Tensor) -> Result<Tensor> {
+fn squeeze_t(y: HostTensor) -> Result<HostTensor> {
     let s = y.shape().to_vec();
     y.reshape([s[0], s[1], s[3], s[4]])
 }
 
 /// `F.max_pool2d(x, kernel, stride, padding)` for `x: [N, C, H, W]`.
-pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> Result<Tensor> {
+pub fn max_pool2d(x: &HostTensor, kernel: usize, stride: usize, padding: usize) -> Result<HostTensor> {
     squeeze_t(max_pool3d(&as3d(x, "max_pool2d")?, pool2d(kernel, stride, padding))?)
 }
 
 /// `F.avg_pool2d(x, kernel, stride, padding, count_include_pad=…)` for `x: [N, C, H, W]`.
-pub fn avg_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize, count_include_pad: bool) -> Result<Tensor> {
+pub fn avg_pool2d(
+    x: &HostTensor,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    count_include_pad: bool,
+) -> Result<HostTensor> {
     squeeze_t(avg_pool3d(&as3d(x, "avg_pool2d")?, pool2d(kernel, stride, padding), count_include_pad)?)
 }
 
 /// Global average over every axis after the first two: `[N, C, …]` → `[N, C]`
 /// (`adaptive_avg_pool{2,3}d(x, 1)` flattened). Accumulates in f64.
-pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
+pub fn global_avg_pool(x: &HostTensor) -> Result<HostTensor> {
     if x.rank() < 3 {
         return Err(Error::shape("global_avg_pool", "[N, C, ...]", x.shape()));
     }
@@ -156,7 +162,7 @@ pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
         .chunks(plane.max(1))
         .map(|p| (p.iter().map(|&v| v as f64).sum::<f64>() / plane as f64) as f32)
         .collect();
-    Tensor::new([n, c], out)
+    HostTensor::new([n, c], out)
 }
 
 #[cfg(test)]
@@ -165,7 +171,7 @@ mod tests {
 
     #[test]
     fn avg_pool_excludes_padding_when_asked() {
-        let x = Tensor::new([1, 1, 2, 2], vec![1.0, 2.0, 3.0, 4.0]).unwrap();
+        let x = HostTensor::new([1, 1, 2, 2], vec![1.0, 2.0, 3.0, 4.0]).unwrap();
         let y = avg_pool2d(&x, 3, 1, 1, false).unwrap();
         assert_eq!(y.data(), &[2.5, 2.5, 2.5, 2.5]);
         let y = avg_pool2d(&x, 3, 1, 1, true).unwrap();

@@ -3,12 +3,12 @@
 //! `area_pixel_compute_scale` / `area_pixel_compute_source_index`, f32 arithmetic).
 
 use crate::error::{Error, Result};
-use crate::Tensor;
+use crate::HostTensor;
 use rayon::prelude::*;
 
 /// Nearest ×2 upsampling of the last two dimensions (`nearest` / `nearest-exact`
 /// agree at an integer scale).
-pub fn upsample_nearest2x(x: &Tensor) -> Result<Tensor> {
+pub fn upsample_nearest2x(x: &HostTensor) -> Result<HostTensor> {
     if x.rank() < 2 {
         return Err(Error::shape("upsample_nearest2x", "[…, H, W]", x.shape()));
     }
@@ -24,7 +24,7 @@ pub fn upsample_nearest2x(x: &Tensor) -> Result<Tensor> {
             orow.chunks_exact_mut(2).zip(row).for_each(|(pair, &v)| pair.fill(v));
         }
     });
-    Tensor::new(shape, out)
+    HostTensor::new(shape, out)
 }
 
 /// Per output index: (i0, i1, λ0, λ1) with source index clamped at 0 (torch's rule).
@@ -42,7 +42,7 @@ fn taps(input: usize, output: usize) -> Vec<(usize, usize, f32, f32)> {
 }
 
 /// `x: [N, C, H, W]` → `[N, C, out_h, out_w]`, bilinear, `align_corners=False`.
-pub fn resize_bilinear(x: &Tensor, out_h: usize, out_w: usize) -> Result<Tensor> {
+pub fn resize_bilinear(x: &HostTensor, out_h: usize, out_w: usize) -> Result<HostTensor> {
     let &[n, c, h, w] = x.shape() else {
         return Err(Error::shape("resize_bilinear", "[N, C, H, W]", x.shape()));
     };
@@ -63,7 +63,7 @@ pub fn resize_bilinear(x: &Tensor, out_h: usize, out_w: usize) -> Result<Tensor>
             }
         }
     });
-    Tensor::new([n, c, out_h, out_w], out)
+    HostTensor::new([n, c, out_h, out_w], out)
 }
 
 #[cfg(test)]
@@ -72,7 +72,7 @@ mod tests {
 
     #[test]
     fn identity_and_upsample_match_torch() {
-        let x = Tensor::new([1, 1, 2, 2], vec![0.0, 1.0, 2.0, 3.0]).unwrap();
+        let x = HostTensor::new([1, 1, 2, 2], vec![0.0, 1.0, 2.0, 3.0]).unwrap();
         assert_eq!(resize_bilinear(&x, 2, 2).unwrap().data(), x.data());
         // torch: F.interpolate(x, size=(4, 4), mode="bilinear", align_corners=False)[0,0,0]
         let y = resize_bilinear(&x, 4, 4).unwrap();

@@ -2,11 +2,11 @@
 //! of diffusers' `apply_rotary_emb` with `repeat_interleave_real=True`.
 
 use crate::error::{Error, Result};
-use crate::Tensor;
+use crate::HostTensor;
 use rayon::prelude::*;
 
 /// Rotates `x: [B, L, H, D]` in place with per-position tables `cos, sin: [L, D/2]`.
-pub fn apply_rope_interleaved(x: &mut Tensor, cos: &[f32], sin: &[f32]) -> Result<()> {
+pub fn apply_rope_interleaved(x: &mut HostTensor, cos: &[f32], sin: &[f32]) -> Result<()> {
     let &[_, l, h, d] = x.shape() else {
         return Err(Error::shape("rope input", "[B, L, H, D]", x.shape()));
     };

@@ -2,7 +2,7 @@
 
 use super::activation::exp_approx;
 use super::{lane_max, LANES};
-use crate::Tensor;
+use crate::HostTensor;
 use rayon::prelude::*;
 
 /// `softmax(row)` in place. The exponential is [`exp_approx`] (vectorized; libm's scalar `expf`
@@ -32,7 +32,7 @@ fn softmax_row_impl(row: &mut [f32]) {
     row.iter_mut().for_each(|x| *x *= inv);
 }
 
-pub fn softmax_last_dim(mut t: Tensor) -> Tensor {
+pub fn softmax_last_dim(mut t: HostTensor) -> HostTensor {
     let c = *t.shape().last().unwrap_or(&1);
     if c > 0 {
         t.data_mut().par_chunks_mut(c).for_each(softmax_row);

@@ -46,7 +46,7 @@ pub mod isa;
 pub(crate) mod kernels;
 pub(crate) mod kernels_i16;
 
-pub use fp8::{gemm_fp8, Fp8Matrix};
+pub use fp8::{e4m3_to_f32, gemm_fp8, Fp8Matrix};
 pub use int8::{gemm_w8a16, gemm_w8a8, gemm_w8a8_then, gemm_w8a8_with, PackedInt8, QuantizedMatrix};
 pub use isa::Isa;
 

@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
-use wanrt_nn::{Tensor, WeightStore};
+use wanrt_nn::{Backend, BackendRef, HostTensor, Tensor, WeightStore};
 
 pub fn fixture(case: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/wan").join(case)
@@ -23,7 +23,7 @@ impl Reference {
         Reference { ws, meta }
     }
 
-    pub fn get(&self, name: &str) -> Tensor {
+    pub fn get(&self, name: &str) -> HostTensor {
         self.ws.get(name).unwrap_or_else(|e| panic!("reference {name}: {e}"))
     }
 
@@ -48,8 +48,18 @@ impl Reference {
     }
 }
 
+/// The CPU reference backend (f32).
+pub fn cpu() -> BackendRef {
+    wanrt_nn::backend::cpu()
+}
+
+/// A backend tensor's values, for comparison.
+pub fn host(be: &dyn Backend, t: &Tensor) -> HostTensor {
+    be.to_host(t).expect("download")
+}
+
 /// Asserts `got ≈ want` within `max_abs` and `max_nmse`, printing both.
-pub fn assert_close(name: &str, got: &Tensor, want: &Tensor, max_abs: f32, max_nmse: f64) {
+pub fn assert_close(name: &str, got: &HostTensor, want: &HostTensor, max_abs: f32, max_nmse: f64) {
     assert_eq!(got.shape(), want.shape(), "{name}: shape");
     let err = got.max_abs_diff(want).unwrap();
     let nmse = got.nmse(want).unwrap();

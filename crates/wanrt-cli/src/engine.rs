@@ -1,0 +1,70 @@
+//! Where and how the models compute: the flags `generate` and `bench` share (`--backend`,
+//! `--dtype`, `--threads`, `--low-memory`) and the backends they select.
+
+use crate::sysinfo;
+use anyhow::{Context, Result};
+use clap::{Args, ValueEnum};
+use wanrt_nn::DType;
+use wanrt_wan::model::LoadOptions;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BackendKind {
+    Cpu,
+    Cuda,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DTypeArg {
+    F32,
+    Bf16,
+    F16,
+}
+
+impl From<DTypeArg> for DType {
+    fn from(d: DTypeArg) -> DType {
+        match d {
+            DTypeArg::F32 => DType::F32,
+            DTypeArg::Bf16 => DType::BF16,
+            DTypeArg::F16 => DType::F16,
+        }
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct EngineArgs {
+    /// Compute backend. `cuda` needs an NVIDIA GPU and driver (loaded at run time).
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub backend: BackendKind,
+    /// Activation precision of the text encoder and transformer: f32 is the exact reference;
+    /// bf16 holds weights and activations in bf16 with f32 accumulation (a GPU's numerics,
+    /// about half the memory). The VAE stays f32, as in diffusers' Wan pipelines.
+    #[arg(long, value_enum, default_value = "f32")]
+    pub dtype: DTypeArg,
+    /// CPU threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Under f32, keep bf16/f16 checkpoint weights in half precision (same output, ~half the
+    /// memory, a bit slower).
+    #[arg(long)]
+    pub low_memory: bool,
+}
+
+impl EngineArgs {
+    /// Applies `--threads` and opens the backends; fails in one line when `--backend cuda` has no
+    /// GPU to run on.
+    pub fn load_options(&self) -> Result<LoadOptions> {
+        sysinfo::set_threads(self.threads).context("--threads")?;
+        match self.backend {
+            BackendKind::Cpu => Ok(LoadOptions::cpu(self.dtype.into(), self.low_memory)),
+            BackendKind::Cuda => {
+                let backend = wanrt_nn::backend::cuda::open()?;
+                Ok(LoadOptions { backend: backend.clone(), vae_backend: backend })
+            }
+        }
+    }
+
+    /// For reports: `cpu/f32`.
+    pub fn describe(&self) -> String {
+        format!("{:?}/{:?}", self.backend, self.dtype).to_lowercase()
+    }
+}

@@ -1,0 +1,359 @@
+//! The CPU backend's form of a linear layer's weights, and the products on it.
+//!
+//! Prepared once from the layer's stored format ([`crate::LinearWeight`]):
+//! - f32 in a mapped checkpoint: used in place (loading copies nothing);
+//! - bf16/f16: widened to f32 at load, or kept as half bits and widened block by block inside
+//!   each product (`keep_half_weights`: the same numbers at half the memory); a half-precision
+//!   backend (`--dtype bf16`) rounds every float weight to its dtype, as a GPU holds them;
+//! - int8 codes: per-row codes for the W8A16 product, or packed into the integer micro-kernel's
+//!   panels for W8A8;
+//! - E4M3 codes with their scales (emulated exactly: the fidelity of the format, not its speed).
+
+use super::CpuOptions;
+use crate::backend::{Activation, PreparedWeight};
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::linear::{Linear, LinearWeight};
+use crate::ops::activation::{apply_inplace, gelu_tanh_scalar, silu_scalar};
+use crate::ops::matmul::{gemm_general, matmul_nt, Layout};
+use crate::quant::int8::{gemm_w8a8_then, DequantRows};
+use crate::quant::{gemm_fp8, gemm_w8a16, gemm_w8a8, ActQuant, Fp8Matrix, Isa, PackedInt8, QuantizedMatrix};
+use crate::weights::RawTensor;
+use crate::HostTensor;
+use std::any::Any;
+
+/// Output rows of a half-precision weight widened per GEMM call.
+const WIDEN_BLOCK: usize = 512;
+
+#[derive(Debug)]
+enum CpuWeight {
+    /// `[out, in]` in f32.
+    F32(HostTensor),
+    /// f32 parts (fused layers: stacked along the output) read in place from memory-mapped
+    /// checkpoint files.
+    Mapped { parts: Vec<RawTensor> },
+    /// `[out, in]` as raw bf16/f16 bits.
+    Half { dtype: DType, bits: Vec<u16> },
+    /// W8A16: int8 codes with per-output-channel scales, f32 compute.
+    Int8Weight(QuantizedMatrix),
+    /// W8A8: int8 weights packed for the integer GEMM, activations quantized per `act`.
+    Int8 {
+        w: PackedInt8,
+        act: ActQuant,
+        /// `1/s` of SmoothQuant, applied to the activations inside the quantization pass.
+        inv_smooth: Option<Vec<f32>>,
+    },
+    /// FP8 E4M3 weights; with `act`, activations are rounded through E4M3 too.
+    Fp8 { w: Fp8Matrix, act: Option<ActQuant> },
+}
+
+#[derive(Debug)]
+pub(crate) struct CpuLinear {
+    weight: CpuWeight,
+    bias: Option<Vec<f32>>,
+    /// `[out, in]`.
+    shape: [usize; 2],
+}
+
+impl PreparedWeight for CpuLinear {
+    fn backend(&self) -> &'static str {
+        "cpu"
+    }
+
+    fn bytes(&self) -> usize {
+        let [n, k] = self.shape;
+        match &self.weight {
+            CpuWeight::F32(_) | CpuWeight::Mapped { .. } => n * k * 4,
+            CpuWeight::Half { bits, .. } => bits.len() * 2,
+            CpuWeight::Int8Weight(q) => q.bytes(),
+            CpuWeight::Int8 { w, inv_smooth, .. } => w.bytes() + inv_smooth.as_ref().map_or(0, |s| s.len() * 4),
+            CpuWeight::Fp8 { w, .. } => w.bytes(),
+        }
+    }
+
+    fn format(&self) -> &'static str {
+        match &self.weight {
+            CpuWeight::F32(_) | CpuWeight::Mapped { .. } => "f32",
+            CpuWeight::Half { dtype: DType::F16, .. } => "f16",
+            CpuWeight::Half { .. } => "bf16",
+            CpuWeight::Int8Weight(_) => "int8-weight",
+            CpuWeight::Int8 { .. } => "int8",
+            CpuWeight::Fp8 { act: Some(_), .. } => "fp8",
+            CpuWeight::Fp8 { act: None, .. } => "fp8-weight",
+        }
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// Half-precision bits widened row block by row block inside the product.
+struct HalfRows<'a> {
+    dtype: DType,
+    bits: &'a [u16],
+    shape: [usize; 2],
+}
+
+fn widen_half(dtype: DType) -> fn(u16) -> f32 {
+    match dtype {
+        DType::F16 => |b| half::f16::from_bits(b).to_f32(),
+        _ => |b| half::bf16::from_bits(b).to_f32(),
+    }
+}
+
+/// f32 → half bits of `dtype` (round to nearest even).
+pub(crate) fn narrow_half(dtype: DType) -> fn(f32) -> u16 {
+    match dtype {
+        DType::F16 => |v| half::f16::from_f32(v).to_bits(),
+        _ => |v| half::bf16::from_f32(v).to_bits(),
+    }
+}
+
+impl DequantRows for HalfRows<'_> {
+    fn shape(&self) -> [usize; 2] {
+        self.shape
+    }
+    fn dequantize_rows(&self, start: usize, len: usize, out: &mut Vec<f32>) {
+        let k = self.shape[1];
+        let widen = widen_half(self.dtype);
+        out.clear();
+        out.extend(self.bits[start * k..(start + len) * k].iter().map(|&b| widen(b)));
+    }
+}
+
+/// FP8 weights widened for an f32 product (weight-only FP8).
+struct Fp8Rows<'a>(&'a Fp8Matrix);
+
+impl DequantRows for Fp8Rows<'_> {
+    fn shape(&self) -> [usize; 2] {
+        [self.0.rows, self.0.cols]
+    }
+    fn dequantize_rows(&self, start: usize, len: usize, out: &mut Vec<f32>) {
+        self.0.dequantize_rows(start, len, out);
+    }
+}
+
+fn concat_bytes(parts: &[RawTensor]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(parts.iter().map(|p| p.bytes().len()).sum());
+    parts.iter().for_each(|p| v.extend_from_slice(&p.bytes()));
+    v
+}
+
+fn half_bits(parts: &[RawTensor]) -> Vec<u16> {
+    concat_bytes(parts).chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect()
+}
+
+impl CpuLinear {
+    pub(crate) fn prepare(layer: &Linear, opts: &CpuOptions) -> Result<Self> {
+        let (n, k) = (layer.out_dim(), layer.in_dim());
+        let weight = match &layer.weight {
+            LinearWeight::Float(parts) => {
+                let stored = parts[0].dtype;
+                match opts.dtype {
+                    // A half-precision backend holds every float weight in its dtype.
+                    half @ (DType::BF16 | DType::F16) => {
+                        let bits = if stored == half {
+                            half_bits(parts)
+                        } else {
+                            let to = narrow_half(half);
+                            let mut bits = Vec::with_capacity(n * k);
+                            for p in parts {
+                                bits.extend(p.to_f32()?.into_iter().map(to));
+                            }
+                            bits
+                        };
+                        CpuWeight::Half { dtype: half, bits }
+                    }
+                    _ if stored == DType::F32 && parts.iter().all(|p| p.mapped_f32().is_some()) => {
+                        CpuWeight::Mapped { parts: parts.clone() }
+                    }
+                    _ if matches!(stored, DType::BF16 | DType::F16) && opts.keep_half_weights => {
+                        CpuWeight::Half { dtype: stored, bits: half_bits(parts) }
+                    }
+                    _ => {
+                        let mut data = Vec::with_capacity(n * k);
+                        for p in parts {
+                            data.extend(p.to_f32()?);
+                        }
+                        CpuWeight::F32(HostTensor::new([n, k], data)?)
+                    }
+                }
+            }
+            LinearWeight::Int8 { codes, scales, act: None, .. } => {
+                let data = concat_bytes(codes).into_iter().map(|b| b as i8).collect();
+                CpuWeight::Int8Weight(QuantizedMatrix { rows: n, cols: k, data, scales: scales.clone() })
+            }
+            LinearWeight::Int8 { codes, scales, act: Some(act), smooth } => {
+                // Packed straight from the stored codes (mapped files: no intermediate copy).
+                let bytes: Vec<std::borrow::Cow<[u8]>> = codes.iter().map(|c| c.bytes()).collect();
+                let starts: Vec<usize> =
+                    codes.iter().scan(0, |s, c| Some(std::mem::replace(s, *s + c.shape[0]))).collect();
+                let row = |j: usize| -> &[i8] {
+                    let p = starts.partition_point(|&s| s <= j) - 1;
+                    let local = j - starts[p];
+                    bytemuck::cast_slice(&bytes[p][local * k..(local + 1) * k])
+                };
+                CpuWeight::Int8 {
+                    w: PackedInt8::pack(row, n, k, scales.clone()),
+                    act: *act,
+                    inv_smooth: smooth.as_ref().map(|s| s.iter().map(|v| 1.0 / v).collect()),
+                }
+            }
+            LinearWeight::Fp8 { codes, scales, act } => CpuWeight::Fp8 {
+                w: Fp8Matrix { rows: n, cols: k, data: concat_bytes(codes), scales: scales.clone() },
+                act: *act,
+            },
+        };
+        if !matches!(weight, CpuWeight::Mapped { .. }) {
+            // The backend holds its own copy: the mapped file pages need not stay resident.
+            layer.weight.parts().iter().for_each(RawTensor::release_pages);
+        }
+        Ok(CpuLinear { weight, bias: layer.bias.clone(), shape: [n, k] })
+    }
+
+    /// Appends row `r` as f32 to `out` (embedding lookups).
+    pub(crate) fn push_row(&self, r: usize, out: &mut Vec<f32>) {
+        let [n, k] = self.shape;
+        let mut tmp = Vec::new();
+        let dequant = |rows: &dyn DequantRows, tmp: &mut Vec<f32>| rows.dequantize_rows(r, 1, tmp);
+        match &self.weight {
+            CpuWeight::F32(t) => out.extend_from_slice(&t.data()[r * k..(r + 1) * k]),
+            CpuWeight::Mapped { parts } => {
+                let mut r0 = r;
+                for p in parts {
+                    let rows = p.shape[0];
+                    if r0 < rows {
+                        out.extend_from_slice(&p.mapped_f32().expect("checked at prepare")[r0 * k..(r0 + 1) * k]);
+                        return;
+                    }
+                    r0 -= rows;
+                }
+            }
+            CpuWeight::Half { dtype, bits } => dequant(&HalfRows { dtype: *dtype, bits, shape: [n, k] }, &mut tmp),
+            CpuWeight::Int8Weight(q) => dequant(q, &mut tmp),
+            CpuWeight::Int8 { w, .. } => dequant(w, &mut tmp),
+            CpuWeight::Fp8 { w, .. } => dequant(&Fp8Rows(w), &mut tmp),
+        }
+        out.extend_from_slice(&tmp);
+    }
+
+    /// `[vocab, dim]` of a table.
+    pub(crate) fn shape(&self) -> [usize; 2] {
+        self.shape
+    }
+
+    pub(crate) fn forward(&self, x: &HostTensor, act: Option<Activation>) -> Result<HostTensor> {
+        match act {
+            None => self.forward_then::<fn(f32) -> f32>(x, None),
+            Some(Activation::GeluTanh) => self.forward_then(x, Some(gelu_tanh_scalar)),
+            Some(Activation::Silu) => self.forward_then(x, Some(silu_scalar)),
+        }
+    }
+
+    /// `post(x · Wᵀ + b)`. With W8A8 weights `post` runs inside the GEMM's output pass (the values
+    /// are still in cache); otherwise as a pass after it. Same bits either way.
+    fn forward_then<F: Fn(f32) -> f32 + Sync + Copy>(&self, x: &HostTensor, post: Option<F>) -> Result<HostTensor> {
+        let [n, k] = self.shape;
+        if x.shape().last() != Some(&k) {
+            return Err(Error::shape("linear", format!("[.., {k}]"), x.shape()));
+        }
+        let m = x.numel() / k.max(1);
+        let mut shape = x.shape().to_vec();
+        *shape.last_mut().expect("rank >= 1") = n;
+        if m == 0 {
+            return HostTensor::new(shape, Vec::new());
+        }
+        let bias = self.bias.as_deref();
+        let out = || vec![0.0f32; m * n];
+        let mut data = match &self.weight {
+            CpuWeight::F32(w) => {
+                let mut y = matmul_nt(x, w)?;
+                if let Some(b) = bias {
+                    y.add_row(b)?;
+                }
+                if let Some(f) = post {
+                    apply_inplace(y.data_mut(), f);
+                }
+                return Ok(y);
+            }
+            CpuWeight::Mapped { parts } => {
+                let mut o = out();
+                let mut row0 = 0;
+                for p in parts {
+                    let rows = p.shape[0];
+                    gemm_weight_rows(
+                        &mut o,
+                        n,
+                        x.data(),
+                        m,
+                        k,
+                        row0,
+                        rows,
+                        p.mapped_f32().expect("checked at prepare"),
+                    );
+                    row0 += rows;
+                }
+                add_bias(&mut o, n, bias);
+                o
+            }
+            CpuWeight::Half { dtype, bits } => {
+                // Widened in blocks through the same parallel GEMM as f32 weights, so half
+                // storage gives bit-identical results (tested).
+                let rows = HalfRows { dtype: *dtype, bits, shape: [n, k] };
+                let mut o = out();
+                let mut block = Vec::new();
+                for start in (0..n).step_by(WIDEN_BLOCK) {
+                    let len = WIDEN_BLOCK.min(n - start);
+                    rows.dequantize_rows(start, len, &mut block);
+                    gemm_weight_rows(&mut o, n, x.data(), m, k, start, len, &block);
+                }
+                add_bias(&mut o, n, bias);
+                o
+            }
+            CpuWeight::Int8Weight(q) => {
+                let mut o = out();
+                gemm_w8a16(x.data(), m, k, q, bias, &mut o);
+                o
+            }
+            CpuWeight::Int8 { w, act, inv_smooth } => {
+                let mut o = out();
+                let smooth = inv_smooth.as_deref();
+                match post {
+                    Some(f) => gemm_w8a8_then(Isa::detect(), x.data(), m, k, w, *act, smooth, bias, f, &mut o),
+                    None => gemm_w8a8(x.data(), m, k, w, *act, smooth, bias, &mut o),
+                }
+                return HostTensor::new(shape, o);
+            }
+            CpuWeight::Fp8 { w, act: Some(act) } => {
+                let mut o = out();
+                gemm_fp8(x.data(), m, k, w, *act, bias, &mut o);
+                o
+            }
+            CpuWeight::Fp8 { w, act: None } => {
+                let mut o = out();
+                gemm_w8a16(x.data(), m, k, &Fp8Rows(w), bias, &mut o);
+                o
+            }
+        };
+        if let Some(f) = post {
+            apply_inplace(&mut data, f);
+        }
+        HostTensor::new(shape, data)
+    }
+}
+
+/// `out[:, row0..row0 + rows] = x · wᵀ`, `w` being those rows of an `[n, k]` weight
+/// (row-major `[rows, k]`), through the parallel GEMM every f32 weight uses.
+#[allow(clippy::too_many_arguments)]
+fn gemm_weight_rows(out: &mut [f32], n: usize, x: &[f32], m: usize, k: usize, row0: usize, rows: usize, w: &[f32]) {
+    let w_layout = Layout { rs: 1, cs: k };
+    gemm_general(&mut out[row0..], n, x, Layout::row_major(k), w, w_layout, m, rows, k, false, false);
+}
+
+/// Adds `bias` to every row of `out` (`n` columns).
+fn add_bias(out: &mut [f32], n: usize, bias: Option<&[f32]>) {
+    if let Some(b) = bias {
+        out.chunks_exact_mut(n).for_each(|r| r.iter_mut().zip(b).for_each(|(y, b)| *y += b));
+    }
+}

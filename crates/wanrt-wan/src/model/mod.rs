@@ -1,0 +1,138 @@
+//! A complete Wan2.1 T2V model folder: tokenizer, UMT5, transformer, VAE and scheduler config,
+//! from either supported layout ([`layout`]): diffusers folders ([`diffusers`]) or the original
+//! Wan-Video release ([`original`]).
+//!
+//! An optional `wanrt.json` beside the model gives its generate defaults. The backends the
+//! components run on are chosen at load ([`LoadOptions`]): every layer is prepared for its backend
+//! there, once.
+
+pub mod diffusers;
+pub mod layout;
+pub mod original;
+
+pub use layout::Layout;
+
+use crate::artifact::Manifest;
+use crate::scheduler::SchedulerConfig;
+use crate::text::PromptTokenizer;
+use crate::transformer::WanTransformer;
+use crate::umt5::Umt5Encoder;
+use crate::vae::WanVae;
+use crate::{Error, Result};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use wanrt_nn::backend::{self, CpuBackend, CpuOptions};
+use wanrt_nn::{BackendRef, DType};
+
+/// `wanrt.json`: the model's own generate defaults (all optional).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ModelDefaults {
+    pub height: Option<usize>,
+    pub width: Option<usize>,
+    pub num_frames: Option<usize>,
+    pub num_inference_steps: Option<usize>,
+    pub guidance_scale: Option<f64>,
+    pub max_sequence_length: Option<usize>,
+    pub negative_prompt: Option<String>,
+    pub fps: Option<f64>,
+    pub shift: Option<f64>,
+    pub cache_threshold: Option<f64>,
+    /// Latent statistics for an original-layout VAE whose z_dim is not 16.
+    pub vae_latents_mean: Option<Vec<f32>>,
+    pub vae_latents_std: Option<Vec<f32>>,
+}
+
+impl ModelDefaults {
+    /// The folder's `wanrt.json`, or no defaults when there is none.
+    pub fn read(dir: &Path) -> Result<ModelDefaults> {
+        let path = dir.join(DEFAULTS_FILE);
+        if path.is_file() {
+            read_json(&path)
+        } else {
+            Ok(ModelDefaults::default())
+        }
+    }
+}
+
+/// The file of [`ModelDefaults`] in a model folder.
+pub const DEFAULTS_FILE: &str = "wanrt.json";
+
+/// The backends the model's components run on.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Text encoder and transformer.
+    pub backend: BackendRef,
+    /// VAE (diffusers' Wan examples keep it in f32 under a bf16 pipeline).
+    pub vae_backend: BackendRef,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        let cpu = backend::cpu();
+        LoadOptions { backend: cpu.clone(), vae_backend: cpu }
+    }
+}
+
+impl LoadOptions {
+    /// The CPU backend computing the text encoder and transformer in `dtype` (the VAE in f32);
+    /// `keep_half_weights` keeps bf16/f16 checkpoint weights in half precision under f32.
+    pub fn cpu(dtype: DType, keep_half_weights: bool) -> Self {
+        let f32 = CpuBackend::new(CpuOptions { dtype: DType::F32, keep_half_weights });
+        let main = f32.with_dtype(dtype);
+        LoadOptions { backend: std::sync::Arc::new(main), vae_backend: std::sync::Arc::new(f32) }
+    }
+}
+
+pub struct WanModel {
+    pub dir: PathBuf,
+    pub layout: Layout,
+    pub tokenizer: PromptTokenizer,
+    pub text_encoder: Umt5Encoder,
+    pub transformer: WanTransformer,
+    pub vae: WanVae,
+    pub scheduler: SchedulerConfig,
+    pub defaults: ModelDefaults,
+    /// The model's context length when its config states one (original `text_len`).
+    pub text_len: Option<usize>,
+    /// Present when the folder is an optimized artifact (`wanrt optimize`).
+    pub artifact: Option<Manifest>,
+}
+
+pub(crate) fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
+    serde_json::from_str(&text).map_err(|e| Error::file(path, format!("invalid config: {e}")))
+}
+
+impl WanModel {
+    /// Loads the model on the CPU backend (f32); `stage` is told which component is being read.
+    pub fn load(dir: &Path, stage: impl FnMut(&str)) -> Result<Self> {
+        Self::load_with(dir, LoadOptions::default(), stage)
+    }
+
+    pub fn load_with(dir: &Path, opts: LoadOptions, mut stage: impl FnMut(&str)) -> Result<Self> {
+        let layout = Layout::detect(dir)?;
+        let defaults = ModelDefaults::read(dir)?;
+        let model = match layout {
+            Layout::Diffusers => diffusers::load(dir, defaults, &opts, &mut stage)?,
+            Layout::Original => original::load(dir, defaults, &opts, &mut stage)?,
+        };
+        model.check_compatible()?;
+        Ok(model)
+    }
+
+    fn check_compatible(&self) -> Result<()> {
+        let t = &self.transformer.config;
+        let (z, d) = (self.vae.config.z_dim, self.text_encoder.config.d_model);
+        if t.in_channels != z || t.out_channels() != z {
+            return Err(Error::Config(format!(
+                "transformer has {} input / {} output channels but the VAE's z_dim is {z}",
+                t.in_channels,
+                t.out_channels()
+            )));
+        }
+        if t.text_dim != d {
+            return Err(Error::Config(format!("transformer text_dim {} ≠ text encoder d_model {d}", t.text_dim)));
+        }
+        Ok(())
+    }
+}
