@@ -13,7 +13,7 @@ use wanrt_nn::Backend;
 use wanrt_wan::model::{LoadOptions, WanModel};
 
 fn load(be: &Arc<CpuBackend>) -> WanModel {
-    let opts = LoadOptions { backend: be.clone(), vae_backend: be.clone() };
+    let opts = LoadOptions { backend: be.clone(), vae_backend: be.clone(), vae_encoder: false };
     WanModel::load_with(&fixture("a"), opts, |_| {}).unwrap()
 }
 
