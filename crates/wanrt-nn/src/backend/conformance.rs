@@ -267,6 +267,11 @@ impl<'a> Battery<'a> {
             for op in [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div] {
                 let (w, g) = (self.reference.binary(op, &ra, &rb)?, self.under_test.binary(op, &ta, &tb)?);
                 self.compare("binary", format!("{op:?} {sa:?} {sb:?}"), &w, &g)?;
+                let (w, g) = (self.reference.scalar(op, &ra, -1.7)?, self.under_test.scalar(op, &ta, -1.7)?);
+                if g.dtype() != ta.dtype() {
+                    return Err(Error::Msg(format!("scalar {op:?} changed the dtype to {}", g.dtype())));
+                }
+                self.compare("binary", format!("{op:?} {sa:?} by a scalar"), &w, &g)?;
             }
         }
         Ok(())

@@ -227,6 +227,9 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// `a op b` with NumPy broadcasting.
     fn binary(&self, op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor>;
 
+    /// `x op s` elementwise with a host scalar (x keeps its dtype).
+    fn scalar(&self, op: BinaryOp, x: &Tensor, s: f32) -> Result<Tensor>;
+
     /// `x += y`, equal shapes (x keeps its dtype).
     fn add_assign(&self, x: &mut Tensor, y: &Tensor) -> Result<()>;
 

@@ -329,6 +329,13 @@ impl Backend for CpuBackend {
         self.wrap(broadcast_binary(&host(a)?, &host(b)?, binary_fn(op))?)
     }
 
+    fn scalar(&self, op: BinaryOp, x: &Tensor, s: f32) -> Result<Tensor> {
+        let f = binary_fn(op);
+        let mut h = host(x)?;
+        h.data_mut().par_iter_mut().for_each(|v| *v = f(*v, s));
+        self.wrap_as(h, x.dtype())
+    }
+
     fn add_assign(&self, x: &mut Tensor, y: &Tensor) -> Result<()> {
         let y = host(y)?;
         self.in_place(x, |x| x.add_assign(&y))
