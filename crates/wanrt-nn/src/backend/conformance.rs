@@ -329,6 +329,15 @@ impl<'a> Battery<'a> {
         }
         let to = |v: f64| HostTensor::new([1], vec![v as f32]);
         self.compare_host("relative_l1", "one scalar", &to(w)?, &to(g)?);
+        // The finiteness check: true for these values, false once one is NaN or infinite.
+        let mut bad = hb.clone();
+        for (i, v) in [f32::NAN, f32::INFINITY].into_iter().enumerate() {
+            bad.data_mut()[1000 * i + 7] = v;
+            let t = self.under_test.upload(&bad)?;
+            if !self.under_test.all_finite(&tb)? || self.under_test.all_finite(&t)? {
+                return Err(Error::Msg(format!("all_finite missed a {v}")));
+            }
+        }
         Ok(())
     }
 

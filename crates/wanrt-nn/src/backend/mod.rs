@@ -253,6 +253,9 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// `mean|a − b| / mean|b|` (0 when both are zero, ∞ when only `b` is).
     fn relative_l1(&self, a: &Tensor, b: &Tensor) -> Result<f64>;
 
+    /// Whether every value is finite (no NaN or ±∞): the pipeline's check after each stage.
+    fn all_finite(&self, x: &Tensor) -> Result<bool>;
+
     // ---- layers ----
 
     /// `x: [.., in]` → `[.., out]` with the layer's prepared weights.

@@ -425,6 +425,12 @@ impl Backend for CpuBackend {
         })
     }
 
+    fn all_finite(&self, x: &Tensor) -> Result<bool> {
+        let finite = host(x)?.all_finite();
+        self.counter.scalar_read();
+        Ok(finite)
+    }
+
     fn linear(&self, layer: &Linear, x: &Tensor) -> Result<Tensor> {
         let w: &CpuLinear = self.prepared(layer.prepared()?, &layer.name)?;
         self.wrap(w.forward(&host(x)?, None)?)
