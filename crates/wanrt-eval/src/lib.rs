@@ -26,6 +26,7 @@ pub mod inception;
 pub mod items;
 pub mod kid;
 pub mod lpips;
+pub mod nn;
 pub mod psnr;
 pub mod ssim;
 pub mod stats;
