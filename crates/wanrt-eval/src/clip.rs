@@ -171,18 +171,13 @@ impl Clip {
     /// Loads `config.json` + `model.safetensors` from a Hugging Face CLIP folder onto the CPU
     /// backend.
     pub fn load(dir: &Path) -> Result<Self> {
-        Self::load_on(dir, wanrt_nn::backend::cpu())
-    }
-
-    /// [`Self::load`] onto `backend`.
-    pub fn load_on(dir: &Path, backend: BackendRef) -> Result<Self> {
         let cfg_path = dir.join("config.json");
         let text = std::fs::read_to_string(&cfg_path).map_err(|e| EvalError::input(&cfg_path, e.to_string()))?;
         let cfg: Value =
             serde_json::from_str(&text).map_err(|e| EvalError::input(&cfg_path, format!("invalid JSON: {e}")))?;
-        let weights = dir.join("model.safetensors");
-        let store = crate::weights::open(&weights)?;
-        crate::weights::from_file(&weights, || Self::from_store(&cfg, &cfg_path, &store, backend))
+        crate::weights::load(&dir.join("model.safetensors"), |store| {
+            Self::from_store(&cfg, &cfg_path, store, wanrt_nn::backend::cpu())
+        })
     }
 
     fn from_store(cfg: &Value, cfg_path: &Path, store: &WeightStore, backend: BackendRef) -> Result<Self> {

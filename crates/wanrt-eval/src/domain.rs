@@ -217,11 +217,6 @@ pub struct DomainOutput {
 impl DomainEvaluator {
     /// Loads `config.json` + `model.safetensors` from an evaluator folder onto the CPU backend.
     pub fn load(dir: &Path) -> Result<Self> {
-        Self::load_on(dir, wanrt_nn::backend::cpu())
-    }
-
-    /// [`Self::load`] onto `backend`.
-    pub fn load_on(dir: &Path, backend: BackendRef) -> Result<Self> {
         if !dir.is_dir() {
             return Err(EvalError::input(
                 dir,
@@ -236,9 +231,9 @@ impl DomainEvaluator {
         if cfg.input.layout != "NCTHW" {
             return Err(bad(format!("input layout `{}` is not supported (expected NCTHW)", cfg.input.layout)));
         }
-        let weights = dir.join("model.safetensors");
-        let store = crate::weights::open(&weights)?;
-        crate::weights::from_file(&weights, || Self::build(dir, &cfg, &cfg_path, &store, backend))
+        crate::weights::load(&dir.join("model.safetensors"), |store| {
+            Self::build(dir, &cfg, &cfg_path, store, wanrt_nn::backend::cpu())
+        })
     }
 
     fn build(dir: &Path, cfg: &ConfigFile, cfg_path: &Path, store: &WeightStore, backend: BackendRef) -> Result<Self> {

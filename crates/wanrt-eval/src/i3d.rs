@@ -136,15 +136,10 @@ pub struct I3d {
 impl I3d {
     /// Loads `i3d_pretrained_400.pt` onto the CPU backend.
     pub fn load(path: &Path) -> Result<Self> {
-        Self::load_on(path, wanrt_nn::backend::cpu())
+        crate::weights::load(path, |store| Self::from_store(store, wanrt_nn::backend::cpu()))
     }
 
-    /// [`Self::load`] onto `backend`.
-    pub fn load_on(path: &Path, backend: BackendRef) -> Result<Self> {
-        let store = crate::weights::open(path)?;
-        crate::weights::from_file(path, || Self::from_store(&store, backend))
-    }
-
+    /// The network from `store` (pytorch-i3d's names), run on `backend`.
     pub fn from_store(store: &WeightStore, backend: BackendRef) -> Result<Self> {
         let bad = |msg: String| EvalError::Weights { path: store.origin().into(), msg };
         if !store.contains("Mixed_5c.b3b.conv3d.weight") {

@@ -68,123 +68,106 @@ fn max_pool(be: &dyn Backend, x: &Tensor, stride: usize, pad: usize) -> Result<T
     on_host(be, x, |h| Ok(max_pool2d(h, 3, stride, pad)?))
 }
 
-/// `FIDInceptionA` (Mixed_5b/5c/5d).
-struct BlockA {
+/// `FIDInceptionA` (Mixed_5b/5c/5d) and `FIDInceptionC` (Mixed_6b..6e): a 1×1 branch, two
+/// conv chains and a 1×1 conv after 3×3 average pooling, concatenated.
+struct BlockAc {
     b1: BasicConv,
-    b5: [BasicConv; 2],
-    dbl: [BasicConv; 3],
+    chains: [Vec<BasicConv>; 2],
     pool: BasicConv,
 }
 
-impl BlockA {
-    fn load(vb: &VarBuilder, cin: usize, pool_features: usize) -> Result<Self> {
+impl BlockAc {
+    /// `FIDInceptionA`.
+    fn load_a(vb: &VarBuilder, cin: usize, pool_features: usize) -> Result<Self> {
         let c = |n: &str, ci, co, k, pad| BasicConv::load(vb, n, ci, co, k, 1, pad);
-        Ok(BlockA {
+        Ok(BlockAc {
             b1: c("branch1x1", cin, 64, (1, 1), (0, 0))?,
-            b5: [c("branch5x5_1", cin, 48, (1, 1), (0, 0))?, c("branch5x5_2", 48, 64, (5, 5), (2, 2))?],
-            dbl: [
-                c("branch3x3dbl_1", cin, 64, (1, 1), (0, 0))?,
-                c("branch3x3dbl_2", 64, 96, (3, 3), (1, 1))?,
-                c("branch3x3dbl_3", 96, 96, (3, 3), (1, 1))?,
+            chains: [
+                vec![c("branch5x5_1", cin, 48, (1, 1), (0, 0))?, c("branch5x5_2", 48, 64, (5, 5), (2, 2))?],
+                vec![
+                    c("branch3x3dbl_1", cin, 64, (1, 1), (0, 0))?,
+                    c("branch3x3dbl_2", 64, 96, (3, 3), (1, 1))?,
+                    c("branch3x3dbl_3", 96, 96, (3, 3), (1, 1))?,
+                ],
             ],
             pool: c("branch_pool", cin, pool_features, (1, 1), (0, 0))?,
         })
     }
-    fn forward(&self, be: &dyn Backend, x: &Tensor) -> Result<Tensor> {
-        let a = self.b1.forward(be, x)?;
-        let b = chain(be, &self.b5, x)?;
-        let c = chain(be, &self.dbl, x)?;
-        let d = self.pool.forward(be, &avg_pool_3x3(be, x)?)?;
-        cat(be, &[a, b, c, d])
-    }
-}
 
-/// torchvision `InceptionB` (Mixed_6a).
-struct BlockB {
-    b3: BasicConv,
-    dbl: [BasicConv; 3],
-}
-
-impl BlockB {
-    fn load(vb: &VarBuilder, cin: usize) -> Result<Self> {
-        let c = |n: &str, ci, co, k, s, pad| BasicConv::load(vb, n, ci, co, k, s, pad);
-        Ok(BlockB {
-            b3: c("branch3x3", cin, 384, (3, 3), 2, (0, 0))?,
-            dbl: [
-                c("branch3x3dbl_1", cin, 64, (1, 1), 1, (0, 0))?,
-                c("branch3x3dbl_2", 64, 96, (3, 3), 1, (1, 1))?,
-                c("branch3x3dbl_3", 96, 96, (3, 3), 2, (0, 0))?,
-            ],
-        })
-    }
-    fn forward(&self, be: &dyn Backend, x: &Tensor) -> Result<Tensor> {
-        let a = self.b3.forward(be, x)?;
-        let b = chain(be, &self.dbl, x)?;
-        let c = max_pool(be, x, 2, 0)?;
-        cat(be, &[a, b, c])
-    }
-}
-
-/// `FIDInceptionC` (Mixed_6b..6e).
-struct BlockC {
-    b1: BasicConv,
-    s: [BasicConv; 3],
-    d: [BasicConv; 5],
-    pool: BasicConv,
-}
-
-impl BlockC {
-    fn load(vb: &VarBuilder, c7: usize) -> Result<Self> {
+    /// `FIDInceptionC` with `c7` channels in its 7×7 branches.
+    fn load_c(vb: &VarBuilder, c7: usize) -> Result<Self> {
         let c = |n: &str, ci, co, k, pad| BasicConv::load(vb, n, ci, co, k, 1, pad);
         let (r, col) = (((1, 7), (0, 3)), ((7, 1), (3, 0)));
-        Ok(BlockC {
+        Ok(BlockAc {
             b1: c("branch1x1", 768, 192, (1, 1), (0, 0))?,
-            s: [
-                c("branch7x7_1", 768, c7, (1, 1), (0, 0))?,
-                c("branch7x7_2", c7, c7, r.0, r.1)?,
-                c("branch7x7_3", c7, 192, col.0, col.1)?,
-            ],
-            d: [
-                c("branch7x7dbl_1", 768, c7, (1, 1), (0, 0))?,
-                c("branch7x7dbl_2", c7, c7, col.0, col.1)?,
-                c("branch7x7dbl_3", c7, c7, r.0, r.1)?,
-                c("branch7x7dbl_4", c7, c7, col.0, col.1)?,
-                c("branch7x7dbl_5", c7, 192, r.0, r.1)?,
+            chains: [
+                vec![
+                    c("branch7x7_1", 768, c7, (1, 1), (0, 0))?,
+                    c("branch7x7_2", c7, c7, r.0, r.1)?,
+                    c("branch7x7_3", c7, 192, col.0, col.1)?,
+                ],
+                vec![
+                    c("branch7x7dbl_1", 768, c7, (1, 1), (0, 0))?,
+                    c("branch7x7dbl_2", c7, c7, col.0, col.1)?,
+                    c("branch7x7dbl_3", c7, c7, r.0, r.1)?,
+                    c("branch7x7dbl_4", c7, c7, col.0, col.1)?,
+                    c("branch7x7dbl_5", c7, 192, r.0, r.1)?,
+                ],
             ],
             pool: c("branch_pool", 768, 192, (1, 1), (0, 0))?,
         })
     }
+
     fn forward(&self, be: &dyn Backend, x: &Tensor) -> Result<Tensor> {
         let a = self.b1.forward(be, x)?;
-        let b = chain(be, &self.s, x)?;
-        let c = chain(be, &self.d, x)?;
+        let b = chain(be, &self.chains[0], x)?;
+        let c = chain(be, &self.chains[1], x)?;
         let d = self.pool.forward(be, &avg_pool_3x3(be, x)?)?;
         cat(be, &[a, b, c, d])
     }
 }
 
-/// torchvision `InceptionD` (Mixed_7a).
-struct BlockD {
-    b3: [BasicConv; 2],
-    s: [BasicConv; 4],
+/// torchvision `InceptionB` (Mixed_6a) and `InceptionD` (Mixed_7a), the grid reductions: two
+/// conv chains ending in a stride-2 conv and a stride-2 3×3 max pool, concatenated.
+struct BlockBd {
+    chains: [Vec<BasicConv>; 2],
 }
 
-impl BlockD {
-    fn load(vb: &VarBuilder, cin: usize) -> Result<Self> {
+impl BlockBd {
+    /// `InceptionB`.
+    fn load_b(vb: &VarBuilder, cin: usize) -> Result<Self> {
         let c = |n: &str, ci, co, k, s, pad| BasicConv::load(vb, n, ci, co, k, s, pad);
-        Ok(BlockD {
-            b3: [c("branch3x3_1", cin, 192, (1, 1), 1, (0, 0))?, c("branch3x3_2", 192, 320, (3, 3), 2, (0, 0))?],
-            s: [
-                c("branch7x7x3_1", cin, 192, (1, 1), 1, (0, 0))?,
-                c("branch7x7x3_2", 192, 192, (1, 7), 1, (0, 3))?,
-                c("branch7x7x3_3", 192, 192, (7, 1), 1, (3, 0))?,
-                c("branch7x7x3_4", 192, 192, (3, 3), 2, (0, 0))?,
+        Ok(BlockBd {
+            chains: [
+                vec![c("branch3x3", cin, 384, (3, 3), 2, (0, 0))?],
+                vec![
+                    c("branch3x3dbl_1", cin, 64, (1, 1), 1, (0, 0))?,
+                    c("branch3x3dbl_2", 64, 96, (3, 3), 1, (1, 1))?,
+                    c("branch3x3dbl_3", 96, 96, (3, 3), 2, (0, 0))?,
+                ],
             ],
         })
     }
+
+    /// `InceptionD`.
+    fn load_d(vb: &VarBuilder, cin: usize) -> Result<Self> {
+        let c = |n: &str, ci, co, k, s, pad| BasicConv::load(vb, n, ci, co, k, s, pad);
+        Ok(BlockBd {
+            chains: [
+                vec![c("branch3x3_1", cin, 192, (1, 1), 1, (0, 0))?, c("branch3x3_2", 192, 320, (3, 3), 2, (0, 0))?],
+                vec![
+                    c("branch7x7x3_1", cin, 192, (1, 1), 1, (0, 0))?,
+                    c("branch7x7x3_2", 192, 192, (1, 7), 1, (0, 3))?,
+                    c("branch7x7x3_3", 192, 192, (7, 1), 1, (3, 0))?,
+                    c("branch7x7x3_4", 192, 192, (3, 3), 2, (0, 0))?,
+                ],
+            ],
+        })
+    }
+
     fn forward(&self, be: &dyn Backend, x: &Tensor) -> Result<Tensor> {
-        let a = chain(be, &self.b3, x)?;
-        let b = chain(be, &self.s, x)?;
+        let a = chain(be, &self.chains[0], x)?;
+        let b = chain(be, &self.chains[1], x)?;
         let c = max_pool(be, x, 2, 0)?;
         cat(be, &[a, b, c])
     }
@@ -234,10 +217,10 @@ impl BlockE {
 pub struct FidInception {
     backend: BackendRef,
     stem: [BasicConv; 5],
-    mixed_5: [BlockA; 3],
-    mixed_6a: BlockB,
-    mixed_6: [BlockC; 4],
-    mixed_7a: BlockD,
+    mixed_5: [BlockAc; 3],
+    mixed_6a: BlockBd,
+    mixed_6: [BlockAc; 4],
+    mixed_7a: BlockBd,
     mixed_7b: BlockE,
     mixed_7c: BlockE,
 }
@@ -246,15 +229,10 @@ impl FidInception {
     /// Loads pytorch-fid's state_dict (`.pth`, or a `.safetensors` with the same names) onto
     /// the CPU backend.
     pub fn load(path: &Path) -> Result<Self> {
-        Self::load_on(path, wanrt_nn::backend::cpu())
+        crate::weights::load(path, |store| Self::from_store(store, wanrt_nn::backend::cpu()))
     }
 
-    /// [`Self::load`] onto `backend`.
-    pub fn load_on(path: &Path, backend: BackendRef) -> Result<Self> {
-        let store = crate::weights::open(path)?;
-        crate::weights::from_file(path, || Self::from_store(&store, backend))
-    }
-
+    /// The network from `store` (pytorch-fid's names), run on `backend`.
     pub fn from_store(store: &WeightStore, backend: BackendRef) -> Result<Self> {
         if !store.contains("Mixed_7c.branch_pool.conv.weight") {
             return Err(EvalError::Weights {
@@ -276,18 +254,18 @@ impl FidInception {
                 c("Conv2d_4a_3x3", 80, 192, (3, 3), 1, (0, 0))?,
             ],
             mixed_5: [
-                BlockA::load(&vb.pp("Mixed_5b"), 192, 32)?,
-                BlockA::load(&vb.pp("Mixed_5c"), 256, 64)?,
-                BlockA::load(&vb.pp("Mixed_5d"), 288, 64)?,
+                BlockAc::load_a(&vb.pp("Mixed_5b"), 192, 32)?,
+                BlockAc::load_a(&vb.pp("Mixed_5c"), 256, 64)?,
+                BlockAc::load_a(&vb.pp("Mixed_5d"), 288, 64)?,
             ],
-            mixed_6a: BlockB::load(&vb.pp("Mixed_6a"), 288)?,
+            mixed_6a: BlockBd::load_b(&vb.pp("Mixed_6a"), 288)?,
             mixed_6: [
-                BlockC::load(&vb.pp("Mixed_6b"), 128)?,
-                BlockC::load(&vb.pp("Mixed_6c"), 160)?,
-                BlockC::load(&vb.pp("Mixed_6d"), 160)?,
-                BlockC::load(&vb.pp("Mixed_6e"), 192)?,
+                BlockAc::load_c(&vb.pp("Mixed_6b"), 128)?,
+                BlockAc::load_c(&vb.pp("Mixed_6c"), 160)?,
+                BlockAc::load_c(&vb.pp("Mixed_6d"), 160)?,
+                BlockAc::load_c(&vb.pp("Mixed_6e"), 192)?,
             ],
-            mixed_7a: BlockD::load(&vb.pp("Mixed_7a"), 768)?,
+            mixed_7a: BlockBd::load_d(&vb.pp("Mixed_7a"), 768)?,
             mixed_7b: BlockE::load(&vb.pp("Mixed_7b"), 1280, false)?,
             mixed_7c: BlockE::load(&vb.pp("Mixed_7c"), 2048, true)?,
             backend,

@@ -116,11 +116,6 @@ impl Lpips {
     /// Loads LPIPS weights: one `lpips.LPIPS` state_dict, or heads + a torchvision backbone,
     /// onto the CPU backend.
     pub fn load(net: LpipsNet, heads: &Path, backbone: Option<&Path>) -> Result<Self> {
-        Self::load_on(net, heads, backbone, wanrt_nn::backend::cpu())
-    }
-
-    /// [`Self::load`] onto `backend`.
-    pub fn load_on(net: LpipsNet, heads: &Path, backbone: Option<&Path>, backend: BackendRef) -> Result<Self> {
         // One store under torchvision's names (`features.{i}.*`); the backbone file's tensors
         // replace the heads file's.
         let mut store = crate::weights::open(heads)?.renamed(canonical);
@@ -130,16 +125,18 @@ impl Lpips {
                 store.insert(n, extra.raw(n)?.clone());
             }
         }
-        crate::weights::from_file(heads, || Self::from_store(net, &store, backend)).map_err(|e| match e {
-            EvalError::Weights { path, msg } if msg.starts_with("missing tensor") => EvalError::Weights {
-                path,
-                msg: format!(
-                    "{msg} (an lpips.LPIPS state_dict has `net.sliceK.{{i}}.*` and `linK.model.1.weight`; \
+        crate::weights::from_file(heads, || Self::from_store(net, &store, wanrt_nn::backend::cpu())).map_err(
+            |e| match e {
+                EvalError::Weights { path, msg } if msg.starts_with("missing tensor") => EvalError::Weights {
+                    path,
+                    msg: format!(
+                        "{msg} (an lpips.LPIPS state_dict has `net.sliceK.{{i}}.*` and `linK.model.1.weight`; \
                      a lin-only file needs the torchvision backbone too)"
-                ),
+                    ),
+                },
+                e => e,
             },
-            e => e,
-        })
+        )
     }
 
     fn from_store(net: LpipsNet, store: &WeightStore, backend: BackendRef) -> Result<Self> {

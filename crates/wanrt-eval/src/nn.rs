@@ -61,12 +61,16 @@ pub fn conv3d_bn(
     let [g, b, m, v] = ["weight", "bias", "running_mean", "running_var"].map(|n| bn.host(n, &[cout]));
     let (g, b, m, v) = (g?, b?, m?, v?);
     let per = weight.numel() / cout;
-    let mut bias = vec![0.0; cout];
-    for o in 0..cout {
-        let s = g.data()[o] / (v.data()[o] + eps).sqrt();
-        weight.data_mut()[o * per..(o + 1) * per].iter_mut().for_each(|w| *w *= s);
-        bias[o] = b.data()[o] - m.data()[o] * s;
-    }
+    let bias = weight
+        .data_mut()
+        .chunks_exact_mut(per)
+        .enumerate()
+        .map(|(o, w)| {
+            let s = g.data()[o] / (v.data()[o] + eps).sqrt();
+            w.iter_mut().for_each(|w| *w *= s);
+            b.data()[o] - m.data()[o] * s
+        })
+        .collect();
     conv3d_from(&vb.pp(conv), weight, Some(bias), stride)
 }
 

@@ -22,6 +22,12 @@ pub fn open(path: &Path) -> Result<WeightStore> {
     Ok(store)
 }
 
+/// The network `build` makes from the weight file `path` (see [`from_file`] for its errors).
+pub fn load<T>(path: &Path, build: impl FnOnce(&WeightStore) -> Result<T>) -> Result<T> {
+    let store = open(path)?;
+    from_file(path, || build(&store))
+}
+
 /// `build`'s result, with a missing, misshapen or unreadable tensor reported against the file
 /// `path` (wanrt-nn's errors name the tensor only).
 pub fn from_file<T>(path: &Path, build: impl FnOnce() -> Result<T>) -> Result<T> {
