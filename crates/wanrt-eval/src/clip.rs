@@ -20,7 +20,7 @@ use wanrt_nn::backend::{Activation, AttentionBias, AttentionPrecision, Backend, 
 use wanrt_nn::{BackendRef, Embedding, HostTensor, Linear, Tensor, VarBuilder, WeightStore};
 
 use crate::error::{EvalError, Result};
-use crate::nn::{conv3d_no_bias, Conv2d};
+use crate::layers::{conv3d_no_bias, Conv2d};
 
 /// One encoder stack's sizes.
 #[derive(Clone, Debug)]

@@ -20,7 +20,7 @@ use wanrt_nn::ops::PaddingFull;
 use wanrt_nn::{BackendRef, Conv3d, HostTensor, Tensor, VarBuilder, WeightStore};
 
 use crate::error::{EvalError, Result};
-use crate::nn::{conv3d_bn, on_host};
+use crate::layers::{conv3d_bn, on_host};
 
 /// The usual file name of the I3D weights (named in "missing weights" errors).
 pub const I3D_FILE: &str = "i3d_pretrained_400.pt";

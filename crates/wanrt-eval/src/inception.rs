@@ -17,7 +17,7 @@ use wanrt_nn::{BackendRef, HostTensor, Tensor, VarBuilder, WeightStore};
 
 use crate::error::{EvalError, Result};
 use crate::items::Frame;
-use crate::nn::{conv3d_bn, on_host, Conv2d};
+use crate::layers::{conv3d_bn, on_host, Conv2d};
 
 /// The usual file name of pytorch-fid's weights (named in "missing weights" errors).
 pub const INCEPTION_FILE: &str = "pt_inception-2015-12-05-6726825d.pth";

@@ -21,7 +21,7 @@ use crate::compare::FrameMetric;
 use crate::error::{EvalError, Result};
 use crate::inception::frame_to_nchw;
 use crate::items::Frame;
-use crate::nn::{conv3d_no_bias, on_host, Conv2d};
+use crate::layers::{conv3d_no_bias, on_host, Conv2d};
 
 /// The backbone of an LPIPS model.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

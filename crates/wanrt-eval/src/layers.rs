@@ -1,8 +1,8 @@
-//! The evaluation networks' layers on wanrt-nn, beyond its [`wanrt_nn::Linear`] and
-//! [`Conv3d`]: 2D convolutions as `Conv3d` with `kt = 1` (the same implicit-GEMM kernel
-//! `ops::conv2d` runs, and the CPU backend's Winograd path for stride-1 3×3 kernels),
-//! BatchNorm folded into the convolution before it at load, and a bridge to the CPU kernels of
-//! `wanrt_nn::ops` for what no backend op does (pooling, resizing).
+//! What the evaluation networks need on top of wanrt-nn's layers: 2D convolutions as its
+//! [`Conv3d`] with `kt = 1` (the kernel `ops::conv2d` runs too, plus the CPU backend's Winograd
+//! path for stride-1 3×3 kernels), BatchNorm folded into the convolution before it at load, and
+//! a bridge to the CPU kernels of `wanrt_nn::ops` for the ops no backend has (pooling,
+//! resizing: the evaluation networks run on the CPU, and Wan needs neither).
 
 use wanrt_nn::backend::Backend;
 use wanrt_nn::ops::PaddingFull;
@@ -11,15 +11,15 @@ use wanrt_nn::{Conv3d, HostTensor, Tensor, VarBuilder};
 
 use crate::error::Result;
 
-/// `f` on `x`'s values in host memory, the result back on `be`: for pooling and resizing,
-/// which have no backend op. On the CPU backend both transfers share the buffer (no copy).
+/// `f` on `x`'s values in host memory, the result back on `be`: for the ops no backend has.
+/// On the CPU backend both transfers share the buffer (no copy).
 pub fn on_host(be: &dyn Backend, x: &Tensor, f: impl FnOnce(&HostTensor) -> Result<HostTensor>) -> Result<Tensor> {
     Ok(be.upload(&f(&be.to_host(x)?)?)?)
 }
 
 /// A convolution over f32 weights `[C_out, C_in, kt, kh, kw]` (computed at load, e.g. with a
 /// BatchNorm folded in), prepared for `vb`'s backend and named after `vb`'s path.
-pub fn conv3d_from(
+fn conv3d_from(
     vb: &VarBuilder,
     weight: HostTensor,
     bias: Option<Vec<f32>>,
@@ -77,22 +77,21 @@ pub fn conv3d_bn(
 /// A 2D convolution (`[N, C, H, W]`) as wanrt-nn's [`Conv3d`] with `kt = 1`.
 pub struct Conv2d {
     conv: Conv3d,
-    /// (top, bottom), (left, right) zero padding.
-    pad: ((usize, usize), (usize, usize)),
+    pad: PaddingFull,
 }
 
 impl Conv2d {
-    /// `conv` must have `kt = 1` (and stride 1 in time).
+    /// `conv` (`kt = 1`, stride 1 in time) with zero padding `pad` = (rows, columns) on both sides.
     pub fn new(conv: Conv3d, pad: (usize, usize)) -> Self {
-        Conv2d { conv, pad: ((pad.0, pad.0), (pad.1, pad.1)) }
+        debug_assert!(conv.weight_shape()[2] == 1 && conv.stride().0 == 1, "{}: not a 2D kernel", conv.name);
+        Conv2d { conv, pad: PaddingFull { t: (0, 0), h: (pad.0, pad.0), w: (pad.1, pad.1) } }
     }
 
     /// `x: [N, C_in, H, W]` → `[N, C_out, H', W']`.
     pub fn forward(&self, be: &dyn Backend, x: &Tensor) -> Result<Tensor> {
         x.expect_rank("conv2d input", 4)?;
         let (n, c, h, w) = (x.dim(0), x.dim(1), x.dim(2), x.dim(3));
-        let pad = PaddingFull { t: (0, 0), h: self.pad.0, w: self.pad.1 };
-        let y = self.conv.forward(be, &x.clone().reshape([n, c, 1, h, w])?, None, pad)?;
+        let y = self.conv.forward(be, &x.clone().reshape([n, c, 1, h, w])?, None, self.pad)?;
         let (co, ho, wo) = (y.dim(1), y.dim(3), y.dim(4));
         Ok(y.reshape([n, co, ho, wo])?)
     }
