@@ -20,7 +20,6 @@ use wanrt_nn::backend::{Activation, AttentionBias, AttentionPrecision, Backend, 
 use wanrt_nn::{BackendRef, Embedding, HostTensor, Linear, Tensor, VarBuilder, WeightStore};
 
 use crate::error::{EvalError, Result};
-use crate::layers::{conv3d_no_bias, Conv2d};
 
 /// One encoder stack's sizes.
 #[derive(Clone, Debug)]
@@ -155,7 +154,11 @@ pub struct Clip {
     max_pos: usize,
     vocab: usize,
     // vision
-    patch_embedding: Conv2d,
+    /// `patch_embedding`, a bias-free convolution whose kernel equals its stride: one GEMM over
+    /// the flattened patches (the implicit-GEMM convolution would run one small GEMM per kernel
+    /// tap, over every column of the input rows).
+    patch_embedding: Linear,
+    patch_size: usize,
     /// `[1, 1, hidden]`.
     class_embedding: Tensor,
     /// `[patches + 1, hidden]`.
@@ -196,7 +199,6 @@ impl Clip {
         let vb = VarBuilder::root(store, &*backend);
         let (tm, vm) = (vb.pp("text_model"), vb.pp("vision_model"));
         let (te, ve) = (tm.pp("embeddings"), vm.pp("embeddings"));
-        let patch = conv3d_no_bias(&ve.pp("patch_embedding"), &[vh, 3, p, p], (1, p, p))?;
         Ok(Clip {
             token_embedding: te.pp("token_embedding").embedding(vocab, th)?,
             position_embedding: te.tensor("position_embedding.weight", &[max_pos, th])?,
@@ -206,7 +208,8 @@ impl Clip {
             eos_token_id,
             max_pos,
             vocab,
-            patch_embedding: Conv2d::new(patch, (0, 0)),
+            patch_embedding: ve.pp("patch_embedding").linear_flattened(&[3, p, p], vh, false)?,
+            patch_size: p,
             class_embedding: ve.tensor("class_embedding", &[vh])?.reshape([1, 1, vh])?,
             vision_position_embedding: ve.tensor("position_embedding.weight", &[g * g + 1, vh])?,
             pre_layrnorm: LayerNorm::load(&vm.pp("pre_layrnorm"), vh, vcfg.eps)?,
@@ -254,16 +257,22 @@ impl Clip {
     }
 
     /// `get_image_features` for a batch `pixel_values: [N, 3, S, S]`, one vector per
-    /// image. The patch convolution runs on the batch; the encoder image by image, so an
-    /// image's embedding does not depend on the batch it is in.
+    /// image. The network runs image by image, so an image's embedding does not depend on the
+    /// batch it is in.
     pub fn image_features_batch(&self, pixels: &HostTensor) -> Result<Vec<Vec<f32>>> {
         let be = &*self.backend;
-        let e = self.patch_embedding.forward(be, &be.upload(pixels)?)?; // [N, hidden, g, g]
-        let (nb, h, g2) = (e.dim(0), e.dim(1), e.dim(2) * e.dim(3));
-        let patches = be.permute(&e.reshape([nb, h, g2])?, &[0, 2, 1])?; // [N, g², hidden]
-        (0..nb)
+        let (p, s) = (self.patch_size, self.image_size);
+        let g = s / p;
+        pixels.expect_shape("CLIP pixel values", &[pixels.dim(0), 3, s, s])?;
+        let pixels = be.upload(pixels)?;
+        (0..pixels.dim(0))
             .map(|b| {
-                let tokens = be.cat(&[&self.class_embedding, &be.narrow(&patches, 0, b, 1)?], 1)?;
+                // [1, 3, g·p, g·p] → [1, g², 3·p·p]: patches in row-major grid order, each
+                // flattened as the kernel is
+                let image = be.narrow(&pixels, 0, b, 1)?.reshape([1, 3, g, p, g, p])?;
+                let patches = be.permute(&image, &[0, 2, 4, 1, 3, 5])?.reshape([1, g * g, 3 * p * p])?;
+                let embedded = self.patch_embedding.forward(be, &patches)?;
+                let tokens = be.cat(&[&self.class_embedding, &embedded], 1)?;
                 let x = be.binary(BinaryOp::Add, &tokens, &self.vision_position_embedding)?;
                 let y = self.vision.forward(be, self.pre_layrnorm.forward(be, x)?, None)?;
                 let cls = self.post_layernorm.forward(be, be.narrow(&y, 1, 0, 1)?)?;
