@@ -263,9 +263,10 @@ impl Clip {
         let be = &*self.backend;
         let (p, s) = (self.patch_size, self.image_size);
         let g = s / p;
-        pixels.expect_shape("CLIP pixel values", &[pixels.dim(0), 3, s, s])?;
+        let n = pixels.shape().first().copied().unwrap_or(0);
+        pixels.expect_shape("CLIP pixel values", &[n, 3, s, s])?;
         let pixels = be.upload(pixels)?;
-        (0..pixels.dim(0))
+        (0..n)
             .map(|b| {
                 // [1, 3, g·p, g·p] → [1, g², 3·p·p]: patches in row-major grid order, each
                 // flattened as the kernel is
