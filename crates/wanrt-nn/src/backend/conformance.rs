@@ -297,7 +297,7 @@ impl<'a> Battery<'a> {
     }
 
     fn activation(&self) -> Result<()> {
-        for act in [Activation::GeluTanh, Activation::Silu] {
+        for act in Activation::ALL {
             let (r, t) = self.both(&self.random(&[2, 75, 97], 6.0))?;
             let (w, g) = (self.reference.activation(r, act)?, self.under_test.activation(t, act)?);
             self.compare("activation", format!("{act:?}"), &w, &g)?;
@@ -418,6 +418,7 @@ impl<'a> Battery<'a> {
         let x = self.random(&[2, 75, 96], 2.0);
         let layer = self.float_layer("ffn", &[200], 96, DType::F32, true)?;
         self.run_linear("gelu-tanh f32", &layer, &x, Some(Activation::GeluTanh))?;
+        self.run_linear("quick-gelu f32", &layer, &x, Some(Activation::QuickGelu))?;
         let int8 = self.quantized_layer(Some(ActQuant::PerToken), false)?;
         self.run_linear("silu W8A8", &int8, &x, Some(Activation::Silu))
     }

@@ -35,12 +35,23 @@ pub fn cpu() -> BackendRef {
     Arc::new(CpuBackend::new(CpuOptions::default()))
 }
 
-/// Pointwise nonlinearities the models use.
+/// Pointwise nonlinearities the models use (Wan's, and the evaluation networks' of wanrt-eval).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Activation {
     /// GELU with the tanh approximation (PyTorch `approximate="tanh"`).
     GeluTanh,
+    /// Exact GELU `x·Φ(x)` through erf (PyTorch's default `nn.GELU()`, transformers' `gelu`).
+    GeluErf,
+    /// CLIP's `quick_gelu`: `x·σ(1.702·x)`.
+    QuickGelu,
     Silu,
+    Relu,
+}
+
+impl Activation {
+    /// Every activation (what the conformance battery and the layer tests run).
+    pub const ALL: [Activation; 5] =
+        [Activation::GeluTanh, Activation::GeluErf, Activation::QuickGelu, Activation::Silu, Activation::Relu];
 }
 
 /// How `softmax(q·kᵀ)·v` is computed.

@@ -14,7 +14,7 @@ use crate::backend::{Activation, PreparedWeight};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::linear::{Linear, LinearWeight};
-use crate::ops::activation::{apply_inplace, gelu_tanh_scalar, silu_scalar};
+use crate::ops::activation::apply_inplace;
 use crate::ops::matmul::{gemm_general, matmul_nt, Layout};
 use crate::quant::int8::{gemm_w8a8_then, DequantRows};
 use crate::quant::{gemm_fp8, gemm_w8a16, gemm_w8a8, ActQuant, Fp8Matrix, Isa, PackedInt8, QuantizedMatrix};
@@ -262,8 +262,7 @@ impl CpuLinear {
     pub(crate) fn forward(&self, x: &HostTensor, act: Option<Activation>) -> Result<HostTensor> {
         match act {
             None => self.forward_then::<fn(f32) -> f32>(x, None),
-            Some(Activation::GeluTanh) => self.forward_then(x, Some(gelu_tanh_scalar)),
-            Some(Activation::Silu) => self.forward_then(x, Some(silu_scalar)),
+            Some(act) => with_activation!(act, f => self.forward_then(x, Some(f))),
         }
     }
 
