@@ -136,7 +136,7 @@ fn run_vae_only(args: &BenchArgs, dir: &std::path::Path, opts: LoadOptions) -> R
     let (vae, load_s) = timed(|| {
         let cfg: VaeConfig = serde_json::from_slice(&std::fs::read(vae_dir.join("config.json"))?)?;
         let ws = WeightStore::from_diffusers_dir(&vae_dir, "diffusion_pytorch_model")?;
-        Ok(WanVae::load(&ws, cfg, opts.vae_backend.clone())?)
+        Ok(WanVae::load(&ws, cfg, opts.vae_backend.clone(), false)?)
     })?;
     let (tf, sf) = (vae.config.temporal_factor(), vae.config.spatial_factor());
     if args.frames == 0

@@ -58,7 +58,7 @@ impl EngineArgs {
             BackendKind::Cpu => Ok(LoadOptions::cpu(self.dtype.into(), self.low_memory)),
             BackendKind::Cuda => {
                 let backend = wanrt_nn::backend::cuda::open()?;
-                Ok(LoadOptions { backend: backend.clone(), vae_backend: backend })
+                Ok(LoadOptions { backend: backend.clone(), vae_backend: backend, vae_encoder: false })
             }
         }
     }

@@ -55,11 +55,12 @@ pub struct GenerateArgs {
     /// Denoising steps.
     #[arg(long)]
     pub steps: Option<usize>,
-    /// Classifier-free guidance scale; ≤ 1 disables CFG (one transformer pass per step).
-    #[arg(long)]
+    /// Classifier-free guidance scale; ≤ 1 (negative values included) disables CFG (one
+    /// transformer pass per step).
+    #[arg(long, allow_negative_numbers = true)]
     pub guidance: Option<f64>,
-    /// Flow shift (default: the model's configured shift).
-    #[arg(long)]
+    /// Flow shift, a positive number (default: the model's configured shift).
+    #[arg(long, allow_negative_numbers = true)]
     pub shift: Option<f64>,
     /// Sampler (default: the model's scheduler config).
     #[arg(long, value_enum)]
@@ -76,7 +77,7 @@ pub struct GenerateArgs {
     /// Step cache (TeaCache-style): skip the transformer blocks while the first block's modulated
     /// input changed by less than T (accumulated relative L1) since the last full step; 0 = off
     /// (default: the model's wanrt.json, else 0). Typical: 0.05–0.3.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub cache_threshold: Option<f64>,
     #[command(flatten)]
     pub engine: EngineArgs,

@@ -208,3 +208,40 @@ fn bad_input_is_one_clear_line() {
     write_without("", Some("blocks.0.attn1.to_q.weight"));
     assert_clean_failure(&["--prompt", "x"], &m, "blocks.0.attn1.to_q.weight");
 }
+
+/// `--dtype bf16` runs the text encoder and transformer in bf16 (a GPU's numerics) and reports it;
+/// its frames stay close to diffusers' f32 ones (the fidelity test in wanrt-wan bounds them).
+#[test]
+fn dtype_bf16_generates_and_reports_its_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = generate_case("a", dir.path(), &["--dtype", "bf16", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["engine"], "cpu/bf16");
+    let got = wanrt_io::read_npy(dir.path().join("frames.npy")).unwrap().to_f32_vec();
+    let (_, want) = reference_video("a");
+    let err = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    assert!(err > 1e-4 && err < 0.08, "bf16 frames: max|Δ| = {err} (f32 is within 1e-5, bf16 ~4.6e-2)");
+}
+
+/// `--backend cuda` on a machine without a CUDA driver (CI) fails before loading anything, in one
+/// line, and writes nothing.
+#[test]
+fn cuda_backend_without_a_driver_fails_in_one_line() {
+    if wanrt_nn::backend::cuda::driver_present() {
+        return; // a GPU machine: the CUDA backend's own tests cover it
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = wanrt()
+        .args(["generate", "--backend", "cuda", "--prompt", "a red fox", "-o"])
+        .arg(dir.path().join("x.mp4"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("error: --backend cuda: no CUDA driver found"), "{stderr}");
+    assert!(!dir.path().join("x.mp4").exists());
+    let bench = wanrt().args(["bench", "--backend", "cuda"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&bench.stderr).contains("no CUDA driver found"));
+}

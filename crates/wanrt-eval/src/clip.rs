@@ -16,11 +16,10 @@
 use std::path::Path;
 
 use serde_json::Value;
-use wanrt_nn::ops::conv2d;
-use wanrt_nn::HostTensor;
+use wanrt_nn::backend::{Activation, AttentionBias, AttentionPrecision, Backend, BinaryOp};
+use wanrt_nn::{BackendRef, Embedding, HostTensor, Linear, Tensor, VarBuilder, WeightStore};
 
 use crate::error::{EvalError, Result};
-use crate::weights::StateDict;
 
 /// One encoder stack's sizes.
 #[derive(Clone, Debug)]
@@ -30,7 +29,7 @@ struct TowerConfig {
     heads: usize,
     inter: usize,
     eps: f32,
-    quick_gelu: bool,
+    act: Activation,
 }
 
 fn tower_config(v: &Value, path: &Path) -> Result<TowerConfig> {
@@ -40,230 +39,185 @@ fn tower_config(v: &Value, path: &Path) -> Result<TowerConfig> {
             .map(|x| x as usize)
             .ok_or_else(|| EvalError::input(path, format!("config.json: missing integer `{k}` in a tower config")))
     };
-    let act = v.get("hidden_act").and_then(Value::as_str).unwrap_or("quick_gelu");
-    if act != "quick_gelu" && act != "gelu" {
-        return Err(EvalError::input(path, format!("unsupported hidden_act `{act}`")));
-    }
+    let act = match v.get("hidden_act").and_then(Value::as_str).unwrap_or("quick_gelu") {
+        "quick_gelu" => Activation::QuickGelu,
+        "gelu" => Activation::GeluErf,
+        act => return Err(EvalError::input(path, format!("unsupported hidden_act `{act}`"))),
+    };
     Ok(TowerConfig {
         hidden: get("hidden_size")?,
         layers: get("num_hidden_layers")?,
         heads: get("num_attention_heads")?,
         inter: get("intermediate_size")?,
         eps: v.get("layer_norm_eps").and_then(Value::as_f64).unwrap_or(1e-5) as f32,
-        quick_gelu: act == "quick_gelu",
+        act,
     })
 }
 
-struct Linear {
-    w: HostTensor,
-    b: Option<Vec<f32>>,
-}
-
-impl Linear {
-    fn load(sd: &StateDict, name: &str, out: usize, inp: usize, bias: bool) -> Result<Self> {
-        Ok(Linear {
-            w: sd.get(&format!("{name}.weight"), Some(&[out, inp]))?,
-            b: if bias { Some(sd.vec(&format!("{name}.bias"), out)?) } else { None },
-        })
-    }
-    /// `x: [L, in]` → `[L, out]`.
-    fn forward(&self, x: &HostTensor) -> Result<HostTensor> {
-        let mut y = wanrt_nn::ops::matmul_nt(x, &self.w)?;
-        if let Some(b) = &self.b {
-            y.add_row(b)?;
-        }
-        Ok(y)
-    }
-}
-
-struct Norm {
-    w: Vec<f32>,
-    b: Vec<f32>,
+/// `nn.LayerNorm` with its affine parameters.
+struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
     eps: f32,
 }
 
-impl Norm {
-    fn load(sd: &StateDict, name: &str, n: usize, eps: f32) -> Result<Self> {
-        Ok(Norm { w: sd.vec(&format!("{name}.weight"), n)?, b: sd.vec(&format!("{name}.bias"), n)?, eps })
+impl LayerNorm {
+    fn load(vb: &VarBuilder, n: usize, eps: f32) -> Result<Self> {
+        Ok(LayerNorm { weight: vb.tensor("weight", &[n])?, bias: vb.tensor("bias", &[n])?, eps })
     }
-    fn forward(&self, x: &HostTensor) -> HostTensor {
-        let n = self.w.len();
-        let mut out = x.clone();
-        for row in out.data_mut().chunks_mut(n) {
-            let mean = row.iter().sum::<f32>() / n as f32;
-            let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n as f32;
-            let inv = 1.0 / (var + self.eps).sqrt();
-            for (i, v) in row.iter_mut().enumerate() {
-                *v = (*v - mean) * inv * self.w[i] + self.b[i];
-            }
-        }
-        out
+    fn forward(&self, be: &dyn Backend, x: Tensor) -> Result<Tensor> {
+        Ok(be.layer_norm(x, self.eps, Some(&self.weight), Some(&self.bias))?)
     }
 }
 
-struct Layer {
-    ln1: Norm,
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    o: Linear,
-    ln2: Norm,
+/// `CLIPEncoderLayer`: pre-LN self-attention and MLP, each added to the residual stream.
+struct EncoderLayer {
+    layer_norm1: LayerNorm,
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    out_proj: Linear,
+    layer_norm2: LayerNorm,
     fc1: Linear,
     fc2: Linear,
 }
 
-struct Encoder {
-    cfg: TowerConfig,
-    layers: Vec<Layer>,
-}
-
-impl Encoder {
-    fn load(sd: &StateDict, prefix: &str, cfg: TowerConfig) -> Result<Self> {
+impl EncoderLayer {
+    fn load(vb: &VarBuilder, cfg: &TowerConfig) -> Result<Self> {
         let (h, i) = (cfg.hidden, cfg.inter);
-        let layers = (0..cfg.layers)
-            .map(|l| {
-                let p = format!("{prefix}.encoder.layers.{l}");
-                Ok(Layer {
-                    ln1: Norm::load(sd, &format!("{p}.layer_norm1"), h, cfg.eps)?,
-                    q: Linear::load(sd, &format!("{p}.self_attn.q_proj"), h, h, true)?,
-                    k: Linear::load(sd, &format!("{p}.self_attn.k_proj"), h, h, true)?,
-                    v: Linear::load(sd, &format!("{p}.self_attn.v_proj"), h, h, true)?,
-                    o: Linear::load(sd, &format!("{p}.self_attn.out_proj"), h, h, true)?,
-                    ln2: Norm::load(sd, &format!("{p}.layer_norm2"), h, cfg.eps)?,
-                    fc1: Linear::load(sd, &format!("{p}.mlp.fc1"), i, h, true)?,
-                    fc2: Linear::load(sd, &format!("{p}.mlp.fc2"), h, i, true)?,
-                })
-            })
-            .collect::<Result<_>>()?;
-        Ok(Encoder { cfg, layers })
+        let (attn, mlp) = (vb.pp("self_attn"), vb.pp("mlp"));
+        Ok(EncoderLayer {
+            layer_norm1: LayerNorm::load(&vb.pp("layer_norm1"), h, cfg.eps)?,
+            q_proj: attn.pp("q_proj").linear(h, h, true)?,
+            k_proj: attn.pp("k_proj").linear(h, h, true)?,
+            v_proj: attn.pp("v_proj").linear(h, h, true)?,
+            out_proj: attn.pp("out_proj").linear(h, h, true)?,
+            layer_norm2: LayerNorm::load(&vb.pp("layer_norm2"), h, cfg.eps)?,
+            fc1: mlp.pp("fc1").linear(h, i, true)?,
+            fc2: mlp.pp("fc2").linear(i, h, true)?,
+        })
     }
 
-    /// `x: [L, hidden]`; `causal` masks future positions.
-    #[allow(clippy::needless_range_loop)] // indices address q/k/v rows and the score row
-    fn forward(&self, mut x: HostTensor, causal: bool) -> Result<HostTensor> {
-        let (l, h, nh) = (x.dim(0), self.cfg.hidden, self.cfg.heads);
+    /// `x: [B, L, hidden]`; `mask`: the additive `[heads, L, L]` score mask (causal text).
+    fn forward(&self, be: &dyn Backend, mut x: Tensor, mask: Option<&Tensor>, cfg: &TowerConfig) -> Result<Tensor> {
+        let (b, l, h, nh) = (x.dim(0), x.dim(1), cfg.hidden, cfg.heads);
         let hd = h / nh;
-        let scale = (hd as f32).powf(-0.5);
-        for layer in &self.layers {
-            let y = layer.ln1.forward(&x);
-            let (q, k, v) = (layer.q.forward(&y)?, layer.k.forward(&y)?, layer.v.forward(&y)?);
-            let mut att = vec![0.0f32; l * h];
-            let mut w = vec![0.0f32; l];
-            for hh in 0..nh {
-                for i in 0..l {
-                    let qi = &q.data()[i * h + hh * hd..][..hd];
-                    let lim = if causal { i + 1 } else { l };
-                    let mut m = f32::NEG_INFINITY;
-                    for j in 0..lim {
-                        let kj = &k.data()[j * h + hh * hd..][..hd];
-                        w[j] = qi.iter().zip(kj).map(|(a, b)| a * b).sum::<f32>() * scale;
-                        m = m.max(w[j]);
-                    }
-                    let mut s = 0.0;
-                    for wj in w.iter_mut().take(lim) {
-                        *wj = (*wj - m).exp();
-                        s += *wj;
-                    }
-                    let out = &mut att[i * h + hh * hd..][..hd];
-                    for j in 0..lim {
-                        let vj = &v.data()[j * h + hh * hd..][..hd];
-                        let p = w[j] / s;
-                        out.iter_mut().zip(vj).for_each(|(o, &vv)| *o += p * vv);
-                    }
-                }
-            }
-            let a = layer.o.forward(&HostTensor::new([l, h], att)?)?;
-            x = x.add(&a)?;
-            let y = layer.ln2.forward(&x);
-            let quick = self.cfg.quick_gelu;
-            let f = layer.fc1.forward(&y)?.map(|v| {
-                if quick {
-                    v / (1.0 + (-1.702 * v).exp())
-                } else {
-                    0.5 * v * (1.0 + libm_erf(v / std::f32::consts::SQRT_2))
-                }
-            });
-            x = x.add(&layer.fc2.forward(&f)?)?;
-        }
+        let y = self.layer_norm1.forward(be, x.clone())?;
+        let [q, k, v] = [&self.q_proj, &self.k_proj, &self.v_proj].map(|p| p.forward(be, &y));
+        let (q, k, v) = (q?.reshape([b, l, nh, hd])?, k?.reshape([b, l, nh, hd])?, v?.reshape([b, l, nh, hd])?);
+        let bias = AttentionBias { per_head: mask, key_lengths: None };
+        let att = be.attention(&q, &k, &v, (hd as f32).powf(-0.5), bias, AttentionPrecision::Full)?;
+        be.add_assign(&mut x, &self.out_proj.forward(be, &att.reshape([b, l, h])?)?)?;
+        let y = self.layer_norm2.forward(be, x.clone())?;
+        let f = self.fc1.forward_activation(be, &y, cfg.act)?;
+        be.add_assign(&mut x, &self.fc2.forward(be, &f)?)?;
         Ok(x)
     }
 }
 
-/// erf for the exact GELU (`hidden_act="gelu"`), Abramowitz–Stegun 7.1.26 refined in f64.
-fn libm_erf(x: f32) -> f32 {
-    let x = x as f64;
-    let t = 1.0 / (1.0 + 0.5 * x.abs());
-    let y = 1.0
-        - t * (-x * x - 1.26551223
-            + t * (1.00002368
-                + t * (0.37409196
-                    + t * (0.09678418
-                        + t * (-0.18628806
-                            + t * (0.27886807
-                                + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))))))))
-            .exp();
-    (if x >= 0.0 { y } else { -y }) as f32
+struct Encoder {
+    cfg: TowerConfig,
+    layers: Vec<EncoderLayer>,
+}
+
+impl Encoder {
+    /// `{vb}.encoder.layers.{i}`.
+    fn load(vb: &VarBuilder, cfg: TowerConfig) -> Result<Self> {
+        let vb = vb.pp("encoder").pp("layers");
+        let layers = (0..cfg.layers).map(|l| EncoderLayer::load(&vb.pp(l), &cfg)).collect::<Result<_>>()?;
+        Ok(Encoder { cfg, layers })
+    }
+
+    fn forward(&self, be: &dyn Backend, x: Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+        self.layers.iter().try_fold(x, |x, layer| layer.forward(be, x, mask, &self.cfg))
+    }
+}
+
+/// The text model's causal mask: `−∞` above the diagonal of every head's `[L, L]` scores.
+fn causal_mask(heads: usize, l: usize) -> Result<HostTensor> {
+    let row = |i: usize| (0..l).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 });
+    let one: Vec<f32> = (0..l).flat_map(row).collect();
+    Ok(HostTensor::new([heads, l, l], one.repeat(heads))?)
 }
 
 /// A CLIP model: both towers and projections.
 pub struct Clip {
+    backend: BackendRef,
     // text
-    tok_emb: HostTensor,
-    pos_emb: HostTensor,
+    token_embedding: Embedding,
+    /// `[max_pos, hidden]`.
+    position_embedding: Tensor,
     text: Encoder,
-    final_ln: Norm,
-    text_proj: Linear,
+    final_layer_norm: LayerNorm,
+    text_projection: Linear,
     eos_token_id: i64,
     max_pos: usize,
+    vocab: usize,
     // vision
-    patch: HostTensor,
-    class_emb: Vec<f32>,
-    vpos_emb: HostTensor,
-    pre_ln: Norm,
-    vision: Encoder,
-    post_ln: Norm,
-    visual_proj: Linear,
-    pub image_size: usize,
+    /// `patch_embedding`, a bias-free convolution whose kernel equals its stride: one GEMM over
+    /// the flattened patches (the implicit-GEMM convolution would run one small GEMM per kernel
+    /// tap, over every column of the input rows).
+    patch_embedding: Linear,
     patch_size: usize,
+    /// `[1, 1, hidden]`.
+    class_embedding: Tensor,
+    /// `[patches + 1, hidden]`.
+    vision_position_embedding: Tensor,
+    pre_layrnorm: LayerNorm,
+    vision: Encoder,
+    post_layernorm: LayerNorm,
+    visual_projection: Linear,
+    pub image_size: usize,
 }
 
 impl Clip {
-    /// Loads `config.json` + `model.safetensors` from a Hugging Face CLIP folder.
+    /// Loads `config.json` + `model.safetensors` from a Hugging Face CLIP folder onto the CPU
+    /// backend.
     pub fn load(dir: &Path) -> Result<Self> {
         let cfg_path = dir.join("config.json");
         let text = std::fs::read_to_string(&cfg_path).map_err(|e| EvalError::input(&cfg_path, e.to_string()))?;
         let cfg: Value =
             serde_json::from_str(&text).map_err(|e| EvalError::input(&cfg_path, format!("invalid JSON: {e}")))?;
-        let tc = cfg.get("text_config").ok_or_else(|| EvalError::input(&cfg_path, "no `text_config`"))?;
-        let vc = cfg.get("vision_config").ok_or_else(|| EvalError::input(&cfg_path, "no `vision_config`"))?;
-        let tcfg = tower_config(tc, &cfg_path)?;
-        let vcfg = tower_config(vc, &cfg_path)?;
+        crate::weights::load(&dir.join("model.safetensors"), |store| {
+            Self::from_store(&cfg, &cfg_path, store, wanrt_nn::backend::cpu())
+        })
+    }
+
+    fn from_store(cfg: &Value, cfg_path: &Path, store: &WeightStore, backend: BackendRef) -> Result<Self> {
+        let tc = cfg.get("text_config").ok_or_else(|| EvalError::input(cfg_path, "no `text_config`"))?;
+        let vc = cfg.get("vision_config").ok_or_else(|| EvalError::input(cfg_path, "no `vision_config`"))?;
+        let tcfg = tower_config(tc, cfg_path)?;
+        let vcfg = tower_config(vc, cfg_path)?;
         let proj = cfg.get("projection_dim").and_then(Value::as_u64).unwrap_or(512) as usize;
         let vocab = tc.get("vocab_size").and_then(Value::as_u64).unwrap_or(49408) as usize;
         let max_pos = tc.get("max_position_embeddings").and_then(Value::as_u64).unwrap_or(77) as usize;
         let eos_token_id = tc.get("eos_token_id").and_then(Value::as_i64).unwrap_or(2);
         let image_size = vc.get("image_size").and_then(Value::as_u64).unwrap_or(224) as usize;
-        let patch_size = vc.get("patch_size").and_then(Value::as_u64).unwrap_or(32) as usize;
-        let sd = StateDict::open(&dir.join("model.safetensors"))?;
+        let p = vc.get("patch_size").and_then(Value::as_u64).unwrap_or(32) as usize;
         let (th, vh) = (tcfg.hidden, vcfg.hidden);
-        let g = image_size / patch_size;
+        let g = image_size / p;
+        let vb = VarBuilder::root(store, &*backend);
+        let (tm, vm) = (vb.pp("text_model"), vb.pp("vision_model"));
+        let (te, ve) = (tm.pp("embeddings"), vm.pp("embeddings"));
         Ok(Clip {
-            tok_emb: sd.get("text_model.embeddings.token_embedding.weight", Some(&[vocab, th]))?,
-            pos_emb: sd.get("text_model.embeddings.position_embedding.weight", Some(&[max_pos, th]))?,
-            final_ln: Norm::load(&sd, "text_model.final_layer_norm", th, tcfg.eps)?,
-            text_proj: Linear::load(&sd, "text_projection", proj, th, false)?,
-            text: Encoder::load(&sd, "text_model", tcfg)?,
+            token_embedding: te.pp("token_embedding").embedding(vocab, th)?,
+            position_embedding: te.tensor("position_embedding.weight", &[max_pos, th])?,
+            final_layer_norm: LayerNorm::load(&tm.pp("final_layer_norm"), th, tcfg.eps)?,
+            text_projection: vb.pp("text_projection").linear(th, proj, false)?,
+            text: Encoder::load(&tm, tcfg)?,
             eos_token_id,
             max_pos,
-            patch: sd.get("vision_model.embeddings.patch_embedding.weight", Some(&[vh, 3, patch_size, patch_size]))?,
-            class_emb: sd.vec("vision_model.embeddings.class_embedding", vh)?,
-            vpos_emb: sd.get("vision_model.embeddings.position_embedding.weight", Some(&[g * g + 1, vh]))?,
-            pre_ln: Norm::load(&sd, "vision_model.pre_layrnorm", vh, vcfg.eps)?,
-            post_ln: Norm::load(&sd, "vision_model.post_layernorm", vh, vcfg.eps)?,
-            visual_proj: Linear::load(&sd, "visual_projection", proj, vh, false)?,
-            vision: Encoder::load(&sd, "vision_model", vcfg)?,
+            vocab,
+            patch_embedding: ve.pp("patch_embedding").linear_flattened(&[3, p, p], vh, false)?,
+            patch_size: p,
+            class_embedding: ve.tensor("class_embedding", &[vh])?.reshape([1, 1, vh])?,
+            vision_position_embedding: ve.tensor("position_embedding.weight", &[g * g + 1, vh])?,
+            pre_layrnorm: LayerNorm::load(&vm.pp("pre_layrnorm"), vh, vcfg.eps)?,
+            post_layernorm: LayerNorm::load(&vm.pp("post_layernorm"), vh, vcfg.eps)?,
+            visual_projection: vb.pp("visual_projection").linear(vh, proj, false)?,
+            vision: Encoder::load(&vm, vcfg)?,
             image_size,
-            patch_size,
+            backend,
         })
     }
 
@@ -273,19 +227,14 @@ impl Clip {
         if l == 0 || l > self.max_pos {
             return Err(EvalError::mismatch("caption token count", format!("1..={}", self.max_pos), l));
         }
-        let h = self.tok_emb.dim(1);
-        let vocab = self.tok_emb.dim(0);
-        let mut x = vec![0.0f32; l * h];
-        for (i, &id) in ids.iter().enumerate() {
-            let id = id as usize;
-            if id >= vocab {
-                return Err(EvalError::mismatch("token id", format!("< {vocab}"), id));
-            }
-            for j in 0..h {
-                x[i * h + j] = self.tok_emb.data()[id * h + j] + self.pos_emb.data()[i * h + j];
-            }
+        if let Some(&id) = ids.iter().find(|&&id| id as usize >= self.vocab) {
+            return Err(EvalError::mismatch("token id", format!("< {}", self.vocab), id));
         }
-        let y = self.final_ln.forward(&self.text.forward(HostTensor::new([l, h], x)?, true)?);
+        let be = &*self.backend;
+        let tokens = self.token_embedding.forward(be, &be.upload_ids(&[1, l], ids)?)?;
+        let x = be.binary(BinaryOp::Add, &tokens, &be.narrow(&self.position_embedding, 0, 0, l)?)?;
+        let mask = be.upload(&causal_mask(self.text.cfg.heads, l)?)?;
+        let y = self.final_layer_norm.forward(be, self.text.forward(be, x, Some(&mask))?)?;
         let pos = if self.eos_token_id == 2 {
             // torch.argmax: first position of the largest id
             let mut best = 0;
@@ -298,8 +247,8 @@ impl Clip {
         } else {
             ids.iter().position(|&id| id as i64 == self.eos_token_id).unwrap_or(0)
         };
-        let pooled = HostTensor::new([1, h], y.data()[pos * h..(pos + 1) * h].to_vec())?;
-        Ok(self.text_proj.forward(&pooled)?.into_data())
+        let pooled = be.narrow(&y, 1, pos, 1)?;
+        Ok(be.to_host(&self.text_projection.forward(be, &pooled)?)?.into_data())
     }
 
     /// `get_image_features` for `pixel_values: [1, 3, S, S]` (normalized).
@@ -308,27 +257,27 @@ impl Clip {
     }
 
     /// `get_image_features` for a batch `pixel_values: [N, 3, S, S]`, one vector per
-    /// image. The patch convolution runs on the batch; the encoder image by image, so an
-    /// image's embedding does not depend on the batch it is in.
+    /// image. The network runs image by image, so an image's embedding does not depend on the
+    /// batch it is in.
     pub fn image_features_batch(&self, pixels: &HostTensor) -> Result<Vec<Vec<f32>>> {
-        let p = self.patch_size;
-        let e = conv2d(pixels, &self.patch, None, (p, p), ((0, 0), (0, 0)))?; // [N, h, g, g]
-        let (nb, h, g2) = (e.dim(0), e.dim(1), e.dim(2) * e.dim(3));
-        let n = g2 + 1;
-        (0..nb)
+        let be = &*self.backend;
+        let (p, s) = (self.patch_size, self.image_size);
+        let g = s / p;
+        let n = pixels.shape().first().copied().unwrap_or(0);
+        pixels.expect_shape("CLIP pixel values", &[n, 3, s, s])?;
+        let pixels = be.upload(pixels)?;
+        (0..n)
             .map(|b| {
-                let eb = &e.data()[b * h * g2..(b + 1) * h * g2];
-                let mut x = vec![0.0f32; n * h];
-                for j in 0..h {
-                    x[j] = self.class_emb[j] + self.vpos_emb.data()[j];
-                    for t in 0..g2 {
-                        x[(t + 1) * h + j] = eb[j * g2 + t] + self.vpos_emb.data()[(t + 1) * h + j];
-                    }
-                }
-                let x = self.pre_ln.forward(&HostTensor::new([n, h], x)?);
-                let y = self.vision.forward(x, false)?;
-                let cls = self.post_ln.forward(&HostTensor::new([1, h], y.data()[..h].to_vec())?);
-                Ok(self.visual_proj.forward(&cls)?.into_data())
+                // [1, 3, g·p, g·p] → [1, g², 3·p·p]: patches in row-major grid order, each
+                // flattened as the kernel is
+                let image = be.narrow(&pixels, 0, b, 1)?.reshape([1, 3, g, p, g, p])?;
+                let patches = be.permute(&image, &[0, 2, 4, 1, 3, 5])?.reshape([1, g * g, 3 * p * p])?;
+                let embedded = self.patch_embedding.forward(be, &patches)?;
+                let tokens = be.cat(&[&self.class_embedding, &embedded], 1)?;
+                let x = be.binary(BinaryOp::Add, &tokens, &self.vision_position_embedding)?;
+                let y = self.vision.forward(be, self.pre_layrnorm.forward(be, x)?, None)?;
+                let cls = self.post_layernorm.forward(be, be.narrow(&y, 1, 0, 1)?)?;
+                Ok(be.to_host(&self.visual_projection.forward(be, &cls)?)?.into_data())
             })
             .collect()
     }

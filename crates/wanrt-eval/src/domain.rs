@@ -26,9 +26,11 @@ use std::path::{Path, PathBuf};
 use indicatif::ProgressBar;
 use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use wanrt_nn::backend::Activation;
 use wanrt_nn::ops::pool::global_avg_pool;
-use wanrt_nn::ops::{conv3d, PaddingFull};
-use wanrt_nn::HostTensor;
+use wanrt_nn::ops::PaddingFull;
+use wanrt_nn::weights::RawTensor;
+use wanrt_nn::{BackendRef, Conv3d, HostTensor, Linear, WeightStore};
 
 use crate::clipscore::read_prompts;
 use crate::error::{EvalError, Result};
@@ -36,7 +38,6 @@ use crate::fid::SideInfo;
 use crate::frechet::frechet_distance_stats;
 use crate::items::open_items;
 use crate::stats::FeatureSums;
-use crate::weights::StateDict;
 
 /// Where the bundled evaluator lives, relative to a repository or install root.
 pub const EVALUATOR_REL: &str = "models/demo-evaluator";
@@ -169,15 +170,8 @@ struct ConfigFile {
 
 // ----------------------------------------------------------------------------- network
 
-struct Conv {
-    weight: HostTensor,
-    bias: Option<Vec<f32>>,
-    stride: (usize, usize, usize),
-    pad: PaddingFull,
-}
-
 enum Layer {
-    Conv(Conv),
+    Conv(Conv3d, PaddingFull),
     Relu,
 }
 
@@ -185,9 +179,8 @@ enum Layer {
 pub struct Head {
     pub name: String,
     pub classes: Vec<String>,
-    /// `[classes, feature_dim]` row-major.
-    weight: Vec<f32>,
-    bias: Vec<f32>,
+    /// `feature_dim → classes`.
+    linear: Linear,
 }
 
 /// A caption template such as `a {colour} {shape} moves {direction} on a {background} background`.
@@ -199,6 +192,7 @@ enum Word {
 
 /// The domain evaluator: layers, heads, input geometry and caption template.
 pub struct DomainEvaluator {
+    backend: BackendRef,
     dir: PathBuf,
     frames: usize,
     height: usize,
@@ -221,7 +215,7 @@ pub struct DomainOutput {
 }
 
 impl DomainEvaluator {
-    /// Loads `config.json` + `model.safetensors` from an evaluator folder.
+    /// Loads `config.json` + `model.safetensors` from an evaluator folder onto the CPU backend.
     pub fn load(dir: &Path) -> Result<Self> {
         if !dir.is_dir() {
             return Err(EvalError::input(
@@ -237,7 +231,15 @@ impl DomainEvaluator {
         if cfg.input.layout != "NCTHW" {
             return Err(bad(format!("input layout `{}` is not supported (expected NCTHW)", cfg.input.layout)));
         }
-        let sd = StateDict::open(&dir.join("model.safetensors"))?;
+        crate::weights::load(&dir.join("model.safetensors"), |store| {
+            Self::build(dir, &cfg, &cfg_path, store, wanrt_nn::backend::cpu())
+        })
+    }
+
+    fn build(dir: &Path, cfg: &ConfigFile, cfg_path: &Path, store: &WeightStore, backend: BackendRef) -> Result<Self> {
+        // The config names every tensor in full: layers are built from the store by those names
+        // (not along a module path).
+        let bad = |msg: String| EvalError::input(cfg_path, msg);
         let mut layers = Vec::new();
         let mut channels = 3usize;
         let mut pooled = false;
@@ -265,15 +267,14 @@ impl DomainEvaluator {
                     if stride.contains(&0) {
                         return Err(bad(format!("layer {i}: stride must be positive")));
                     }
-                    let w = sd.get(weight, Some(&[*out_channels, *in_channels, k[0], k[1], k[2]]))?;
-                    let b = bias.as_ref().map(|b| sd.vec(b, *out_channels)).transpose()?;
+                    let w = store.get_shaped(weight, &[*out_channels, *in_channels, k[0], k[1], k[2]])?;
+                    let b = bias.as_ref().map(|b| store.get_shaped(b, &[*out_channels])).transpose()?;
+                    let name = weight.strip_suffix(".weight").unwrap_or(weight);
+                    let stride = (stride[0], stride[1], stride[2]);
+                    let mut conv = Conv3d::new(name, RawTensor::from_f32(&w), b.map(HostTensor::into_data), stride)?;
+                    conv.prepare(&*backend)?;
                     let pad = PaddingFull { t: (p[0], p[0]), h: (p[1], p[1]), w: (p[2], p[2]) };
-                    layers.push(Layer::Conv(Conv {
-                        weight: w,
-                        bias: b,
-                        stride: (stride[0], stride[1], stride[2]),
-                        pad,
-                    }));
+                    layers.push(Layer::Conv(conv, pad));
                     channels = *out_channels;
                 }
                 LayerCfg::Relu => layers.push(Layer::Relu),
@@ -299,12 +300,11 @@ impl DomainEvaluator {
                     h.classes.len()
                 )));
             }
-            heads.push(Head {
-                name: name.clone(),
-                classes: h.classes.clone(),
-                weight: sd.get(&h.weight, Some(&[h.out_features, channels]))?.into_data(),
-                bias: sd.vec(&h.bias, h.out_features)?,
-            });
+            let w = store.get_shaped(&h.weight, &[h.out_features, channels])?;
+            let b = store.get_shaped(&h.bias, &[h.out_features])?.into_data();
+            let mut linear = Linear::from_f32(format!("heads.{name}"), &w, Some(b))?;
+            linear.prepare(&*backend)?;
+            heads.push(Head { name: name.clone(), classes: h.classes.clone(), linear });
         }
         if heads.is_empty() {
             return Err(bad("no heads".into()));
@@ -325,6 +325,7 @@ impl DomainEvaluator {
             ),
         };
         Ok(DomainEvaluator {
+            backend,
             dir: dir.to_path_buf(),
             frames: cfg.input.frames,
             height: cfg.input.height,
@@ -379,32 +380,26 @@ impl DomainEvaluator {
 
     /// `x: [N, 3, T, H, W]` normalized → features `[N, D]` and each head's logits.
     pub fn forward(&self, x: &HostTensor) -> Result<DomainOutput> {
-        let mut x = x.clone();
+        let be = &*self.backend;
+        let mut y = be.upload(x)?;
         for l in &self.layers {
-            x = match l {
-                Layer::Conv(c) => conv3d(&x, &c.weight, c.bias.as_deref(), c.stride, c.pad)?,
-                Layer::Relu => x.map(|v| v.max(0.0)),
+            y = match l {
+                Layer::Conv(conv, pad) => conv.forward(be, &y, None, *pad)?,
+                Layer::Relu => be.activation(y, Activation::Relu)?,
             };
         }
-        // x: [N, D, T', H', W'] -> [N, D]
-        let features = global_avg_pool(&x)?.into_data();
-        let d = self.feature_dim;
-        let logits = self
-            .heads
-            .iter()
-            .map(|h| {
-                features
-                    .chunks_exact(d)
-                    .flat_map(|f| {
-                        h.weight.chunks_exact(d).zip(&h.bias).map(move |(wr, &b)| {
-                            let s: f64 = wr.iter().zip(f).map(|(&a, &b)| a as f64 * b as f64).sum();
-                            (s + b as f64) as f32
-                        })
-                    })
-                    .collect()
-            })
-            .collect();
-        Ok(DomainOutput { features, logits })
+        // y: [N, D, T', H', W'] -> [N, D]
+        let pooled = global_avg_pool(&be.to_host(&y)?)?;
+        let mut logits = vec![Vec::new(); self.heads.len()];
+        // The heads run sample by sample (a GEMM of one row), so a sample's logits do not
+        // depend on the batch it is in.
+        for n in 0..pooled.dim(0) {
+            let f = be.upload(&pooled.narrow(0, n, 1)?)?;
+            for (h, out) in self.heads.iter().zip(&mut logits) {
+                out.extend(be.to_host(&h.linear.forward(be, &f)?)?.data());
+            }
+        }
+        Ok(DomainOutput { features: pooled.into_data(), logits })
     }
 
     /// Features and logits of uint8 clips, `batch` clips per network call.

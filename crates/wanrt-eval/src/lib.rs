@@ -10,6 +10,11 @@
 //! | domain accuracy / FD | tools/demo/evaluator.py (models/demo-evaluator) | [`domain`] |
 //! | CLIPScore | torchmetrics 1.9.0 `CLIPScore` + transformers 5.24 `CLIPModel` | [`clip`], [`clipscore`] |
 //!
+//! The networks are built on wanrt-nn: weights from a `WeightStore` ([`weights`]) along
+//! `VarBuilder` paths, its `Linear`/`Embedding`/`Conv3d` layers, and the backend's attention,
+//! norms and activations, on the CPU backend; [`layers`] adds 2D convolutions, folded
+//! BatchNorm and the host-side pooling/resizing.
+//!
 //! Inputs follow DESIGN.md's item rules ([`items`]); [`cli`] implements the CLI contract.
 
 pub mod cli;
@@ -25,6 +30,7 @@ pub mod i3d;
 pub mod inception;
 pub mod items;
 pub mod kid;
+pub mod layers;
 pub mod lpips;
 pub mod psnr;
 pub mod ssim;

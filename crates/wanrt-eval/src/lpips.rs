@@ -11,18 +11,17 @@
 //! heads (`weights/v0.1/alex.pth`) plus torchvision's backbone (`features.{i}.*`, e.g.
 //! `alexnet-owt-7be5be79.pth`) given separately.
 
-use std::collections::HashMap;
 use std::path::Path;
 
-use wanrt_nn::ops::conv2d;
+use wanrt_nn::backend::{Activation, BinaryOp};
 use wanrt_nn::ops::pool::max_pool2d;
-use wanrt_nn::HostTensor;
+use wanrt_nn::{BackendRef, HostTensor, Tensor, VarBuilder, WeightStore};
 
 use crate::compare::FrameMetric;
 use crate::error::{EvalError, Result};
 use crate::inception::frame_to_nchw;
 use crate::items::Frame;
-use crate::weights::StateDict;
+use crate::layers::{conv3d_no_bias, on_host, Conv2d};
 
 /// The backbone of an LPIPS model.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,76 +74,90 @@ impl LpipsNet {
 }
 
 enum Layer {
-    Conv { weight: HostTensor, bias: Vec<f32>, stride: usize, pad: usize },
+    Conv(Conv2d),
     Relu,
     MaxPool(usize, usize),
 }
 
 /// An LPIPS model ready to score frame pairs.
 pub struct Lpips {
+    backend: BackendRef,
     net: LpipsNet,
     layers: Vec<Layer>,
-    lins: Vec<Vec<f32>>,
+    /// The linear heads `lin{k}.model.1`: 1×1 convolutions `C_k → 1` without bias.
+    lins: Vec<Conv2d>,
     shift: [f32; 3],
     scale: [f32; 3],
 }
 
 /// `net.slice{k}.{i}.x` → `features.{i}.x`; other names unchanged.
-fn canonical(name: &str) -> String {
+fn canonical(name: &str) -> Option<String> {
     if let Some(rest) = name.strip_prefix("net.slice") {
         if let Some((_, tail)) = rest.split_once('.') {
-            return format!("features.{tail}");
+            return Some(format!("features.{tail}"));
         }
     }
-    name.to_string()
+    Some(name.to_string())
+}
+
+/// `x / (‖x‖ + 1e-10)` over the channels of `[1, C, H, W]` (lpips' `normalize_tensor`).
+fn normalize_channels(x: &HostTensor) -> HostTensor {
+    let (c, plane) = (x.dim(1), x.dim(2) * x.dim(3));
+    let mut out = x.clone();
+    let d = out.data_mut();
+    for p in 0..plane {
+        let norm = (0..c).map(|k| d[k * plane + p].powi(2)).sum::<f32>().sqrt() + 1e-10;
+        (0..c).for_each(|k| d[k * plane + p] /= norm);
+    }
+    out
 }
 
 impl Lpips {
-    /// Loads LPIPS weights: one `lpips.LPIPS` state_dict, or heads + a torchvision backbone.
+    /// Loads LPIPS weights: one `lpips.LPIPS` state_dict, or heads + a torchvision backbone,
+    /// onto the CPU backend.
     pub fn load(net: LpipsNet, heads: &Path, backbone: Option<&Path>) -> Result<Self> {
-        let mut names: HashMap<String, (String, usize)> = HashMap::new();
-        let mut files = vec![StateDict::open(heads)?];
+        // One store under torchvision's names (`features.{i}.*`); the backbone file's tensors
+        // replace the heads file's.
+        let mut store = crate::weights::open(heads)?.renamed(canonical);
         if let Some(b) = backbone {
-            files.push(StateDict::open(b)?);
-        }
-        for (fi, f) in files.iter().enumerate() {
-            for n in f.names() {
-                names.insert(canonical(n), (n.to_string(), fi));
+            let extra = crate::weights::open(b)?.renamed(canonical);
+            for n in extra.names() {
+                store.insert(n, extra.raw(n)?.clone());
             }
         }
-        let get = |canon: &str, shape: Option<&[usize]>| -> Result<HostTensor> {
-            let (orig, fi) = names.get(canon).ok_or_else(|| EvalError::Weights {
-                path: heads.to_path_buf(),
-                msg: format!(
-                    "missing tensor `{canon}` (an lpips.LPIPS state_dict has `net.sliceK.{{i}}.*` \
-                     and `linK.model.1.weight`; a lin-only file needs the torchvision backbone too)"
-                ),
-            })?;
-            files[*fi].get(orig, shape)
-        };
-        let chans = net.channels();
+        crate::weights::from_file(heads, || Self::from_store(net, &store, wanrt_nn::backend::cpu())).map_err(
+            |e| match e {
+                EvalError::Weights { path, msg } if msg.starts_with("missing tensor") => EvalError::Weights {
+                    path,
+                    msg: format!(
+                        "{msg} (an lpips.LPIPS state_dict has `net.sliceK.{{i}}.*` and `linK.model.1.weight`; \
+                     a lin-only file needs the torchvision backbone too)"
+                    ),
+                },
+                e => e,
+            },
+        )
+    }
+
+    fn from_store(net: LpipsNet, store: &WeightStore, backend: BackendRef) -> Result<Self> {
+        let bad = |msg: String| EvalError::Weights { path: store.origin().into(), msg };
+        let vb = VarBuilder::root(store, &*backend);
         let last = net.slice_ends()[4];
         let mut layers = Vec::new();
         let mut cin = 3;
         for idx in 0..=last {
-            let wname = format!("features.{idx}.weight");
-            if names.contains_key(&wname) {
-                let weight = get(&wname, None)?;
-                let &[co, ci, kh, kw] = weight.shape() else {
-                    return Err(EvalError::Weights {
-                        path: heads.to_path_buf(),
-                        msg: format!("`{wname}` must be 4-D, found {:?}", weight.shape()),
-                    });
+            let layer = vb.pp("features").pp(idx);
+            if layer.contains("weight") {
+                let shape = store.shape_of(&layer.path("weight"))?.to_vec();
+                let &[co, ci, kh, kw] = shape.as_slice() else {
+                    return Err(bad(format!("`{}` must be 4-D, found {shape:?}", layer.path("weight"))));
                 };
                 if ci != cin || kh != kw {
-                    return Err(EvalError::Weights {
-                        path: heads.to_path_buf(),
-                        msg: format!("`{wname}`: expected [*, {cin}, k, k], found {:?}", weight.shape()),
-                    });
+                    return Err(bad(format!("`{}`: expected [*, {cin}, k, k], found {shape:?}", layer.path("weight"))));
                 }
-                let bias = get(&format!("features.{idx}.bias"), Some(&[co]))?.into_data();
                 let (stride, pad) = net.conv_geometry(idx);
-                layers.push(Layer::Conv { weight, bias, stride, pad });
+                let conv = layer.conv3d([co, ci, 1, kh, kw], (1, stride, stride))?;
+                layers.push(Layer::Conv(Conv2d::new(conv, (pad, pad))));
                 cin = co;
             } else if let Some((k, s)) = net.pool(idx) {
                 layers.push(Layer::MaxPool(k, s));
@@ -152,34 +165,41 @@ impl Lpips {
                 layers.push(Layer::Relu);
             }
         }
-        let mut lins = Vec::new();
-        for (k, &c) in chans.iter().enumerate() {
-            lins.push(get(&format!("lin{k}.model.1.weight"), Some(&[1, c, 1, 1]))?.into_data());
-        }
+        let lins = net
+            .channels()
+            .iter()
+            .enumerate()
+            .map(|(k, &c)| {
+                let lin = vb.pp(format!("lin{k}")).pp("model").pp(1);
+                Ok(Conv2d::new(conv3d_no_bias(&lin, &[1, c, 1, 1], (1, 1, 1))?, (0, 0)))
+            })
+            .collect::<Result<_>>()?;
         let mut shift = [-0.030, -0.088, -0.188];
         let mut scale = [0.458, 0.448, 0.450];
-        if let Ok(t) = get("scaling_layer.shift", Some(&[1, 3, 1, 1])) {
-            shift.copy_from_slice(t.data());
+        let sl = vb.pp("scaling_layer");
+        if sl.contains("shift") {
+            shift.copy_from_slice(sl.host("shift", &[1, 3, 1, 1])?.data());
         }
-        if let Ok(t) = get("scaling_layer.scale", Some(&[1, 3, 1, 1])) {
-            scale.copy_from_slice(t.data());
+        if sl.contains("scale") {
+            scale.copy_from_slice(sl.host("scale", &[1, 3, 1, 1])?.data());
         }
-        Ok(Lpips { net, layers, lins, shift, scale })
+        Ok(Lpips { backend, net, layers, lins, shift, scale })
     }
 
     /// The five slice outputs for `x: [1, 3, H, W]` already scaled.
-    fn features(&self, x: HostTensor) -> Result<Vec<HostTensor>> {
+    fn features(&self, x: Tensor) -> Result<Vec<Tensor>> {
+        let be = &*self.backend;
         let ends = self.net.slice_ends();
         let mut outs = Vec::with_capacity(5);
         let mut h = x;
         for (idx, layer) in self.layers.iter().enumerate() {
             h = match layer {
-                Layer::Conv { weight, bias, stride, pad } => {
-                    conv2d(&h, weight, Some(bias), (*stride, *stride), ((*pad, *pad), (*pad, *pad)))?
-                }
-                Layer::Relu => h.map(|v| v.max(0.0)),
-                Layer::MaxPool(k, s) => max_pool2d(&h, *k, *s, 0)
-                    .map_err(|e| EvalError::Msg(format!("LPIPS: frame too small for the backbone ({e})")))?,
+                Layer::Conv(conv) => conv.forward(be, &h)?,
+                Layer::Relu => be.activation(h, Activation::Relu)?,
+                Layer::MaxPool(k, s) => on_host(be, &h, |h| {
+                    max_pool2d(h, *k, *s, 0)
+                        .map_err(|e| EvalError::Msg(format!("LPIPS: frame too small for the backbone ({e})")))
+                })?,
             };
             if ends.contains(&idx) {
                 outs.push(h.clone());
@@ -188,14 +208,14 @@ impl Lpips {
         Ok(outs)
     }
 
-    fn prepare(&self, f: &Frame) -> HostTensor {
+    fn prepare(&self, f: &Frame) -> Result<Tensor> {
         let mut x = frame_to_nchw(f);
         let plane = f.height * f.width;
         for c in 0..3 {
             let (sh, sc) = (self.shift[c], self.scale[c]);
             x.data_mut()[c * plane..(c + 1) * plane].iter_mut().for_each(|v| *v = ((2.0 * *v - 1.0) - sh) / sc);
         }
-        x
+        Ok(self.backend.upload(&x)?)
     }
 
     /// LPIPS distance of two equally sized frames.
@@ -207,25 +227,16 @@ impl Lpips {
                 format!("{}x{}", b.height, b.width),
             ));
         }
-        let fa = self.features(self.prepare(a))?;
-        let fb = self.features(self.prepare(b))?;
+        let be = &*self.backend;
+        let fa = self.features(self.prepare(a)?)?;
+        let fb = self.features(self.prepare(b)?)?;
         let mut total = 0.0f64;
         for ((ta, tb), lin) in fa.iter().zip(&fb).zip(&self.lins) {
-            let (c, h, w) = (ta.dim(1), ta.dim(2), ta.dim(3));
-            let plane = h * w;
-            let (da, db) = (ta.data(), tb.data());
-            let mut acc = 0.0f64;
-            for p in 0..plane {
-                let na = (0..c).map(|k| da[k * plane + p].powi(2)).sum::<f32>().sqrt() + 1e-10;
-                let nb = (0..c).map(|k| db[k * plane + p].powi(2)).sum::<f32>().sqrt() + 1e-10;
-                let mut s = 0.0f32;
-                for k in 0..c {
-                    let d = da[k * plane + p] / na - db[k * plane + p] / nb;
-                    s += lin[k] * d * d;
-                }
-                acc += s as f64;
-            }
-            total += acc / plane as f64;
+            // lin((normalize(a) − normalize(b))²), averaged over space
+            let [na, nb] = [ta, tb].map(|t| on_host(be, t, |h| Ok(normalize_channels(h))));
+            let d = be.binary(BinaryOp::Sub, &na?, &nb?)?;
+            let y = be.to_host(&lin.forward(be, &be.binary(BinaryOp::Mul, &d, &d)?)?)?;
+            total += y.data().iter().map(|&v| v as f64).sum::<f64>() / y.numel() as f64;
         }
         Ok(total)
     }

@@ -205,6 +205,12 @@ impl HostTensor {
         Ok(())
     }
 
+    /// Whether every value is finite (no NaN or ±∞).
+    pub fn all_finite(&self) -> bool {
+        use rayon::prelude::*;
+        self.data.par_iter().all(|v| v.is_finite())
+    }
+
     pub fn max_abs_diff(&self, other: &HostTensor) -> Result<f32> {
         if self.shape != other.shape {
             return Err(Error::shape("max_abs_diff", &self.shape, &other.shape));

@@ -76,9 +76,9 @@ impl<'a> VarBuilder<'a> {
     }
 
     /// The layer at this path whose stored weight is `[out, d₀, d₁, …]` (`in_dims` = the `dᵢ`),
-    /// used as `[out, Π dᵢ]` with its bias: a convolution whose kernel equals its stride, as a GEMM
-    /// over flattened patches.
-    pub fn linear_flattened(&self, in_dims: &[usize], out_dim: usize) -> Result<Linear> {
+    /// used as `[out, Π dᵢ]` with its bias if `bias`: a convolution whose kernel equals its stride,
+    /// as a GEMM over flattened patches.
+    pub fn linear_flattened(&self, in_dims: &[usize], out_dim: usize, bias: bool) -> Result<Linear> {
         let name = self.path("weight");
         let raw = self.store.raw(&name)?;
         let stored: Vec<usize> = std::iter::once(out_dim).chain(in_dims.iter().copied()).collect();
@@ -87,7 +87,7 @@ impl<'a> VarBuilder<'a> {
         }
         let in_dim = in_dims.iter().product();
         let weight = crate::LinearWeight::Float(vec![raw.with_shape(vec![out_dim, in_dim])?]);
-        let bias = Some(self.host("bias", &[out_dim])?.into_data());
+        let bias = if bias { Some(self.host("bias", &[out_dim])?.into_data()) } else { None };
         let mut layer = Linear::new(self.prefix.clone(), vec![(self.prefix.clone(), out_dim)], in_dim, weight, bias)?;
         layer.prepare(self.backend)?;
         Ok(layer)

@@ -60,7 +60,7 @@ fn fused_activation_equals_linear_then_activation() {
         .upload(&HostTensor::new([m, k], (0..m * k).map(|i| (i as f32 * 0.71).sin() * 3.0).collect()).unwrap())
         .unwrap();
     for layer in [&int8, &full] {
-        for act in [Activation::GeluTanh, Activation::Silu] {
+        for act in Activation::ALL {
             let fused = run(&be, layer, &x, Some(act));
             let two = be.to_host(&be.activation(layer.forward(&be, &x).unwrap(), act).unwrap()).unwrap();
             assert!(fused.data().iter().zip(two.data()).all(|(a, b)| a.to_bits() == b.to_bits()), "{act:?}");

@@ -83,7 +83,7 @@ async fn sizes_seconds_and_multipart() {
     let (st, v) = s.post("/v1/videos", &json!({"prompt": "p", "width": 16, "height": 32, "num_frames": 10})).await;
     assert_eq!(st, 202, "{v}");
     assert_eq!(v["parameters"]["num_frames"], 9, "rounded down to 4k+1");
-    assert!(v["warnings"][0].as_str().unwrap().contains("rounding 10 down to 9"), "{v}");
+    assert!(v["warnings"][0].as_str().unwrap().contains("rounding 10 to 9"), "{v}");
     // Multipart form fields (numbers as text).
     let boundary = "XyZ123";
     let form = format!(

@@ -4,8 +4,9 @@
 //! transformer call — de-normalise, decode with the VAE, map to [0, 1].
 //!
 //! Everything between the token ids and the final frames stays in the backends' memory: the
-//! pipeline uploads the ids and the initial noise, reads back one scalar per step when the step
-//! cache is on, and downloads the frames once at the end.
+//! pipeline uploads the ids and the initial noise, reads back one scalar after the text encoder and
+//! one after denoising (are the values finite?), one per step when the step cache is on, and
+//! downloads the frames once at the end.
 
 use crate::model::WanModel;
 use crate::scheduler::SchedulerKind;
@@ -121,9 +122,15 @@ impl WanModel {
             p.num_frames.or(d.num_frames).unwrap_or(81),
         );
         if let Some(noise) = &p.noise {
-            let &[1, z, t, h, w] = noise.shape() else {
-                return Err(Error::Shape(format!("noise must be [1, z, T, H, W], found {:?}", noise.shape())));
+            let &[1, z, t @ 1..=usize::MAX, h @ 1..=usize::MAX, w @ 1..=usize::MAX] = noise.shape() else {
+                return Err(Error::Shape(format!(
+                    "noise must be [1, z, T, H, W] with T, H, W ≥ 1, found {:?}",
+                    noise.shape()
+                )));
             };
+            if !noise.all_finite() {
+                return Err(Error::Config("the noise holds NaN or infinite values".into()));
+            }
             if z != self.vae.config.z_dim {
                 return Err(Error::Shape(format!(
                     "noise has {z} channels, the model's z_dim is {}",
@@ -155,17 +162,29 @@ impl WanModel {
         }
         if (frames - 1) % tf != 0 {
             let rounded = (frames / tf) * tf + 1;
-            warnings.push(format!("num_frames - 1 must be divisible by {tf}: rounding {frames} down to {rounded}"));
+            warnings.push(format!("num_frames - 1 must be divisible by {tf}: rounding {frames} to {rounded}"));
             frames = rounded;
         }
         let scheduler = p.scheduler.map_or_else(|| self.scheduler.kind(), Ok)?;
         let shift = p.shift.or(d.shift).unwrap_or_else(|| self.scheduler.shift());
+        let guidance = p.guidance.or(d.guidance_scale).unwrap_or(5.0);
+        let cache_threshold = p.cache_threshold.or(d.cache_threshold).unwrap_or(0.0);
+        // A NaN would compare false everywhere: NaN guidance would silently disable CFG.
+        if !guidance.is_finite() {
+            return Err(Error::Config(format!("guidance must be a finite number, got {guidance}")));
+        }
+        if !(shift.is_finite() && shift > 0.0) {
+            return Err(Error::Config(format!("shift must be a positive finite number, got {shift}")));
+        }
+        if !(cache_threshold.is_finite() && cache_threshold >= 0.0) {
+            return Err(Error::Config(format!("cache threshold must be a non-negative number, got {cache_threshold}")));
+        }
         Ok(ResolvedSettings {
             height,
             width,
             num_frames: frames,
             steps: p.steps.or(d.num_inference_steps).unwrap_or(50),
-            guidance: p.guidance.or(d.guidance_scale).unwrap_or(5.0),
+            guidance,
             shift,
             scheduler: match scheduler {
                 SchedulerKind::UniPc => "unipc".into(),
@@ -174,7 +193,7 @@ impl WanModel {
             max_sequence_length: p.max_sequence_length.or(d.max_sequence_length).or(self.text_len).unwrap_or(512),
             negative_prompt: p.negative_prompt.clone().or_else(|| d.negative_prompt.clone()).unwrap_or_default(),
             seed: if p.noise.is_some() { None } else { Some(p.seed) },
-            cache_threshold: p.cache_threshold.or(d.cache_threshold).unwrap_or(0.0),
+            cache_threshold,
             warnings,
         })
     }
@@ -192,6 +211,7 @@ impl WanModel {
         progress.stage("text encoder");
         let t0 = Instant::now();
         let embeddings = self.encode_text(&s, &p.prompt)?;
+        check_finite(&**self.text_encoder.backend(), &embeddings, "the text encoder")?;
         let context = self.transformer.prepare_text(&embeddings)?;
         drop(embeddings);
         timings.push(("text_encoder".to_string(), t0.elapsed().as_secs_f64()));
@@ -200,6 +220,7 @@ impl WanModel {
         let t0 = Instant::now();
         let latents = self.initial_latents(&s, p)?;
         let den = self.denoise(&s, p.scheduler, latents, &context, progress)?;
+        check_finite(&**self.transformer.backend(), &den.latents, "denoising (transformer and scheduler)")?;
         timings.push(("denoising".to_string(), t0.elapsed().as_secs_f64()));
 
         progress.stage("vae decode");
@@ -207,6 +228,9 @@ impl WanModel {
         let z = self.vae.denormalize(&den.latents)?;
         let decoded = self.vae.decode(&z, |i, n| progress.decode_frame(i, n))?;
         let video = to_frames(&**self.vae.backend(), decoded)?;
+        if !video.all_finite() {
+            return Err(non_finite("the VAE decode"));
+        }
         timings.push(("vae_decode".to_string(), t0.elapsed().as_secs_f64()));
         Ok(GenerateOutput {
             video,
@@ -271,6 +295,20 @@ impl WanModel {
             progress.step(i + 1, timesteps.len());
         }
         Ok(Denoised { latents, transformer_evals: evals, steps_skipped: cache.map_or(0, |c| c.skipped) })
+    }
+}
+
+fn non_finite(stage: &str) -> Error {
+    Error::Msg(format!("{stage} produced NaN or infinite values (broken or mismatched weights?); no video written"))
+}
+
+/// Stops the run when a stage's output holds NaN or ±∞ (one scalar read back), naming the stage:
+/// such values would otherwise become a black or noise video with exit status 0.
+fn check_finite(be: &dyn wanrt_nn::Backend, x: &Tensor, stage: &str) -> Result<()> {
+    if be.all_finite(x)? {
+        Ok(())
+    } else {
+        Err(non_finite(stage))
     }
 }
 

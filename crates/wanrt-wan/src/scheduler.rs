@@ -108,8 +108,8 @@ impl SchedulerConfig {
             None => self.kind()?,
         };
         let shift = shift.unwrap_or_else(|| self.shift());
-        if shift.is_nan() || shift <= 0.0 {
-            return Err(Error::Config(format!("shift must be positive, found {shift}")));
+        if !(shift.is_finite() && shift > 0.0) {
+            return Err(Error::Config(format!("shift must be a positive finite number, found {shift}")));
         }
         let train_steps = self.get_f64("num_train_timesteps", 1000.0) as usize;
         let same_kind = self.kind().ok() == Some(kind);

@@ -10,6 +10,7 @@
 
 use crate::scheduler::{linspace, Scheduler};
 use crate::{Error, Result};
+use wanrt_nn::backend::BinaryOp;
 use wanrt_nn::{Backend, Tensor};
 
 pub struct UniPc {
@@ -138,7 +139,8 @@ impl UniPc {
             let si = s0_index - i - offset;
             let rk = (lambda(self.sigmas[si]) - lambda_s0) / h;
             let mi = self.output(i)?;
-            d1s.push(be.lincomb(&[(1.0 / rk, mi), (-1.0 / rk, m0)])?);
+            // `(m_k − m_0) / r_k`, in diffusers' order of operations.
+            d1s.push(be.scalar(BinaryOp::Div, &be.lincomb(&[(1.0, mi), (-1.0, m0)])?, rk)?);
             rks.push(rk);
         }
         rks.push(1.0);

@@ -215,7 +215,8 @@ impl WanTransformer {
         let vb = VarBuilder::root(ws, &*backend);
         let dim = config.inner_dim();
         let [pt, ph, pw] = config.patch_size;
-        let patch_embedding = vb.pp("patch_embedding").linear_flattened(&[config.in_channels, pt, ph, pw], dim)?;
+        let patch_embedding =
+            vb.pp("patch_embedding").linear_flattened(&[config.in_channels, pt, ph, pw], dim, true)?;
         let blocks = (0..config.num_layers)
             .map(|i| WanTransformerBlock::new(&vb.pp("blocks").pp(i), &config, i))
             .collect::<Result<Vec<_>>>()?;

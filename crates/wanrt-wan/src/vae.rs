@@ -318,12 +318,14 @@ pub struct WanVae {
 }
 
 impl WanVae {
-    /// Loads the decoder, and the encoder when its weights are present, prepared for `backend`.
-    pub fn load(ws: &WeightStore, config: VaeConfig, backend: BackendRef) -> Result<Self> {
+    /// Loads the decoder, and the encoder when `with_encoder` and its weights are present,
+    /// prepared for `backend`. Text-to-video only decodes: leaving the encoder out saves its
+    /// weights (a third of the VAE's, more once transformed for Winograd).
+    pub fn load(ws: &WeightStore, config: VaeConfig, backend: BackendRef, with_encoder: bool) -> Result<Self> {
         config.validate()?;
         let vb = VarBuilder::root(ws, &*backend);
         let z = config.z_dim;
-        let has_encoder = vb.contains("encoder.conv_in.weight");
+        let has_encoder = with_encoder && vb.contains("encoder.conv_in.weight");
         let conv1x1 = |name: &str, c: usize| CausalConv3d::new(&vb.pp(name), c, c, [1, 1, 1], (0, 0, 0), (1, 1, 1));
         // Missing statistics are reported when decoding needs them, not at load (encode-only use).
         let stat = |v: &[f32], f: fn(f32) -> f32| -> Result<Tensor> {
@@ -396,7 +398,9 @@ impl WanVae {
     pub fn encode_mean(&self, x: &Tensor) -> Result<Tensor> {
         let (enc, quant) = match (&self.encoder, &self.quant_conv) {
             (Some(e), Some(q)) => (e, q),
-            _ => return Err(Error::Config("this VAE has no encoder weights".into())),
+            _ => {
+                return Err(Error::Config("this VAE was loaded without its encoder (or has no encoder weights)".into()))
+            }
         };
         if x.rank() != 5 || x.dim(1) != self.config.in_channels {
             return Err(Error::Shape(format!("VAE encode expects [B, 3, F, H, W], found {:?}", x.shape())));

@@ -5,7 +5,7 @@
 #![allow(clippy::disallowed_methods)]
 
 mod common;
-use common::{assert_close, fixture, host, Reference};
+use common::{assert_close, copy_dir, fixture, host, Reference};
 use wanrt_wan::model::{Layout, WanModel};
 
 fn check_case(case: &str) {
@@ -87,19 +87,6 @@ fn pipeline_original_layout() {
     assert!(!other.exists());
     std::fs::remove_dir_all(&tmp).ok();
     std::fs::remove_dir_all(&converted).ok();
-}
-
-fn copy_dir(src: &std::path::Path, dst: &std::path::Path) {
-    std::fs::create_dir_all(dst).unwrap();
-    for e in std::fs::read_dir(src).unwrap() {
-        let e = e.unwrap();
-        let to = dst.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &to);
-        } else {
-            std::fs::copy(e.path(), to).unwrap();
-        }
-    }
 }
 
 /// Case b's transformer is stored in bf16: kept in half precision and widened

@@ -13,7 +13,7 @@ fn check_case(case: &str) {
     let cfg: VaeConfig = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
     let ws = WeightStore::from_diffusers_dir(&dir, "diffusion_pytorch_model").unwrap();
     let be = cpu();
-    let vae = WanVae::load(&ws, cfg, be.clone()).unwrap();
+    let vae = WanVae::load(&ws, cfg, be.clone(), true).unwrap();
     let r = Reference::load(case);
     let up = |name: &str| be.upload(&r.get(name)).unwrap();
     let last = r.steps() - 1;

@@ -267,6 +267,11 @@ impl<'a> Battery<'a> {
             for op in [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div] {
                 let (w, g) = (self.reference.binary(op, &ra, &rb)?, self.under_test.binary(op, &ta, &tb)?);
                 self.compare("binary", format!("{op:?} {sa:?} {sb:?}"), &w, &g)?;
+                let (w, g) = (self.reference.scalar(op, &ra, -1.7)?, self.under_test.scalar(op, &ta, -1.7)?);
+                if g.dtype() != ta.dtype() {
+                    return Err(Error::Msg(format!("scalar {op:?} changed the dtype to {}", g.dtype())));
+                }
+                self.compare("binary", format!("{op:?} {sa:?} by a scalar"), &w, &g)?;
             }
         }
         Ok(())
@@ -292,7 +297,7 @@ impl<'a> Battery<'a> {
     }
 
     fn activation(&self) -> Result<()> {
-        for act in [Activation::GeluTanh, Activation::Silu] {
+        for act in Activation::ALL {
             let (r, t) = self.both(&self.random(&[2, 75, 97], 6.0))?;
             let (w, g) = (self.reference.activation(r, act)?, self.under_test.activation(t, act)?);
             self.compare("activation", format!("{act:?}"), &w, &g)?;
@@ -324,6 +329,15 @@ impl<'a> Battery<'a> {
         }
         let to = |v: f64| HostTensor::new([1], vec![v as f32]);
         self.compare_host("relative_l1", "one scalar", &to(w)?, &to(g)?);
+        // The finiteness check: true for these values, false once one is NaN or infinite.
+        let mut bad = hb.clone();
+        for (i, v) in [f32::NAN, f32::INFINITY].into_iter().enumerate() {
+            bad.data_mut()[1000 * i + 7] = v;
+            let t = self.under_test.upload(&bad)?;
+            if !self.under_test.all_finite(&tb)? || self.under_test.all_finite(&t)? {
+                return Err(Error::Msg(format!("all_finite missed a {v}")));
+            }
+        }
         Ok(())
     }
 
@@ -404,6 +418,7 @@ impl<'a> Battery<'a> {
         let x = self.random(&[2, 75, 96], 2.0);
         let layer = self.float_layer("ffn", &[200], 96, DType::F32, true)?;
         self.run_linear("gelu-tanh f32", &layer, &x, Some(Activation::GeluTanh))?;
+        self.run_linear("quick-gelu f32", &layer, &x, Some(Activation::QuickGelu))?;
         let int8 = self.quantized_layer(Some(ActQuant::PerToken), false)?;
         self.run_linear("silu W8A8", &int8, &x, Some(Activation::Silu))
     }

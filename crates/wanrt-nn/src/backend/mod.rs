@@ -35,12 +35,23 @@ pub fn cpu() -> BackendRef {
     Arc::new(CpuBackend::new(CpuOptions::default()))
 }
 
-/// Pointwise nonlinearities the models use.
+/// Pointwise nonlinearities the models use (Wan's, and the evaluation networks' of wanrt-eval).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Activation {
     /// GELU with the tanh approximation (PyTorch `approximate="tanh"`).
     GeluTanh,
+    /// Exact GELU `x·Φ(x)` through erf (PyTorch's default `nn.GELU()`, transformers' `gelu`).
+    GeluErf,
+    /// CLIP's `quick_gelu`: `x·σ(1.702·x)`.
+    QuickGelu,
     Silu,
+    Relu,
+}
+
+impl Activation {
+    /// Every activation (what the conformance battery and the layer tests run).
+    pub const ALL: [Activation; 5] =
+        [Activation::GeluTanh, Activation::GeluErf, Activation::QuickGelu, Activation::Silu, Activation::Relu];
 }
 
 /// How `softmax(q·kᵀ)·v` is computed.
@@ -227,6 +238,9 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// `a op b` with NumPy broadcasting.
     fn binary(&self, op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor>;
 
+    /// `x op s` elementwise with a host scalar (x keeps its dtype).
+    fn scalar(&self, op: BinaryOp, x: &Tensor, s: f32) -> Result<Tensor>;
+
     /// `x += y`, equal shapes (x keeps its dtype).
     fn add_assign(&self, x: &mut Tensor, y: &Tensor) -> Result<()>;
 
@@ -249,6 +263,9 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
 
     /// `mean|a − b| / mean|b|` (0 when both are zero, ∞ when only `b` is).
     fn relative_l1(&self, a: &Tensor, b: &Tensor) -> Result<f64>;
+
+    /// Whether every value is finite (no NaN or ±∞): the pipeline's check after each stage.
+    fn all_finite(&self, x: &Tensor) -> Result<bool>;
 
     // ---- layers ----
 

@@ -46,6 +46,40 @@ pub fn silu_scalar(x: f32) -> f32 {
     x / (1.0 + exp_approx(-x))
 }
 
+/// CLIP's `quick_gelu`, `x·σ(1.702·x)`: SiLU's form with a steeper sigmoid.
+#[inline(always)]
+pub fn quick_gelu_scalar(x: f32) -> f32 {
+    x / (1.0 + exp_approx(-1.702 * x))
+}
+
+/// Exact GELU `½x(1 + erf(x/√2))` (PyTorch's default `nn.GELU()`), with [`erf`].
+#[inline(always)]
+pub fn gelu_erf_scalar(x: f32) -> f32 {
+    0.5 * x * (1.0 + erf(x / std::f32::consts::SQRT_2))
+}
+
+#[inline(always)]
+pub fn relu_scalar(x: f32) -> f32 {
+    x.max(0.0)
+}
+
+/// `erf(x)` from Numerical Recipes' Chebyshev fit of `erfc` (fractional error < 1.2·10⁻⁷),
+/// evaluated in f64: the standard library has no `erf`, and this is well inside f32 rounding.
+pub fn erf(x: f32) -> f32 {
+    let x = x as f64;
+    let t = 1.0 / (1.0 + 0.5 * x.abs());
+    let y = 1.0
+        - t * (-x * x - 1.26551223
+            + t * (1.00002368
+                + t * (0.37409196
+                    + t * (0.09678418
+                        + t * (-0.18628806
+                            + t * (0.27886807
+                                + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))))))))
+            .exp();
+    (if x >= 0.0 { y } else { -y }) as f32
+}
+
 /// `f` over `data`, in parallel chunks, vectorized (same bits on every path: no FMA contraction).
 pub(crate) fn apply_inplace(data: &mut [f32], f: impl Fn(f32) -> f32 + Sync + Copy) {
     if data.len() >= PAR_MIN {
@@ -60,14 +94,18 @@ fn apply_chunk(data: &mut [f32], f: impl Fn(f32) -> f32 + Copy) {
     super::vectorized(|| data.iter_mut().for_each(|x| *x = f(*x)));
 }
 
-pub fn gelu_tanh(mut t: HostTensor) -> HostTensor {
-    apply_inplace(t.data_mut(), gelu_tanh_scalar);
+/// `f` applied to every value of `t` (in place when `t` holds the only reference to them).
+pub fn map(mut t: HostTensor, f: impl Fn(f32) -> f32 + Sync + Copy) -> HostTensor {
+    apply_inplace(t.data_mut(), f);
     t
 }
 
-pub fn silu(mut t: HostTensor) -> HostTensor {
-    apply_inplace(t.data_mut(), silu_scalar);
-    t
+pub fn gelu_tanh(t: HostTensor) -> HostTensor {
+    map(t, gelu_tanh_scalar)
+}
+
+pub fn silu(t: HostTensor) -> HostTensor {
+    map(t, silu_scalar)
 }
 
 #[cfg(test)]
@@ -106,6 +144,28 @@ mod tests {
         assert!(gelu_tanh_scalar(f32::NAN).is_nan() && silu_scalar(f32::NAN).is_nan());
         assert!(gelu_tanh_scalar(-30.0).abs() < 1e-30);
         assert_eq!(silu_scalar(50.0), 50.0);
+    }
+
+    #[test]
+    fn quick_gelu_erf_gelu_and_relu_match_their_definitions() {
+        let mut q = 0f64;
+        for x in grid() {
+            let xd = x as f64;
+            q = q.max((quick_gelu_scalar(x) as f64 - xd / (1.0 + (-1.702 * xd).exp())).abs() / xd.abs().max(1.0));
+        }
+        assert!(q < 1e-6, "quick_gelu {q:e}");
+        // x·Φ(x) from scipy.stats.norm.cdf (float64).
+        for (x, want) in
+            [(1.0f32, 0.841_344_746_068_542_9), (-1.0, -0.158_655_253_931_457_05), (2.5, 2.484_475_836_685_559_7)]
+        {
+            assert!((gelu_erf_scalar(x) as f64 - want).abs() < 1e-6, "gelu({x})");
+        }
+        // Φ(x) + Φ(−x) = 1, so gelu(x) − gelu(−x) = x; erf is odd.
+        for x in grid().step_by(101) {
+            assert!((gelu_erf_scalar(x) - gelu_erf_scalar(-x) - x).abs() <= 1e-6 * x.abs().max(1.0));
+            assert_eq!(erf(x), -erf(-x));
+        }
+        assert_eq!((relu_scalar(-2.0), relu_scalar(0.0), relu_scalar(3.5)), (0.0, 0.0, 3.5));
     }
 
     #[test]

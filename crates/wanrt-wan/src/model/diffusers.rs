@@ -37,7 +37,7 @@ pub(crate) fn load(
     drop(tr_store);
     stage("vae");
     let (vae_cfg, vae_store) = component::<VaeConfig>(dir, "vae", "diffusion_pytorch_model")?;
-    let vae = WanVae::load(&vae_store, vae_cfg, opts.vae_backend.clone())?;
+    let vae = WanVae::load(&vae_store, vae_cfg, opts.vae_backend.clone(), opts.vae_encoder)?;
     let scheduler = SchedulerConfig { json: read_json(&dir.join("scheduler/scheduler_config.json"))? };
     scheduler.kind()?;
     Ok(WanModel {

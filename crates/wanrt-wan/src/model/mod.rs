@@ -64,12 +64,14 @@ pub struct LoadOptions {
     pub backend: BackendRef,
     /// VAE (diffusers' Wan examples keep it in f32 under a bf16 pipeline).
     pub vae_backend: BackendRef,
+    /// Load the VAE's encoder too (text-to-video only decodes).
+    pub vae_encoder: bool,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
         let cpu = backend::cpu();
-        LoadOptions { backend: cpu.clone(), vae_backend: cpu }
+        LoadOptions { backend: cpu.clone(), vae_backend: cpu, vae_encoder: false }
     }
 }
 
@@ -79,7 +81,7 @@ impl LoadOptions {
     pub fn cpu(dtype: DType, keep_half_weights: bool) -> Self {
         let f32 = CpuBackend::new(CpuOptions { dtype: DType::F32, keep_half_weights });
         let main = f32.with_dtype(dtype);
-        LoadOptions { backend: std::sync::Arc::new(main), vae_backend: std::sync::Arc::new(f32) }
+        LoadOptions { backend: std::sync::Arc::new(main), vae_backend: std::sync::Arc::new(f32), vae_encoder: false }
     }
 }
 

@@ -31,7 +31,7 @@ pub(crate) fn load(
     drop(dit);
     stage("vae");
     let (vae_ws, vae_cfg) = vae(dir, &defaults)?;
-    let vae = WanVae::load(&vae_ws, vae_cfg, opts.vae_backend.clone())?;
+    let vae = WanVae::load(&vae_ws, vae_cfg, opts.vae_backend.clone(), opts.vae_encoder)?;
     Ok(WanModel {
         dir: dir.to_path_buf(),
         layout: Layout::Original,

@@ -69,3 +69,18 @@ pub fn assert_close(name: &str, got: &HostTensor, want: &HostTensor, max_abs: f3
         "{name}: max|Δ| = {err:.3e} (≤ {max_abs:e}), NMSE = {nmse:.3e} (≤ {max_nmse:e})"
     );
 }
+
+/// A real copy of a fixture folder (tests edit copies; the artifact writer's hard links would
+/// reach the committed files).
+pub fn copy_dir(src: &std::path::Path, dst: &std::path::Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for e in std::fs::read_dir(src).unwrap() {
+        let e = e.unwrap();
+        let to = dst.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to);
+        } else {
+            std::fs::copy(e.path(), to).unwrap();
+        }
+    }
+}

@@ -14,7 +14,7 @@ use crate::backend::{Activation, PreparedWeight};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::linear::{Linear, LinearWeight};
-use crate::ops::activation::{apply_inplace, gelu_tanh_scalar, silu_scalar};
+use crate::ops::activation::apply_inplace;
 use crate::ops::matmul::{gemm_general, matmul_nt, Layout};
 use crate::quant::int8::{gemm_w8a8_then, DequantRows};
 use crate::quant::{gemm_fp8, gemm_w8a16, gemm_w8a8, ActQuant, Fp8Matrix, Isa, PackedInt8, QuantizedMatrix};
@@ -140,6 +140,31 @@ fn concat_bytes(parts: &[RawTensor]) -> Vec<u8> {
     v
 }
 
+/// Float parts rounded to `half` bits, converted straight from the stored bytes in parallel
+/// (a checkpoint is gigabytes).
+fn rounded_bits(parts: &[RawTensor], half: DType) -> Result<Vec<u16>> {
+    use rayon::prelude::*;
+    const CHUNK: usize = 1 << 16;
+    let to = narrow_half(half);
+    let mut bits = Vec::new();
+    for p in parts {
+        let size = p.dtype.size_in_bytes();
+        let bytes = p.bytes();
+        let start = bits.len();
+        bits.resize(start + bytes.len() / size, 0u16);
+        let widen: fn(&[u8]) -> f32 = match p.dtype {
+            DType::F32 => |c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]),
+            DType::BF16 => |c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32(),
+            DType::F16 => |c| half::f16::from_le_bytes([c[0], c[1]]).to_f32(),
+            other => return Err(Error::UnsupportedDType { name: format!("{p:?}"), dtype: other.to_string() }),
+        };
+        bits[start..].par_chunks_mut(CHUNK).zip(bytes.par_chunks(CHUNK * size)).for_each(|(o, b)| {
+            o.iter_mut().zip(b.chunks_exact(size)).for_each(|(o, c)| *o = to(widen(c)));
+        });
+    }
+    Ok(bits)
+}
+
 fn half_bits(parts: &[RawTensor]) -> Vec<u16> {
     concat_bytes(parts).chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect()
 }
@@ -153,16 +178,7 @@ impl CpuLinear {
                 match opts.dtype {
                     // A half-precision backend holds every float weight in its dtype.
                     half @ (DType::BF16 | DType::F16) => {
-                        let bits = if stored == half {
-                            half_bits(parts)
-                        } else {
-                            let to = narrow_half(half);
-                            let mut bits = Vec::with_capacity(n * k);
-                            for p in parts {
-                                bits.extend(p.to_f32()?.into_iter().map(to));
-                            }
-                            bits
-                        };
+                        let bits = if stored == half { half_bits(parts) } else { rounded_bits(parts, half)? };
                         CpuWeight::Half { dtype: half, bits }
                     }
                     _ if stored == DType::F32 && parts.iter().all(|p| p.mapped_f32().is_some()) => {
@@ -246,8 +262,7 @@ impl CpuLinear {
     pub(crate) fn forward(&self, x: &HostTensor, act: Option<Activation>) -> Result<HostTensor> {
         match act {
             None => self.forward_then::<fn(f32) -> f32>(x, None),
-            Some(Activation::GeluTanh) => self.forward_then(x, Some(gelu_tanh_scalar)),
-            Some(Activation::Silu) => self.forward_then(x, Some(silu_scalar)),
+            Some(act) => with_activation!(act, f => self.forward_then(x, Some(f))),
         }
     }
 

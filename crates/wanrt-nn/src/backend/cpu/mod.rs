@@ -9,6 +9,36 @@
 //! run. One difference remains: a GPU's flash attention rounds the softmax probabilities to bf16
 //! before `P·V`, this backend keeps them in f32.
 
+/// `$body` with `$f` bound to the scalar function of activation `$act`: one arm per activation,
+/// so every kernel taking it is monomorphized for (and vectorizes) that function.
+macro_rules! with_activation {
+    ($act:expr, $f:ident => $body:expr) => {{
+        use $crate::ops::activation as a;
+        match $act {
+            Activation::GeluTanh => {
+                let $f = a::gelu_tanh_scalar;
+                $body
+            }
+            Activation::GeluErf => {
+                let $f = a::gelu_erf_scalar;
+                $body
+            }
+            Activation::QuickGelu => {
+                let $f = a::quick_gelu_scalar;
+                $body
+            }
+            Activation::Silu => {
+                let $f = a::silu_scalar;
+                $body
+            }
+            Activation::Relu => {
+                let $f = a::relu_scalar;
+                $body
+            }
+        }
+    }};
+}
+
 mod conv;
 mod linear;
 mod position;
@@ -329,6 +359,13 @@ impl Backend for CpuBackend {
         self.wrap(broadcast_binary(&host(a)?, &host(b)?, binary_fn(op))?)
     }
 
+    fn scalar(&self, op: BinaryOp, x: &Tensor, s: f32) -> Result<Tensor> {
+        let f = binary_fn(op);
+        let mut h = host(x)?;
+        h.data_mut().par_iter_mut().for_each(|v| *v = f(*v, s));
+        self.wrap_as(h, x.dtype())
+    }
+
     fn add_assign(&self, x: &mut Tensor, y: &Tensor) -> Result<()> {
         let y = host(y)?;
         self.in_place(x, |x| x.add_assign(&y))
@@ -367,10 +404,7 @@ impl Backend for CpuBackend {
     fn activation(&self, x: Tensor, act: Activation) -> Result<Tensor> {
         let h = host(&x)?;
         drop(x);
-        self.wrap(match act {
-            Activation::GeluTanh => activation::gelu_tanh(h),
-            Activation::Silu => activation::silu(h),
-        })
+        self.wrap(with_activation!(act, f => activation::map(h, f)))
     }
 
     fn affine_clamp(&self, x: &mut Tensor, mul: f32, add: f32, lo: f32, hi: f32) -> Result<()> {
@@ -416,6 +450,12 @@ impl Backend for CpuBackend {
         } else {
             f64::INFINITY
         })
+    }
+
+    fn all_finite(&self, x: &Tensor) -> Result<bool> {
+        let finite = host(x)?.all_finite();
+        self.counter.scalar_read();
+        Ok(finite)
     }
 
     fn linear(&self, layer: &Linear, x: &Tensor) -> Result<Tensor> {
