@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 use wanrt_media::{Mp4Options, Video};
 use wanrt_nn::{HostTensor, Module};
+use wanrt_wan::image::RgbImage;
 use wanrt_wan::model::WanModel;
 use wanrt_wan::pipeline::{GenerateOutput, GenerateParams};
 use wanrt_wan::scheduler::SchedulerKind;
@@ -25,6 +26,7 @@ pub enum SchedulerArg {
 #[command(after_help = "Defaults come from wanrt.json beside the model, else diffusers' WanPipeline \
 (480×832, 81 frames, 50 steps, guidance 5.0, max_sequence_length 512, the model's scheduler and shift).\n\
 Examples:\n  wanrt generate --prompt \"a green square moves right\" -o out.mp4\n  \
+wanrt generate --model I2V_DIR --image first.png --prompt \"…\" -o out.mp4\n  \
 wanrt generate --model DIR --prompt \"…\" --noise noise.npy --save-npy frames.npy\n  \
 wanrt generate --prompts prompts.txt --videos-per-prompt 2 -o videos/")]
 pub struct GenerateArgs {
@@ -59,6 +61,9 @@ pub struct GenerateArgs {
     /// transformer pass per step).
     #[arg(long, allow_negative_numbers = true)]
     pub guidance: Option<f64>,
+    /// Two-expert models (Wan2.2 A14B): guidance scale of the low-noise expert (default: --guidance).
+    #[arg(long = "guidance-2", allow_negative_numbers = true)]
+    pub guidance_2: Option<f64>,
     /// Flow shift, a positive number (default: the model's configured shift).
     #[arg(long, allow_negative_numbers = true)]
     pub shift: Option<f64>,
@@ -71,6 +76,13 @@ pub struct GenerateArgs {
     /// Initial latents: float32 .npy of shape (1, z_dim, T', H', W'); sizes are inferred from it.
     #[arg(long)]
     pub noise: Option<PathBuf>,
+    /// First frame, for image-to-video models: a PNG/JPEG of the video's size (without
+    /// --height/--width the video takes the image's size).
+    #[arg(long)]
+    pub image: Option<PathBuf>,
+    /// Last frame, for first-last-frame models: a PNG/JPEG of the video's size.
+    #[arg(long, requires = "image")]
+    pub last_image: Option<PathBuf>,
     /// Text length the prompt is padded/truncated to.
     #[arg(long)]
     pub max_sequence_length: Option<usize>,
@@ -104,6 +116,12 @@ fn read_noise(path: &Path) -> Result<HostTensor> {
         bail!("{}: noise must have shape (1, z_dim, T, H, W), found {:?}", path.display(), arr.shape());
     }
     Ok(HostTensor::new(arr.shape().to_vec(), arr.to_f32_vec())?)
+}
+
+/// A PNG/JPEG as an 8-bit RGB picture.
+fn read_rgb(path: &Path) -> Result<RgbImage> {
+    let video = wanrt_media::read_image(path)?;
+    Ok(RgbImage::new(video.height(), video.width(), video.into_data())?)
 }
 
 fn read_prompts(path: &Path) -> Result<Vec<String>> {
@@ -140,6 +158,8 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         }
     }
     let noise = args.noise.as_deref().map(read_noise).transpose()?;
+    let image = args.image.as_deref().map(read_rgb).transpose()?;
+    let last_image = args.last_image.as_deref().map(read_rgb).transpose()?;
 
     let dir = model_path::resolve(args.model.as_deref())?;
     let t_load = Instant::now();
@@ -170,6 +190,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         num_frames: args.frames,
         steps: args.steps,
         guidance: args.guidance,
+        guidance_2: args.guidance_2,
         shift: args.shift,
         scheduler: args.scheduler.map(|s| match s {
             SchedulerArg::Unipc => SchedulerKind::UniPc,
@@ -179,6 +200,8 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         noise,
         seed: args.seed,
         cache_threshold: args.cache_threshold,
+        image,
+        last_image,
     };
 
     let mut runs = Vec::new();
@@ -247,7 +270,8 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         "load_s": load_secs,
         "optimized": model.artifact.is_some(),
         "engine": args.engine.describe(),
-        "transformer_weight_bytes": model.transformer.weight_bytes(),
+        "transformer_weight_bytes": model.transformer.weight_bytes()
+            + model.transformer_2.as_ref().map_or(0, |t| t.weight_bytes()),
         "text_encoder_weight_bytes": model.text_encoder.weight_bytes(),
         "videos": reports,
         "peak_rss_bytes": peak,
@@ -270,7 +294,7 @@ fn print_table(summary: &serde_json::Value, load_secs: f64, peak: Option<u64>) {
     println!("{:<14} {:>10.2}", "load", load_secs);
     for v in summary["videos"].as_array().into_iter().flatten() {
         if let Some(t) = v["timings_s"].as_object() {
-            for key in ["text_encoder", "denoising", "vae_decode", "write"] {
+            for key in ["text_encoder", "image_encoder", "denoising", "vae_decode", "write"] {
                 if let Some(s) = t.get(key).and_then(|x| x.as_f64()) {
                     println!("{key:<14} {s:>10.2}");
                 }

@@ -28,6 +28,7 @@ use wanrt_nn::HostTensor;
 use crate::clip::Clip;
 use crate::error::{EvalError, Result};
 use crate::items::{frames_of, open_items, Frame};
+use wanrt_wan::image::{ClipImageProcessor, RgbImage};
 
 /// One item of the `clipscore` JSON object.
 #[derive(Clone, Debug, Serialize)]
@@ -45,168 +46,6 @@ pub struct ClipItem {
 pub struct ClipScoreReport {
     pub clip_score: f64,
     pub items: Vec<ClipItem>,
-}
-
-/// CLIPImageProcessor settings.
-pub struct ImageProcessor {
-    shortest_edge: usize,
-    crop: (usize, usize),
-    mean: [f32; 3],
-    std: [f32; 3],
-}
-
-impl ImageProcessor {
-    #[allow(clippy::excessive_precision)] // OpenAI's constants, as written in their configs
-    /// From `preprocessor_config.json` (OpenAI CLIP defaults when absent).
-    pub fn load(dir: &Path, image_size: usize) -> Result<Self> {
-        let mut p = ImageProcessor {
-            shortest_edge: image_size,
-            crop: (image_size, image_size),
-            mean: [0.481_454_66, 0.457_827_5, 0.408_210_73],
-            std: [0.268_629_54, 0.261_302_58, 0.275_777_11],
-        };
-        let path = dir.join("preprocessor_config.json");
-        if let Ok(text) = std::fs::read_to_string(&path) {
-            let v: Value =
-                serde_json::from_str(&text).map_err(|e| EvalError::input(&path, format!("invalid JSON: {e}")))?;
-            if let Some(s) = v.pointer("/size/shortest_edge").and_then(Value::as_u64) {
-                p.shortest_edge = s as usize;
-            }
-            if let (Some(h), Some(w)) = (
-                v.pointer("/crop_size/height").and_then(Value::as_u64),
-                v.pointer("/crop_size/width").and_then(Value::as_u64),
-            ) {
-                p.crop = (h as usize, w as usize);
-            }
-            let arr3 = |k: &str| -> Option<[f32; 3]> {
-                let a = v.get(k)?.as_array()?;
-                Some([a.first()?.as_f64()? as f32, a.get(1)?.as_f64()? as f32, a.get(2)?.as_f64()? as f32])
-            };
-            if let Some(m) = arr3("image_mean") {
-                p.mean = m;
-            }
-            if let Some(s) = arr3("image_std") {
-                p.std = s;
-            }
-        }
-        Ok(p)
-    }
-
-    /// A frame → `pixel_values: [1, 3, crop_h, crop_w]`.
-    pub fn pixels(&self, f: &Frame) -> Result<HostTensor> {
-        let (h, w) = (f.height, f.width);
-        let s = self.shortest_edge;
-        let (nh, nw) = if w <= h {
-            ((s as f64 * h as f64 / w as f64) as usize, s)
-        } else {
-            (s, (s as f64 * w as f64 / h as f64) as usize)
-        };
-        let img = if (nh, nw) == (h, w) { f.data.clone() } else { resize_bicubic_aa(&f.data, h, w, nh, nw) };
-        // center crop as transformers' TorchvisionBackend.center_crop: zero-pad a side that
-        // is smaller than the crop ((c − n) // 2 before), then offset int((n − c) / 2)
-        let (ch, cw) = self.crop;
-        let top = if nh >= ch { ((nh - ch) / 2) as isize } else { -(((ch - nh) / 2) as isize) };
-        let left = if nw >= cw { ((nw - cw) / 2) as isize } else { -(((cw - nw) / 2) as isize) };
-        let mut out = vec![0.0f32; 3 * ch * cw];
-        for c in 0..3 {
-            let m = (self.mean[c] as f64 * 255.0) as f32;
-            let sd = (self.std[c] as f64 * 255.0) as f32;
-            for y in 0..ch {
-                let sy = top + y as isize;
-                for x in 0..cw {
-                    let sx = left + x as isize;
-                    let inside = sy >= 0 && sx >= 0 && (sy as usize) < nh && (sx as usize) < nw;
-                    let v = if inside { img[(sy as usize * nw + sx as usize) * 3 + c] as f32 } else { 0.0 };
-                    out[(c * ch + y) * cw + x] = (v - m) / sd;
-                }
-            }
-        }
-        Ok(HostTensor::new([1, 3, ch, cw], out)?)
-    }
-}
-
-fn cubic(x: f64) -> f64 {
-    let a = -0.5;
-    let x = x.abs();
-    if x < 1.0 {
-        ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0
-    } else if x < 2.0 {
-        (((x - 5.0) * x + 8.0) * x - 4.0) * a
-    } else {
-        0.0
-    }
-}
-
-/// Antialiased bicubic weights (PIL's `precompute_coeffs`), then as torch's uint8 kernel
-/// (`_compute_index_ranges_int16_weights`, aten/src/ATen/native/cpu/UpSampleKernel.cpp)
-/// turned into int16 fixed point with the largest precision (≤ 22 bits) that keeps the
-/// largest weight below 2¹⁵. Per output index: the first input index and the weights;
-/// plus the precision.
-fn aa_coeffs(inp: usize, out: usize) -> (Vec<(usize, Vec<i32>)>, u32) {
-    let scale = inp as f64 / out as f64;
-    let fs = scale.max(1.0);
-    let support = 2.0 * fs;
-    let float: Vec<(usize, Vec<f64>)> = (0..out)
-        .map(|i| {
-            let center = (i as f64 + 0.5) * scale;
-            let xmin = ((center - support + 0.5).floor().max(0.0)) as usize;
-            let xmax = ((center + support + 0.5).floor() as usize).min(inp);
-            let mut w: Vec<f64> = (xmin..xmax).map(|x| cubic((x as f64 - center + 0.5) / fs)).collect();
-            let s: f64 = w.iter().sum();
-            if s != 0.0 {
-                w.iter_mut().for_each(|v| *v /= s);
-            }
-            (xmin, w)
-        })
-        .collect();
-    let wmax = float.iter().flat_map(|(_, w)| w.iter().copied()).fold(0.0f64, f64::max);
-    let mut prec = 0u32;
-    while prec < 22 && ((0.5 + wmax * (1u64 << (prec + 1)) as f64) as i64) < (1 << 15) {
-        prec += 1;
-    }
-    let one = (1u64 << prec) as f64;
-    let ints = float
-        .into_iter()
-        .map(|(x0, w)| {
-            (x0, w.iter().map(|&v| if v < 0.0 { (-0.5 + v * one) as i32 } else { (0.5 + v * one) as i32 }).collect())
-        })
-        .collect();
-    (ints, prec)
-}
-
-/// `[H, W, 3]` uint8 → `[nh, nw, 3]`: torch's antialiased bicubic on uint8
-/// (`F.interpolate(..., mode="bicubic", antialias=True)`, what torchvision's `resize` runs;
-/// Pillow-SIMD's fixed-point kernel): horizontal pass then vertical, each accumulating in
-/// integers from `1 << (precision − 1)`, shifting and saturating to uint8.
-fn resize_bicubic_aa(src: &[u8], h: usize, w: usize, nh: usize, nw: usize) -> Vec<u8> {
-    let (cw, pw) = aa_coeffs(w, nw);
-    let (chh, ph) = aa_coeffs(h, nh);
-    let sat = |acc: i64, p: u32| (acc >> p).clamp(0, 255) as u8;
-    let mut tmp = vec![0u8; h * nw * 3];
-    for y in 0..h {
-        for (x, (x0, wts)) in cw.iter().enumerate() {
-            for c in 0..3 {
-                let mut acc: i64 = 1 << (pw.max(1) - 1);
-                for (k, &wt) in wts.iter().enumerate() {
-                    acc += wt as i64 * src[(y * w + x0 + k) * 3 + c] as i64;
-                }
-                tmp[(y * nw + x) * 3 + c] = sat(acc, pw);
-            }
-        }
-    }
-    let mut out = vec![0u8; nh * nw * 3];
-    for (y, (y0, wts)) in chh.iter().enumerate() {
-        for x in 0..nw {
-            for c in 0..3 {
-                let mut acc: i64 = 1 << (ph.max(1) - 1);
-                for (k, &wt) in wts.iter().enumerate() {
-                    acc += wt as i64 * tmp[((y0 + k) * nw + x) * 3 + c] as i64;
-                }
-                out[(y * nw + x) * 3 + c] = sat(acc, ph);
-            }
-        }
-    }
-    out
 }
 
 /// Captions from JSON `{key: caption}` or CSV with columns `file,caption`.
@@ -249,7 +88,7 @@ pub fn read_prompts(path: &Path) -> Result<HashMap<String, String>> {
 pub struct ClipScorer {
     pub clip: Clip,
     tokenizer: tokenizers::Tokenizer,
-    processor: ImageProcessor,
+    processor: ClipImageProcessor,
 }
 
 impl ClipScorer {
@@ -261,7 +100,7 @@ impl ClipScorer {
         let tpath = dir.join("tokenizer.json");
         let tokenizer = tokenizers::Tokenizer::from_file(&tpath)
             .map_err(|e| EvalError::input(&tpath, format!("cannot load the CLIP tokenizer: {e}")))?;
-        let processor = ImageProcessor::load(dir, clip.image_size)?;
+        let processor = ClipImageProcessor::load(dir, clip.image_size)?;
         Ok(ClipScorer { clip, tokenizer, processor })
     }
 
@@ -284,7 +123,10 @@ impl ClipScorer {
         if frames.is_empty() {
             return Ok(Vec::new());
         }
-        let px = frames.iter().map(|f| self.processor.pixels(f)).collect::<Result<Vec<_>>>()?;
+        let px = frames
+            .iter()
+            .map(|f| Ok(self.processor.pixels(&RgbImage::new(f.height, f.width, f.data.clone())?)?))
+            .collect::<Result<Vec<_>>>()?;
         let refs: Vec<&HostTensor> = px.iter().collect();
         let imgs = self.clip.image_features_batch(&HostTensor::cat(&refs, 0)?)?;
         let n = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();

@@ -34,6 +34,8 @@ pub enum EvalError {
     Nn(#[from] wanrt_nn::Error),
     #[error(transparent)]
     Media(#[from] wanrt_media::Error),
+    #[error(transparent)]
+    Model(#[from] wanrt_wan::Error),
     #[error("{0}")]
     Msg(String),
 }

@@ -163,7 +163,7 @@ fn run_prompts(
         let s = model.resolve(&p)?;
         size = [s.num_frames, s.height, s.width];
         let text = model.encode_text(&s, prompt)?;
-        let context = model.transformer.prepare_text(&text)?;
+        let conditioning = model.condition(&s, &p, &text)?;
         let latents = model.initial_latents(&s, &p)?;
         let room = settings.max_samples.saturating_sub(samples.len());
         let mut rec = SampleRecorder {
@@ -174,7 +174,7 @@ fn run_prompts(
             done_before: i * settings.steps,
             total,
         };
-        model.denoise(&s, None, latents, &context, &mut rec)?;
+        model.denoise(&s, None, latents, &conditioning, &mut rec)?;
     }
     Ok((samples, size))
 }

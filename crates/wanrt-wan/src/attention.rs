@@ -5,9 +5,11 @@
 //! transformer_wan.py): `to_q`/`to_k`/`to_v` projections, RMSNorm of q and k *across heads*
 //! (`qk_norm="rms_norm_across_heads"`), RoPE on interleaved pairs, scaled dot-product attention,
 //! `to_out.0`. The self-attention's three projections run as one GEMM (`to_qkv`), the
-//! cross-attention's key and value as another (`to_kv`).
+//! cross-attention's key and value as another (`to_kv`). Image-conditioned models (I2V, FLF2V)
+//! attend to the image tokens too, through `add_k_proj`/`add_v_proj` (one GEMM, `add_kv_proj`)
+//! and `norm_added_k`, the two attentions summed before `to_out`.
 
-use crate::Result;
+use crate::{Error, Result};
 use wanrt_nn::backend::{AttentionBias, AttentionPrecision, Backend};
 use wanrt_nn::{Linear, Param, ParamMut, Tensor, VarBuilder};
 
@@ -84,11 +86,24 @@ impl WanSelfAttention {
     }
 }
 
-/// The text's keys and values of one cross-attention, `[B, L_text, H, D]` each: the text does not
-/// change across denoising steps, so they are computed once per prompt batch.
-pub struct TextKeyValues {
+/// The keys and values of one cross-attention's context, `[B, L_ctx, H, D]` each: the text (and
+/// image) do not change across denoising steps, so they are computed once per prompt batch.
+pub struct KeyValues {
     pub key: Tensor,
     pub value: Tensor,
+}
+
+/// What one block's cross-attention attends to: the text, and for image-conditioned models the
+/// image tokens through the added projections.
+pub struct CrossKeyValues {
+    pub text: KeyValues,
+    pub image: Option<KeyValues>,
+}
+
+/// `add_k_proj | add_v_proj` and `norm_added_k` of an image-conditioned cross-attention.
+struct AddedKeyValueProjection {
+    to_kv: Linear,
+    norm_k: Tensor,
 }
 
 pub struct WanCrossAttention {
@@ -99,11 +114,22 @@ pub struct WanCrossAttention {
     to_kv: Linear,
     norm_q: Tensor,
     norm_k: Tensor,
+    /// Present when the model attends to image tokens too (`added_kv_proj_dim`).
+    added: Option<AddedKeyValueProjection>,
     to_out: Linear,
 }
 
 impl WanCrossAttention {
-    pub fn new(vb: &VarBuilder, dim: usize, heads: usize, eps: f32) -> Result<Self> {
+    /// `added_kv_dim`: the image tokens' width when the model is image-conditioned.
+    pub fn new(vb: &VarBuilder, dim: usize, heads: usize, eps: f32, added_kv_dim: Option<usize>) -> Result<Self> {
+        let added = added_kv_dim
+            .map(|d| -> Result<_> {
+                Ok(AddedKeyValueProjection {
+                    to_kv: vb.linear_fused("add_kv_proj", &["add_k_proj", "add_v_proj"], d, &[dim; 2], true)?,
+                    norm_k: vb.tensor("norm_added_k.weight", &[dim])?,
+                })
+            })
+            .transpose()?;
         Ok(WanCrossAttention {
             heads,
             eps,
@@ -111,29 +137,61 @@ impl WanCrossAttention {
             to_kv: vb.linear_fused("to_kv", &["to_k", "to_v"], dim, &[dim; 2], true)?,
             norm_q: vb.tensor("norm_q.weight", &[dim])?,
             norm_k: vb.tensor("norm_k.weight", &[dim])?,
+            added,
             to_out: vb.pp("to_out.0").linear(dim, dim, true)?,
         })
     }
 
-    /// `text: [B, L_text, C]` (the projected text embeddings) → this attention's keys and values.
-    pub fn text_key_values(&self, be: &dyn Backend, text: &Tensor) -> Result<TextKeyValues> {
-        let (b, lt, dim) = (text.dim(0), text.dim(1), text.dim(2));
-        let hd = dim / self.heads;
-        let kv = self.to_kv.forward(be, text)?;
-        let key = be.rms_norm(be.narrow(&kv, 2, 0, dim)?, self.eps, Some(&self.norm_k))?;
-        let value = be.narrow(&kv, 2, dim, dim)?;
-        Ok(TextKeyValues { key: key.reshape([b, lt, self.heads, hd])?, value: value.reshape([b, lt, self.heads, hd])? })
+    pub fn attends_to_image(&self) -> bool {
+        self.added.is_some()
     }
 
-    /// `x: [B, L, C]` attending to the text → `[B, L, C]`.
-    pub fn forward(&self, be: &dyn Backend, x: &Tensor, text: &TextKeyValues) -> Result<Tensor> {
+    /// `text: [B, L_text, C]` (the projected text embeddings) and, for image-conditioned models,
+    /// `image: [B, L_img, C]` (the embedded image tokens) → this attention's keys and values.
+    pub fn context_key_values(
+        &self,
+        be: &dyn Backend,
+        text: &Tensor,
+        image: Option<&Tensor>,
+    ) -> Result<CrossKeyValues> {
+        let text = self.key_values(be, &self.to_kv, &self.norm_k, text)?;
+        let image = match (&self.added, image) {
+            (Some(added), Some(image)) => Some(self.key_values(be, &added.to_kv, &added.norm_k, image)?),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(Error::Config("this image-conditioned transformer needs image embeddings".into()))
+            }
+            (None, Some(_)) => {
+                return Err(Error::Config("this transformer is not image-conditioned: it takes no image".into()))
+            }
+        };
+        Ok(CrossKeyValues { text, image })
+    }
+
+    fn key_values(&self, be: &dyn Backend, to_kv: &Linear, norm_k: &Tensor, x: &Tensor) -> Result<KeyValues> {
+        let (b, l, dim) = (x.dim(0), x.dim(1), to_kv.out_dim() / 2);
+        let hd = dim / self.heads;
+        let kv = to_kv.forward(be, x)?;
+        let key = be.rms_norm(be.narrow(&kv, 2, 0, dim)?, self.eps, Some(norm_k))?;
+        let value = be.narrow(&kv, 2, dim, dim)?;
+        Ok(KeyValues { key: key.reshape([b, l, self.heads, hd])?, value: value.reshape([b, l, self.heads, hd])? })
+    }
+
+    /// `x: [B, L, C]` attending to the text (and the image) → `[B, L, C]`.
+    pub fn forward(&self, be: &dyn Backend, x: &Tensor, context: &CrossKeyValues) -> Result<Tensor> {
         let (b, l, dim) = (x.dim(0), x.dim(1), x.dim(2));
         let hd = dim / self.heads;
         let query =
             be.rms_norm(self.to_q.forward(be, x)?, self.eps, Some(&self.norm_q))?.reshape([b, l, self.heads, hd])?;
         let scale = 1.0 / (hd as f32).sqrt();
-        let hidden =
-            be.attention(&query, &text.key, &text.value, scale, AttentionBias::default(), AttentionPrecision::Full)?;
+        let attend = |kv: &KeyValues| {
+            be.attention(&query, &kv.key, &kv.value, scale, AttentionBias::default(), AttentionPrecision::Full)
+        };
+        let mut hidden = attend(&context.text)?;
+        if let Some(image) = &context.image {
+            // diffusers adds the image attention to the text attention before `to_out`.
+            be.add_assign(&mut hidden, &attend(image)?)?;
+        }
         Ok(self.to_out.forward(be, &hidden.reshape([b, l, dim])?)?)
     }
 
@@ -142,12 +200,19 @@ impl WanCrossAttention {
         f(Param::Linear(&self.to_kv));
         f(Param::Tensor(&self.norm_q));
         f(Param::Tensor(&self.norm_k));
+        if let Some(added) = &self.added {
+            f(Param::Linear(&added.to_kv));
+            f(Param::Tensor(&added.norm_k));
+        }
         f(Param::Linear(&self.to_out));
     }
 
     pub fn visit_mut(&mut self, f: &mut dyn FnMut(ParamMut<'_>)) {
         f(ParamMut::Linear(&mut self.to_q));
         f(ParamMut::Linear(&mut self.to_kv));
+        if let Some(added) = &mut self.added {
+            f(ParamMut::Linear(&mut added.to_kv));
+        }
         f(ParamMut::Linear(&mut self.to_out));
     }
 }

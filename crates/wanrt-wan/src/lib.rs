@@ -1,4 +1,4 @@
-//! wanrt-wan: the Wan2.1 text-to-video model family.
+//! wanrt-wan: the Wan2.1 model family: text-to-video, image-to-video, first-last-frame.
 //!
 //! One file per component, each mirroring its reference module:
 //! UMT5 text encoder (transformers), diffusion transformer (blocks, attentions), causal 3D VAE
@@ -12,8 +12,12 @@
 pub mod artifact;
 pub mod attention;
 pub mod causal_conv3d;
+pub mod clip;
 pub mod convert;
 pub mod error;
+pub mod image;
+pub mod image_conditioning;
+pub mod image_embedding;
 pub mod model;
 pub mod names;
 pub mod pipeline;

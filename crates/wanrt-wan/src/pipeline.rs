@@ -2,17 +2,21 @@
 //! (pipelines/wan/pipeline_wan.py): encode prompt (and negative prompt under
 //! CFG), denoise with the scheduler — cond and uncond passes batched into one
 //! transformer call — de-normalise, decode with the VAE, map to [0, 1].
+//! Image-conditioned models run `WanImageToVideoPipeline.__call__` (pipeline_wan_i2v.py): the
+//! same loop, with the image encoder's states beside the text and the mask + image latent
+//! ([`crate::image_conditioning`]) concatenated to the latents at every step.
 //!
 //! Everything between the token ids and the final frames stays in the backends' memory: the
 //! pipeline uploads the ids and the initial noise, reads back one scalar after the text encoder and
 //! one after denoising (are the values finite?), one per step when the step cache is on, and
 //! downloads the frames once at the end.
 
+use crate::image::RgbImage;
 use crate::model::WanModel;
 use crate::scheduler::SchedulerKind;
 use crate::step_cache::StepCache;
 use crate::text::encode_prompts;
-use crate::transformer::TextContext;
+use crate::transformer::CrossAttentionContext;
 use crate::{Error, Result};
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
@@ -29,6 +33,8 @@ pub struct GenerateParams {
     pub num_frames: Option<usize>,
     pub steps: Option<usize>,
     pub guidance: Option<f64>,
+    /// Two-expert models: the low-noise expert's guidance scale (default: `guidance`).
+    pub guidance_2: Option<f64>,
     pub shift: Option<f64>,
     pub scheduler: Option<SchedulerKind>,
     pub max_sequence_length: Option<usize>,
@@ -37,6 +43,10 @@ pub struct GenerateParams {
     pub seed: u64,
     /// Step-cache threshold (see [`crate::step_cache`]); 0 disables it.
     pub cache_threshold: Option<f64>,
+    /// The first frame (image-to-video models), of the video's size.
+    pub image: Option<RgbImage>,
+    /// The last frame (first-last-frame models), of the video's size.
+    pub last_image: Option<RgbImage>,
 }
 
 impl GenerateParams {
@@ -49,12 +59,15 @@ impl GenerateParams {
             num_frames: None,
             steps: None,
             guidance: None,
+            guidance_2: None,
             shift: None,
             scheduler: None,
             max_sequence_length: None,
             noise: None,
             seed: 0,
             cache_threshold: None,
+            image: None,
+            last_image: None,
         }
     }
 }
@@ -67,6 +80,9 @@ pub struct ResolvedSettings {
     pub num_frames: usize,
     pub steps: usize,
     pub guidance: f64,
+    /// Two-expert models: the low-noise expert's guidance scale.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guidance_2: Option<f64>,
     pub shift: f64,
     pub scheduler: String,
     pub max_sequence_length: usize,
@@ -101,6 +117,17 @@ pub struct GenerateOutput {
     pub steps_skipped: usize,
 }
 
+/// What the denoising loop is conditioned on, fixed across steps.
+pub struct Conditioning {
+    /// The cross-attentions' keys and values (text, and image for image-conditioned models).
+    pub context: CrossAttentionContext,
+    /// The same for the low-noise expert of a two-expert model.
+    pub context_2: Option<CrossAttentionContext>,
+    /// Image-conditioned models: mask + image latent `[1, temporal_factor + z, T', H', W']`,
+    /// concatenated to the latents along the channels before each transformer call.
+    pub image_latent: Option<Tensor>,
+}
+
 /// The result of the denoising loop.
 pub struct Denoised {
     /// Final latents before de-normalisation, `[1, z, T', H', W']`.
@@ -116,9 +143,12 @@ impl WanModel {
         let d = &self.defaults;
         let (tf, sf) = (self.vae.config.temporal_factor(), self.vae.config.spatial_factor());
         let mut warnings = Vec::new();
+        self.check_images(p)?;
+        // An image-to-video run is as large as its image unless told otherwise.
+        let image_hw = p.image.as_ref().map(|im| (im.height, im.width));
         let (mut height, mut width, mut frames) = (
-            p.height.or(d.height).unwrap_or(480),
-            p.width.or(d.width).unwrap_or(832),
+            p.height.or(image_hw.map(|s| s.0)).or(d.height).unwrap_or(480),
+            p.width.or(image_hw.map(|s| s.1)).or(d.width).unwrap_or(832),
             p.num_frames.or(d.num_frames).unwrap_or(81),
         );
         if let Some(noise) = &p.noise {
@@ -160,6 +190,15 @@ impl WanModel {
         if frames == 0 {
             return Err(Error::Shape("frames must be at least 1".into()));
         }
+        for (flag, image) in [("--image", &p.image), ("--last-image", &p.last_image)] {
+            if let Some(im) = image.as_ref().filter(|im| (im.height, im.width) != (height, width)) {
+                return Err(Error::Shape(format!(
+                    "{flag} is {}×{} (height×width) but the video is {height}×{width}: give an image of the \
+                     video's size",
+                    im.height, im.width
+                )));
+            }
+        }
         if (frames - 1) % tf != 0 {
             let rounded = (frames / tf) * tf + 1;
             warnings.push(format!("num_frames - 1 must be divisible by {tf}: rounding {frames} to {rounded}"));
@@ -173,6 +212,19 @@ impl WanModel {
         if !guidance.is_finite() {
             return Err(Error::Config(format!("guidance must be a finite number, got {guidance}")));
         }
+        let guidance_2 = match (&self.transformer_2, p.guidance_2) {
+            (None, Some(_)) => {
+                return Err(Error::Config(
+                    "--guidance-2 applies to two-expert models (Wan2.2 A14B: transformer_2 + boundary_ratio) only"
+                        .into(),
+                ))
+            }
+            (None, None) => None,
+            (Some(_), g) => Some(g.unwrap_or(guidance)),
+        };
+        if let Some(g) = guidance_2.filter(|g| !g.is_finite()) {
+            return Err(Error::Config(format!("guidance 2 must be a finite number, got {g}")));
+        }
         if !(shift.is_finite() && shift > 0.0) {
             return Err(Error::Config(format!("shift must be a positive finite number, got {shift}")));
         }
@@ -185,6 +237,7 @@ impl WanModel {
             num_frames: frames,
             steps: p.steps.or(d.num_inference_steps).unwrap_or(50),
             guidance,
+            guidance_2,
             shift,
             scheduler: match scheduler {
                 SchedulerKind::UniPc => "unipc".into(),
@@ -198,6 +251,35 @@ impl WanModel {
         })
     }
 
+    /// Whether the model's transformer takes the mask + image latent beside the noisy latents
+    /// (image-to-video models: `in_channels` = 2·z + temporal factor).
+    pub fn takes_image_latent(&self) -> bool {
+        self.transformer.config.in_channels != self.vae.config.z_dim
+    }
+
+    /// The images a model is conditioned on: none for text-to-video; a first frame for
+    /// image-to-video, plus a last frame for first-last-frame models (whose image embedder has a
+    /// position embedding over two images); a model without image embedder (Wan2.2's
+    /// image-to-video) takes the last frame in its latent alone, if given.
+    fn check_images(&self, p: &GenerateParams) -> Result<()> {
+        let embedded = self.transformer.images_per_video();
+        match (self.takes_image_latent(), &p.image, &p.last_image) {
+            (false, None, None) => Ok(()),
+            (false, ..) => Err(Error::Config(
+                "this is a text-to-video model: it takes no --image/--last-image (use an image-to-video model)".into(),
+            )),
+            (true, None, _) => Err(Error::Config("this image-to-video model needs --image (the first frame)".into())),
+            (true, Some(_), None) if embedded == 2 => {
+                Err(Error::Config("this first-last-frame model needs --last-image as well as --image".into()))
+            }
+            (true, Some(_), Some(_)) if embedded == 1 => Err(Error::Config(
+                "this image-to-video model takes no --last-image (first-last-frame models set pos_embed_seq_len)"
+                    .into(),
+            )),
+            (true, Some(_), _) => Ok(()),
+        }
+    }
+
     /// Latent shape `[1, z, T', H', W']` for the resolved settings.
     pub fn latent_shape(&self, s: &ResolvedSettings) -> [usize; 5] {
         let (tf, sf) = (self.vae.config.temporal_factor(), self.vae.config.spatial_factor());
@@ -209,17 +291,23 @@ impl WanModel {
         let mut timings = Vec::new();
 
         progress.stage("text encoder");
-        let t0 = Instant::now();
+        let mut t0 = Instant::now();
         let embeddings = self.encode_text(&s, &p.prompt)?;
         check_finite(&**self.text_encoder.backend(), &embeddings, "the text encoder")?;
-        let context = self.transformer.prepare_text(&embeddings)?;
+        if p.image.is_some() {
+            timings.push(("text_encoder".to_string(), t0.elapsed().as_secs_f64()));
+            progress.stage("image encoder");
+            t0 = Instant::now();
+        }
+        let conditioning = self.condition(&s, p, &embeddings)?;
         drop(embeddings);
-        timings.push(("text_encoder".to_string(), t0.elapsed().as_secs_f64()));
+        let stage = if p.image.is_some() { "image_encoder" } else { "text_encoder" };
+        timings.push((stage.to_string(), t0.elapsed().as_secs_f64()));
 
         progress.stage("denoising");
         let t0 = Instant::now();
         let latents = self.initial_latents(&s, p)?;
-        let den = self.denoise(&s, p.scheduler, latents, &context, progress)?;
+        let den = self.denoise(&s, p.scheduler, latents, &conditioning, progress)?;
         check_finite(&**self.transformer.backend(), &den.latents, "denoising (transformer and scheduler)")?;
         timings.push(("denoising".to_string(), t0.elapsed().as_secs_f64()));
 
@@ -250,6 +338,41 @@ impl WanModel {
         encode_prompts(&self.tokenizer, &self.text_encoder, &prompts, s.max_sequence_length)
     }
 
+    /// The cross-attention context of the text embeddings (`[cond; uncond]` under CFG) and, for
+    /// image-conditioned models, of `p`'s images, plus the image latent.
+    pub fn condition(&self, s: &ResolvedSettings, p: &GenerateParams, embeddings: &Tensor) -> Result<Conditioning> {
+        self.check_images(p)?;
+        let be = &**self.transformer.backend();
+        // Every prompt of the batch (the negative one under CFG) sees the same images.
+        let image_states = match (&p.image, &self.image_encoder) {
+            (Some(first), Some(_)) => {
+                let states = self.encode_images(first, p.last_image.as_ref())?;
+                let batch = embeddings.dim(0);
+                Some(if batch == 1 { states } else { be.cat(&vec![&states; batch], 0)? })
+            }
+            _ => None,
+        };
+        let context = self.transformer.prepare_context(embeddings, image_states.as_ref())?;
+        let context_2 =
+            self.transformer_2.as_ref().map(|t| t.prepare_context(embeddings, image_states.as_ref())).transpose()?;
+        drop(image_states);
+        let image_latent = match &p.image {
+            Some(first) => {
+                let latent = self.image_latent(s, first, p.last_image.as_ref())?;
+                check_finite(be, &latent, "the VAE encode of the image")?;
+                Some(latent)
+            }
+            None => None,
+        };
+        Ok(Conditioning { context, context_2, image_latent })
+    }
+
+    /// The timestep below which a two-expert model's low-noise expert runs.
+    fn boundary_timestep(&self) -> Option<f32> {
+        let train = self.scheduler.get_f64("num_train_timesteps", 1000.0);
+        self.boundary_ratio.filter(|_| self.transformer_2.is_some()).map(|r| (r * train) as f32)
+    }
+
     /// The given noise, or Gaussian noise from the seed (drawn on the host, so every backend
     /// starts from the same values), uploaded to the transformer's backend.
     pub fn initial_latents(&self, s: &ResolvedSettings, p: &GenerateParams) -> Result<Tensor> {
@@ -272,7 +395,7 @@ impl WanModel {
         s: &ResolvedSettings,
         scheduler: Option<SchedulerKind>,
         mut latents: Tensor,
-        context: &TextContext,
+        conditioning: &Conditioning,
         progress: &mut dyn Progress,
     ) -> Result<Denoised> {
         let cfg = s.guidance > 1.0;
@@ -281,18 +404,38 @@ impl WanModel {
         let mut cache =
             if s.cache_threshold > 0.0 { Some(StepCache::new(s.cache_threshold, timesteps.len())?) } else { None };
         let be = &**self.transformer.backend();
-        let mut evals = 0;
+        let boundary = self.boundary_timestep();
+        let mut low_noise_stage = false;
+        let (mut evals, mut skipped_before) = (0, 0);
         for (i, &t) in timesteps.iter().enumerate() {
-            let batch = if cfg { be.cat(&[&latents, &latents], 0)? } else { latents.clone() };
+            // diffusers: `transformer` while t ≥ boundary, then `transformer_2` with guidance_scale_2.
+            let (transformer, context, guidance) = match (boundary, &self.transformer_2, &conditioning.context_2) {
+                (Some(b), Some(t2), Some(ctx2)) if t < b => {
+                    if !low_noise_stage {
+                        // The cached residual belongs to the other expert.
+                        low_noise_stage = true;
+                        skipped_before += cache.as_ref().map_or(0, |c| c.skipped);
+                        cache = cache.map(|_| StepCache::new(s.cache_threshold, timesteps.len() - i)).transpose()?;
+                    }
+                    (t2, ctx2, s.guidance_2.unwrap_or(s.guidance))
+                }
+                _ => (&self.transformer, &conditioning.context, s.guidance),
+            };
+            let input = match &conditioning.image_latent {
+                Some(image_latent) => be.cat(&[&latents, image_latent], 1)?,
+                None => latents.clone(),
+            };
+            let batch = if cfg { be.cat(&[&input, &input], 0)? } else { input };
             progress.transformer_input(i, &batch, t);
             let ts = vec![t; batch.dim(0)];
-            let (noise_pred, computed) = self.transformer.forward_cached(&batch, &ts, context, cache.as_mut())?;
+            let (noise_pred, computed) = transformer.forward_cached(&batch, &ts, context, cache.as_mut())?;
             evals += usize::from(computed);
-            let noise_pred = if cfg { be.cfg_combine(&noise_pred, s.guidance as f32)? } else { noise_pred };
+            let noise_pred = if cfg { be.cfg_combine(&noise_pred, guidance as f32)? } else { noise_pred };
             latents = sched.step(be, &noise_pred, &latents)?;
             progress.step(i + 1, timesteps.len());
         }
-        Ok(Denoised { latents, transformer_evals: evals, steps_skipped: cache.map_or(0, |c| c.skipped) })
+        let skipped = skipped_before + cache.map_or(0, |c| c.skipped);
+        Ok(Denoised { latents, transformer_evals: evals, steps_skipped: skipped })
     }
 }
 

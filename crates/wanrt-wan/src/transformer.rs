@@ -5,7 +5,8 @@
 //! attentions in [`crate::attention`]. Parameter names are the diffusers state-dict names; the
 //! original release layout is renamed to them on load (see [`crate::names`]).
 
-use crate::attention::{RotaryEmbedding, TextKeyValues};
+use crate::attention::{CrossKeyValues, RotaryEmbedding};
+use crate::image_embedding::WanImageEmbedding;
 use crate::rope::split_dims;
 use crate::step_cache::StepCache;
 use crate::transformer_block::WanTransformerBlock;
@@ -53,6 +54,9 @@ pub struct TransformerConfig {
     pub image_dim: Option<usize>,
     #[serde(default)]
     pub added_kv_proj_dim: Option<usize>,
+    /// First-last-frame models: the image embedder's position embedding length (2 × image tokens).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pos_embed_seq_len: Option<usize>,
     #[serde(default = "default_rope_len")]
     pub rope_max_seq_len: usize,
     /// Self-attention heads kept per block after structured head pruning
@@ -88,6 +92,7 @@ impl TransformerConfig {
             eps: 1e-6,
             image_dim: None,
             added_kv_proj_dim: None,
+            pos_embed_seq_len: None,
             rope_max_seq_len: 1024,
             self_attn_heads: None,
         }
@@ -98,11 +103,34 @@ impl TransformerConfig {
         self.self_attn_heads.as_ref().and_then(|h| h.get(i).copied()).unwrap_or(self.num_attention_heads)
     }
 
+    /// Whether the model is conditioned on images (Wan2.1 I2V / FLF2V).
+    pub fn is_image_conditioned(&self) -> bool {
+        self.image_dim.is_some()
+    }
+
     pub fn validate(&self) -> Result<()> {
-        if self.image_dim.is_some() || self.added_kv_proj_dim.is_some() {
+        match (self.image_dim, self.added_kv_proj_dim, self.pos_embed_seq_len) {
+            (None, None, None) | (Some(_), Some(_), _) => {}
+            _ => {
+                return Err(Error::Config(format!(
+                    "transformer: image_dim {:?}, added_kv_proj_dim {:?} and pos_embed_seq_len {:?} disagree: an \
+                     image-conditioned model sets image_dim and added_kv_proj_dim (and pos_embed_seq_len for \
+                     first-last-frame), a text-to-video model none of them",
+                    self.image_dim, self.added_kv_proj_dim, self.pos_embed_seq_len
+                )))
+            }
+        }
+        if self.image_dim == Some(0) || self.added_kv_proj_dim == Some(0) || self.pos_embed_seq_len == Some(0) {
             return Err(Error::Config(
-                "transformer: image-conditioned (I2V) Wan models are not supported yet; expected a T2V config".into(),
+                "transformer: image_dim, added_kv_proj_dim and pos_embed_seq_len must be positive".into(),
             ));
+        }
+        if let Some(n) = self.pos_embed_seq_len {
+            if n % 2 != 0 {
+                return Err(Error::Config(format!(
+                    "transformer: pos_embed_seq_len {n} must cover two images' tokens (an even number)"
+                )));
+            }
         }
         let d = self.attention_head_dim;
         if !d.is_multiple_of(2) || split_dims(d).iter().any(|&p| p % 2 != 0) {
@@ -123,7 +151,7 @@ impl TransformerConfig {
     }
 }
 
-/// `WanTimeTextImageEmbedding` (text-to-video: no image embedder).
+/// `WanTimeTextImageEmbedding`.
 struct ConditionEmbedder {
     freq_dim: usize,
     /// `time_embedder.linear_1` (SiLU) and `linear_2`.
@@ -133,6 +161,8 @@ struct ConditionEmbedder {
     /// `text_embedder.linear_1` (GELU-tanh) and `linear_2`.
     text_linear_1: Linear,
     text_linear_2: Linear,
+    /// Image-conditioned models only.
+    image_embedder: Option<WanImageEmbedding>,
 }
 
 impl ConditionEmbedder {
@@ -145,6 +175,10 @@ impl ConditionEmbedder {
             time_proj: vb.pp("time_proj").linear(dim, 6 * dim, true)?,
             text_linear_1: vb.pp("text_embedder.linear_1").linear(cfg.text_dim, dim, true)?,
             text_linear_2: vb.pp("text_embedder.linear_2").linear(dim, dim, true)?,
+            image_embedder: cfg
+                .image_dim
+                .map(|d| WanImageEmbedding::new(&vb.pp("image_embedder"), d, dim, cfg.pos_embed_seq_len))
+                .transpose()?,
         })
     }
 
@@ -180,16 +214,17 @@ impl ConditionEmbedder {
     }
 }
 
-/// The text side of every cross-attention, computed once per prompt batch: the text tokens do not
-/// change across denoising steps, so their projected, normalised keys and values are reused by
-/// every step (exactly the same arithmetic as recomputing them).
-pub struct TextContext {
+/// The context side of every cross-attention (text, and image for image-conditioned models),
+/// computed once per prompt batch: the context does not change across denoising steps, so its
+/// projected, normalised keys and values are reused by every step (exactly the same arithmetic as
+/// recomputing them).
+pub struct CrossAttentionContext {
     /// Per block.
-    kv: Vec<TextKeyValues>,
+    kv: Vec<CrossKeyValues>,
     batch: usize,
 }
 
-impl TextContext {
+impl CrossAttentionContext {
     pub fn batch(&self) -> usize {
         self.batch
     }
@@ -239,8 +274,20 @@ impl WanTransformer {
         &*self.backend
     }
 
-    /// `text: [B, L_text, text_dim]` (UMT5 embeddings) → the cross-attention keys/values of every block.
-    pub fn prepare_text(&self, text: &Tensor) -> Result<TextContext> {
+    /// `text: [B, L_text, text_dim]` (UMT5 embeddings) → the cross-attention keys/values of every
+    /// block of a text-to-video model.
+    pub fn prepare_text(&self, text: &Tensor) -> Result<CrossAttentionContext> {
+        self.prepare_context(text, None)
+    }
+
+    /// How many images condition one video (1 for I2V, 2 for first-last-frame, 0 for T2V).
+    pub fn images_per_video(&self) -> usize {
+        self.condition_embedder.image_embedder.as_ref().map_or(0, |e| e.images_per_video())
+    }
+
+    /// [`Self::prepare_text`] plus, for image-conditioned models, `image: [B·n, L_img, image_dim]`
+    /// — the image encoder's states of each video's `n` = [`Self::images_per_video`] images.
+    pub fn prepare_context(&self, text: &Tensor, image: Option<&Tensor>) -> Result<CrossAttentionContext> {
         if text.rank() != 3 || text.dim(2) != self.config.text_dim {
             return Err(Error::Shape(format!(
                 "text embeddings must be [B, L, {}], found {:?}",
@@ -250,12 +297,32 @@ impl WanTransformer {
         }
         let be = self.be();
         let encoder_hidden_states = self.condition_embedder.text(be, text)?;
+        let image_states = match (&self.condition_embedder.image_embedder, image) {
+            (Some(embedder), Some(image)) => {
+                let states = embedder.forward(be, image)?;
+                if states.dim(0) != text.dim(0) {
+                    return Err(Error::Shape(format!(
+                        "{} image embedding(s) for a text batch of {}",
+                        states.dim(0),
+                        text.dim(0)
+                    )));
+                }
+                Some(states)
+            }
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(Error::Config("this image-to-video transformer needs image embeddings".into()))
+            }
+            (None, Some(_)) => {
+                return Err(Error::Config("this text-to-video transformer takes no image embeddings".into()))
+            }
+        };
         let kv = self
             .blocks
             .iter()
-            .map(|blk| blk.attn2().text_key_values(be, &encoder_hidden_states))
+            .map(|blk| blk.attn2().context_key_values(be, &encoder_hidden_states, image_states.as_ref()))
             .collect::<Result<Vec<_>>>()?;
-        Ok(TextContext { kv, batch: text.dim(0) })
+        Ok(CrossAttentionContext { kv, batch: text.dim(0) })
     }
 
     /// Token grid `(f, h, w)` for latents of `(frames, height, width)`.
@@ -290,7 +357,12 @@ impl WanTransformer {
     }
 
     /// [`Self::forward`] with the text side prepared once by [`Self::prepare_text`].
-    pub fn forward_prepared(&self, latents: &Tensor, timesteps: &[f32], text: &TextContext) -> Result<Tensor> {
+    pub fn forward_prepared(
+        &self,
+        latents: &Tensor,
+        timesteps: &[f32],
+        text: &CrossAttentionContext,
+    ) -> Result<Tensor> {
         Ok(self.forward_cached(latents, timesteps, text, None)?.0)
     }
 
@@ -300,7 +372,7 @@ impl WanTransformer {
         &self,
         latents: &Tensor,
         timesteps: &[f32],
-        text: &TextContext,
+        text: &CrossAttentionContext,
         cache: Option<&mut StepCache>,
     ) -> Result<(Tensor, bool)> {
         let &[b, c, f, h, w] = latents.shape() else {
@@ -359,7 +431,7 @@ impl WanTransformer {
     fn run_blocks(
         &self,
         mut hidden_states: Tensor,
-        text: &TextContext,
+        text: &CrossAttentionContext,
         timestep_proj: &Tensor,
         rotary_emb: &RotaryEmbedding,
     ) -> Result<Tensor> {
@@ -374,6 +446,9 @@ impl Module for WanTransformer {
     fn visit(&self, f: &mut dyn FnMut(Param<'_>)) {
         f(Param::Linear(&self.patch_embedding));
         self.condition_embedder.linears().into_iter().for_each(|l| f(Param::Linear(l)));
+        if let Some(e) = &self.condition_embedder.image_embedder {
+            e.visit(f);
+        }
         self.blocks.iter().for_each(|b| b.visit(f));
         f(Param::Linear(&self.proj_out));
         f(Param::Tensor(&self.scale_shift_table));
@@ -382,6 +457,9 @@ impl Module for WanTransformer {
     fn visit_mut(&mut self, f: &mut dyn FnMut(ParamMut<'_>)) {
         f(ParamMut::Linear(&mut self.patch_embedding));
         self.condition_embedder.linears_mut().into_iter().for_each(|l| f(ParamMut::Linear(l)));
+        if let Some(e) = &mut self.condition_embedder.image_embedder {
+            e.visit_mut(f);
+        }
         self.blocks.iter_mut().for_each(|b| b.visit_mut(f));
         f(ParamMut::Linear(&mut self.proj_out));
     }

@@ -3,10 +3,10 @@
 //! Mirrors diffusers 0.42.1 `WanTransformerBlock.forward` (models/transformers/transformer_wan.py):
 //! six modulation vectors from the block's table plus the projected timestep, then
 //! 1. self-attention on the modulated LayerNorm of the tokens, gated residual;
-//! 2. cross-attention to the text on `norm2` of the tokens, plain residual;
+//! 2. cross-attention to the text (and image) on `norm2` of the tokens, plain residual;
 //! 3. feed-forward (GELU-tanh) on the modulated LayerNorm, gated residual.
 
-use crate::attention::{RotaryEmbedding, TextKeyValues, WanCrossAttention, WanSelfAttention};
+use crate::attention::{CrossKeyValues, RotaryEmbedding, WanCrossAttention, WanSelfAttention};
 use crate::transformer::TransformerConfig;
 use crate::Result;
 use wanrt_nn::backend::{Activation, Backend, BinaryOp};
@@ -42,7 +42,13 @@ impl WanTransformerBlock {
                 cfg.attention_head_dim,
                 cfg.eps,
             )?,
-            attn2: WanCrossAttention::new(&vb.pp("attn2"), dim, cfg.num_attention_heads, cfg.eps)?,
+            attn2: WanCrossAttention::new(
+                &vb.pp("attn2"),
+                dim,
+                cfg.num_attention_heads,
+                cfg.eps,
+                cfg.added_kv_proj_dim,
+            )?,
             norm2,
             ffn_in: vb.pp("ffn.net.0.proj").linear(dim, cfg.ffn_dim, true)?,
             ffn_out: vb.pp("ffn.net.2").linear(cfg.ffn_dim, dim, true)?,
@@ -72,7 +78,7 @@ impl WanTransformerBlock {
         &self,
         be: &dyn Backend,
         mut hidden_states: Tensor,
-        text: &TextKeyValues,
+        context: &CrossKeyValues,
         timestep_proj: &Tensor,
         rotary: &RotaryEmbedding,
     ) -> Result<Tensor> {
@@ -89,7 +95,7 @@ impl WanTransformerBlock {
             Some((weight, bias)) => be.layer_norm(hidden_states.clone(), self.eps, Some(weight), Some(bias))?,
             None => hidden_states.clone(),
         };
-        let attn_output = self.attn2.forward(be, &norm_hidden_states, text)?;
+        let attn_output = self.attn2.forward(be, &norm_hidden_states, context)?;
         be.add_assign(&mut hidden_states, &attn_output)?;
 
         // 3. Feed-forward

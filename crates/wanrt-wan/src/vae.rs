@@ -348,8 +348,7 @@ impl WanVae {
         &self.backend
     }
 
-    /// Undo the latent normalisation: `z / (1/std) + mean` (diffusers' order of operations).
-    pub fn denormalize(&self, z: &Tensor) -> Result<Tensor> {
+    fn check_latents(&self, z: &Tensor) -> Result<()> {
         let c = self.config.z_dim;
         if self.config.latents_mean.len() != c || self.config.latents_std.len() != c {
             return Err(Error::Config("VAE config lacks latents_mean/latents_std of length z_dim".into()));
@@ -357,6 +356,20 @@ impl WanVae {
         if z.rank() != 5 || z.dim(1) != c {
             return Err(Error::Shape(format!("latents must be [B, {c}, T, H, W], found {:?}", z.shape())));
         }
+        Ok(())
+    }
+
+    /// The latent normalisation of an encoded image: `(z − mean) · (1/std)` (diffusers' order).
+    pub fn normalize(&self, z: &Tensor) -> Result<Tensor> {
+        self.check_latents(z)?;
+        let be = &*self.backend;
+        let centered = be.binary(BinaryOp::Sub, z, &self.latents_mean)?;
+        Ok(be.binary(BinaryOp::Mul, &centered, &self.latents_inv_std)?)
+    }
+
+    /// Undo the latent normalisation: `z / (1/std) + mean` (diffusers' order of operations).
+    pub fn denormalize(&self, z: &Tensor) -> Result<Tensor> {
+        self.check_latents(z)?;
         let be = &*self.backend;
         let scaled = be.binary(BinaryOp::Div, z, &self.latents_inv_std)?;
         Ok(be.binary(BinaryOp::Add, &scaled, &self.latents_mean)?)

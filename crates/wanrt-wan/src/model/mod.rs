@@ -1,4 +1,5 @@
-//! A complete Wan2.1 T2V model folder: tokenizer, UMT5, transformer, VAE and scheduler config,
+//! A complete Wan2.1 model folder: tokenizer, UMT5, transformer, VAE, scheduler config and, for
+//! image-to-video models, the CLIP image encoder,
 //! from either supported layout ([`layout`]): diffusers folders ([`diffusers`]) or the original
 //! Wan-Video release ([`original`]).
 //!
@@ -13,6 +14,7 @@ pub mod original;
 pub use layout::Layout;
 
 use crate::artifact::Manifest;
+use crate::image_conditioning::ImageEncoder;
 use crate::scheduler::SchedulerConfig;
 use crate::text::PromptTokenizer;
 use crate::transformer::WanTransformer;
@@ -91,7 +93,13 @@ pub struct WanModel {
     pub tokenizer: PromptTokenizer,
     pub text_encoder: Umt5Encoder,
     pub transformer: WanTransformer,
+    /// Two-expert models (Wan2.2 A14B): the low-noise expert, run once the timestep falls below
+    /// `boundary_ratio · num_train_timesteps`.
+    pub transformer_2: Option<WanTransformer>,
+    pub boundary_ratio: Option<f64>,
     pub vae: WanVae,
+    /// Image-conditioned models (I2V, first-last-frame) only.
+    pub image_encoder: Option<ImageEncoder>,
     pub scheduler: SchedulerConfig,
     pub defaults: ModelDefaults,
     /// The model's context length when its config states one (original `text_len`).
@@ -123,14 +131,53 @@ impl WanModel {
     }
 
     fn check_compatible(&self) -> Result<()> {
-        let t = &self.transformer.config;
+        self.check_transformer(&self.transformer.config)?;
+        if let Some(t2) = &self.transformer_2 {
+            let (a, b) = (&self.transformer.config, &t2.config);
+            if (a.in_channels, a.out_channels(), a.patch_size, a.image_dim)
+                != (b.in_channels, b.out_channels(), b.patch_size, b.image_dim)
+            {
+                return Err(Error::Config(
+                    "transformer_2 differs from transformer in channels, patch size or image conditioning".into(),
+                ));
+            }
+            self.check_transformer(b)?;
+        }
+        Ok(())
+    }
+
+    fn check_transformer(&self, t: &crate::transformer::TransformerConfig) -> Result<()> {
         let (z, d) = (self.vae.config.z_dim, self.text_encoder.config.d_model);
-        if t.in_channels != z || t.out_channels() != z {
+        // Image-to-video models also take the frame mask and the image latent.
+        let with_image = 2 * z + self.vae.config.temporal_factor();
+        if (t.in_channels != z && t.in_channels != with_image) || t.out_channels() != z {
             return Err(Error::Config(format!(
-                "transformer has {} input / {} output channels but the VAE's z_dim is {z}",
+                "transformer has {} input / {} output channels but the VAE's z_dim {z} needs {z} (text-to-video) \
+                 or {with_image} (image-to-video) / {z}",
                 t.in_channels,
                 t.out_channels()
             )));
+        }
+        if t.is_image_conditioned() && t.in_channels == z {
+            return Err(Error::Config(format!(
+                "transformer has an image embedder (image_dim) but {z} input channels: an image-to-video model \
+                 takes {with_image}"
+            )));
+        }
+        if let (Some(encoder), Some(image_dim)) = (&self.image_encoder, t.image_dim) {
+            if encoder.clip.config.hidden_size != image_dim {
+                return Err(Error::Config(format!(
+                    "image encoder hidden_size {} ≠ transformer image_dim {image_dim}",
+                    encoder.clip.config.hidden_size
+                )));
+            }
+            let c = &encoder.clip.config;
+            let tokens = (c.image_size / c.patch_size).pow(2) + 1;
+            if let Some(n) = t.pos_embed_seq_len.filter(|&n| n != 2 * tokens) {
+                return Err(Error::Config(format!(
+                    "transformer pos_embed_seq_len {n} ≠ two images of {tokens} image-encoder tokens"
+                )));
+            }
         }
         if t.text_dim != d {
             return Err(Error::Config(format!("transformer text_dim {} ≠ text encoder d_model {d}", t.text_dim)));

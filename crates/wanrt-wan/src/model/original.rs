@@ -38,7 +38,10 @@ pub(crate) fn load(
         tokenizer,
         text_encoder,
         transformer,
+        transformer_2: None,
+        boundary_ratio: None,
         vae,
+        image_encoder: None,
         scheduler: SchedulerConfig::original_release_default(),
         defaults,
         text_len,
@@ -166,6 +169,7 @@ fn original_transformer_config(
         eps: raw.get("eps").and_then(|v| v.as_f64()).unwrap_or(1e-6) as f32,
         image_dim: None,
         added_kv_proj_dim: None,
+        pos_embed_seq_len: None,
         rope_max_seq_len: 1024,
         self_attn_heads: None,
     };

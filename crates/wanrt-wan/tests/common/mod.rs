@@ -15,9 +15,17 @@ pub struct Reference {
     pub meta: serde_json::Value,
 }
 
+/// A case of another fixture group (`fixtures/<group>/<case>`).
+pub fn fixture_in(group: &str, case: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures").join(group).join(case)
+}
+
 impl Reference {
     pub fn load(case: &str) -> Self {
-        let dir = fixture(case);
+        Self::load_dir(&fixture(case))
+    }
+
+    pub fn load_dir(dir: &std::path::Path) -> Self {
         let ws = WeightStore::from_safetensors_files(&[dir.join("ref.safetensors")]).expect("ref.safetensors");
         let meta = serde_json::from_str(&std::fs::read_to_string(dir.join("meta.json")).unwrap()).unwrap();
         Reference { ws, meta }
@@ -29,6 +37,11 @@ impl Reference {
 
     pub fn has(&self, name: &str) -> bool {
         self.ws.contains(name)
+    }
+
+    /// Denoising steps recorded as `step{i}.latent_out`.
+    pub fn steps_recorded(&self) -> usize {
+        (0..).take_while(|i| self.has(&format!("step{i}.latent_out"))).count()
     }
 
     pub fn steps(&self) -> usize {
