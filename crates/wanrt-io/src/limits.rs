@@ -16,9 +16,9 @@
 use std::collections::TryReserveError;
 
 /// Smallest budget, whatever the input length.
-pub const BUDGET_FLOOR: u64 = 512 << 20;
+pub const BUDGET_FLOOR: u64 = 256 << 20;
 /// Decoded bytes allowed per input byte above the floor.
-pub const BUDGET_RATIO: u64 = 2048;
+pub const BUDGET_RATIO: u64 = 1024;
 /// The environment variable that overrides the budget.
 pub const BUDGET_ENV: &str = "WANRT_DECODE_BUDGET";
 
@@ -80,6 +80,18 @@ pub fn try_zeroed(len: usize) -> Result<Vec<u8>, TryReserveError> {
     Ok(v)
 }
 
+/// Makes room for `additional` more bytes in `v` without its capacity passing `budget`:
+/// amortized doubling as `Vec` does, capped, and an error instead of an abort.
+pub fn reserve_within(v: &mut Vec<u8>, additional: usize, budget: u64) -> Result<(), TryReserveError> {
+    let need = v.len().saturating_add(additional);
+    if need <= v.capacity() {
+        return Ok(());
+    }
+    let cap_budget = usize::try_from(budget).unwrap_or(usize::MAX);
+    let target = need.max(v.capacity().saturating_mul(2).min(cap_budget));
+    v.try_reserve_exact(target - v.len())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,5 +118,11 @@ mod tests {
             assert_eq!(decode_budget(u64::MAX), u64::MAX);
         }
         assert!(try_zeroed(usize::MAX).is_err());
+        let mut v = Vec::new();
+        for _ in 0..10 {
+            reserve_within(&mut v, 100, 1000).unwrap();
+            v.extend_from_slice(&[0; 100]);
+        }
+        assert!(v.capacity() <= 1000, "{}", v.capacity());
     }
 }

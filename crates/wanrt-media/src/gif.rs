@@ -122,7 +122,7 @@ pub fn read_gif(path: impl AsRef<Path>) -> Result<Video> {
         if decoded.saturating_add(2 * canvas_bytes) > budget {
             return Err(over(format!("{} frames of {sw}×{sh} decode to {}", count + 1, format_size(decoded))));
         }
-        data.try_reserve(frame_bytes as usize)
+        wanrt_io::limits::reserve_within(&mut data, frame_bytes as usize, budget)
             .map_err(|_| Error::invalid(path, format!("out of memory after {count} frames")))?;
         let saved = (fr.dispose == DisposalMethod::Previous).then(|| canvas.clone());
         // Paint the frame, clipped to the screen, skipping transparent pixels.

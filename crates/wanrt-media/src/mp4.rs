@@ -218,8 +218,7 @@ impl Frames {
                 format!("{} frames of {w}×{h} decode to {}", self.count + 1, wanrt_io::format_size(total)),
             ));
         }
-        self.data
-            .try_reserve(frame)
+        wanrt_io::limits::reserve_within(&mut self.data, frame, self.budget)
             .map_err(|_| Error::invalid(path, format!("out of memory after {} decoded frames", self.count)))?;
         let (sy, su, sv) = yuv.strides();
         let (yb, ub, vb) = (yuv.y(), yuv.u(), yuv.v());

@@ -256,6 +256,9 @@ mod tests {
         let mut nal = vec![0x67];
         nal.extend(w.finish());
         assert_eq!(sps_frame_size(&nal), Some(SpsInfo { width: 64, height: 48, max_ref_frames: 3 }));
+        // OpenH264's SPS of a 512×512 stream (wanrt's own writer).
+        let openh264 = [0x67, 0x42, 0xc0, 0x16, 0x8c, 0x68, 0x08, 0x01, 0x04, 0x9a, 0x83, 0x03, 0x03, 0x03, 0xc2, 0x21, 0x1a, 0x80];
+        assert_eq!(sps_frame_size(&openh264), Some(SpsInfo { width: 512, height: 512, max_ref_frames: 1 }));
         assert_eq!(sps_frame_size(&[0x68, 1, 2]), None);
         assert_eq!(sps_frame_size(&[0x67]), None);
     }
