@@ -20,8 +20,8 @@ pub mod pth;
 mod zipfile;
 
 pub use atomic::{check_output_dir, check_output_file, copy_tree, create_dir_atomic, is_inside, write_atomic};
-pub use limits::{decode_budget, format_size, parse_size};
 pub use error::{Error, Result};
+pub use limits::{decode_budget, format_size, parse_size};
 pub use npy::{read_npy, read_npy_header, write_npy, write_npy_raw, NpyArray, NpyDType, NpyElement, NpyHeader};
 pub use npz::{read_npz, write_npz, NpzReader};
 pub use pth::{read_pth, PthFile, PthTensor, TorchDType};

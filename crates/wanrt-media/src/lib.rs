@@ -17,8 +17,8 @@ pub mod gif;
 pub mod image_dir;
 pub mod mp4;
 mod mp4_check;
-pub mod output;
 pub mod npy_video;
+pub mod output;
 pub mod video;
 
 use std::path::Path;
@@ -28,8 +28,8 @@ pub use error::{Error, Result};
 pub use gif::{read_gif, write_gif};
 pub use image_dir::{read_image, write_png, write_png_dir};
 pub use mp4::{check_mp4_output, read_mp4, write_mp4, Mp4Options};
-pub use output::{check_output_path, check_output_video, output_kind, OutputKind};
 pub use npy_video::{read_npy_video, write_npy_f32, write_npy_video};
+pub use output::{check_output_path, check_output_video, output_kind, OutputKind};
 pub use video::{f32_to_u8, f64_to_u8, pick_frames, Video};
 
 /// Writes `video` in the format the path asks for, as DESIGN.md's `-o` does: `.mp4`,

@@ -79,7 +79,9 @@ pub fn check_mp4_output(frames: usize, height: usize, width: usize, fps: f64) ->
         return Err(format!("fps must be a positive number, got {fps}"));
     }
     if fps > MP4_TIMESCALE {
-        return Err(format!("fps {fps} is above MP4's {MP4_TIMESCALE} ticks per second (frames need distinct timestamps)"));
+        return Err(format!(
+            "fps {fps} is above MP4's {MP4_TIMESCALE} ticks per second (frames need distinct timestamps)"
+        ));
     }
     let total_ticks = frames as f64 * (MP4_TIMESCALE / fps).round().max(1.0);
     if total_ticks > u32::MAX as f64 {
@@ -182,14 +184,23 @@ impl Frames {
         let Some(sps) = crate::mp4_check::sps_frame_size(nal) else { return Ok(()) };
         let pixels = sps.width.saturating_mul(sps.height);
         if pixels > MAX_FRAME_PIXELS {
-            return Err(Error::format(path, FORMAT, format!("SPS frame size {}×{} is out of range", sps.width, sps.height)));
+            return Err(Error::format(
+                path,
+                FORMAT,
+                format!("SPS frame size {}×{} is out of range", sps.width, sps.height),
+            ));
         }
         let decoder = pixels * 3 / 2 * (sps.max_ref_frames.min(16) + 2);
         let need = decoder + pixels * 3 + self.data.len() as u64;
         if need > self.budget {
             return Err(self.over_budget(
                 path,
-                format!("an H.264 stream of {}×{} frames needs {} to decode", sps.width, sps.height, wanrt_io::format_size(need)),
+                format!(
+                    "an H.264 stream of {}×{} frames needs {} to decode",
+                    sps.width,
+                    sps.height,
+                    wanrt_io::format_size(need)
+                ),
             ));
         }
         Ok(())

@@ -63,8 +63,17 @@ fn html_unescape(s: &str) -> String {
 }
 
 pub struct PromptTokenizer {
+    /// With any truncation or padding of the file removed: [`PromptTokenizer::encode`] sets its
+    /// own, and [`PromptTokenizer::count_tokens`] needs the full length.
     tokenizer: Tokenizer,
+    /// `model_max_length` of the folder's `tokenizer_config.json`, when it states a real one
+    /// (transformers writes 1e30 for "no limit").
+    pub model_max_length: Option<usize>,
 }
+
+/// Longest text context accepted when neither the tokenizer nor the model states one: UMT5's
+/// relative positions have no hard limit, but the text encoder's attention grows with L².
+pub const MAX_TEXT_LEN: usize = 4096;
 
 /// Token ids and attention mask of a batch, `[B, L]` each.
 pub struct TokenBatch {
@@ -90,7 +99,16 @@ impl PromptTokenizer {
                 "tokenizer folder has neither tokenizer.json (T5TokenizerFast) nor spiece.model (T5Tokenizer)",
             ));
         };
-        Ok(PromptTokenizer { tokenizer })
+        let mut tokenizer = tokenizer;
+        tokenizer.with_truncation(None).map_err(|e| Error::Tokenizer(e.to_string()))?;
+        tokenizer.with_padding(None);
+        Ok(PromptTokenizer { tokenizer, model_max_length: model_max_length(dir)? })
+    }
+
+    /// Tokens of the cleaned prompt, `</s>` included, before any truncation.
+    pub fn count_tokens(&self, prompt: &str) -> Result<usize> {
+        let e = self.tokenizer.encode(prompt_clean(prompt), true).map_err(|e| Error::Tokenizer(e.to_string()))?;
+        Ok(e.get_ids().len())
     }
 
     fn pad_id(&self) -> u32 {
@@ -124,6 +142,26 @@ impl PromptTokenizer {
             mask.extend_from_slice(e.get_attention_mask());
         }
         Ok(TokenBatch { ids, mask, batch: prompts.len(), len: max_len })
+    }
+}
+
+/// `model_max_length` from `tokenizer_config.json`; absent, or transformers' "no limit" value
+/// (`int(1e30)`), gives `None`. A present but malformed value is an error naming the file.
+fn model_max_length(dir: &Path) -> Result<Option<usize>> {
+    let path = dir.join("tokenizer_config.json");
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::file(&path, format!("cannot read: {e}")))?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| Error::file(&path, format!("not valid JSON: {e}")))?;
+    match json.get("model_max_length") {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(v) => match v.as_f64() {
+            Some(n) if n >= 1e15 => Ok(None),
+            Some(n) if n >= 1.0 && n.fract() == 0.0 => Ok(Some(n as usize)),
+            _ => Err(Error::file(&path, format!("model_max_length must be a positive integer, found {v}"))),
+        },
     }
 }
 

@@ -19,6 +19,7 @@ pub(crate) fn load(
     opts: &LoadOptions,
     stage: &mut dyn FnMut(&str),
 ) -> Result<WanModel> {
+    super::index::check(dir)?;
     let artifact = Manifest::read(dir)?;
     stage("text encoder");
     let (te_cfg, mut te_store) = component::<Umt5Config>(dir, "text_encoder", "model")?;
@@ -39,7 +40,7 @@ pub(crate) fn load(
     let (vae_cfg, vae_store) = component::<VaeConfig>(dir, "vae", "diffusion_pytorch_model")?;
     let vae = WanVae::load(&vae_store, vae_cfg, opts.vae_backend.clone(), opts.vae_encoder)?;
     let scheduler = SchedulerConfig { json: read_json(&dir.join("scheduler/scheduler_config.json"))? };
-    scheduler.kind()?;
+    scheduler.validate().map_err(|e| crate::Error::file(dir.join("scheduler/scheduler_config.json"), e.to_string()))?;
     Ok(WanModel {
         dir: dir.to_path_buf(),
         layout: Layout::Diffusers,
