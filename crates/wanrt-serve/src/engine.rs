@@ -14,7 +14,7 @@
 use wanrt_media::Video;
 use wanrt_nn::{HostTensor, Tensor};
 use wanrt_wan::model::WanModel;
-use wanrt_wan::pipeline::{to_frames, GenerateParams, ResolvedSettings};
+use wanrt_wan::pipeline::{check_finite, check_finite_frames, to_frames, GenerateParams, ResolvedSettings};
 use wanrt_wan::scheduler::Scheduler;
 use wanrt_wan::step_cache::StepCache;
 
@@ -48,6 +48,7 @@ pub fn encode(model: &WanModel, p: &JobParams) -> Result<Encoded> {
     let gp = generate_params(p);
     let settings = model.resolve(&gp)?;
     let embeddings = model.encode_text(&settings, &p.prompt)?;
+    check_finite(&**model.text_encoder.backend(), &embeddings, "the text encoder")?;
     let latents = model.initial_latents(&settings, &gp)?;
     Ok(Encoded { settings, embeddings, latents })
 }
@@ -143,7 +144,11 @@ pub fn denoise(
             }
         }
     }
-    Ok(members.into_iter().map(|m| m.alive.then_some(m.latents)).collect())
+    let done: Vec<Option<Tensor>> = members.into_iter().map(|m| m.alive.then_some(m.latents)).collect();
+    for latents in done.iter().flatten() {
+        check_finite(be, latents, "denoising (transformer and scheduler)")?;
+    }
+    Ok(done)
 }
 
 /// Stage 3: de-normalise and decode one job's latents to frames `[F, H, W, 3]` in [0, 1],
@@ -151,7 +156,9 @@ pub fn denoise(
 pub fn decode(model: &WanModel, latents: &Tensor, on_frame: impl FnMut(usize, usize)) -> Result<HostTensor> {
     let z = model.vae.denormalize(latents)?;
     let decoded = model.vae.decode(&z, on_frame)?;
-    Ok(to_frames(&**model.vae.backend(), decoded)?)
+    let frames = to_frames(&**model.vae.backend(), decoded)?;
+    check_finite_frames(&frames)?;
+    Ok(frames)
 }
 
 /// The only place that reads the decoded video array (`[F, H, W, 3]` f32 in [0, 1]).

@@ -301,9 +301,7 @@ impl WanModel {
         let z = self.vae.denormalize(&den.latents)?;
         let decoded = self.vae.decode(&z, |i, n| progress.decode_frame(i, n))?;
         let video = to_frames(&**self.vae.backend(), decoded)?;
-        if !video.all_finite() {
-            return Err(non_finite("the VAE decode"));
-        }
+        check_finite_frames(&video)?;
         timings.push(("vae_decode".to_string(), t0.elapsed().as_secs_f64()));
         Ok(GenerateOutput {
             video,
@@ -377,11 +375,20 @@ fn non_finite(stage: &str) -> Error {
 
 /// Stops the run when a stage's output holds NaN or ±∞ (one scalar read back), naming the stage:
 /// such values would otherwise become a black or noise video with exit status 0.
-fn check_finite(be: &dyn wanrt_nn::Backend, x: &Tensor, stage: &str) -> Result<()> {
+pub fn check_finite(be: &dyn wanrt_nn::Backend, x: &Tensor, stage: &str) -> Result<()> {
     if be.all_finite(x)? {
         Ok(())
     } else {
         Err(non_finite(stage))
+    }
+}
+
+/// [`check_finite`] for the downloaded frames.
+pub fn check_finite_frames(video: &HostTensor) -> Result<()> {
+    if video.all_finite() {
+        Ok(())
+    } else {
+        Err(non_finite("the VAE decode"))
     }
 }
 
