@@ -17,10 +17,11 @@ pub mod npy;
 pub mod npz;
 mod pickle;
 pub mod pth;
+pub mod tokenizer_json;
 mod zipfile;
 
 pub use atomic::{check_output_dir, check_output_file, copy_tree, create_dir_atomic, is_inside, write_atomic};
-pub use error::{Error, Result};
+pub use error::{one_line, Error, Result};
 pub use limits::{decode_budget, format_size, parse_size};
 pub use npy::{read_npy, read_npy_header, write_npy, write_npy_raw, NpyArray, NpyDType, NpyElement, NpyHeader};
 pub use npz::{read_npz, write_npz, NpzReader};

@@ -30,6 +30,11 @@ const CONTAINERS: &[(&[u8; 4], u64)] = &[
     // VisualSampleEntry: 78 bytes of fields, then avcC, pasp, colr, btrt …
     (b"avc1", 78),
     (b"avc3", 78),
+    (b"hev1", 78),
+    (b"hvc1", 78),
+    (b"vp09", 78),
+    // Full box + entry count, then `url ` boxes.
+    (b"dref", 8),
 ];
 /// Nesting deeper than any real file (moov/trak/mdia/minf/stbl/stsd/avc1/avcC is 8).
 const MAX_DEPTH: usize = 16;
@@ -59,6 +64,11 @@ fn walk(data: &[u8], start: u64, end: u64, depth: usize, parent: &str) -> Result
         let kind = [data[p + 4], data[p + 5], data[p + 6], data[p + 7]];
         let name = String::from_utf8_lossy(&kind).into_owned();
         let (size, header) = match size32 {
+            // "To the end of the file" is for the last top-level box only: the `mp4` crate
+            // loops forever on a nested box of size 0 (found by the mutation harness).
+            0 if depth > 0 => {
+                return Err(format!("box `{name}` at offset {pos} inside {parent} has size 0"));
+            }
             0 => (remaining, 8),
             1 => {
                 if remaining < 16 {
@@ -284,7 +294,7 @@ mod tests {
         }
         fn finish(mut self) -> Vec<u8> {
             self.bits.push(1);
-            while self.bits.len() % 8 != 0 {
+            while self.bits.len() & 7 != 0 {
                 self.bits.push(0);
             }
             self.bits.chunks(8).map(|c| c.iter().fold(0, |a, &b| (a << 1) | b)).collect()

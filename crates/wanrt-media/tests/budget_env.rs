@@ -25,7 +25,7 @@ fn the_budget_variable_bounds_every_decoder() {
     let e = read_mp4(&big).unwrap_err().to_string();
     assert!(e.contains("512×512 frames needs") && e.contains("1.0 MiB") && e.contains("WANRT_DECODE_BUDGET"), "{e}");
     // Frames stop when their total passes the budget.
-    let e = read_mp4(&long).err().expect("over the budget").to_string();
+    let e = read_mp4(&long).expect_err("over the budget").to_string();
     assert!(e.contains("frames of 128×128 decode to"), "{e}");
     let e = read_gif(&gif).unwrap_err().to_string();
     assert!(e.contains("frames of 256×256 decode to"), "{e}");

@@ -83,6 +83,20 @@ pub struct TokenBatch {
     pub len: usize,
 }
 
+/// Runs a `tokenizers` call on a file we do not trust: that crate panics on some inconsistent
+/// files (a post-processor naming a special token its map lacks, found by the mutation
+/// harness), and a panic must become an error, not end the program.
+fn guarded<T>(f: impl FnOnce() -> T) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|p| {
+        let msg = p
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        Error::Tokenizer(format!("the tokenizer file is inconsistent ({msg})"))
+    })
+}
+
 impl PromptTokenizer {
     /// Loads a tokenizer folder (diffusers `tokenizer/`, or the release's `google/umt5-xxl/`):
     /// `tokenizer.json` when present, otherwise the slow tokenizer's `spiece.model`, converted as
@@ -90,7 +104,9 @@ impl PromptTokenizer {
     pub fn from_dir(dir: &Path) -> Result<Self> {
         let file = dir.join("tokenizer.json");
         let tokenizer = if file.is_file() {
-            Tokenizer::from_file(&file).map_err(|e| Error::file(&file, format!("invalid tokenizer: {e}")))?
+            let bytes = wanrt_io::tokenizer_json::read_checked(&file).map_err(|e| Error::Msg(e.to_string()))?;
+            guarded(|| Tokenizer::from_bytes(&bytes))?
+                .map_err(|e| Error::file(&file, format!("invalid tokenizer: {e}")))?
         } else if dir.join("spiece.model").is_file() {
             crate::spiece::load_dir(dir)?
         } else {
@@ -107,7 +123,8 @@ impl PromptTokenizer {
 
     /// Tokens of the cleaned prompt, `</s>` included, before any truncation.
     pub fn count_tokens(&self, prompt: &str) -> Result<usize> {
-        let e = self.tokenizer.encode(prompt_clean(prompt), true).map_err(|e| Error::Tokenizer(e.to_string()))?;
+        let e = guarded(|| self.tokenizer.encode(prompt_clean(prompt), true))?
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
         Ok(e.get_ids().len())
     }
 
@@ -131,7 +148,7 @@ impl PromptTokenizer {
             ..Default::default()
         }));
         let cleaned: Vec<String> = prompts.iter().map(|p| prompt_clean(p)).collect();
-        let encodings = tok.encode_batch(cleaned, true).map_err(|e| Error::Tokenizer(e.to_string()))?;
+        let encodings = guarded(|| tok.encode_batch(cleaned, true))?.map_err(|e| Error::Tokenizer(e.to_string()))?;
         let mut ids = Vec::with_capacity(prompts.len() * max_len);
         let mut mask = Vec::with_capacity(prompts.len() * max_len);
         for e in &encodings {
