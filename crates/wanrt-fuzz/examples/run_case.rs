@@ -10,7 +10,7 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let (Some(name), Some(file)) = (args.get(1), args.get(2)) else {
         eprintln!(
-            "usage: run_case FORMAT FILE [SEED_NAME]   (formats: safetensors pth npy npz gif png mp4 tokenizer config)"
+            "usage: run_case FORMAT FILE [SEED_NAME]   (formats: safetensors pth npy npz gif png mp4 tokenizer spiece config)"
         );
         std::process::exit(2);
     };
@@ -19,7 +19,7 @@ fn main() {
         std::process::exit(2);
     };
     let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures");
-    let ctx = Ctx::new(&fixtures.join("wan/a")).expect("scratch folder");
+    let ctx = Ctx::new(&fixtures.join("wan/a"), &fixtures.join("fuzz/spiece/config")).expect("scratch folder");
     let seed_name = args.get(3).map(String::as_str).unwrap_or("model_index.json");
     let path = ctx.case_path(format, seed_name);
     std::fs::copy(file, &path).expect("copy the input");

@@ -16,6 +16,7 @@ pub mod fields;
 pub mod harness;
 pub mod json;
 pub mod mutate;
+pub mod protobuf;
 pub mod targets;
 
 /// The input formats (one corpus folder each).
@@ -30,12 +31,14 @@ pub enum Format {
     Mp4,
     /// `tokenizer.json` (tokenizers' format: UMT5 Unigram, CLIP BPE).
     Tokenizer,
+    /// A sentencepiece `spiece.model` (protobuf), the slow T5 tokenizer's file.
+    Spiece,
     /// The JSON files of a model folder (model_index, component configs, scheduler, wanrt.json).
     Config,
 }
 
 impl Format {
-    pub const ALL: [Format; 9] = [
+    pub const ALL: [Format; 10] = [
         Format::Safetensors,
         Format::Pth,
         Format::Npy,
@@ -44,6 +47,7 @@ impl Format {
         Format::Png,
         Format::Mp4,
         Format::Tokenizer,
+        Format::Spiece,
         Format::Config,
     ];
 
@@ -58,6 +62,7 @@ impl Format {
             Format::Png => "png",
             Format::Mp4 => "mp4",
             Format::Tokenizer => "tokenizer",
+            Format::Spiece => "spiece",
             Format::Config => "config",
         }
     }

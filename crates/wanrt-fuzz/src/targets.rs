@@ -16,11 +16,13 @@ pub struct Ctx {
     root: PathBuf,
     model: PathBuf,
     tokenizer: PathBuf,
+    spiece: PathBuf,
 }
 
 impl Ctx {
-    /// `model` is a small diffusers model folder whose JSON files the config cases replace.
-    pub fn new(model: &Path) -> std::io::Result<Ctx> {
+    /// `model` is a small diffusers model folder whose JSON files the config cases replace;
+    /// `spiece_config` holds the tokenizer configs a sentencepiece model is loaded with.
+    pub fn new(model: &Path, spiece_config: &Path) -> std::io::Result<Ctx> {
         let tmp = tempfile::Builder::new().prefix("wanrt-fuzz-").tempdir()?;
         let root = tmp.path().to_path_buf();
         let copy = root.join("model");
@@ -28,13 +30,16 @@ impl Ctx {
         let tokenizer = root.join("tokenizer");
         std::fs::create_dir(&tokenizer)?;
         std::fs::write(tokenizer.join("tokenizer_config.json"), br#"{"model_max_length": 512}"#)?;
-        Ok(Ctx { _tmp: tmp, root, model: copy, tokenizer })
+        let spiece = root.join("spiece");
+        link_tree(spiece_config, &spiece)?;
+        Ok(Ctx { _tmp: tmp, root, model: copy, tokenizer, spiece })
     }
 
     /// Where a case of `format` is written (printed at start: after an abort, it holds the input).
     pub fn case_path(&self, format: Format, seed_name: &str) -> PathBuf {
         match format {
             Format::Tokenizer => self.tokenizer.join("tokenizer.json"),
+            Format::Spiece => self.spiece.join("spiece.model"),
             Format::Config => self.model.join(config_place(seed_name)),
             f => self.root.join(format!("case.{}", f.name())),
         }
@@ -85,8 +90,9 @@ impl Ctx {
             Format::Gif => drop(wanrt_media::read_gif(path).map_err(|e| s(&e))?),
             Format::Png => drop(wanrt_media::read_image(path).map_err(|e| s(&e))?),
             Format::Mp4 => drop(wanrt_media::read_mp4(path).map_err(|e| s(&e))?),
-            Format::Tokenizer => {
-                let t = PromptTokenizer::from_dir(&self.tokenizer).map_err(|e| s(&e))?;
+            Format::Tokenizer | Format::Spiece => {
+                let dir = if format == Format::Spiece { &self.spiece } else { &self.tokenizer };
+                let t = PromptTokenizer::from_dir(dir).map_err(|e| s(&e))?;
                 let prompt = "A red fox runs through deep snow, cinematic lighting, 4k".to_string();
                 t.count_tokens(&prompt).map_err(|e| s(&e))?;
                 t.encode(&[prompt, String::new()], 32).map_err(|e| s(&e))?;

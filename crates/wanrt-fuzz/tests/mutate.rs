@@ -38,7 +38,7 @@ fn run_all() {
     std::env::set_var(wanrt_io::limits::BUDGET_ENV, "64M");
     let seconds = env_u64("WANRT_FUZZ_SECONDS", 40);
     let seed = env_u64("WANRT_FUZZ_SEED", 18);
-    let ctx = Ctx::new(&fixtures.join("wan/a")).expect("scratch folder");
+    let ctx = Ctx::new(&fixtures.join("wan/a"), &fixtures.join("fuzz/spiece/config")).expect("scratch folder");
     eprintln!("wanrt-fuzz: seed {seed}, {seconds} s; current case files in {}", ctx.root().display());
     let save = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("fuzz-failures");
     capture_panics();
