@@ -448,3 +448,36 @@ fn render_markdown(s: &OptimizeSummary, variants: &[serde_json::Value]) -> Strin
     }
     md
 }
+
+#[cfg(test)]
+mod report_size_tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: OptimizeArgs,
+    }
+
+    fn size(dir: &Path, flags: &[&str]) -> ReportSize {
+        let cli = Cli::try_parse_from(["optimize", "-o", "out"].iter().chain(flags)).unwrap();
+        report_size(&cli.args, dir).unwrap()
+    }
+
+    /// Issue 18: a model without wanrt.json is reported at 17×160×160 and 20 steps, not at
+    /// diffusers' 81×480×832 and 50 (which made `optimize` run for hours).
+    #[test]
+    fn the_report_runs_at_its_documented_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let want = ReportSize { frames: 17, height: 160, width: 160, steps: 20 };
+        assert_eq!(size(dir.path(), &[]), want);
+        std::fs::write(
+            dir.path().join("wanrt.json"),
+            r#"{"num_frames": 9, "height": 64, "width": 96, "num_inference_steps": 4}"#,
+        )
+        .unwrap();
+        assert_eq!(size(dir.path(), &[]), ReportSize { frames: 9, height: 64, width: 96, steps: 4 });
+        assert_eq!(size(dir.path(), &["--frames", "5", "--report-steps", "2"]).frames, 5);
+    }
+}
