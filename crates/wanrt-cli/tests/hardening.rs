@@ -105,3 +105,28 @@ fn a_closed_stdout_is_not_a_panic() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// A prompt longer than --max-sequence-length is cut with a warning; --videos-per-prompt with
+/// --prompt makes a batch; step progress reaches a stderr that is not a terminal.
+#[test]
+fn small_things_a_new_user_tripped_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let tiny = ["--steps", "2", "--frames", "5", "--height", "16", "--width", "16"];
+    let long = "a red fox runs through deep snow under a pale winter sky, cinematic";
+    let out = dir.path().join("one.mp4");
+    let mut args = vec!["--prompt", long, "--max-sequence-length", "4", "-o", out.to_str().unwrap()];
+    args.extend(tiny);
+    let (code, _, stderr) = generate(&fixture("c"), &args);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.lines().any(|l| l.starts_with("warning: ") && l.contains("--max-sequence-length")), "{stderr}");
+    assert!(stderr.contains("step 1/2") && stderr.contains("step 2/2"), "plain progress lines: {stderr}");
+
+    let batch = dir.path().join("batch");
+    let mut args = vec!["--prompt", "a fox", "--videos-per-prompt", "2", "-o", batch.to_str().unwrap()];
+    args.extend(tiny);
+    let (code, _, stderr) = generate(&fixture("c"), &args);
+    assert_eq!(code, Some(0), "{stderr}");
+    for f in ["0_0.mp4", "0_1.mp4", "prompts.json"] {
+        assert!(batch.join(f).is_file(), "{f}: {stderr}");
+    }
+}
