@@ -129,7 +129,11 @@ fn case(ctx: &Ctx, format: Format, seed_name: &str, bytes: &[u8], must_load: boo
         Ok(Ok(())) => Ok((false, peak)),
         Ok(Err(e)) if must_load => Err(format!("a valid seed did not load: {e}")),
         Ok(Err(e)) => {
-            let clean = !e.trim().is_empty() && !e.contains('\n') && e.len() <= MAX_ERROR_LEN;
+            // One line, bounded, and naming the input file at most once (issue 18: messages
+            // that repeat the same path twice).
+            let p = path.display().to_string();
+            let clean =
+                !e.trim().is_empty() && !e.contains('\n') && e.len() <= MAX_ERROR_LEN && e.matches(&p).count() <= 1;
             if clean {
                 Ok((true, peak))
             } else {
