@@ -115,19 +115,19 @@ pub fn run(args: BenchArgs) -> Result<()> {
         "peak_rss_bytes": sysinfo::peak_rss_bytes(),
     });
     if args.json {
-        println!("{report}");
+        crate::outcome::print(&format!("{report}\n"))
     } else {
-        println!("{:<22} {:>10}", "stage", "seconds");
+        let mut t = format!("{:<22} {:>10}\n", "stage", "seconds");
         for key in ["load_s", "text_encoder_s", "text_kv_s", "transformer_step_s", "vae_decode_s"] {
             if let Some(v) = report[key].as_f64() {
-                println!("{:<22} {v:>10.3}", key.trim_end_matches("_s"));
+                t += &format!("{:<22} {v:>10.3}\n", key.trim_end_matches("_s"));
             }
         }
         if let Some(p) = sysinfo::peak_rss_bytes() {
-            println!("peak memory {}", sysinfo::format_bytes(p));
+            t += &format!("peak memory {}\n", sysinfo::format_bytes(p));
         }
+        crate::outcome::print(&t)
     }
-    Ok(())
 }
 
 /// `--vae-only`: decode latents of the benchmarked shape with the model's VAE alone.
@@ -169,14 +169,14 @@ fn run_vae_only(args: &BenchArgs, dir: &std::path::Path, opts: LoadOptions) -> R
         "peak_rss_bytes": sysinfo::peak_rss_bytes(),
     });
     if args.json {
-        println!("{report}");
+        crate::outcome::print(&format!("{report}\n"))
     } else {
-        println!("vae_decode {best:.3} s (all: {times:?}), load {load_s:.3} s");
+        let mut t = format!("vae_decode {best:.3} s (all: {times:?}), load {load_s:.3} s\n");
         if let Some(p) = sysinfo::peak_rss_bytes() {
-            println!("peak memory {}", sysinfo::format_bytes(p));
+            t += &format!("peak memory {}\n", sysinfo::format_bytes(p));
         }
+        crate::outcome::print(&t)
     }
-    Ok(())
 }
 
 /// User + system CPU seconds of this process (Linux `/proc/self/stat`; `None` elsewhere).

@@ -23,7 +23,7 @@ pub fn run(args: ConvertArgs) -> Result<()> {
     wanrt_wan::convert::original_to_diffusers(&args.model, &args.output, |stage| {
         eprintln!("wanrt convert: {stage}…");
     })
-    .with_context(|| format!("converting {}", args.model.display()))?;
+    .context("converting the release folder")?;
     eprintln!("wanrt convert: wrote {}", args.output.display());
     Ok(())
 }

@@ -39,13 +39,15 @@ pub struct GenerateArgs {
     /// File of prompts: one per line, or a JSON list of strings (batch mode; needs -o OUT_DIR/).
     #[arg(long)]
     pub prompts: Option<PathBuf>,
-    /// Videos per prompt in batch mode; video k uses seed + k.
+    /// Videos per prompt; video k uses seed + k. With more than one (or with --prompts), -o is
+    /// a folder that gets <i>_<k>.mp4 and prompts.json.
     #[arg(long, default_value_t = 1)]
     pub videos_per_prompt: usize,
     /// Negative prompt for classifier-free guidance.
     #[arg(long)]
     pub negative_prompt: Option<String>,
-    /// Number of frames (4k+1; others are rounded down with a warning).
+    /// Number of frames (4k+1; others are rounded as diffusers does, to (N / 4)·4 + 1, with a
+    /// warning).
     #[arg(long)]
     pub frames: Option<usize>,
     /// Height in pixels (multiple of 16).
@@ -54,7 +56,7 @@ pub struct GenerateArgs {
     /// Width in pixels (multiple of 16).
     #[arg(long)]
     pub width: Option<usize>,
-    /// Denoising steps.
+    /// Denoising steps (1 to the scheduler's num_train_timesteps, 1000 for Wan).
     #[arg(long)]
     pub steps: Option<usize>,
     /// Classifier-free guidance scale; ≤ 1 (negative values included) disables CFG (one
@@ -83,7 +85,9 @@ pub struct GenerateArgs {
     /// Last frame, for first-last-frame models: a PNG/JPEG of the video's size.
     #[arg(long, requires = "image")]
     pub last_image: Option<PathBuf>,
-    /// Text length the prompt is padded/truncated to.
+    /// Text length the prompt is padded/truncated to (at most the model's limit: its tokenizer's
+    /// model_max_length or its config's text_len, 512 for Wan2.1); a longer prompt is cut, with a
+    /// warning.
     #[arg(long)]
     pub max_sequence_length: Option<usize>,
     /// Step cache (TeaCache-style): skip the transformer blocks while the first block's modulated
@@ -96,16 +100,28 @@ pub struct GenerateArgs {
     /// Output: OUT.mp4, OUT.gif, or OUT_DIR/ for PNG frames (default wanrt-<timestamp>.mp4).
     #[arg(short = 'o', long)]
     pub output: Option<PathBuf>,
-    /// Also write the decoded frames as float32 (F, H, W, 3) in [0, 1].
-    #[arg(long)]
+    /// Also write the decoded frames as float32 (F, H, W, 3) in [0, 1] (written before the
+    /// video, so it survives a failed video write).
+    #[arg(long, value_name = "FILE.npy")]
     pub save_npy: Option<PathBuf>,
-    /// Frames per second of MP4/GIF output (default: the model's, else 16).
+    /// Frames per second of MP4/GIF output (default: the model's, else 16; MP4 takes up to 90000).
     #[arg(long)]
     pub fps: Option<f64>,
+    /// Refuse sizes whose estimated working memory (beyond the weights) exceeds SIZE (e.g. 16G,
+    /// 512M). Default: the memory available once the model is loaded. Checked before denoising.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size_arg)]
+    pub max_memory: Option<u64>,
     /// Print one JSON object on stdout instead of a table.
     #[arg(long)]
     pub json: bool,
 }
+
+fn parse_size_arg(s: &str) -> std::result::Result<u64, String> {
+    wanrt_io::parse_size(s)
+}
+
+/// Prompt files larger than this are refused before reading (a prompt list, not a corpus).
+const MAX_PROMPTS_FILE: u64 = 64 << 20;
 
 fn read_noise(path: &Path) -> Result<HostTensor> {
     let arr = wanrt_io::read_npy(path)?;
@@ -125,14 +141,19 @@ fn read_rgb(path: &Path) -> Result<RgbImage> {
 }
 
 fn read_prompts(path: &Path) -> Result<Vec<String>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read prompts", path.display()))?;
+    let len = std::fs::metadata(path).with_context(|| format!("--prompts {}", path.display()))?.len();
+    if len > MAX_PROMPTS_FILE {
+        bail!("--prompts {}: {len} bytes is more than a prompt list (at most 64 MiB)", path.display());
+    }
+    let text = std::fs::read_to_string(path).with_context(|| format!("--prompts {}: cannot read", path.display()))?;
     let prompts: Vec<String> = if text.trim_start().starts_with('[') {
-        serde_json::from_str(&text).with_context(|| format!("{}: expected a JSON list of strings", path.display()))?
+        serde_json::from_str(&text)
+            .with_context(|| format!("--prompts {}: expected a JSON list of strings", path.display()))?
     } else {
         text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect()
     };
     if prompts.is_empty() {
-        bail!("{}: no prompts found", path.display());
+        bail!("--prompts {}: no prompts found", path.display());
     }
     Ok(prompts)
 }
@@ -142,45 +163,54 @@ fn video_of(out: &GenerateOutput) -> Result<Video> {
     Ok(Video::from_f32(f, h, w, out.video.data())?)
 }
 
-pub fn run(args: GenerateArgs) -> Result<()> {
-    let opts = args.engine.load_options()?;
+/// Checks the numeric flags that need no model, so `--guidance nan` or `--fps 0` fail before
+/// anything is loaded (the model's defaults are checked again in `resolve`).
+fn check_flags(args: &GenerateArgs) -> Result<()> {
+    let finite = |name: &str, v: Option<f64>, ok: fn(f64) -> bool, want: &str| -> Result<()> {
+        match v {
+            Some(x) if !(x.is_finite() && ok(x)) => bail!("--{name} must be {want}, got {x}"),
+            _ => Ok(()),
+        }
+    };
+    finite("guidance", args.guidance, |_| true, "a finite number")?;
+    finite("shift", args.shift, |x| x > 0.0, "a positive number")?;
+    finite("cache-threshold", args.cache_threshold, |x| x >= 0.0, "a non-negative number")?;
+    finite("fps", args.fps, |x| x > 0.0, "a positive number")?;
+    for (name, v) in [("frames", args.frames), ("height", args.height), ("width", args.width), ("steps", args.steps)] {
+        if v == Some(0) {
+            bail!("--{name} must be at least 1");
+        }
+    }
+    if args.max_sequence_length == Some(0) {
+        bail!("--max-sequence-length must be at least 1");
+    }
     if args.videos_per_prompt == 0 {
         bail!("--videos-per-prompt must be at least 1");
     }
-    let batch_prompts = args.prompts.as_deref().map(read_prompts).transpose()?;
-    if batch_prompts.is_some() {
-        match &args.output {
-            Some(o) if !o.extension().is_some_and(|e| e == "mp4" || e == "gif") => {}
-            _ => bail!("--prompts needs -o OUT_DIR/ (a folder for <i>_<k>.mp4 and prompts.json)"),
-        }
-        if args.noise.is_some() || args.save_npy.is_some() {
-            bail!("--noise and --save-npy apply to a single --prompt, not to --prompts");
-        }
+    Ok(())
+}
+
+/// What to generate: one (params, output) per video, and the folder of a batch.
+struct Plan {
+    runs: Vec<(GenerateParams, PathBuf)>,
+    /// Batch mode (`--prompts`, or `--videos-per-prompt` > 1): the folder that gets prompts.json.
+    batch_dir: Option<PathBuf>,
+}
+
+/// Reads the prompts and noise and checks every output path: all before the model loads.
+fn plan(args: &GenerateArgs) -> Result<Plan> {
+    let prompts = match (&args.prompts, &args.prompt) {
+        (Some(file), _) => read_prompts(file)?,
+        (None, Some(p)) => vec![p.clone()],
+        (None, None) => bail!("--prompt or --prompts is required"),
+    };
+    let batch = args.prompts.is_some() || args.videos_per_prompt > 1;
+    if batch && (args.noise.is_some() || args.save_npy.is_some()) {
+        bail!("--noise and --save-npy apply to one video (--prompt without --videos-per-prompt), not to a batch");
     }
     let noise = args.noise.as_deref().map(read_noise).transpose()?;
     let image = args.image.as_deref().map(read_rgb).transpose()?;
     let last_image = args.last_image.as_deref().map(read_rgb).transpose()?;
-
-    let dir = model_path::resolve(args.model.as_deref())?;
-    let t_load = Instant::now();
-    if let Some(t) = args.cache_threshold {
-        if !(t.is_finite() && t >= 0.0) {
-            bail!("--cache-threshold must be a non-negative number, got {t}");
-        }
-    }
-    let mut bars = Bars::new("wanrt", args.json);
-    let model = WanModel::load_with(&dir, opts, |stage| {
-        if !args.json {
-            eprintln!("wanrt loading {stage}…");
-        }
-    })
-    .with_context(|| format!("loading model {}", dir.display()))?;
-    let load_secs = t_load.elapsed().as_secs_f64();
-    let fps = args.fps.or(model.defaults.fps).unwrap_or(16.0);
-    if fps.is_nan() || fps <= 0.0 {
-        bail!("--fps must be positive");
-    }
-    let mp4 = Mp4Options { fps };
 
     let base = GenerateParams {
         prompt: String::new(),
@@ -203,44 +233,133 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         image,
         last_image,
     };
-
-    let mut runs = Vec::new();
-    match &batch_prompts {
-        None => {
-            let prompt = args.prompt.clone().expect("clap requires --prompt without --prompts");
-            let out_path = args.output.clone().unwrap_or_else(default_output);
-            runs.push((GenerateParams { prompt, ..base.clone() }, out_path));
+    if !batch {
+        let out = args.output.clone().unwrap_or_else(default_output);
+        wanrt_media::check_output_path(&out)?;
+        if let Some(fps) = args.fps {
+            // The container's fps limits, before the sizes are known (checked again with them).
+            wanrt_media::check_output_video(&out, 1, 16, 16, fps)?;
         }
-        Some(prompts) => {
-            let out_dir = args.output.clone().expect("checked above");
-            std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
-            for (i, p) in prompts.iter().enumerate() {
-                for k in 0..args.videos_per_prompt {
-                    let params = GenerateParams { prompt: p.clone(), seed: args.seed + k as u64, ..base.clone() };
-                    runs.push((params, out_dir.join(format!("{i}_{k}.mp4"))));
-                }
+        if let Some(npy) = &args.save_npy {
+            check_npy_output(npy, &out)?;
+        }
+        return Ok(Plan { runs: vec![(GenerateParams { prompt: prompts[0].clone(), ..base }, out)], batch_dir: None });
+    }
+    let out_dir = match &args.output {
+        Some(o) if !o.extension().is_some_and(|e| e == "mp4" || e == "gif" || e == "npy") => o.clone(),
+        _ => bail!(
+            "{} needs -o OUT_DIR/ (a folder for <i>_<k>.mp4 and prompts.json)",
+            if args.prompts.is_some() { "--prompts" } else { "--videos-per-prompt above 1" }
+        ),
+    };
+    if out_dir.exists() && !out_dir.is_dir() {
+        bail!("-o {}: exists and is not a folder", out_dir.display());
+    }
+    wanrt_io::check_output_file(out_dir.join("prompts.json")).or_else(|e| {
+        // The folder may not exist yet: then its parent must take it.
+        if out_dir.exists() {
+            Err(e)
+        } else {
+            wanrt_io::check_output_dir(&out_dir)
+        }
+    })?;
+    let mut runs = Vec::new();
+    for (i, p) in prompts.iter().enumerate() {
+        for k in 0..args.videos_per_prompt {
+            let params = GenerateParams { prompt: p.clone(), seed: args.seed.wrapping_add(k as u64), ..base.clone() };
+            runs.push((params, out_dir.join(format!("{i}_{k}.mp4"))));
+        }
+    }
+    Ok(Plan { runs, batch_dir: Some(out_dir) })
+}
+
+fn check_npy_output(npy: &Path, video: &Path) -> Result<()> {
+    if !npy.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy")) {
+        bail!("--save-npy {}: expected a FILE.npy", npy.display());
+    }
+    wanrt_io::check_output_file(npy)?;
+    if wanrt_io::is_inside(npy, video) || wanrt_io::is_inside(video, npy) {
+        bail!("--save-npy {} and -o {} name the same file", npy.display(), video.display());
+    }
+    Ok(())
+}
+
+/// Resolves every run's settings (defaults, rounding, text length) and checks them against the
+/// memory budget and the output format, before the first denoising step; prints the warnings.
+fn check_runs(model: &WanModel, plan: &Plan, fps: f64, max_memory: Option<u64>) -> Result<()> {
+    let mut printed = std::collections::BTreeSet::new();
+    for (params, out_path) in &plan.runs {
+        let s = model.resolve(params)?;
+        let need = model.working_memory(s.num_frames, s.height, s.width, s.guidance > 1.0);
+        if let Some(limit) = max_memory {
+            if need > limit {
+                bail!(
+                    "{} frames of {}×{} need an estimated {} of working memory, more than --max-memory {} \
+                     (default: the memory available); lower --frames/--height/--width, or raise --max-memory",
+                    s.num_frames,
+                    s.height,
+                    s.width,
+                    wanrt_io::format_size(need),
+                    wanrt_io::format_size(limit)
+                );
             }
         }
+        wanrt_media::check_output_video(out_path, s.num_frames, s.height, s.width, fps)?;
+        // Once each (a batch repeats them), on stderr also under --json.
+        for w in &s.warnings {
+            if printed.insert(w.clone()) {
+                eprintln!("warning: {w}");
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn run(args: GenerateArgs) -> Result<()> {
+    check_flags(&args)?;
+    let plan = plan(&args)?;
+    let opts = args.engine.load_options()?;
+    let dir = model_path::resolve(args.model.as_deref())?;
+    let t_load = Instant::now();
+    let mut bars = Bars::new("wanrt", args.json);
+    let model = WanModel::load_with(&dir, opts, |stage| {
+        if !args.json {
+            eprintln!("wanrt loading {stage}…");
+        }
+    })
+    .context("loading the model")?;
+    let load_secs = t_load.elapsed().as_secs_f64();
+    let fps = args.fps.or(model.defaults.fps).unwrap_or(16.0);
+    if !(fps.is_finite() && fps > 0.0) {
+        bail!("wanrt.json: fps must be a positive number, got {fps}");
+    }
+    let max_memory = args.max_memory.or_else(wanrt_wan::memory::available_bytes);
+    check_runs(&model, &plan, fps, max_memory)?;
+    let mp4 = Mp4Options { fps };
+    if let Some(d) = &plan.batch_dir {
+        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
     }
 
     let mut reports = Vec::new();
     let mut captions = BTreeMap::new();
+    let runs = &plan.runs;
     for (n, (params, out_path)) in runs.iter().enumerate() {
         if runs.len() > 1 && !args.json {
             eprintln!("wanrt video {}/{}: {}", n + 1, runs.len(), out_path.display());
         }
         let out = model.generate(params, &mut bars)?;
         bars.finish();
-        for w in &out.settings.warnings {
-            eprintln!("warning: {w}");
-        }
         let t_write = Instant::now();
-        let video = video_of(&out)?;
-        wanrt_media::write_video(out_path, &video, &mp4)?;
+        // The raw frames first: a failed video write (disk full, …) does not lose them.
         if let Some(npy) = &args.save_npy {
             let s = out.video.shape();
             wanrt_media::write_npy_f32(npy, [s[0], s[1], s[2], s[3]], out.video.data())?;
         }
+        let video = video_of(&out)?;
+        wanrt_media::write_video(out_path, &video, &mp4).map_err(|e| match &args.save_npy {
+            Some(npy) => anyhow::anyhow!("{e} (the frames were saved to {})", npy.display()),
+            None => e.into(),
+        })?;
         let write_secs = t_write.elapsed().as_secs_f64();
         let mut timings: BTreeMap<String, f64> = out.timings.iter().cloned().collect();
         timings.insert("write".into(), write_secs);
@@ -257,7 +376,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             "steps_skipped": out.steps_skipped,
         }));
     }
-    if let (Some(_), Some(out_dir)) = (&batch_prompts, &args.output) {
+    if let Some(out_dir) = &plan.batch_dir {
         let json = serde_json::to_vec_pretty(&captions)?;
         wanrt_io::write_atomic(out_dir.join("prompts.json"), |w| {
             w.write_all(&json).map_err(|e| wanrt_io::Error::io(out_dir.join("prompts.json"), e))
@@ -277,11 +396,10 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         "peak_rss_bytes": peak,
     });
     if args.json {
-        println!("{summary}");
+        crate::outcome::print(&format!("{summary}\n"))
     } else {
-        print_table(&summary, load_secs, peak);
+        crate::outcome::print(&table(&summary, load_secs, peak))
     }
-    Ok(())
 }
 
 fn default_output() -> PathBuf {
@@ -289,22 +407,25 @@ fn default_output() -> PathBuf {
     PathBuf::from(format!("wanrt-{secs}.mp4"))
 }
 
-fn print_table(summary: &serde_json::Value, load_secs: f64, peak: Option<u64>) {
-    println!("{:<14} {:>10}", "stage", "seconds");
-    println!("{:<14} {:>10.2}", "load", load_secs);
+fn table(summary: &serde_json::Value, load_secs: f64, peak: Option<u64>) -> String {
+    use std::fmt::Write as _;
+    let mut t = String::new();
+    let _ = writeln!(t, "{:<14} {:>10}", "stage", "seconds");
+    let _ = writeln!(t, "{:<14} {:>10.2}", "load", load_secs);
     for v in summary["videos"].as_array().into_iter().flatten() {
-        if let Some(t) = v["timings_s"].as_object() {
+        if let Some(times) = v["timings_s"].as_object() {
             for key in ["text_encoder", "image_encoder", "denoising", "vae_decode", "write"] {
-                if let Some(s) = t.get(key).and_then(|x| x.as_f64()) {
-                    println!("{key:<14} {s:>10.2}");
+                if let Some(s) = times.get(key).and_then(|x| x.as_f64()) {
+                    let _ = writeln!(t, "{key:<14} {s:>10.2}");
                 }
             }
         }
         if let Some(skipped) = v["steps_skipped"].as_u64().filter(|&n| n > 0) {
-            println!("step cache: {skipped} of {} steps reused the cached residual", v["settings"]["steps"]);
+            let _ = writeln!(t, "step cache: {skipped} of {} steps reused the cached residual", v["settings"]["steps"]);
         }
         let s = &v["settings"];
-        println!(
+        let _ = writeln!(
+            t,
             "wrote {} ({} frames {}×{}, {} steps, guidance {}, {} shift {})",
             v["output"].as_str().unwrap_or("?"),
             s["num_frames"],
@@ -317,6 +438,7 @@ fn print_table(summary: &serde_json::Value, load_secs: f64, peak: Option<u64>) {
         );
     }
     if let Some(p) = peak {
-        println!("peak memory {}", sysinfo::format_bytes(p));
+        let _ = writeln!(t, "peak memory {}", sysinfo::format_bytes(p));
     }
+    t
 }

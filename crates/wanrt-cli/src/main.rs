@@ -8,6 +8,7 @@ mod engine;
 mod generate;
 mod model_path;
 mod optimize;
+mod outcome;
 mod progress;
 mod sysinfo;
 
@@ -55,7 +56,8 @@ fn serve(mut args: wanrt_serve::cli::ServeArgs) -> anyhow::Result<()> {
 
 fn main() {
     let cli = Cli::parse();
-    let result = match cli.command {
+    outcome::install_panic_hook();
+    let result = outcome::guarded(|| match cli.command {
         Command::Generate(args) => generate::run(*args),
         Command::Optimize(args) => optimize::run(*args),
         Command::Bench(args) => bench::run(*args),
@@ -63,11 +65,6 @@ fn main() {
         Command::Eval(cmd) => wanrt_eval::cli::run(cmd),
         Command::Review(cmd) => wanrt_review::run(cmd),
         Command::Serve(args) => serve(*args),
-    };
-    if let Err(e) = result {
-        // One line: the chain of causes joined, no backtrace.
-        let msg = format!("{e:#}").replace('\n', " ");
-        eprintln!("error: {msg}");
-        std::process::exit(1);
-    }
+    });
+    outcome::finish(result)
 }

@@ -97,7 +97,8 @@ pub struct OptimizeArgs {
     /// Denoising steps per calibration prompt.
     #[arg(long, default_value_t = 10)]
     pub calib_steps: usize,
-    /// Calibration (and report) video size; default: the model's wanrt.json, else 17×160×160.
+    /// Calibration and report video size; default: the model's wanrt.json, else 17×160×160 (the
+    /// report's child generations get these sizes explicitly, never diffusers' 81×480×832).
     #[arg(long)]
     pub frames: Option<usize>,
     #[arg(long)]
@@ -110,7 +111,8 @@ pub struct OptimizeArgs {
     /// Skip the fidelity/latency report.
     #[arg(long)]
     pub no_report: bool,
-    /// Denoising steps of the report videos (default: the model's default).
+    /// Denoising steps of the report videos (default: the model's wanrt.json, else 20 — not
+    /// diffusers' 50: the report runs every variant).
     #[arg(long)]
     pub report_steps: Option<usize>,
     /// Report videos per variant (calibration prompts in turn, seeds seed, seed+1, …); fidelity
@@ -159,9 +161,46 @@ impl OptimizeProgress for Bar {
     }
 }
 
+/// Report videos' steps when neither --report-steps nor wanrt.json give them.
+const REPORT_STEPS: usize = 20;
+/// Report (and calibration) size when neither the flags nor wanrt.json give it.
+const REPORT_SIZE: [usize; 3] = [17, 160, 160];
+
+/// The report's child generations: frames, height, width and steps, always explicit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ReportSize {
+    frames: usize,
+    height: usize,
+    width: usize,
+    steps: usize,
+}
+
+fn report_size(args: &OptimizeArgs, src: &Path) -> Result<ReportSize> {
+    let d = wanrt_wan::model::ModelDefaults::read(src)?;
+    Ok(ReportSize {
+        frames: args.frames.or(d.num_frames).unwrap_or(REPORT_SIZE[0]),
+        height: args.height.or(d.height).unwrap_or(REPORT_SIZE[1]),
+        width: args.width.or(d.width).unwrap_or(REPORT_SIZE[2]),
+        steps: args.report_steps.or(d.num_inference_steps).unwrap_or(REPORT_STEPS),
+    })
+}
+
 pub fn run(args: OptimizeArgs) -> Result<()> {
     sysinfo::set_threads(args.threads).context("--threads")?;
     let src = model_path::resolve(args.model.as_deref())?;
+    // Before any work: the artifact folder and the sizes (the quantization options are checked
+    // by `OptimizeOptions::validate`, also before anything loads).
+    wanrt_opt::optimize::check_output(&src, &args.output)?;
+    for (flag, v) in [
+        ("--frames", args.frames),
+        ("--height", args.height),
+        ("--width", args.width),
+        ("--report-steps", args.report_steps),
+    ] {
+        if v == Some(0) {
+            bail!("{flag} must be at least 1");
+        }
+    }
     let prompts = match &args.calib {
         Some(p) => {
             let text = std::fs::read_to_string(p).with_context(|| format!("{}: cannot read prompts", p.display()))?;
@@ -175,6 +214,7 @@ pub fn run(args: OptimizeArgs) -> Result<()> {
     if args.calib_prompts == 0 || args.calib_steps == 0 || args.samples == 0 || args.report_videos == 0 {
         bail!("--calib-prompts, --calib-steps, --samples and --report-videos must be at least 1");
     }
+    let size = report_size(&args, &src)?;
     let opts = OptimizeOptions {
         quant: match args.quant {
             QuantArg::None => QuantMode::None,
@@ -205,8 +245,7 @@ pub fn run(args: OptimizeArgs) -> Result<()> {
         max_samples: args.samples,
     };
     let mut bar = Bar { bar: None, quiet: args.json };
-    let summary = wanrt_opt::optimize(&src, &args.output, &opts, &calib, &mut bar)
-        .with_context(|| format!("optimizing {}", src.display()))?;
+    let summary = wanrt_opt::optimize(&src, &args.output, &opts, &calib, &mut bar).context("optimizing the model")?;
     bar.stage("artifact written");
 
     let variants = if args.no_report {
@@ -217,8 +256,8 @@ pub fn run(args: OptimizeArgs) -> Result<()> {
             .map(|i| (calib.prompts[i % calib.prompts.len()].clone(), args.seed + i as u64))
             .collect();
         let work = tempfile::tempdir().context("creating a temporary folder")?;
-        let base = measure_variant("source (f32)", &src, &videos, &args, &work.path().join("source"))?;
-        let opt = measure_variant("optimized", &args.output, &videos, &args, &work.path().join("optimized"))?;
+        let base = measure_variant("source (f32)", &src, &videos, &args, size, &work.path().join("source"))?;
+        let opt = measure_variant("optimized", &args.output, &videos, &args, size, &work.path().join("optimized"))?;
         let reference = base.dir.clone();
         vec![finish_variant(base, None, 0.0)?, finish_variant(opt, Some(&reference), summary.transformer_error)?]
     };
@@ -234,11 +273,10 @@ pub fn run(args: OptimizeArgs) -> Result<()> {
         write_file(&args.output.join("optimize-report.md"), markdown.as_bytes())?;
     }
     if args.json {
-        println!("{report}");
+        crate::outcome::print(&format!("{report}\n"))
     } else {
-        print!("{markdown}");
+        crate::outcome::print(&markdown)
     }
-    Ok(())
 }
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -262,6 +300,7 @@ fn measure_variant(
     model: &Path,
     videos: &[(String, u64)],
     args: &OptimizeArgs,
+    size: ReportSize,
     dir: &Path,
 ) -> Result<Measured> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -273,13 +312,11 @@ fn measure_variant(
         cmd.arg("--seed").arg(seed.to_string());
         cmd.arg("-o").arg(dir.join(format!("{i}.mp4"))).arg("--save-npy").arg(dir.join(format!("{i}.npy")));
         cmd.arg("--json");
-        for (flag, v) in [("--frames", args.frames), ("--height", args.height), ("--width", args.width)] {
-            if let Some(v) = v {
-                cmd.arg(flag).arg(v.to_string());
-            }
-        }
-        if let Some(s) = args.report_steps {
-            cmd.arg("--steps").arg(s.to_string());
+        // Always explicit: a model without wanrt.json must not fall back to diffusers' defaults.
+        for (flag, v) in
+            [("--frames", size.frames), ("--height", size.height), ("--width", size.width), ("--steps", size.steps)]
+        {
+            cmd.arg(flag).arg(v.to_string());
         }
         if let Some(t) = args.threads {
             cmd.arg("--threads").arg(t.to_string());
@@ -410,4 +447,37 @@ fn render_markdown(s: &OptimizeSummary, variants: &[serde_json::Value]) -> Strin
         }
     }
     md
+}
+
+#[cfg(test)]
+mod report_size_tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: OptimizeArgs,
+    }
+
+    fn size(dir: &Path, flags: &[&str]) -> ReportSize {
+        let cli = Cli::try_parse_from(["optimize", "-o", "out"].iter().chain(flags)).unwrap();
+        report_size(&cli.args, dir).unwrap()
+    }
+
+    /// Issue 18: a model without wanrt.json is reported at 17×160×160 and 20 steps, not at
+    /// diffusers' 81×480×832 and 50 (which made `optimize` run for hours).
+    #[test]
+    fn the_report_runs_at_its_documented_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let want = ReportSize { frames: 17, height: 160, width: 160, steps: 20 };
+        assert_eq!(size(dir.path(), &[]), want);
+        std::fs::write(
+            dir.path().join("wanrt.json"),
+            r#"{"num_frames": 9, "height": 64, "width": 96, "num_inference_steps": 4}"#,
+        )
+        .unwrap();
+        assert_eq!(size(dir.path(), &[]), ReportSize { frames: 9, height: 64, width: 96, steps: 4 });
+        assert_eq!(size(dir.path(), &["--frames", "5", "--report-steps", "2"]).frames, 5);
+    }
 }

@@ -20,26 +20,45 @@ use crate::stats::merge_stats;
 /// Options shared by the commands that read items.
 #[derive(Args, Debug, Clone)]
 pub struct InputArgs {
-    /// Keep K frames per video, `round(i·(F−1)/(K−1))` (all frames when omitted).
-    #[arg(long, value_name = "K")]
+    /// Keep K frames per video, `round(i·(F−1)/(K−1))` (all frames when omitted; a video with
+    /// fewer than K frames is an error).
+    #[arg(long, value_name = "K", value_parser = at_least_one)]
     pub frames_per_video: Option<usize>,
-    /// Frames (videos for fvd and domain) per network call: bounds memory; results do
+    /// Frames (videos for fvd and domain) per network call, 1–4096: bounds memory; results do
     /// not depend on it.
-    #[arg(long, value_name = "N", default_value_t = 1)]
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = batch_size)]
     pub batch: usize,
     /// Worker threads (default: all cores).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = at_least_one)]
     pub threads: Option<usize>,
     /// Print one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
 }
 
+/// Largest `--batch`: items of a batch are decoded and held at once.
+const MAX_BATCH: usize = 4096;
+
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("expected a whole number of at least 1, got `{s}`")),
+    }
+}
+
+fn batch_size(s: &str) -> Result<usize, String> {
+    match at_least_one(s)? {
+        n if n <= MAX_BATCH => Ok(n),
+        n => Err(format!("{n} is more than {MAX_BATCH} items per network call")),
+    }
+}
+
 #[derive(Subcommand, Debug, Clone)]
 pub enum EvalCommand {
     /// FID as pytorch-fid: Inception pool_3 features, float64 statistics, Fréchet distance.
     Fid {
-        /// pytorch-fid's weights (pt_inception-2015-12-05-6726825d.pth).
+        /// pytorch-fid's weights (pt_inception-2015-12-05-6726825d.pth); not needed when both
+        /// sides are .npz statistics.
         #[arg(long, env = "WANRT_INCEPTION", value_name = "FILE.pth")]
         inception: Option<PathBuf>,
         /// Folder, file, or .npz statistics.
@@ -53,15 +72,22 @@ pub enum EvalCommand {
     },
     /// KID with torchmetrics' formula on Inception features (or 2-D feature .npy files).
     Kid {
+        /// pytorch-fid's weights (pt_inception-2015-12-05-6726825d.pth); not needed when both
+        /// sides are feature .npy files.
         #[arg(long, env = "WANRT_INCEPTION", value_name = "FILE.pth")]
         inception: Option<PathBuf>,
+        /// Folder or file of items, or a 2-D float feature .npy (n, d).
         #[arg(long, value_name = "PATH")]
         real: PathBuf,
+        /// Folder or file of items, or a 2-D float feature .npy (n, d).
         #[arg(long, value_name = "PATH")]
         fake: PathBuf,
-        #[arg(long, default_value_t = DEFAULT_SUBSETS)]
+        /// Number of random subsets the KID is averaged over.
+        #[arg(long, value_name = "N", default_value_t = DEFAULT_SUBSETS, value_parser = at_least_one)]
         subsets: usize,
-        #[arg(long, default_value_t = DEFAULT_SUBSET_SIZE)]
+        /// Samples per subset, drawn without replacement from each side (at least 2, at most the
+        /// smaller side's count; torchmetrics' default 1000).
+        #[arg(long, value_name = "M", default_value_t = DEFAULT_SUBSET_SIZE)]
         subset_size: usize,
         /// Seed of the subset sampler.
         #[arg(long, default_value_t = 0)]
@@ -71,6 +97,7 @@ pub enum EvalCommand {
     },
     /// Writes pytorch-fid-compatible statistics (npz), or merges such files exactly.
     Stats {
+        /// pytorch-fid's weights (pt_inception-2015-12-05-6726825d.pth).
         #[arg(long, env = "WANRT_INCEPTION", value_name = "FILE.pth")]
         inception: Option<PathBuf>,
         /// Folder or file of items.
@@ -79,7 +106,7 @@ pub enum EvalCommand {
         /// Merge statistics written by `wanrt eval stats`.
         #[arg(long, num_args = 1.., value_name = "A.npz", conflicts_with = "path")]
         merge: Vec<PathBuf>,
-        /// Output .npz.
+        /// Output .npz (checked before any work).
         #[arg(short = 'o', long = "output", value_name = "FILE.npz")]
         output: PathBuf,
         /// Also write the raw features, float32 (n, 2048).
@@ -90,10 +117,14 @@ pub enum EvalCommand {
     },
     /// FVD (I3D features of videos).
     Fvd {
+        /// I3D (Kinetics-400) weights as a PyTorch state_dict (the usual `i3d_torchscript.pt`
+        /// converted, see the README).
         #[arg(long, env = "WANRT_I3D", value_name = "FILE.pt")]
         i3d: Option<PathBuf>,
+        /// Folder or file of reference videos.
         #[arg(long, value_name = "PATH")]
         real: PathBuf,
+        /// Folder or file of generated videos.
         #[arg(long, value_name = "PATH")]
         fake: PathBuf,
         #[command(flatten)]
@@ -101,8 +132,11 @@ pub enum EvalCommand {
     },
     /// CLIPScore as torchmetrics (mean over frames of 100·cos, clamped at 0).
     Clipscore {
+        /// A Hugging Face CLIP folder (config.json, model.safetensors, vocab.json, merges.txt),
+        /// e.g. openai/clip-vit-base-patch16 as torchmetrics uses.
         #[arg(long, env = "WANRT_CLIP", value_name = "DIR")]
         clip: Option<PathBuf>,
+        /// Folder or file of videos/images to score.
         #[arg(long, value_name = "PATH")]
         videos: PathBuf,
         /// JSON {key: caption} or CSV `file,caption`.
@@ -113,13 +147,16 @@ pub enum EvalCommand {
     },
     /// PSNR / SSIM (and LPIPS with weights) of candidate items against reference items.
     Compare {
+        /// Folder or file of reference items.
         #[arg(long, value_name = "PATH")]
         reference: PathBuf,
+        /// Folder or file of candidate items (the same keys as the reference).
         #[arg(long, value_name = "PATH")]
         candidate: PathBuf,
         /// LPIPS weights (state_dict of lpips.LPIPS: backbone + linear heads).
         #[arg(long, env = "WANRT_LPIPS", value_name = "FILE.pth")]
         lpips: Option<PathBuf>,
+        /// LPIPS backbone of the --lpips weights.
         #[arg(long, value_name = "alex|vgg", default_value = "alex")]
         lpips_net: String,
         /// torchvision backbone weights, when --lpips holds only the linear heads
@@ -136,7 +173,7 @@ pub enum EvalCommand {
     /// Clips must have the evaluator's input size (17×32×32 for models/demo-evaluator;
     /// `--frames-per-video` picks frames). Prompt accuracy = fraction of items whose every
     /// predicted attribute equals the one the caption names (captions follow the
-    /// evaluator's `caption_template`, e.g. "a red circle moves left on a blue
+    /// evaluator's `caption_template`, e.g. "a red circle moves left on a gray
     /// background"). `--json` prints
     /// {"prompt_accuracy": x|null, "attributes": {"shape": acc, …}|null, "fd": y|null,
     /// "videos": {"items", "frames", "source"}, "real": {…}|null,
@@ -177,12 +214,14 @@ fn set_threads(n: Option<usize>) {
     }
 }
 
+/// Prints the result on stdout. A write error (a reader that closed the pipe: `| head -c1`) is
+/// returned as the `std::io::Error` it is, never a `println!` panic; the binary ends quietly on it.
 fn emit<T: Serialize>(json: bool, value: &T, human: impl FnOnce() -> String) -> anyhow::Result<()> {
-    if json {
-        println!("{}", serde_json::to_string(value)?);
-    } else {
-        println!("{}", human());
-    }
+    use std::io::Write;
+    let text = if json { serde_json::to_string(value)? } else { human() };
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{text}")?;
+    out.flush()?;
     Ok(())
 }
 
@@ -193,10 +232,27 @@ fn fmt_opt<T: std::fmt::Display>(v: &Option<T>) -> String {
 fn inception_or_err(p: &Option<PathBuf>) -> Result<&Path, EvalError> {
     p.as_deref().ok_or(EvalError::MissingWeights {
         what: "Inception (pytorch-fid)",
-        flag: "--inception",
+        flag: "--inception FILE.pth",
         env: "WANRT_INCEPTION",
         usual: INCEPTION_FILE,
     })
+}
+
+/// The files `stats` writes, checked before any network loads: known extensions, writable
+/// folders, two different files.
+fn check_stats_outputs(output: &Path, features: Option<&Path>) -> anyhow::Result<()> {
+    let ext = |p: &Path, want: &str| p.extension().is_some_and(|e| e.eq_ignore_ascii_case(want));
+    if !ext(output, "npz") {
+        bail!("-o {}: expected a FILE.npz (pytorch-fid reads mu and sigma from it)", output.display());
+    }
+    wanrt_io::check_output_file(output)?;
+    if let Some(f) = features {
+        if !ext(f, "npy") {
+            bail!("--features {}: expected a FILE.npy", f.display());
+        }
+        wanrt_io::check_output_file(f)?;
+    }
+    Ok(())
 }
 
 /// Runs one `wanrt eval` command.
@@ -234,6 +290,7 @@ pub fn run(cmd: EvalCommand) -> anyhow::Result<()> {
         }
         EvalCommand::Stats { inception, path, merge, output, features, input } => {
             set_threads(input.threads);
+            check_stats_outputs(&output, features.as_deref())?;
             #[derive(Serialize)]
             struct Out {
                 output: String,
@@ -288,7 +345,7 @@ pub fn run(cmd: EvalCommand) -> anyhow::Result<()> {
             let Some(i3d) = i3d else {
                 return Err(EvalError::MissingWeights {
                     what: "I3D (Kinetics-400)",
-                    flag: "--i3d",
+                    flag: "--i3d FILE.pt",
                     env: "WANRT_I3D",
                     usual: crate::i3d::I3D_FILE,
                 }
@@ -313,7 +370,7 @@ pub fn run(cmd: EvalCommand) -> anyhow::Result<()> {
             let Some(clip) = clip else {
                 return Err(EvalError::MissingWeights {
                     what: "CLIP",
-                    flag: "--clip",
+                    flag: "--clip DIR",
                     env: "WANRT_CLIP",
                     usual: "a Hugging Face CLIP folder such as openai/clip-vit-base-patch16",
                 }

@@ -98,7 +98,9 @@ impl ClipScorer {
         }
         let clip = Clip::load(dir)?;
         let tpath = dir.join("tokenizer.json");
-        let tokenizer = tokenizers::Tokenizer::from_file(&tpath)
+        let bytes = wanrt_io::tokenizer_json::read_checked(&tpath)
+            .map_err(|e| EvalError::Msg(format!("cannot load the CLIP tokenizer: {e}")))?;
+        let tokenizer = tokenizers::Tokenizer::from_bytes(&bytes)
             .map_err(|e| EvalError::input(&tpath, format!("cannot load the CLIP tokenizer: {e}")))?;
         let processor = ClipImageProcessor::load(dir, clip.image_size)?;
         Ok(ClipScorer { clip, tokenizer, processor })
@@ -106,7 +108,12 @@ impl ClipScorer {
 
     /// Token ids as torchmetrics feeds them (special tokens, cut at 77).
     pub fn token_ids(&self, caption: &str) -> Result<Vec<u32>> {
-        let enc = self.tokenizer.encode(caption, true).map_err(|e| EvalError::Msg(format!("tokenizing: {e}")))?;
+        // `tokenizers` panics on some inconsistent files; a panic here becomes an error.
+        let enc = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.tokenizer.encode(caption, true)))
+            .map_err(|_| {
+                EvalError::Msg("tokenizing: the CLIP tokenizer file is inconsistent (tokenizers panicked)".into())
+            })?
+            .map_err(|e| EvalError::Msg(format!("tokenizing: {e}")))?;
         let mut ids = enc.get_ids().to_vec();
         ids.truncate(77);
         Ok(ids)

@@ -7,9 +7,10 @@ pub type Result<T, E = EvalError> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EvalError {
-    /// A weight file was not given (flag or environment variable).
+    /// A weight file was not given (flag or environment variable). `flag` includes its value's
+    /// form (`--inception FILE.pth`, `--clip DIR`).
     #[error(
-        "no {what} weights given: pass {flag} FILE or set {env} (usually `{usual}`; \
+        "no {what} weights given: pass {flag} or set {env} (usually `{usual}`; \
          nothing is downloaded)"
     )]
     MissingWeights { what: &'static str, flag: &'static str, env: &'static str, usual: &'static str },

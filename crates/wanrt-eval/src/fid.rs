@@ -149,7 +149,7 @@ impl LazyInception {
         if self.net.is_none() {
             let p = self.path.as_ref().ok_or(EvalError::MissingWeights {
                 what: "Inception (pytorch-fid)",
-                flag: "--inception",
+                flag: "--inception FILE.pth",
                 env: "WANRT_INCEPTION",
                 usual: crate::inception::INCEPTION_FILE,
             })?;

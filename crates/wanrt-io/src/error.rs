@@ -46,9 +46,9 @@ impl Error {
         Error::Io { path: path.as_ref().to_path_buf(), source }
     }
 
-    /// A format error for `path`.
+    /// A format error for `path` (the message made one clean line: see [`one_line`]).
     pub fn format(path: impl AsRef<Path>, format: &'static str, msg: impl Into<String>) -> Self {
-        Error::Format { path: path.as_ref().to_path_buf(), format, msg: msg.into() }
+        Error::Format { path: path.as_ref().to_path_buf(), format, msg: one_line(&msg.into()) }
     }
 
     /// The path this error is about.
@@ -76,4 +76,37 @@ pub(crate) fn list_names<'a>(names: impl Iterator<Item = &'a str>, max: usize) -
         s.push_str(&format!(" and {} more", all.len() - max));
     }
     s
+}
+
+/// Longest message part kept by [`one_line`], in characters.
+pub const MAX_MESSAGE_CHARS: usize = 300;
+
+/// Makes a message that may quote a hostile file (a parser echoing a 100 KB string, a header
+/// with newlines, a box name of control bytes) one readable line: control characters
+/// escaped, cut at [`MAX_MESSAGE_CHARS`] with an ellipsis.
+pub fn one_line(msg: &str) -> String {
+    let mut out = String::new();
+    for (n, c) in msg.chars().enumerate() {
+        if n == MAX_MESSAGE_CHARS {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn one_line_escapes_and_cuts() {
+        assert_eq!(super::one_line("a\nb\u{1}"), "a\\nb\\u{1}");
+        let long = super::one_line(&"x".repeat(10_000));
+        assert_eq!(long.chars().count(), super::MAX_MESSAGE_CHARS + 1);
+        assert!(long.ends_with('…'));
+    }
 }

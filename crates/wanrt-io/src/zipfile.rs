@@ -131,6 +131,16 @@ impl MappedZip {
             });
         }
         let max = entry.compressed_size.saturating_mul(MAX_DEFLATE_RATIO);
+        let budget = crate::limits::decode_budget(self.map.len() as u64);
+        if entry.size > budget {
+            return Err(self.bad(format!(
+                "entry `{}` inflates to {} bytes, over the decode budget of {} for this file ({})",
+                entry.name,
+                entry.size,
+                crate::limits::format_size(budget),
+                crate::limits::budget_hint()
+            )));
+        }
         if entry.size > max {
             return Err(self.bad(format!(
                 "entry `{}` claims {} bytes from {} compressed bytes",

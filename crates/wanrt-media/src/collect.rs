@@ -9,7 +9,8 @@
 //! with `.` and files of other types (`prompts.json`, …) are skipped.
 //!
 //! `frames_per_video = Some(K)` keeps frames `round(i·(F−1)/(K−1))`, i = 0…K−1, of each
-//! video item ([`pick_frames`]; half to even); one-frame image items are left as they are.
+//! video item ([`pick_frames`]; half to even); one-frame image items are left as they are. A
+//! video item with fewer than K frames is an error naming it.
 //!
 //! [`ItemSet`] lists the items without decoding anything; [`ItemSet::iter`] then decodes
 //! them one at a time, so a large set never has to sit in memory at once.
@@ -167,6 +168,18 @@ impl ItemSet {
             Source::ImageFolder(dir, frames) => (read_image_folder(dir, frames)?, true),
         };
         let video = match self.frames_per_video {
+            // More frames than the clip has would only repeat frames (and grow memory with K,
+            // not with the input): refused, naming the item.
+            Some(k) if is_video_item && k > video.frames() => {
+                let path = match &src.source {
+                    Source::File(p) => p.as_path(),
+                    Source::ImageFolder(d, _) => d.as_path(),
+                };
+                return Err(Error::invalid(
+                    path,
+                    format!("--frames-per-video {k} is more than the {} frames this clip has", video.frames()),
+                ));
+            }
             Some(k) if is_video_item => video.select(&pick_frames(video.frames(), k))?,
             _ => video,
         };

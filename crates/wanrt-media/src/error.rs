@@ -33,7 +33,7 @@ impl Error {
     }
 
     pub fn format(path: impl AsRef<Path>, format: &'static str, msg: impl ToString) -> Self {
-        Error::Format { path: path.as_ref().to_path_buf(), format, msg: msg.to_string() }
+        Error::Format { path: path.as_ref().to_path_buf(), format, msg: wanrt_io::one_line(&msg.to_string()) }
     }
 
     pub fn invalid(path: impl AsRef<Path>, msg: impl Into<String>) -> Self {

@@ -12,6 +12,7 @@ use std::num::NonZeroU64;
 use std::path::Path;
 
 use gif::{ColorOutput, DecodeOptions, DisposalMethod, Encoder, Frame, MemoryLimit, Repeat};
+use wanrt_io::limits::{budget_hint, decode_budget, format_size};
 
 use crate::error::{Error, Result};
 use crate::video::Video;
@@ -19,21 +20,27 @@ use crate::video::Video;
 const FORMAT: &str = "GIF";
 /// Pixels fed to NeuQuant to learn the palette.
 const PALETTE_SAMPLES: usize = 1 << 20;
-const MAX_VIDEO_BYTES: usize = 32 << 30;
+
+/// Checks what [`write_gif`] needs of a video before it exists: at least one frame, sizes
+/// from 1 to 65535, a positive fps (delays are whole centiseconds, clamped to 1–65535).
+pub fn check_gif_output(frames: usize, height: usize, width: usize, fps: f64) -> std::result::Result<(), String> {
+    if frames == 0 || width == 0 || height == 0 {
+        return Err("cannot write an empty GIF".into());
+    }
+    if width > u16::MAX as usize || height > u16::MAX as usize {
+        return Err(format!("{width}×{height} is too large for GIF"));
+    }
+    if !(fps.is_finite() && fps > 0.0) {
+        return Err(format!("fps must be a positive number, got {fps}"));
+    }
+    Ok(())
+}
 
 /// Writes `video` as a looping GIF at `path`, atomically.
 pub fn write_gif(path: impl AsRef<Path>, video: &Video, fps: f64) -> Result<()> {
     let path = path.as_ref();
     let (w, h) = (video.width(), video.height());
-    if video.frames() == 0 || w == 0 || h == 0 {
-        return Err(Error::invalid(path, "cannot write an empty GIF"));
-    }
-    if w > u16::MAX as usize || h > u16::MAX as usize {
-        return Err(Error::invalid(path, format!("{w}×{h} is too large for GIF")));
-    }
-    if !(fps.is_finite() && fps > 0.0) {
-        return Err(Error::invalid(path, format!("fps must be positive, got {fps}")));
-    }
+    check_gif_output(video.frames(), h, w, fps).map_err(|m| Error::invalid(path, m))?;
     let delay = (100.0 / fps).round().clamp(1.0, u16::MAX as f64) as u16;
 
     // Learn one palette from an even sample of all pixels.
@@ -71,26 +78,52 @@ pub fn write_gif(path: impl AsRef<Path>, video: &Video, fps: f64) -> Result<()> 
 }
 
 /// Reads all frames of a GIF as RGB.
+///
+/// The logical screen and every frame's decoded pixels are checked against the decode budget of
+/// the file's length (`wanrt_io::limits`) before they are allocated: a 100-byte GIF may declare
+/// a 65535×65535 screen, or a million 1×1 frames that each repeat the whole screen.
 pub fn read_gif(path: impl AsRef<Path>) -> Result<Video> {
     let path = path.as_ref();
     let bad = |e: String| Error::format(path, FORMAT, e);
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    let budget = decode_budget(file_len);
+    let over = |what: String| {
+        Error::invalid(
+            path,
+            format!("{what}, over the decode budget of {} for this file ({})", format_size(budget), budget_hint()),
+        )
+    };
     let mut opts = DecodeOptions::new();
     opts.set_color_output(ColorOutput::RGBA);
-    opts.set_memory_limit(MemoryLimit::Bytes(NonZeroU64::new(1 << 30).unwrap_or(NonZeroU64::MIN)));
+    opts.set_memory_limit(MemoryLimit::Bytes(NonZeroU64::new(budget).unwrap_or(NonZeroU64::MIN)));
     let mut dec = opts.read_info(BufReader::new(file)).map_err(|e| bad(e.to_string()))?;
     let (sw, sh) = (dec.width() as usize, dec.height() as usize);
     if sw == 0 || sh == 0 {
         return Err(bad(format!("logical screen is {sw}×{sh}")));
     }
-    let mut canvas = vec![0u8; sw * sh * 4];
-    let mut data = Vec::new();
+    // u16 × u16 × 4 fits in u64 (and in usize on 64-bit targets).
+    let canvas_bytes = (sw as u64) * (sh as u64) * 4;
+    let frame_bytes = (sw as u64) * (sh as u64) * 3;
+    // The canvas, its saved copy (disposal "previous") and the first frame's pixels.
+    if 2 * canvas_bytes + frame_bytes > budget {
+        return Err(over(format!("logical screen {sw}×{sh} needs {} to decode", format_size(2 * canvas_bytes))));
+    }
+    let mut canvas = wanrt_io::limits::try_zeroed(canvas_bytes as usize)
+        .map_err(|_| Error::invalid(path, format!("out of memory for a {sw}×{sh} canvas")))?;
+    let mut data: Vec<u8> = Vec::new();
     let mut count = 0usize;
     while let Some(fr) = dec.read_next_frame().map_err(|e| bad(e.to_string()))? {
         let (fl, ft, fw, fh) = (fr.left as usize, fr.top as usize, fr.width as usize, fr.height as usize);
         if fr.buffer.len() != fw * fh * 4 {
             return Err(bad(format!("frame {count} has a short pixel buffer")));
         }
+        let decoded = (data.len() as u64).saturating_add(frame_bytes);
+        if decoded.saturating_add(2 * canvas_bytes) > budget {
+            return Err(over(format!("{} frames of {sw}×{sh} decode to {}", count + 1, format_size(decoded))));
+        }
+        wanrt_io::limits::reserve_within(&mut data, frame_bytes as usize, budget)
+            .map_err(|_| Error::invalid(path, format!("out of memory after {count} frames")))?;
         let saved = (fr.dispose == DisposalMethod::Previous).then(|| canvas.clone());
         // Paint the frame, clipped to the screen, skipping transparent pixels.
         for y in 0..fh {
@@ -108,9 +141,6 @@ pub fn read_gif(path: impl AsRef<Path>) -> Result<Video> {
                     canvas[(cy * sw + cx) * 4..(cy * sw + cx) * 4 + 4].copy_from_slice(s);
                 }
             }
-        }
-        if data.len().saturating_add(sw * sh * 3) > MAX_VIDEO_BYTES {
-            return Err(Error::invalid(path, format!("GIF exceeds {MAX_VIDEO_BYTES} bytes decoded")));
         }
         data.extend(canvas.chunks_exact(4).flat_map(|p| [p[0], p[1], p[2]]));
         count += 1;

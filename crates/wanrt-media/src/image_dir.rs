@@ -74,14 +74,36 @@ impl<W: std::io::Write> WriteRgb for image::codecs::png::PngEncoder<W> {
 }
 
 /// Reads a PNG or JPEG image as a one-frame video (grey and alpha are converted to RGB;
-/// alpha is dropped). The decoder's default memory limits apply (512 MiB).
+/// alpha is dropped). The decoder may allocate at most the decode budget of the file's length
+/// (`wanrt_io::limits`): a small PNG of zeros can declare 16384×16384 pixels.
 pub fn read_image(path: impl AsRef<Path>) -> Result<Video> {
     let path = path.as_ref();
-    let reader = image::ImageReader::open(path)
+    let file_len = std::fs::metadata(path).map_err(|e| Error::io(path, e))?.len();
+    let budget = wanrt_io::decode_budget(file_len);
+    let mut reader = image::ImageReader::open(path)
         .map_err(|e| Error::io(path, e))?
         .with_guessed_format()
         .map_err(|e| Error::io(path, e))?;
-    let img = reader.decode().map_err(|e| Error::format(path, "PNG/JPEG image", e))?.into_rgb8();
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(budget);
+    reader.limits(limits);
+    let img = reader
+        .decode()
+        .map_err(|e| match e {
+            image::ImageError::Limits(l) => Error::invalid(
+                path,
+                format!(
+                    "image needs more than the decode budget of {} for this file ({l}; {})",
+                    wanrt_io::format_size(budget),
+                    wanrt_io::limits::budget_hint()
+                ),
+            ),
+            e => Error::format(path, "PNG/JPEG image", e),
+        })?
+        .into_rgb8();
     let (w, h) = (img.width() as usize, img.height() as usize);
+    if w == 0 || h == 0 {
+        return Err(Error::format(path, "PNG/JPEG image", format!("image is {w}×{h}")));
+    }
     Video::new(1, h, w, img.into_raw())
 }

@@ -16,7 +16,9 @@ pub mod error;
 pub mod gif;
 pub mod image_dir;
 pub mod mp4;
+mod mp4_check;
 pub mod npy_video;
+pub mod output;
 pub mod video;
 
 use std::path::Path;
@@ -25,8 +27,9 @@ pub use collect::{collect_items, read_video, Item, ItemSet, ItemSource, Source};
 pub use error::{Error, Result};
 pub use gif::{read_gif, write_gif};
 pub use image_dir::{read_image, write_png, write_png_dir};
-pub use mp4::{read_mp4, write_mp4, Mp4Options};
+pub use mp4::{check_mp4_output, read_mp4, write_mp4, Mp4Options};
 pub use npy_video::{read_npy_video, write_npy_f32, write_npy_video};
+pub use output::{check_output_path, check_output_video, output_kind, OutputKind};
 pub use video::{f32_to_u8, f64_to_u8, pick_frames, Video};
 
 /// Writes `video` in the format the path asks for, as DESIGN.md's `-o` does: `.mp4`,
@@ -34,14 +37,10 @@ pub use video::{f32_to_u8, f64_to_u8, pick_frames, Video};
 /// an existing folder. `opts.fps` applies to MP4 and GIF.
 pub fn write_video(path: impl AsRef<Path>, video: &Video, opts: &Mp4Options) -> Result<()> {
     let path = path.as_ref();
-    let s = path.to_string_lossy();
-    if s.ends_with('/') || path.is_dir() {
-        return write_png_dir(path, video);
-    }
-    match path.extension().map(|e| e.to_string_lossy().to_ascii_lowercase()).as_deref() {
-        Some("mp4") => write_mp4(path, video, opts),
-        Some("gif") => write_gif(path, video, opts.fps),
-        Some("npy") => write_npy_video(path, video),
-        _ => Err(Error::invalid(path, "unknown output type: expected OUT.mp4, OUT.gif, OUT.npy or a folder OUT_DIR/")),
+    match output_kind(path)? {
+        OutputKind::PngDir => write_png_dir(path, video),
+        OutputKind::Mp4 => write_mp4(path, video, opts),
+        OutputKind::Gif => write_gif(path, video, opts.fps),
+        OutputKind::Npy => write_npy_video(path, video),
     }
 }

@@ -22,6 +22,9 @@ pub fn read_npy_video(path: impl AsRef<Path>) -> Result<Video> {
         [1, f, h, w, 3] => (f, h, w),
         _ => return Err(Error::invalid(path, format!("expected an array of shape (F, H, W, 3), found {s:?}"))),
     };
+    if f == 0 || h == 0 || w == 0 {
+        return Err(Error::invalid(path, format!("array of shape {s:?} holds no pixels (a video needs F, H, W ≥ 1)")));
+    }
     let bytes = a.as_bytes();
     match a.dtype() {
         NpyDType::U8 => Video::new(f, h, w, bytes.to_vec()),

@@ -33,6 +33,6 @@ impl Error {
         Error::Shape { op, expected: format!("{expected:?}"), found: format!("{found:?}") }
     }
     pub fn file(path: impl AsRef<std::path::Path>, message: impl Into<String>) -> Self {
-        Error::File { path: path.as_ref().display().to_string(), message: message.into() }
+        Error::File { path: path.as_ref().display().to_string(), message: wanrt_io::one_line(&message.into()) }
     }
 }

@@ -138,9 +138,15 @@ impl RawTensor {
 }
 
 /// All tensors of a model component, by name.
+///
+/// The store remembers which names were asked for, so that a loader can refuse a checkpoint
+/// with tensors its model never read ([`WeightStore::check_all_read`]): blocks beyond the
+/// config's layer count, another model's weights, a misnamed file.
 #[derive(Clone, Default)]
 pub struct WeightStore {
     tensors: BTreeMap<String, RawTensor>,
+    /// Names handed out by [`WeightStore::raw`] (shared by clones: they hold the same tensors).
+    read: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
     /// Human description of where the tensors came from, for error messages.
     origin: String,
     /// Layers (by tensor prefix) whose activations are quantized at run time
@@ -174,6 +180,7 @@ impl WeightStore {
     pub fn new(origin: impl Into<String>) -> Self {
         WeightStore {
             tensors: BTreeMap::new(),
+            read: Default::default(),
             origin: origin.into(),
             activation_quant: BTreeMap::new(),
             attention_precision: BTreeMap::new(),
@@ -223,7 +230,7 @@ impl WeightStore {
                 .ok_or_else(|| Error::UnsupportedDType { name: name.clone(), dtype: format!("{:?}", info.dtype) })?;
             let (s, e) = info.data_offsets;
             let bytes = Bytes::Mapped { map: map.clone(), start: data_start + s, end: data_start + e };
-            self.tensors.insert(name.clone(), RawTensor { dtype, shape: info.shape.clone(), bytes });
+            self.insert_new(path, name.clone(), RawTensor { dtype, shape: info.shape.clone(), bytes })?;
         }
         Ok(())
     }
@@ -234,8 +241,18 @@ impl WeightStore {
             let dtype = torch_dtype(t.dtype())
                 .ok_or_else(|| Error::UnsupportedDType { name: name.clone(), dtype: t.dtype().to_string() })?;
             let shape = t.shape().to_vec();
-            self.tensors.insert(name, RawTensor { dtype, shape, bytes: Bytes::Pth(Arc::new(t)) });
+            self.insert_new(path, name, RawTensor { dtype, shape, bytes: Bytes::Pth(Arc::new(t)) })?;
         }
+        Ok(())
+    }
+
+    /// Adds a tensor read from `file`; a name already present (another shard holds it too) is
+    /// an error rather than one silently replacing the other.
+    fn insert_new(&mut self, file: &Path, name: String, t: RawTensor) -> Result<()> {
+        if self.tensors.contains_key(&name) {
+            return Err(Error::file(file, format!("tensor `{name}` is also in an earlier file of {}", self.origin)));
+        }
+        self.tensors.insert(name, t);
         Ok(())
     }
 
@@ -286,9 +303,45 @@ impl WeightStore {
     }
 
     pub fn raw(&self, name: &str) -> Result<&RawTensor> {
-        self.tensors
+        let t = self
+            .tensors
             .get(name)
-            .ok_or_else(|| Error::MissingTensor { name: name.to_string(), source_desc: self.origin.clone() })
+            .ok_or_else(|| Error::MissingTensor { name: name.to_string(), source_desc: self.origin.clone() })?;
+        if let Ok(mut read) = self.read.lock() {
+            if !read.contains(name) {
+                read.insert(name.to_string());
+            }
+        }
+        Ok(t)
+    }
+
+    /// Names no one has asked for through [`WeightStore::raw`] (or the getters built on it).
+    pub fn unread(&self) -> Vec<&str> {
+        let read = self.read.lock().map(|r| r.clone()).unwrap_or_default();
+        self.names().filter(|n| !read.contains(*n)).collect()
+    }
+
+    /// After a model has been built from this store: every tensor must have been read, except
+    /// those under `skipped` prefixes (parts the caller chose not to load). Extra tensors mean
+    /// the config and the checkpoint disagree (more layers than `num_layers`, another model's
+    /// weights) — an error naming a few of them, never silently ignored.
+    pub fn check_all_read(&self, what: &str, skipped: &[&str]) -> Result<()> {
+        let extra: Vec<&str> =
+            self.unread().into_iter().filter(|n| !skipped.iter().any(|p| n.starts_with(p))).collect();
+        if extra.is_empty() {
+            return Ok(());
+        }
+        let shown: Vec<String> = extra.iter().take(4).map(|n| format!("`{n}`")).collect();
+        let more = if extra.len() > 4 { format!(" and {} more", extra.len() - 4) } else { String::new() };
+        Err(Error::File {
+            path: self.origin.clone(),
+            message: format!(
+                "{} tensor(s) not used by the {what} as configured: {}{more} (does its config.json match these \
+                 weights, e.g. the number of layers?)",
+                extra.len(),
+                shown.join(", ")
+            ),
+        })
     }
 
     pub fn shape_of(&self, name: &str) -> Result<&[usize]> {
@@ -320,34 +373,57 @@ impl WeightStore {
     /// A store whose names are rewritten by `rename` (None drops the tensor).
     pub fn renamed(self, mut rename: impl FnMut(&str) -> Option<String>) -> Self {
         let tensors = self.tensors.into_iter().filter_map(|(k, v)| rename(&k).map(|k| (k, v))).collect();
-        WeightStore { tensors, ..self }
-    }
-}
-
-/// A tensor handed to the safetensors writer.
-struct TensorOut<'a>(&'a RawTensor);
-
-impl safetensors::View for TensorOut<'_> {
-    fn dtype(&self) -> safetensors::Dtype {
-        let entry = SAFETENSORS_DTYPES.iter().find(|(_, t)| *t == self.0.dtype);
-        entry.expect("the table lists every DType").0
-    }
-    fn shape(&self) -> &[usize] {
-        &self.0.shape
-    }
-    fn data(&self) -> Cow<'_, [u8]> {
-        self.0.bytes()
-    }
-    fn data_len(&self) -> usize {
-        self.0.shape.iter().product::<usize>() * self.0.dtype.size_in_bytes()
+        WeightStore { tensors, read: Default::default(), ..self }
     }
 }
 
 /// Writes `tensors` as one safetensors file with PyTorch's `format: pt` metadata.
+///
+/// The layout is the `safetensors` crate's (header JSON padded to 8 bytes, tensors sorted by
+/// alignment then name, so f32 data starts 4-byte aligned for zero-copy reads), written through
+/// [`wanrt_io::write_atomic`]: the file appears whole or not at all, with the mode a plain create
+/// gives (the crate's own writer leaves tempfile's private 0600 on the result).
 pub fn write_safetensors<'a>(path: &Path, tensors: impl IntoIterator<Item = (&'a str, &'a RawTensor)>) -> Result<()> {
-    let meta = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
-    safetensors::serialize_to_file(tensors.into_iter().map(|(n, t)| (n, TensorOut(t))), Some(meta), path)
-        .map_err(|e| Error::file(path, format!("cannot write safetensors: {e}")))
+    use std::io::Write;
+    let mut list: Vec<(&str, &RawTensor)> = tensors.into_iter().collect();
+    list.sort_by(|a, b| b.1.dtype.size_in_bytes().cmp(&a.1.dtype.size_in_bytes()).then(a.0.cmp(b.0)));
+    let mut header = serde_json::Map::new();
+    header.insert("__metadata__".into(), serde_json::json!({"format": "pt"}));
+    let mut offset = 0usize;
+    for (name, t) in &list {
+        let dtype = SAFETENSORS_DTYPES
+            .iter()
+            .find(|(_, d)| *d == t.dtype)
+            .map(|(s, _)| *s)
+            .ok_or_else(|| Error::UnsupportedDType { name: name.to_string(), dtype: t.dtype.to_string() })?;
+        let len = t.shape.iter().try_fold(t.dtype.size_in_bytes(), |a, &n| a.checked_mul(n));
+        if len != Some(t.bytes().len()) {
+            return Err(Error::file(
+                path,
+                format!("tensor `{name}` of shape {:?} has {} bytes", t.shape, t.bytes().len()),
+            ));
+        }
+        let end = offset + t.bytes().len();
+        header.insert(
+            name.to_string(),
+            serde_json::json!({"dtype": format!("{dtype:?}"), "shape": t.shape, "data_offsets": [offset, end]}),
+        );
+        offset = end;
+    }
+    let mut text = serde_json::to_string(&header).map_err(|e| Error::file(path, e.to_string()))?;
+    while text.len() % 8 != 0 {
+        text.push(' ');
+    }
+    wanrt_io::write_atomic(path, |w| {
+        let io = |e| wanrt_io::Error::io(path, e);
+        w.write_all(&(text.len() as u64).to_le_bytes()).map_err(io)?;
+        w.write_all(text.as_bytes()).map_err(io)?;
+        for (_, t) in &list {
+            w.write_all(&t.bytes()).map_err(io)?;
+        }
+        Ok(())
+    })?;
+    Ok(())
 }
 
 impl WeightStore {
@@ -401,11 +477,50 @@ mod tests {
             ws.insert(format!("t{i}"), RawTensor::from_bytes(d, vec![2], bytes).unwrap());
         }
         ws.write_safetensors(&path).unwrap();
+        // The reference reader accepts the file, and sees the same tensors.
+        let bytes = std::fs::read(&path).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        assert_eq!(st.len(), all.len());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let plain = dir.join("plain");
+            std::fs::write(&plain, b"").unwrap();
+            let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode(&path), mode(&plain), "safetensors get the umask's mode, not 0600");
+        }
         let back = WeightStore::from_safetensors_files(&[path]).unwrap();
         for (i, &d) in all.iter().enumerate() {
             let (a, b) = (ws.raw(&format!("t{i}")).unwrap(), back.raw(&format!("t{i}")).unwrap());
             assert_eq!((b.dtype, &b.shape, b.bytes()), (d, &a.shape, a.bytes()));
         }
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn unread_tensors_and_duplicates_are_named() {
+        let dir = std::env::temp_dir().join(format!("wanrt-unread-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let t = |v: f32| RawTensor::from_bytes(DType::F32, vec![1], v.to_le_bytes().to_vec()).unwrap();
+        let mut a = WeightStore::new("a");
+        a.insert("blocks.0.w", t(1.0));
+        a.insert("blocks.1.w", t(2.0));
+        a.insert("encoder.w", t(3.0));
+        let (pa, pb) = (dir.join("a.safetensors"), dir.join("b.safetensors"));
+        a.write_safetensors(&pa).unwrap();
+        let ws = WeightStore::from_safetensors_files(std::slice::from_ref(&pa)).unwrap();
+        ws.get("blocks.0.w").unwrap();
+        let e = ws.check_all_read("transformer", &[]).unwrap_err().to_string();
+        assert!(e.contains("2 tensor(s) not used by the transformer") && e.contains("`blocks.1.w`"), "{e}");
+        assert!(ws.check_all_read("transformer", &["blocks.1.", "encoder."]).is_ok());
+        ws.shape_of("blocks.1.w").unwrap();
+        assert_eq!(ws.unread(), vec!["encoder.w"]);
+        // The same name in two shards.
+        let mut b = WeightStore::new("b");
+        b.insert("blocks.1.w", t(9.0));
+        b.write_safetensors(&pb).unwrap();
+        let e = WeightStore::from_safetensors_files(&[pa, pb]).err().unwrap().to_string();
+        assert!(e.contains("b.safetensors") && e.contains("`blocks.1.w` is also in an earlier file"), "{e}");
         std::fs::remove_dir_all(&dir).ok();
     }
 }

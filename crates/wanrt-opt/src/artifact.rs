@@ -58,8 +58,10 @@ pub fn write(
     text_encoder: Option<&BTreeMap<String, RawTensor>>,
     manifest: &Manifest,
 ) -> Result<()> {
-    wanrt_io::create_dir_atomic(out, |tmp| {
-        let io = |e: Error| wanrt_io::Error::Invalid { path: tmp.to_path_buf(), msg: e.to_string() };
+    // The error of `fill` is kept as it is (it names the file it is about); wrapping it in the
+    // temporary folder's path would only add a `.wanrt-tmp-…` name to the message.
+    let mut failure = None;
+    let written = wanrt_io::create_dir_atomic(out, |tmp| {
         let fill = || -> Result<()> {
             for entry in std::fs::read_dir(src).map_err(|e| Error::Msg(format!("{}: {e}", src.display())))? {
                 let entry = entry.map_err(|e| Error::Msg(e.to_string()))?;
@@ -95,7 +97,15 @@ pub fn write(
             }
             write_json(&tmp.join(MANIFEST_FILE), manifest)
         };
-        fill().map_err(io)
-    })?;
-    Ok(())
+        fill().map_err(|e| {
+            let msg = e.to_string();
+            failure = Some(e);
+            wanrt_io::Error::Invalid { path: tmp.to_path_buf(), msg }
+        })
+    });
+    match (written, failure) {
+        (Ok(()), _) => Ok(()),
+        (Err(_), Some(e)) => Err(e),
+        (Err(e), None) => Err(Error::Msg(e.to_string())),
+    }
 }

@@ -86,12 +86,7 @@ pub fn optimize(
 ) -> Result<OptimizeSummary> {
     let t_start = Instant::now();
     opts.validate().map_err(Error::Msg)?;
-    if out.exists() && std::fs::read_dir(out).map(|mut d| d.next().is_some()).unwrap_or(true) {
-        return Err(Error::Msg(format!(
-            "{}: output folder exists and is not empty (refusing to overwrite)",
-            out.display()
-        )));
-    }
+    check_output(src, out)?;
     if Layout::detect(src)? == Layout::Original {
         // The artifact is a diffusers-layout folder: convert the release first, into a staging
         // folder beside the output (same filesystem; removed whatever happens).
@@ -106,6 +101,20 @@ pub fn optimize(
         return optimize_diffusers(&converted, src, out, opts, calib, progress, t_start);
     }
     optimize_diffusers(src, src, out, opts, calib, progress, t_start)
+}
+
+/// Checks the artifact folder before any work: it must not exist or be empty, its parent must
+/// take new files, and it must not lie inside the source model (whose folders are copied into
+/// it: the copy would copy itself).
+pub fn check_output(src: &Path, out: &Path) -> Result<()> {
+    if wanrt_io::is_inside(out, src) {
+        return Err(Error::Msg(format!(
+            "-o {}: the artifact folder is inside the source model {} (it would copy itself); choose a folder outside it",
+            out.display(),
+            src.display()
+        )));
+    }
+    wanrt_io::check_output_dir(out).map_err(|e| Error::Msg(e.to_string()))
 }
 
 /// [`optimize`] of a diffusers-layout folder `src`; `origin` is the folder the user named (the

@@ -1,6 +1,6 @@
 //! Admin side of the web app: the results page, results JSON, exports and the plot, all
 //! behind the admin token (cookie `wr_admin` set by `GET /admin?token=…`, or
-//! `Authorization: Bearer …`); and the invite tokens.
+//! `Authorization: Bearer …`, scheme in any case); and the invite tokens.
 
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap};
@@ -155,4 +155,9 @@ pub fn ensure_invites(conn: &mut Connection, study: i64, n: u32) -> Result<Vec<S
     };
     tx.commit()?;
     Ok(tokens)
+}
+
+/// Number of invite tokens of the study.
+pub fn count_invites(conn: &Connection, study: i64) -> Result<i64, Error> {
+    Ok(conn.query_row("SELECT COUNT(*) FROM invites WHERE study_id = ?1", params![study], |r| r.get(0))?)
 }

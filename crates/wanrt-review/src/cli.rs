@@ -59,8 +59,16 @@ pub struct ServeArgs {
 
     /// Make the study invite-only: ensure N invite links exist (printed at start and on the
     /// admin page); raters then join only through an invite link, not by typing a name.
-    #[arg(long, value_name = "N")]
+    /// N is 1 to 10000 (0 would let nobody in). A study created with invites stays
+    /// invite-only when resumed.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10000))]
     pub invites: Option<u32>,
+
+    /// Resume an existing study even though its variant folders or its captions differ from
+    /// the ones it was created with (or without its invites). Without this flag such a
+    /// resume is refused, since votes already cast were cast on the old videos and captions.
+    #[arg(long)]
+    pub allow_changes: bool,
 
     /// How many times one rater may rate the same pair. A rater sees every pair once before
     /// any repeat; with the default 1 a rater is done after all pairs.

@@ -11,6 +11,7 @@
 
 mod admin;
 pub mod cli;
+mod confine;
 pub mod db;
 pub mod plot;
 pub mod results;
@@ -124,10 +125,20 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Server> {
     // Check folders and captions before the database file is created or touched.
     let scanned = study::scan(&args.study, &variants, &args.prompts)?;
     let mut conn = db::open(&args.db)?;
-    let runtime = study::prepare(&mut conn, &args.study, &scanned)?;
+    let runtime = study::prepare(&mut conn, &args.study, &scanned, args.allow_changes)?;
     let invites = match args.invites {
         Some(n) => admin::ensure_invites(&mut conn, runtime.id, n)?,
-        None => Vec::new(),
+        None => {
+            // An invite-only study stays invite-only when resumed without --invites.
+            let have = admin::count_invites(&conn, runtime.id)?;
+            if have > 0 && !args.allow_changes {
+                anyhow::bail!(
+                    "study '{}' is invite-only ({have} invites): resume it with --invites N, or pass --allow-changes to let anyone join by name",
+                    args.study
+                );
+            }
+            Vec::new()
+        }
     };
     let admin_token = match &args.admin_token {
         Some(t) => {

@@ -3,7 +3,8 @@
 //! Rater API (cookie `wr_session`, set by joining):
 //! - `GET  /api/state` — joined or not, own progress, CSRF token (a pre-session token in
 //!   cookie `wr_pre` before joining: double-submit).
-//! - `POST /api/join` `{name}` — join or resume by name (disabled in invite-only studies;
+//! - `POST /api/join` `{name}` — join under a new name (a taken name is refused unless the
+//!   request holds that rater's session; disabled in invite-only studies;
 //!   `GET /i/{invite}` joins through an invite link).
 //! - `GET  /api/next` — the rater's current pair (resumed if open), or `{done: true}`.
 //! - `POST /api/vote` — one vote; idempotent on the client-generated `submission_id`.
@@ -16,7 +17,6 @@
 //! `GET /admin`, `/api/admin/results`, `/api/admin/export?format=csv|json[&raw=1]`,
 //! `/api/admin/plot.png` (handlers in `admin.rs`).
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use axum::body::{Body, Bytes};
@@ -34,6 +34,7 @@ use serde_json::json;
 use tower_http::services::ServeFile;
 
 use crate::admin;
+use crate::confine::{self, Refused};
 use crate::stats::CRITERIA;
 use crate::study::{content_type, StudyRuntime};
 use crate::{db, Error};
@@ -157,12 +158,8 @@ impl App {
                 return true;
             }
         }
-        if let Some(auth) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
-            if let Some(b) = auth.strip_prefix("Bearer ") {
-                return ct_eq(b.trim(), token);
-            }
-        }
-        false
+        let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        bearer(auth).is_some_and(|b| ct_eq(b, token))
     }
 
     async fn rater(&self, headers: &HeaderMap) -> ApiResult<Option<Rater>> {
@@ -194,6 +191,14 @@ struct Rater {
     id: i64,
     name: String,
     csrf: String,
+}
+
+/// The credentials of an `Authorization: Bearer …` header; the scheme name is
+/// case-insensitive (RFC 9110 §11.1), so `bearer x` and `BEARER x` count too.
+pub(crate) fn bearer(auth: Option<&str>) -> Option<&str> {
+    let (scheme, cred) = auth?.trim_start().split_once(' ')?;
+    let cred = cred.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !cred.is_empty()).then_some(cred)
 }
 
 fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -351,8 +356,29 @@ struct JoinReq {
     name: String,
 }
 
-/// Finds or creates the rater called `name`; returns (session, rater).
-fn join_rater(conn: &mut Connection, cfg: &Config, name: &str) -> ApiResult<(String, Rater)> {
+/// Creates the rater called `name`; None when the name is taken in this study.
+fn create_rater(tx: &Connection, cfg: &Config, name: &str) -> ApiResult<Option<(String, Rater)>> {
+    let taken: bool = tx.query_row(
+        "SELECT EXISTS(SELECT 1 FROM raters WHERE study_id = ?1 AND name = ?2)",
+        params![cfg.study.id, name],
+        |r| r.get(0),
+    )?;
+    if taken {
+        return Ok(None);
+    }
+    let session = random_token(32);
+    let csrf = random_token(16);
+    tx.execute(
+        "INSERT INTO raters(study_id, name, session, csrf, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![cfg.study.id, name, session, csrf, db::now()],
+    )?;
+    Ok(Some((session, Rater { id: tx.last_insert_rowid(), name: name.to_string(), csrf })))
+}
+
+/// Joins by name: a new name creates a rater; a taken name is refused unless the request
+/// already holds that rater's session (a name is not a password: typing someone's name
+/// must not hand over their session). Returns (session, rater).
+fn join_by_name(conn: &mut Connection, cfg: &Config, name: &str, current: Option<&str>) -> ApiResult<(String, Rater)> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let existing = tx
         .query_row(
@@ -361,20 +387,19 @@ fn join_rater(conn: &mut Connection, cfg: &Config, name: &str) -> ApiResult<(Str
             |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)),
         )
         .optional()?;
-    let (id, session, csrf) = match existing {
-        Some(x) => x,
-        None => {
-            let session = random_token(32);
-            let csrf = random_token(16);
-            tx.execute(
-                "INSERT INTO raters(study_id, name, session, csrf, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![cfg.study.id, name, session, csrf, db::now()],
-            )?;
-            (tx.last_insert_rowid(), session, csrf)
+    let out = match existing {
+        Some((id, session, csrf)) if current.is_some_and(|c| ct_eq(c, &session)) => {
+            (session, Rater { id, name: name.to_string(), csrf })
         }
+        Some(_) => {
+            return Err(ApiError::Conflict(format!(
+                "the name '{name}' is already taken in this study: choose another (to resume, use the browser you joined with)"
+            )))
+        }
+        None => create_rater(&tx, cfg, name)?.ok_or_else(|| ApiError::Conflict("name taken".into()))?,
     };
     tx.commit()?;
-    Ok((session, Rater { id, name: name.to_string(), csrf }))
+    Ok(out)
 }
 
 async fn api_join(State(app): State<App>, headers: HeaderMap, body: Bytes) -> ApiResult<Response> {
@@ -388,9 +413,10 @@ async fn api_join(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Ap
     if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
         return Err(ApiError::BadRequest("name must be 1-64 characters without control characters".into()));
     }
+    let current = cookie(&headers, "wr_session");
     let (session, rater, p) = app
         .db(move |conn, cfg| {
-            let (session, rater) = join_rater(conn, cfg, &name)?;
+            let (session, rater) = join_by_name(conn, cfg, &name, current.as_deref())?;
             let p = progress(conn, cfg, rater.id)?;
             Ok((session, rater, p))
         })
@@ -398,6 +424,26 @@ async fn api_join(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Ap
     let mut res = Json(state_json(app.cfg(), Some((&rater, p)), "")).into_response();
     res.headers_mut().insert(header::SET_COOKIE, set_cookie("wr_session", &session, 365 * 86400));
     Ok(res)
+}
+
+/// The rater behind an unused invite: `invite-N`, or `invite-N-2`… when someone already
+/// took that name (never the existing rater of that name).
+fn invite_rater(conn: &mut Connection, cfg: &Config, number: i64, token: &str) -> ApiResult<String> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let mut created = None;
+    for k in 1..=100 {
+        let name = if k == 1 { format!("invite-{number}") } else { format!("invite-{number}-{k}") };
+        if let Some(x) = create_rater(&tx, cfg, &name)? {
+            created = Some(x);
+            break;
+        }
+    }
+    let Some((session, r)) = created else {
+        return Err(ApiError::Conflict("no free rater name for this invite".into()));
+    };
+    tx.execute("UPDATE invites SET rater_id = ?1 WHERE token = ?2 AND rater_id IS NULL", params![r.id, token])?;
+    tx.commit()?;
+    Ok(session)
 }
 
 async fn invite(State(app): State<App>, Path(token): Path<String>) -> ApiResult<Response> {
@@ -423,14 +469,7 @@ async fn invite(State(app): State<App>, Path(token): Path<String>) -> ApiResult<
                     params![id],
                     |r| r.get::<_, String>(0),
                 )?),
-                None => {
-                    let (session, r) = join_rater(conn, cfg, &format!("invite-{number}"))?;
-                    conn.execute(
-                        "UPDATE invites SET rater_id = ?1 WHERE token = ?2",
-                        params![r.id, token],
-                    )?;
-                    Ok(session)
-                }
+                None => invite_rater(conn, cfg, number, &token),
             }
         })
         .await?;
@@ -711,17 +750,33 @@ async fn video(State(app): State<App>, Path(token): Path<String>, req: Request) 
     if !admin && rater.map(|r| r.id) != Some(owner) {
         return Err(ApiError::NotFound);
     }
-    let Some(path) = app.cfg().study.paths.get(&(item, variant)).cloned() else {
+    let Some(v) = app.cfg().study.videos.get(&(item, variant)).cloned() else {
         return Err(ApiError::NotFound);
     };
-    serve_file(path, req).await
+    let Some(mime) = content_type(&v.file) else {
+        return Err(ApiError::NotFound);
+    };
+    // Resolved and confined again now: the folder may have changed since start-up.
+    let opened = tokio::task::spawn_blocking(move || {
+        confine::open_confined(&v.dir, &v.file).map_err(|why| {
+            let why = match why {
+                Refused::Missing => "is gone".to_string(),
+                Refused::NotAFile => "is not a regular file".to_string(),
+                Refused::Outside(p) => format!("now points outside its variant folder (to {})", p.display()),
+            };
+            eprintln!("warning: {} {why}; not served", v.dir.join(&v.file).display());
+        })
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("task: {e}")))?;
+    let Ok(opened) = opened else {
+        return Err(ApiError::NotFound);
+    };
+    // `opened` stays alive until ServeFile has opened its path (the fd link on Linux).
+    serve_file(&opened.path, mime, req).await
 }
 
-async fn serve_file(path: PathBuf, req: Request) -> ApiResult<Response> {
-    let file = path.file_name().and_then(|f| f.to_str()).unwrap_or("");
-    let Some(mime) = content_type(file) else {
-        return Err(ApiError::NotFound);
-    };
+async fn serve_file(path: &std::path::Path, mime: &'static str, req: Request) -> ApiResult<Response> {
     let (parts, _) = req.into_parts();
     // Only the headers that matter for a file (range, conditionals) are passed on.
     let mut fwd = Request::builder().method(Method::GET).uri("/");
@@ -731,7 +786,7 @@ async fn serve_file(path: PathBuf, req: Request) -> ApiResult<Response> {
         }
     }
     let fwd = fwd.body(Body::empty()).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let res = tower::ServiceExt::oneshot(ServeFile::new(&path), fwd)
+    let res = tower::ServiceExt::oneshot(ServeFile::new(path), fwd)
         .await
         .map_err(|e| ApiError::Internal(format!("serving video: {e}")))?;
     let mut res = res.map(Body::new);

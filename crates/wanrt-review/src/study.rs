@@ -1,9 +1,13 @@
 //! Study set-up: variant folders → pairs. A pair is one file name present in every variant
 //! folder, compared between two variants (all variant pairs when there are more than two).
 //!
-//! Video paths are resolved once here, canonicalized, and kept only if they stay inside
-//! their (canonical) variant folder; the server serves files from this table by id, never
-//! from a path in a request.
+//! Video files are listed here and kept only if they resolve inside their (canonical)
+//! variant folder; the server serves files from this table by id, never from a path in a
+//! request, and resolves and confines each one again at every request (`confine.rs`).
+//!
+//! A study in the database is bound to its folders and captions: resuming it with other
+//! folders or other captions for the same files would mix votes on different videos, so it
+//! is refused unless `--allow-changes`. New files present in every folder are added.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -96,6 +100,21 @@ fn list_videos(name: &str, dir: &Path) -> Result<(PathBuf, BTreeMap<String, Path
     Ok((canon, files))
 }
 
+/// Same folder: equal canonical paths, or (Unix) the same inode, e.g. a bind mount.
+fn same_folder(a: &Path, b: &Path) -> bool {
+    if a == b {
+        return true;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if let (Ok(x), Ok(y)) = (std::fs::metadata(a), std::fs::metadata(b)) {
+            return x.dev() == y.dev() && x.ino() == y.ino();
+        }
+    }
+    false
+}
+
 /// Reads the prompts file: {"file": "caption"}.
 pub fn read_prompts(path: &Path) -> Result<HashMap<String, String>, Error> {
     let meta =
@@ -119,8 +138,15 @@ pub struct StudyRuntime {
     pub variants: Vec<(i64, String)>,
     pub n_items: usize,
     pub n_pairs: usize,
-    /// (item id, variant id) → canonical video path.
-    pub paths: HashMap<(i64, i64), PathBuf>,
+    /// (item id, variant id) → the video, opened through [`crate::confine`] per request.
+    pub videos: HashMap<(i64, i64), VideoRef>,
+}
+
+/// A study video: its variant's canonical folder and its file name there.
+#[derive(Debug, Clone)]
+pub struct VideoRef {
+    pub dir: PathBuf,
+    pub file: String,
 }
 
 /// Folders and captions checked, before anything is written.
@@ -135,9 +161,20 @@ pub struct Scanned {
 /// Scans the variant folders and the prompts file (no database access).
 pub fn scan(study: &str, variants: &[VariantSpec], prompts_path: &Path) -> Result<Scanned, Error> {
     validate_name("--study", study)?;
-    let mut listed = Vec::new();
-    for v in variants {
-        listed.push(list_videos(&v.name, &v.dir)?);
+    let mut listed: Vec<(PathBuf, BTreeMap<String, PathBuf>)> = Vec::new();
+    for (i, v) in variants.iter().enumerate() {
+        let l = list_videos(&v.name, &v.dir)?;
+        // The same folder twice would rate a video against itself.
+        if let Some(j) = listed.iter().position(|(d, _)| same_folder(d, &l.0)) {
+            return Err(Error::Input(format!(
+                "--variants: '{}' and '{}' are the same folder ({}); each variant needs its own",
+                variants[j].name,
+                v.name,
+                l.0.display()
+            )));
+        }
+        debug_assert_eq!(listed.len(), i);
+        listed.push(l);
     }
     // Files present in every folder.
     let mut common: BTreeSet<String> = listed[0].1.keys().cloned().collect();
@@ -181,8 +218,14 @@ pub fn scan(study: &str, variants: &[VariantSpec], prompts_path: &Path) -> Resul
     Ok(Scanned { variants: variants.to_vec(), listed, common, captions })
 }
 
-/// Creates or resumes the study in the database from a scan.
-pub fn prepare(conn: &mut Connection, study: &str, scanned: &Scanned) -> Result<StudyRuntime, Error> {
+/// Creates or resumes the study in the database from a scan. A resumed study must have the
+/// same folders and the same captions for its files unless `allow_changes`.
+pub fn prepare(
+    conn: &mut Connection,
+    study: &str,
+    scanned: &Scanned,
+    allow_changes: bool,
+) -> Result<StudyRuntime, Error> {
     let Scanned { variants, listed, common, captions } = scanned;
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let now = db::now();
@@ -197,6 +240,7 @@ pub fn prepare(conn: &mut Connection, study: &str, scanned: &Scanned) -> Result<
                     want.join(",")
                 )));
             }
+            check_unchanged(&tx, id, study, scanned, allow_changes)?;
             id
         }
         None => {
@@ -237,7 +281,7 @@ pub fn prepare(conn: &mut Connection, study: &str, scanned: &Scanned) -> Result<
             )));
         }
     }
-    let mut paths = HashMap::new();
+    let mut videos = HashMap::new();
     for (file, caption) in captions {
         tx.execute(
             "INSERT INTO items(study_id, file, caption) VALUES (?1, ?2, ?3)
@@ -248,8 +292,8 @@ pub fn prepare(conn: &mut Connection, study: &str, scanned: &Scanned) -> Result<
             tx.query_row("SELECT id FROM items WHERE study_id = ?1 AND file = ?2", params![study_id, file], |r| {
                 r.get(0)
             })?;
-        for (vi, (_, files)) in listed.iter().enumerate() {
-            paths.insert((item, variant_ids[vi]), files[file].clone());
+        for (vi, (dir, _)) in listed.iter().enumerate() {
+            videos.insert((item, variant_ids[vi]), VideoRef { dir: dir.clone(), file: file.clone() });
         }
         for i in 0..variant_ids.len() {
             for j in i + 1..variant_ids.len() {
@@ -270,6 +314,42 @@ pub fn prepare(conn: &mut Connection, study: &str, scanned: &Scanned) -> Result<
         variants: variant_ids.iter().zip(variants).map(|(id, v)| (*id, v.name.clone())).collect(),
         n_items: captions.len(),
         n_pairs: n_pairs as usize,
-        paths,
+        videos,
     })
+}
+
+/// A resumed study: the folders and the captions of its existing files must be the ones
+/// it was created with (votes already cast were cast on those videos and captions).
+fn check_unchanged(tx: &Connection, id: i64, study: &str, scanned: &Scanned, allow_changes: bool) -> Result<(), Error> {
+    let mut changes = Vec::new();
+    for (v, (canon, _)) in scanned.variants.iter().zip(&scanned.listed) {
+        let old: String =
+            tx.query_row("SELECT dir FROM variants WHERE study_id = ?1 AND name = ?2", params![id, v.name], |r| {
+                r.get(0)
+            })?;
+        let new = canon.display().to_string();
+        if old != new {
+            changes.push(format!("variant '{}' folder was {old}, now {new}", v.name));
+        }
+    }
+    let mut st = tx.prepare("SELECT file, caption FROM items WHERE study_id = ?1 ORDER BY id")?;
+    let old: Vec<(String, String)> =
+        st.query_map(params![id], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+    for (file, caption) in old {
+        if let Some(new) = scanned.captions.get(&file).filter(|c| **c != caption) {
+            changes.push(format!("caption of '{file}' was {caption:?}, now {new:?}"));
+        }
+    }
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let more = if changes.len() > 1 { format!(" (and {} more changes)", changes.len() - 1) } else { String::new() };
+    if allow_changes {
+        eprintln!("warning: study '{study}' resumed with changes: {}{more}", changes[0]);
+        return Ok(());
+    }
+    Err(Error::Input(format!(
+        "study '{study}' exists with other folders or captions: {}{more}; pass --allow-changes to resume it anyway, or use another --study name",
+        changes[0]
+    )))
 }

@@ -13,7 +13,18 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::{json, Value};
 
-fn spawn_server(s: &StudyDirs) -> (Child, String) {
+/// The server process, killed when the test ends, also on a failed assertion (a server left
+/// running would hold the test's output pipe open and hang `cargo test`).
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_server(s: &StudyDirs) -> (Server, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_wanrt-review-server"));
     cmd.arg("serve")
         .args(["--study", "crash", "--variants"])
@@ -36,7 +47,7 @@ fn spawn_server(s: &StudyDirs) -> (Child, String) {
     };
     // Keep draining stdout so the server never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    (child, format!("http://{addr}"))
+    (Server(child), format!("http://{addr}"))
 }
 
 /// Votes until the server goes away; returns nothing, records acknowledged submissions.
@@ -96,8 +107,8 @@ async fn kill_9_mid_load_loses_no_acknowledged_vote() {
     while acked.lock().unwrap().len() < 300 && t0.elapsed() < Duration::from_secs(60) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    child.kill().unwrap(); // SIGKILL
-    let status = child.wait().unwrap();
+    child.0.kill().unwrap(); // SIGKILL
+    let status = child.0.wait().unwrap();
     assert!(!status.success());
     for t in tasks {
         t.await.unwrap();
@@ -107,7 +118,7 @@ async fn kill_9_mid_load_loses_no_acknowledged_vote() {
     assert!(acked.len() >= 300, "load too slow: {}", acked.len());
 
     // Restart on the same database.
-    let (mut child, base) = spawn_server(&s);
+    let (child, base) = spawn_server(&s);
     let raw: Value = admin_get(&base, "/api/admin/export?format=json&raw=1").await.json().await.unwrap();
     let stored: HashSet<String> =
         raw.as_array().unwrap().iter().map(|v| v["submission_id"].as_str().unwrap().to_string()).collect();
@@ -117,14 +128,13 @@ async fn kill_9_mid_load_loses_no_acknowledged_vote() {
     // At most the requests in flight at the kill were committed without an answer.
     assert!(stored.len() <= acked.len() + 24, "{} stored vs {} acked", stored.len(), acked.len());
 
-    // The restarted server keeps working: a rater resumes and votes.
+    // The restarted server keeps working: a new rater joins and votes.
     let mut r = Rater::new(&base);
-    r.join("crash-0").await;
+    r.join("after-crash").await;
     let n = r.next().await;
     assert_eq!(n["done"], false);
     assert_eq!(r.vote(n["assignment"].as_str().unwrap(), &unique_sid(), "left").await.status(), 200);
-    child.kill().unwrap();
-    child.wait().unwrap();
+    drop(child);
 
     let conn = rusqlite::Connection::open(&s.db).unwrap();
     let ok: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();

@@ -517,10 +517,11 @@ async fn resume_after_restart_keeps_votes_and_sessions() {
     assert_eq!(st["progress"]["total"], 9);
     let again = r.next().await;
     assert_eq!(open["assignment"], again["assignment"], "open pair resumes");
-    // Same name on another device resumes the same rater.
+    // Same name on another device is not that rater (a name is not a password).
     let mut other = Rater::new(&base);
-    let st = other.join("hana").await;
-    assert_eq!(st["progress"]["done"], 1);
+    let st: Value = other.get("/api/state").await.json().await.unwrap();
+    other.csrf = st["csrf"].as_str().unwrap().to_string();
+    assert_eq!(other.post("/api/join", &json!({ "name": "hana" })).await.status(), 409);
     let results: Value = admin_get(&base, "/api/admin/results").await.json().await.unwrap();
     assert_eq!(results["variants"], json!(["base", "opt", "fast"]));
     assert_eq!(results["criteria"][0]["pairs"].as_array().unwrap().len(), 3);

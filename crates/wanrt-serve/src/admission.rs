@@ -7,39 +7,15 @@ use wanrt_wan::model::WanModel;
 
 use crate::job::JobParams;
 
-const F32: u64 = 4;
-
-/// Bytes of working memory one job needs at its peak.
+/// Bytes of working memory one job needs at its peak (the estimate `wanrt generate` checks
+/// against `--max-memory` too, [`WanModel::working_memory`]).
 pub fn estimate_bytes(model: &WanModel, p: &JobParams) -> u64 {
-    let tc = &model.transformer.config;
-    let vc = &model.vae.config;
-    let (tf, sf) = (vc.temporal_factor().max(1) as u64, vc.spatial_factor().max(1) as u64);
-    let (frames, h, w) = (p.num_frames as u64, p.height as u64, p.width as u64);
-    let lat_t = frames.saturating_sub(1) / tf + 1;
-    let [pt, ph, pw] = tc.patch_size.map(|x| x.max(1) as u64);
-    let tokens = (lat_t / pt).max(1) * (h / sf / ph).max(1) * (w / sf / pw).max(1);
-    let batch = if p.guidance_scale > 1.0 { 2 } else { 1 };
-    let (dim, ffn, heads) = (tc.inner_dim() as u64, tc.ffn_dim as u64, tc.num_attention_heads as u64);
-    // One block's live activations (hidden states, q/k/v/out, FFN hidden) …
-    let block = batch * tokens * (8 * dim + 2 * ffn) * F32;
-    // … plus attention scores for a tile of up to 1024 queries over every key.
-    let attention = batch * heads * tokens.min(1024) * tokens * F32;
-    // VAE decode: one latent frame (tf video frames) at full size through the widest layer,
-    // with its causal cache and temporaries.
-    let widest = (vc.decoder_base_dim.unwrap_or(vc.base_dim) * vc.dim_mult.iter().copied().max().unwrap_or(1)) as u64;
-    let vae = widest * tf * h * w * F32 * 6;
-    // The decoded video as f32 (decoder output + [F, H, W, 3] frames) and as u8.
-    let video = frames * h * w * 3 * (2 * F32 + 1);
-    let latents = batch * (vc.z_dim as u64) * lat_t * (h / sf) * (w / sf) * F32 * 4;
-    (block + attention).max(vae) + video + latents
+    model.working_memory(p.num_frames, p.height, p.width, p.guidance_scale > 1.0)
 }
 
 /// Memory the system can still give, from `/proc/meminfo` (`MemAvailable`).
 pub fn available_bytes() -> Option<u64> {
-    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
+    wanrt_wan::memory::available_bytes()
 }
 
 /// This process's peak resident memory (`VmHWM`).

@@ -93,7 +93,9 @@ impl ApiKeys {
     /// The caller of a request, or 401.
     pub fn caller(&self, headers: &HeaderMap) -> std::result::Result<Caller, ApiError> {
         let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
-        let Some(given) = auth.strip_prefix("Bearer ").map(str::trim).filter(|k| !k.is_empty()) else {
+        // The scheme name is case-insensitive (RFC 9110 §11.1): `bearer KEY` is a Bearer key.
+        let given = auth.trim_start().split_once(' ').filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"));
+        let Some(given) = given.map(|(_, k)| k.trim()).filter(|k| !k.is_empty()) else {
             return Err(ApiError::unauthorized("missing API key: send `Authorization: Bearer KEY`"));
         };
         match self.keys.iter().find(|k| ct_eq(&k.secret, given)) {
@@ -118,6 +120,14 @@ mod tests {
         h.insert(header::AUTHORIZATION, "Bearer sk-bbbbbbbbbbbbbbbb".parse().unwrap());
         let c = keys.caller(&h).unwrap();
         assert!(c.read_only);
+        for scheme in ["bearer", "BEARER", "BeArEr"] {
+            h.insert(header::AUTHORIZATION, format!("{scheme} sk-bbbbbbbbbbbbbbbb").parse().unwrap());
+            assert!(keys.caller(&h).unwrap().read_only, "{scheme}");
+        }
+        for bad in ["Basic sk-bbbbbbbbbbbbbbbb", "Bearersk-bbbbbbbbbbbbbbbb", "Bearer "] {
+            h.insert(header::AUTHORIZATION, bad.parse().unwrap());
+            assert_eq!(keys.caller(&h).unwrap_err().status, 401, "{bad}");
+        }
         h.insert(header::AUTHORIZATION, "Bearer sk-cccccccccccccccc".parse().unwrap());
         assert_eq!(keys.caller(&h).unwrap_err().status, 401);
         std::fs::write(&p, "short\n").unwrap();

@@ -50,6 +50,13 @@ pub fn original_to_diffusers(src: &Path, out: &Path, mut stage: impl FnMut(&str)
             "is not in the original release layout (it has model_index.json or transformer/)",
         ));
     }
+    if wanrt_io::is_inside(out, src) {
+        return Err(Error::file(
+            out,
+            format!("is inside the release folder {} (choose a folder outside it)", src.display()),
+        ));
+    }
+    wanrt_io::check_output_dir(out).map_err(|e| Error::Msg(e.to_string()))?;
     let defaults = ModelDefaults::read(src)?;
     let mut fill = |tmp: &Path| -> Result<()> {
         stage("text encoder");

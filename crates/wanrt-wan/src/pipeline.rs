@@ -231,11 +231,34 @@ impl WanModel {
         if !(cache_threshold.is_finite() && cache_threshold >= 0.0) {
             return Err(Error::Config(format!("cache threshold must be a non-negative number, got {cache_threshold}")));
         }
+        let steps = p.steps.or(d.num_inference_steps).unwrap_or(50);
+        let max_steps = self.scheduler.max_steps();
+        if steps == 0 || steps > max_steps {
+            return Err(Error::Msg(format!(
+                "steps must be 1 to {max_steps} (the scheduler's num_train_timesteps), got {steps}"
+            )));
+        }
+        self.check_size(frames, height, width)?;
+        let max_sequence_length = self.resolve_text_len(p, &mut warnings)?;
+        let negative_prompt = p.negative_prompt.clone().or_else(|| d.negative_prompt.clone()).unwrap_or_default();
+        let mut texts = vec![("prompt", p.prompt.as_str())];
+        if guidance > 1.0 {
+            texts.push(("negative prompt", negative_prompt.as_str()));
+        }
+        for (what, text) in texts {
+            let n = self.tokenizer.count_tokens(text)?;
+            if n > max_sequence_length {
+                warnings.push(format!(
+                    "the {what} is {n} tokens (with </s>); only the first {max_sequence_length} are used \
+                     (--max-sequence-length)"
+                ));
+            }
+        }
         Ok(ResolvedSettings {
             height,
             width,
             num_frames: frames,
-            steps: p.steps.or(d.num_inference_steps).unwrap_or(50),
+            steps,
             guidance,
             guidance_2,
             shift,
@@ -243,8 +266,8 @@ impl WanModel {
                 SchedulerKind::UniPc => "unipc".into(),
                 SchedulerKind::Euler => "euler".into(),
             },
-            max_sequence_length: p.max_sequence_length.or(d.max_sequence_length).or(self.text_len).unwrap_or(512),
-            negative_prompt: p.negative_prompt.clone().or_else(|| d.negative_prompt.clone()).unwrap_or_default(),
+            max_sequence_length,
+            negative_prompt,
             seed: if p.noise.is_some() { None } else { Some(p.seed) },
             cache_threshold,
             warnings,
@@ -280,10 +303,60 @@ impl WanModel {
         }
     }
 
+    /// The longest text context this model takes: its config's `text_len` and its tokenizer's
+    /// `model_max_length` where stated (the smaller), else [`crate::text::MAX_TEXT_LEN`].
+    pub fn text_len_limit(&self) -> usize {
+        [self.text_len, self.tokenizer.model_max_length]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(crate::text::MAX_TEXT_LEN)
+    }
+
+    /// `--max-sequence-length`, else the model's default, else diffusers' 512, checked against
+    /// [`Self::text_len_limit`]: an explicit value beyond it is an error, a default beyond it is
+    /// lowered with a warning.
+    fn resolve_text_len(&self, p: &GenerateParams, warnings: &mut Vec<String>) -> Result<usize> {
+        let limit = self.text_len_limit();
+        if let Some(n) = p.max_sequence_length {
+            if n == 0 || n > limit {
+                return Err(Error::Msg(format!(
+                    "max_sequence_length must be 1 to {limit} (the model's text length limit), got {n}"
+                )));
+            }
+            return Ok(n);
+        }
+        let n = self.defaults.max_sequence_length.or(self.text_len).unwrap_or(512);
+        if n == 0 {
+            return Err(Error::Config("wanrt.json: max_sequence_length must be at least 1".into()));
+        }
+        if n > limit {
+            warnings.push(format!("max_sequence_length {n} is beyond the model's text length limit; using {limit}"));
+            return Ok(limit);
+        }
+        Ok(n)
+    }
+
+    /// Refuses sizes whose latents or transformer tokens cannot even be counted (a hostile
+    /// `--frames`/`--height`/`--width` or wanrt.json); the memory a size needs is checked by the
+    /// caller against its budget ([`Self::working_memory`]).
+    fn check_size(&self, frames: usize, height: usize, width: usize) -> Result<()> {
+        let [_, z, t, h, w] = self.latent_shape_of(frames, height, width);
+        let numel = [z, t, h, w].iter().try_fold(1usize, |a, &n| a.checked_mul(n));
+        match numel {
+            Some(n) if n <= 1 << 40 => Ok(()),
+            _ => Err(Error::Shape(format!("{frames} frames of {height}×{width} is far too large a video"))),
+        }
+    }
+
+    fn latent_shape_of(&self, frames: usize, height: usize, width: usize) -> [usize; 5] {
+        let (tf, sf) = (self.vae.config.temporal_factor(), self.vae.config.spatial_factor());
+        [1, self.vae.config.z_dim, frames.saturating_sub(1) / tf + 1, height / sf, width / sf]
+    }
+
     /// Latent shape `[1, z, T', H', W']` for the resolved settings.
     pub fn latent_shape(&self, s: &ResolvedSettings) -> [usize; 5] {
-        let (tf, sf) = (self.vae.config.temporal_factor(), self.vae.config.spatial_factor());
-        [1, self.vae.config.z_dim, (s.num_frames - 1) / tf + 1, s.height / sf, s.width / sf]
+        self.latent_shape_of(s.num_frames, s.height, s.width)
     }
 
     pub fn generate(&self, p: &GenerateParams, progress: &mut dyn Progress) -> Result<GenerateOutput> {

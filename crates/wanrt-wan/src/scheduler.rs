@@ -66,6 +66,48 @@ impl SchedulerConfig {
         }
     }
 
+    /// Checks the numbers a scheduler is built from, at load: a garbage config (zero or 1e30
+    /// train timesteps, a negative shift, a solver order of a million) is an error naming the
+    /// key, not a NaN schedule or an allocation of that size later.
+    pub fn validate(&self) -> Result<()> {
+        self.kind()?;
+        let number = |key: &str| -> Result<Option<f64>> {
+            match self.json.get(key) {
+                None | Some(Value::Null) => Ok(None),
+                Some(v) => v
+                    .as_f64()
+                    .map(Some)
+                    .ok_or_else(|| Error::Config(format!("scheduler `{key}` must be a number, found {v}"))),
+            }
+        };
+        if let Some(n) = number("num_train_timesteps")? {
+            if !(n.fract() == 0.0 && (1.0..=100_000.0).contains(&n)) {
+                return Err(Error::Config(format!(
+                    "scheduler `num_train_timesteps` {n}: expected an integer 1–100000"
+                )));
+            }
+        }
+        if let Some(n) = number("solver_order")? {
+            if !(n.fract() == 0.0 && (1.0..=3.0).contains(&n)) {
+                return Err(Error::Config(format!("scheduler `solver_order` {n}: expected 1, 2 or 3")));
+            }
+        }
+        for key in ["flow_shift", "shift"] {
+            if let Some(v) = number(key)? {
+                if !(v.is_finite() && v > 0.0) {
+                    return Err(Error::Config(format!("scheduler `{key}` {v}: expected a positive number")));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The most denoising steps a generation may ask for (the schedulers' training grid: more
+    /// steps than train timesteps only repeat timesteps).
+    pub fn max_steps(&self) -> usize {
+        self.get_f64("num_train_timesteps", 1000.0).clamp(1.0, 100_000.0) as usize
+    }
+
     pub fn kind(&self) -> Result<SchedulerKind> {
         match self.json.get("_class_name").and_then(Value::as_str) {
             Some("UniPCMultistepScheduler") => Ok(SchedulerKind::UniPc),

@@ -63,8 +63,17 @@ fn html_unescape(s: &str) -> String {
 }
 
 pub struct PromptTokenizer {
+    /// With any truncation or padding of the file removed: [`PromptTokenizer::encode`] sets its
+    /// own, and [`PromptTokenizer::count_tokens`] needs the full length.
     tokenizer: Tokenizer,
+    /// `model_max_length` of the folder's `tokenizer_config.json`, when it states a real one
+    /// (transformers writes 1e30 for "no limit").
+    pub model_max_length: Option<usize>,
 }
+
+/// Longest text context accepted when neither the tokenizer nor the model states one: UMT5's
+/// relative positions have no hard limit, but the text encoder's attention grows with L².
+pub const MAX_TEXT_LEN: usize = 4096;
 
 /// Token ids and attention mask of a batch, `[B, L]` each.
 pub struct TokenBatch {
@@ -74,6 +83,20 @@ pub struct TokenBatch {
     pub len: usize,
 }
 
+/// Runs a `tokenizers` call on a file we do not trust: that crate panics on some inconsistent
+/// files (a post-processor naming a special token its map lacks, found by the mutation
+/// harness), and a panic must become an error, not end the program.
+fn guarded<T>(f: impl FnOnce() -> T) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|p| {
+        let msg = p
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        Error::Tokenizer(format!("the tokenizer file is inconsistent ({msg})"))
+    })
+}
+
 impl PromptTokenizer {
     /// Loads a tokenizer folder (diffusers `tokenizer/`, or the release's `google/umt5-xxl/`):
     /// `tokenizer.json` when present, otherwise the slow tokenizer's `spiece.model`, converted as
@@ -81,7 +104,9 @@ impl PromptTokenizer {
     pub fn from_dir(dir: &Path) -> Result<Self> {
         let file = dir.join("tokenizer.json");
         let tokenizer = if file.is_file() {
-            Tokenizer::from_file(&file).map_err(|e| Error::file(&file, format!("invalid tokenizer: {e}")))?
+            let bytes = wanrt_io::tokenizer_json::read_checked(&file).map_err(|e| Error::Msg(e.to_string()))?;
+            guarded(|| Tokenizer::from_bytes(&bytes))?
+                .map_err(|e| Error::file(&file, format!("invalid tokenizer: {e}")))?
         } else if dir.join("spiece.model").is_file() {
             crate::spiece::load_dir(dir)?
         } else {
@@ -90,7 +115,17 @@ impl PromptTokenizer {
                 "tokenizer folder has neither tokenizer.json (T5TokenizerFast) nor spiece.model (T5Tokenizer)",
             ));
         };
-        Ok(PromptTokenizer { tokenizer })
+        let mut tokenizer = tokenizer;
+        tokenizer.with_truncation(None).map_err(|e| Error::Tokenizer(e.to_string()))?;
+        tokenizer.with_padding(None);
+        Ok(PromptTokenizer { tokenizer, model_max_length: model_max_length(dir)? })
+    }
+
+    /// Tokens of the cleaned prompt, `</s>` included, before any truncation.
+    pub fn count_tokens(&self, prompt: &str) -> Result<usize> {
+        let e = guarded(|| self.tokenizer.encode(prompt_clean(prompt), true))?
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        Ok(e.get_ids().len())
     }
 
     fn pad_id(&self) -> u32 {
@@ -113,7 +148,7 @@ impl PromptTokenizer {
             ..Default::default()
         }));
         let cleaned: Vec<String> = prompts.iter().map(|p| prompt_clean(p)).collect();
-        let encodings = tok.encode_batch(cleaned, true).map_err(|e| Error::Tokenizer(e.to_string()))?;
+        let encodings = guarded(|| tok.encode_batch(cleaned, true))?.map_err(|e| Error::Tokenizer(e.to_string()))?;
         let mut ids = Vec::with_capacity(prompts.len() * max_len);
         let mut mask = Vec::with_capacity(prompts.len() * max_len);
         for e in &encodings {
@@ -124,6 +159,26 @@ impl PromptTokenizer {
             mask.extend_from_slice(e.get_attention_mask());
         }
         Ok(TokenBatch { ids, mask, batch: prompts.len(), len: max_len })
+    }
+}
+
+/// `model_max_length` from `tokenizer_config.json`; absent, or transformers' "no limit" value
+/// (`int(1e30)`), gives `None`. A present but malformed value is an error naming the file.
+fn model_max_length(dir: &Path) -> Result<Option<usize>> {
+    let path = dir.join("tokenizer_config.json");
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::file(&path, format!("cannot read: {e}")))?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| Error::file(&path, format!("not valid JSON: {e}")))?;
+    match json.get("model_max_length") {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(v) => match v.as_f64() {
+            Some(n) if n >= 1e15 => Ok(None),
+            Some(n) if n >= 1.0 && n.fract() == 0.0 => Ok(Some(n as usize)),
+            _ => Err(Error::file(&path, format!("model_max_length must be a positive integer, found {v}"))),
+        },
     }
 }
 

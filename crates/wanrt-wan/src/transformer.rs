@@ -255,7 +255,7 @@ impl WanTransformer {
         let blocks = (0..config.num_layers)
             .map(|i| WanTransformerBlock::new(&vb.pp("blocks").pp(i), &config, i))
             .collect::<Result<Vec<_>>>()?;
-        Ok(WanTransformer {
+        let transformer = WanTransformer {
             patch_embedding,
             condition_embedder: ConditionEmbedder::new(&vb.pp("condition_embedder"), &config)?,
             blocks,
@@ -263,7 +263,10 @@ impl WanTransformer {
             scale_shift_table: vb.tensor("scale_shift_table", &[1, 2, dim])?,
             config,
             backend,
-        })
+        };
+        // Blocks past `num_layers`, or tensors of another model, are refused, not ignored.
+        ws.check_all_read("transformer", &[])?;
+        Ok(transformer)
     }
 
     pub fn backend(&self) -> &BackendRef {

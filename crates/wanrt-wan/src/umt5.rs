@@ -155,6 +155,8 @@ impl Umt5Encoder {
             .map(|i| Umt5Block::new(&encoder.pp("block").pp(i), &config))
             .collect::<Result<Vec<_>>>()?;
         let final_layer_norm = encoder.tensor("final_layer_norm.weight", &[config.d_model])?;
+        // The tied copy of the embedding is the one tensor a complete checkpoint may hold unread.
+        ws.check_all_read("text encoder", &["encoder.embed_tokens.weight"])?;
         Ok(Umt5Encoder { config, embed_tokens, blocks, final_layer_norm, backend })
     }
 

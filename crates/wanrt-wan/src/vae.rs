@@ -332,7 +332,7 @@ impl WanVae {
             let values = if v.len() == z { v.iter().map(|&x| f(x)).collect() } else { vec![f32::NAN; z] };
             Ok(backend.weight_tensor(HostTensor::new([1, z, 1, 1, 1], values)?)?)
         };
-        Ok(WanVae {
+        let vae = WanVae {
             encoder: if has_encoder { Some(Encoder::new(&vb.pp("encoder"), &config)?) } else { None },
             quant_conv: if has_encoder { Some(conv1x1("quant_conv", 2 * z)?) } else { None },
             decoder: Decoder::new(&vb.pp("decoder"), &config)?,
@@ -341,7 +341,11 @@ impl WanVae {
             latents_inv_std: stat(&config.latents_std, |s| 1.0 / s)?,
             config,
             backend,
-        })
+        };
+        // The encoder's weights are unread when it is not loaded; anything else must be used.
+        let skipped: &[&str] = if has_encoder { &[] } else { &["encoder.", "quant_conv."] };
+        ws.check_all_read("VAE", skipped)?;
+        Ok(vae)
     }
 
     pub fn backend(&self) -> &BackendRef {

@@ -50,3 +50,50 @@ pub fn top_level_boxes(bytes: &[u8]) -> Vec<String> {
     }
     out
 }
+
+/// A GIF whose logical screen is `w`×`h` and that holds `frames` 1×1 frames (each 19 bytes):
+/// tiny on disk, huge decoded.
+pub fn tiny_gif(w: u16, h: u16, frames: usize) -> Vec<u8> {
+    let mut g = b"GIF89a".to_vec();
+    g.extend_from_slice(&w.to_le_bytes());
+    g.extend_from_slice(&h.to_le_bytes());
+    g.extend_from_slice(&[0, 0, 0]); // no global colour table
+    for _ in 0..frames {
+        // Image descriptor at (0, 0), 1×1, local colour table of 2 entries.
+        g.extend_from_slice(&[0x2C, 0, 0, 0, 0, 1, 0, 1, 0, 0x80]);
+        g.extend_from_slice(&[255, 0, 0, 0, 0, 255]);
+        // LZW minimum code size 2, one sub-block (clear, index 0, end), terminator.
+        g.extend_from_slice(&[2, 2, 0x44, 0x01, 0]);
+    }
+    g.push(0x3B);
+    g
+}
+
+/// A PNG header (signature, IHDR of `w`×`h` RGBA8, an empty IDAT, IEND): a few dozen bytes
+/// that declare `w·h·4` bytes of pixels.
+pub fn png_header(w: u32, h: u32) -> Vec<u8> {
+    fn crc32(data: &[u8]) -> u32 {
+        let mut c = 0xFFFF_FFFFu32;
+        for &b in data {
+            c ^= b as u32;
+            for _ in 0..8 {
+                c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+            }
+        }
+        !c
+    }
+    fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
+        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        let body = [&kind[..], data].concat();
+        out.extend_from_slice(&body);
+        out.extend_from_slice(&crc32(&body).to_be_bytes());
+    }
+    let mut p = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = w.to_be_bytes().to_vec();
+    ihdr.extend_from_slice(&h.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 6, 0, 0, 0]);
+    chunk(&mut p, b"IHDR", &ihdr);
+    chunk(&mut p, b"IDAT", &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]);
+    chunk(&mut p, b"IEND", &[]);
+    p
+}

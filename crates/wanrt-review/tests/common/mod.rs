@@ -68,6 +68,7 @@ pub fn serve_args(s: &StudyDirs, study: &str) -> ServeArgs {
         bind: "127.0.0.1:0".parse().unwrap(),
         admin_token: Some("test-admin-token-123".to_string()),
         invites: None,
+        allow_changes: false,
         passes: 1,
         require_likert: false,
         bootstrap: 200,

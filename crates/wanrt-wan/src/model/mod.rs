@@ -8,6 +8,7 @@
 //! there, once.
 
 pub mod diffusers;
+pub mod index;
 pub mod layout;
 pub mod original;
 
