@@ -4,8 +4,10 @@
 //! A [`Linear`] says what its weights are — f32/bf16/f16 as stored (read in place from the
 //! mapped checkpoint), or the quantized formats `wanrt optimize` writes: int8 codes with
 //! per-output-channel scales, computed in float (W8A16) or with int8 activations (W8A8, optional
-//! SmoothQuant factors), FP8 E4M3 codes + scales — and holds the backend's prepared form of them
-//! ([`crate::backend::PreparedWeight`]: packed panels on the CPU, a device buffer on a GPU).
+//! SmoothQuant factors), FP8 E4M3 codes + scales, or ggml's block-quantized formats of a GGUF
+//! checkpoint (blocks with their own scales, decoded as ggml does) — and holds the backend's
+//! prepared form of them ([`crate::backend::PreparedWeight`]: packed panels on the CPU, a device
+//! buffer on a GPU).
 //!
 //! Quantized checkpoint layout, per layer prefix `p`: `p.weight` as I8 or F8_E4M3 codes
 //! `[out, in]`, `p.weight_scale` f32 `[out]`, optionally `p.smooth` f32 `[in]` (SmoothQuant:
@@ -43,15 +45,36 @@ pub enum LinearWeight {
     /// FP8 E4M3 codes with one f32 scale per output row; with `act`, activations are rounded
     /// through E4M3 too.
     Fp8 { codes: Vec<RawTensor>, scales: Vec<f32>, act: Option<ActQuant> },
+    /// GGUF parts: ggml block-quantized rows (whole blocks per row), possibly mixed with plain
+    /// f32/bf16/f16 parts; each part decodes on its own.
+    Ggml(Vec<RawTensor>),
 }
 
 impl LinearWeight {
     /// The stored tensors, one per fused part.
     pub fn parts(&self) -> &[RawTensor] {
         match self {
-            LinearWeight::Float(p) => p,
+            LinearWeight::Float(p) | LinearWeight::Ggml(p) => p,
             LinearWeight::Int8 { codes, .. } | LinearWeight::Fp8 { codes, .. } => codes,
         }
+    }
+
+    /// The weight of stored parts `[rows, in_dim]` whose values decode on their own: `Float` when
+    /// they share one float dtype, `Ggml` when any is block-quantized or their float dtypes
+    /// differ (GGUF files mix them). Block-quantized rows that are not whole blocks (a tensor a
+    /// converter reshaped) are dequantized to f32 here.
+    pub fn decodable(mut raws: Vec<RawTensor>, in_dim: usize) -> Result<LinearWeight> {
+        for raw in &mut raws {
+            if raw.dtype.is_block_quantized() && !in_dim.is_multiple_of(raw.dtype.block_size()) {
+                *raw = RawTensor::from_f32(&HostTensor::new(raw.shape.clone(), raw.to_f32()?)?);
+            }
+        }
+        let float = |d: DType| matches!(d, DType::F32 | DType::BF16 | DType::F16);
+        if let Some(bad) = raws.iter().find(|r| !(float(r.dtype) || r.dtype.is_block_quantized())) {
+            return Err(Error::UnsupportedDType { name: format!("{bad:?}"), dtype: bad.dtype.to_string() });
+        }
+        let one_float = raws.iter().all(|r| r.dtype == raws[0].dtype && float(r.dtype));
+        Ok(if one_float { LinearWeight::Float(raws) } else { LinearWeight::Ggml(raws) })
     }
 
     /// Element type of the stored values.
@@ -62,6 +85,7 @@ impl LinearWeight {
     /// Short name of the stored format (reports, manifests).
     pub fn format(&self) -> &'static str {
         match self {
+            LinearWeight::Ggml(p) => p.iter().find(|r| r.dtype.is_block_quantized()).map_or("gguf", |r| r.dtype.name()),
             LinearWeight::Float(p) => match p[0].dtype {
                 DType::BF16 => "bf16",
                 DType::F16 => "f16",
@@ -76,11 +100,10 @@ impl LinearWeight {
 
     /// Bytes as stored (codes, scales and smoothing factors included).
     pub fn stored_bytes(&self) -> usize {
-        let values: usize =
-            self.parts().iter().map(|p| p.shape.iter().product::<usize>() * p.dtype.size_in_bytes()).sum();
+        let values: usize = self.parts().iter().map(|p| p.bytes().len()).sum();
         values
             + match self {
-                LinearWeight::Float(_) => 0,
+                LinearWeight::Float(_) | LinearWeight::Ggml(_) => 0,
                 LinearWeight::Int8 { scales, smooth, .. } => (scales.len() + smooth.as_ref().map_or(0, Vec::len)) * 4,
                 LinearWeight::Fp8 { scales, .. } => scales.len() * 4,
             }
@@ -187,6 +210,15 @@ impl Linear {
                     });
                 }
             }
+            LinearWeight::Ggml(p) => {
+                if let Some(bad) = p.iter().find(|r| !in_dim.is_multiple_of(r.dtype.block_size())) {
+                    return Err(Error::Msg(format!(
+                        "{name}: rows of {in_dim} values are not whole {} blocks of {}",
+                        bad.dtype,
+                        bad.dtype.block_size()
+                    )));
+                }
+            }
             LinearWeight::Int8 { codes, scales, .. } | LinearWeight::Fp8 { codes, scales, .. } => {
                 let want = if matches!(weight, LinearWeight::Int8 { .. }) { DType::I8 } else { DType::F8E4M3 };
                 if codes.iter().any(|c| c.dtype != want) || scales.len() != out_dim {
@@ -199,7 +231,7 @@ impl Linear {
                 check_scales(&name, scales)?;
             }
         }
-        if stored.iter().any(|p| p.dtype != stored[0].dtype) {
+        if !matches!(weight, LinearWeight::Ggml(_)) && stored.iter().any(|p| p.dtype != stored[0].dtype) {
             return Err(Error::Msg(format!("{name}: fused parts are stored in different formats")));
         }
         if let LinearWeight::Int8 { codes, smooth, act, .. } = &weight {
@@ -251,7 +283,10 @@ impl Linear {
             let wname = format!("{p}.weight");
             let raw = ws.raw(&wname)?;
             check_part(&wname, raw, out, in_dim)?;
-            if let Some(first) = raws.first().filter(|first: &&RawTensor| first.dtype != raw.dtype) {
+            let decodable = |d: DType| d.is_float() || d.is_block_quantized();
+            if let Some(first) = raws.first().filter(|first: &&RawTensor| {
+                first.dtype != raw.dtype && !(decodable(first.dtype) && decodable(raw.dtype))
+            }) {
                 return Err(Error::Msg(format!(
                     "fused layers {} and {p} are stored in different formats ({} vs {})",
                     prefixes[0], first.dtype, raw.dtype
@@ -279,7 +314,7 @@ impl Linear {
                     prefixes[0]
                 )));
             }
-            _ => LinearWeight::Float(raws),
+            _ => LinearWeight::decodable(raws, in_dim)?,
         };
         let bias = if bias { Some(load_f32_parts(ws, prefixes, "bias", out_dims)?) } else { None };
         let parts = prefixes.iter().zip(out_dims).map(|(p, &o)| (p.to_string(), o)).collect();
@@ -354,11 +389,11 @@ impl Linear {
         }
         let raw = &self.weight.parts()[part];
         let bytes = raw.bytes();
-        let size = raw.dtype.size_in_bytes();
-        let row = &bytes[local * k * size..(local + 1) * k * size];
+        let row_bytes = raw.dtype.storage_bytes(k).expect("checked at construction");
+        let row = &bytes[local * row_bytes..(local + 1) * row_bytes];
         let start = out.len();
         match &self.weight {
-            LinearWeight::Float(_) => {
+            LinearWeight::Float(_) | LinearWeight::Ggml(_) => {
                 out.extend(bytes_to_f32(row, raw.dtype).ok_or_else(|| Error::Msg("unsupported weight dtype".into()))?)
             }
             LinearWeight::Int8 { scales, smooth, .. } => {
@@ -379,7 +414,7 @@ impl Linear {
     /// The weight `[out, in]` in f32 (dequantized for quantized formats).
     pub fn to_f32(&self) -> Result<HostTensor> {
         let mut data = Vec::with_capacity(self.out_dim * self.in_dim);
-        if let LinearWeight::Float(parts) = &self.weight {
+        if let LinearWeight::Float(parts) | LinearWeight::Ggml(parts) = &self.weight {
             for p in parts {
                 data.extend(bytes_to_f32(&p.bytes(), p.dtype).ok_or_else(|| Error::Msg("unsupported dtype".into()))?);
             }

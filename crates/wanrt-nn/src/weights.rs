@@ -1,5 +1,6 @@
 //! Named parameter store over memory-mapped safetensors files (single or
-//! sharded with an index json) and other sources converted to raw tensors.
+//! sharded with an index json), GGUF files (block-quantized tensors kept as stored) and other
+//! sources converted to raw tensors.
 //!
 //! Tensors stay in the mapped files until a layer asks for them, so loading
 //! never holds two copies of a model; conversion to f32 happens per tensor.
@@ -67,6 +68,41 @@ fn torch_dtype(d: wanrt_io::TorchDType) -> Option<DType> {
     })
 }
 
+/// The wanrt dtype of a GGUF tensor type; `None` for the types wanrt does not decode.
+fn gguf_dtype(t: wanrt_io::GgmlType) -> Option<DType> {
+    use wanrt_io::GgmlType as G;
+    Some(match t {
+        G::F32 => DType::F32,
+        G::F16 => DType::F16,
+        G::BF16 => DType::BF16,
+        G::F64 => DType::F64,
+        G::I8 => DType::I8,
+        G::I32 => DType::I32,
+        G::I64 => DType::I64,
+        G::Q4_0 => DType::Q4_0,
+        G::Q4_1 => DType::Q4_1,
+        G::Q5_0 => DType::Q5_0,
+        G::Q5_1 => DType::Q5_1,
+        G::Q8_0 => DType::Q8_0,
+        G::Q2_K => DType::Q2K,
+        G::Q3_K => DType::Q3K,
+        G::Q4_K => DType::Q4K,
+        G::Q5_K => DType::Q5K,
+        G::Q6_K => DType::Q6K,
+        _ => return None,
+    })
+}
+
+/// A shape stored as a GGUF array of non-negative integers.
+fn orig_shape(v: &wanrt_io::GgufValue) -> Option<Vec<usize>> {
+    match v {
+        wanrt_io::GgufValue::Array(dims) if dims.len() <= 8 => {
+            dims.iter().map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok())).collect()
+        }
+        _ => None,
+    }
+}
+
 #[derive(Clone)]
 pub struct RawTensor {
     pub dtype: DType,
@@ -83,7 +119,7 @@ impl std::fmt::Debug for RawTensor {
 impl RawTensor {
     /// A tensor from owned little-endian bytes; the length must match.
     pub fn from_bytes(dtype: DType, shape: Vec<usize>, bytes: Vec<u8>) -> Result<Self> {
-        let want = shape.iter().product::<usize>().checked_mul(dtype.size_in_bytes());
+        let want = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).and_then(|n| dtype.storage_bytes(n));
         if want != Some(bytes.len()) {
             return Err(Error::Msg(format!(
                 "tensor of shape {shape:?} {dtype} needs {want:?} bytes, found {}",
@@ -170,6 +206,11 @@ fn st_dtype(d: safetensors::Dtype) -> Option<DType> {
     SAFETENSORS_DTYPES.iter().find(|(s, _)| *s == d).map(|&(_, t)| t)
 }
 
+/// The safetensors name of a dtype; `None` for the block-quantized (GGUF-only) types.
+fn st_name(d: DType) -> Option<safetensors::Dtype> {
+    SAFETENSORS_DTYPES.iter().find(|(_, t)| *t == d).map(|&(s, _)| s)
+}
+
 impl WeightStore {
     pub fn new(origin: impl Into<String>) -> Self {
         WeightStore {
@@ -237,6 +278,47 @@ impl WeightStore {
             self.tensors.insert(name, RawTensor { dtype, shape, bytes: Bytes::Pth(Arc::new(t)) });
         }
         Ok(())
+    }
+
+    /// Memory-maps one GGUF file and adds all its tensors as stored (ggml block-quantized types
+    /// included). A tensor a converter reshaped to fit ggml's 4D limit or its blocks gets back the
+    /// shape ComfyUI-GGUF records in `comfy.gguf.orig_shape.<name>`.
+    pub fn add_gguf(&mut self, path: &Path) -> Result<()> {
+        let file = wanrt_io::GgufFile::open(path)?;
+        for t in file.tensors() {
+            let dtype = gguf_dtype(t.ggml_type).ok_or_else(|| Error::UnsupportedDType {
+                name: t.name.clone(),
+                dtype: format!(
+                    "{} in {} (supported GGUF types: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K … Q6_K)",
+                    t.ggml_type,
+                    path.display()
+                ),
+            })?;
+            let shape = match file.get(&format!("comfy.gguf.orig_shape.{}", t.name)) {
+                None => t.shape.clone(),
+                Some(v) => orig_shape(v)
+                    .filter(|s| s.iter().try_fold(1usize, |a, &d| a.checked_mul(d)) == Some(t.numel()))
+                    .ok_or_else(|| {
+                        Error::file(
+                            path,
+                            format!("comfy.gguf.orig_shape.{}: not a shape of {} values", t.name, t.numel()),
+                        )
+                    })?,
+            };
+            let (map, range) = t.mapping();
+            self.tensors.insert(
+                t.name.clone(),
+                RawTensor { dtype, shape, bytes: Bytes::Mapped { map, start: range.start, end: range.end } },
+            );
+        }
+        Ok(())
+    }
+
+    /// The tensors of one GGUF file.
+    pub fn from_gguf(path: &Path) -> Result<Self> {
+        let mut ws = WeightStore::new(path.display().to_string());
+        ws.add_gguf(path)?;
+        Ok(ws)
     }
 
     /// Loads a diffusers component folder: `<stem>.safetensors`, or the shards
@@ -329,8 +411,7 @@ struct TensorOut<'a>(&'a RawTensor);
 
 impl safetensors::View for TensorOut<'_> {
     fn dtype(&self) -> safetensors::Dtype {
-        let entry = SAFETENSORS_DTYPES.iter().find(|(_, t)| *t == self.0.dtype);
-        entry.expect("the table lists every DType").0
+        st_name(self.0.dtype).expect("checked by write_safetensors")
     }
     fn shape(&self) -> &[usize] {
         &self.0.shape
@@ -339,12 +420,17 @@ impl safetensors::View for TensorOut<'_> {
         self.0.bytes()
     }
     fn data_len(&self) -> usize {
-        self.0.shape.iter().product::<usize>() * self.0.dtype.size_in_bytes()
+        self.0.bytes().len()
     }
 }
 
-/// Writes `tensors` as one safetensors file with PyTorch's `format: pt` metadata.
+/// Writes `tensors` as one safetensors file with PyTorch's `format: pt` metadata. Block-quantized
+/// (GGUF) tensors have no safetensors dtype: dequantize them first.
 pub fn write_safetensors<'a>(path: &Path, tensors: impl IntoIterator<Item = (&'a str, &'a RawTensor)>) -> Result<()> {
+    let tensors: Vec<(&str, &RawTensor)> = tensors.into_iter().collect();
+    if let Some((name, t)) = tensors.iter().find(|(_, t)| st_name(t.dtype).is_none()) {
+        return Err(Error::file(path, format!("cannot write tensor `{name}` of dtype {} to safetensors", t.dtype)));
+    }
     let meta = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
     safetensors::serialize_to_file(tensors.into_iter().map(|(n, t)| (n, TensorOut(t))), Some(meta), path)
         .map_err(|e| Error::file(path, format!("cannot write safetensors: {e}")))
@@ -388,9 +474,11 @@ mod tests {
     fn every_dtype_round_trips_through_safetensors() {
         use DType::*;
         let all = [F32, F16, BF16, F64, I64, I32, U32, I8, U8, F8E4M3];
-        // Exhaustive on purpose: a new DType does not compile here until it is in the table.
+        // Exhaustive on purpose: a new DType does not compile here until it is in the table (or
+        // listed as having no safetensors name).
         all.iter().for_each(|d| match d {
             F32 | F16 | BF16 | F64 | I64 | I32 | U32 | I8 | U8 | F8E4M3 => {}
+            Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q2K | Q3K | Q4K | Q5K | Q6K => unreachable!(),
         });
         let dir = std::env::temp_dir().join(format!("wanrt-dtypes-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -407,5 +495,17 @@ mod tests {
             assert_eq!((b.dtype, &b.shape, b.bytes()), (d, &a.shape, a.bytes()));
         }
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// A block-quantized tensor is refused by name instead of being written under a wrong dtype.
+    #[test]
+    fn block_quantized_tensors_are_not_written_to_safetensors() {
+        let mut ws = WeightStore::new("test");
+        ws.insert("q.weight", RawTensor::from_bytes(DType::Q8_0, vec![1, 32], vec![0; 34]).unwrap());
+        let path = std::env::temp_dir().join(format!("wanrt-q8-{}.safetensors", std::process::id()));
+        let err = ws.write_safetensors(&path).unwrap_err().to_string();
+        assert!(!path.exists());
+        assert!(err.contains("`q.weight` of dtype q8_0"), "{err}");
+        assert!(RawTensor::from_bytes(DType::Q8_0, vec![1, 33], vec![0; 34]).is_err(), "33 values are no whole block");
     }
 }
