@@ -156,6 +156,9 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     })
     .with_context(|| format!("loading model {}", dir.display()))?;
     let load_secs = t_load.elapsed().as_secs_f64();
+    if !args.json {
+        model.loras.iter().for_each(|l| eprintln!("wanrt {l}"));
+    }
     let fps = args.fps.or(model.defaults.fps).unwrap_or(16.0);
     if fps.is_nan() || fps <= 0.0 {
         bail!("--fps must be positive");
@@ -248,6 +251,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         "optimized": model.artifact.is_some(),
         "engine": args.engine.describe(),
         "transformer_weight_bytes": model.transformer.weight_bytes(),
+        "loras": model.loras.iter().map(|l| l.to_string()).collect::<Vec<_>>(),
         "text_encoder_weight_bytes": model.text_encoder.weight_bytes(),
         "videos": reports,
         "peak_rss_bytes": peak,

@@ -15,6 +15,7 @@ pub mod embedding;
 pub mod error;
 pub mod host;
 pub mod linear;
+pub mod lora;
 pub mod module;
 pub mod ops;
 pub mod probe;

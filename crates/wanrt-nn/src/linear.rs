@@ -23,6 +23,7 @@ use crate::dtype::{bytes_to_f32, DType};
 use crate::error::{Error, Result};
 use crate::host::HostTensor;
 use crate::quant::{e4m3_to_f32, ActQuant};
+use crate::lora::SidePath;
 use crate::weights::{RawTensor, WeightStore};
 use crate::Tensor;
 use rayon::prelude::*;
@@ -130,6 +131,51 @@ pub struct Linear {
     /// Sees every input while attached.
     pub observer: Option<Arc<dyn LinearObserver>>,
     prepared: Option<Arc<dyn PreparedWeight>>,
+    /// LoRA deltas kept unmerged (quantized weights): `y += up(down(x))`.
+    pub side: Option<Box<SideLayers>>,
+}
+
+/// A low-rank side path as two f32 layers, prepared with the main one.
+#[derive(Debug, Clone)]
+pub struct SideLayers {
+    pub down: Linear,
+    pub up: Linear,
+}
+
+impl SideLayers {
+    fn new(name: &str, path: &SidePath) -> Result<Self> {
+        Ok(SideLayers {
+            down: Linear::from_f32(format!("{name}.lora_down"), &path.down, None)?,
+            up: Linear::from_f32(format!("{name}.lora_up"), &path.up, None)?,
+        })
+    }
+}
+
+/// The side paths of fused parts as one: downs stacked along the rank, ups block-diagonal.
+fn fused_side_path(ws: &WeightStore, prefixes: &[&str], out_dims: &[usize], in_dim: usize) -> Result<Option<SidePath>> {
+    let paths: Vec<Option<&SidePath>> = prefixes.iter().map(|p| ws.side_path(p)).collect();
+    if paths.iter().all(Option::is_none) {
+        return Ok(None);
+    }
+    let rank: usize = paths.iter().flatten().map(|p| p.down.shape()[0]).sum();
+    let out: usize = out_dims.iter().sum();
+    let (mut down, mut up) = (Vec::with_capacity(rank * in_dim), vec![0f32; out * rank]);
+    let (mut row0, mut col0) = (0, 0);
+    for (path, &rows) in paths.iter().zip(out_dims) {
+        if let Some(p) = path {
+            let r = p.down.shape()[0];
+            if p.down.shape() != [r, in_dim] || p.up.shape() != [rows, r] {
+                return Err(Error::Msg(format!("LoRA side path of shape {:?} / {:?} does not fit", p.down.shape(), p.up.shape())));
+            }
+            down.extend_from_slice(p.down.data());
+            for o in 0..rows {
+                up[(row0 + o) * rank + col0..(row0 + o) * rank + col0 + r].copy_from_slice(&p.up.data()[o * r..(o + 1) * r]);
+            }
+            col0 += r;
+        }
+        row0 += rows;
+    }
+    Ok(Some(SidePath { down: HostTensor::new([rank, in_dim], down)?, up: HostTensor::new([out, rank], up)? }))
 }
 
 fn check_part(name: &str, raw: &RawTensor, rows: usize, in_dim: usize) -> Result<()> {
@@ -251,7 +297,7 @@ impl Linear {
                 )));
             }
         }
-        Ok(Linear { name, parts, weight, bias, in_dim, out_dim, observer: None, prepared: None })
+        Ok(Linear { name, parts, weight, bias, in_dim, out_dim, observer: None, prepared: None, side: None })
     }
 
     /// A single-part f32 layer `w: [out, in]` (tests, pruning, patch embedding).
@@ -318,7 +364,11 @@ impl Linear {
         };
         let bias = if bias { Some(load_f32_parts(ws, prefixes, "bias", out_dims)?) } else { None };
         let parts = prefixes.iter().zip(out_dims).map(|(p, &o)| (p.to_string(), o)).collect();
-        Linear::new(name, parts, in_dim, weight, bias)
+        let mut layer = Linear::new(name, parts, in_dim, weight, bias)?;
+        if let Some(path) = fused_side_path(ws, prefixes, out_dims, in_dim)? {
+            layer.side = Some(Box::new(SideLayers::new(name, &path)?));
+        }
+        Ok(layer)
     }
 
     pub fn in_dim(&self) -> usize {
@@ -335,7 +385,8 @@ impl Linear {
 
     /// Bytes held: the prepared form when prepared (what the backend keeps), else as stored.
     pub fn bytes(&self) -> usize {
-        let bias = self.bias.as_ref().map_or(0, |b| b.len() * 4);
+        let side = self.side.as_ref().map_or(0, |s| s.down.bytes() + s.up.bytes());
+        let bias = side + self.bias.as_ref().map_or(0, |b| b.len() * 4);
         bias + self.prepared.as_ref().map_or_else(|| self.weight.stored_bytes(), |p| p.bytes())
     }
 
@@ -347,6 +398,10 @@ impl Linear {
     /// Has `backend` make its form of the weights (replacing any earlier one).
     pub fn prepare(&mut self, backend: &dyn Backend) -> Result<()> {
         self.prepared = Some(backend.prepare_linear(self)?);
+        if let Some(side) = &mut self.side {
+            side.down.prepare(backend)?;
+            side.up.prepare(backend)?;
+        }
         Ok(())
     }
 
@@ -367,11 +422,20 @@ impl Linear {
     /// `x: [.., in]` → `[.., out]` on `be`.
     pub fn forward(&self, be: &dyn Backend, x: &Tensor) -> Result<Tensor> {
         self.observe(be, x)?;
-        be.linear(self, x)
+        let mut y = be.linear(self, x)?;
+        if let Some(side) = &self.side {
+            let low = side.up.forward(be, &side.down.forward(be, x)?)?;
+            be.add_assign(&mut y, &low)?;
+        }
+        Ok(y)
     }
 
-    /// `act(x · Wᵀ + b)` on `be` (fused where the backend can).
+    /// `act(x · Wᵀ + b)` on `be` (fused where the backend can; after the side path when there
+    /// is one).
     pub fn forward_activation(&self, be: &dyn Backend, x: &Tensor, act: Activation) -> Result<Tensor> {
+        if self.side.is_some() {
+            return be.activation(self.forward(be, x)?, act);
+        }
         self.observe(be, x)?;
         be.linear_activation(self, x, act)
     }

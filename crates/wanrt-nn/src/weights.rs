@@ -8,6 +8,7 @@
 use crate::backend::AttentionPrecision;
 use crate::dtype::{bytes_to_f32, DType};
 use crate::error::{Error, Result};
+use crate::lora::SidePath;
 use crate::quant::ActQuant;
 use crate::HostTensor;
 use memmap2::Mmap;
@@ -185,6 +186,8 @@ pub struct WeightStore {
     /// Attention modules (by module path) that compute in another precision than the default,
     /// from an optimized artifact's manifest.
     attention_precision: BTreeMap<String, AttentionPrecision>,
+    /// LoRA deltas kept unmerged, by linear layer prefix ([`crate::lora`]).
+    side_paths: BTreeMap<String, SidePath>,
 }
 
 /// Every [`DType`] and its safetensors name: one table for reading and writing.
@@ -218,6 +221,7 @@ impl WeightStore {
             origin: origin.into(),
             activation_quant: BTreeMap::new(),
             attention_precision: BTreeMap::new(),
+            side_paths: BTreeMap::new(),
         }
     }
 
@@ -243,6 +247,20 @@ impl WeightStore {
     /// The precision of the attention module at `path` (full unless set).
     pub fn attention_precision(&self, path: &str) -> AttentionPrecision {
         self.attention_precision.get(path).copied().unwrap_or_default()
+    }
+
+    /// Gives the layer `{prefix}.weight` a LoRA side path (appended to any it has).
+    pub fn add_side_path(&mut self, prefix: &str, path: SidePath) {
+        let path = match self.side_paths.remove(prefix) {
+            None => path,
+            Some(old) => old.concat(&path),
+        };
+        self.side_paths.insert(prefix.to_string(), path);
+    }
+
+    /// The LoRA side path of the layer `{prefix}.weight`, if any.
+    pub fn side_path(&self, prefix: &str) -> Option<&SidePath> {
+        self.side_paths.get(prefix)
     }
 
     pub fn insert(&mut self, name: impl Into<String>, t: RawTensor) {

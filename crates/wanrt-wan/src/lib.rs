@@ -14,6 +14,7 @@ pub mod attention;
 pub mod causal_conv3d;
 pub mod convert;
 pub mod error;
+pub mod lora;
 pub mod model;
 pub mod names;
 pub mod pipeline;
