@@ -5,8 +5,8 @@ use crate::sysinfo;
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use std::path::PathBuf;
-use wanrt_nn::DType;
 use wanrt_nn::lora::MergeMode;
+use wanrt_nn::DType;
 use wanrt_wan::lora::LoraSpec;
 use wanrt_wan::model::LoadOptions;
 
@@ -75,7 +75,14 @@ impl EngineArgs {
             BackendKind::Cpu => LoadOptions::cpu(self.dtype.into(), self.low_memory),
             BackendKind::Cuda => {
                 let backend = wanrt_nn::backend::cuda::open()?;
-                LoadOptions { backend: backend.clone(), vae_backend: backend, vae_encoder: false, transformer_file: None, loras: vec![], lora_mode: Default::default() }
+                LoadOptions {
+                    backend: backend.clone(),
+                    vae_backend: backend,
+                    vae_encoder: false,
+                    transformer_file: None,
+                    loras: vec![],
+                    lora_mode: Default::default(),
+                }
             }
         };
         opts.transformer_file = self.transformer.clone();

@@ -49,7 +49,8 @@ fn frames(out: &Path) -> Vec<f32> {
 }
 
 fn reference(key: &str) -> Vec<f32> {
-    let file = if key == "none" { fixtures().join("wan/a/ref.safetensors") } else { fixtures().join("lora/ref.safetensors") };
+    let file =
+        if key == "none" { fixtures().join("wan/a/ref.safetensors") } else { fixtures().join("lora/ref.safetensors") };
     let ws = wanrt_nn::WeightStore::from_safetensors_files(&[file]).unwrap();
     ws.get(if key == "none" { "video" } else { key }).unwrap().into_data()
 }
@@ -108,7 +109,9 @@ fn lora_on_an_int8_artifact_keeps_the_artifact_fidelity() {
 fn unmatched_keys_and_bad_specs_are_refused_in_one_line() {
     use wanrt_nn::weights::{write_safetensors, RawTensor};
     let tmp = tempfile::tempdir().unwrap();
-    let t = |shape: Vec<usize>| RawTensor::from_f32(&wanrt_nn::HostTensor::new(shape.clone(), vec![0.1; shape.iter().product()]).unwrap());
+    let t = |shape: Vec<usize>| {
+        RawTensor::from_f32(&wanrt_nn::HostTensor::new(shape.clone(), vec![0.1; shape.iter().product()]).unwrap())
+    };
     let (down, up, alpha) = (t(vec![2, 24]), t(vec![24, 2]), t(vec![]));
     let stray = tmp.path().join("stray.safetensors");
     write_safetensors(
@@ -123,9 +126,20 @@ fn unmatched_keys_and_bad_specs_are_refused_in_one_line() {
     )
     .unwrap();
     let half = tmp.path().join("half.safetensors");
-    write_safetensors(&half, [("diffusion_model.blocks.0.self_attn.q.lora_down.weight", &down), ("diffusion_model.blocks.0.self_attn.q.alpha", &alpha)]).unwrap();
+    write_safetensors(
+        &half,
+        [
+            ("diffusion_model.blocks.0.self_attn.q.lora_down.weight", &down),
+            ("diffusion_model.blocks.0.self_attn.q.alpha", &alpha),
+        ],
+    )
+    .unwrap();
     let wrong = tmp.path().join("wrong.safetensors");
-    write_safetensors(&wrong, [("lora_unet_blocks_0_ffn_2.lora_down.weight", &down), ("lora_unet_blocks_0_ffn_2.lora_up.weight", &up)]).unwrap();
+    write_safetensors(
+        &wrong,
+        [("lora_unet_blocks_0_ffn_2.lora_down.weight", &down), ("lora_unet_blocks_0_ffn_2.lora_up.weight", &up)],
+    )
+    .unwrap();
     let not_st = fixtures().join("gguf/reader.gguf");
     let cases: [(String, &str); 5] = [
         (stray.display().to_string(), "3 LoRA key(s) match no transformer layer: text_encoder.encoder.block.0"),

@@ -22,8 +22,8 @@ use crate::backend::{Activation, Backend, PreparedWeight};
 use crate::dtype::{bytes_to_f32, DType};
 use crate::error::{Error, Result};
 use crate::host::HostTensor;
-use crate::quant::{e4m3_to_f32, ActQuant};
 use crate::lora::SidePath;
+use crate::quant::{e4m3_to_f32, ActQuant};
 use crate::weights::{RawTensor, WeightStore};
 use crate::Tensor;
 use rayon::prelude::*;
@@ -165,11 +165,16 @@ fn fused_side_path(ws: &WeightStore, prefixes: &[&str], out_dims: &[usize], in_d
         if let Some(p) = path {
             let r = p.down.shape()[0];
             if p.down.shape() != [r, in_dim] || p.up.shape() != [rows, r] {
-                return Err(Error::Msg(format!("LoRA side path of shape {:?} / {:?} does not fit", p.down.shape(), p.up.shape())));
+                return Err(Error::Msg(format!(
+                    "LoRA side path of shape {:?} / {:?} does not fit",
+                    p.down.shape(),
+                    p.up.shape()
+                )));
             }
             down.extend_from_slice(p.down.data());
             for o in 0..rows {
-                up[(row0 + o) * rank + col0..(row0 + o) * rank + col0 + r].copy_from_slice(&p.up.data()[o * r..(o + 1) * r]);
+                up[(row0 + o) * rank + col0..(row0 + o) * rank + col0 + r]
+                    .copy_from_slice(&p.up.data()[o * r..(o + 1) * r]);
             }
             col0 += r;
         }

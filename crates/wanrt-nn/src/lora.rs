@@ -110,7 +110,12 @@ fn check(t: &Target, shape: &[usize]) -> Result<()> {
     let ok = match &t.delta {
         Delta::LowRank { down, up, .. } => {
             let (ds, us) = (down.shape(), up.shape());
-            shape.len() == 2 && ds.len() == 2 && us.len() == 2 && ds[0] == us[1] && ds[1] == shape[1] && us[0] == shape[0]
+            shape.len() == 2
+                && ds.len() == 2
+                && us.len() == 2
+                && ds[0] == us[1]
+                && ds[1] == shape[1]
+                && us[0] == shape[0]
         }
         Delta::Full { diff, .. } => diff.numel() == shape.iter().product::<usize>(),
     };

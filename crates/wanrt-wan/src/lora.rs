@@ -242,7 +242,10 @@ pub fn targets(spec: &LoraSpec, ws: &WeightStore) -> Result<(Vec<Target>, LoraSu
             (Some((_, down)), Some((_, up))) => {
                 let rank = down.shape().first().copied().unwrap_or(0);
                 if down.shape().len() != 2 || rank == 0 {
-                    return Err(Error::file(path, format!("{m}: LoRA down of shape {:?} is not [rank, in]", down.shape())));
+                    return Err(Error::file(
+                        path,
+                        format!("{m}: LoRA down of shape {:?} is not [rank, in]", down.shape()),
+                    ));
                 }
                 let alpha = match take(Part::Alpha) {
                     Some((k, a)) => match a.data() {
@@ -277,7 +280,10 @@ pub fn targets(spec: &LoraSpec, ws: &WeightStore) -> Result<(Vec<Target>, LoraSu
         }
         for (part, suffix) in [(Part::Diff, "weight"), (Part::DiffB, "bias")] {
             if let Some((_, d)) = take(part) {
-                out.push(Target { name: format!("{m}.{suffix}"), delta: Delta::Full { diff: d.clone(), factor: spec.scale } });
+                out.push(Target {
+                    name: format!("{m}.{suffix}"),
+                    delta: Delta::Full { diff: d.clone(), factor: spec.scale },
+                });
                 summary.diffs += 1;
             }
         }

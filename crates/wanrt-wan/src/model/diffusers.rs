@@ -65,8 +65,8 @@ fn transformer(dir: &Path, opts: &LoadOptions) -> Result<(TransformerConfig, Wei
     let path = dir.join("transformer");
     let cfg = read_json(&path.join("config.json"))?;
     let stem = "diffusion_pytorch_model";
-    let has_safetensors =
-        path.join(format!("{stem}.safetensors")).is_file() || path.join(format!("{stem}.safetensors.index.json")).is_file();
+    let has_safetensors = path.join(format!("{stem}.safetensors")).is_file()
+        || path.join(format!("{stem}.safetensors.index.json")).is_file();
     let ws = match (&opts.transformer_file, has_safetensors) {
         (Some(f), _) => gguf::transformer(f)?,
         (None, true) => WeightStore::from_diffusers_dir(&path, stem)?,

@@ -15,7 +15,6 @@ pub use layout::Layout;
 
 use crate::artifact::Manifest;
 use crate::lora::{LoraSpec, LoraSummary};
-use wanrt_nn::lora::MergeMode;
 use crate::scheduler::SchedulerConfig;
 use crate::text::PromptTokenizer;
 use crate::transformer::WanTransformer;
@@ -25,6 +24,7 @@ use crate::{Error, Result};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use wanrt_nn::backend::{self, CpuBackend, CpuOptions};
+use wanrt_nn::lora::MergeMode;
 use wanrt_nn::{BackendRef, DType};
 
 /// `wanrt.json`: the model's own generate defaults (all optional).
@@ -81,7 +81,14 @@ pub struct LoadOptions {
 impl Default for LoadOptions {
     fn default() -> Self {
         let cpu = backend::cpu();
-        LoadOptions { backend: cpu.clone(), vae_backend: cpu, vae_encoder: false, transformer_file: None, loras: vec![], lora_mode: MergeMode::Merge }
+        LoadOptions {
+            backend: cpu.clone(),
+            vae_backend: cpu,
+            vae_encoder: false,
+            transformer_file: None,
+            loras: vec![],
+            lora_mode: MergeMode::Merge,
+        }
     }
 }
 
