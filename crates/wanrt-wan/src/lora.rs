@@ -248,7 +248,7 @@ pub fn targets(spec: &LoraSpec, ws: &WeightStore) -> Result<(Vec<Target>, LoraSu
                     ));
                 }
                 let alpha = match take(Part::Alpha) {
-                    Some((k, a)) => match a.data() {
+                    Some((k, _)) => match file.raw(k)?.to_f32()?.as_slice() {
                         [v] if v.is_finite() => *v,
                         _ => return Err(Error::file(path, format!("`{k}` is not one finite number"))),
                     },

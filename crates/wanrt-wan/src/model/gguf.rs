@@ -19,7 +19,7 @@ const COMFY_PREFIX: &str = "model.diffusion_model.";
 pub fn is_gguf(path: &Path) -> bool {
     use std::io::Read;
     let mut magic = [0u8; 4];
-    std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut magic)).is_ok() && &magic == b"GGUF"
+    std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut magic)).is_ok() && magic == *b"GGUF"
 }
 
 /// The single `*.gguf` file in `dir`, if there is exactly one; an error when there are several.
