@@ -136,7 +136,7 @@ fn bad_targets_are_refused() {
             Target { name: "a.bias".into(), delta: Delta::Full { diff: tensor(&[5], 1), factor: 1.0 } },
             "cannot take a diff of shape [5]",
         ),
-        (lora("a", 6, 2, f32::MAX), "non-finite"),
+        (lora("a", 6, 2, f32::INFINITY), "non-finite"),
     ];
     for (t, want) in cases {
         let err = apply(&mut store(), vec![t], MergeMode::Merge).unwrap_err().to_string();
