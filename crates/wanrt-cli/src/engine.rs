@@ -4,7 +4,10 @@
 use crate::sysinfo;
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
+use std::path::PathBuf;
+use wanrt_nn::lora::MergeMode;
 use wanrt_nn::DType;
+use wanrt_wan::lora::LoraSpec;
 use wanrt_wan::model::LoadOptions;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -47,6 +50,20 @@ pub struct EngineArgs {
     /// memory, a bit slower).
     #[arg(long)]
     pub low_memory: bool,
+    /// Transformer weights from this GGUF file (ComfyUI-GGUF / stable-diffusion.cpp; original or
+    /// diffusers tensor names, F32/F16/BF16/Q8_0/Q4_0/Q4_1/Q5_0/Q5_1/Q2_K–Q6_K) instead of the
+    /// model folder's; the config stays the folder's.
+    #[arg(long, value_name = "FILE.gguf")]
+    pub transformer: Option<PathBuf>,
+    /// LoRA applied to the transformer at SCALE (default 1; repeatable): diffusers/PEFT,
+    /// ComfyUI/Kohya (lora_down/lora_up/alpha, lora_unet_…) or original Wan key names, diff/diff_b
+    /// deltas included. Merged into float weights; quantized weights run it as a low-rank side path.
+    #[arg(long, value_name = "FILE[:SCALE]", value_parser = LoraSpec::parse)]
+    pub lora: Vec<LoraSpec>,
+    /// Run LoRAs as a low-rank side path on float weights too (the path quantized weights take)
+    /// instead of merging them.
+    #[arg(long)]
+    pub lora_unmerged: bool,
 }
 
 impl EngineArgs {
@@ -54,13 +71,24 @@ impl EngineArgs {
     /// GPU to run on.
     pub fn load_options(&self) -> Result<LoadOptions> {
         sysinfo::set_threads(self.threads).context("--threads")?;
-        match self.backend {
-            BackendKind::Cpu => Ok(LoadOptions::cpu(self.dtype.into(), self.low_memory)),
+        let mut opts = match self.backend {
+            BackendKind::Cpu => LoadOptions::cpu(self.dtype.into(), self.low_memory),
             BackendKind::Cuda => {
                 let backend = wanrt_nn::backend::cuda::open()?;
-                Ok(LoadOptions { backend: backend.clone(), vae_backend: backend, vae_encoder: false })
+                LoadOptions {
+                    backend: backend.clone(),
+                    vae_backend: backend,
+                    vae_encoder: false,
+                    transformer_file: None,
+                    loras: vec![],
+                    lora_mode: Default::default(),
+                }
             }
-        }
+        };
+        opts.transformer_file = self.transformer.clone();
+        opts.loras = self.lora.clone();
+        opts.lora_mode = if self.lora_unmerged { MergeMode::SidePath } else { MergeMode::Merge };
+        Ok(opts)
     }
 
     /// For reports: `cpu/f32`.

@@ -329,6 +329,9 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     })
     .context("loading the model")?;
     let load_secs = t_load.elapsed().as_secs_f64();
+    if !args.json {
+        model.loras.iter().for_each(|l| eprintln!("wanrt {l}"));
+    }
     let fps = args.fps.or(model.defaults.fps).unwrap_or(16.0);
     if !(fps.is_finite() && fps > 0.0) {
         bail!("wanrt.json: fps must be a positive number, got {fps}");
@@ -391,6 +394,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         "engine": args.engine.describe(),
         "transformer_weight_bytes": model.transformer.weight_bytes()
             + model.transformer_2.as_ref().map_or(0, |t| t.weight_bytes()),
+        "loras": model.loras.iter().map(|l| l.to_string()).collect::<Vec<_>>(),
         "text_encoder_weight_bytes": model.text_encoder.weight_bytes(),
         "videos": reports,
         "peak_rss_bytes": peak,

@@ -2,6 +2,8 @@
 //!
 //! - [`pth`]: PyTorch `torch.save` zip files, through a restricted pickle VM that never
 //!   runs code and accepts only the globals a state_dict uses.
+//! - [`gguf`]: GGUF files (ggml's container of quantized checkpoints), header and metadata
+//!   checked, tensor bytes borrowed from a memory map.
 //! - [`npy`] / [`npz`]: NumPy arrays and archives (what pytorch-fid's `numpy.load` reads).
 //! - [`atomic`]: write-to-temp-then-rename helpers, so no failed write leaves a partial file,
 //!   and the output checks that run before a long job ([`check_output_file`]).
@@ -12,6 +14,7 @@
 
 pub mod atomic;
 pub mod error;
+pub mod gguf;
 pub mod limits;
 pub mod npy;
 pub mod npz;
@@ -22,6 +25,7 @@ mod zipfile;
 
 pub use atomic::{check_output_dir, check_output_file, copy_tree, create_dir_atomic, is_inside, write_atomic};
 pub use error::{one_line, Error, Result};
+pub use gguf::{read_gguf, GgmlType, GgufFile, GgufTensor, GgufValue};
 pub use limits::{decode_budget, format_size, parse_size};
 pub use npy::{read_npy, read_npy_header, write_npy, write_npy_raw, NpyArray, NpyDType, NpyElement, NpyHeader};
 pub use npz::{read_npz, write_npz, NpzReader};

@@ -16,6 +16,7 @@ pub mod error;
 pub mod host;
 pub mod layer_norm;
 pub mod linear;
+pub mod lora;
 pub mod module;
 pub mod ops;
 pub mod probe;

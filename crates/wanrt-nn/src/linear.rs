@@ -4,8 +4,10 @@
 //! A [`Linear`] says what its weights are — f32/bf16/f16 as stored (read in place from the
 //! mapped checkpoint), or the quantized formats `wanrt optimize` writes: int8 codes with
 //! per-output-channel scales, computed in float (W8A16) or with int8 activations (W8A8, optional
-//! SmoothQuant factors), FP8 E4M3 codes + scales — and holds the backend's prepared form of them
-//! ([`crate::backend::PreparedWeight`]: packed panels on the CPU, a device buffer on a GPU).
+//! SmoothQuant factors), FP8 E4M3 codes + scales, or ggml's block-quantized formats of a GGUF
+//! checkpoint (blocks with their own scales, decoded as ggml does) — and holds the backend's
+//! prepared form of them ([`crate::backend::PreparedWeight`]: packed panels on the CPU, a device
+//! buffer on a GPU).
 //!
 //! Quantized checkpoint layout, per layer prefix `p`: `p.weight` as I8 or F8_E4M3 codes
 //! `[out, in]`, `p.weight_scale` f32 `[out]`, optionally `p.smooth` f32 `[in]` (SmoothQuant:
@@ -20,6 +22,7 @@ use crate::backend::{Activation, Backend, PreparedWeight};
 use crate::dtype::{bytes_to_f32, DType};
 use crate::error::{Error, Result};
 use crate::host::HostTensor;
+use crate::lora::SidePath;
 use crate::quant::{e4m3_to_f32, ActQuant};
 use crate::weights::{RawTensor, WeightStore};
 use crate::Tensor;
@@ -43,15 +46,36 @@ pub enum LinearWeight {
     /// FP8 E4M3 codes with one f32 scale per output row; with `act`, activations are rounded
     /// through E4M3 too.
     Fp8 { codes: Vec<RawTensor>, scales: Vec<f32>, act: Option<ActQuant> },
+    /// GGUF parts: ggml block-quantized rows (whole blocks per row), possibly mixed with plain
+    /// f32/bf16/f16 parts; each part decodes on its own.
+    Ggml(Vec<RawTensor>),
 }
 
 impl LinearWeight {
     /// The stored tensors, one per fused part.
     pub fn parts(&self) -> &[RawTensor] {
         match self {
-            LinearWeight::Float(p) => p,
+            LinearWeight::Float(p) | LinearWeight::Ggml(p) => p,
             LinearWeight::Int8 { codes, .. } | LinearWeight::Fp8 { codes, .. } => codes,
         }
+    }
+
+    /// The weight of stored parts `[rows, in_dim]` whose values decode on their own: `Float` when
+    /// they share one float dtype, `Ggml` when any is block-quantized or their float dtypes
+    /// differ (GGUF files mix them). Block-quantized rows that are not whole blocks (a tensor a
+    /// converter reshaped) are dequantized to f32 here.
+    pub fn decodable(mut raws: Vec<RawTensor>, in_dim: usize) -> Result<LinearWeight> {
+        for raw in &mut raws {
+            if raw.dtype.is_block_quantized() && !in_dim.is_multiple_of(raw.dtype.block_size()) {
+                *raw = RawTensor::from_f32(&HostTensor::new(raw.shape.clone(), raw.to_f32()?)?);
+            }
+        }
+        let float = |d: DType| matches!(d, DType::F32 | DType::BF16 | DType::F16);
+        if let Some(bad) = raws.iter().find(|r| !(float(r.dtype) || r.dtype.is_block_quantized())) {
+            return Err(Error::UnsupportedDType { name: format!("{bad:?}"), dtype: bad.dtype.to_string() });
+        }
+        let one_float = raws.iter().all(|r| r.dtype == raws[0].dtype && float(r.dtype));
+        Ok(if one_float { LinearWeight::Float(raws) } else { LinearWeight::Ggml(raws) })
     }
 
     /// Element type of the stored values.
@@ -62,6 +86,7 @@ impl LinearWeight {
     /// Short name of the stored format (reports, manifests).
     pub fn format(&self) -> &'static str {
         match self {
+            LinearWeight::Ggml(p) => p.iter().find(|r| r.dtype.is_block_quantized()).map_or("gguf", |r| r.dtype.name()),
             LinearWeight::Float(p) => match p[0].dtype {
                 DType::BF16 => "bf16",
                 DType::F16 => "f16",
@@ -76,11 +101,10 @@ impl LinearWeight {
 
     /// Bytes as stored (codes, scales and smoothing factors included).
     pub fn stored_bytes(&self) -> usize {
-        let values: usize =
-            self.parts().iter().map(|p| p.shape.iter().product::<usize>() * p.dtype.size_in_bytes()).sum();
+        let values: usize = self.parts().iter().map(|p| p.bytes().len()).sum();
         values
             + match self {
-                LinearWeight::Float(_) => 0,
+                LinearWeight::Float(_) | LinearWeight::Ggml(_) => 0,
                 LinearWeight::Int8 { scales, smooth, .. } => (scales.len() + smooth.as_ref().map_or(0, Vec::len)) * 4,
                 LinearWeight::Fp8 { scales, .. } => scales.len() * 4,
             }
@@ -107,6 +131,56 @@ pub struct Linear {
     /// Sees every input while attached.
     pub observer: Option<Arc<dyn LinearObserver>>,
     prepared: Option<Arc<dyn PreparedWeight>>,
+    /// LoRA deltas kept unmerged (quantized weights): `y += up(down(x))`.
+    pub side: Option<Box<SideLayers>>,
+}
+
+/// A low-rank side path as two f32 layers, prepared with the main one.
+#[derive(Debug, Clone)]
+pub struct SideLayers {
+    pub down: Linear,
+    pub up: Linear,
+}
+
+impl SideLayers {
+    fn new(name: &str, path: &SidePath) -> Result<Self> {
+        Ok(SideLayers {
+            down: Linear::from_f32(format!("{name}.lora_down"), &path.down, None)?,
+            up: Linear::from_f32(format!("{name}.lora_up"), &path.up, None)?,
+        })
+    }
+}
+
+/// The side paths of fused parts as one: downs stacked along the rank, ups block-diagonal.
+fn fused_side_path(ws: &WeightStore, prefixes: &[&str], out_dims: &[usize], in_dim: usize) -> Result<Option<SidePath>> {
+    let paths: Vec<Option<&SidePath>> = prefixes.iter().map(|p| ws.side_path(p)).collect();
+    if paths.iter().all(Option::is_none) {
+        return Ok(None);
+    }
+    let rank: usize = paths.iter().flatten().map(|p| p.down.shape()[0]).sum();
+    let out: usize = out_dims.iter().sum();
+    let (mut down, mut up) = (Vec::with_capacity(rank * in_dim), vec![0f32; out * rank]);
+    let (mut row0, mut col0) = (0, 0);
+    for (path, &rows) in paths.iter().zip(out_dims) {
+        if let Some(p) = path {
+            let r = p.down.shape()[0];
+            if p.down.shape() != [r, in_dim] || p.up.shape() != [rows, r] {
+                return Err(Error::Msg(format!(
+                    "LoRA side path of shape {:?} / {:?} does not fit",
+                    p.down.shape(),
+                    p.up.shape()
+                )));
+            }
+            down.extend_from_slice(p.down.data());
+            for o in 0..rows {
+                up[(row0 + o) * rank + col0..(row0 + o) * rank + col0 + r]
+                    .copy_from_slice(&p.up.data()[o * r..(o + 1) * r]);
+            }
+            col0 += r;
+        }
+        row0 += rows;
+    }
+    Ok(Some(SidePath { down: HostTensor::new([rank, in_dim], down)?, up: HostTensor::new([out, rank], up)? }))
 }
 
 fn check_part(name: &str, raw: &RawTensor, rows: usize, in_dim: usize) -> Result<()> {
@@ -187,6 +261,15 @@ impl Linear {
                     });
                 }
             }
+            LinearWeight::Ggml(p) => {
+                if let Some(bad) = p.iter().find(|r| !in_dim.is_multiple_of(r.dtype.block_size())) {
+                    return Err(Error::Msg(format!(
+                        "{name}: rows of {in_dim} values are not whole {} blocks of {}",
+                        bad.dtype,
+                        bad.dtype.block_size()
+                    )));
+                }
+            }
             LinearWeight::Int8 { codes, scales, .. } | LinearWeight::Fp8 { codes, scales, .. } => {
                 let want = if matches!(weight, LinearWeight::Int8 { .. }) { DType::I8 } else { DType::F8E4M3 };
                 if codes.iter().any(|c| c.dtype != want) || scales.len() != out_dim {
@@ -199,7 +282,7 @@ impl Linear {
                 check_scales(&name, scales)?;
             }
         }
-        if stored.iter().any(|p| p.dtype != stored[0].dtype) {
+        if !matches!(weight, LinearWeight::Ggml(_)) && stored.iter().any(|p| p.dtype != stored[0].dtype) {
             return Err(Error::Msg(format!("{name}: fused parts are stored in different formats")));
         }
         if let LinearWeight::Int8 { codes, smooth, act, .. } = &weight {
@@ -219,7 +302,7 @@ impl Linear {
                 )));
             }
         }
-        Ok(Linear { name, parts, weight, bias, in_dim, out_dim, observer: None, prepared: None })
+        Ok(Linear { name, parts, weight, bias, in_dim, out_dim, observer: None, prepared: None, side: None })
     }
 
     /// A single-part f32 layer `w: [out, in]` (tests, pruning, patch embedding).
@@ -251,7 +334,10 @@ impl Linear {
             let wname = format!("{p}.weight");
             let raw = ws.raw(&wname)?;
             check_part(&wname, raw, out, in_dim)?;
-            if let Some(first) = raws.first().filter(|first: &&RawTensor| first.dtype != raw.dtype) {
+            let decodable = |d: DType| d.is_float() || d.is_block_quantized();
+            if let Some(first) = raws.first().filter(|first: &&RawTensor| {
+                first.dtype != raw.dtype && !(decodable(first.dtype) && decodable(raw.dtype))
+            }) {
                 return Err(Error::Msg(format!(
                     "fused layers {} and {p} are stored in different formats ({} vs {})",
                     prefixes[0], first.dtype, raw.dtype
@@ -279,11 +365,15 @@ impl Linear {
                     prefixes[0]
                 )));
             }
-            _ => LinearWeight::Float(raws),
+            _ => LinearWeight::decodable(raws, in_dim)?,
         };
         let bias = if bias { Some(load_f32_parts(ws, prefixes, "bias", out_dims)?) } else { None };
         let parts = prefixes.iter().zip(out_dims).map(|(p, &o)| (p.to_string(), o)).collect();
-        Linear::new(name, parts, in_dim, weight, bias)
+        let mut layer = Linear::new(name, parts, in_dim, weight, bias)?;
+        if let Some(path) = fused_side_path(ws, prefixes, out_dims, in_dim)? {
+            layer.side = Some(Box::new(SideLayers::new(name, &path)?));
+        }
+        Ok(layer)
     }
 
     pub fn in_dim(&self) -> usize {
@@ -300,7 +390,8 @@ impl Linear {
 
     /// Bytes held: the prepared form when prepared (what the backend keeps), else as stored.
     pub fn bytes(&self) -> usize {
-        let bias = self.bias.as_ref().map_or(0, |b| b.len() * 4);
+        let side = self.side.as_ref().map_or(0, |s| s.down.bytes() + s.up.bytes());
+        let bias = side + self.bias.as_ref().map_or(0, |b| b.len() * 4);
         bias + self.prepared.as_ref().map_or_else(|| self.weight.stored_bytes(), |p| p.bytes())
     }
 
@@ -312,6 +403,10 @@ impl Linear {
     /// Has `backend` make its form of the weights (replacing any earlier one).
     pub fn prepare(&mut self, backend: &dyn Backend) -> Result<()> {
         self.prepared = Some(backend.prepare_linear(self)?);
+        if let Some(side) = &mut self.side {
+            side.down.prepare(backend)?;
+            side.up.prepare(backend)?;
+        }
         Ok(())
     }
 
@@ -332,11 +427,20 @@ impl Linear {
     /// `x: [.., in]` → `[.., out]` on `be`.
     pub fn forward(&self, be: &dyn Backend, x: &Tensor) -> Result<Tensor> {
         self.observe(be, x)?;
-        be.linear(self, x)
+        let mut y = be.linear(self, x)?;
+        if let Some(side) = &self.side {
+            let low = side.up.forward(be, &side.down.forward(be, x)?)?;
+            be.add_assign(&mut y, &low)?;
+        }
+        Ok(y)
     }
 
-    /// `act(x · Wᵀ + b)` on `be` (fused where the backend can).
+    /// `act(x · Wᵀ + b)` on `be` (fused where the backend can; after the side path when there
+    /// is one).
     pub fn forward_activation(&self, be: &dyn Backend, x: &Tensor, act: Activation) -> Result<Tensor> {
+        if self.side.is_some() {
+            return be.activation(self.forward(be, x)?, act);
+        }
         self.observe(be, x)?;
         be.linear_activation(self, x, act)
     }
@@ -354,11 +458,11 @@ impl Linear {
         }
         let raw = &self.weight.parts()[part];
         let bytes = raw.bytes();
-        let size = raw.dtype.size_in_bytes();
-        let row = &bytes[local * k * size..(local + 1) * k * size];
+        let row_bytes = raw.dtype.storage_bytes(k).expect("checked at construction");
+        let row = &bytes[local * row_bytes..(local + 1) * row_bytes];
         let start = out.len();
         match &self.weight {
-            LinearWeight::Float(_) => {
+            LinearWeight::Float(_) | LinearWeight::Ggml(_) => {
                 out.extend(bytes_to_f32(row, raw.dtype).ok_or_else(|| Error::Msg("unsupported weight dtype".into()))?)
             }
             LinearWeight::Int8 { scales, smooth, .. } => {
@@ -379,7 +483,7 @@ impl Linear {
     /// The weight `[out, in]` in f32 (dequantized for quantized formats).
     pub fn to_f32(&self) -> Result<HostTensor> {
         let mut data = Vec::with_capacity(self.out_dim * self.in_dim);
-        if let LinearWeight::Float(parts) = &self.weight {
+        if let LinearWeight::Float(parts) | LinearWeight::Ggml(parts) = &self.weight {
             for p in parts {
                 data.extend(bytes_to_f32(&p.bytes(), p.dtype).ok_or_else(|| Error::Msg("unsupported dtype".into()))?);
             }

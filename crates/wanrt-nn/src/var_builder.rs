@@ -86,7 +86,7 @@ impl<'a> VarBuilder<'a> {
             return Err(crate::Error::TensorShape { name, expected: stored, found: raw.shape.clone() });
         }
         let in_dim = in_dims.iter().product();
-        let weight = crate::LinearWeight::Float(vec![raw.with_shape(vec![out_dim, in_dim])?]);
+        let weight = crate::LinearWeight::decodable(vec![raw.with_shape(vec![out_dim, in_dim])?], in_dim)?;
         let bias = if bias { Some(self.host("bias", &[out_dim])?.into_data()) } else { None };
         let mut layer = Linear::new(self.prefix.clone(), vec![(self.prefix.clone(), out_dim)], in_dim, weight, bias)?;
         layer.prepare(self.backend)?;

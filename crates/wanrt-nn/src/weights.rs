@@ -1,5 +1,6 @@
 //! Named parameter store over memory-mapped safetensors files (single or
-//! sharded with an index json) and other sources converted to raw tensors.
+//! sharded with an index json), GGUF files (block-quantized tensors kept as stored) and other
+//! sources converted to raw tensors.
 //!
 //! Tensors stay in the mapped files until a layer asks for them, so loading
 //! never holds two copies of a model; conversion to f32 happens per tensor.
@@ -7,6 +8,7 @@
 use crate::backend::AttentionPrecision;
 use crate::dtype::{bytes_to_f32, DType};
 use crate::error::{Error, Result};
+use crate::lora::SidePath;
 use crate::quant::ActQuant;
 use crate::HostTensor;
 use memmap2::Mmap;
@@ -67,6 +69,41 @@ fn torch_dtype(d: wanrt_io::TorchDType) -> Option<DType> {
     })
 }
 
+/// The wanrt dtype of a GGUF tensor type; `None` for the types wanrt does not decode.
+fn gguf_dtype(t: wanrt_io::GgmlType) -> Option<DType> {
+    use wanrt_io::GgmlType as G;
+    Some(match t {
+        G::F32 => DType::F32,
+        G::F16 => DType::F16,
+        G::BF16 => DType::BF16,
+        G::F64 => DType::F64,
+        G::I8 => DType::I8,
+        G::I32 => DType::I32,
+        G::I64 => DType::I64,
+        G::Q4_0 => DType::Q4_0,
+        G::Q4_1 => DType::Q4_1,
+        G::Q5_0 => DType::Q5_0,
+        G::Q5_1 => DType::Q5_1,
+        G::Q8_0 => DType::Q8_0,
+        G::Q2_K => DType::Q2K,
+        G::Q3_K => DType::Q3K,
+        G::Q4_K => DType::Q4K,
+        G::Q5_K => DType::Q5K,
+        G::Q6_K => DType::Q6K,
+        _ => return None,
+    })
+}
+
+/// A shape stored as a GGUF array of non-negative integers.
+fn orig_shape(v: &wanrt_io::GgufValue) -> Option<Vec<usize>> {
+    match v {
+        wanrt_io::GgufValue::Array(dims) if dims.len() <= 8 => {
+            dims.iter().map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok())).collect()
+        }
+        _ => None,
+    }
+}
+
 #[derive(Clone)]
 pub struct RawTensor {
     pub dtype: DType,
@@ -83,7 +120,7 @@ impl std::fmt::Debug for RawTensor {
 impl RawTensor {
     /// A tensor from owned little-endian bytes; the length must match.
     pub fn from_bytes(dtype: DType, shape: Vec<usize>, bytes: Vec<u8>) -> Result<Self> {
-        let want = shape.iter().product::<usize>().checked_mul(dtype.size_in_bytes());
+        let want = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).and_then(|n| dtype.storage_bytes(n));
         if want != Some(bytes.len()) {
             return Err(Error::Msg(format!(
                 "tensor of shape {shape:?} {dtype} needs {want:?} bytes, found {}",
@@ -155,6 +192,8 @@ pub struct WeightStore {
     /// Attention modules (by module path) that compute in another precision than the default,
     /// from an optimized artifact's manifest.
     attention_precision: BTreeMap<String, AttentionPrecision>,
+    /// LoRA deltas kept unmerged, by linear layer prefix ([`crate::lora`]).
+    side_paths: BTreeMap<String, SidePath>,
 }
 
 /// Every [`DType`] and its safetensors name: one table for reading and writing.
@@ -176,6 +215,11 @@ fn st_dtype(d: safetensors::Dtype) -> Option<DType> {
     SAFETENSORS_DTYPES.iter().find(|(s, _)| *s == d).map(|&(_, t)| t)
 }
 
+/// The safetensors name of a dtype; `None` for the block-quantized (GGUF-only) types.
+fn st_name(d: DType) -> Option<safetensors::Dtype> {
+    SAFETENSORS_DTYPES.iter().find(|(_, t)| *t == d).map(|&(s, _)| s)
+}
+
 impl WeightStore {
     pub fn new(origin: impl Into<String>) -> Self {
         WeightStore {
@@ -184,6 +228,7 @@ impl WeightStore {
             origin: origin.into(),
             activation_quant: BTreeMap::new(),
             attention_precision: BTreeMap::new(),
+            side_paths: BTreeMap::new(),
         }
     }
 
@@ -209,6 +254,20 @@ impl WeightStore {
     /// The precision of the attention module at `path` (full unless set).
     pub fn attention_precision(&self, path: &str) -> AttentionPrecision {
         self.attention_precision.get(path).copied().unwrap_or_default()
+    }
+
+    /// Gives the layer `{prefix}.weight` a LoRA side path (appended to any it has).
+    pub fn add_side_path(&mut self, prefix: &str, path: SidePath) {
+        let path = match self.side_paths.remove(prefix) {
+            None => path,
+            Some(old) => old.concat(&path),
+        };
+        self.side_paths.insert(prefix.to_string(), path);
+    }
+
+    /// The LoRA side path of the layer `{prefix}.weight`, if any.
+    pub fn side_path(&self, prefix: &str) -> Option<&SidePath> {
+        self.side_paths.get(prefix)
     }
 
     pub fn insert(&mut self, name: impl Into<String>, t: RawTensor) {
@@ -254,6 +313,45 @@ impl WeightStore {
         }
         self.tensors.insert(name, t);
         Ok(())
+    }
+
+    /// Memory-maps one GGUF file and adds all its tensors as stored (ggml block-quantized types
+    /// included). A tensor a converter reshaped to fit ggml's 4D limit or its blocks gets back the
+    /// shape ComfyUI-GGUF records in `comfy.gguf.orig_shape.<name>`.
+    pub fn add_gguf(&mut self, path: &Path) -> Result<()> {
+        let file = wanrt_io::GgufFile::open(path)?;
+        for t in file.tensors() {
+            let dtype = gguf_dtype(t.ggml_type).ok_or_else(|| Error::UnsupportedDType {
+                name: t.name.clone(),
+                dtype: format!(
+                    "{} in {} (supported GGUF types: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K … Q6_K)",
+                    t.ggml_type,
+                    path.display()
+                ),
+            })?;
+            let shape = match file.get(&format!("comfy.gguf.orig_shape.{}", t.name)) {
+                None => t.shape.clone(),
+                Some(v) => orig_shape(v)
+                    .filter(|s| s.iter().try_fold(1usize, |a, &d| a.checked_mul(d)) == Some(t.numel()))
+                    .ok_or_else(|| {
+                        Error::file(
+                            path,
+                            format!("comfy.gguf.orig_shape.{}: not a shape of {} values", t.name, t.numel()),
+                        )
+                    })?,
+            };
+            let (map, range) = t.mapping();
+            let tensor = RawTensor { dtype, shape, bytes: Bytes::Mapped { map, start: range.start, end: range.end } };
+            self.insert_new(path, t.name.clone(), tensor)?;
+        }
+        Ok(())
+    }
+
+    /// The tensors of one GGUF file.
+    pub fn from_gguf(path: &Path) -> Result<Self> {
+        let mut ws = WeightStore::new(path.display().to_string());
+        ws.add_gguf(path)?;
+        Ok(ws)
     }
 
     /// Loads a diffusers component folder: `<stem>.safetensors`, or the shards
@@ -386,16 +484,16 @@ impl WeightStore {
 pub fn write_safetensors<'a>(path: &Path, tensors: impl IntoIterator<Item = (&'a str, &'a RawTensor)>) -> Result<()> {
     use std::io::Write;
     let mut list: Vec<(&str, &RawTensor)> = tensors.into_iter().collect();
+    // Block-quantized (GGUF) tensors have no safetensors dtype: dequantize them first.
+    if let Some((name, t)) = list.iter().find(|(_, t)| st_name(t.dtype).is_none()) {
+        return Err(Error::file(path, format!("cannot write tensor `{name}` of dtype {} to safetensors", t.dtype)));
+    }
     list.sort_by(|a, b| b.1.dtype.size_in_bytes().cmp(&a.1.dtype.size_in_bytes()).then(a.0.cmp(b.0)));
     let mut header = serde_json::Map::new();
     header.insert("__metadata__".into(), serde_json::json!({"format": "pt"}));
     let mut offset = 0usize;
     for (name, t) in &list {
-        let dtype = SAFETENSORS_DTYPES
-            .iter()
-            .find(|(_, d)| *d == t.dtype)
-            .map(|(s, _)| *s)
-            .ok_or_else(|| Error::UnsupportedDType { name: name.to_string(), dtype: t.dtype.to_string() })?;
+        let dtype = st_name(t.dtype).expect("checked above");
         let len = t.shape.iter().try_fold(t.dtype.size_in_bytes(), |a, &n| a.checked_mul(n));
         if len != Some(t.bytes().len()) {
             return Err(Error::file(
@@ -464,9 +562,11 @@ mod tests {
     fn every_dtype_round_trips_through_safetensors() {
         use DType::*;
         let all = [F32, F16, BF16, F64, I64, I32, U32, I8, U8, F8E4M3];
-        // Exhaustive on purpose: a new DType does not compile here until it is in the table.
+        // Exhaustive on purpose: a new DType does not compile here until it is in the table (or
+        // listed as having no safetensors name).
         all.iter().for_each(|d| match d {
             F32 | F16 | BF16 | F64 | I64 | I32 | U32 | I8 | U8 | F8E4M3 => {}
+            Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q2K | Q3K | Q4K | Q5K | Q6K => unreachable!(),
         });
         let dir = std::env::temp_dir().join(format!("wanrt-dtypes-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -522,5 +622,17 @@ mod tests {
         let e = WeightStore::from_safetensors_files(&[pa, pb]).err().unwrap().to_string();
         assert!(e.contains("b.safetensors") && e.contains("`blocks.1.w` is also in an earlier file"), "{e}");
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// A block-quantized tensor is refused by name instead of being written under a wrong dtype.
+    #[test]
+    fn block_quantized_tensors_are_not_written_to_safetensors() {
+        let mut ws = WeightStore::new("test");
+        ws.insert("q.weight", RawTensor::from_bytes(DType::Q8_0, vec![1, 32], vec![0; 34]).unwrap());
+        let path = std::env::temp_dir().join(format!("wanrt-q8-{}.safetensors", std::process::id()));
+        let err = ws.write_safetensors(&path).unwrap_err().to_string();
+        assert!(!path.exists());
+        assert!(err.contains("`q.weight` of dtype q8_0"), "{err}");
+        assert!(RawTensor::from_bytes(DType::Q8_0, vec![1, 33], vec![0; 34]).is_err(), "33 values are no whole block");
     }
 }

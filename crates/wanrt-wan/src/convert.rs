@@ -68,7 +68,7 @@ pub fn original_to_diffusers(src: &Path, out: &Path, mut stage: impl FnMut(&str)
         wanrt_io::copy_tree(&tokenizer, &tmp.join("tokenizer")).map_err(|e| Error::Msg(e.to_string()))?;
 
         stage("transformer");
-        let (dit, tr_cfg, text_len) = original::transformer(src)?;
+        let (dit, tr_cfg, text_len) = original::transformer(src, None)?;
         let tr_json = config_with(&tr_cfg, json!({"_class_name": "WanTransformer3DModel"}))?;
         write_component(&tmp.join("transformer"), &tr_json, &dit, "diffusion_pytorch_model.safetensors")?;
         drop(dit);

@@ -18,6 +18,7 @@ pub mod error;
 pub mod image;
 pub mod image_conditioning;
 pub mod image_embedding;
+pub mod lora;
 pub mod memory;
 pub mod model;
 pub mod names;

@@ -14,7 +14,14 @@ use wanrt_nn::Backend;
 use wanrt_wan::model::{LoadOptions, WanModel};
 
 fn load(be: &Arc<CpuBackend>) -> WanModel {
-    let opts = LoadOptions { backend: be.clone(), vae_backend: be.clone(), vae_encoder: false };
+    let opts = LoadOptions {
+        backend: be.clone(),
+        vae_backend: be.clone(),
+        vae_encoder: false,
+        transformer_file: None,
+        loras: vec![],
+        lora_mode: Default::default(),
+    };
     WanModel::load_with(&fixture("a"), opts, |_| {}).unwrap()
 }
 

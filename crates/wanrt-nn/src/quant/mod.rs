@@ -1,6 +1,8 @@
 //! Low-precision CPU kernels for `wanrt optimize`: INT8 weights × INT8 activations (W8A8), INT8
 //! weights with f32 compute (W8A16), emulated FP8 E4M3 products, and the integer micro-kernels
-//! they share with [`crate::ops::attention_quant`].
+//! they share with [`crate::ops::attention_quant`]; and the dequantization of ggml's
+//! block-quantized formats ([`ggml`], GGUF checkpoints), whose weights run through the same
+//! decode-in-the-GEMM product as W8A16.
 //!
 //! Each format is plain data (a struct with its scales) plus a scalar reference; the SIMD kernels
 //! in `kernels` accumulate in exact `i32`, so every instruction-set path returns the same bits
@@ -41,6 +43,7 @@ macro_rules! by_rows {
 }
 
 pub mod fp8;
+pub mod ggml;
 pub mod int8;
 pub mod isa;
 pub(crate) mod kernels;

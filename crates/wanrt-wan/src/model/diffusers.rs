@@ -4,7 +4,7 @@
 use super::{read_json, LoadOptions, ModelDefaults, WanModel};
 use crate::artifact::Manifest;
 use crate::image_conditioning::ImageEncoder;
-use crate::model::Layout;
+use crate::model::{gguf, Layout};
 use crate::scheduler::SchedulerConfig;
 use crate::text::PromptTokenizer;
 use crate::transformer::{TransformerConfig, WanTransformer};
@@ -31,10 +31,14 @@ pub(crate) fn load(
     drop(te_store);
     let tokenizer = PromptTokenizer::from_dir(&dir.join("tokenizer"))?;
     stage("transformer");
-    let (tr_cfg, mut tr_store) = component::<TransformerConfig>(dir, "transformer", "diffusion_pytorch_model")?;
+    let (tr_cfg, mut tr_store) = transformer(dir, opts)?;
     if let Some(m) = &artifact {
+        if let Some(f) = &opts.transformer_file {
+            return Err(crate::Error::file(f, "an optimized artifact's transformer cannot be replaced by a GGUF file"));
+        }
         m.apply(&mut tr_store)?;
     }
+    let loras = crate::lora::apply(&mut tr_store, &opts.loras, opts.lora_mode)?;
     let transformer = WanTransformer::load(&tr_store, tr_cfg, opts.backend.clone())?;
     drop(tr_store);
     let transformer_2 = if index.has_transformer_2 {
@@ -75,7 +79,27 @@ pub(crate) fn load(
         defaults,
         text_len: None,
         artifact,
+        loras,
     })
+}
+
+/// The transformer's config and weights: `opts.transformer_file` (GGUF) when given, else the
+/// folder's safetensors, else the one `*.gguf` file in `transformer/`.
+fn transformer(dir: &Path, opts: &LoadOptions) -> Result<(TransformerConfig, WeightStore)> {
+    let path = dir.join("transformer");
+    let cfg = read_json(&path.join("config.json"))?;
+    let stem = "diffusion_pytorch_model";
+    let has_safetensors = path.join(format!("{stem}.safetensors")).is_file()
+        || path.join(format!("{stem}.safetensors.index.json")).is_file();
+    let ws = match (&opts.transformer_file, has_safetensors) {
+        (Some(f), _) => gguf::transformer(f)?,
+        (None, true) => WeightStore::from_diffusers_dir(&path, stem)?,
+        (None, false) => match gguf::find_in(&path)? {
+            Some(f) => gguf::transformer(&f)?,
+            None => WeightStore::from_diffusers_dir(&path, stem)?,
+        },
+    };
+    Ok((cfg, ws))
 }
 
 /// The config and weights of the component folder `dir/name` (weights `<stem>.safetensors`, or

@@ -8,6 +8,7 @@
 //! there, once.
 
 pub mod diffusers;
+pub mod gguf;
 pub mod index;
 pub mod layout;
 pub mod original;
@@ -16,6 +17,7 @@ pub use layout::Layout;
 
 use crate::artifact::Manifest;
 use crate::image_conditioning::ImageEncoder;
+use crate::lora::{LoraSpec, LoraSummary};
 use crate::scheduler::SchedulerConfig;
 use crate::text::PromptTokenizer;
 use crate::transformer::WanTransformer;
@@ -25,6 +27,7 @@ use crate::{Error, Result};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use wanrt_nn::backend::{self, CpuBackend, CpuOptions};
+use wanrt_nn::lora::MergeMode;
 use wanrt_nn::{BackendRef, DType};
 
 /// `wanrt.json`: the model's own generate defaults (all optional).
@@ -69,12 +72,26 @@ pub struct LoadOptions {
     pub vae_backend: BackendRef,
     /// Load the VAE's encoder too (text-to-video only decodes).
     pub vae_encoder: bool,
+    /// The transformer's weights from this GGUF file instead of the folder's own (its config
+    /// still comes from the folder).
+    pub transformer_file: Option<PathBuf>,
+    /// LoRA files applied to the transformer at load ([`crate::lora`]).
+    pub loras: Vec<LoraSpec>,
+    /// Merge LoRAs into float weights (default) or run them all as side paths.
+    pub lora_mode: MergeMode,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
         let cpu = backend::cpu();
-        LoadOptions { backend: cpu.clone(), vae_backend: cpu, vae_encoder: false }
+        LoadOptions {
+            backend: cpu.clone(),
+            vae_backend: cpu,
+            vae_encoder: false,
+            transformer_file: None,
+            loras: vec![],
+            lora_mode: MergeMode::Merge,
+        }
     }
 }
 
@@ -84,7 +101,14 @@ impl LoadOptions {
     pub fn cpu(dtype: DType, keep_half_weights: bool) -> Self {
         let f32 = CpuBackend::new(CpuOptions { dtype: DType::F32, keep_half_weights });
         let main = f32.with_dtype(dtype);
-        LoadOptions { backend: std::sync::Arc::new(main), vae_backend: std::sync::Arc::new(f32), vae_encoder: false }
+        LoadOptions {
+            backend: std::sync::Arc::new(main),
+            vae_backend: std::sync::Arc::new(f32),
+            vae_encoder: false,
+            transformer_file: None,
+            loras: vec![],
+            lora_mode: MergeMode::Merge,
+        }
     }
 }
 
@@ -107,6 +131,8 @@ pub struct WanModel {
     pub text_len: Option<usize>,
     /// Present when the folder is an optimized artifact (`wanrt optimize`).
     pub artifact: Option<Manifest>,
+    /// The LoRA files applied at load.
+    pub loras: Vec<LoraSummary>,
 }
 
 pub(crate) fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {

@@ -3,7 +3,7 @@
 //! `crate::convert`).
 
 use super::{read_json, LoadOptions, ModelDefaults, WanModel};
-use crate::model::Layout;
+use crate::model::{gguf, Layout};
 use crate::names;
 use crate::scheduler::SchedulerConfig;
 use crate::text::PromptTokenizer;
@@ -26,7 +26,8 @@ pub(crate) fn load(
     drop(t5);
     let tokenizer = PromptTokenizer::from_dir(&tokenizer_dir(dir))?;
     stage("transformer");
-    let (dit, tr_cfg, text_len) = transformer(dir)?;
+    let (mut dit, tr_cfg, text_len) = transformer(dir, opts.transformer_file.as_deref())?;
+    let loras = crate::lora::apply(&mut dit, &opts.loras, opts.lora_mode)?;
     let transformer = WanTransformer::load(&dit, tr_cfg, opts.backend.clone())?;
     drop(dit);
     stage("vae");
@@ -46,6 +47,7 @@ pub(crate) fn load(
         defaults,
         text_len,
         artifact: None,
+        loras,
     })
 }
 
@@ -62,10 +64,18 @@ pub(crate) fn tokenizer_dir(dir: &Path) -> PathBuf {
     dir.join("google/umt5-xxl")
 }
 
-/// The DiT, its config and the release's context length (`text_len`).
-pub(crate) fn transformer(dir: &Path) -> Result<(WeightStore, TransformerConfig, Option<usize>)> {
-    let files = original_dit_files(dir)?;
-    let dit = rename_all(WeightStore::from_safetensors_files(&files)?, names::transformer, "DiT")?;
+/// The DiT, its config and the release's context length (`text_len`): weights from `file` (GGUF)
+/// when given, else the folder's safetensors, else the one `*.gguf` file in the folder.
+pub(crate) fn transformer(dir: &Path, file: Option<&Path>) -> Result<(WeightStore, TransformerConfig, Option<usize>)> {
+    let found = match file {
+        Some(f) => Some(f.to_path_buf()),
+        None if has_dit_safetensors(dir) => None,
+        None => gguf::find_in(dir)?,
+    };
+    let dit = match found {
+        Some(f) => gguf::transformer(&f)?,
+        None => rename_all(WeightStore::from_safetensors_files(&original_dit_files(dir)?)?, names::transformer, "DiT")?,
+    };
     let raw: serde_json::Value = read_json(&dir.join("config.json"))?;
     let (cfg, text_len) = original_transformer_config(&raw, &dit)?;
     Ok((dit, cfg, text_len))
@@ -109,6 +119,10 @@ fn rename_all(ws: WeightStore, map: impl Fn(&str) -> Option<String>, what: &str)
         ));
     }
     Ok(ws.renamed(map))
+}
+
+fn has_dit_safetensors(dir: &Path) -> bool {
+    original_dit_files(dir).is_ok()
 }
 
 fn original_dit_files(dir: &Path) -> Result<Vec<PathBuf>> {

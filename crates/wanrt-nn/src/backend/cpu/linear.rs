@@ -7,7 +7,10 @@
 //!   backend (`--dtype bf16`) rounds every float weight to its dtype, as a GPU holds them;
 //! - int8 codes: per-row codes for the W8A16 product, or packed into the integer micro-kernel's
 //!   panels for W8A8;
-//! - E4M3 codes with their scales (emulated exactly: the fidelity of the format, not its speed).
+//! - E4M3 codes with their scales (emulated exactly: the fidelity of the format, not its speed);
+//! - GGUF parts (ggml block-quantized rows): used in place from the mapped file and decoded block
+//!   of rows by block of rows inside each product, like W8A16 (the weight is held once, at its
+//!   quantized size).
 
 use super::CpuOptions;
 use crate::backend::{Activation, PreparedWeight};
@@ -45,6 +48,45 @@ enum CpuWeight {
     },
     /// FP8 E4M3 weights; with `act`, activations are rounded through E4M3 too.
     Fp8 { w: Fp8Matrix, act: Option<ActQuant> },
+    /// GGUF parts, decoded per block of rows in the product.
+    Ggml(GgmlRows),
+}
+
+/// The parts of a GGUF layer stacked along the output dimension, each decoding its own dtype.
+#[derive(Debug)]
+pub(crate) struct GgmlRows {
+    parts: Vec<RawTensor>,
+    /// First output row of each part.
+    starts: Vec<usize>,
+    shape: [usize; 2],
+}
+
+impl DequantRows for GgmlRows {
+    fn shape(&self) -> [usize; 2] {
+        self.shape
+    }
+    fn dequantize_rows(&self, start: usize, len: usize, out: &mut Vec<f32>) {
+        let k = self.shape[1];
+        out.clear();
+        out.resize(len * k, 0.0);
+        let mut row = start;
+        while row < start + len {
+            let p = self.starts.partition_point(|&s| s <= row) - 1;
+            let part = &self.parts[p];
+            let local = row - self.starts[p];
+            let n = (part.shape[0] - local).min(start + len - row);
+            let row_bytes = part.dtype.storage_bytes(k).expect("checked by Linear::new");
+            let bytes = &part.bytes()[local * row_bytes..(local + n) * row_bytes];
+            let dst = &mut out[(row - start) * k..(row - start + n) * k];
+            if part.dtype.is_block_quantized() {
+                crate::quant::ggml::dequantize(part.dtype, bytes, dst);
+            } else {
+                let widen = widen_bytes(part.dtype).expect("checked by LinearWeight::decodable");
+                dst.iter_mut().zip(bytes.chunks_exact(part.dtype.size_in_bytes())).for_each(|(o, c)| *o = widen(c));
+            }
+            row += n;
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -68,6 +110,7 @@ impl PreparedWeight for CpuLinear {
             CpuWeight::Int8Weight(q) => q.bytes(),
             CpuWeight::Int8 { w, inv_smooth, .. } => w.bytes() + inv_smooth.as_ref().map_or(0, |s| s.len() * 4),
             CpuWeight::Fp8 { w, .. } => w.bytes(),
+            CpuWeight::Ggml(g) => g.parts.iter().map(|p| p.bytes().len()).sum(),
         }
     }
 
@@ -80,6 +123,9 @@ impl PreparedWeight for CpuLinear {
             CpuWeight::Int8 { .. } => "int8",
             CpuWeight::Fp8 { act: Some(_), .. } => "fp8",
             CpuWeight::Fp8 { act: None, .. } => "fp8-weight",
+            CpuWeight::Ggml(g) => {
+                g.parts.iter().find(|p| p.dtype.is_block_quantized()).map_or("gguf", |p| p.dtype.name())
+            }
         }
     }
 
@@ -152,17 +198,23 @@ fn rounded_bits(parts: &[RawTensor], half: DType) -> Result<Vec<u16>> {
         let bytes = p.bytes();
         let start = bits.len();
         bits.resize(start + bytes.len() / size, 0u16);
-        let widen: fn(&[u8]) -> f32 = match p.dtype {
-            DType::F32 => |c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]),
-            DType::BF16 => |c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32(),
-            DType::F16 => |c| half::f16::from_le_bytes([c[0], c[1]]).to_f32(),
-            other => return Err(Error::UnsupportedDType { name: format!("{p:?}"), dtype: other.to_string() }),
-        };
+        let widen = widen_bytes(p.dtype)
+            .ok_or_else(|| Error::UnsupportedDType { name: format!("{p:?}"), dtype: p.dtype.to_string() })?;
         bits[start..].par_chunks_mut(CHUNK).zip(bytes.par_chunks(CHUNK * size)).for_each(|(o, b)| {
             o.iter_mut().zip(b.chunks_exact(size)).for_each(|(o, c)| *o = to(widen(c)));
         });
     }
     Ok(bits)
+}
+
+/// The little-endian f32/bf16/f16 value of one element's bytes.
+fn widen_bytes(dtype: DType) -> Option<fn(&[u8]) -> f32> {
+    Some(match dtype {
+        DType::F32 => |c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]),
+        DType::BF16 => |c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32(),
+        DType::F16 => |c| half::f16::from_le_bytes([c[0], c[1]]).to_f32(),
+        _ => return None,
+    })
 }
 
 fn half_bits(parts: &[RawTensor]) -> Vec<u16> {
@@ -220,8 +272,12 @@ impl CpuLinear {
                 w: Fp8Matrix { rows: n, cols: k, data: concat_bytes(codes), scales: scales.clone() },
                 act: *act,
             },
+            LinearWeight::Ggml(parts) => {
+                let starts = parts.iter().scan(0, |s, p| Some(std::mem::replace(s, *s + p.shape[0]))).collect();
+                CpuWeight::Ggml(GgmlRows { parts: parts.clone(), starts, shape: [n, k] })
+            }
         };
-        if !matches!(weight, CpuWeight::Mapped { .. }) {
+        if !matches!(weight, CpuWeight::Mapped { .. } | CpuWeight::Ggml(_)) {
             // The backend holds its own copy: the mapped file pages need not stay resident.
             layer.weight.parts().iter().for_each(RawTensor::release_pages);
         }
@@ -250,6 +306,7 @@ impl CpuLinear {
             CpuWeight::Int8Weight(q) => dequant(q, &mut tmp),
             CpuWeight::Int8 { w, .. } => dequant(w, &mut tmp),
             CpuWeight::Fp8 { w, .. } => dequant(&Fp8Rows(w), &mut tmp),
+            CpuWeight::Ggml(g) => dequant(g, &mut tmp),
         }
         out.extend_from_slice(&tmp);
     }
@@ -348,6 +405,11 @@ impl CpuLinear {
             CpuWeight::Fp8 { w, act: None } => {
                 let mut o = out();
                 gemm_w8a16(x.data(), m, k, &Fp8Rows(w), bias, &mut o);
+                o
+            }
+            CpuWeight::Ggml(g) => {
+                let mut o = out();
+                gemm_w8a16(x.data(), m, k, g, bias, &mut o);
                 o
             }
         };

@@ -1,0 +1,210 @@
+//! LoRA and full-weight deltas applied to a [`WeightStore`]: merged into float weights at load,
+//! or kept as a low-rank side path `y += (x·Aᵀ)·(f·B)ᵀ` for layers whose weights are quantized
+//! (int8 / FP8 codes, ggml blocks) or when merging is turned off.
+//!
+//! A [`Delta`] targets one parameter by its store name (`blocks.0.attn1.to_q.weight`, `….bias`,
+//! a norm's `….weight`); the key formats of the files people have are read by the model crates,
+//! which map them to these names. Merging writes the sum back in the parameter's own float dtype
+//! (f32 stays f32, bf16 is rounded to bf16, as ComfyUI patches weights), and drops the mapped
+//! pages of the original: a merged model is held once.
+
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::host::HostTensor;
+use crate::weights::{RawTensor, WeightStore};
+use rayon::prelude::*;
+
+/// One change to one stored parameter.
+#[derive(Debug, Clone)]
+pub enum Delta {
+    /// `W += factor · up · down` for `W: [out, in]`, `down: [r, in]`, `up: [out, r]`.
+    LowRank { down: HostTensor, up: HostTensor, factor: f32 },
+    /// `P += factor · diff`, `diff` of the parameter's shape (any number of values).
+    Full { diff: HostTensor, factor: f32 },
+}
+
+/// A delta and the parameter it changes.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Store name of the parameter (`blocks.0.attn1.to_q.weight`).
+    pub name: String,
+    pub delta: Delta,
+}
+
+/// The low-rank side path of one linear layer: `down: [R, in]`, `up: [out, R]` with every
+/// adapter's factor folded into `up` (adapters concatenated along the rank).
+#[derive(Debug, Clone)]
+pub struct SidePath {
+    pub down: HostTensor,
+    pub up: HostTensor,
+}
+
+impl SidePath {
+    /// Both paths as one (ranks concatenated); `other` must be of the same layer.
+    pub fn concat(&self, other: &SidePath) -> SidePath {
+        let (r1, r2, n) = (self.down.shape()[0], other.down.shape()[0], self.up.shape()[0]);
+        let down = [self.down.data(), other.down.data()].concat();
+        let mut up = Vec::with_capacity(n * (r1 + r2));
+        for o in 0..n {
+            up.extend_from_slice(&self.up.data()[o * r1..(o + 1) * r1]);
+            up.extend_from_slice(&other.up.data()[o * r2..(o + 1) * r2]);
+        }
+        let k = self.down.shape()[1];
+        SidePath {
+            down: HostTensor::new([r1 + r2, k], down).expect("sizes add up"),
+            up: HostTensor::new([n, r1 + r2], up).expect("sizes add up"),
+        }
+    }
+}
+
+/// How deltas on float weights are applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MergeMode {
+    /// Merged into f32/bf16/f16 weights; quantized weights get the side path.
+    #[default]
+    Merge,
+    /// Every low-rank delta on a linear weight takes the side path (float weights too).
+    SidePath,
+}
+
+/// What [`apply`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Parameters whose values were changed in place.
+    pub merged: usize,
+    /// Linear layers given a low-rank side path.
+    pub side_paths: usize,
+}
+
+fn is_float(d: DType) -> bool {
+    matches!(d, DType::F32 | DType::BF16 | DType::F16)
+}
+
+/// `values` stored as `dtype` (f32, bf16 or f16, little-endian).
+fn encode(values: &[f32], dtype: DType, shape: Vec<usize>) -> Result<RawTensor> {
+    let bytes: Vec<u8> = match dtype {
+        DType::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        DType::BF16 => values.iter().flat_map(|v| half::bf16::from_f32(*v).to_le_bytes()).collect(),
+        DType::F16 => values.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect(),
+        other => return Err(Error::Msg(format!("cannot store merged values as {other}"))),
+    };
+    RawTensor::from_bytes(dtype, shape, bytes)
+}
+
+/// `w += factor · up · down` row by row (`w: [out, in]`).
+fn add_low_rank(w: &mut [f32], down: &HostTensor, up: &HostTensor, factor: f32) {
+    let (r, k) = (down.shape()[0], down.shape()[1]);
+    let (d, u) = (down.data(), up.data());
+    w.par_chunks_mut(k).enumerate().for_each(|(o, row)| {
+        for j in 0..r {
+            let c = factor * u[o * r + j];
+            if c != 0.0 {
+                row.iter_mut().zip(&d[j * k..(j + 1) * k]).for_each(|(w, d)| *w += c * d);
+            }
+        }
+    });
+}
+
+/// Checks a delta against the shape of the parameter it targets.
+fn check(t: &Target, shape: &[usize]) -> Result<()> {
+    let ok = match &t.delta {
+        Delta::LowRank { down, up, .. } => {
+            let (ds, us) = (down.shape(), up.shape());
+            shape.len() == 2
+                && ds.len() == 2
+                && us.len() == 2
+                && ds[0] == us[1]
+                && ds[1] == shape[1]
+                && us[0] == shape[0]
+        }
+        Delta::Full { diff, .. } => diff.numel() == shape.iter().product::<usize>(),
+    };
+    if ok {
+        return Ok(());
+    }
+    let got = match &t.delta {
+        Delta::LowRank { down, up, .. } => format!("a LoRA of down {:?} and up {:?}", down.shape(), up.shape()),
+        Delta::Full { diff, .. } => format!("a diff of shape {:?}", diff.shape()),
+    };
+    Err(Error::Msg(format!("{}: parameter of shape {shape:?} cannot take {got}", t.name)))
+}
+
+/// Applies `targets` to `ws`: merged into float parameters (every delta on one parameter summed
+/// in f32, then stored once), side paths for quantized linear weights (or all low-rank deltas
+/// under [`MergeMode::SidePath`]). A target the store lacks, or of the wrong shape, is an error
+/// naming it; a full diff on a quantized weight too.
+pub fn apply(ws: &mut WeightStore, targets: Vec<Target>, mode: MergeMode) -> Result<Applied> {
+    let mut by_name: std::collections::BTreeMap<String, Vec<Target>> = Default::default();
+    for t in targets {
+        by_name.entry(t.name.clone()).or_default().push(t);
+    }
+    let mut applied = Applied::default();
+    for (name, ts) in by_name {
+        let raw = ws.raw(&name).map_err(|_| Error::Msg(format!("the model has no parameter `{name}`")))?.clone();
+        ts.iter().try_for_each(|t| check(t, &raw.shape))?;
+        let layer = name.strip_suffix(".weight");
+        let (mut side, mut merge): (Vec<&Target>, Vec<&Target>) = (vec![], vec![]);
+        for t in &ts {
+            let low_rank = matches!(t.delta, Delta::LowRank { .. });
+            if low_rank && layer.is_some() && (!is_float(raw.dtype) || mode == MergeMode::SidePath) {
+                side.push(t);
+            } else if !is_float(raw.dtype) {
+                return Err(Error::Msg(format!(
+                    "{name}: a full-weight diff cannot be applied to a {} weight (quantized weights take LoRA \
+                     low-rank deltas only)",
+                    raw.dtype
+                )));
+            } else {
+                merge.push(t);
+            }
+        }
+        if !merge.is_empty() {
+            let mut values = raw.to_f32()?;
+            for t in merge {
+                match &t.delta {
+                    Delta::LowRank { down, up, factor } => add_low_rank(&mut values, down, up, *factor),
+                    Delta::Full { diff, factor } => {
+                        values.par_iter_mut().zip(diff.data()).for_each(|(v, d)| *v += factor * d)
+                    }
+                }
+            }
+            if let Some(bad) = values.iter().find(|v| !v.is_finite()) {
+                return Err(Error::Msg(format!("{name}: the merged weight has a non-finite value ({bad})")));
+            }
+            ws.insert(name.clone(), encode(&values, raw.dtype, raw.shape.clone())?);
+            raw.release_pages();
+            applied.merged += 1;
+        }
+        if let (Some(layer), false) = (layer, side.is_empty()) {
+            ws.add_side_path(layer, side_path(&side)?);
+            applied.side_paths += 1;
+        }
+    }
+    Ok(applied)
+}
+
+/// The low-rank deltas of one layer as one side path (ranks concatenated, factors in `up`).
+fn side_path(ts: &[&Target]) -> Result<SidePath> {
+    let mut downs: Vec<f32> = vec![];
+    let mut ups: Vec<Vec<f32>> = vec![];
+    let (mut rank, mut k, mut n) = (0, 0, 0);
+    for t in ts {
+        let Delta::LowRank { down, up, factor } = &t.delta else { unreachable!("only low-rank deltas") };
+        let (r, kk, nn) = (down.shape()[0], down.shape()[1], up.shape()[0]);
+        (k, n) = (kk, nn);
+        downs.extend_from_slice(down.data());
+        ups.push(up.data().iter().map(|v| v * factor).collect());
+        rank += r;
+    }
+    // up: [n, rank] with each adapter's columns side by side.
+    let mut up = vec![0f32; n * rank];
+    let mut col = 0;
+    for u in &ups {
+        let r = u.len() / n.max(1);
+        for o in 0..n {
+            up[o * rank + col..o * rank + col + r].copy_from_slice(&u[o * r..(o + 1) * r]);
+        }
+        col += r;
+    }
+    Ok(SidePath { down: HostTensor::new([rank, k], downs)?, up: HostTensor::new([n, rank], up)? })
+}
