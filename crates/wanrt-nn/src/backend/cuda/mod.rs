@@ -1,0 +1,105 @@
+//! The CUDA backend. Every CUDA library is loaded at run time (cudarc's `dynamic-loading`), so a
+//! build without a GPU or a CUDA toolkit still starts; [`open`] probes the driver, cuBLASLt and
+//! NVRTC before any call into them (a call into a missing library panics) and fails in one line
+//! naming what is missing.
+//!
+//! Layout: `kernels/*.cu` (CUDA C, one file per kernel family) compiled by [`nvrtc`] to cubins
+//! for the running GPU's architecture and cached on disk; [`launch`] holds the host-side launch
+//! logic (grids, argument structs, copy plans), unit-tested without a GPU; [`gemm`] the cuBLASLt
+//! plans cached per shape; [`backend`] the [`Backend`](super::Backend) implementation.
+
+pub mod backend;
+pub mod gemm;
+pub mod kernels;
+pub mod launch;
+pub mod nvrtc;
+
+pub use backend::CudaBackend;
+
+use super::BackendRef;
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use std::sync::Arc;
+
+/// A CUDA library the backend loads, and whether this machine has it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Library {
+    pub name: &'static str,
+    /// The file the loader looks for (CUDA 13's soname).
+    pub file: &'static str,
+    pub present: bool,
+}
+
+/// The libraries the backend needs, probed without calling into any of them.
+pub fn probe() -> [Library; 3] {
+    // SAFETY: each probe only tries to dlopen the library (running its initializers, which have
+    // no preconditions) and drops the handle; no symbol is called.
+    let (driver, cublaslt, nvrtc) = unsafe {
+        (
+            cudarc::driver::sys::is_culib_present(),
+            cudarc::cublaslt::sys::is_culib_present(),
+            cudarc::nvrtc::sys::is_culib_present(),
+        )
+    };
+    [
+        Library { name: "CUDA driver", file: "libcuda.so.1", present: driver },
+        Library { name: "cuBLASLt", file: "libcublasLt.so.13", present: cublaslt },
+        Library { name: "NVRTC", file: "libnvrtc.so.13", present: nvrtc },
+    ]
+}
+
+/// Whether the CUDA driver library can be loaded on this machine.
+pub fn driver_present() -> bool {
+    probe()[0].present
+}
+
+/// The one-line reason the backend cannot open here, if a library is missing.
+pub fn missing_library() -> Option<String> {
+    let libs = probe();
+    let missing: Vec<&Library> = libs.iter().filter(|l| !l.present).collect();
+    let first = missing.first()?;
+    let hint = match first.name {
+        "CUDA driver" => "no NVIDIA GPU or driver on this machine",
+        "cuBLASLt" => "install CUDA 13's cuBLAS (e.g. PyPI nvidia-cublas) and put its lib dir on LD_LIBRARY_PATH",
+        _ => "install CUDA 13's NVRTC (e.g. PyPI nvidia-cuda-nvrtc) and put its lib dir on LD_LIBRARY_PATH",
+    };
+    let names: Vec<&str> = missing.iter().map(|l| l.file).collect();
+    Some(format!("--backend cuda: {} not loadable ({hint}); use --backend cpu", names.join(", ")))
+}
+
+/// Opens the CUDA backend on the first GPU, computing in bf16 (a GPU's default).
+pub fn open() -> Result<BackendRef> {
+    open_with(DType::BF16)
+}
+
+/// Opens the CUDA backend on the first GPU with activation dtype `dtype` (f32 or bf16).
+pub fn open_with(dtype: DType) -> Result<BackendRef> {
+    if let Some(reason) = missing_library() {
+        return Err(Error::Msg(reason));
+    }
+    Ok(Arc::new(CudaBackend::new(0, dtype)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// On a machine without CUDA (CI) the backend refuses in one line naming the libraries;
+    /// with them it either opens or says why not — never a panic.
+    #[test]
+    fn open_without_cuda_fails_in_one_line() {
+        match missing_library() {
+            Some(reason) => {
+                let err = open().unwrap_err().to_string();
+                assert_eq!(err, reason);
+                assert!(!err.contains('\n') && err.contains("not loadable"), "{err}");
+                assert!(probe().iter().any(|l| !l.present && err.contains(l.file)), "{err}");
+            }
+            None => {
+                if let Err(e) = open() {
+                    assert!(!e.to_string().contains('\n'), "{e}");
+                }
+            }
+        }
+    }
+}
