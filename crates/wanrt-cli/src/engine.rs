@@ -57,8 +57,9 @@ impl EngineArgs {
         match self.backend {
             BackendKind::Cpu => Ok(LoadOptions::cpu(self.dtype.into(), self.low_memory)),
             BackendKind::Cuda => {
-                let backend = wanrt_nn::backend::cuda::open()?;
-                Ok(LoadOptions { backend: backend.clone(), vae_backend: backend, vae_encoder: false })
+                // The VAE stays f32 as in diffusers' pipelines (and as on the CPU path).
+                let (backend, vae_backend) = wanrt_nn::backend::cuda::open_pipeline(self.dtype.into())?;
+                Ok(LoadOptions { backend, vae_backend, vae_encoder: false })
             }
         }
     }

@@ -62,7 +62,11 @@ fn compile_errors_name_the_family() {
         println!("skipped: libnvrtc.so.13 not loadable");
         return;
     }
-    let broken = kernels::Family { name: "broken", source: "extern \"C\" __global__ void f() { undefined(); }", entries: &["f"] };
+    let broken = kernels::Family {
+        name: "broken",
+        source: "extern \"C\" __global__ void f() { undefined(); }",
+        entries: &["f"],
+    };
     let err = nvrtc::compile(&broken, ARCH).unwrap_err().to_string();
     assert!(err.contains("broken.cu") && err.contains("undefined"), "{err}");
 }

@@ -9,7 +9,7 @@
 //!
 //! Not on the GPU yet (clear errors, never a silent CPU fallback): W8A8 int8/fp8 linear layers
 //! (weight-only int8/fp8 layers are dequantized to the activation dtype at load), 8-bit attention,
-//! attention with head dims other than 64 and 128.
+//! attention with head dims other than 16, 32, 64 and 128.
 
 use super::gemm::{Epilogue, Gemm, GemmKey, WORKSPACE_BYTES};
 use super::kernels::FAMILIES;
@@ -190,15 +190,23 @@ impl CudaBackend {
         }
         let workspace = stream.alloc_zeros::<u8>(WORKSPACE_BYTES).map_err(driver_err("workspace"))?;
         let gemm = Gemm::new(workspace.device_ptr(&stream).0)?;
+        Ok(CudaBackend { dtype, ctx, stream, functions, gemm, _workspace: workspace, arch, counter: Arc::default() })
+    }
+
+    /// The same GPU, stream and kernels computing in `dtype` (transfers counted together): the
+    /// pipeline's f32 VAE beside a bf16 transformer.
+    pub fn with_dtype(&self, dtype: DType) -> Result<Self> {
+        let workspace = self.stream.alloc_zeros::<u8>(WORKSPACE_BYTES).map_err(driver_err("workspace"))?;
+        let gemm = Gemm::new(workspace.device_ptr(&self.stream).0)?;
         Ok(CudaBackend {
             dtype,
-            ctx,
-            stream,
-            functions,
+            ctx: self.ctx.clone(),
+            stream: self.stream.clone(),
+            functions: self.functions.clone(),
             gemm,
             _workspace: workspace,
-            arch,
-            counter: Arc::default(),
+            arch: self.arch.clone(),
+            counter: self.counter.clone(),
         })
     }
 
@@ -231,7 +239,7 @@ impl CudaBackend {
         Ok(CudaStorage { buf, dtype, len, host_ids: None })
     }
 
-    fn from_bytes(&self, dtype: DType, len: usize, bytes: &[u8]) -> Result<CudaStorage> {
+    fn upload_bytes(&self, dtype: DType, len: usize, bytes: &[u8]) -> Result<CudaStorage> {
         if bytes.is_empty() {
             return self.alloc(dtype, len);
         }
@@ -246,7 +254,7 @@ impl CudaBackend {
             DType::F16 => values.iter().flat_map(|&v| f16::from_f32(v).to_le_bytes()).collect(),
             other => return Err(Error::Msg(format!("cuda: cannot store values as {other}"))),
         };
-        self.from_bytes(as_dtype, values.len(), &bytes)
+        self.upload_bytes(as_dtype, values.len(), &bytes)
     }
 
     fn tensor(&self, shape: impl Into<Vec<usize>>, s: CudaStorage) -> Result<Tensor> {
@@ -316,8 +324,13 @@ impl CudaBackend {
         .map_err(|e| Error::Msg(format!("cuda {entry} ({l:?}): {e}")))
     }
 
+    /// `y = x · wᵀ (+ bias)` for device buffers this backend allocated with the sizes `key`
+    /// describes (every caller derives the key from the tensors' shapes).
     fn gemm(&self, key: GemmKey, x: u64, w: u64, bias: u64, y: u64) -> Result<()> {
-        self.gemm.run(key, x, w, bias, y, self.stream.cu_stream() as _)
+        // SAFETY: the addresses are live allocations of this backend of at least m·k, n·k, n and
+        // m·n elements of key.dtype (the callers build the key from those buffers' shapes), on
+        // this backend's stream.
+        unsafe { self.gemm.run(key, x, w, bias, y, self.stream.cu_stream() as _) }
     }
 
     fn prepared<'a, T: 'static>(&self, w: &'a dyn PreparedWeight, name: &str) -> Result<&'a T> {
@@ -384,7 +397,7 @@ impl Backend for CudaBackend {
 
     fn upload_ids(&self, shape: &[usize], ids: &[u32]) -> Result<Tensor> {
         self.counter.upload(ids.len() * 4);
-        let mut s = self.from_bytes(DType::U32, ids.len(), bytemuck::cast_slice(ids))?;
+        let mut s = self.upload_bytes(DType::U32, ids.len(), bytemuck::cast_slice(ids))?;
         s.host_ids = Some(Arc::new(ids.to_vec()));
         self.tensor(shape, s)
     }
@@ -624,16 +637,22 @@ impl Backend for CudaBackend {
             return Err(Error::Msg(format!("embedding ids must be u32, found {}", s.dtype)));
         }
         let (vocab, dim) = (w.n, w.k);
-        let host = s.host_ids.as_ref().ok_or_else(|| Error::Msg("embedding: ids not uploaded with upload_ids".into()))?;
+        let host =
+            s.host_ids.as_ref().ok_or_else(|| Error::Msg("embedding: ids not uploaded with upload_ids".into()))?;
         if let Some(&bad) = host.iter().find(|&&id| id as usize >= vocab) {
             return Err(Error::Msg(format!("embedding: id {bad} outside a table of {vocab} rows")));
         }
         let mut shape = ids.shape().to_vec();
         shape.push(dim);
         let out = self.empty(&shape, self.dtype)?;
-        let (n, d, dtt, dto) = (out.numel() as i64, dim as i64, launch::dtype_code(w.dtype)?, launch::dtype_code(self.dtype)?);
+        let (n, d, dtt, dto) =
+            (out.numel() as i64, dim as i64, launch::dtype_code(w.dtype)?, launch::dtype_code(self.dtype)?);
         let pt = self.slice_ptr(&w.weight);
-        self.launch("embedding", launch::elementwise(out.numel()), &[&pt, &dtt, &self.ptr(ids)?, &self.ptr(&out)?, &dto, &d, &n])?;
+        self.launch(
+            "embedding",
+            launch::elementwise(out.numel()),
+            &[&pt, &dtt, &self.ptr(ids)?, &self.ptr(&out)?, &dto, &d, &n],
+        )?;
         Ok(out)
     }
 
@@ -692,13 +711,18 @@ impl Backend for CudaBackend {
         let pw = self.check_param("rms_norm weight", weight, c)?;
         let out = self.empty(x.shape(), self.dtype)?;
         let (dx, dout, c) = (self.code(&x)?, launch::dtype_code(self.dtype)?, c as i64);
-        self.launch("rms_norm", launch::per_row(rows)?, &[&self.ptr(&x)?, &dx, &self.ptr(&out)?, &dout, &pw, &eps, &c])?;
+        self.launch(
+            "rms_norm",
+            launch::per_row(rows)?,
+            &[&self.ptr(&x)?, &dx, &self.ptr(&out)?, &dout, &pw, &eps, &c],
+        )?;
         Ok(out)
     }
 
     fn layer_norm(&self, x: Tensor, eps: f32, weight: Option<&Tensor>, bias: Option<&Tensor>) -> Result<Tensor> {
         let (rows, c) = self.norm_rows(&x, "layer_norm")?;
-        let (pw, pb) = (self.check_param("layer_norm weight", weight, c)?, self.check_param("layer_norm bias", bias, c)?);
+        let (pw, pb) =
+            (self.check_param("layer_norm weight", weight, c)?, self.check_param("layer_norm bias", bias, c)?);
         let out = self.empty(x.shape(), self.dtype)?;
         let (dx, dout, c, none, l) = (self.code(&x)?, launch::dtype_code(self.dtype)?, c as i64, 0u64, 1i64);
         self.launch(
@@ -722,7 +746,20 @@ impl Backend for CudaBackend {
         self.launch(
             "layer_norm",
             launch::per_row(x.numel() / (c as usize).max(1))?,
-            &[&self.ptr(x)?, &dx, &self.ptr(&out)?, &dout, &none, &none, &self.ptr(scale)?, &self.ptr(shift)?, &dm, &l, &eps, &c],
+            &[
+                &self.ptr(x)?,
+                &dx,
+                &self.ptr(&out)?,
+                &dout,
+                &none,
+                &none,
+                &self.ptr(scale)?,
+                &self.ptr(shift)?,
+                &dm,
+                &l,
+                &eps,
+                &c,
+            ],
         )?;
         Ok(out)
     }
@@ -772,7 +809,9 @@ impl Backend for CudaBackend {
         precision: AttentionPrecision,
     ) -> Result<Tensor> {
         if precision == AttentionPrecision::Int8 {
-            return Err(Error::Msg("cuda backend: 8-bit attention has no kernel yet; use --attn-quant none or --backend cpu".into()));
+            return Err(Error::Msg(
+                "cuda backend: 8-bit attention has no kernel yet; use --attn-quant none or --backend cpu".into(),
+            ));
         }
         let (&[b, lq, h, d], &[bk, lk, hk, dk]) = (q.shape(), k.shape()) else {
             return Err(Error::shape("attention q/k", "[B, L, H, D]", q.shape()));
@@ -781,9 +820,11 @@ impl Backend for CudaBackend {
             return Err(Error::shape("attention k/v", [b, lk, h, d], v.shape()));
         }
         let entry = match d {
+            16 => "attention_d16",
+            32 => "attention_d32",
             64 => "attention_d64",
             128 => "attention_d128",
-            _ => return Err(Error::Msg(format!("cuda attention: head dim {d} (kernels exist for 64 and 128)"))),
+            _ => return Err(Error::Msg(format!("cuda attention: head dim {d} (kernels exist for 16, 32, 64, 128)"))),
         };
         let lens = match bias.key_lengths {
             Some(l) if l.len() != b || l.iter().any(|&n| n > lk) => {
@@ -803,7 +844,20 @@ impl Backend for CudaBackend {
         self.launch(
             entry,
             launch::attention(b, lq, h)?,
-            &[&self.ptr(&q)?, &self.ptr(&k)?, &self.ptr(&v)?, &self.ptr(&out)?, &dt, &pb, &db, &lens, &scale, &lq_i, &lk_i, &h_i],
+            &[
+                &self.ptr(&q)?,
+                &self.ptr(&k)?,
+                &self.ptr(&v)?,
+                &self.ptr(&out)?,
+                &dt,
+                &pb,
+                &db,
+                &lens,
+                &scale,
+                &lq_i,
+                &lk_i,
+                &h_i,
+            ],
         )?;
         Ok(out)
     }
@@ -836,7 +890,11 @@ impl Backend for CudaBackend {
             steps.t[..chunk.len()].copy_from_slice(chunk);
             let at = self.ptr(&out)? + (i * launch::MAX_BATCH_ARGS * dim) as u64 * esize;
             let n = (chunk.len() * dim) as i64;
-            self.launch("timestep_embedding", launch::elementwise(n as usize), &[&steps, &at, &dto, &d, &flip, &shift, &n])?;
+            self.launch(
+                "timestep_embedding",
+                launch::elementwise(n as usize),
+                &[&steps, &at, &dto, &d, &flip, &shift, &n],
+            )?;
         }
         Ok(out)
     }
@@ -868,13 +926,17 @@ impl Backend for CudaBackend {
             return Err(Error::shape("relative position bias table", "[buckets, heads]", table.shape()));
         };
         if nb != buckets.num_buckets || nb < 4 || buckets.max_distance < 2 || table.dtype() != DType::F32 {
-            return Err(Error::shape("relative position bias table", format!("[{} buckets, H] f32", buckets.num_buckets), table.shape()));
+            return Err(Error::shape(
+                "relative position bias table",
+                format!("[{} buckets, H] f32", buckets.num_buckets),
+                table.shape(),
+            ));
         }
         // Bucket indices depend on positions only: computed on the host, as T5's reference does.
         let idx: Vec<u32> = (0..len * len)
             .map(|i| crate::backend::cpu::position::bucket((i % len) as i64 - (i / len) as i64, buckets) as u32)
             .collect();
-        let idx = self.from_bytes(DType::U32, idx.len(), bytemuck::cast_slice(&idx))?;
+        let idx = self.upload_bytes(DType::U32, idx.len(), bytemuck::cast_slice(&idx))?;
         let out = self.empty(&[h, len, len], self.dtype)?;
         let (dto, hi, ll, n) = (launch::dtype_code(self.dtype)?, h as i64, (len * len) as i64, out.numel() as i64);
         let pi = self.slice_ptr(&idx.buf);
@@ -893,7 +955,8 @@ impl CudaBackend {
             return Ok(());
         }
         let elem = src.dtype().size_in_bytes() as i32;
-        let [sr, so, dr, doff, len, outer] = [c.src_row, c.src_off, c.dst_row, c.dst_off, c.len, c.outer].map(|v| v as i64);
+        let [sr, so, dr, doff, len, outer] =
+            [c.src_row, c.src_off, c.dst_row, c.dst_off, c.len, c.outer].map(|v| v as i64);
         self.launch(
             "copy_block",
             launch::elementwise(c.outer * c.len),

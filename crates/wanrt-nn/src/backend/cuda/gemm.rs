@@ -193,11 +193,14 @@ impl Gemm {
 
     /// `y = x · wᵀ (+ bias) (GELU)` on `stream`, device addresses of row-major operands of
     /// `key.dtype` (`bias`: `[N]` of the same dtype, 0 when the epilogue has none).
-    pub fn run(&self, key: GemmKey, x: u64, w: u64, bias: u64, y: u64, stream: sys::cudaStream_t) -> Result<()> {
+    ///
+    /// # Safety
+    /// `x`, `w`, `y` (and `bias` with a bias epilogue) are live device allocations of at least
+    /// `m·k`, `n·k`, `m·n` (and `n`) elements of `key.dtype`, usable on `stream`.
+    pub unsafe fn run(&self, key: GemmKey, x: u64, w: u64, bias: u64, y: u64, stream: sys::cudaStream_t) -> Result<()> {
         let mut plans = self.plans.lock().map_err(|_| Error::Msg("cuda gemm: plan cache poisoned".into()))?;
-        if !plans.contains_key(&key) {
-            let plan = self.plan(&key)?;
-            plans.insert(key, plan);
+        if let std::collections::hash_map::Entry::Vacant(e) = plans.entry(key) {
+            e.insert(self.plan(&key)?);
         }
         let plan = &plans[&key];
         let (alpha, beta) = (1f32, 0f32);

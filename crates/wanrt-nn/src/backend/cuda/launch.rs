@@ -84,7 +84,8 @@ impl Dims {
         if size.len() > MAX_DIMS {
             return Err(Error::Msg(format!("cuda backend: rank {} above {MAX_DIMS}", size.len())));
         }
-        let mut d = Dims { size: [1; MAX_DIMS], stride_a: [0; MAX_DIMS], stride_b: [0; MAX_DIMS], rank: size.len() as i32 };
+        let mut d =
+            Dims { size: [1; MAX_DIMS], stride_a: [0; MAX_DIMS], stride_b: [0; MAX_DIMS], rank: size.len() as i32 };
         for i in 0..size.len() {
             d.size[i] = size[i] as i64;
             d.stride_a[i] = a[i] as i64;
@@ -174,7 +175,8 @@ pub fn cat_plan(shapes: &[&[usize]], dim: usize) -> Result<(Vec<usize>, Vec<Bloc
         return Err(Error::shape("cat", format!("dim {dim} < rank"), *first));
     }
     for s in shapes {
-        let same = s.len() == first.len() && s.iter().zip(first.iter()).enumerate().all(|(i, (a, b))| i == dim || a == b);
+        let same =
+            s.len() == first.len() && s.iter().zip(first.iter()).enumerate().all(|(i, (a, b))| i == dim || a == b);
         if !same {
             return Err(Error::shape("cat", *first, *s));
         }
@@ -447,7 +449,9 @@ mod tests {
     #[test]
     fn dtype_codes_match_common_cuh() {
         let src = super::super::kernels::COMMON;
-        for (dt, name) in [(DType::F32, "DT_F32"), (DType::BF16, "DT_BF16"), (DType::F16, "DT_F16"), (DType::U32, "DT_U32")] {
+        for (dt, name) in
+            [(DType::F32, "DT_F32"), (DType::BF16, "DT_BF16"), (DType::F16, "DT_F16"), (DType::U32, "DT_U32")]
+        {
             assert!(src.contains(&format!("#define {name} {}", dtype_code(dt).unwrap())), "{name}");
         }
         assert!(dtype_code(DType::I8).is_err());

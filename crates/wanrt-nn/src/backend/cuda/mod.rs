@@ -56,15 +56,33 @@ pub fn driver_present() -> bool {
 /// The one-line reason the backend cannot open here, if a library is missing.
 pub fn missing_library() -> Option<String> {
     let libs = probe();
-    let missing: Vec<&Library> = libs.iter().filter(|l| !l.present).collect();
-    let first = missing.first()?;
-    let hint = match first.name {
-        "CUDA driver" => "no NVIDIA GPU or driver on this machine",
-        "cuBLASLt" => "install CUDA 13's cuBLAS (e.g. PyPI nvidia-cublas) and put its lib dir on LD_LIBRARY_PATH",
-        _ => "install CUDA 13's NVRTC (e.g. PyPI nvidia-cuda-nvrtc) and put its lib dir on LD_LIBRARY_PATH",
-    };
-    let names: Vec<&str> = missing.iter().map(|l| l.file).collect();
-    Some(format!("--backend cuda: {} not loadable ({hint}); use --backend cpu", names.join(", ")))
+    if !libs[0].present {
+        return Some(
+            "--backend cuda: no CUDA driver found (libcuda.so.1 is not loadable: no NVIDIA GPU or driver on this \
+             machine); use --backend cpu"
+                .into(),
+        );
+    }
+    let missing: Vec<&str> = libs.iter().filter(|l| !l.present).map(|l| l.file).collect();
+    (!missing.is_empty()).then(|| {
+        format!(
+            "--backend cuda: the driver is present but {} not loadable (CUDA 13 libraries: install the toolkit or \
+             PyPI's nvidia-cublas / nvidia-cuda-nvrtc and put their lib directories on LD_LIBRARY_PATH); use \
+             --backend cpu",
+            missing.join(" and ")
+        )
+    })
+}
+
+/// The CUDA backends of a pipeline on the first GPU: the models' in `dtype`, the VAE's in f32
+/// (as diffusers' Wan pipelines keep it), sharing one stream, kernels and transfer counter.
+pub fn open_pipeline(dtype: DType) -> Result<(BackendRef, BackendRef)> {
+    if let Some(reason) = missing_library() {
+        return Err(Error::Msg(reason));
+    }
+    let main = CudaBackend::new(0, dtype)?;
+    let vae = main.with_dtype(DType::F32)?;
+    Ok((Arc::new(main), Arc::new(vae)))
 }
 
 /// Opens the CUDA backend on the first GPU, computing in bf16 (a GPU's default).
@@ -93,7 +111,9 @@ mod tests {
                 let err = open().unwrap_err().to_string();
                 assert_eq!(err, reason);
                 assert!(!err.contains('\n') && err.contains("not loadable"), "{err}");
-                assert!(probe().iter().any(|l| !l.present && err.contains(l.file)), "{err}");
+                // The first missing library is named (the driver's absence says it all).
+                let first = probe().into_iter().find(|l| !l.present).expect("one is missing");
+                assert!(err.contains(first.file), "{err}");
             }
             None => {
                 if let Err(e) = open() {

@@ -6,6 +6,7 @@
 // that own the head dims (D/32 each). The tensor-core version (mma.sync / wgmma) replaces it;
 // this one stays as the reference the fast one is validated against on the device.
 //
+// Head dims 16, 32, 64, 128 (D < 32: lanes ≥ D idle in P·V).
 // q: [B, Lq, H, D], k/v: [B, Lk, H, D], out: [B, Lq, H, D] (any float dtype, by code);
 // bias: [H, Lq, Lk] or null; key_len: valid keys per batch item (B ≤ 16, by value).
 // grid: (ceil(Lq / (WARPS·ROWS)), H, B), block: WARPS·32 threads (launch::attention).
@@ -21,7 +22,7 @@ struct KeyLengths {
 template <int D>
 __device__ void attention_tile(const void* q, const void* k, const void* v, void* out, int dt, const void* bias,
                                int dtb, KeyLengths key_len, float scale, int lq, int lk, int heads) {
-    constexpr int E = D / 32;  // head dims per lane
+    constexpr int E = (D + 31) / 32;  // head dims per lane (lanes ≥ D own none when D < 32)
     __shared__ float ks[TILE][D + 1];  // +1: lane j reads row j, conflict-free
     __shared__ float vs[TILE][D];
     __shared__ float qs[WARPS * ROWS][D];
@@ -75,7 +76,8 @@ __device__ void attention_tile(const void* q, const void* k, const void* v, void
             for (int j = 0; j < TILE; ++j) {
                 float pj = __shfl_sync(0xffffffffu, p, j);
 #pragma unroll
-                for (int e = 0; e < E; ++e) acc[r][e] += pj * vs[j][lane + 32 * e];
+                for (int e = 0; e < E; ++e)
+                    if (D >= 32 || lane < D) acc[r][e] += pj * vs[j][(lane + 32 * e) % D];
             }
         }
     }
@@ -86,16 +88,19 @@ __device__ void attention_tile(const void* q, const void* k, const void* v, void
         // A row with no valid key divides 0 by 0 (NaN), as the reference's softmax over all −∞.
         float inv = 1.0f / l[r];
 #pragma unroll
-        for (int e = 0; e < E; ++e) st(out, dt, ((i64)b * lq + row) * stride + (i64)h * D + lane + 32 * e, acc[r][e] * inv);
+        for (int e = 0; e < E; ++e)
+            if (D >= 32 || lane < D) st(out, dt, ((i64)b * lq + row) * stride + (i64)h * D + lane + 32 * e, acc[r][e] * inv);
     }
 }
 
-extern "C" __global__ void __launch_bounds__(WARPS * 32) attention_d64(const void* q, const void* k, const void* v,
-        void* out, int dt, const void* bias, int dtb, KeyLengths key_len, float scale, int lq, int lk, int heads) {
-    attention_tile<64>(q, k, v, out, dt, bias, dtb, key_len, scale, lq, lk, heads);
-}
-
-extern "C" __global__ void __launch_bounds__(WARPS * 32) attention_d128(const void* q, const void* k, const void* v,
-        void* out, int dt, const void* bias, int dtb, KeyLengths key_len, float scale, int lq, int lk, int heads) {
-    attention_tile<128>(q, k, v, out, dt, bias, dtb, key_len, scale, lq, lk, heads);
-}
+// One entry point per head dim: Wan's 128 (1.3B, 14B), T5-XXL's 64, the tiny test models' 32 / 16.
+#define ATTENTION_ENTRY(D)                                                                                   \
+    extern "C" __global__ void __launch_bounds__(WARPS * 32)                                                \
+        attention_d##D(const void* q, const void* k, const void* v, void* out, int dt, const void* bias,    \
+                       int dtb, KeyLengths key_len, float scale, int lq, int lk, int heads) {               \
+        attention_tile<D>(q, k, v, out, dt, bias, dtb, key_len, scale, lq, lk, heads);                      \
+    }
+ATTENTION_ENTRY(16)
+ATTENTION_ENTRY(32)
+ATTENTION_ENTRY(64)
+ATTENTION_ENTRY(128)
