@@ -84,9 +84,8 @@ fn cuda_timings_at_wan_1_3b_shapes() {
     let k = act(&random(&[1, l, heads, 128], 1.0));
     let v = act(&random(&[1, l, heads, 128], 1.0));
     let scale = 1.0 / (128f32).sqrt();
-    let s = time(1, &|| {
-        drop(be.attention(&q, &k, &v, scale, AttentionBias::default(), AttentionPrecision::Full).unwrap())
-    });
+    let s =
+        time(1, &|| drop(be.attention(&q, &k, &v, scale, AttentionBias::default(), AttentionPrecision::Full).unwrap()));
     record("attention 32760², 12 heads × 128 (simple)", s, 4.0 * (l * l * heads * 128) as f64);
 
     let mods = act(&random(&[1, 1, c], 0.1));
