@@ -307,6 +307,9 @@ impl CudaBackend {
 
     fn launch(&self, entry: &'static str, l: Launch, args: &[&dyn KernelArg]) -> Result<()> {
         let f = self.functions.get(entry).ok_or_else(|| Error::Msg(format!("cuda: kernel {entry} not loaded")))?;
+        // The raw launch below does not make the context current itself (cudarc's safe calls
+        // do): a pipeline may call from another thread than the one that opened the backend.
+        self.ctx.bind_to_thread().map_err(driver_err("bind context"))?;
         let mut params: Vec<*mut c_void> = args.iter().map(|a| a.ptr()).collect();
         // SAFETY: `f` was loaded from the cubin compiled from kernels/*.cu; `args` match its
         // parameter list (types and order, as `launch` and the .cu files define them, checked on
@@ -327,6 +330,7 @@ impl CudaBackend {
     /// `y = x · wᵀ (+ bias)` for device buffers this backend allocated with the sizes `key`
     /// describes (every caller derives the key from the tensors' shapes).
     fn gemm(&self, key: GemmKey, x: u64, w: u64, bias: u64, y: u64) -> Result<()> {
+        self.ctx.bind_to_thread().map_err(driver_err("bind context"))?;
         // SAFETY: the addresses are live allocations of this backend of at least m·k, n·k, n and
         // m·n elements of key.dtype (the callers build the key from those buffers' shapes), on
         // this backend's stream.
@@ -342,6 +346,9 @@ impl CudaBackend {
     /// Downloads `t`'s raw bytes (not counted: callers count what they read).
     fn download(&self, s: &CudaStorage) -> Result<Vec<u8>> {
         let mut bytes = self.stream.clone_dtoh(&s.buf).map_err(driver_err("download"))?;
+        // A copy into pageable memory completes before the call returns (CUDA's rule), but cudarc
+        // does not promise it: wait for the stream before the bytes are read.
+        self.synchronize()?;
         bytes.truncate(s.len * s.dtype.size_in_bytes());
         Ok(bytes)
     }

@@ -13,6 +13,10 @@ pub struct Family {
 /// Prepended to every family (dtype loads/stores, reductions, argument structs).
 pub const COMMON: &str = include_str!("kernels/common.cuh");
 
+/// C++ stand-ins for CUDA's built-ins: prepended (with [`COMMON`]) to a family's source, it
+/// compiles as host C++ and its grid-stride kernels run on the CPU (tests/cuda_emulation.rs).
+pub const HOST_EMULATION: &str = include_str!("kernels/host_emulation.h");
+
 /// Every family the backend launches.
 pub const FAMILIES: &[Family] = &[
     Family {

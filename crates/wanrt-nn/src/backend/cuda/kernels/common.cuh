@@ -30,6 +30,7 @@ __device__ __forceinline__ u16 f32_to_bf16(float f) {
     return (u16)(u >> 16);
 }
 
+#ifndef WANRT_HOST_EMULATION
 __device__ __forceinline__ float f16_to_f32(u16 h) {
     float f;
     asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
@@ -41,6 +42,22 @@ __device__ __forceinline__ u16 f32_to_f16(float f) {
     asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
     return h;
 }
+#else
+// The host emulation of tests/cuda_emulation.rs: the same conversions through the C++ compiler's
+// IEEE half type (round to nearest even, as PTX's cvt.rn).
+__device__ __forceinline__ float f16_to_f32(u16 h) {
+    _Float16 v;
+    __builtin_memcpy(&v, &h, 2);
+    return (float)v;
+}
+
+__device__ __forceinline__ u16 f32_to_f16(float f) {
+    _Float16 v = (_Float16)f;
+    u16 h;
+    __builtin_memcpy(&h, &v, 2);
+    return h;
+}
+#endif
 
 // A load/store by dtype code. The code is the same for every thread of a launch, so the switch is
 // a uniform branch: these memory-bound kernels take one entry point per op instead of one per
