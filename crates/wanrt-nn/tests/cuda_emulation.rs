@@ -5,10 +5,14 @@
 //! backend's ops on the same inputs — with the host-side launch logic (`cuda::launch`: broadcast
 //! strides, copy plans, conv arguments) that the backend passes them.
 //!
-//! What this cannot check, and the GPU battery (`tests/conformance_cuda.rs`) does: kernels whose
-//! threads cooperate (warp shuffles, shared-memory reductions: rms/layer norm, relative_l1,
-//! all_finite, attention), the bf16 rounding of real device math (`__expf`, `erff` on the GPU
-//! differ in the last bits from the host's), and cuBLASLt. Without a C++ compiler it prints
+//! Kernels whose threads cooperate (the row norms, reductions, flash attention) run block by block
+//! with one OS thread per CUDA thread: barriers for `__syncthreads`, exchange slots for the warp
+//! shuffles (`host_emulation.h`).
+//!
+//! What this cannot check, and the GPU battery (`tests/conformance_cuda.rs`) does: the device's
+//! own math (`__expf`, `erff`, `sinf` on the GPU differ in the last bits from the host's libm, so
+//! bf16 rounding of real device results is checked only on a GPU), memory-model and timing
+//! issues a sequential emulation cannot show, and cuBLASLt. Without a C++ compiler it prints
 //! "skipped".
 
 use std::ffi::c_void;
@@ -33,7 +37,7 @@ impl Emulated {
         let lib = dir.path().join(format!("lib{}.so", family.name));
         std::fs::write(&src, format!("{}\n{}", kernels::HOST_EMULATION, family.translation_unit())).unwrap();
         let out = std::process::Command::new("c++")
-            .args(["-std=c++17", "-O1", "-shared", "-fPIC", "-Wno-unknown-pragmas", "-o"])
+            .args(["-std=c++20", "-O1", "-pthread", "-shared", "-fPIC", "-Wno-unknown-pragmas", "-o"])
             .arg(&lib)
             .arg(&src)
             .output();
@@ -54,13 +58,44 @@ impl Emulated {
     /// Runs `call` as every thread of a launch of 3 blocks × 5 threads (the kernels are
     /// grid-stride loops: any grid covers every element, and this one splits it unevenly).
     fn run(&self, mut call: impl FnMut()) {
-        // SAFETY: the setter defined in host_emulation.h.
-        let set: libloading::Symbol<unsafe extern "C" fn(u32, u32, u32, u32)> =
-            unsafe { self.lib.get(b"wanrt_emulation_set\0") }.unwrap();
+        let set = self.setter();
         for b in 0..3 {
             for t in 0..5 {
-                unsafe { set(b, t, 5, 3) };
+                unsafe { set(b, 0, 0, t, 5, 3, 1, 1) };
                 call();
+            }
+        }
+    }
+
+    fn setter(&self) -> unsafe extern "C" fn(u32, u32, u32, u32, u32, u32, u32, u32) {
+        // SAFETY: the setter defined in host_emulation.h, with its signature.
+        *unsafe {
+            self.lib.get::<unsafe extern "C" fn(u32, u32, u32, u32, u32, u32, u32, u32)>(b"wanrt_emulation_set\0")
+        }
+        .unwrap()
+    }
+
+    /// Runs `call` as a launch whose threads cooperate: block after block, each block's CUDA
+    /// threads as fibers on this OS thread, switching at every synchronization point
+    /// (host_emulation.h).
+    fn run_blocks(&self, l: launch::Launch, call: impl Fn()) {
+        type Body = unsafe extern "C" fn(*const c_void, u32);
+        type RunBlock = unsafe extern "C" fn(u32, u32, u32, u32, u32, u32, u32, Body, *const c_void);
+        unsafe extern "C" fn trampoline(ctx: *const c_void, _thread: u32) {
+            // SAFETY: `ctx` is the `&dyn Fn()` below, alive for the whole run_block call.
+            let f = unsafe { &*(ctx as *const &dyn Fn()) };
+            f();
+        }
+        // SAFETY: defined in host_emulation.h with this signature.
+        let run = *unsafe { self.lib.get::<RunBlock>(b"wanrt_emulation_run_block\0") }.unwrap();
+        let call: &dyn Fn() = &call;
+        let ctx = &call as *const &dyn Fn() as *const c_void;
+        let (gx, gy, gz) = l.grid;
+        for bz in 0..gz {
+            for by in 0..gy {
+                for bx in 0..gx {
+                    unsafe { run(bx, by, bz, gx, gy, gz, l.block.0, trampoline, ctx) };
+                }
             }
         }
     }
@@ -408,5 +443,135 @@ fn position_and_channel_norm_kernels_match_the_cpu_backend() {
             be.channel_rms_norm(&be.upload(&x).unwrap(), &be.weight_tensor(gamma.clone()).unwrap(), silu).unwrap();
         assert_close(&format!("channel_rms_norm silu {silu}"), &got, &host(&be, &want), 1e-6);
         // ≤ 2.1e-7
+    }
+}
+
+/// Addresses as integers (the kernels write through them; Rust sees no borrow held across).
+fn addr<T>(p: *const T) -> usize {
+    p as usize
+}
+
+#[test]
+fn cooperative_norm_and_reduction_kernels_match_the_cpu_backend() {
+    let Some(emu) = Emulated::build("norm") else { return };
+    let be = cpu();
+    let (rows, c) = (2 * 75, 96);
+    let x = random(&[2, 75, c], 3.0, 70);
+    let w = random(&[c], 1.0, 71);
+    let b = random(&[c], 0.5, 72);
+    let (scale, shift) = (random(&[2, 1, c], 0.5, 73), random(&[2, 1, c], 0.5, 74));
+    // The backend's own launch configurations (as for every kernel below).
+    let l = launch::per_row(rows).unwrap();
+
+    let rms: unsafe extern "C" fn(P, i32, M, i32, *const f32, f32, i64) =
+        kernel!(emu, "rms_norm", fn(P, i32, M, i32, *const f32, f32, i64));
+    let mut got = vec![0f32; x.numel()];
+    let (px, pg, pw) = (addr(x.data().as_ptr()), addr(got.as_mut_ptr()), addr(w.data().as_ptr()));
+    emu.run_blocks(l, || unsafe { rms(px as P, 0, pg as M, 0, pw as *const f32, 1e-6, c as i64) });
+    let want = be.rms_norm(be.upload(&x).unwrap(), 1e-6, Some(&be.weight_tensor(w.clone()).unwrap())).unwrap();
+    assert_close("rms_norm", &got, &host(&be, &want), 1e-6);
+
+    let ln: unsafe extern "C" fn(P, i32, M, i32, *const f32, *const f32, P, P, i32, i64, f32, i64) =
+        kernel!(emu, "layer_norm", fn(P, i32, M, i32, *const f32, *const f32, P, P, i32, i64, f32, i64));
+    let pb = addr(b.data().as_ptr());
+    emu.run_blocks(l, || unsafe {
+        ln(
+            px as P,
+            0,
+            pg as M,
+            0,
+            pw as *const f32,
+            pb as *const f32,
+            std::ptr::null(),
+            std::ptr::null(),
+            0,
+            1,
+            1e-6,
+            c as i64,
+        )
+    });
+    let want = be
+        .layer_norm(
+            be.upload(&x).unwrap(),
+            1e-6,
+            Some(&be.weight_tensor(w.clone()).unwrap()),
+            Some(&be.weight_tensor(b).unwrap()),
+        )
+        .unwrap();
+    assert_close("layer_norm affine", &got, &host(&be, &want), 1e-6);
+    let (ps, ph) = (addr(scale.data().as_ptr()), addr(shift.data().as_ptr()));
+    emu.run_blocks(l, || unsafe {
+        ln(px as P, 0, pg as M, 0, std::ptr::null(), std::ptr::null(), ps as P, ph as P, 0, 75, 1e-6, c as i64)
+    });
+    let want = be
+        .layer_norm_modulate(&be.upload(&x).unwrap(), 1e-6, &be.upload(&scale).unwrap(), &be.upload(&shift).unwrap())
+        .unwrap();
+    assert_close("layer_norm_modulate (CFG batch 2)", &got, &host(&be, &want), 1e-6);
+
+    let Some(red) = Emulated::build("reduce") else { return };
+    let rel: unsafe extern "C" fn(P, i32, P, i32, *mut f64, i64) =
+        kernel!(red, "relative_l1", fn(P, i32, P, i32, *mut f64, i64));
+    let (a, bb) = (random(&[1, 75, 96], 1.0, 75), random(&[1, 75, 96], 1.0, 76));
+    let mut sums = [0f64; 2];
+    let (pa, pbb, psum) = (addr(a.data().as_ptr()), addr(bb.data().as_ptr()), addr(sums.as_mut_ptr()));
+    let n = a.numel() as i64;
+    let l = launch::reduction(a.numel());
+    red.run_blocks(l, || unsafe { rel(pa as P, 0, pbb as P, 0, psum as *mut f64, n) });
+    let want = be.relative_l1(&be.upload(&a).unwrap(), &be.upload(&bb).unwrap()).unwrap();
+    let got = sums[0] / sums[1];
+    assert!((got - want).abs() <= 1e-6 * want, "relative_l1 {got} vs {want}");
+
+    let fin: unsafe extern "C" fn(P, i32, *mut u32, i64) = kernel!(red, "all_finite", fn(P, i32, *mut u32, i64));
+    let mut bad = a.data().to_vec();
+    for (i, v) in [(None, 0u32), (Some(f32::NAN), 1), (Some(f32::NEG_INFINITY), 1)] {
+        if let Some(v) = i {
+            bad[5000] = v;
+        }
+        let mut flag = 0u32;
+        let (pbad, pflag) = (addr(bad.as_ptr()), addr(&mut flag as *mut u32));
+        red.run_blocks(l, || unsafe { fin(pbad as P, 0, pflag as *mut u32, n) });
+        assert_eq!(flag, v, "all_finite with {i:?}");
+    }
+}
+
+#[test]
+fn flash_attention_kernel_matches_the_cpu_backend() {
+    use wanrt_nn::backend::{AttentionBias, AttentionPrecision};
+    let Some(emu) = Emulated::build("attention") else { return };
+    let be = cpu();
+    type Attention = unsafe extern "C" fn(P, P, P, M, i32, P, i32, launch::BatchInts, f32, i32, i32, i32);
+    // The battery's cases: head dims 128/64/32/16, cross attention to 13 keys, T5's bias + padding.
+    for (case, [b, lq, lk, h, d], biased) in [
+        ("self, head dim 128, CFG batch 2", [2, 75, 75, 3, 128], false),
+        ("self, head dim 64", [2, 40, 40, 2, 64], false),
+        ("cross to 13 text tokens, head dim 32", [2, 37, 13, 2, 32], false),
+        ("T5: position bias + padded keys, head dim 16", [2, 13, 13, 4, 16], true),
+    ] {
+        let entry = format!("attention_d{d}\0");
+        // SAFETY: the kernel's parameter list in attention.cu.
+        let f: Attention = *unsafe { emu.lib.get::<Attention>(entry.as_bytes()) }.unwrap();
+        let (q, k, v) =
+            (random(&[b, lq, h, d], 2.0, 80), random(&[b, lk, h, d], 2.0, 81), random(&[b, lk, h, d], 1.0, 82));
+        let bias = random(&[h, lq, lk], 1.0, 83);
+        let lengths: Vec<usize> = if biased { (0..b).map(|i| lk - i * (lk / 3)).collect() } else { vec![lk; b] };
+        let lens = launch::BatchInts::new("attention", &lengths).unwrap();
+        let scale = 1.0 / (d as f32).sqrt();
+        let mut got = vec![0f32; q.numel()];
+        let pbias = if biased { addr(bias.data().as_ptr()) } else { 0 };
+        let (pq, pk, pv, po) =
+            (addr(q.data().as_ptr()), addr(k.data().as_ptr()), addr(v.data().as_ptr()), addr(got.as_mut_ptr()));
+        emu.run_blocks(launch::attention(b, lq, h).unwrap(), || unsafe {
+            f(pq as P, pk as P, pv as P, po as M, 0, pbias as P, 0, lens, scale, lq as i32, lk as i32, h as i32)
+        });
+        let (qt, kt, vt) = (be.upload(&q).unwrap(), be.upload(&k).unwrap(), be.upload(&v).unwrap());
+        let bt = be.upload(&bias).unwrap();
+        let ab = if biased {
+            AttentionBias { per_head: Some(&bt), key_lengths: Some(&lengths) }
+        } else {
+            AttentionBias::default()
+        };
+        let want = be.attention(&qt, &kt, &vt, scale, ab, AttentionPrecision::Full).unwrap();
+        // Online softmax (rescaled partial sums) against the reference's two-pass softmax.
+        assert_close(&format!("attention {case}"), &got, &host(&be, &want), 2e-6);
     }
 }
