@@ -171,6 +171,24 @@ fn elementwise_kernels_match_the_cpu_backend() {
         }
     }
 
+    // Equal shapes: binary_same, and add_assign in place.
+    let same: unsafe extern "C" fn(P, i32, P, i32, M, i32, i32, i64) =
+        kernel!(emu, "binary_same", fn(P, i32, P, i32, M, i32, i32, i64));
+    let (a, b) = (random(&[2, 5, 7], 2.0, 4), random(&[2, 5, 7], 2.0, 5));
+    let mut out = vec![0f32; a.numel()];
+    let n = out.len() as i64;
+    emu.run(|| unsafe {
+        same(a.data().as_ptr().cast(), 0, b.data().as_ptr().cast(), 0, out.as_mut_ptr().cast(), 0, 2, n)
+    });
+    let (at, bt) = (be.upload(&a).unwrap(), be.upload(&b).unwrap());
+    assert_close("binary_same Mul", &out, &host(&be, &be.binary(BinaryOp::Mul, &at, &bt).unwrap()), 0.0);
+    let add: unsafe extern "C" fn(M, i32, P, i32, i64) = kernel!(emu, "add_assign", fn(M, i32, P, i32, i64));
+    let mut got = a.data().to_vec();
+    emu.run(|| unsafe { add(got.as_mut_ptr().cast(), 0, b.data().as_ptr().cast(), 0, n) });
+    let mut want = at.clone();
+    be.add_assign(&mut want, &bt).unwrap();
+    assert_close("add_assign", &got, &host(&be, &want), 0.0);
+
     // f32 → bf16 / f16 → f32: the kernels' rounding is half's (round to nearest even, NaN kept).
     let convert: unsafe extern "C" fn(P, i32, M, i32, i64) = kernel!(emu, "convert", fn(P, i32, M, i32, i64));
     let mut values = random(&[4096], 70_000.0, 3).into_data();
@@ -345,7 +363,8 @@ fn layout_kernels_match_the_cpu_backend() {
     let conv_out: unsafe extern "C" fn(P, i32, *const f32, M, i32, i64, i64, i64, i64, i64) =
         kernel!(emu, "conv_out", fn(P, i32, *const f32, M, i32, i64, i64, i64, i64, i64));
     use wanrt_nn::ops::PaddingFull;
-    let cases: [([usize; 5], (usize, usize, usize), PaddingFull); 3] = [
+    type Stride = (usize, usize, usize);
+    let cases: [([usize; 5], Stride, PaddingFull); 3] = [
         ([24, 16, 3, 3, 3], (1, 1, 1), PaddingFull { t: (2, 0), h: (1, 1), w: (1, 1) }),
         ([16, 16, 1, 3, 3], (1, 2, 2), PaddingFull { t: (0, 0), h: (0, 1), w: (0, 1) }),
         ([8, 16, 1, 1, 1], (1, 1, 1), PaddingFull::default()),

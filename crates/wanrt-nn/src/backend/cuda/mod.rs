@@ -7,6 +7,11 @@
 //! for the running GPU's architecture and cached on disk; [`launch`] holds the host-side launch
 //! logic (grids, argument structs, copy plans), unit-tested without a GPU; [`gemm`] the cuBLASLt
 //! plans cached per shape; [`backend`] the [`Backend`](super::Backend) implementation.
+//!
+//! Verified without a GPU: every family compiles to an sm_90a cubin within its resource budget
+//! (tests/cuda_kernels.rs, NVRTC from PyPI); the kernels' CUDA C runs on the CPU as host C++ and
+//! matches the CPU backend (tests/cuda_emulation.rs). On a GPU only: the conformance battery
+//! (tests/conformance_cuda.rs, `tools/device/gpu_check.sh`), cuBLASLt, device math's rounding.
 
 pub mod backend;
 pub mod gemm;
