@@ -176,6 +176,13 @@ impl CudaBackend {
         unsafe { ctx.disable_event_tracking() };
         let stream = ctx.new_stream().map_err(driver_err("stream"))?;
         let (major, minor) = ctx.compute_capability().map_err(driver_err("compute capability"))?;
+        if major < 8 {
+            // bf16 tensor-core GEMMs (cuBLASLt) and the bf16 paths need Ampere or newer.
+            return Err(Error::Msg(format!(
+                "--backend cuda: {} has compute capability {major}.{minor}; wanrt needs 8.0 (Ampere) or newer",
+                ctx.name().unwrap_or_else(|_| "this GPU".into())
+            )));
+        }
         let arch = nvrtc::arch_for(major, minor);
         let mut functions = HashMap::new();
         for family in FAMILIES {

@@ -94,8 +94,10 @@ __device__ void attention_tile(const void* q, const void* k, const void* v, void
 }
 
 // One entry point per head dim: Wan's 128 (1.3B, 14B), T5-XXL's 64, the tiny test models' 32 / 16.
+// `, 1` (one resident block is enough): without it ptxas spilled attention_d32 on sm_80
+// (tests/cuda_kernels.rs caught it).
 #define ATTENTION_ENTRY(D)                                                                                   \
-    extern "C" __global__ void __launch_bounds__(WARPS * 32)                                                \
+    extern "C" __global__ void __launch_bounds__(WARPS * 32, 1)                                             \
         attention_d##D(const void* q, const void* k, const void* v, void* out, int dt, const void* bias,    \
                        int dtb, KeyLengths key_len, float scale, int lq, int lk, int heads) {               \
         attention_tile<D>(q, k, v, out, dt, bias, dtb, key_len, scale, lq, lk, heads);                      \

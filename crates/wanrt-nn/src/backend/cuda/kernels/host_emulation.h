@@ -21,7 +21,7 @@
 #define __device__
 #define __forceinline__ inline
 #define __shared__ static
-#define __launch_bounds__(n)
+#define __launch_bounds__(...)
 #define __restrict__
 
 struct uint3_ { unsigned x, y, z; };
