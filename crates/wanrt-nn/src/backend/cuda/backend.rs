@@ -377,7 +377,7 @@ impl CudaBackend {
         let w: &CudaLinear = self.prepared(layer.prepared()?, &layer.name)?;
         let k = *x.shape().last().unwrap_or(&0);
         if k != w.k {
-            return Err(Error::shape(Box::leak(format!("{} input", layer.name).into_boxed_str()), w.k, k));
+            return Err(Error::Msg(format!("{}: input has {k} features, the layer takes {}", layer.name, w.k)));
         }
         let x = self.as_act(x)?;
         let m = x.numel() / k.max(1);
