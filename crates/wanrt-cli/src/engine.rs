@@ -74,10 +74,11 @@ impl EngineArgs {
         let mut opts = match self.backend {
             BackendKind::Cpu => LoadOptions::cpu(self.dtype.into(), self.low_memory),
             BackendKind::Cuda => {
-                let backend = wanrt_nn::backend::cuda::open()?;
+                // The VAE stays f32 as in diffusers' pipelines (and as on the CPU path).
+                let (backend, vae_backend) = wanrt_nn::backend::cuda::open_pipeline(self.dtype.into())?;
                 LoadOptions {
-                    backend: backend.clone(),
-                    vae_backend: backend,
+                    backend,
+                    vae_backend,
                     vae_encoder: false,
                     transformer_file: None,
                     loras: vec![],

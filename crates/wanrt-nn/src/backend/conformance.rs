@@ -596,9 +596,13 @@ impl<'a> Battery<'a> {
 /// One `#[test]` per conformance op for the backend `$make` builds, each checked against
 /// [`Tolerance::for_dtype`] of that backend's dtype. Used by every backend's test suite:
 /// `wanrt_nn::backend_conformance!(cpu_bf16, CpuBackend::new(CpuOptions { dtype: DType::BF16, .. }));`
+///
+/// Attributes after the backend go on every test: a device backend's suite is
+/// `backend_conformance!(cuda_bf16, open(), #[ignore = "needs a GPU"])`, run on a GPU machine with
+/// `--ignored`, and reported as ignored (not passed) elsewhere.
 #[macro_export]
 macro_rules! backend_conformance {
-    ($module:ident, $make:expr) => {
+    ($module:ident, $make:expr $(, #[$attr:meta])*) => {
         mod $module {
             #[allow(unused_imports)]
             use super::*;
@@ -613,18 +617,20 @@ macro_rules! backend_conformance {
                     println!("{:<24} {:<48} NMSE {:.3e}  max rel {:.3e}", m.op, m.case, m.nmse, m.max_rel);
                 }
             }
-            $crate::backend_conformance!(@tests check; transfers layout binary lincomb cfg_combine activation
-                affine_clamp mask_rows relative_l1 linear linear_quantized linear_activation embedding conv3d
-                norms layer_norm_modulate channel_rms_norm add attention attention_int8 upsample
+            $crate::backend_conformance!(@tests check [$(#[$attr])*]; transfers layout binary lincomb cfg_combine
+                activation affine_clamp mask_rows relative_l1 linear linear_quantized linear_activation embedding
+                conv3d norms layer_norm_modulate channel_rms_norm add attention attention_int8 upsample
                 timestep_embedding rope relative_position_bias);
         }
     };
-    (@tests $check:ident; $($op:ident)*) => {
-        $(
-            #[test]
-            fn $op() {
-                $check(stringify!($op));
-            }
-        )*
+    (@tests $check:ident $attrs:tt; $($op:ident)*) => {
+        $( $crate::backend_conformance!(@test $check $attrs $op); )*
+    };
+    (@test $check:ident [$(#[$attr:meta])*] $op:ident) => {
+        #[test]
+        $(#[$attr])*
+        fn $op() {
+            $check(stringify!($op));
+        }
     };
 }

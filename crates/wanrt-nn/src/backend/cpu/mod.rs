@@ -41,7 +41,7 @@ macro_rules! with_activation {
 
 mod conv;
 mod linear;
-mod position;
+pub(crate) mod position;
 
 use self::conv::CpuConv;
 pub(crate) use self::linear::narrow_half as narrow_half_bits;

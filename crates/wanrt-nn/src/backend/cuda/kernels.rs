@@ -1,0 +1,108 @@
+//! The CUDA C sources of the backend's kernels, one file per family under `kernels/`, embedded in
+//! the binary and compiled at run time by NVRTC (see [`super::nvrtc`]). Each family is compiled
+//! with `kernels/common.cuh` prepended, so NVRTC needs no include path.
+
+/// One kernel family: a source file and the entry points it defines.
+#[derive(Debug, Clone, Copy)]
+pub struct Family {
+    pub name: &'static str,
+    pub source: &'static str,
+    pub entries: &'static [&'static str],
+}
+
+/// Prepended to every family (dtype loads/stores, reductions, argument structs).
+pub const COMMON: &str = include_str!("kernels/common.cuh");
+
+/// C++ stand-ins for CUDA's built-ins: prepended (with [`COMMON`]) to a family's source, it
+/// compiles as host C++ and its grid-stride kernels run on the CPU (tests/cuda_emulation.rs).
+pub const HOST_EMULATION: &str = include_str!("kernels/host_emulation.h");
+
+/// Every family the backend launches.
+pub const FAMILIES: &[Family] = &[
+    Family {
+        name: "elementwise",
+        source: include_str!("kernels/elementwise.cu"),
+        entries: &[
+            "binary_broadcast",
+            "binary_same",
+            "scalar_op",
+            "convert",
+            "add_assign",
+            "lincomb",
+            "cfg_combine",
+            "affine_clamp",
+            "mask_rows",
+            "add_gated",
+        ],
+    },
+    Family { name: "activation", source: include_str!("kernels/activation.cu"), entries: &["activation"] },
+    Family {
+        name: "layout",
+        source: include_str!("kernels/layout.cu"),
+        entries: &["copy_block", "permute", "upsample_nearest2x", "embedding", "im2col3d", "conv_out"],
+    },
+    Family {
+        name: "norm",
+        source: include_str!("kernels/norm.cu"),
+        entries: &["rms_norm", "layer_norm", "channel_rms_norm"],
+    },
+    Family {
+        name: "position",
+        source: include_str!("kernels/position.cu"),
+        entries: &["rope_interleaved", "timestep_embedding", "relative_position_bias"],
+    },
+    Family { name: "reduce", source: include_str!("kernels/reduce.cu"), entries: &["relative_l1", "all_finite"] },
+    Family {
+        name: "attention",
+        source: include_str!("kernels/attention.cu"),
+        entries: &["attention_d16", "attention_d32", "attention_d64", "attention_d128"],
+    },
+];
+
+impl Family {
+    /// The full translation unit NVRTC compiles.
+    pub fn translation_unit(&self) -> String {
+        format!("{COMMON}\n// ---- {}.cu ----\n{}", self.name, self.source)
+    }
+}
+
+/// The family defining kernel `entry`.
+pub fn family_of(entry: &str) -> Option<&'static Family> {
+    FAMILIES.iter().find(|f| f.entries.contains(&entry))
+}
+
+/// Threads per block each entry point is launched with (what its register budget is checked
+/// against: registers × threads ≤ 64K registers of an SM, so one block always fits).
+pub fn block_threads(entry: &str) -> u32 {
+    match entry {
+        e if e.starts_with("attention_d") => super::launch::ATTENTION_THREADS,
+        "rms_norm" | "layer_norm" => super::launch::ROW_THREADS,
+        "relative_l1" | "all_finite" => super::launch::REDUCE_THREADS,
+        _ => super::launch::ELEMENTWISE_THREADS,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_entry_is_defined_once_in_its_source() {
+        let mut seen = std::collections::HashSet::new();
+        for f in FAMILIES {
+            for e in f.entries {
+                assert!(seen.insert(*e), "{e} listed twice");
+                let by_macro = e.strip_prefix("attention_d").map(|d| format!("\nATTENTION_ENTRY({d})\n"));
+                let defined = f.source.contains(&format!(" {e}(")) || by_macro.is_some_and(|m| f.source.contains(&m));
+                assert!(defined, "{e} not defined in {}.cu", f.name);
+                assert_eq!(family_of(e).map(|g| g.name), Some(f.name));
+            }
+            // Every extern "C" kernel of the file is listed (none compiled but never launched);
+            // attention.cu defines its entries through a macro, one line each.
+            let defined = f.source.matches("extern \"C\" __global__").count()
+                + f.source.lines().filter(|l| l.starts_with("ATTENTION_ENTRY(")).count()
+                - f.source.contains("#define ATTENTION_ENTRY") as usize;
+            assert_eq!(defined, f.entries.len(), "{}.cu defines {defined} kernels", f.name);
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! The conformance battery on the CUDA backend (bf16 and f32) against the CPU reference.
+//!
+//! These tests need a GPU: they are `#[ignore]`d, so a machine without one reports them as
+//! ignored (never as passed), and `tools/device/gpu_check.sh` runs them on a GPU machine with
+//! `cargo test -p wanrt-nn --test conformance_cuda -- --ignored`.
+
+use wanrt_nn::backend::cuda::CudaBackend;
+use wanrt_nn::DType;
+
+/// The backend on GPU 0 (each test opens its own; the compiled kernels come from the disk cache
+/// after the first). A missing library or GPU fails the (ignored) test in one line.
+fn cuda(dtype: DType) -> CudaBackend {
+    if let Some(reason) = wanrt_nn::backend::cuda::missing_library() {
+        panic!("{reason}");
+    }
+    CudaBackend::new(0, dtype).unwrap_or_else(|e| panic!("{e}"))
+}
+
+wanrt_nn::backend_conformance!(cuda_bf16, super::cuda(wanrt_nn::DType::BF16), #[ignore = "needs a GPU (tools/device/gpu_check.sh)"]);
+wanrt_nn::backend_conformance!(cuda_f32, super::cuda(wanrt_nn::DType::F32), #[ignore = "needs a GPU (tools/device/gpu_check.sh)"]);
+
+/// Says, in every run, whether the ignored CUDA battery could run here.
+#[test]
+fn cuda_battery_needs_a_gpu() {
+    match wanrt_nn::backend::cuda::missing_library() {
+        Some(reason) => println!("skipped: no GPU here, the CUDA conformance tests are ignored ({reason})"),
+        None => println!("CUDA libraries present: run `cargo test -p wanrt-nn --test conformance_cuda -- --ignored`"),
+    }
+}
+
+/// Timings of the CUDA backend's main ops at the 1.3B model's shapes (832×480×81: 32,760 tokens,
+/// dim 1536, 12 heads of 128, FFN 8960), bf16, written as JSON to `$WANRT_TIMINGS` (or printed).
+/// First numbers for the simple kernels, not a claim: the tensor-core versions replace them.
+#[test]
+#[ignore = "needs a GPU (tools/device/gpu_check.sh)"]
+fn cuda_timings_at_wan_1_3b_shapes() {
+    use wanrt_nn::backend::{Activation, AttentionBias, AttentionPrecision, Backend};
+    use wanrt_nn::{HostTensor, Linear};
+    let be = cuda(DType::BF16);
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut random = |shape: &[usize], scale: f32| {
+        let n: usize = shape.iter().product();
+        let data = (0..n)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                ((seed >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+            })
+            .collect();
+        HostTensor::new(shape.to_vec(), data).unwrap()
+    };
+    let (l, c, heads, ffn) = (32_760usize, 1536usize, 12usize, 8960usize);
+    let act = |h: &HostTensor| be.to_dtype(&be.upload(h).unwrap(), DType::BF16).unwrap();
+    let x = act(&random(&[1, l, c], 1.0));
+    // Seconds per call: one warm-up, then `reps` calls between two synchronizations.
+    let time = |reps: usize, f: &dyn Fn()| {
+        f();
+        be.synchronize().unwrap();
+        let t = std::time::Instant::now();
+        for _ in 0..reps {
+            f();
+        }
+        be.synchronize().unwrap();
+        t.elapsed().as_secs_f64() / reps as f64
+    };
+    let mut rows = Vec::new();
+    let mut record = |name: &str, seconds: f64, flops: f64| {
+        let tflops = flops / seconds / 1e12;
+        println!("{name:<40} {:>9.3} ms  {tflops:>7.1} TFLOP/s", seconds * 1e3);
+        rows.push(serde_json::json!({ "op": name, "seconds": seconds, "tflops": tflops }));
+    };
+
+    let mut ffn_in = Linear::from_f32("ffn.0", &random(&[ffn, c], 0.02), Some(vec![0.01; ffn])).unwrap();
+    ffn_in.prepare(&be).unwrap();
+    let s = time(5, &|| drop(be.linear_activation(&ffn_in, &x, Activation::GeluTanh).unwrap()));
+    record("linear 1536→8960 + bias + GELU (cuBLASLt)", s, 2.0 * (l * c * ffn) as f64);
+    let mut qkv = Linear::from_f32("qkv", &random(&[3 * c, c], 0.02), Some(vec![0.0; 3 * c])).unwrap();
+    qkv.prepare(&be).unwrap();
+    let s = time(5, &|| drop(be.linear(&qkv, &x).unwrap()));
+    record("linear 1536→4608 + bias (cuBLASLt)", s, 2.0 * (l * c * 3 * c) as f64);
+
+    let q = act(&random(&[1, l, heads, 128], 1.0));
+    let k = act(&random(&[1, l, heads, 128], 1.0));
+    let v = act(&random(&[1, l, heads, 128], 1.0));
+    let scale = 1.0 / (128f32).sqrt();
+    let s =
+        time(1, &|| drop(be.attention(&q, &k, &v, scale, AttentionBias::default(), AttentionPrecision::Full).unwrap()));
+    record("attention 32760², 12 heads × 128 (simple)", s, 4.0 * (l * l * heads * 128) as f64);
+
+    let mods = act(&random(&[1, 1, c], 0.1));
+    let s = time(10, &|| drop(be.layer_norm_modulate(&x, 1e-6, &mods, &mods).unwrap()));
+    record("layer_norm_modulate [32760, 1536]", s, 0.0);
+    let w = be.weight_tensor(random(&[c], 1.0)).unwrap();
+    let s = time(10, &|| drop(be.rms_norm(x.clone(), 1e-6, Some(&w)).unwrap()));
+    record("rms_norm [32760, 1536]", s, 0.0);
+    let s = time(10, &|| drop(be.binary(wanrt_nn::backend::BinaryOp::Add, &x, &x).unwrap()));
+    record("binary add [32760, 1536]", s, 0.0);
+
+    let report = serde_json::json!({
+        "device": be.device_name(), "arch": be.arch(), "dtype": "bf16", "ops": rows,
+        "gemm_plans": be.gemm_shapes().len(),
+    });
+    match std::env::var("WANRT_TIMINGS") {
+        Ok(path) => std::fs::write(path, serde_json::to_string_pretty(&report).unwrap()).unwrap(),
+        Err(_) => println!("{report}"),
+    }
+}
