@@ -102,7 +102,10 @@ fn compare_with_lpips_and_stats_merge_and_fid_from_npz() {
 #[test]
 fn missing_weights_are_errors_naming_the_usual_file() {
     let f = fixtures().join("fid");
-    let e = run(cmd(&["stats", s(&f.join("real")), "-o", "/nonexistent/x.npz"])).unwrap_err();
+    // A writable output: output paths are checked before the weights are looked for.
+    let out = std::env::temp_dir().join(format!("wanrt-eval-missing-{}.npz", std::process::id()));
+    let e = run(cmd(&["stats", s(&f.join("real")), "-o", s(&out)])).unwrap_err();
+    assert!(!out.exists());
     assert!(e.to_string().contains("pt_inception-2015-12-05-6726825d.pth"), "{e}");
     let e = run(cmd(&["fvd", "--real", "a", "--fake", "b"])).unwrap_err();
     assert!(e.to_string().contains("i3d_pretrained_400.pt"), "{e}");

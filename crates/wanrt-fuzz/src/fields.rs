@@ -259,6 +259,71 @@ pub fn npy_header_len(b: &[u8]) -> Option<(usize, usize)> {
     }
 }
 
+fn u32le(b: &[u8], at: usize) -> Option<usize> {
+    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?) as usize)
+}
+
+fn u64le(b: &[u8], at: usize) -> Option<usize> {
+    usize::try_from(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?)).ok()
+}
+
+/// GGUF (v2/v3): the version, tensor and metadata counts, every string length, metadata value
+/// type, array element type and count, each tensor's dimension count, dimensions, ggml type and
+/// data offset.
+pub fn gguf(b: &[u8]) -> Vec<Field> {
+    let mut f = vec![Field::le(4, 4), Field::le(8, 8), Field::le(16, 8)];
+    let (Some(tensors), Some(kvs)) = (u64le(b, 8), u64le(b, 16)) else { return f };
+    // A string: u64 length, then the bytes.
+    let string = |f: &mut Vec<Field>, pos: usize| -> Option<usize> {
+        f.push(Field::le(pos, 8));
+        pos.checked_add(8)?.checked_add(u64le(b, pos)?)
+    };
+    // A metadata value of type `ty` at `pos`; returns the position after it.
+    fn value(b: &[u8], f: &mut Vec<Field>, ty: usize, pos: usize, depth: usize) -> Option<usize> {
+        const SIZES: [usize; 13] = [1, 1, 2, 2, 4, 4, 4, 1, 0, 0, 8, 8, 8];
+        match ty {
+            8 => {
+                f.push(Field::le(pos, 8));
+                pos.checked_add(8)?.checked_add(u64le(b, pos)?)
+            }
+            9 if depth < 2 => {
+                f.extend([Field::le(pos, 4), Field::le(pos + 4, 8)]);
+                let (elem, n) = (u32le(b, pos)?, u64le(b, pos + 4)?);
+                let mut at = pos + 12;
+                for _ in 0..n.min(64) {
+                    at = value(b, f, elem, at, depth + 1)?;
+                }
+                // Longer arrays of fixed-size elements are skipped whole.
+                if n > 64 {
+                    at = at.checked_add((n - 64).checked_mul(*SIZES.get(elem).filter(|&&s| s > 0)?)?)?;
+                }
+                Some(at)
+            }
+            t => pos.checked_add(*SIZES.get(t).filter(|&&s| s > 0)?),
+        }
+    }
+    let mut pos = 24;
+    for _ in 0..kvs.min(256) {
+        let Some(at) = string(&mut f, pos) else { return f };
+        f.push(Field::le(at, 4));
+        let Some(ty) = u32le(b, at) else { return f };
+        match value(b, &mut f, ty, at + 4, 0) {
+            Some(next) => pos = next,
+            None => return f,
+        }
+    }
+    for _ in 0..tensors.min(256) {
+        let Some(at) = string(&mut f, pos) else { return f };
+        f.push(Field::le(at, 4));
+        let Some(dims) = u32le(b, at).filter(|&d| d <= 8) else { return f };
+        f.extend((0..dims).map(|i| Field::le(at + 4 + 8 * i, 8)));
+        let after = at + 4 + 8 * dims;
+        f.extend([Field::le(after, 4), Field::le(after + 4, 8)]);
+        pos = after + 12;
+    }
+    f
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -35,10 +35,12 @@ pub enum Format {
     Spiece,
     /// The JSON files of a model folder (model_index, component configs, scheduler, wanrt.json).
     Config,
+    /// GGUF checkpoints (ggml block-quantized tensors).
+    Gguf,
 }
 
 impl Format {
-    pub const ALL: [Format; 10] = [
+    pub const ALL: [Format; 11] = [
         Format::Safetensors,
         Format::Pth,
         Format::Npy,
@@ -49,6 +51,7 @@ impl Format {
         Format::Tokenizer,
         Format::Spiece,
         Format::Config,
+        Format::Gguf,
     ];
 
     /// Corpus folder name and case file extension.
@@ -64,6 +67,7 @@ impl Format {
             Format::Tokenizer => "tokenizer",
             Format::Spiece => "spiece",
             Format::Config => "config",
+            Format::Gguf => "gguf",
         }
     }
 }

@@ -41,6 +41,7 @@ fn structured(format: Format, b: Vec<u8>, u: &mut Unstructured) -> Vec<u8> {
             b
         }
         Format::Mp4 => with_fields(b, &fields::mp4, u),
+        Format::Gguf => with_fields(b, &fields::gguf, u),
         Format::Tokenizer | Format::Config => json::mutate(&b, u).unwrap_or(b),
         Format::Spiece => crate::protobuf::mutate(&b, u).unwrap_or(b),
     }

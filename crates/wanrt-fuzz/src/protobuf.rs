@@ -69,7 +69,17 @@ pub fn mutate(b: &[u8], u: &mut Unstructured) -> Option<Vec<u8>> {
     varints(b, 0, 0, &mut spans);
     let &(s, e) = u.choose(&spans).ok()?;
     let old = varint(&b[s..e]).map_or(0, |(v, _)| v);
-    let picks = [0, 1, old + 1, old.wrapping_sub(1), old * 2, 0x7fff_ffff, u32::MAX as u64, u64::MAX, 1 << 40];
+    let picks = [
+        0,
+        1,
+        old.wrapping_add(1),
+        old.wrapping_sub(1),
+        old.wrapping_mul(2),
+        0x7fff_ffff,
+        u32::MAX as u64,
+        u64::MAX,
+        1 << 40,
+    ];
     let v = picks[u.choose_index(picks.len()).ok()?];
     let mut out = b[..s].to_vec();
     out.extend(encode(v));

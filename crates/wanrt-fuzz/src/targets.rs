@@ -97,6 +97,14 @@ impl Ctx {
                 t.count_tokens(&prompt).map_err(|e| s(&e))?;
                 t.encode(&[prompt, String::new()], 32).map_err(|e| s(&e))?;
             }
+            Format::Gguf => {
+                // Every tensor dequantized, as a GGUF transformer's layers read them.
+                let ws = WeightStore::from_gguf(path).map_err(|e| s(&e))?;
+                let names: Vec<String> = ws.names().map(str::to_string).collect();
+                for n in names {
+                    ws.get(&n).map_err(|e| s(&e))?;
+                }
+            }
             Format::Config => {
                 let opts = LoadOptions::cpu(DType::F32, false);
                 drop(WanModel::load_with(&self.model, opts, |_| {}).map_err(|e| s(&e))?);

@@ -19,24 +19,26 @@ pub enum Error {
     #[error("{}: not a valid {format} file: {msg}", path.display())]
     Format { path: PathBuf, format: &'static str, msg: String },
     /// The file is well-formed but uses a feature this reader does not support.
-    #[error("{}: unsupported {what}: found {found}, expected {expected}", path.display())]
+    #[error("{}: unsupported {what}: found {}, expected {expected}", path.display(), one_line(found))]
     Unsupported { path: PathBuf, what: &'static str, found: String, expected: String },
     /// A pickle asked for a Python global outside the allow-list (it could run code).
     #[error(
         "{}: refusing pickle global `{module}.{name}`: only the globals of a PyTorch \
          state_dict are allowed (collections.OrderedDict, torch._utils._rebuild_tensor_v2, \
          torch._utils._rebuild_parameter, torch.*Storage); the file may try to run code",
-        path.display()
+        path.display(),
+        module = one_line(module),
+        name = one_line(name)
     )]
     ForbiddenGlobal { path: PathBuf, module: String, name: String },
     /// A tensor's shape, strides or offset are inconsistent with its storage.
-    #[error("{}: tensor `{name}`: {msg}", path.display())]
+    #[error("{}: tensor `{}`: {}", path.display(), one_line(name), one_line(msg))]
     HostTensor { path: PathBuf, name: String, msg: String },
     /// A named entry (tensor, array) is not in the file.
-    #[error("{}: no {what} named `{name}` (found: {available})", path.display())]
+    #[error("{}: no {what} named `{}` (found: {})", path.display(), one_line(name), one_line(available))]
     Missing { path: PathBuf, what: &'static str, name: String, available: String },
     /// The caller passed an array whose data does not match its declared shape/dtype.
-    #[error("{}: {msg}", path.display())]
+    #[error("{}: {}", path.display(), one_line(msg))]
     Invalid { path: PathBuf, msg: String },
 }
 
@@ -108,5 +110,28 @@ mod tests {
         let long = super::one_line(&"x".repeat(10_000));
         assert_eq!(long.chars().count(), super::MAX_MESSAGE_CHARS + 1);
         assert!(long.ends_with('…'));
+    }
+
+    /// Text taken from a file is shown as one line in every variant that carries some.
+    #[test]
+    fn file_text_in_errors_stays_one_line() {
+        use super::Error;
+        let path = std::path::PathBuf::from("f");
+        let bad = "PK\u{1}\n\u{3}".to_string();
+        let errors = [
+            Error::Unsupported {
+                path: path.clone(),
+                what: "byte order",
+                found: bad.clone(),
+                expected: "little".into(),
+            },
+            Error::ForbiddenGlobal { path: path.clone(), module: bad.clone(), name: bad.clone() },
+            Error::HostTensor { path: path.clone(), name: bad.clone(), msg: bad.clone() },
+            Error::Missing { path: path.clone(), what: "tensor", name: bad.clone(), available: bad.clone() },
+            Error::Invalid { path, msg: bad },
+        ];
+        for e in errors {
+            assert_eq!(e.to_string().lines().count(), 1, "{e}");
+        }
     }
 }

@@ -22,8 +22,13 @@ impl std::fmt::Debug for HostTensor {
     }
 }
 
+/// Elements of `shape`; a shape whose product overflows (only a hostile header declares one)
+/// counts as `usize::MAX`, which no buffer matches.
 pub fn numel(shape: &[usize]) -> usize {
-    shape.iter().product()
+    if shape.contains(&0) {
+        return 0;
+    }
+    shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).unwrap_or(usize::MAX)
 }
 
 /// The shape queries host and backend tensors share (`shape`, `rank`, `dim`, `numel`, and the

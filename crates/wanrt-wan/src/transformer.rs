@@ -76,6 +76,17 @@ impl TransformerConfig {
         self.patch_size.iter().product()
     }
 
+    fn patch_volume_checked(&self) -> Result<usize> {
+        self.patch_size
+            .iter()
+            .try_fold(1usize, |a, &p| a.checked_mul(p))
+            .ok_or_else(|| Error::Config(format!("transformer: patch_size {:?} is far too large", self.patch_size)))
+    }
+
+    fn inner_dim_checked(&self) -> Option<usize> {
+        self.num_attention_heads.checked_mul(self.attention_head_dim)
+    }
+
     /// Wan2.1-T2V-1.3B, for benchmarks.
     pub fn t2v_1_3b() -> Self {
         TransformerConfig {
@@ -109,6 +120,26 @@ impl TransformerConfig {
     }
 
     pub fn validate(&self) -> Result<()> {
+        // Widths are products of these: bound them before anything multiplies (the 14B model's
+        // widest, the FFN, is 13 824).
+        const MAX_WIDTH: usize = 1 << 20;
+        let widths = [
+            self.num_attention_heads.checked_mul(self.attention_head_dim),
+            self.in_channels.checked_mul(self.patch_volume_checked()?),
+            self.out_channels().checked_mul(self.patch_volume_checked()?),
+            Some(self.ffn_dim),
+            Some(self.text_dim),
+            Some(self.freq_dim),
+            self.image_dim.or(Some(0)),
+            self.added_kv_proj_dim.or(Some(0)),
+            self.inner_dim_checked().and_then(|d| d.checked_mul(6)),
+        ];
+        if widths.iter().any(|w| w.is_none_or(|w| w > MAX_WIDTH)) {
+            return Err(Error::Config(format!(
+                "transformer: heads × head dim, channels × patch, ffn_dim, text_dim, freq_dim and image dims must \
+                 stay within {MAX_WIDTH}"
+            )));
+        }
         match (self.image_dim, self.added_kv_proj_dim, self.pos_embed_seq_len) {
             (None, None, None) | (Some(_), Some(_), _) => {}
             _ => {

@@ -53,6 +53,18 @@ impl Umt5Config {
         if self.relative_attention_num_buckets < 4 || self.relative_attention_max_distance < 2 {
             return Err(Error::Config("text encoder relative attention buckets/distance too small".into()));
         }
+        // Widths are products of these: bound them before anything multiplies (UMT5-XXL's widest
+        // is d_ff 10 240).
+        const MAX_WIDTH: usize = 1 << 20;
+        let inner = self.d_kv.checked_mul(self.num_heads);
+        if [inner, Some(self.d_model), Some(self.d_ff), Some(self.relative_attention_num_buckets)]
+            .iter()
+            .any(|w| w.is_none_or(|w| w == 0 || w > MAX_WIDTH))
+        {
+            return Err(Error::Config(format!(
+                "text encoder: d_model, d_ff, d_kv × num_heads and buckets must be 1 to {MAX_WIDTH}"
+            )));
+        }
         Ok(())
     }
 }

@@ -80,6 +80,9 @@ pub struct VaeConfig {
     pub patch_size: Option<usize>,
 }
 
+/// More channels than any VAE stage could have (Wan's widest is 384).
+const MAX_CHANNELS: usize = 1 << 16;
+
 impl VaeConfig {
     /// diffusers' default `AutoencoderKLWan()` (the Wan2.1 VAE, 127M parameters).
     pub fn wan2_1() -> Self {
@@ -101,6 +104,19 @@ impl VaeConfig {
                 stages.saturating_sub(1),
                 self.temperal_downsample.len()
             )));
+        }
+        // Channel counts are products of these: bound them before anything multiplies.
+        let widest = self.dim_mult.iter().copied().max().unwrap_or(0);
+        for base in [self.base_dim, self.decoder_base_dim.unwrap_or(self.base_dim)] {
+            if self.dim_mult.contains(&0) || base.checked_mul(widest).is_none_or(|c| c > MAX_CHANNELS) {
+                return Err(Error::Config(format!(
+                    "VAE: base_dim {base} × dim_mult {:?} must give 1 to {MAX_CHANNELS} channels per stage",
+                    self.dim_mult
+                )));
+            }
+        }
+        if self.z_dim > MAX_CHANNELS {
+            return Err(Error::Config(format!("VAE: z_dim {} is beyond {MAX_CHANNELS}", self.z_dim)));
         }
         for (name, v) in [("latents_mean", &self.latents_mean), ("latents_std", &self.latents_std)] {
             if !v.is_empty() && v.len() != self.z_dim {
