@@ -26,37 +26,8 @@ pub fn peak_rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
-/// `8G`, `512M`, `1.5GiB`, `1000000` → bytes.
-pub fn parse_bytes(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num.parse().map_err(|_| format!("'{s}' is not a size (e.g. 8G, 512M, 1000000)"))?;
-    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1.0,
-        "k" | "kb" | "kib" => 1024.0,
-        "m" | "mb" | "mib" => 1024.0 * 1024.0,
-        "g" | "gb" | "gib" => 1024.0 * 1024.0 * 1024.0,
-        "t" | "tb" | "tib" => 1024.0f64.powi(4),
-        _ => return Err(format!("'{s}': unknown unit (use K, M, G or T)")),
-    };
-    if !n.is_finite() || n <= 0.0 {
-        return Err(format!("'{s}' must be positive"));
-    }
-    Ok((n * mult) as u64)
-}
-
-/// `12345678` → `11.8 MiB`.
-pub fn format_bytes(b: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = b as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    format!("{v:.1} {}", UNITS[u])
-}
+/// Sizes on the command line and in messages, as everywhere in wanrt.
+pub use wanrt_io::{format_size as format_bytes, parse_size as parse_bytes};
 
 #[cfg(test)]
 mod tests {

@@ -13,7 +13,7 @@ use crate::model::WanModel;
 use crate::pipeline::ResolvedSettings;
 use crate::{Error, Result};
 use std::path::Path;
-use wanrt_nn::{BackendRef, HostTensor, Tensor, WeightStore};
+use wanrt_nn::{BackendRef, HostTensor, Tensor};
 
 /// `image_encoder/` (CLIPVisionModel) and `image_processor/` (CLIPImageProcessor) of a diffusers
 /// image-to-video folder.
@@ -31,8 +31,7 @@ impl ImageEncoder {
                 "an image-conditioned transformer needs the CLIP image encoder (image_encoder/config.json)",
             ));
         }
-        let config: ClipTowerConfig = crate::model::read_json(&enc.join("config.json"))?;
-        let ws = WeightStore::from_diffusers_dir(&enc, "model")?;
+        let (config, ws) = crate::model::diffusers::component::<ClipTowerConfig>(dir, "image_encoder", "model")?;
         let image_size = config.image_size;
         let clip = ClipVisionModel::load(&ws, config, ClipVisionModel::prefix_of(&ws), backend)?;
         let processor = ClipImageProcessor::load(&dir.join("image_processor"), image_size)?;

@@ -104,7 +104,11 @@ fn transformer(dir: &Path, opts: &LoadOptions) -> Result<(TransformerConfig, Wei
 
 /// The config and weights of the component folder `dir/name` (weights `<stem>.safetensors`, or
 /// sharded with an index).
-fn component<C: serde::de::DeserializeOwned>(dir: &Path, name: &str, stem: &str) -> Result<(C, WeightStore)> {
+pub(crate) fn component<C: serde::de::DeserializeOwned>(
+    dir: &Path,
+    name: &str,
+    stem: &str,
+) -> Result<(C, WeightStore)> {
     let path = dir.join(name);
     Ok((read_json(&path.join("config.json"))?, WeightStore::from_diffusers_dir(&path, stem)?))
 }
