@@ -9,6 +9,7 @@ use anyhow::{bail, Result};
 use clap::Args;
 use std::path::PathBuf;
 use std::time::Instant;
+use wanrt_nn::backend::{ops_between, CountingBackend};
 use wanrt_nn::{HostTensor, Module, WeightStore};
 use wanrt_wan::model::LoadOptions;
 use wanrt_wan::model::WanModel;
@@ -21,21 +22,22 @@ pub struct BenchArgs {
     /// Model folder (default: the bundled demo model).
     #[arg(long)]
     pub model: Option<PathBuf>,
-    /// Video frames of the benchmarked shape.
-    #[arg(long, default_value_t = 17)]
-    pub frames: usize,
-    /// Height of the benchmarked shape.
-    #[arg(long, default_value_t = 160)]
-    pub height: usize,
-    /// Width of the benchmarked shape.
-    #[arg(long, default_value_t = 160)]
-    pub width: usize,
+    /// Video frames of the benchmarked shape (default 17; with --ladder the model's wanrt.json,
+    /// else 17).
+    #[arg(long)]
+    pub frames: Option<usize>,
+    /// Height of the benchmarked shape (default 160; with --ladder the model's, else 160).
+    #[arg(long)]
+    pub height: Option<usize>,
+    /// Width of the benchmarked shape (default 160; with --ladder the model's, else 160).
+    #[arg(long)]
+    pub width: Option<usize>,
     /// Text length (default: the model's).
     #[arg(long)]
     pub max_sequence_length: Option<usize>,
-    /// Timed transformer passes (after one warm-up pass).
-    #[arg(long, default_value_t = 2)]
-    pub repeat: usize,
+    /// Timed transformer passes after one warm-up pass (default 2; 5 per rung with --ladder).
+    #[arg(long)]
+    pub repeat: Option<usize>,
     /// Benchmark the transformer with one batch row (no CFG) instead of the CFG pair.
     #[arg(long)]
     pub no_cfg: bool,
@@ -50,7 +52,12 @@ pub struct BenchArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub ladder: crate::ladder::LadderArgs,
 }
+
+/// The benchmarked shape without --ladder.
+const SHAPE: [usize; 3] = [17, 160, 160];
 
 fn timed<T>(f: impl FnOnce() -> Result<T>) -> Result<(T, f64)> {
     let t = Instant::now();
@@ -59,17 +66,28 @@ fn timed<T>(f: impl FnOnce() -> Result<T>) -> Result<(T, f64)> {
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
+    if args.ladder.ladder {
+        return crate::ladder::run(&args);
+    }
     let opts = args.engine.load_options()?;
-    if args.repeat == 0 {
+    let repeat = args.repeat.unwrap_or(2);
+    if repeat == 0 {
         bail!("--repeat must be at least 1");
     }
+    let frames = args.frames.unwrap_or(SHAPE[0]);
+    let height = args.height.unwrap_or(SHAPE[1]);
+    let width = args.width.unwrap_or(SHAPE[2]);
     let dir = model_path::resolve(args.model.as_deref())?;
     if args.vae_only {
-        return run_vae_only(&args, &dir, opts);
+        return run_vae_only(&args, &dir, opts, [frames, height, width], repeat);
     }
+    let mut opts = opts;
+    // Ops per step are counted on the transformer's (and text encoder's) backend; the VAE's is not wrapped.
+    let counting = CountingBackend::new(opts.backend.clone());
+    opts.backend = counting.clone();
     let (model, load_s) = timed(|| Ok(WanModel::load_with(&dir, opts, |_| {})?))?;
     let mut p = GenerateParams::new("a red fox runs through the snowy forest");
-    (p.num_frames, p.height, p.width) = (Some(args.frames), Some(args.height), Some(args.width));
+    (p.num_frames, p.height, p.width) = (Some(frames), Some(height), Some(width));
     p.max_sequence_length = args.max_sequence_length;
     let s = model.resolve(&p)?;
     let batch = if args.no_cfg { 1 } else { 2 };
@@ -86,9 +104,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let latents =
         be.upload(&HostTensor::new(shape, (0..n).map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0).collect())?)?;
     let t = vec![900.0; batch];
+    let before = counting.counts();
     model.transformer.forward_prepared(&latents, &t, &context)?; // warm-up: page in the weights
+    let step_ops = ops_between(&before, &counting.counts());
     let mut step_times = Vec::new();
-    for _ in 0..args.repeat {
+    for _ in 0..repeat {
         let (_, secs) = timed(|| Ok(model.transformer.forward_prepared(&latents, &t, &context)?))?;
         step_times.push(secs);
     }
@@ -111,6 +131,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
         "text_kv_s": text_kv_s,
         "transformer_step_s": step_s,
         "transformer_step_all_s": step_times,
+        // One transformer pass (the CFG pair unless --no-cfg): fused ops count once.
+        "transformer_ops_per_step": step_ops.values().sum::<u64>(),
+        "transformer_ops_by_kind": step_ops,
         "vae_decode_s": vae_s,
         "peak_rss_bytes": sysinfo::peak_rss_bytes(),
     });
@@ -123,6 +146,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 t += &format!("{:<22} {v:>10.3}\n", key.trim_end_matches("_s"));
             }
         }
+        t += &format!("ops per transformer step {}\n", report["transformer_ops_per_step"]);
         if let Some(p) = sysinfo::peak_rss_bytes() {
             t += &format!("peak memory {}\n", sysinfo::format_bytes(p));
         }
@@ -131,7 +155,13 @@ pub fn run(args: BenchArgs) -> Result<()> {
 }
 
 /// `--vae-only`: decode latents of the benchmarked shape with the model's VAE alone.
-fn run_vae_only(args: &BenchArgs, dir: &std::path::Path, opts: LoadOptions) -> Result<()> {
+fn run_vae_only(
+    args: &BenchArgs,
+    dir: &std::path::Path,
+    opts: LoadOptions,
+    [frames, height, width]: [usize; 3],
+    repeat: usize,
+) -> Result<()> {
     let vae_dir = dir.join("vae");
     let (vae, load_s) = timed(|| {
         let cfg: VaeConfig = serde_json::from_slice(&std::fs::read(vae_dir.join("config.json"))?)?;
@@ -139,19 +169,15 @@ fn run_vae_only(args: &BenchArgs, dir: &std::path::Path, opts: LoadOptions) -> R
         Ok(WanVae::load(&ws, cfg, opts.vae_backend.clone(), false)?)
     })?;
     let (tf, sf) = (vae.config.temporal_factor(), vae.config.spatial_factor());
-    if args.frames == 0
-        || !(args.frames - 1).is_multiple_of(tf)
-        || !args.height.is_multiple_of(sf)
-        || !args.width.is_multiple_of(sf)
-    {
+    if frames == 0 || !(frames - 1).is_multiple_of(tf) || !height.is_multiple_of(sf) || !width.is_multiple_of(sf) {
         bail!("--frames must be {tf}k+1 and --height/--width multiples of {sf}");
     }
-    let shape = [1, vae.config.z_dim, (args.frames - 1) / tf + 1, args.height / sf, args.width / sf];
+    let shape = [1, vae.config.z_dim, (frames - 1) / tf + 1, height / sf, width / sf];
     let n: usize = shape.iter().product();
     let values = HostTensor::new(shape, (0..n).map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0).collect())?;
     let latents = vae.backend().upload(&values)?;
     let (mut times, mut cpu) = (Vec::new(), Vec::new());
-    for _ in 0..args.repeat {
+    for _ in 0..repeat {
         let c0 = process_cpu_s();
         times.push(timed(|| Ok(vae.decode(&latents, |_, _| {})?))?.1);
         cpu.push(process_cpu_s().zip(c0).map(|(b, a)| b - a));
@@ -159,7 +185,7 @@ fn run_vae_only(args: &BenchArgs, dir: &std::path::Path, opts: LoadOptions) -> R
     let best = times.iter().cloned().fold(f64::INFINITY, f64::min);
     let report = serde_json::json!({
         "model": dir,
-        "shape": {"frames": args.frames, "height": args.height, "width": args.width, "latent": shape},
+        "shape": {"frames": frames, "height": height, "width": width, "latent": shape},
         "threads": rayon::current_num_threads(),
         "vae_load_s": load_s,
         "vae_decode_s": best,

@@ -101,8 +101,9 @@ pub struct GenerateArgs {
     #[arg(short = 'o', long)]
     pub output: Option<PathBuf>,
     /// Also write the decoded frames as float32 (F, H, W, 3) in [0, 1] (written before the
-    /// video, so it survives a failed video write).
-    #[arg(long, value_name = "FILE.npy")]
+    /// video, so it survives a failed video write). In batch mode a folder that gets
+    /// <i>_<k>.npy beside each <i>_<k>.mp4.
+    #[arg(long, value_name = "FILE.npy|DIR/")]
     pub save_npy: Option<PathBuf>,
     /// Frames per second of MP4/GIF output (default: the model's, else 16; MP4 takes up to 90000).
     #[arg(long)]
@@ -140,7 +141,7 @@ fn read_rgb(path: &Path) -> Result<RgbImage> {
     Ok(RgbImage::new(video.height(), video.width(), video.into_data())?)
 }
 
-fn read_prompts(path: &Path) -> Result<Vec<String>> {
+pub(crate) fn read_prompts(path: &Path) -> Result<Vec<String>> {
     let len = std::fs::metadata(path).with_context(|| format!("--prompts {}", path.display()))?.len();
     if len > MAX_PROMPTS_FILE {
         bail!("--prompts {}: {len} bytes is more than a prompt list (at most 64 MiB)", path.display());
@@ -190,9 +191,16 @@ fn check_flags(args: &GenerateArgs) -> Result<()> {
     Ok(())
 }
 
-/// What to generate: one (params, output) per video, and the folder of a batch.
+/// One video: its settings, its output file and, with `--save-npy`, its raw frames' file.
+struct Run {
+    params: GenerateParams,
+    output: PathBuf,
+    npy: Option<PathBuf>,
+}
+
+/// What to generate: one run per video, and the folder of a batch.
 struct Plan {
-    runs: Vec<(GenerateParams, PathBuf)>,
+    runs: Vec<Run>,
     /// Batch mode (`--prompts`, or `--videos-per-prompt` > 1): the folder that gets prompts.json.
     batch_dir: Option<PathBuf>,
 }
@@ -205,8 +213,8 @@ fn plan(args: &GenerateArgs) -> Result<Plan> {
         (None, None) => bail!("--prompt or --prompts is required"),
     };
     let batch = args.prompts.is_some() || args.videos_per_prompt > 1;
-    if batch && (args.noise.is_some() || args.save_npy.is_some()) {
-        bail!("--noise and --save-npy apply to one video (--prompt without --videos-per-prompt), not to a batch");
+    if batch && args.noise.is_some() {
+        bail!("--noise applies to one video (--prompt without --videos-per-prompt), not to a batch");
     }
     let noise = args.noise.as_deref().map(read_noise).transpose()?;
     let image = args.image.as_deref().map(read_rgb).transpose()?;
@@ -243,7 +251,12 @@ fn plan(args: &GenerateArgs) -> Result<Plan> {
         if let Some(npy) = &args.save_npy {
             check_npy_output(npy, &out)?;
         }
-        return Ok(Plan { runs: vec![(GenerateParams { prompt: prompts[0].clone(), ..base }, out)], batch_dir: None });
+        let run = Run {
+            params: GenerateParams { prompt: prompts[0].clone(), ..base },
+            output: out,
+            npy: args.save_npy.clone(),
+        };
+        return Ok(Plan { runs: vec![run], batch_dir: None });
     }
     let out_dir = match &args.output {
         Some(o) if !o.extension().is_some_and(|e| e == "mp4" || e == "gif" || e == "npy") => o.clone(),
@@ -263,14 +276,38 @@ fn plan(args: &GenerateArgs) -> Result<Plan> {
             wanrt_io::check_output_dir(&out_dir)
         }
     })?;
+    let npy_dir = args.save_npy.as_deref().map(|d| check_npy_dir(d, &out_dir)).transpose()?;
     let mut runs = Vec::new();
     for (i, p) in prompts.iter().enumerate() {
         for k in 0..args.videos_per_prompt {
             let params = GenerateParams { prompt: p.clone(), seed: args.seed.wrapping_add(k as u64), ..base.clone() };
-            runs.push((params, out_dir.join(format!("{i}_{k}.mp4"))));
+            let npy = npy_dir.map(|d| d.join(format!("{i}_{k}.npy")));
+            runs.push(Run { params, output: out_dir.join(format!("{i}_{k}.mp4")), npy });
         }
     }
     Ok(Plan { runs, batch_dir: Some(out_dir) })
+}
+
+/// Batch mode's `--save-npy DIR/`: a folder (existing, or creatable) that is not the videos' one
+/// (its `<i>_<k>.npy` would otherwise sit among the files `wanrt review` pairs).
+fn check_npy_dir<'a>(dir: &'a Path, out_dir: &Path) -> Result<&'a Path> {
+    if dir.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy")) || (dir.exists() && !dir.is_dir()) {
+        bail!("--save-npy {}: a batch needs a folder for <i>_<k>.npy, not a file", dir.display());
+    }
+    let same = dir == out_dir || matches!((dir.canonicalize(), out_dir.canonicalize()), (Ok(a), Ok(b)) if a == b);
+    if same {
+        bail!(
+            "--save-npy {} and -o {} are the same folder; give the frames their own",
+            dir.display(),
+            out_dir.display()
+        );
+    }
+    if dir.exists() {
+        wanrt_io::check_output_file(dir.join("0_0.npy"))?
+    } else {
+        wanrt_io::check_output_dir(dir)?
+    }
+    Ok(dir)
 }
 
 fn check_npy_output(npy: &Path, video: &Path) -> Result<()> {
@@ -288,7 +325,7 @@ fn check_npy_output(npy: &Path, video: &Path) -> Result<()> {
 /// memory budget and the output format, before the first denoising step; prints the warnings.
 fn check_runs(model: &WanModel, plan: &Plan, fps: f64, max_memory: Option<u64>) -> Result<()> {
     let mut printed = std::collections::BTreeSet::new();
-    for (params, out_path) in &plan.runs {
+    for Run { params, output: out_path, .. } in &plan.runs {
         let s = model.resolve(params)?;
         let need = model.working_memory(s.num_frames, s.height, s.width, s.guidance > 1.0);
         if let Some(limit) = max_memory {
@@ -346,7 +383,12 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     let mut reports = Vec::new();
     let mut captions = BTreeMap::new();
     let runs = &plan.runs;
-    for (n, (params, out_path)) in runs.iter().enumerate() {
+    if let Some(d) = plan.runs.first().and_then(|r| r.npy.as_ref()).and_then(|n| n.parent()) {
+        if plan.batch_dir.is_some() {
+            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+        }
+    }
+    for (n, Run { params, output: out_path, npy }) in runs.iter().enumerate() {
         if runs.len() > 1 && !args.json {
             eprintln!("wanrt video {}/{}: {}", n + 1, runs.len(), out_path.display());
         }
@@ -354,12 +396,12 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         bars.finish();
         let t_write = Instant::now();
         // The raw frames first: a failed video write (disk full, …) does not lose them.
-        if let Some(npy) = &args.save_npy {
+        if let Some(npy) = npy {
             let s = out.video.shape();
             wanrt_media::write_npy_f32(npy, [s[0], s[1], s[2], s[3]], out.video.data())?;
         }
         let video = video_of(&out)?;
-        wanrt_media::write_video(out_path, &video, &mp4).map_err(|e| match &args.save_npy {
+        wanrt_media::write_video(out_path, &video, &mp4).map_err(|e| match npy {
             Some(npy) => anyhow::anyhow!("{e} (the frames were saved to {})", npy.display()),
             None => e.into(),
         })?;
@@ -371,7 +413,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         }
         reports.push(serde_json::json!({
             "output": out_path,
-            "npy": args.save_npy,
+            "npy": npy,
             "prompt": params.prompt,
             "settings": out.settings,
             "timings_s": timings,

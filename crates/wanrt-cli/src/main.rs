@@ -6,6 +6,7 @@ mod bench;
 mod convert;
 mod engine;
 mod generate;
+mod ladder;
 mod model_path;
 mod optimize;
 mod outcome;

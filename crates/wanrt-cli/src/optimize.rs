@@ -166,23 +166,36 @@ const REPORT_STEPS: usize = 20;
 /// Report (and calibration) size when neither the flags nor wanrt.json give it.
 const REPORT_SIZE: [usize; 3] = [17, 160, 160];
 
-/// The report's child generations: frames, height, width and steps, always explicit.
+/// The size and steps of measurement generations (optimize's report, the bench ladder): always
+/// explicit in the child `generate`, so a model without wanrt.json is never measured at
+/// diffusers' 81×480×832 and 50 steps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct ReportSize {
-    frames: usize,
-    height: usize,
-    width: usize,
-    steps: usize,
+pub struct ReportSize {
+    pub frames: usize,
+    pub height: usize,
+    pub width: usize,
+    pub steps: usize,
+}
+
+/// The flags' values, else the model's wanrt.json, else 17×160×160 and 20 steps.
+pub fn measurement_size(
+    src: &Path,
+    frames: Option<usize>,
+    height: Option<usize>,
+    width: Option<usize>,
+    steps: Option<usize>,
+) -> Result<ReportSize> {
+    let d = wanrt_wan::model::ModelDefaults::read(src)?;
+    Ok(ReportSize {
+        frames: frames.or(d.num_frames).unwrap_or(REPORT_SIZE[0]),
+        height: height.or(d.height).unwrap_or(REPORT_SIZE[1]),
+        width: width.or(d.width).unwrap_or(REPORT_SIZE[2]),
+        steps: steps.or(d.num_inference_steps).unwrap_or(REPORT_STEPS),
+    })
 }
 
 fn report_size(args: &OptimizeArgs, src: &Path) -> Result<ReportSize> {
-    let d = wanrt_wan::model::ModelDefaults::read(src)?;
-    Ok(ReportSize {
-        frames: args.frames.or(d.num_frames).unwrap_or(REPORT_SIZE[0]),
-        height: args.height.or(d.height).unwrap_or(REPORT_SIZE[1]),
-        width: args.width.or(d.width).unwrap_or(REPORT_SIZE[2]),
-        steps: args.report_steps.or(d.num_inference_steps).unwrap_or(REPORT_STEPS),
-    })
+    measurement_size(src, args.frames, args.height, args.width, args.report_steps)
 }
 
 pub fn run(args: OptimizeArgs) -> Result<()> {

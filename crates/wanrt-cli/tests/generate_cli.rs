@@ -110,7 +110,7 @@ fn batch_prompts_write_videos_and_captions() {
     let dir = tempfile::tempdir().unwrap();
     let prompts = dir.path().join("prompts.txt");
     std::fs::write(&prompts, "a red fox\n\na blue bird\n").unwrap();
-    let out_dir = dir.path().join("out");
+    let (out_dir, npy_dir) = (dir.path().join("out"), dir.path().join("frames"));
     let out = wanrt()
         .args(["generate", "--model"])
         .arg(fixture("c"))
@@ -118,9 +118,28 @@ fn batch_prompts_write_videos_and_captions() {
         .arg(&prompts)
         .args(["--videos-per-prompt", "2", "--steps", "1", "--frames", "5", "--height", "16", "--width", "16", "-o"])
         .arg(&out_dir)
+        .arg("--save-npy")
+        .arg(&npy_dir)
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // The raw frames of each video beside its name; seeds differ, so the two of a prompt do too.
+    let frames = |f: &str| std::fs::read(npy_dir.join(f)).unwrap();
+    assert_eq!(frames("0_0.npy").len(), frames("1_1.npy").len());
+    assert_ne!(frames("0_0.npy"), frames("0_1.npy"));
+    // A batch's frames need their own folder.
+    let same = wanrt()
+        .args(["generate", "--model"])
+        .arg(fixture("c"))
+        .arg("--prompts")
+        .arg(&prompts)
+        .arg("-o")
+        .arg(&out_dir)
+        .arg("--save-npy")
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&same.stderr).contains("are the same folder"));
     let captions: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out_dir.join("prompts.json")).unwrap()).unwrap();
     assert_eq!(captions["0_1.mp4"], "a red fox");

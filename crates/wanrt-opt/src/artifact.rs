@@ -23,18 +23,58 @@ pub fn weights_sha256(dir: &Path) -> Result<String> {
         .collect();
     files.sort();
     let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
     for f in files {
-        let mut file = std::fs::File::open(&f).map_err(|e| Error::Msg(format!("{}: cannot open: {e}", f.display())))?;
-        loop {
-            let n = file.read(&mut buf).map_err(|e| Error::Msg(format!("{}: cannot read: {e}", f.display())))?;
-            if n == 0 {
-                break;
-            }
-            h.update(&buf[..n]);
-        }
+        hash_file(&mut h, &f)?;
     }
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(hex(h))
+}
+
+/// SHA-256 of a whole model folder: every regular file below it (symlinks followed), each as its
+/// path relative to `dir` then its contents, in sorted order — equal for two copies of a model,
+/// different when any config, tokenizer or weight byte differs.
+pub fn tree_sha256(dir: &Path) -> Result<String> {
+    fn walk(dir: &Path, rel: &Path, out: &mut Vec<(String, std::path::PathBuf)>) -> Result<()> {
+        let entries = std::fs::read_dir(dir).map_err(|e| Error::Msg(format!("{}: cannot list: {e}", dir.display())))?;
+        for e in entries {
+            let e = e.map_err(|e| Error::Msg(format!("{}: cannot list: {e}", dir.display())))?;
+            let (path, rel) = (e.path(), rel.join(e.file_name()));
+            if path.is_dir() {
+                walk(&path, &rel, out)?;
+            } else if path.is_file() {
+                out.push((rel.to_string_lossy().replace('\\', "/"), path));
+            }
+        }
+        Ok(())
+    }
+    let mut files = Vec::new();
+    walk(dir, Path::new(""), &mut files)?;
+    files.sort();
+    let mut h = Sha256::new();
+    for (rel, path) in files {
+        h.update((rel.len() as u64).to_le_bytes());
+        h.update(rel.as_bytes());
+        let len = std::fs::metadata(&path).map_err(|e| Error::Msg(format!("{}: {e}", path.display())))?.len();
+        h.update(len.to_le_bytes());
+        hash_file(&mut h, &path)?;
+    }
+    Ok(hex(h))
+}
+
+fn hash_file(h: &mut Sha256, path: &Path) -> Result<()> {
+    let mut file =
+        std::fs::File::open(path).map_err(|e| Error::Msg(format!("{}: cannot open: {e}", path.display())))?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).map_err(|e| Error::Msg(format!("{}: cannot read: {e}", path.display())))?;
+        if n == 0 {
+            return Ok(());
+        }
+        h.update(&buf[..n]);
+    }
+}
+
+fn hex(h: Sha256) -> String {
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {

@@ -92,10 +92,12 @@ impl Progress for SampleRecorder<'_> {
 
 /// `k` indices spread evenly over `0..n` (both ends included).
 fn spread(k: usize, n: usize) -> Vec<usize> {
-    match (k, n) {
-        (0, _) | (_, 0) => Vec::new(),
-        (1, _) => vec![n / 2],
-        _ => (0..k.min(n)).map(|i| (i * (n - 1) + (k.min(n) - 1) / 2) / (k.min(n) - 1)).collect(),
+    // More samples than steps: every step once (one step of calibration took 8 samples from 1).
+    let k = k.min(n);
+    match k {
+        0 => Vec::new(),
+        1 => vec![n / 2],
+        _ => (0..k).map(|i| (i * (n - 1) + (k - 1) / 2) / (k - 1)).collect(),
     }
 }
 
@@ -188,6 +190,7 @@ mod tests {
         assert_eq!(spread(3, 10), vec![0, 5, 9]);
         assert_eq!(spread(1, 10), vec![5]);
         assert_eq!(spread(20, 4), vec![0, 1, 2, 3]);
+        assert_eq!(spread(8, 1), vec![0], "one calibration step, many samples");
         assert!(spread(0, 4).is_empty());
     }
 

@@ -15,7 +15,7 @@ const RIGHT: i32 = 40;
 const ROW: i32 = 26;
 
 /// Draws text with the 8×8 font scaled by `scale`, top-left at (x, y).
-fn text<DB: DrawingBackend>(
+pub fn text<DB: DrawingBackend>(
     area: &DrawingArea<DB, plotters::coord::Shift>,
     s: &str,
     x: i32,
@@ -47,14 +47,15 @@ fn text<DB: DrawingBackend>(
 }
 
 /// A horizontal "forest" panel: one row per (label, estimate, interval) on a shared axis.
-struct Panel<'a> {
-    title: String,
-    rows: Vec<(String, Option<f64>, Option<[f64; 2]>)>,
-    lo: f64,
-    hi: f64,
-    ticks: Vec<f64>,
-    reference: Option<f64>,
-    color: &'a RGBColor,
+pub struct Panel<'a> {
+    pub title: String,
+    pub rows: Vec<(String, Option<f64>, Option<[f64; 2]>)>,
+    pub lo: f64,
+    pub hi: f64,
+    pub ticks: Vec<f64>,
+    /// A vertical line (e.g. 0, or the baseline's value).
+    pub reference: Option<f64>,
+    pub color: &'a RGBColor,
 }
 
 fn panel_height(p: &Panel) -> i32 {
@@ -74,7 +75,7 @@ fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, plotters::coord::Shift>
     for &t in &p.ticks {
         let x = x_of(t);
         let _ = area.draw(&PathElement::new(vec![(x, top), (x, bottom)], grey));
-        let label = format!("{t:.1}");
+        let label = tick_label(t);
         text(area, &label, x - label.len() as i32 * 4, bottom + 6, 1, &black);
     }
     if let Some(r) = p.reference {
@@ -99,6 +100,31 @@ fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, plotters::coord::Shift>
             None => text(area, "no data", LEFT + 8, cy - 4, 1, &RGBColor(150, 150, 150)),
         }
     }
+}
+
+/// `0.25` → "0.25", `2.0` → "2", `0.0125` → "0.0125": no more digits than the tick has.
+fn tick_label(t: f64) -> String {
+    let s = format!("{t:.4}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s == "-0" {
+        "0".into()
+    } else {
+        s.to_string()
+    }
+}
+
+/// An axis from 0 to a round value above every value, with about five ticks.
+pub fn axis_from_zero(values: impl Iterator<Item = f64>) -> (f64, f64, Vec<f64>) {
+    let max = values.filter(|v| v.is_finite()).fold(0.0f64, f64::max);
+    if max <= 0.0 {
+        return (0.0, 1.0, vec![0.0, 0.5, 1.0]);
+    }
+    let raw = max / 5.0;
+    let mag = 10f64.powf(raw.log10().floor());
+    let step = [1.0, 2.0, 2.5, 5.0, 10.0].iter().map(|m| m * mag).find(|s| s * 5.0 >= max).unwrap_or(10.0 * mag);
+    let n = (max / step).ceil() as usize;
+    let ticks: Vec<f64> = (0..=n).map(|i| i as f64 * step).collect();
+    (0.0, *ticks.last().expect("n ≥ 0"), ticks)
 }
 
 fn nice_range(values: impl Iterator<Item = f64>) -> (f64, f64, Vec<f64>) {
@@ -151,25 +177,54 @@ pub fn render_png(study: &str, stats: &Stats) -> anyhow::Result<Vec<u8>> {
         reference: None,
         color: &orange,
     };
-    let h = (40 + panel_height(&bt) + panel_height(&lk) + 10) as u32;
+    render_panels(&format!("wanrt review: {study}"), &[bt, lk])
+}
+
+/// A title over stacked panels, as PNG bytes.
+pub fn render_panels(title: &str, panels: &[Panel]) -> anyhow::Result<Vec<u8>> {
+    let h = (40 + panels.iter().map(panel_height).sum::<i32>() + 10) as u32;
     let mut buf = vec![255u8; (W * h * 3) as usize];
     {
         let area = BitMapBackend::with_buffer(&mut buf, (W, h)).into_drawing_area();
         area.fill(&WHITE).map_err(|e| anyhow::anyhow!("plot: {e}"))?;
-        let title: String = format!("wanrt review: {study}").chars().take(56).collect();
+        let title: String = title.chars().take(56).collect();
         text(&area, &title, 16, 10, 2, &RGBColor(0, 0, 0));
-        draw_panel(&area, 40, &bt);
-        draw_panel(&area, 40 + panel_height(&bt), &lk);
+        let mut y = 40;
+        for p in panels {
+            draw_panel(&area, y, p);
+            y += panel_height(p);
+        }
         area.present().map_err(|e| anyhow::anyhow!("plot: {e}"))?;
     }
+    encode_png(&buf, W, h)
+}
+
+/// RGB8 pixels → PNG bytes.
+pub fn encode_png(rgb: &[u8], width: u32, height: u32) -> anyhow::Result<Vec<u8>> {
     let mut out = Vec::new();
     {
-        let mut enc = png::Encoder::new(&mut out, W, h);
+        let mut enc = png::Encoder::new(&mut out, width, height);
         enc.set_color(png::ColorType::Rgb);
         enc.set_depth(png::BitDepth::Eight);
         let mut w = enc.write_header()?;
-        w.write_image_data(&buf)?;
+        w.write_image_data(rgb)?;
         w.finish()?;
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod axis_tests {
+    use super::*;
+
+    #[test]
+    fn axes_end_on_a_round_value_above_the_data() {
+        let (lo, hi, ticks) = axis_from_zero([0.37, 0.12].into_iter());
+        assert_eq!((lo, ticks.len()), (0.0, 5));
+        assert!((hi - 0.4).abs() < 1e-12, "{hi}");
+        let (_, hi, ticks) = axis_from_zero([7.3].into_iter());
+        assert_eq!((hi, ticks.len()), (8.0, 5));
+        assert_eq!(axis_from_zero(std::iter::empty()).1, 1.0);
+        assert_eq!((tick_label(0.25), tick_label(2.0), tick_label(-0.0)), ("0.25".into(), "2".into(), "0".into()));
+    }
 }

@@ -15,9 +15,11 @@
 //! it op by op.
 
 pub mod conformance;
+mod counting;
 mod cpu;
 pub mod cuda;
 
+pub use counting::{ops_between, CountingBackend, OpCounts};
 pub use cpu::{CpuBackend, CpuOptions};
 
 use crate::host::HostTensor;
