@@ -3,7 +3,8 @@
 #   1. library probe: nvidia-smi, and where libcuda / libcublasLt / libnvrtc are found;
 #   2. the conformance battery on CUDA (bf16 and f32) against the CPU reference, op by op;
 #   3. timings of the main ops at the 1.3B shapes (32,760 tokens) → timings.json;
-#   4. the tiny demo pipeline on CUDA (bf16, f32) vs CPU: frames compared (PSNR/SSIM), wall times.
+#   4. the tiny demo pipeline on CUDA (bf16, f32) vs CPU: frames compared (PSNR/SSIM), wall times;
+#   5. `wanrt bench --ladder --backend cuda` on the demo model (report in ladder-cuda-demo/).
 # Everything goes to $OUT (default ./gpu-check-out): gpu_check.log, conformance.log, timings.json,
 # pipeline/*.npy and summary.json. It runs the prebuilt binaries of tools/device/build_bundle.sh
 # (target/device-bundle, carried to the device) and needs no Rust or CUDA toolkit there.
@@ -87,6 +88,12 @@ for pair in cuda_f32:80 cuda_bf16:40; do
     cat "$OUT/pipeline/compare_$name.json"
     step "psnr_$name" 10 python3 -c "$PSNR_CHECK" "$OUT/pipeline/compare_$name.json" "${pair##*:}"
 done
+
+# ---- 5. the bench ladder on CUDA (demo model; issue 19): rungs the CUDA backend runs today ----
+# The baseline (bf16) and the step cache; the int8/fp8 rungs follow when W8A8 runs on CUDA.
+step ladder_cuda 180 "$BUNDLE/wanrt" bench --ladder --backend cuda --rungs baseline,step-cache --videos 8 \
+    --artifact-cache "$OUT/ladder-cache" --report "$OUT/ladder-cuda-demo"
+cat "$OUT/ladder-cuda-demo/ladder.md" 2>/dev/null | head -40
 
 # ---- summary ----
 {

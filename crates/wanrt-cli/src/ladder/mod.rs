@@ -324,7 +324,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let per_rung = plan.videos.len() as u64 + 3;
     let bar = ProgressBar::new(plan.rungs.len() as u64 * per_rung);
     bar.set_style(
-        ProgressStyle::with_template("wanrt ladder {msg:28} [{bar:30}] {pos}/{len} {elapsed_precise} eta {eta}")
+        ProgressStyle::with_template("wanrt ladder {msg:40} [{bar:30}] {pos}/{len} {elapsed_precise} eta {eta}")
             .expect("valid template")
             .progress_chars("=> "),
     );
@@ -344,11 +344,20 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         bar.set_message("real videos: features");
         quality.load_real(&ProgressBar::hidden())?;
     }
+    // Without a terminal the bar is hidden: a line per stage keeps a logged run from going silent.
+    let log = !std::io::IsTerminal::is_terminal(&std::io::stderr()) && !args.json;
+    let stage = |msg: String| {
+        if log {
+            eprintln!("wanrt ladder [{:.0} s] {msg}", t0.elapsed().as_secs_f64());
+        }
+        bar.set_message(msg);
+    };
     let mut rows = Vec::new();
     for (ri, rung) in plan.rungs.iter().enumerate() {
         let base = ri as u64 * per_rung;
+        let n = format!("rung {}/{} {}", ri + 1, plan.rungs.len(), rung.name);
         bar.set_position(base);
-        bar.set_message(format!("{}: artifact", rung.name));
+        stage(format!("{n}: artifact"));
         let (model, cached) = match &rung.optimize {
             None => (plan.src.clone(), None),
             Some(flags) => {
@@ -357,14 +366,14 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             }
         };
         bar.set_position(base + 1);
-        bar.set_message(format!("{}: generating", rung.name));
+        stage(format!("{n}: generating {} videos", plan.videos.len()));
         let gen = generate(&exe, args, &plan, rung, &model, || {
             bar.set_position(base + 1 + count_files(&frames_root.join(&rung.name), "npy") as u64);
         })?;
-        bar.set_message(format!("{}: timing a step", rung.name));
+        stage(format!("{n}: timing the transformer step"));
         let bench = bench_step(&exe, args, &plan, &model)?;
         bar.set_position(base + per_rung - 1);
-        bar.set_message(format!("{}: quality", rung.name));
+        stage(format!("{n}: quality"));
         let q = quality.measure(&frames_root.join(&rung.name), &ProgressBar::hidden())?;
         let mut r = row(rung, &model, &plan, &gen, &bench, q);
         r.artifact_cached = cached;

@@ -170,6 +170,21 @@ pub fn to_markdown(h: &LadderHeader, rungs: &[RungRow], references: &[ReferenceR
             r.ops_per_step.map_or("—".into(), |o| o.to_string()),
         );
     }
+    md += "\n### End to end by stage (s; per video, mean; the model load once per rung)\n\n";
+    md += "| rung | load | text encoder | denoising | VAE decode | write |\n|---|---|---|---|---|---|\n";
+    for r in rungs {
+        let st = |k: &str| num(r.stages_seconds.get(k).copied(), 3);
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} |",
+            r.name,
+            st("load"),
+            st("text_encoder"),
+            st("denoising"),
+            st("vae_decode"),
+            st("write")
+        );
+    }
     md += "\n## Quality against the baseline\n\n";
     md += "Per-video metrics compare each rung's raw frames with the baseline's video of the same prompt and seed; \
            intervals are 95 % percentile-bootstrap intervals over videos (none below 3 videos).\n\n";
