@@ -10,7 +10,7 @@
 
 use crate::causal_conv3d::{CausalConv3d, FeatCache};
 use crate::vae_blocks::{rms_gamma, MidBlock, Resample, ResampleMode, ResidualBlock};
-use crate::vae_residual::{patchify, unpatchify, ResidualDownBlock, ResidualUpBlock};
+use crate::vae_residual::{patchify, unpatchify, AvgDown3d, DupUp3d, ResidualDownBlock, ResidualUpBlock};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use wanrt_nn::backend::BinaryOp;
@@ -155,6 +155,9 @@ impl VaeConfig {
                 )));
             }
         }
+        if self.is_residual {
+            self.check_residual_stages()?;
+        }
         for (name, v) in [("latents_mean", &self.latents_mean), ("latents_std", &self.latents_std)] {
             if !v.is_empty() && v.len() != self.z_dim {
                 return Err(Error::Config(format!(
@@ -179,6 +182,38 @@ impl VaeConfig {
 
     fn patch(&self) -> usize {
         self.patch_size.unwrap_or(1)
+    }
+
+    /// `WanEncoder3d`'s `dims`: the width before and after each stage.
+    fn encoder_dims(&self) -> Vec<usize> {
+        std::iter::once(1).chain(self.dim_mult.iter().copied()).map(|u| u * self.base_dim).collect()
+    }
+
+    /// `WanDecoder3d`'s `dims`: the widest stage's width, then each stage's output width.
+    fn decoder_dims(&self) -> Vec<usize> {
+        let dim = self.decoder_base_dim.unwrap_or(self.base_dim);
+        let mult = &self.dim_mult;
+        std::iter::once(mult[mult.len() - 1]).chain(mult.iter().rev().copied()).map(|u| u * dim).collect()
+    }
+
+    /// The decoder's temporal upsampling flags (the encoder's, reversed).
+    fn temporal_upsample(&self) -> Vec<bool> {
+        self.temperal_downsample.iter().take(self.dim_mult.len() - 1).rev().copied().collect()
+    }
+
+    /// The residual stages' shortcuts fold channels into space and back: each stage's widths must
+    /// divide evenly (diffusers asserts it when building `AvgDown3D` / `DupUp3D`).
+    fn check_residual_stages(&self) -> Result<()> {
+        let last = self.dim_mult.len() - 1;
+        for (i, w) in self.encoder_dims().windows(2).enumerate() {
+            let temporal = i != last && self.temperal_downsample[i];
+            AvgDown3d::new(w[0], w[1], if temporal { 2 } else { 1 }, if i != last { 2 } else { 1 })?;
+        }
+        let temporal_up = self.temporal_upsample();
+        for (i, w) in self.decoder_dims().windows(2).enumerate().take(last) {
+            DupUp3d::new(w[0], w[1], if temporal_up[i] { 2 } else { 1 }, 2)?;
+        }
+        Ok(())
     }
 }
 
@@ -209,8 +244,7 @@ pub struct Encoder {
 
 impl Encoder {
     fn new(vb: &VarBuilder, cfg: &VaeConfig) -> Result<Self> {
-        let dim = cfg.base_dim;
-        let dims: Vec<usize> = std::iter::once(1).chain(cfg.dim_mult.iter().copied()).map(|u| u * dim).collect();
+        let dims = cfg.encoder_dims();
         let stages = cfg.dim_mult.len();
         let mut down_blocks = Vec::new();
         let blocks = vb.pp("down_blocks");
@@ -308,12 +342,9 @@ pub struct Decoder {
 
 impl Decoder {
     fn new(vb: &VarBuilder, cfg: &VaeConfig) -> Result<Self> {
-        let dim = cfg.decoder_base_dim.unwrap_or(cfg.base_dim);
-        let mult = &cfg.dim_mult;
-        let stages = mult.len();
-        let dims: Vec<usize> =
-            std::iter::once(mult[stages - 1]).chain(mult.iter().rev().copied()).map(|u| u * dim).collect();
-        let temporal_up: Vec<bool> = cfg.temperal_downsample.iter().take(stages - 1).rev().copied().collect();
+        let stages = cfg.dim_mult.len();
+        let dims = cfg.decoder_dims();
+        let temporal_up = cfg.temporal_upsample();
         let mut up_blocks = Vec::with_capacity(stages);
         for i in 0..stages {
             let blk = vb.pp("up_blocks").pp(i);
