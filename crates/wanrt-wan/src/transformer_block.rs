@@ -69,7 +69,7 @@ impl WanTransformerBlock {
     pub fn modulated_input(&self, be: &dyn Backend, x: &Tensor, timestep_proj: &Tensor) -> Result<Tensor> {
         let [shift_msa, scale_msa, ..] = self.modulation(be, timestep_proj)?;
         let groups = Groups::of(x, timestep_proj)?;
-        Ok(groups.tokens(be.layer_norm_modulate(&groups.modulated(x.clone())?, self.eps, &scale_msa, &shift_msa)?)?)
+        groups.tokens(be.layer_norm_modulate(&groups.modulated(x.clone())?, self.eps, &scale_msa, &shift_msa)?)
     }
 
     /// `shift_msa, scale_msa, gate_msa, c_shift_msa, c_scale_msa, c_gate_msa`, each `[N, 1, C]`.
