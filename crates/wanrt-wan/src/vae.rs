@@ -616,3 +616,38 @@ impl Module for WanVae {
         self.post_quant_conv.visit_mut(f);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The architecture of Wan2.2-TI2V-5B-Diffusers' `vae/config.json` (statistics left out).
+    fn wan2_2() -> serde_json::Value {
+        serde_json::json!({
+            "base_dim": 160, "decoder_base_dim": 256, "dim_mult": [1, 2, 4, 4], "in_channels": 12,
+            "out_channels": 12, "is_residual": true, "num_res_blocks": 2, "patch_size": 2, "z_dim": 48,
+            "scale_factor_spatial": 16, "scale_factor_temporal": 4, "temperal_downsample": [false, true, true],
+            "latents_mean": [], "latents_std": []
+        })
+    }
+
+    #[test]
+    fn the_released_configs_validate_with_their_compression() {
+        let cfg: VaeConfig = serde_json::from_value(wan2_2()).unwrap();
+        cfg.validate().unwrap();
+        assert_eq!((cfg.temporal_factor(), cfg.spatial_factor()), (4, 16));
+        let cfg = VaeConfig::wan2_1();
+        cfg.validate().unwrap();
+        assert_eq!((cfg.temporal_factor(), cfg.spatial_factor()), (4, 8));
+    }
+
+    #[test]
+    fn a_wan2_1_vae_claiming_the_wan2_2_compression_is_refused() {
+        let mut v = wan2_2();
+        v["patch_size"] = serde_json::Value::Null;
+        v["in_channels"] = serde_json::json!(3);
+        v["out_channels"] = serde_json::json!(3);
+        let msg = serde_json::from_value::<VaeConfig>(v).unwrap().validate().unwrap_err().to_string();
+        assert!(msg.contains("scale_factor_spatial 16 disagrees with the architecture's 8"), "{msg}");
+    }
+}
