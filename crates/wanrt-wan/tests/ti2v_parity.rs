@@ -8,7 +8,7 @@
 #![allow(clippy::disallowed_methods)]
 
 mod common;
-use common::{assert_close, cpu, fixture_in, host, Reference};
+use common::{assert_close, copy_dir, cpu, fixture_in, host, Reference};
 use wanrt_nn::WeightStore;
 use wanrt_wan::image::RgbImage;
 use wanrt_wan::model::WanModel;
@@ -191,4 +191,18 @@ fn hostile_wan22_vae_configs_are_refused() {
         let msg = serde_json::from_value::<VaeConfig>(cfg).unwrap().validate().unwrap_err().to_string();
         assert!(msg.contains(want), "{mult}: {msg}");
     }
+}
+
+/// `expand_timesteps` on a model that cannot take per-token timesteps (a Wan2.1 I2V transformer:
+/// mask + image latent channels, an image embedder) is refused at load in one line.
+#[test]
+fn expand_timesteps_on_a_wan21_i2v_model_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    copy_dir(&fixture_in("wan_i2v", "i2v_a"), tmp.path());
+    let index = tmp.path().join("model_index.json");
+    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&index).unwrap()).unwrap();
+    v["expand_timesteps"] = serde_json::json!(true);
+    std::fs::write(&index, v.to_string()).unwrap();
+    let msg = WanModel::load(tmp.path(), |_| {}).err().unwrap().to_string();
+    assert!(msg.contains("expand_timesteps (Wan2.2 TI2V) needs") && !msg.contains('\n'), "{msg}");
 }
