@@ -568,12 +568,9 @@ impl WanVae {
                 return Err(Error::Config("this VAE was loaded without its encoder (or has no encoder weights)".into()))
             }
         };
-        let sf = self.config.spatial_factor();
-        if x.rank() != 5 || x.dim(1) != RGB || !x.dim(3).is_multiple_of(sf) || !x.dim(4).is_multiple_of(sf) {
-            return Err(Error::Shape(format!(
-                "VAE encode expects [B, 3, F, H, W] with H and W multiples of {sf}, found {:?}",
-                x.shape()
-            )));
+        // (The Wan2.2 VAE's patching and pooled shortcuts refuse sizes they cannot halve.)
+        if x.rank() != 5 || x.dim(1) != RGB {
+            return Err(Error::Shape(format!("VAE encode expects [B, 3, F, H, W], found {:?}", x.shape())));
         }
         let be = &*self.backend;
         let mut means = Vec::with_capacity(x.dim(0));

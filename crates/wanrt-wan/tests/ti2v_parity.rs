@@ -206,3 +206,18 @@ fn expand_timesteps_on_a_wan21_i2v_model_is_refused() {
     let msg = WanModel::load(tmp.path(), |_| {}).err().unwrap().to_string();
     assert!(msg.contains("expand_timesteps (Wan2.2 TI2V) needs") && !msg.contains('\n'), "{msg}");
 }
+
+/// A video the Wan2.2 VAE cannot fold (odd size) is an error, not a panic.
+#[test]
+fn unfoldable_sizes_are_refused_by_the_residual_vae() {
+    let vae_dir = fixture_in("wan_ti2v", "ti2v_a").join("vae");
+    let cfg: VaeConfig = serde_json::from_str(&std::fs::read_to_string(vae_dir.join("config.json")).unwrap()).unwrap();
+    let ws = WeightStore::from_diffusers_dir(&vae_dir, "diffusion_pytorch_model").unwrap();
+    let be = cpu();
+    let vae = WanVae::load(&ws, cfg, be.clone(), true).unwrap();
+    for (h, w, want) in [(33, 32, "divisible by patch_size 2"), (36, 32, "cannot be halved")] {
+        let x = be.upload(&wanrt_nn::HostTensor::new([1, 3, 1, h, w], vec![0.0; 3 * h * w]).unwrap()).unwrap();
+        let msg = vae.encode_mean(&x).err().unwrap().to_string();
+        assert!(msg.contains(want), "{h}×{w}: {msg}");
+    }
+}
