@@ -1,7 +1,7 @@
 //! `wanrt generate` on the Wan family beyond text-to-video, through the binary: image-to-video,
-//! first-last-frame and two-expert (Wan2.2 A14B-style) fixtures given their reference noise and
-//! images reproduce diffusers' `output_type="np"` frames within 1e-4; images a model cannot take
-//! fail in one line before any output.
+//! first-last-frame, two-expert (Wan2.2 A14B-style) and Wan2.2 TI2V (text- and image-to-video)
+//! fixtures given their reference noise and images reproduce diffusers' `output_type="np"` frames
+//! within 1e-4; images a model cannot take fail in one line before any output.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -17,6 +17,13 @@ fn fixture(group: &str, case: &str) -> PathBuf {
 /// The command: `--noise`, the images, `--guidance-2` where the fixture sets one.
 fn generate(dir: &Path, out: &Path) -> std::process::Output {
     let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("meta.json")).unwrap()).unwrap();
+    let images: Vec<&str> = m["images"].as_array().unwrap().iter().map(|i| i.as_str().unwrap()).collect();
+    generate_from(dir, out, &images, "noise.npy")
+}
+
+/// [`generate`] from the fixture's `images` and initial `noise` file.
+fn generate_from(dir: &Path, out: &Path, images: &[&str], noise: &str) -> std::process::Output {
+    let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("meta.json")).unwrap()).unwrap();
     let mut cmd = wanrt();
     cmd.args(["generate", "--model"]).arg(dir);
     cmd.args(["--prompt", m["prompt"].as_str().unwrap()]);
@@ -29,11 +36,10 @@ fn generate(dir: &Path, out: &Path) -> std::process::Output {
         cmd.args(["--guidance-2", &g.to_string()]);
     }
     cmd.args(["--max-sequence-length", &m["max_sequence_length"].to_string()]);
-    let images = m["images"].as_array().unwrap();
     for (flag, image) in ["--image", "--last-image"].iter().zip(images) {
-        cmd.arg(flag).arg(dir.join(image.as_str().unwrap()));
+        cmd.arg(flag).arg(dir.join(image));
     }
-    cmd.arg("--noise").arg(dir.join("noise.npy"));
+    cmd.arg("--noise").arg(dir.join(noise));
     cmd.arg("--save-npy").arg(out.join("frames.npy"));
     cmd.arg("-o").arg(out.join("video.mp4"));
     cmd.output().unwrap()
@@ -45,15 +51,37 @@ fn family_members_reproduce_diffusers_frames() {
         let dir = fixture(group, case);
         let tmp = tempfile::tempdir().unwrap();
         let out = generate(&dir, tmp.path());
-        assert!(out.status.success(), "{case}: {}", String::from_utf8_lossy(&out.stderr));
-        let got = wanrt_io::read_npy(tmp.path().join("frames.npy")).unwrap();
-        let ws = wanrt_nn::WeightStore::from_safetensors_files(&[dir.join("ref.safetensors")]).unwrap();
-        let want = ws.get("video").unwrap();
-        assert_eq!(got.shape(), want.shape(), "{case}: frames shape");
-        let err = got.to_f32_vec().iter().zip(want.into_data()).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
-        println!("{group}/{case}: max|Δ| = {err:.3e}");
-        assert!(err <= 1e-4, "{case}: max|Δ| = {err}");
+        assert_frames(&out, &dir, tmp.path(), "video", &format!("{group}/{case}"));
     }
+}
+
+/// The run succeeded and its `--save-npy` frames are the reference's `key` within 1e-4.
+fn assert_frames(out: &std::process::Output, dir: &Path, tmp: &Path, key: &str, what: &str) {
+    assert!(out.status.success(), "{what}: {}", String::from_utf8_lossy(&out.stderr));
+    let got = wanrt_io::read_npy(tmp.join("frames.npy")).unwrap();
+    let ws = wanrt_nn::WeightStore::from_safetensors_files(&[dir.join("ref.safetensors")]).unwrap();
+    let want = ws.get(key).unwrap();
+    assert_eq!(got.shape(), want.shape(), "{what}: frames shape");
+    let err = got.to_f32_vec().iter().zip(want.into_data()).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    println!("{what}: max|Δ| = {err:.3e}");
+    assert!(err <= 1e-4, "{what}: max|Δ| = {err}");
+}
+
+/// Wan2.2 TI2V: one model folder, text-to-video without --image and image-to-video with it.
+#[test]
+fn ti2v_text_and_image_to_video_reproduce_diffusers_frames() {
+    for case in ["ti2v_a", "ti2v_b"] {
+        let dir = fixture("wan_ti2v", case);
+        for (mode, images, noise) in [("t2v", &[][..], "noise.npy"), ("i2v", &["image.png"][..], "noise_i2v.npy")] {
+            let tmp = tempfile::tempdir().unwrap();
+            let out = generate_from(&dir, tmp.path(), images, noise);
+            assert_frames(&out, &dir, tmp.path(), &format!("{mode}.video"), &format!("wan_ti2v/{case} {mode}"));
+        }
+    }
+    let ti2v = fixture("wan_ti2v", "ti2v_a");
+    let image = ti2v.join("image.png");
+    let both = [("--image", image.clone()), ("--last-image", image)];
+    assert_clean_failure(&ti2v, &[], &both, "no --last-image");
 }
 
 fn assert_clean_failure(model: &Path, args: &[&str], images: &[(&str, PathBuf)], needle: &str) {

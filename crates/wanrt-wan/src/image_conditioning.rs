@@ -5,7 +5,9 @@
 //! - `prepare_latents`: the video `[image, 0, …, 0(, last image)]` encoded by the VAE (posterior
 //!   mean), normalised `(z − mean) · (1/std)`, behind a mask of `temporal_factor` channels that
 //!   marks the given frames (the first pixel frame repeated `temporal_factor` times so the mask
-//!   folds into latent frames).
+//!   folds into latent frames);
+//! - with `expand_timesteps` (Wan2.2 TI2V): the image alone encoded and normalised, a latent frame
+//!   that replaces the first one of the latents (`first_frame_mask`), no mask channels, no CLIP.
 
 use crate::clip::{ClipTowerConfig, ClipVisionModel};
 use crate::image::{ClipImageProcessor, RgbImage};
@@ -109,13 +111,22 @@ impl WanModel {
     /// transformer's backend: concatenated to the noisy latents at every step.
     pub fn image_latent(&self, s: &ResolvedSettings, first: &RgbImage, last: Option<&RgbImage>) -> Result<Tensor> {
         let (tf, sf) = (self.vae.config.temporal_factor(), self.vae.config.spatial_factor());
-        let video = video_condition(first, last, s.num_frames)?;
-        let vae_be = &**self.vae.backend();
-        let latent = self.vae.normalize(&self.vae.encode_mean(&vae_be.upload(&video)?)?)?;
-        drop(video);
+        let latent = self.encode_condition(&video_condition(first, last, s.num_frames)?)?;
         let be = &**self.transformer.backend();
         let mask = be.upload(&frame_mask(s.num_frames, tf, (s.height / sf, s.width / sf), last.is_some())?)?;
         Ok(be.cat(&[&mask, &latent], 1)?)
+    }
+
+    /// Wan2.2 TI2V: the image's normalised latent `[1, z, 1, H', W']`, which stands in for the
+    /// first latent frame at every step and in the result.
+    pub fn first_frame_latent(&self, first: &RgbImage) -> Result<Tensor> {
+        self.encode_condition(&video_condition(first, None, 1)?)
+    }
+
+    /// The VAE's posterior mean of `video`, normalised `(z − mean) · (1/std)`.
+    fn encode_condition(&self, video: &HostTensor) -> Result<Tensor> {
+        let vae_be = &**self.vae.backend();
+        self.vae.normalize(&self.vae.encode_mean(&vae_be.upload(video)?)?)
     }
 }
 

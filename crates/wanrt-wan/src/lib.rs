@@ -35,5 +35,6 @@ pub mod transformer_block;
 pub mod umt5;
 pub mod vae;
 pub mod vae_blocks;
+pub mod vae_residual;
 
 pub use error::{Error, Result};

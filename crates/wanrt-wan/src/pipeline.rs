@@ -5,6 +5,9 @@
 //! Image-conditioned models run `WanImageToVideoPipeline.__call__` (pipeline_wan_i2v.py): the
 //! same loop, with the image encoder's states beside the text and the mask + image latent
 //! ([`crate::image_conditioning`]) concatenated to the latents at every step.
+//! Wan2.2 TI2V models (`expand_timesteps`) run either pipeline with one timestep per latent frame
+//! (diffusers' per-token timesteps); given an image, its latent replaces the first latent frame
+//! before each transformer call and in the result, and that frame's timestep is 0.
 //!
 //! Everything between the token ids and the final frames stays in the backends' memory: the
 //! pipeline uploads the ids and the initial noise, reads back one scalar after the text encoder and
@@ -126,6 +129,9 @@ pub struct Conditioning {
     /// Image-conditioned models: mask + image latent `[1, temporal_factor + z, T', H', W']`,
     /// concatenated to the latents along the channels before each transformer call.
     pub image_latent: Option<Tensor>,
+    /// Wan2.2 TI2V given an image: its normalised latent `[1, z, 1, H', W']`, the first latent
+    /// frame of every transformer input and of the result.
+    pub first_frame: Option<Tensor>,
 }
 
 /// The result of the denoising loop.
@@ -285,6 +291,15 @@ impl WanModel {
     /// position embedding over two images); a model without image embedder (Wan2.2's
     /// image-to-video) takes the last frame in its latent alone, if given.
     fn check_images(&self, p: &GenerateParams) -> Result<()> {
+        if self.expand_timesteps {
+            // Wan2.2 TI2V: text-to-video, or image-to-video from the first frame.
+            return match &p.last_image {
+                None => Ok(()),
+                Some(_) => Err(Error::Config(
+                    "this Wan2.2 TI2V model takes --image (the first frame) but no --last-image".into(),
+                )),
+            };
+        }
         let embedded = self.transformer.images_per_video();
         match (self.takes_image_latent(), &p.image, &p.last_image) {
             (false, None, None) => Ok(()),
@@ -429,15 +444,27 @@ impl WanModel {
         let context_2 =
             self.transformer_2.as_ref().map(|t| t.prepare_context(embeddings, image_states.as_ref())).transpose()?;
         drop(image_states);
-        let image_latent = match &p.image {
-            Some(first) => {
-                let latent = self.image_latent(s, first, p.last_image.as_ref())?;
-                check_finite(be, &latent, "the VAE encode of the image")?;
-                Some(latent)
-            }
-            None => None,
-        };
-        Ok(Conditioning { context, context_2, image_latent })
+        let (mut image_latent, mut first_frame) = (None, None);
+        if let Some(first) = &p.image {
+            let latent = if self.expand_timesteps {
+                first_frame.insert(self.first_frame_latent(first)?)
+            } else {
+                image_latent.insert(self.image_latent(s, first, p.last_image.as_ref())?)
+            };
+            check_finite(be, latent, "the VAE encode of the image")?;
+        }
+        Ok(Conditioning { context, context_2, image_latent, first_frame })
+    }
+
+    /// The transformer's timesteps at `t` for a batch of `batch` videos of `latent_frames`: one
+    /// per video, or with `expand_timesteps` one per latent frame — diffusers'
+    /// `first_frame_mask · t` per token, 0 on a given first frame.
+    fn step_timesteps(&self, t: f32, batch: usize, latent_frames: usize, first_frame: bool) -> Vec<f32> {
+        if !self.expand_timesteps {
+            return vec![t; batch];
+        }
+        let per_video = (0..latent_frames).map(|f| if f == 0 && first_frame { 0.0 * t } else { t });
+        per_video.cycle().take(batch * latent_frames).collect()
     }
 
     /// The timestep below which a two-expert model's low-noise expert runs.
@@ -494,22 +521,44 @@ impl WanModel {
                 }
                 _ => (&self.transformer, &conditioning.context, s.guidance),
             };
-            let input = match &conditioning.image_latent {
-                Some(image_latent) => be.cat(&[&latents, image_latent], 1)?,
-                None => latents.clone(),
+            let input = match (&conditioning.image_latent, &conditioning.first_frame) {
+                (Some(image_latent), _) => be.cat(&[&latents, image_latent], 1)?,
+                (None, Some(first)) => with_first_frame(be, first, &latents)?,
+                (None, None) => latents.clone(),
             };
             let batch = if cfg { be.cat(&[&input, &input], 0)? } else { input };
             progress.transformer_input(i, &batch, t);
-            let ts = vec![t; batch.dim(0)];
+            let ts = self.step_timesteps(t, batch.dim(0), latents.dim(2), conditioning.first_frame.is_some());
             let (noise_pred, computed) = transformer.forward_cached(&batch, &ts, context, cache.as_mut())?;
             evals += usize::from(computed);
             let noise_pred = if cfg { be.cfg_combine(&noise_pred, guidance as f32)? } else { noise_pred };
             latents = sched.step(be, &noise_pred, &latents)?;
             progress.step(i + 1, timesteps.len());
         }
+        if let Some(first) = &conditioning.first_frame {
+            latents = with_first_frame(be, first, &latents)?;
+        }
         let skipped = skipped_before + cache.map_or(0, |c| c.skipped);
         Ok(Denoised { latents, transformer_evals: evals, steps_skipped: skipped })
     }
+}
+
+/// `latents` with its first latent frame replaced by `first`: diffusers'
+/// `(1 − first_frame_mask)·condition + first_frame_mask·latents`, whose mask is 0 on the first
+/// latent frame and 1 elsewhere (the same values, without the arithmetic).
+fn with_first_frame(be: &dyn wanrt_nn::Backend, first: &Tensor, latents: &Tensor) -> Result<Tensor> {
+    let frames = latents.dim(2);
+    if first.shape()[..2] != latents.shape()[..2] || first.shape()[3..] != latents.shape()[3..] || first.dim(2) != 1 {
+        return Err(Error::Shape(format!(
+            "the image latent {:?} does not fit the latents {:?}",
+            first.shape(),
+            latents.shape()
+        )));
+    }
+    if frames == 1 {
+        return Ok(first.clone());
+    }
+    Ok(be.cat(&[first, &be.narrow(latents, 2, 1, frames - 1)?], 2)?)
 }
 
 fn non_finite(stage: &str) -> Error {

@@ -1,15 +1,17 @@
-//! Wan2.1 text-to-video diffusion transformer.
+//! The Wan diffusion transformer (Wan2.1, Wan2.2 A14B experts and TI2V-5B).
 //!
 //! Mirrors diffusers 0.42.1 `WanTransformer3DModel` and `WanTimeTextImageEmbedding`
 //! (models/transformers/transformer_wan.py); the blocks are in [`crate::transformer_block`], the
-//! attentions in [`crate::attention`]. Parameter names are the diffusers state-dict names; the
+//! attentions in [`crate::attention`]. Timesteps are one per video, or one per latent frame for
+//! Wan2.2 TI2V's `expand_timesteps` (diffusers' per-token `[B, L]` timesteps, which its pipelines
+//! hold constant over each frame's tokens). Parameter names are the diffusers state-dict names; the
 //! original release layout is renamed to them on load (see [`crate::names`]).
 
 use crate::attention::{CrossKeyValues, RotaryEmbedding};
 use crate::image_embedding::WanImageEmbedding;
 use crate::rope::split_dims;
 use crate::step_cache::StepCache;
-use crate::transformer_block::WanTransformerBlock;
+use crate::transformer_block::{Groups, WanTransformerBlock};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use wanrt_nn::backend::{Activation, Backend, BinaryOp};
@@ -213,7 +215,7 @@ impl ConditionEmbedder {
         })
     }
 
-    /// `temb: [B, C]` and `timestep_proj: [B, 6, C]` of the timesteps.
+    /// `temb: [N, C]` and `timestep_proj: [N, 6, C]` of the `N` timesteps.
     fn time(&self, be: &dyn Backend, timesteps: &[f32]) -> Result<(Tensor, Tensor)> {
         // `Timesteps(freq_dim, flip_sin_to_cos=True, downscale_freq_shift=0)`.
         let timestep = be.timestep_embedding(timesteps, self.freq_dim, true, 0.0)?;
@@ -384,8 +386,9 @@ impl WanTransformer {
         Ok(RotaryEmbedding { cos, sin })
     }
 
-    /// `latents: [B, C_in, F, H, W]`, `timesteps: [B]`, `text: [B, L_text, text_dim]`
-    /// → `[B, C_out, F, H, W]` (the flow prediction).
+    /// `latents: [B, C_in, F, H, W]`, `timesteps: [B]` (or `[B, F/pt]`: one per latent frame, for
+    /// `expand_timesteps` models), `text: [B, L_text, text_dim]` → `[B, C_out, F, H, W]` (the flow
+    /// prediction).
     pub fn forward(&self, latents: &Tensor, timesteps: &[f32], text: &Tensor) -> Result<Tensor> {
         self.forward_prepared(latents, timesteps, &self.prepare_text(text)?)
     }
@@ -415,9 +418,12 @@ impl WanTransformer {
                 latents.shape()
             )));
         };
-        if c != self.config.in_channels || timesteps.len() != b || text.batch != b {
+        let grid = self.grid(f, h, w)?;
+        let per_frame = b * grid[0];
+        if c != self.config.in_channels || (timesteps.len() != b && timesteps.len() != per_frame) || text.batch != b {
             return Err(Error::Shape(format!(
-                "transformer inputs: latents {:?} (expected {} channels), {} timesteps, text batch {} (expected {b})",
+                "transformer inputs: latents {:?} (expected {} channels), {} timesteps (expected {b}, or \
+                 {per_frame}: one per latent frame), text batch {} (expected {b})",
                 latents.shape(),
                 self.config.in_channels,
                 timesteps.len(),
@@ -425,7 +431,6 @@ impl WanTransformer {
             )));
         }
         let be = self.be();
-        let grid = self.grid(f, h, w)?;
         let rotary_emb = self.rope(grid)?;
         let mut hidden_states = self.patch_embedding.forward(be, &patchify(be, latents, self.config.patch_size)?)?;
         let (temb, timestep_proj) = self.condition_embedder.time(be, timesteps)?;
@@ -453,10 +458,12 @@ impl WanTransformer {
         };
 
         // 5. Output norm, projection & unpatchify
-        let dim = self.config.inner_dim();
-        let table = be.binary(BinaryOp::Add, &self.scale_shift_table, &temb.reshape([b, 1, dim])?)?;
+        let (n, dim) = (temb.dim(0), self.config.inner_dim());
+        let table = be.binary(BinaryOp::Add, &self.scale_shift_table, &temb.reshape([n, 1, dim])?)?;
         let [shift, scale]: [Tensor; 2] = be.chunk(&table, 2, 1)?.try_into().expect("two chunks");
-        let hidden_states = be.layer_norm_modulate(&hidden_states, self.config.eps, &scale, &shift)?;
+        let g = Groups::of(&hidden_states, &table)?;
+        let hidden_states =
+            g.tokens(be.layer_norm_modulate(&g.modulated(hidden_states)?, self.config.eps, &scale, &shift)?)?;
         let hidden_states = self.proj_out.forward(be, &hidden_states)?;
         let out = unpatchify(be, hidden_states, self.config.out_channels(), grid, self.config.patch_size)?;
         Ok((out, computed))

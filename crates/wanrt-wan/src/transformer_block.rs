@@ -5,10 +5,15 @@
 //! 1. self-attention on the modulated LayerNorm of the tokens, gated residual;
 //! 2. cross-attention to the text (and image) on `norm2` of the tokens, plain residual;
 //! 3. feed-forward (GELU-tanh) on the modulated LayerNorm, gated residual.
+//!
+//! The modulation is one per video (`temb: [B, 6, C]`), or, for Wan2.2 TI2V's per-token
+//! timesteps (`temb: [B, L, 6, C]`), one per latent frame: diffusers' pipelines give every token of
+//! a frame the same timestep, so the tokens are modulated in groups of one frame
+//! (`[B·F, H·W, C]` against `[B·F, 1, C]`), the same values without `L` copies of the tables.
 
 use crate::attention::{CrossKeyValues, RotaryEmbedding, WanCrossAttention, WanSelfAttention};
 use crate::transformer::TransformerConfig;
-use crate::Result;
+use crate::{Error, Result};
 use wanrt_nn::backend::{Activation, Backend, BinaryOp};
 use wanrt_nn::{Linear, Param, ParamMut, Tensor, VarBuilder};
 
@@ -63,32 +68,41 @@ impl WanTransformerBlock {
     /// The first modulated input of the block (the step cache's indicator).
     pub fn modulated_input(&self, be: &dyn Backend, x: &Tensor, timestep_proj: &Tensor) -> Result<Tensor> {
         let [shift_msa, scale_msa, ..] = self.modulation(be, timestep_proj)?;
-        Ok(be.layer_norm_modulate(x, self.eps, &scale_msa, &shift_msa)?)
+        let groups = Groups::of(x, timestep_proj)?;
+        groups.tokens(be.layer_norm_modulate(&groups.modulated(x.clone())?, self.eps, &scale_msa, &shift_msa)?)
     }
 
-    /// `shift_msa, scale_msa, gate_msa, c_shift_msa, c_scale_msa, c_gate_msa`, each `[B, 1, C]`.
+    /// `shift_msa, scale_msa, gate_msa, c_shift_msa, c_scale_msa, c_gate_msa`, each `[N, 1, C]`.
     fn modulation(&self, be: &dyn Backend, timestep_proj: &Tensor) -> Result<[Tensor; 6]> {
         let table = be.binary(BinaryOp::Add, &self.scale_shift_table, timestep_proj)?;
         let chunks = be.chunk(&table, 6, 1)?;
         Ok(chunks.try_into().expect("six chunks"))
     }
 
-    /// `x: [B, L, C]`, `timestep_proj: [B, 6, C]` → `[B, L, C]`.
+    /// `x: [B, L, C]`, `timestep_proj: [N, 6, C]` (`N` = B, or B·frames) → `[B, L, C]`.
     pub fn forward(
         &self,
         be: &dyn Backend,
-        mut hidden_states: Tensor,
+        hidden_states: Tensor,
         context: &CrossKeyValues,
         timestep_proj: &Tensor,
         rotary: &RotaryEmbedding,
     ) -> Result<Tensor> {
         let [shift_msa, scale_msa, gate_msa, c_shift_msa, c_scale_msa, c_gate_msa] =
             self.modulation(be, timestep_proj)?;
+        let g = Groups::of(&hidden_states, timestep_proj)?;
 
         // 1. Self-attention
-        let norm_hidden_states = be.layer_norm_modulate(&hidden_states, self.eps, &scale_msa, &shift_msa)?;
+        let norm_hidden_states = g.tokens(be.layer_norm_modulate(
+            &g.modulated(hidden_states.clone())?,
+            self.eps,
+            &scale_msa,
+            &shift_msa,
+        )?)?;
         let attn_output = self.attn1.forward(be, &norm_hidden_states, rotary)?;
-        be.add_gated(&mut hidden_states, &attn_output, &gate_msa)?;
+        let mut grouped = g.modulated(hidden_states)?;
+        be.add_gated(&mut grouped, &g.modulated(attn_output)?, &gate_msa)?;
+        let mut hidden_states = g.tokens(grouped)?;
 
         // 2. Cross-attention
         let norm_hidden_states = match &self.norm2 {
@@ -99,11 +113,12 @@ impl WanTransformerBlock {
         be.add_assign(&mut hidden_states, &attn_output)?;
 
         // 3. Feed-forward
-        let norm_hidden_states = be.layer_norm_modulate(&hidden_states, self.eps, &c_scale_msa, &c_shift_msa)?;
-        let ff_hidden = self.ffn_in.forward_activation(be, &norm_hidden_states, Activation::GeluTanh)?;
+        let mut grouped = g.modulated(hidden_states)?;
+        let norm_hidden_states = be.layer_norm_modulate(&grouped, self.eps, &c_scale_msa, &c_shift_msa)?;
+        let ff_hidden = self.ffn_in.forward_activation(be, &g.tokens(norm_hidden_states)?, Activation::GeluTanh)?;
         let ff_output = self.ffn_out.forward(be, &ff_hidden)?;
-        be.add_gated(&mut hidden_states, &ff_output, &c_gate_msa)?;
-        Ok(hidden_states)
+        be.add_gated(&mut grouped, &g.modulated(ff_output)?, &c_gate_msa)?;
+        g.tokens(grouped)
     }
 
     pub fn visit(&self, f: &mut dyn FnMut(Param<'_>)) {
@@ -123,5 +138,35 @@ impl WanTransformerBlock {
         self.attn2.visit_mut(f);
         f(ParamMut::Linear(&mut self.ffn_in));
         f(ParamMut::Linear(&mut self.ffn_out));
+    }
+}
+
+/// How `[B, L, C]` tokens share the `N` modulations of a `[N, …, C]` table: `[N, B·L/N, C]`
+/// (N = B: per video; N = B·F: per latent frame, the tokens being frame-major).
+pub(crate) struct Groups {
+    tokens: [usize; 3],
+    modulated: [usize; 3],
+}
+
+impl Groups {
+    pub(crate) fn of(x: &Tensor, table: &Tensor) -> Result<Self> {
+        let &[b, l, c] = x.shape() else {
+            return Err(Error::Shape(format!("block input must be [B, L, C], found {:?}", x.shape())));
+        };
+        let n = table.dim(0);
+        if n == 0 || !n.is_multiple_of(b) || !(b * l).is_multiple_of(n) {
+            return Err(Error::Shape(format!("{n} modulations cannot be shared by {b}×{l} tokens")));
+        }
+        Ok(Groups { tokens: [b, l, c], modulated: [n, b * l / n, c] })
+    }
+
+    /// `[B, L, C]` → `[N, B·L/N, C]` (a view).
+    pub(crate) fn modulated(&self, x: Tensor) -> Result<Tensor> {
+        Ok(x.reshape(self.modulated)?)
+    }
+
+    /// `[N, B·L/N, C]` → `[B, L, C]` (a view).
+    pub(crate) fn tokens(&self, x: Tensor) -> Result<Tensor> {
+        Ok(x.reshape(self.tokens)?)
     }
 }

@@ -1,13 +1,16 @@
-//! Wan2.1 causal 3D VAE (`AutoencoderKLWan`): encoder, decoder and the frame-chunked causal
-//! feature cache that bounds decoding memory.
+//! The Wan causal 3D VAE (`AutoencoderKLWan`): encoder, decoder and the frame-chunked causal
+//! feature cache that bounds decoding memory. Both releases: Wan2.1's (z_dim 16, 8× spatial) and
+//! Wan2.2's (`is_residual`, `patch_size` 2, z_dim 48, 16× spatial).
 //!
 //! Mirrors diffusers 0.42.1 models/autoencoders/autoencoder_kl_wan.py: `WanEncoder3d`,
-//! `WanDecoder3d`, `AutoencoderKLWan` (blocks in [`crate::vae_blocks`], the causal convolution in
-//! [`crate::causal_conv3d`]). Decoding runs one latent frame at a time; encoding in chunks of
-//! 1, 4, 4, … frames, as diffusers does.
+//! `WanDecoder3d`, `AutoencoderKLWan` (blocks in [`crate::vae_blocks`], the Wan2.2 residual stages
+//! and patching in [`crate::vae_residual`], the causal convolution in [`crate::causal_conv3d`]).
+//! Decoding runs one latent frame at a time; encoding in chunks of 1, 4, 4, … frames, as
+//! diffusers does.
 
 use crate::causal_conv3d::{CausalConv3d, FeatCache};
 use crate::vae_blocks::{rms_gamma, MidBlock, Resample, ResampleMode, ResidualBlock};
+use crate::vae_residual::{patchify, unpatchify, AvgDown3d, DupUp3d, ResidualDownBlock, ResidualUpBlock};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use wanrt_nn::backend::BinaryOp;
@@ -76,12 +79,22 @@ pub struct VaeConfig {
     pub in_channels: usize,
     #[serde(default = "default_rgb")]
     pub out_channels: usize,
+    /// Wan2.2: the video is folded into `patch_size²` channels before the encoder and unfolded
+    /// after the decoder (`in_channels` / `out_channels` count the folded channels).
     #[serde(default)]
     pub patch_size: Option<usize>,
+    /// The compression the pipeline assumes (diffusers reads these, not the architecture): must
+    /// agree with the architecture when stated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_factor_temporal: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_factor_spatial: Option<usize>,
 }
 
 /// More channels than any VAE stage could have (Wan's widest is 384).
 const MAX_CHANNELS: usize = 1 << 16;
+/// More stages than a spatial factor `2^(stages − 1)` could sensibly have (Wan's have 4).
+const MAX_STAGES: usize = 8;
 
 impl VaeConfig {
     /// diffusers' default `AutoencoderKLWan()` (the Wan2.1 VAE, 127M parameters).
@@ -91,13 +104,26 @@ impl VaeConfig {
 
     pub fn validate(&self) -> Result<()> {
         let stages = self.dim_mult.len();
-        if self.is_residual || self.patch_size.is_some() {
-            return Err(Error::Config("VAE: the Wan2.2 VAE (is_residual / patch_size) is not supported".into()));
+        // Bounded before anything multiplies by it (Wan2.2's is 2).
+        let p = self.patch();
+        if p == 0 || p > MAX_PATCH {
+            return Err(Error::Config(format!("VAE: patch_size {p} must be 1 to {MAX_PATCH}")));
+        }
+        for (name, c) in [("in_channels", self.in_channels), ("out_channels", self.out_channels)] {
+            if c != RGB * p * p {
+                return Err(Error::Config(format!(
+                    "VAE: {name} {c} must be {} (RGB folded by patch_size {p})",
+                    RGB * p * p
+                )));
+            }
         }
         if !self.attn_scales.is_empty() {
             return Err(Error::Config("VAE: attn_scales must be empty (as in every released Wan VAE)".into()));
         }
-        if stages == 0 || self.temperal_downsample.len() + 1 < stages || self.z_dim == 0 || self.base_dim == 0 {
+        if stages == 0 || stages > MAX_STAGES {
+            return Err(Error::Config(format!("VAE: dim_mult must list 1 to {MAX_STAGES} stages, found {stages}")));
+        }
+        if self.temperal_downsample.len() + 1 < stages || self.z_dim == 0 || self.base_dim == 0 {
             return Err(Error::Config(format!(
                 "VAE: dim_mult {:?} needs {} temperal_downsample flags, found {}",
                 self.dim_mult,
@@ -118,6 +144,20 @@ impl VaeConfig {
         if self.z_dim > MAX_CHANNELS {
             return Err(Error::Config(format!("VAE: z_dim {} is beyond {MAX_CHANNELS}", self.z_dim)));
         }
+        for (name, stated, actual) in [
+            ("scale_factor_temporal", self.scale_factor_temporal, self.temporal_factor()),
+            ("scale_factor_spatial", self.scale_factor_spatial, self.spatial_factor()),
+        ] {
+            if let Some(s) = stated.filter(|&s| s != actual) {
+                return Err(Error::Config(format!(
+                    "VAE: {name} {s} disagrees with the architecture's {actual} (dim_mult, temperal_downsample, \
+                     patch_size)"
+                )));
+            }
+        }
+        if self.is_residual {
+            self.check_residual_stages()?;
+        }
         for (name, v) in [("latents_mean", &self.latents_mean), ("latents_std", &self.latents_std)] {
             if !v.is_empty() && v.len() != self.z_dim {
                 return Err(Error::Config(format!(
@@ -135,11 +175,52 @@ impl VaeConfig {
         1 << self.temperal_downsample.iter().take(self.dim_mult.len() - 1).filter(|&&t| t).count()
     }
 
-    /// Spatial compression factor (8 for Wan2.1).
+    /// Spatial compression factor (8 for Wan2.1, 16 for Wan2.2: its patching halves again).
     pub fn spatial_factor(&self) -> usize {
-        1 << (self.dim_mult.len() - 1)
+        (1 << (self.dim_mult.len() - 1)) * self.patch()
+    }
+
+    fn patch(&self) -> usize {
+        self.patch_size.unwrap_or(1)
+    }
+
+    /// `WanEncoder3d`'s `dims`: the width before and after each stage.
+    fn encoder_dims(&self) -> Vec<usize> {
+        std::iter::once(1).chain(self.dim_mult.iter().copied()).map(|u| u * self.base_dim).collect()
+    }
+
+    /// `WanDecoder3d`'s `dims`: the widest stage's width, then each stage's output width.
+    fn decoder_dims(&self) -> Vec<usize> {
+        let dim = self.decoder_base_dim.unwrap_or(self.base_dim);
+        let mult = &self.dim_mult;
+        std::iter::once(mult[mult.len() - 1]).chain(mult.iter().rev().copied()).map(|u| u * dim).collect()
+    }
+
+    /// The decoder's temporal upsampling flags (the encoder's, reversed).
+    fn temporal_upsample(&self) -> Vec<bool> {
+        self.temperal_downsample.iter().take(self.dim_mult.len() - 1).rev().copied().collect()
+    }
+
+    /// The residual stages' shortcuts fold channels into space and back: each stage's widths must
+    /// divide evenly (diffusers asserts it when building `AvgDown3D` / `DupUp3D`).
+    fn check_residual_stages(&self) -> Result<()> {
+        let last = self.dim_mult.len() - 1;
+        for (i, w) in self.encoder_dims().windows(2).enumerate() {
+            let temporal = i != last && self.temperal_downsample[i];
+            AvgDown3d::new(w[0], w[1], if temporal { 2 } else { 1 }, if i != last { 2 } else { 1 })?;
+        }
+        let temporal_up = self.temporal_upsample();
+        for (i, w) in self.decoder_dims().windows(2).enumerate().take(last) {
+            DupUp3d::new(w[0], w[1], if temporal_up[i] { 2 } else { 1 }, 2)?;
+        }
+        Ok(())
     }
 }
+
+/// Pixel channels (the VAE's `in_channels` before patching).
+const RGB: usize = 3;
+/// Far beyond any released VAE's patch (Wan2.2: 2).
+const MAX_PATCH: usize = 16;
 
 fn conv3x3(vb: &VarBuilder, name: &str, cin: usize, cout: usize) -> Result<CausalConv3d> {
     CausalConv3d::new(&vb.pp(name), cin, cout, [3, 3, 3], (1, 1, 1), (1, 1, 1))
@@ -148,6 +229,8 @@ fn conv3x3(vb: &VarBuilder, name: &str, cin: usize, cout: usize) -> Result<Causa
 enum DownLayer {
     Res(Box<ResidualBlock>),
     Resample(Box<Resample>),
+    /// The Wan2.2 VAE: a whole stage.
+    ResidualStage(Box<ResidualDownBlock>),
 }
 
 /// `WanEncoder3d`.
@@ -161,13 +244,18 @@ pub struct Encoder {
 
 impl Encoder {
     fn new(vb: &VarBuilder, cfg: &VaeConfig) -> Result<Self> {
-        let dim = cfg.base_dim;
-        let dims: Vec<usize> = std::iter::once(1).chain(cfg.dim_mult.iter().copied()).map(|u| u * dim).collect();
+        let dims = cfg.encoder_dims();
         let stages = cfg.dim_mult.len();
         let mut down_blocks = Vec::new();
         let blocks = vb.pp("down_blocks");
         for i in 0..stages {
             let (mut cin, cout) = (dims[i], dims[i + 1]);
+            if cfg.is_residual {
+                let down = (i != stages - 1).then(|| cfg.temperal_downsample[i]);
+                let stage = ResidualDownBlock::new(&blocks.pp(i), cin, cout, cfg.num_res_blocks, down)?;
+                down_blocks.push(DownLayer::ResidualStage(Box::new(stage)));
+                continue;
+            }
             for _ in 0..cfg.num_res_blocks {
                 let b = ResidualBlock::new(&blocks.pp(down_blocks.len()), cin, cout)?;
                 down_blocks.push(DownLayer::Res(Box::new(b)));
@@ -175,7 +263,7 @@ impl Encoder {
             }
             if i != stages - 1 {
                 let mode = if cfg.temperal_downsample[i] { ResampleMode::Down3d } else { ResampleMode::Down2d };
-                let r = Resample::new(&blocks.pp(down_blocks.len()), cout, mode)?;
+                let r = Resample::new(&blocks.pp(down_blocks.len()), cout, mode, None)?;
                 down_blocks.push(DownLayer::Resample(Box::new(r)));
             }
         }
@@ -195,6 +283,7 @@ impl Encoder {
             x = match l {
                 DownLayer::Res(r) => r.forward(be, x, cache)?,
                 DownLayer::Resample(r) => r.forward(be, x, cache)?,
+                DownLayer::ResidualStage(r) => r.forward(be, x, cache)?,
             };
         }
         let x = self.mid_block.forward(be, x, cache)?;
@@ -208,6 +297,7 @@ impl Encoder {
             match l {
                 DownLayer::Res(r) => r.visit(f),
                 DownLayer::Resample(r) => r.visit(f),
+                DownLayer::ResidualStage(r) => r.visit(f),
             }
         }
         self.mid_block.visit(f);
@@ -221,6 +311,7 @@ impl Encoder {
             match l {
                 DownLayer::Res(r) => r.visit_mut(f),
                 DownLayer::Resample(r) => r.visit_mut(f),
+                DownLayer::ResidualStage(r) => r.visit_mut(f),
             }
         }
         self.mid_block.visit_mut(f);
@@ -234,28 +325,37 @@ struct UpBlock {
     upsampler: Option<Resample>,
 }
 
+enum UpStage {
+    Plain(UpBlock),
+    /// The Wan2.2 VAE.
+    Residual(ResidualUpBlock),
+}
+
 /// `WanDecoder3d`.
 pub struct Decoder {
     conv_in: CausalConv3d,
     mid_block: MidBlock,
-    up_blocks: Vec<UpBlock>,
+    up_blocks: Vec<UpStage>,
     norm_out: Tensor,
     conv_out: CausalConv3d,
 }
 
 impl Decoder {
     fn new(vb: &VarBuilder, cfg: &VaeConfig) -> Result<Self> {
-        let dim = cfg.decoder_base_dim.unwrap_or(cfg.base_dim);
-        let mult = &cfg.dim_mult;
-        let stages = mult.len();
-        let dims: Vec<usize> =
-            std::iter::once(mult[stages - 1]).chain(mult.iter().rev().copied()).map(|u| u * dim).collect();
-        let temporal_up: Vec<bool> = cfg.temperal_downsample.iter().take(stages - 1).rev().copied().collect();
+        let stages = cfg.dim_mult.len();
+        let dims = cfg.decoder_dims();
+        let temporal_up = cfg.temporal_upsample();
         let mut up_blocks = Vec::with_capacity(stages);
         for i in 0..stages {
             let blk = vb.pp("up_blocks").pp(i);
-            let mut cin = if i > 0 { dims[i] / 2 } else { dims[i] };
             let cout = dims[i + 1];
+            if cfg.is_residual {
+                let up = (i != stages - 1).then(|| temporal_up[i]);
+                up_blocks.push(UpStage::Residual(ResidualUpBlock::new(&blk, dims[i], cout, cfg.num_res_blocks, up)?));
+                continue;
+            }
+            // Wan2.1: each upsampler halves the channels.
+            let mut cin = if i > 0 { dims[i] / 2 } else { dims[i] };
             let mut resnets = Vec::new();
             for j in 0..=cfg.num_res_blocks {
                 resnets.push(ResidualBlock::new(&blk.pp("resnets").pp(j), cin, cout)?);
@@ -263,11 +363,11 @@ impl Decoder {
             }
             let upsampler = if i != stages - 1 {
                 let mode = if temporal_up[i] { ResampleMode::Up3d } else { ResampleMode::Up2d };
-                Some(Resample::new(&blk.pp("upsamplers.0"), cout, mode)?)
+                Some(Resample::new(&blk.pp("upsamplers.0"), cout, mode, None)?)
             } else {
                 None
             };
-            up_blocks.push(UpBlock { resnets, upsampler });
+            up_blocks.push(UpStage::Plain(UpBlock { resnets, upsampler }));
         }
         let last = dims[stages];
         Ok(Decoder {
@@ -279,16 +379,23 @@ impl Decoder {
         })
     }
 
-    fn forward(&self, be: &dyn Backend, x: &Tensor, cache: &mut FeatCache) -> Result<Tensor> {
+    /// `first_chunk`: the first latent frame (the residual stages' shortcuts trim it).
+    fn forward(&self, be: &dyn Backend, x: &Tensor, cache: &mut FeatCache, first_chunk: bool) -> Result<Tensor> {
         let x = self.conv_in.forward_cached(be, x, cache)?;
         let mut x = self.mid_block.forward(be, x, cache)?;
-        for blk in &self.up_blocks {
-            for r in &blk.resnets {
-                x = r.forward(be, x, cache)?;
-            }
-            if let Some(u) = &blk.upsampler {
-                x = u.forward(be, x, cache)?;
-            }
+        for stage in &self.up_blocks {
+            x = match stage {
+                UpStage::Plain(blk) => {
+                    for r in &blk.resnets {
+                        x = r.forward(be, x, cache)?;
+                    }
+                    match &blk.upsampler {
+                        Some(u) => u.forward(be, x, cache)?,
+                        None => x,
+                    }
+                }
+                UpStage::Residual(blk) => blk.forward(be, x, cache, first_chunk)?,
+            };
         }
         let x = be.channel_rms_norm(&x, &self.norm_out, true)?;
         self.conv_out.forward_cached(be, &x, cache)
@@ -297,10 +404,15 @@ impl Decoder {
     fn visit(&self, f: &mut dyn FnMut(Param<'_>)) {
         self.conv_in.visit(f);
         self.mid_block.visit(f);
-        for b in &self.up_blocks {
-            b.resnets.iter().for_each(|r| r.visit(f));
-            if let Some(u) = &b.upsampler {
-                u.visit(f);
+        for stage in &self.up_blocks {
+            match stage {
+                UpStage::Plain(b) => {
+                    b.resnets.iter().for_each(|r| r.visit(f));
+                    if let Some(u) = &b.upsampler {
+                        u.visit(f);
+                    }
+                }
+                UpStage::Residual(b) => b.visit(f),
             }
         }
         f(Param::Tensor(&self.norm_out));
@@ -310,10 +422,15 @@ impl Decoder {
     fn visit_mut(&mut self, f: &mut dyn FnMut(ParamMut<'_>)) {
         self.conv_in.visit_mut(f);
         self.mid_block.visit_mut(f);
-        for b in &mut self.up_blocks {
-            b.resnets.iter_mut().for_each(|r| r.visit_mut(f));
-            if let Some(u) = &mut b.upsampler {
-                u.visit_mut(f);
+        for stage in &mut self.up_blocks {
+            match stage {
+                UpStage::Plain(b) => {
+                    b.resnets.iter_mut().for_each(|r| r.visit_mut(f));
+                    if let Some(u) = &mut b.upsampler {
+                        u.visit_mut(f);
+                    }
+                }
+                UpStage::Residual(b) => b.visit_mut(f),
             }
         }
         self.conv_out.visit_mut(f);
@@ -368,6 +485,22 @@ impl WanVae {
         &self.backend
     }
 
+    /// Wan2.2: pixels folded into channels before the encoder.
+    fn patchify(&self, x: &Tensor) -> Result<Tensor> {
+        match self.config.patch_size {
+            Some(p) if p > 1 => patchify(&*self.backend, x, p),
+            _ => Ok(x.clone()),
+        }
+    }
+
+    /// Wan2.2: the decoder's channels unfolded into pixels.
+    fn unpatchify(&self, x: &Tensor) -> Result<Tensor> {
+        match self.config.patch_size {
+            Some(p) if p > 1 => unpatchify(&*self.backend, x, p),
+            _ => Ok(x.clone()),
+        }
+    }
+
     fn check_latents(&self, z: &Tensor) -> Result<()> {
         let c = self.config.z_dim;
         if self.config.latents_mean.len() != c || self.config.latents_std.len() != c {
@@ -414,11 +547,11 @@ impl WanVae {
             let mut outs = Vec::with_capacity(frames);
             for i in 0..frames {
                 cache.rewind();
-                outs.push(self.decoder.forward(be, &be.narrow(&x, 2, i, 1)?, &mut cache)?);
+                outs.push(self.decoder.forward(be, &be.narrow(&x, 2, i, 1)?, &mut cache, i == 0)?);
                 on_frame(i + 1, frames);
             }
             let refs: Vec<&Tensor> = outs.iter().collect();
-            let mut out = be.cat(&refs, 2)?;
+            let mut out = self.unpatchify(&be.cat(&refs, 2)?)?;
             be.affine_clamp(&mut out, 1.0, 0.0, -1.0, 1.0)?;
             videos.push(out);
         }
@@ -435,13 +568,14 @@ impl WanVae {
                 return Err(Error::Config("this VAE was loaded without its encoder (or has no encoder weights)".into()))
             }
         };
-        if x.rank() != 5 || x.dim(1) != self.config.in_channels {
+        // (The Wan2.2 VAE's patching and pooled shortcuts refuse sizes they cannot halve.)
+        if x.rank() != 5 || x.dim(1) != RGB {
             return Err(Error::Shape(format!("VAE encode expects [B, 3, F, H, W], found {:?}", x.shape())));
         }
         let be = &*self.backend;
         let mut means = Vec::with_capacity(x.dim(0));
         for b in 0..x.dim(0) {
-            let xb = be.narrow(x, 0, b, 1)?;
+            let xb = self.patchify(&be.narrow(x, 0, b, 1)?)?;
             let frames = xb.dim(2);
             let mut cache = FeatCache::new();
             let mut outs = Vec::new();
@@ -477,5 +611,40 @@ impl Module for WanVae {
         }
         self.decoder.visit_mut(f);
         self.post_quant_conv.visit_mut(f);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The architecture of Wan2.2-TI2V-5B-Diffusers' `vae/config.json` (statistics left out).
+    fn wan2_2() -> serde_json::Value {
+        serde_json::json!({
+            "base_dim": 160, "decoder_base_dim": 256, "dim_mult": [1, 2, 4, 4], "in_channels": 12,
+            "out_channels": 12, "is_residual": true, "num_res_blocks": 2, "patch_size": 2, "z_dim": 48,
+            "scale_factor_spatial": 16, "scale_factor_temporal": 4, "temperal_downsample": [false, true, true],
+            "latents_mean": [], "latents_std": []
+        })
+    }
+
+    #[test]
+    fn the_released_configs_validate_with_their_compression() {
+        let cfg: VaeConfig = serde_json::from_value(wan2_2()).unwrap();
+        cfg.validate().unwrap();
+        assert_eq!((cfg.temporal_factor(), cfg.spatial_factor()), (4, 16));
+        let cfg = VaeConfig::wan2_1();
+        cfg.validate().unwrap();
+        assert_eq!((cfg.temporal_factor(), cfg.spatial_factor()), (4, 8));
+    }
+
+    #[test]
+    fn a_wan2_1_vae_claiming_the_wan2_2_compression_is_refused() {
+        let mut v = wan2_2();
+        v["patch_size"] = serde_json::Value::Null;
+        v["in_channels"] = serde_json::json!(3);
+        v["out_channels"] = serde_json::json!(3);
+        let msg = serde_json::from_value::<VaeConfig>(v).unwrap().validate().unwrap_err().to_string();
+        assert!(msg.contains("scale_factor_spatial 16 disagrees with the architecture's 8"), "{msg}");
     }
 }

@@ -2,7 +2,8 @@
 //! the resampling layers.
 //!
 //! Mirrors diffusers 0.42.1 models/autoencoders/autoencoder_kl_wan.py: `WanRMS_norm`,
-//! `WanResidualBlock`, `WanAttentionBlock`, `WanMidBlock`, `WanResample`.
+//! `WanResidualBlock`, `WanAttentionBlock`, `WanMidBlock`, `WanResample` (the Wan2.2 VAE's
+//! residual stages are in [`crate::vae_residual`]).
 
 use crate::causal_conv3d::{last_frames, refreshed, CausalConv3d, FeatCache, Slot, CACHE_T};
 use crate::Result;
@@ -169,9 +170,11 @@ pub(crate) struct Resample {
 }
 
 impl Resample {
-    pub(crate) fn new(vb: &VarBuilder, c: usize, mode: ResampleMode) -> Result<Self> {
+    /// `upsample_out`: the up modes' output channels (diffusers' `upsample_out_dim`, default `c / 2`;
+    /// the Wan2.2 VAE's residual stages keep `c`).
+    pub(crate) fn new(vb: &VarBuilder, c: usize, mode: ResampleMode, upsample_out: Option<usize>) -> Result<Self> {
         let up = matches!(mode, ResampleMode::Up2d | ResampleMode::Up3d);
-        let cout = if up { c / 2 } else { c };
+        let cout = if up { upsample_out.unwrap_or(c / 2) } else { c };
         let (pad, stride) = if up { ((0, 1, 1), (1, 1, 1)) } else { ((0, 0, 0), (1, 2, 2)) };
         let conv = CausalConv3d::new(&vb.pp("resample.1"), c, cout, [1, 3, 3], pad, stride)?;
         let time_conv = match mode {

@@ -51,8 +51,9 @@ pub(crate) fn load(
     } else {
         None
     };
-    // Image-to-video transformers take the VAE-encoded image beside the latents.
-    let encodes_images = transformer.config.in_channels != transformer.config.out_channels();
+    // Image-to-video transformers take the VAE-encoded image beside the latents, TI2V models in
+    // place of the first latent frame.
+    let encodes_images = transformer.config.in_channels != transformer.config.out_channels() || index.expand_timesteps;
     // diffusers' image-to-video examples keep the image encoder in f32 beside the VAE.
     let image_encoder = if transformer.config.is_image_conditioned() {
         stage("image encoder");
@@ -73,6 +74,7 @@ pub(crate) fn load(
         transformer,
         transformer_2,
         boundary_ratio: index.boundary_ratio,
+        expand_timesteps: index.expand_timesteps,
         vae,
         image_encoder,
         scheduler,

@@ -3,9 +3,9 @@
 //! is a `[library, class]` pair (or `[null, null]` when absent).
 //!
 //! wanrt runs Wan text-to-video and image-to-video pipelines, with one expert or two (Wan2.2
-//! A14B). The file is checked before any weights are read: a garbage file, another pipeline class
-//! (VACE, a non-Wan model) or an expanded-timestep variant (Wan2.2 TI2V-5B) is an error naming what
-//! was found — never a folder that loads and then makes the wrong video.
+//! A14B), and with per-token timesteps (Wan2.2 TI2V-5B: `expand_timesteps`). The file is checked
+//! before any weights are read: a garbage file or another pipeline class (VACE, a non-Wan model)
+//! is an error naming what was found — never a folder that loads and then makes the wrong video.
 
 use crate::{Error, Result};
 use serde_json::Value;
@@ -24,6 +24,8 @@ pub struct PipelineIndex {
     /// `transformer_2` after.
     pub boundary_ratio: Option<f64>,
     pub has_transformer_2: bool,
+    /// Wan2.2 TI2V-5B: per-token timesteps, and image-to-video by replacing the first latent frame.
+    pub expand_timesteps: bool,
 }
 
 /// The components a folder must describe, with the class each is expected to be
@@ -89,9 +91,11 @@ fn check_value(v: &Value) -> std::result::Result<PipelineIndex, String> {
         }
     }
     // Wan2.2 TI2V-5B: per-token timesteps.
-    if obj.get("expand_timesteps").is_some_and(|x| x.as_bool() == Some(true)) {
-        return Err("`expand_timesteps: true` (Wan2.2 TI2V-5B) is not supported yet".into());
-    }
+    let expand_timesteps = match obj.get("expand_timesteps") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(other) => return Err(format!("`expand_timesteps` must be true or false, found {other}")),
+    };
     // Wan2.2 A14B: a second expert for the low-noise steps, switched at boundary_ratio.
     let has_transformer_2 = match component(obj.get("transformer_2")).map_err(|m| format!("`transformer_2`: {m}"))? {
         Some("WanTransformer3DModel") => true,
@@ -111,7 +115,10 @@ fn check_value(v: &Value) -> std::result::Result<PipelineIndex, String> {
                 .into(),
         );
     }
-    Ok(PipelineIndex { boundary_ratio, has_transformer_2 })
+    if expand_timesteps && has_transformer_2 {
+        return Err("`expand_timesteps` (Wan2.2 TI2V) with two experts is no released Wan model".into());
+    }
+    Ok(PipelineIndex { boundary_ratio, has_transformer_2, expand_timesteps })
 }
 
 /// The class of a `[library, class]` entry; `None` for an absent or `[null, null]` component.
@@ -171,11 +178,19 @@ mod tests {
         let expert = json!(["diffusers", "WanTransformer3DModel"]);
         assert!(err(edit("transformer_2", expert.clone())).contains("two-expert"));
         assert!(err(edit("boundary_ratio", json!(0.875))).contains("two-expert"));
-        assert!(err(edit("expand_timesteps", json!(true))).contains("TI2V"));
+        let ti2v = check_value(&edit("expand_timesteps", json!(true))).unwrap();
+        assert!(ti2v.expand_timesteps && !ti2v.has_transformer_2);
+        assert!(err(edit("expand_timesteps", json!("yes"))).contains("true or false"));
         assert!(err(edit("image_encoder", json!(["transformers", "CLIPVisionModel"]))).contains("image-to-video"));
         let mut moe = edit("transformer_2", expert);
         moe["boundary_ratio"] = json!(0.875);
-        assert_eq!(check_value(&moe).unwrap(), PipelineIndex { boundary_ratio: Some(0.875), has_transformer_2: true });
+        assert_eq!(
+            check_value(&moe).unwrap(),
+            PipelineIndex { boundary_ratio: Some(0.875), has_transformer_2: true, expand_timesteps: false }
+        );
+        moe["expand_timesteps"] = json!(true);
+        assert!(err(moe.clone()).contains("two experts"));
+        moe["expand_timesteps"] = json!(false);
         moe["boundary_ratio"] = json!(1.5);
         assert!(err(moe).contains("[0, 1]"));
         let mut i2v = edit("_class_name", json!("WanImageToVideoPipeline"));

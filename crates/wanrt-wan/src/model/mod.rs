@@ -122,6 +122,9 @@ pub struct WanModel {
     /// `boundary_ratio · num_train_timesteps`.
     pub transformer_2: Option<WanTransformer>,
     pub boundary_ratio: Option<f64>,
+    /// Wan2.2 TI2V-5B (`expand_timesteps` in model_index.json): one timestep per latent frame,
+    /// text-to-video, or image-to-video with the image's latent as the first latent frame.
+    pub expand_timesteps: bool,
     pub vae: WanVae,
     /// Image-conditioned models (I2V, first-last-frame) only.
     pub image_encoder: Option<ImageEncoder>,
@@ -175,6 +178,17 @@ impl WanModel {
 
     fn check_transformer(&self, t: &crate::transformer::TransformerConfig) -> Result<()> {
         let (z, d) = (self.vae.config.z_dim, self.text_encoder.config.d_model);
+        if self.expand_timesteps {
+            // diffusers' per-token timesteps take every second latent row and column of the
+            // first-frame mask (hard-coded `[:, ::2, ::2]`): one per token only for this patch.
+            if t.patch_size != [1, 2, 2] || t.in_channels != z || t.is_image_conditioned() {
+                return Err(Error::Config(format!(
+                    "expand_timesteps (Wan2.2 TI2V) needs a transformer with patch_size [1, 2, 2], z_dim {z} input \
+                     channels and no image embedder; found patch_size {:?}, {} input channels",
+                    t.patch_size, t.in_channels
+                )));
+            }
+        }
         // Image-to-video models also take the frame mask and the image latent.
         let with_image = 2 * z + self.vae.config.temporal_factor();
         if (t.in_channels != z && t.in_channels != with_image) || t.out_channels() != z {

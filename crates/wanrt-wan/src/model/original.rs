@@ -41,6 +41,7 @@ pub(crate) fn load(
         transformer,
         transformer_2: None,
         boundary_ratio: None,
+        expand_timesteps: false,
         vae,
         image_encoder: None,
         scheduler: SchedulerConfig::original_release_default(),
