@@ -382,8 +382,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
     bar.finish_and_clear();
     let base_step = rows.first().and_then(|r| r.step_seconds);
+    let base_denoise = rows.first().and_then(|r| r.denoise_seconds_per_step);
     for r in &mut rows {
         r.speedup = base_step.zip(r.step_seconds).map(|(b, s)| b / s);
+        r.denoise_speedup = base_denoise.zip(r.denoise_seconds_per_step).map(|(b, s)| b / s);
     }
 
     let references = references(l, args, &plan)?;
@@ -554,6 +556,7 @@ fn row(
         step_seconds: spread.map(|s| s.median),
         step_spread: spread,
         speedup: None,
+        denoise_speedup: None,
         denoise_seconds_per_step: mean(&|v| v["timings_s"]["denoising"].as_f64()).map(|d| d / plan.size.steps as f64),
         transformer_evals_per_video: mean(&|v| v["transformer_evals"].as_f64()),
         end_to_end_seconds: ["text_encoder", "denoising", "vae_decode", "write"]

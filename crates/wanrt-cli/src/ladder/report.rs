@@ -24,6 +24,8 @@ pub struct RungRow {
     pub step_spread: Option<Spread>,
     /// The baseline's median step over this rung's.
     pub speedup: Option<f64>,
+    /// The baseline's denoise s/step over this rung's (the step cache's skipped passes count).
+    pub denoise_speedup: Option<f64>,
     /// Denoising time per scheduler step in the generations (fewer transformer passes with the
     /// step cache), mean over videos.
     pub denoise_seconds_per_step: Option<f64>,
@@ -148,8 +150,8 @@ pub fn to_markdown(h: &LadderHeader, rungs: &[RungRow], references: &[ReferenceR
         h.videos, h.prompts, h.seeds, h.seed, h.frames, h.height, h.width, h.steps, h.bench_repeats, h.wall_seconds
     );
     md += "## Speed and memory\n\n";
-    md += "| rung | what | step (s) median [min–max] | speedup | denoise s/step | transformer evals/video | end-to-end s/video | peak memory | weights | ops/step |\n";
-    md += "|---|---|---|---|---|---|---|---|---|---|\n";
+    md += "| rung | what | step (s) median [min–max] | speedup | denoise s/step | denoise speedup | transformer evals/video | end-to-end s/video | peak memory | weights | ops/step |\n";
+    md += "|---|---|---|---|---|---|---|---|---|---|---|\n";
     for r in rungs {
         let step = match &r.step_spread {
             Some(s) => format!("{:.4} [{:.4}–{:.4}]", s.median, s.min, s.max),
@@ -157,12 +159,13 @@ pub fn to_markdown(h: &LadderHeader, rungs: &[RungRow], references: &[ReferenceR
         };
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.name,
             r.label,
             step,
             r.speedup_label(),
             num(r.denoise_seconds_per_step, 4),
+            r.denoise_speedup.map_or("—".into(), |s| format!("{s:.2}×")),
             num(r.transformer_evals_per_video, 1),
             num(r.end_to_end_seconds, 3),
             bytes(r.peak_memory_bytes),
@@ -282,6 +285,7 @@ mod tests {
             step_seconds: Some(step),
             step_spread: Some(Spread { median: step, min: step * 0.9, max: step * 1.2, mad: 0.0, n: 3 }),
             speedup: Some(0.5 / step),
+            denoise_speedup: Some(0.5 / step),
             denoise_seconds_per_step: Some(step),
             transformer_evals_per_video: Some(20.0),
             end_to_end_seconds: Some(step * 25.0),
