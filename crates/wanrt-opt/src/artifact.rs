@@ -22,6 +22,11 @@ pub fn weights_sha256(dir: &Path) -> Result<String> {
         .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
         .collect();
     files.sort();
+    files_sha256(&files)
+}
+
+/// SHA-256 of the files' bytes one after the other, hex.
+pub fn files_sha256(files: &[std::path::PathBuf]) -> Result<String> {
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     for f in files {

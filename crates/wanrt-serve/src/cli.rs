@@ -69,6 +69,14 @@ pub struct ServeArgs {
     /// Longest prompt in characters.
     #[arg(long, default_value_t = 2000)]
     pub max_prompt_chars: usize,
+    /// Folder of LoRA adapters requests may name (`"loras": [{"name": "style", "scale": 0.8}]`, NAME.safetensors
+    /// in this folder); each runs as a low-rank side path beside the shared weights. Without it, requests with
+    /// loras are refused.
+    #[arg(long, value_name = "DIR")]
+    pub lora_dir: Option<PathBuf>,
+    /// LoRA keys that match no transformer layer: `error` fails the job naming them; `warn` skips them.
+    #[arg(long, value_name = "error|warn", default_value = "error", value_parser = wanrt_wan::lora::Unmatched::parse)]
+    pub lora_unmatched: wanrt_wan::lora::Unmatched,
     /// CPU threads of the compute pool (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
