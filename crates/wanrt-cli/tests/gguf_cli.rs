@@ -130,8 +130,6 @@ fn convert_writes_the_dequantized_gguf_as_a_diffusers_folder() {
     for f in ["model_index.json", "vae/config.json", "text_encoder/config.json", "transformer/config.json"] {
         assert!(f32_dir.join(f).is_file(), "{f} copied");
     }
-    let ws = wanrt_nn::WeightStore::from_diffusers_dir(&f32_dir.join("transformer"), "diffusion_pytorch_model").unwrap();
-    assert!(ws.names().all(|n| ws.raw(n).unwrap().dtype == wanrt_nn::DType::F32));
 
     let run = |m: &Path, name: &str, extra: &[&str]| {
         let d = tmp.path().join(name);
@@ -148,8 +146,14 @@ fn convert_writes_the_dequantized_gguf_as_a_diffusers_folder() {
     let bf16_dir = tmp.path().join("bf16");
     let out = convert(&bf16_dir, &["--dtype", "bf16"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let size = |d: &Path| std::fs::metadata(d.join("transformer/diffusion_pytorch_model.safetensors")).unwrap().len();
-    assert!(size(&bf16_dir) * 2 <= size(&f32_dir) + 4096, "bf16 is half the size");
+    let store = |d: &Path| {
+        wanrt_nn::WeightStore::from_diffusers_dir(&d.join("transformer"), "diffusion_pytorch_model").unwrap()
+    };
+    let data = |ws: &wanrt_nn::WeightStore| ws.names().map(|n| ws.raw(n).unwrap().bytes().len()).sum::<usize>();
+    let (w32, w16) = (store(&f32_dir), store(&bf16_dir));
+    assert!(w32.names().all(|n| w32.raw(n).unwrap().dtype == wanrt_nn::DType::F32));
+    assert!(w16.names().all(|n| w16.raw(n).unwrap().dtype == wanrt_nn::DType::BF16));
+    assert_eq!(2 * data(&w16), data(&w32), "bf16 holds half the bytes");
     let from_bf16 = run(&bf16_dir, "gen-bf16", &[]);
     let err = from_gguf.iter().zip(&from_bf16).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
     println!("bf16 conversion: max|Δ| {err:.3e} vs the GGUF run");
