@@ -105,15 +105,13 @@ fn lora_on_an_int8_artifact_keeps_the_artifact_fidelity() {
     assert!(with <= (2.0 * base).max(1e-3), "int8 + LoRA max|Δ| {with} vs artifact fidelity {base}");
 }
 
-#[test]
-fn unmatched_keys_and_bad_specs_are_refused_in_one_line() {
+/// A LoRA with 2 keys on a layer of fixtures/wan/a and 3 that match none (a block it lacks, the
+/// text encoder).
+fn write_stray(dir: &Path) -> PathBuf {
     use wanrt_nn::weights::{write_safetensors, RawTensor};
-    let tmp = tempfile::tempdir().unwrap();
-    let t = |shape: Vec<usize>| {
-        RawTensor::from_f32(&wanrt_nn::HostTensor::new(shape.clone(), vec![0.1; shape.iter().product()]).unwrap())
-    };
-    let (down, up, alpha) = (t(vec![2, 24]), t(vec![24, 2]), t(vec![]));
-    let stray = tmp.path().join("stray.safetensors");
+    let t = |shape: [usize; 2]| RawTensor::from_f32(&wanrt_nn::HostTensor::new(shape, vec![0.1; shape[0] * shape[1]]).unwrap());
+    let (down, up) = (t([2, 24]), t([24, 2]));
+    let stray = dir.join("stray.safetensors");
     write_safetensors(
         &stray,
         [
@@ -125,6 +123,18 @@ fn unmatched_keys_and_bad_specs_are_refused_in_one_line() {
         ],
     )
     .unwrap();
+    stray
+}
+
+#[test]
+fn unmatched_keys_and_bad_specs_are_refused_in_one_line() {
+    use wanrt_nn::weights::{write_safetensors, RawTensor};
+    let tmp = tempfile::tempdir().unwrap();
+    let t = |shape: Vec<usize>| {
+        RawTensor::from_f32(&wanrt_nn::HostTensor::new(shape.clone(), vec![0.1; shape.iter().product()]).unwrap())
+    };
+    let (down, up, alpha) = (t(vec![2, 24]), t(vec![24, 2]), t(vec![]));
+    let stray = write_stray(tmp.path());
     let half = tmp.path().join("half.safetensors");
     write_safetensors(
         &half,
@@ -267,24 +277,8 @@ fn optimize_bakes_loras_into_the_artifact() {
 /// names), on generate and optimize; the default refuses them, optimize writing nothing.
 #[test]
 fn unmatched_keys_warn_or_refuse() {
-    use wanrt_nn::weights::{write_safetensors, RawTensor};
     let tmp = tempfile::tempdir().unwrap();
-    let t = |shape: Vec<usize>| {
-        RawTensor::from_f32(&wanrt_nn::HostTensor::new(shape.clone(), vec![0.1; shape.iter().product()]).unwrap())
-    };
-    let (down, up) = (t(vec![2, 24]), t(vec![24, 2]));
-    let stray = tmp.path().join("stray.safetensors");
-    write_safetensors(
-        &stray,
-        [
-            ("transformer.blocks.0.attn1.to_q.lora_A.weight", &down),
-            ("transformer.blocks.0.attn1.to_q.lora_B.weight", &up),
-            ("transformer.blocks.7.attn1.to_q.lora_A.weight", &down),
-            ("transformer.blocks.7.attn1.to_q.lora_B.weight", &up),
-            ("text_encoder.encoder.block.0.layer.0.SelfAttention.q.lora_A.weight", &down),
-        ],
-    )
-    .unwrap();
+    let stray = write_stray(tmp.path());
     let model = fixtures().join("wan/a");
     let spec = stray.display().to_string();
     let warn = ["--lora".to_string(), spec.clone(), "--lora-unmatched".into(), "warn".into()];

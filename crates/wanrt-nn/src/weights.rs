@@ -163,13 +163,17 @@ impl RawTensor {
     /// The values in place when this is an f32 tensor of a memory-mapped
     /// file at a 4-byte aligned offset (little-endian host): no copy, the
     /// pages are read from the file when first touched, as PyTorch's lazy
-    /// mmap loading does.
+    /// mmap loading does. Shared owned bytes (a LoRA-merged weight) qualify
+    /// too when aligned: a backend that keeps this tensor shares them instead
+    /// of holding a second copy beside the store during load.
     pub fn mapped_f32(&self) -> Option<&[f32]> {
+        if self.dtype != DType::F32 || cfg!(target_endian = "big") {
+            return None;
+        }
         match &self.bytes {
-            Bytes::Mapped { map, start, end } if self.dtype == DType::F32 && cfg!(target_endian = "little") => {
-                bytemuck::try_cast_slice(&map[*start..*end]).ok()
-            }
-            _ => None,
+            Bytes::Mapped { map, start, end } => bytemuck::try_cast_slice(&map[*start..*end]).ok(),
+            Bytes::Owned(v) => bytemuck::try_cast_slice(v.as_slice()).ok(),
+            Bytes::Pth(_) => None,
         }
     }
 }

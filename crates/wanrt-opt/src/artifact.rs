@@ -63,11 +63,7 @@ pub fn write(
     text_encoder: Option<&BTreeMap<String, RawTensor>>,
     manifest: &Manifest,
 ) -> Result<()> {
-    // The error of `fill` is kept as it is (it names the file it is about); wrapping it in the
-    // temporary folder's path would only add a `.wanrt-tmp-…` name to the message.
-    let mut failure = None;
-    let written = wanrt_io::create_dir_atomic(out, |tmp| {
-        let fill = || -> Result<()> {
+    let fill = |tmp: &Path| -> Result<()> {
             for entry in std::fs::read_dir(src).map_err(|e| Error::Msg(format!("{}: {e}", src.display())))? {
                 let entry = entry.map_err(|e| Error::Msg(e.to_string()))?;
                 let name = entry.file_name();
@@ -101,16 +97,6 @@ pub fn write(
                 write_safetensors(&te_out.join(TEXT_ENCODER_FILE), te)?;
             }
             write_json(&tmp.join(MANIFEST_FILE), manifest)
-        };
-        fill().map_err(|e| {
-            let msg = e.to_string();
-            failure = Some(e);
-            wanrt_io::Error::Invalid { path: tmp.to_path_buf(), msg }
-        })
-    });
-    match (written, failure) {
-        (Ok(()), _) => Ok(()),
-        (Err(_), Some(e)) => Err(e),
-        (Err(e), None) => Err(Error::Msg(e.to_string())),
-    }
+    };
+    wanrt_io::create_dir_atomic_with(out, fill, |e| Error::Msg(e.to_string()))
 }

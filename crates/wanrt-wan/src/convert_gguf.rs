@@ -56,7 +56,7 @@ pub fn gguf_to_diffusers(model: &Path, file: &Path, out: &Path, dtype: DType, mu
     let config: TransformerConfig = crate::model::read_json(&config_path)?;
     config.validate()?;
     let ws = gguf::transformer(file)?;
-    let mut fill = |tmp: &Path| -> Result<()> {
+    let fill = |tmp: &Path| -> Result<()> {
         let entries = std::fs::read_dir(model).map_err(|e| Error::file(model, format!("cannot list: {e}")))?;
         for e in entries {
             let e = e.map_err(|e| Error::file(model, format!("cannot list: {e}")))?;
@@ -86,17 +86,5 @@ pub fn gguf_to_diffusers(model: &Path, file: &Path, out: &Path, dtype: DType, mu
         })?;
         Ok(())
     };
-    let mut failure = None;
-    let written = wanrt_io::create_dir_atomic(out, |tmp| {
-        fill(tmp).map_err(|e| {
-            let msg = e.to_string();
-            failure = Some(e);
-            wanrt_io::Error::Invalid { path: tmp.to_path_buf(), msg }
-        })
-    });
-    match (written, failure) {
-        (Ok(()), _) => Ok(()),
-        (Err(_), Some(e)) => Err(e),
-        (Err(e), None) => Err(Error::file(out, e.to_string())),
-    }
+    wanrt_io::create_dir_atomic_with(out, fill, |e| Error::file(out, e.to_string()))
 }
