@@ -109,7 +109,9 @@ fn lora_on_an_int8_artifact_keeps_the_artifact_fidelity() {
 /// text encoder).
 fn write_stray(dir: &Path) -> PathBuf {
     use wanrt_nn::weights::{write_safetensors, RawTensor};
-    let t = |shape: [usize; 2]| RawTensor::from_f32(&wanrt_nn::HostTensor::new(shape, vec![0.1; shape[0] * shape[1]]).unwrap());
+    let t = |shape: [usize; 2]| {
+        RawTensor::from_f32(&wanrt_nn::HostTensor::new(shape, vec![0.1; shape[0] * shape[1]]).unwrap())
+    };
     let (down, up) = (t([2, 24]), t([24, 2]));
     let stray = dir.join("stray.safetensors");
     write_safetensors(

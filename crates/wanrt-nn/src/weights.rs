@@ -532,7 +532,8 @@ pub fn write_safetensors_with<'d>(
         w.write_all(&(text.len() as u64).to_le_bytes()).map_err(io)?;
         w.write_all(text.as_bytes()).map_err(io)?;
         for ((name, _, shape), len) in list.iter().zip(&lens) {
-            let bytes = data(name).map_err(|e| wanrt_io::Error::Invalid { path: path.to_path_buf(), msg: e.to_string() })?;
+            let bytes =
+                data(name).map_err(|e| wanrt_io::Error::Invalid { path: path.to_path_buf(), msg: e.to_string() })?;
             if bytes.len() != *len {
                 let msg = format!("tensor `{name}` of shape {shape:?} has {} bytes", bytes.len());
                 return Err(wanrt_io::Error::Invalid { path: path.to_path_buf(), msg });

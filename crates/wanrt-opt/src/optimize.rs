@@ -19,12 +19,12 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 use wanrt_nn::backend::AttentionPrecision;
+use wanrt_nn::lora::MergeMode;
 use wanrt_nn::weights::RawTensor;
 use wanrt_nn::{Linear, Module, Param, ParamMut, WeightStore};
 use wanrt_wan::artifact::{LayerEntry, LayerFormat, Manifest, Pruning, FORMAT, VERSION};
-use wanrt_nn::lora::MergeMode;
 use wanrt_wan::lora::LoraSummary;
-use wanrt_wan::model::{LoadOptions, Layout, WanModel};
+use wanrt_wan::model::{Layout, LoadOptions, WanModel};
 use wanrt_wan::transformer::WanTransformer;
 
 /// Progress of a long optimization.

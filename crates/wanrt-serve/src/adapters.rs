@@ -29,7 +29,8 @@ const CACHE_SIZE: usize = 4;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AdapterRef {
     pub name: String,
-    pub scale: f32,
+    /// As the request gave it (f64, so the job echoes it unchanged); applied as f32.
+    pub scale: f64,
 }
 
 /// The allow-listed folder and the policy for keys that match no layer.
@@ -82,7 +83,7 @@ pub fn parse(value: &Value, dir: Option<&LoraDir>) -> std::result::Result<Vec<Ad
         let scale = match obj.get("scale") {
             None => 1.0,
             Some(v) => match v.as_f64() {
-                Some(s) if s.is_finite() && s.abs() <= 1e6 => s as f32,
+                Some(s) if s.is_finite() && s.abs() <= 1e6 => s,
                 _ => return Err(format!("loras: the scale of '{name}' must be a finite number")),
             },
         };
@@ -122,7 +123,8 @@ impl AdapterCache {
             entries.push(hit);
             return Ok(Some(t));
         }
-        let specs: Vec<LoraSpec> = loras.iter().map(|l| LoraSpec { path: dir.file(&l.name), scale: l.scale }).collect();
+        let specs: Vec<LoraSpec> =
+            loras.iter().map(|l| LoraSpec { path: dir.file(&l.name), scale: l.scale as f32 }).collect();
         let (t, _) = wanrt_wan::lora_adapter::adapted(&model.model.transformer, &specs, dir.unmatched)
             .map_err(|e| Error::Input(format!("LoRA {}: {}", key_names(loras), strip_dir(&e.to_string(), &dir.dir))))?;
         let t = Arc::new(t);

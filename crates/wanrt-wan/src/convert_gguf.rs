@@ -40,7 +40,10 @@ fn check_inputs(model: &Path, file: &Path, out: &Path) -> Result<()> {
         return Err(Error::file(model, "has no transformer/config.json (the GGUF file carries no Wan config)"));
     }
     if wanrt_io::is_inside(out, model) {
-        return Err(Error::file(out, format!("is inside the model folder {} (choose a folder outside it)", model.display())));
+        return Err(Error::file(
+            out,
+            format!("is inside the model folder {} (choose a folder outside it)", model.display()),
+        ));
     }
     if !file.is_file() {
         return Err(Error::file(file, "GGUF file not found"));
@@ -49,7 +52,13 @@ fn check_inputs(model: &Path, file: &Path, out: &Path) -> Result<()> {
 }
 
 /// Writes `out` (see the module docs) with the transformer's tensors in `dtype` (F32 or BF16).
-pub fn gguf_to_diffusers(model: &Path, file: &Path, out: &Path, dtype: DType, mut stage: impl FnMut(&str)) -> Result<()> {
+pub fn gguf_to_diffusers(
+    model: &Path,
+    file: &Path,
+    out: &Path,
+    dtype: DType,
+    mut stage: impl FnMut(&str),
+) -> Result<()> {
     check_inputs(model, file, out)?;
     encode(&[], dtype)?;
     let config_path = model.join("transformer/config.json");

@@ -70,7 +70,9 @@ pub fn adapted(
         return Err(e.into());
     }
     if let Some(missing) = adapter.layers().into_iter().find(|l| !used.contains(*l)) {
-        return Err(Error::Msg(format!("the LoRA targets `{missing}`, which is not a linear layer of the transformer")));
+        return Err(Error::Msg(format!(
+            "the LoRA targets `{missing}`, which is not a linear layer of the transformer"
+        )));
     }
     Ok((out, summaries))
 }
