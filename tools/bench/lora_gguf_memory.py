@@ -82,7 +82,9 @@ def write_lora(model: Path, out: Path, rank: int) -> None:
 def run(wanrt: Path, model: Path, extra: list[str], work: Path, threads: int, logf) -> dict:
     cmd = [str(wanrt), "generate", "--model", str(model), "--prompt", B.PROMPT, "--steps", "2", "--frames", "5",
            "--height", "64", "--width", "64", "--threads", str(threads), "--json", "-o", str(work / "out.mp4"), *extra]
-    logf.write("$ " + " ".join(cmd) + "\n")
+    # Paths as the command would be typed from the repository root, the work folder as $WORKDIR.
+    shown = " ".join(cmd).replace(str(work), "$WORKDIR").replace(str(B.REPO) + "/", "")
+    logf.write("$ " + shown + "\n")
     t0 = time.perf_counter()
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out, err = p.communicate()
@@ -122,7 +124,8 @@ def main() -> None:
         ("GGUF Q8_0 + --lora (side path)", ["--transformer", str(gguf_file), "--lora", str(lora)]),
     ]
     with open(args.log, "w") as logf:
-        logf.write(f"# {__doc__.splitlines()[0]}\n# command: tools/bench/lora_gguf_memory.py --layers {args.layers} "
+        logf.write("# Peak RSS of wanrt generate: safetensors vs its GGUF Q8_0 twin, with and without a LoRA\n"
+                   f"# command: tools/bench/lora_gguf_memory.py --layers {args.layers} "
                    f"--rank {args.rank} --threads {args.threads}\n")
         logf.write(f"# transformer safetensors {size(model / 'transformer' / 'diffusion_pytorch_model.safetensors')} bytes, "
                    f"GGUF {size(gguf_file)} bytes, LoRA {size(lora)} bytes; machine {os.cpu_count()} cores\n")

@@ -30,7 +30,7 @@ pub fn files_sha256(files: &[std::path::PathBuf]) -> Result<String> {
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     for f in files {
-        let mut file = std::fs::File::open(&f).map_err(|e| Error::Msg(format!("{}: cannot open: {e}", f.display())))?;
+        let mut file = std::fs::File::open(f).map_err(|e| Error::Msg(format!("{}: cannot open: {e}", f.display())))?;
         loop {
             let n = file.read(&mut buf).map_err(|e| Error::Msg(format!("{}: cannot read: {e}", f.display())))?;
             if n == 0 {
