@@ -13,7 +13,7 @@ folder; the same with ``--lora`` (merged); with ``--lora --lora-unmerged``; ``--
 model.gguf``; the GGUF with ``--lora`` (side path). Peak RSS is the kernel's high-water mark of each
 child (``wait4``), next to the ``transformer_weight_bytes`` generate reports.
 
-    /work/venv/bin/python tools/bench/lora_gguf_memory.py --workdir /tmp/wanrt-mem --layers 10
+    .venv/bin/python tools/bench/lora_gguf_memory.py --workdir /tmp/wanrt-mem --layers 10
 
 Writes the log to bench/results/lora-gguf-memory.log.
 """

@@ -4,7 +4,7 @@ fidelity? Requantizes each Q8_0 tensor's decoded values to per-channel int8 and 
 L2 errors against the Q8_0 values and against the f32 source, next to Q8_0's own error and plain
 per-channel int8 of the f32 source.
 
-    /work/venv/bin/python tools/bench/q8_requant_error.py $WORKDIR/model-10l-q8_0.gguf \\
+    .venv/bin/python tools/bench/q8_requant_error.py $WORKDIR/model-10l-q8_0.gguf \\
         $WORKDIR/model-10l/transformer/diffusion_pytorch_model.safetensors [--tensors 40]
 
 (the files tools/bench/lora_gguf_memory.py builds). Result: bench/results/q8_0-requant-error.log.
