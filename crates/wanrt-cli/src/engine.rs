@@ -7,7 +7,7 @@ use clap::{Args, ValueEnum};
 use std::path::PathBuf;
 use wanrt_nn::lora::MergeMode;
 use wanrt_nn::DType;
-use wanrt_wan::lora::LoraSpec;
+use wanrt_wan::lora::{LoraSpec, Unmatched};
 use wanrt_wan::model::LoadOptions;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -64,6 +64,10 @@ pub struct EngineArgs {
     /// instead of merging them.
     #[arg(long)]
     pub lora_unmerged: bool,
+    /// LoRA keys that match no transformer layer: `error` refuses the file naming them; `warn`
+    /// skips them and prints one line with their count and first names.
+    #[arg(long, value_name = "error|warn", default_value = "error", value_parser = Unmatched::parse)]
+    pub lora_unmatched: Unmatched,
 }
 
 impl EngineArgs {
@@ -83,11 +87,13 @@ impl EngineArgs {
                     transformer_file: None,
                     loras: vec![],
                     lora_mode: Default::default(),
+                    lora_unmatched: Default::default(),
                 }
             }
         };
         opts.transformer_file = self.transformer.clone();
         opts.loras = self.lora.clone();
+        opts.lora_unmatched = self.lora_unmatched;
         opts.lora_mode = if self.lora_unmerged { MergeMode::SidePath } else { MergeMode::Merge };
         Ok(opts)
     }

@@ -366,6 +366,8 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     })
     .context("loading the model")?;
     let load_secs = t_load.elapsed().as_secs_f64();
+    // Skipped LoRA keys are said even under --json (stderr; the JSON lists the summaries).
+    model.loras.iter().filter_map(|l| l.warning()).for_each(|w| eprintln!("warning: {w}"));
     if !args.json {
         model.loras.iter().for_each(|l| eprintln!("wanrt {l}"));
     }

@@ -13,6 +13,7 @@ use std::time::Instant;
 use wanrt_opt::calibrate::{default_prompts, parse_prompts, CalibSettings};
 use wanrt_opt::optimize::OptimizeProgress;
 use wanrt_opt::{ActivationChoice, OptimizeOptions, OptimizeSummary, QuantMode};
+use wanrt_wan::lora::{LoraSpec, Unmatched};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum QuantArg {
@@ -128,6 +129,15 @@ pub struct OptimizeArgs {
     /// Print one JSON object on stdout instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// LoRA baked into the artifact at SCALE (default 1; repeatable): merged into the transformer's
+    /// float weights before calibration, so quantized layers include it; recorded in the manifest
+    /// (file, size, SHA-256, scale, rank, alpha). The report's source runs with the same --lora.
+    #[arg(long, value_name = "FILE[:SCALE]", value_parser = LoraSpec::parse)]
+    pub lora: Vec<LoraSpec>,
+    /// LoRA keys that match no transformer layer: `error` refuses the file naming them; `warn`
+    /// skips them and prints one line with their count and first names.
+    #[arg(long, value_name = "error|warn", default_value = "error", value_parser = Unmatched::parse)]
+    pub lora_unmatched: Unmatched,
     /// Artifact folder to create (must not exist or be empty).
     #[arg(short = 'o', long)]
     pub output: PathBuf,
@@ -247,6 +257,8 @@ pub fn run(args: OptimizeArgs) -> Result<()> {
         max_error: args.max_error,
         sensitivity: args.sensitivity,
         text_encoder_int8: matches!(args.text_encoder, TextEncoderArg::Int8Weight),
+        loras: args.lora.clone(),
+        lora_unmatched: args.lora_unmatched,
     };
     let calib = CalibSettings {
         prompts: prompts.into_iter().take(args.calib_prompts).collect(),
@@ -260,6 +272,10 @@ pub fn run(args: OptimizeArgs) -> Result<()> {
     let mut bar = Bar { bar: None, quiet: args.json };
     let summary = wanrt_opt::optimize(&src, &args.output, &opts, &calib, &mut bar).context("optimizing the model")?;
     bar.stage("artifact written");
+    summary.lora_warnings.iter().for_each(|w| eprintln!("warning: {w}"));
+    if !args.json {
+        summary.loras.iter().for_each(|l| eprintln!("wanrt optimize: baked {l}"));
+    }
 
     let variants = if args.no_report {
         Vec::new()
@@ -269,7 +285,8 @@ pub fn run(args: OptimizeArgs) -> Result<()> {
             .map(|i| (calib.prompts[i % calib.prompts.len()].clone(), args.seed + i as u64))
             .collect();
         let work = tempfile::tempdir().context("creating a temporary folder")?;
-        let base = measure_variant("source (f32)", &src, &videos, &args, size, &work.path().join("source"))?;
+        let source = if args.lora.is_empty() { "source (f32)" } else { "source (f32) + --lora" };
+        let base = measure_variant(source, &src, &videos, &args, size, &work.path().join("source"))?;
         let opt = measure_variant("optimized", &args.output, &videos, &args, size, &work.path().join("optimized"))?;
         let reference = base.dir.clone();
         vec![finish_variant(base, None, 0.0)?, finish_variant(opt, Some(&reference), summary.transformer_error)?]
@@ -317,6 +334,7 @@ fn measure_variant(
     dir: &Path,
 ) -> Result<Measured> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let is_artifact = model == args.output;
     let exe = std::env::current_exe().context("locating the wanrt executable")?;
     let mut runs = Vec::new();
     for (i, (prompt, seed)) in videos.iter().enumerate() {
@@ -333,6 +351,13 @@ fn measure_variant(
         }
         if let Some(t) = args.threads {
             cmd.arg("--threads").arg(t.to_string());
+        }
+        // The source runs with the adapters the artifact has baked in (an artifact takes none).
+        if !is_artifact {
+            for l in &args.lora {
+                cmd.arg("--lora").arg(format!("{}:{}", l.path.display(), l.scale));
+            }
+            cmd.arg("--lora-unmatched").arg(if args.lora_unmatched == Unmatched::Warn { "warn" } else { "error" });
         }
         let t0 = Instant::now();
         let out = cmd.output().context("running wanrt generate for the report")?;
@@ -417,6 +442,9 @@ fn render_markdown(s: &OptimizeSummary, variants: &[serde_json::Value]) -> Strin
         s.calibration_s,
         s.total_s
     );
+    for l in &s.loras {
+        md += &format!("Baked in: {l}.\n\n");
+    }
     if let Some(t) = &s.text_encoder {
         md += &format!(
             "Text encoder (int8-weight): {} → {} of weights; relative error of the prompt embeddings on the \

@@ -103,3 +103,84 @@ fn bad_gguf_inputs_are_refused_in_one_line() {
         assert!(!err.contains("panicked"), "{err}");
     }
 }
+
+/// `wanrt convert --transformer FILE.gguf`: the written folder (transformer dequantized to f32,
+/// the rest copied) generates the frames `generate --transformer FILE.gguf` makes, bit for bit;
+/// bf16 is half the size and close; bad inputs are refused in one line with nothing written.
+#[test]
+fn convert_writes_the_dequantized_gguf_as_a_diffusers_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = model_folder(tmp.path(), None);
+    let gguf = gguf_dir().join("wan-original.gguf");
+    let convert = |out: &Path, extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_wanrt"))
+            .args(["convert", "--model"])
+            .arg(&model)
+            .arg("--transformer")
+            .arg(&gguf)
+            .arg("-o")
+            .arg(out)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let f32_dir = tmp.path().join("f32");
+    let out = convert(&f32_dir, &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for f in ["model_index.json", "vae/config.json", "text_encoder/config.json", "transformer/config.json"] {
+        assert!(f32_dir.join(f).is_file(), "{f} copied");
+    }
+
+    let run = |m: &Path, name: &str, extra: &[&str]| {
+        let d = tmp.path().join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        let out = generate(m, &d, extra);
+        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        wanrt_io::read_npy(d.join("frames.npy")).unwrap().to_f32_vec()
+    };
+    let from_gguf = run(&model, "gen-gguf", &["--transformer", gguf.to_str().unwrap()]);
+    let from_converted = run(&f32_dir, "gen-f32", &[]);
+    let same = from_gguf.iter().zip(&from_converted).filter(|(a, b)| a.to_bits() == b.to_bits()).count();
+    assert_eq!(same, from_gguf.len(), "converted f32 folder vs generate --transformer FILE.gguf: bit-identical frames");
+
+    let bf16_dir = tmp.path().join("bf16");
+    let out = convert(&bf16_dir, &["--dtype", "bf16"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let store = |d: &Path| {
+        wanrt_nn::WeightStore::from_diffusers_dir(&d.join("transformer"), "diffusion_pytorch_model").unwrap()
+    };
+    let data = |ws: &wanrt_nn::WeightStore| ws.names().map(|n| ws.raw(n).unwrap().bytes().len()).sum::<usize>();
+    let (w32, w16) = (store(&f32_dir), store(&bf16_dir));
+    assert!(w32.names().all(|n| w32.raw(n).unwrap().dtype == wanrt_nn::DType::F32));
+    assert!(w16.names().all(|n| w16.raw(n).unwrap().dtype == wanrt_nn::DType::BF16));
+    assert_eq!(2 * data(&w16), data(&w32), "bf16 holds half the bytes");
+    let from_bf16 = run(&bf16_dir, "gen-bf16", &[]);
+    let err = from_gguf.iter().zip(&from_bf16).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    println!("bf16 conversion: max|Δ| {err:.3e} vs the GGUF run");
+    assert!(err < 0.05, "{err}");
+
+    // Refusals: one error line, no output folder.
+    let reader = fixtures().join("gguf/reader.gguf");
+    let cases: [(Vec<String>, &str); 3] = [
+        (vec!["--transformer".into(), tmp.path().join("none.gguf").display().to_string()], "GGUF file not found"),
+        (vec!["--transformer".into(), model.join("model_index.json").display().to_string()], "not a GGUF file"),
+        (vec!["--transformer".into(), reader.display().to_string()], "neither an original Wan nor a diffusers"),
+    ];
+    for (i, (args, want)) in cases.iter().enumerate() {
+        let out_dir = tmp.path().join(format!("bad{i}"));
+        let out = Command::new(env!("CARGO_BIN_EXE_wanrt"))
+            .args(["convert", "--model"])
+            .arg(&model)
+            .args(args)
+            .arg("-o")
+            .arg(&out_dir)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{want}");
+        let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error")).collect();
+        assert_eq!(errors.len(), 1, "{err}");
+        assert!(errors[0].contains(want), "expected `{want}` in: {err}");
+        assert!(!out_dir.exists(), "nothing written for `{want}`");
+    }
+}

@@ -105,15 +105,15 @@ fn lora_on_an_int8_artifact_keeps_the_artifact_fidelity() {
     assert!(with <= (2.0 * base).max(1e-3), "int8 + LoRA max|Δ| {with} vs artifact fidelity {base}");
 }
 
-#[test]
-fn unmatched_keys_and_bad_specs_are_refused_in_one_line() {
+/// A LoRA with 2 keys on a layer of fixtures/wan/a and 3 that match none (a block it lacks, the
+/// text encoder).
+fn write_stray(dir: &Path) -> PathBuf {
     use wanrt_nn::weights::{write_safetensors, RawTensor};
-    let tmp = tempfile::tempdir().unwrap();
-    let t = |shape: Vec<usize>| {
-        RawTensor::from_f32(&wanrt_nn::HostTensor::new(shape.clone(), vec![0.1; shape.iter().product()]).unwrap())
+    let t = |shape: [usize; 2]| {
+        RawTensor::from_f32(&wanrt_nn::HostTensor::new(shape, vec![0.1; shape[0] * shape[1]]).unwrap())
     };
-    let (down, up, alpha) = (t(vec![2, 24]), t(vec![24, 2]), t(vec![]));
-    let stray = tmp.path().join("stray.safetensors");
+    let (down, up) = (t([2, 24]), t([24, 2]));
+    let stray = dir.join("stray.safetensors");
     write_safetensors(
         &stray,
         [
@@ -125,6 +125,18 @@ fn unmatched_keys_and_bad_specs_are_refused_in_one_line() {
         ],
     )
     .unwrap();
+    stray
+}
+
+#[test]
+fn unmatched_keys_and_bad_specs_are_refused_in_one_line() {
+    use wanrt_nn::weights::{write_safetensors, RawTensor};
+    let tmp = tempfile::tempdir().unwrap();
+    let t = |shape: Vec<usize>| {
+        RawTensor::from_f32(&wanrt_nn::HostTensor::new(shape.clone(), vec![0.1; shape.iter().product()]).unwrap())
+    };
+    let (down, up, alpha) = (t(vec![2, 24]), t(vec![24, 2]), t(vec![]));
+    let stray = write_stray(tmp.path());
     let half = tmp.path().join("half.safetensors");
     write_safetensors(
         &half,
@@ -199,4 +211,105 @@ fn lora_on_a_gguf_transformer_runs_as_a_side_path() {
     let change = max_diff(&plain, &adapted);
     println!("GGUF + LoRA changes the frames by max|Δ| {change:.3e}");
     assert!(change > 1e-4 && adapted.iter().all(|v| v.is_finite()), "{change}");
+}
+
+/// `wanrt optimize` with `--lora` and the given flags into `out`.
+fn optimize(out: &Path, flags: &[String]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_wanrt"))
+        .args(["optimize", "--model"])
+        .arg(fixtures().join("wan/a"))
+        .args(["--no-report", "--calib-prompts", "2", "--calib-steps", "3", "-o"])
+        .arg(out)
+        .args(flags)
+        .output()
+        .unwrap()
+}
+
+fn manifest_loras(art: &Path) -> Vec<serde_json::Value> {
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(art.join("wanrt-artifact.json")).unwrap()).unwrap();
+    m["settings"]["loras"].as_array().cloned().unwrap_or_default()
+}
+
+/// `optimize --lora` bakes the adapters: `--quant none` equals generate with the LoRAs merged (f32
+/// rounding), an int8 bake is within the int8 artifact's own fidelity of diffusers' LoRA frames
+/// (and plainly not the un-adapted artifact), and the manifest records each adapter.
+#[test]
+fn optimize_bakes_loras_into_the_artifact() {
+    let tmp = tempfile::tempdir().unwrap();
+    let loras = lora_args("all");
+    let quant = |q: &str| ["--quant".to_string(), q.to_string()];
+
+    let none = tmp.path().join("none");
+    let out = optimize(&none, &[quant("none").to_vec(), loras.clone()].concat());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let merged = run_ok(&fixtures().join("wan/a"), &loras);
+    let baked = run_ok(&none, &[]);
+    let err = max_diff(&baked, &merged);
+    println!("--quant none bake vs merged generate: max|Δ| {err:.3e}");
+    assert!(err <= 2e-5, "--quant none bake vs generate --lora: {err}");
+    let recorded = manifest_loras(&none);
+    let meta = lora_meta();
+    assert_eq!(recorded.len(), 3, "{recorded:?}");
+    for (r, want) in recorded.iter().zip(meta["runs"]["all"].as_array().unwrap()) {
+        let file = want["file"].as_str().unwrap();
+        assert_eq!(r["file"], file);
+        assert_eq!(r["scale"].as_f64().unwrap() as f32, want["scale"].as_f64().unwrap() as f32);
+        assert_eq!(r["bytes"].as_u64().unwrap(), std::fs::metadata(fixtures().join("lora").join(file)).unwrap().len());
+        assert_eq!(r["sha256"].as_str().unwrap().len(), 64);
+        assert!(r["rank"][0].as_u64().unwrap() >= 1 && r["alpha"][0].as_f64().is_some(), "{r}");
+    }
+
+    let int8 = tmp.path().join("int8");
+    let plain8 = tmp.path().join("int8-plain");
+    let out = optimize(&int8, &[quant("int8").to_vec(), loras.clone()].concat());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = optimize(&plain8, &quant("int8"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let fidelity = max_diff(&run_ok(&plain8, &[]), &reference("none"));
+    let baked8 = run_ok(&int8, &[]);
+    let with = max_diff(&baked8, &reference("all"));
+    let unadapted = max_diff(&baked8, &run_ok(&plain8, &[]));
+    println!("int8: max|Δ| {fidelity:.3e} without LoRA, {with:.3e} baked vs diffusers' LoRA frames, {unadapted:.3e} vs the plain int8 artifact");
+    assert!(with <= (2.0 * fidelity).max(1e-3), "int8 bake max|Δ| {with} vs artifact fidelity {fidelity}");
+    assert!(unadapted > 10.0 * with, "the bake changes the artifact ({unadapted} vs {with})");
+}
+
+/// `--lora-unmatched warn` skips keys that match no layer with one warning line (count and first
+/// names), on generate and optimize; the default refuses them, optimize writing nothing.
+#[test]
+fn unmatched_keys_warn_or_refuse() {
+    let tmp = tempfile::tempdir().unwrap();
+    let stray = write_stray(tmp.path());
+    let model = fixtures().join("wan/a");
+    let spec = stray.display().to_string();
+    let warn = ["--lora".to_string(), spec.clone(), "--lora-unmatched".into(), "warn".into()];
+    let out = generate(&model, tmp.path(), &warn);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let warnings: Vec<&str> = err.lines().filter(|l| l.contains("match no transformer layer")).collect();
+    assert_eq!(warnings.len(), 1, "{err}");
+    assert!(warnings[0].starts_with("warning:") && warnings[0].contains("3 LoRA key(s)"), "{err}");
+    assert!(warnings[0].contains("blocks.7.attn1.to_q") && warnings[0].contains("skipped"), "{err}");
+    // The matched layer is still applied.
+    assert!(max_diff(&frames(tmp.path()), &reference("none")) > 1e-4);
+
+    let art = tmp.path().join("art");
+    let out = optimize(&art, &[warn.to_vec(), vec!["--quant".into(), "none".into()]].concat());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(err.lines().filter(|l| l.starts_with("warning:") && l.contains("3 LoRA key(s)")).count(), 1, "{err}");
+    assert_eq!(manifest_loras(&art)[0]["skipped_keys"].as_array().unwrap().len(), 3);
+
+    let refused = tmp.path().join("refused");
+    let out = optimize(&refused, &["--lora".into(), spec, "--quant".into(), "none".into()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error")).collect();
+    assert_eq!(errors.len(), 1, "{err}");
+    assert!(errors[0].contains("3 LoRA key(s) match no transformer layer"), "{err}");
+    assert!(!refused.exists(), "nothing written");
+    let out = generate(&model, tmp.path(), &["--lora-unmatched".into(), "sometimes".into()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not one of error, warn"));
 }

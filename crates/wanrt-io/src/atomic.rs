@@ -81,6 +81,29 @@ where
     Ok(())
 }
 
+/// [`create_dir_atomic`] for a `fill` with its own error type: its error comes back as it was
+/// (it names the file it is about; wrapping it in the temporary folder's path would only add a
+/// `.wanrt-tmp-…` name to the message), the folder's own failures through `from_io`.
+pub fn create_dir_atomic_with<E: std::fmt::Display>(
+    path: impl AsRef<Path>,
+    fill: impl FnOnce(&Path) -> std::result::Result<(), E>,
+    from_io: impl FnOnce(Error) -> E,
+) -> std::result::Result<(), E> {
+    let mut failure = None;
+    let written = create_dir_atomic(path, |tmp| {
+        fill(tmp).map_err(|e| {
+            let msg = e.to_string();
+            failure = Some(e);
+            Error::Invalid { path: tmp.to_path_buf(), msg }
+        })
+    });
+    match (written, failure) {
+        (Ok(()), _) => Ok(()),
+        (Err(_), Some(e)) => Err(e),
+        (Err(e), None) => Err(from_io(e)),
+    }
+}
+
 /// Copies the folder tree `src` into `dst` (created), hard-linking files where the filesystem
 /// allows: model weights copied unchanged are large and never modified in place.
 ///

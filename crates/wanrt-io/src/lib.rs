@@ -23,7 +23,9 @@ pub mod pth;
 pub mod tokenizer_json;
 mod zipfile;
 
-pub use atomic::{check_output_dir, check_output_file, copy_tree, create_dir_atomic, is_inside, write_atomic};
+pub use atomic::{
+    check_output_dir, check_output_file, copy_tree, create_dir_atomic, create_dir_atomic_with, is_inside, write_atomic,
+};
 pub use error::{one_line, Error, Result};
 pub use gguf::{read_gguf, GgmlType, GgufFile, GgufTensor, GgufValue};
 pub use limits::{decode_budget, format_size, parse_size};

@@ -137,6 +137,17 @@ impl fmt::Display for DType {
     }
 }
 
+/// `values` stored as little-endian `dtype` (f32, bf16 or f16, rounded to nearest even); None
+/// for other dtypes.
+pub fn f32_to_bytes(values: &[f32], dtype: DType) -> Option<Vec<u8>> {
+    Some(match dtype {
+        DType::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        DType::BF16 => values.iter().flat_map(|v| half::bf16::from_f32(*v).to_le_bytes()).collect(),
+        DType::F16 => values.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect(),
+        _ => return None,
+    })
+}
+
 /// Widens little-endian raw bytes of `dtype` to f32 values (in parallel:
 /// loading converts gigabytes of checkpoint data); block-quantized bytes are dequantized as ggml
 /// does. `None` for E4M3 codes (they need their scales) and for bytes that are not whole

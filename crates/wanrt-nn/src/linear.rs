@@ -152,8 +152,13 @@ impl SideLayers {
 }
 
 /// The side paths of fused parts as one: downs stacked along the rank, ups block-diagonal.
-fn fused_side_path(ws: &WeightStore, prefixes: &[&str], out_dims: &[usize], in_dim: usize) -> Result<Option<SidePath>> {
-    let paths: Vec<Option<&SidePath>> = prefixes.iter().map(|p| ws.side_path(p)).collect();
+fn fused_side_path<'a>(
+    side_path: impl Fn(&str) -> Option<&'a SidePath>,
+    prefixes: &[&str],
+    out_dims: &[usize],
+    in_dim: usize,
+) -> Result<Option<SidePath>> {
+    let paths: Vec<Option<&SidePath>> = prefixes.iter().map(|p| side_path(p)).collect();
     if paths.iter().all(Option::is_none) {
         return Ok(None);
     }
@@ -370,10 +375,64 @@ impl Linear {
         let bias = if bias { Some(load_f32_parts(ws, prefixes, "bias", out_dims)?) } else { None };
         let parts = prefixes.iter().zip(out_dims).map(|(p, &o)| (p.to_string(), o)).collect();
         let mut layer = Linear::new(name, parts, in_dim, weight, bias)?;
-        if let Some(path) = fused_side_path(ws, prefixes, out_dims, in_dim)? {
+        if let Some(path) = fused_side_path(|p| ws.side_path(p), prefixes, out_dims, in_dim)? {
             layer.side = Some(Box::new(SideLayers::new(name, &path)?));
         }
         Ok(layer)
+    }
+
+    /// A copy of this prepared layer with the low-rank side paths `side_path(part)` of its parts
+    /// attached and `bias_delta(part)` added as the side path's bias (prepared for `backend`);
+    /// None when neither names any of its parts. The main weights and bias are shared with
+    /// `self`, never changed or prepared again: this is how a per-request adapter runs beside
+    /// other requests on one loaded model.
+    pub fn with_adapter<'a>(
+        &self,
+        side_path: impl Fn(&str) -> Option<&'a SidePath>,
+        bias_delta: impl Fn(&str) -> Option<&'a [f32]>,
+        backend: &dyn Backend,
+    ) -> Result<Option<Linear>> {
+        let prefixes: Vec<&str> = self.parts.iter().map(|p| p.0.as_str()).collect();
+        let out_dims: Vec<usize> = self.parts.iter().map(|p| p.1).collect();
+        let side = fused_side_path(side_path, &prefixes, &out_dims, self.in_dim)?;
+        let biased = prefixes.iter().any(|p| bias_delta(p).is_some());
+        if side.is_none() && !biased {
+            return Ok(None);
+        }
+        if self.side.is_some() {
+            return Err(Error::Msg(format!("{}: already runs a LoRA side path", self.name)));
+        }
+        // A bias delta alone rides on a rank-1 side path of zeros.
+        let path = match side {
+            Some(p) => p,
+            None => SidePath {
+                down: HostTensor::new([1, self.in_dim], vec![0.0; self.in_dim])?,
+                up: HostTensor::new([self.out_dim, 1], vec![0.0; self.out_dim])?,
+            },
+        };
+        let mut bias = None;
+        if biased {
+            let mut b = Vec::with_capacity(self.out_dim);
+            for (p, &rows) in prefixes.iter().zip(&out_dims) {
+                match bias_delta(p) {
+                    Some(d) if d.len() != rows => {
+                        return Err(Error::Msg(format!("{p}.bias: a delta of {} values for {rows} rows", d.len())))
+                    }
+                    Some(d) => b.extend_from_slice(d),
+                    None => b.resize(b.len() + rows, 0.0),
+                }
+            }
+            bias = Some(b);
+        }
+        let mut s = SideLayers {
+            down: Linear::from_f32(format!("{}.lora_down", self.name), &path.down, None)?,
+            up: Linear::from_f32(format!("{}.lora_up", self.name), &path.up, bias)?,
+        };
+        s.down.prepare(backend)?;
+        s.up.prepare(backend)?;
+        let mut layer = self.clone();
+        layer.side = Some(Box::new(s));
+        Ok(Some(layer))
     }
 
     pub fn in_dim(&self) -> usize {

@@ -82,12 +82,8 @@ fn is_float(d: DType) -> bool {
 
 /// `values` stored as `dtype` (f32, bf16 or f16, little-endian).
 fn encode(values: &[f32], dtype: DType, shape: Vec<usize>) -> Result<RawTensor> {
-    let bytes: Vec<u8> = match dtype {
-        DType::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        DType::BF16 => values.iter().flat_map(|v| half::bf16::from_f32(*v).to_le_bytes()).collect(),
-        DType::F16 => values.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect(),
-        other => return Err(Error::Msg(format!("cannot store merged values as {other}"))),
-    };
+    let bytes = crate::dtype::f32_to_bytes(values, dtype)
+        .ok_or_else(|| Error::Msg(format!("cannot store merged values as {dtype}")))?;
     RawTensor::from_bytes(dtype, shape, bytes)
 }
 
@@ -207,4 +203,51 @@ fn side_path(ts: &[&Target]) -> Result<SidePath> {
         col += r;
     }
     Ok(SidePath { down: HostTensor::new([rank, k], downs)?, up: HostTensor::new([n, rank], up)? })
+}
+
+/// Deltas kept apart from a loaded model, for [`crate::Linear::with_adapter`]: per linear layer
+/// (store prefix, `blocks.0.attn1.to_q`) one side path and one bias delta.
+#[derive(Debug, Clone, Default)]
+pub struct Adapter {
+    pub side_paths: std::collections::BTreeMap<String, SidePath>,
+    pub bias_deltas: std::collections::BTreeMap<String, Vec<f32>>,
+}
+
+impl Adapter {
+    /// Low-rank deltas on `….weight` become side paths (several on one layer concatenated),
+    /// full deltas on `….bias` scaled bias deltas (summed). Anything else (full-weight `diff`,
+    /// norm deltas) would have to change the shared weights: an error naming it.
+    pub fn from_targets(targets: Vec<Target>) -> Result<Adapter> {
+        let mut low_rank: std::collections::BTreeMap<String, Vec<Target>> = Default::default();
+        let mut out = Adapter::default();
+        for t in targets {
+            match (&t.delta, t.name.strip_suffix(".weight"), t.name.strip_suffix(".bias")) {
+                (Delta::LowRank { .. }, Some(layer), _) => low_rank.entry(layer.to_string()).or_default().push(t),
+                (Delta::Full { diff, factor }, _, Some(layer)) => {
+                    let b = out.bias_deltas.entry(layer.to_string()).or_insert_with(|| vec![0.0; diff.numel()]);
+                    if b.len() != diff.numel() {
+                        return Err(Error::Msg(format!("{}: bias deltas of different lengths", t.name)));
+                    }
+                    b.iter_mut().zip(diff.data()).for_each(|(b, d)| *b += factor * d);
+                }
+                _ => {
+                    return Err(Error::Msg(format!(
+                        "{}: a full-weight delta cannot run beside shared weights (per-request adapters take \
+                         LoRA low-rank and bias deltas only)",
+                        t.name
+                    )))
+                }
+            }
+        }
+        for (layer, ts) in low_rank {
+            let refs: Vec<&Target> = ts.iter().collect();
+            out.side_paths.insert(layer, side_path(&refs)?);
+        }
+        Ok(out)
+    }
+
+    /// Layer prefixes the adapter changes.
+    pub fn layers(&self) -> std::collections::BTreeSet<&str> {
+        self.side_paths.keys().chain(self.bias_deltas.keys()).map(String::as_str).collect()
+    }
 }

@@ -163,13 +163,17 @@ impl RawTensor {
     /// The values in place when this is an f32 tensor of a memory-mapped
     /// file at a 4-byte aligned offset (little-endian host): no copy, the
     /// pages are read from the file when first touched, as PyTorch's lazy
-    /// mmap loading does.
+    /// mmap loading does. Shared owned bytes (a LoRA-merged weight) qualify
+    /// too when aligned: a backend that keeps this tensor shares them instead
+    /// of holding a second copy beside the store during load.
     pub fn mapped_f32(&self) -> Option<&[f32]> {
+        if self.dtype != DType::F32 || cfg!(target_endian = "big") {
+            return None;
+        }
         match &self.bytes {
-            Bytes::Mapped { map, start, end } if self.dtype == DType::F32 && cfg!(target_endian = "little") => {
-                bytemuck::try_cast_slice(&map[*start..*end]).ok()
-            }
-            _ => None,
+            Bytes::Mapped { map, start, end } => bytemuck::try_cast_slice(&map[*start..*end]).ok(),
+            Bytes::Owned(v) => bytemuck::try_cast_slice(v.as_slice()).ok(),
+            Bytes::Pth(_) => None,
         }
     }
 }
@@ -482,31 +486,42 @@ impl WeightStore {
 /// [`wanrt_io::write_atomic`]: the file appears whole or not at all, with the mode a plain create
 /// gives (the crate's own writer leaves tempfile's private 0600 on the result).
 pub fn write_safetensors<'a>(path: &Path, tensors: impl IntoIterator<Item = (&'a str, &'a RawTensor)>) -> Result<()> {
+    let map: BTreeMap<&str, &RawTensor> = tensors.into_iter().collect();
+    let list = map.iter().map(|(n, t)| (n.to_string(), t.dtype, t.shape.clone())).collect();
+    write_safetensors_with(path, list, |name| Ok(map[name].bytes()))
+}
+
+/// [`write_safetensors`] of tensors made one at a time: `list` gives each name, dtype and shape
+/// (the header comes first), `data(name)` its bytes when they are written, so a caller
+/// converting a model (dequantizing GGUF blocks) holds one converted tensor at a time.
+pub fn write_safetensors_with<'d>(
+    path: &Path,
+    mut list: Vec<(String, DType, Vec<usize>)>,
+    mut data: impl FnMut(&str) -> Result<Cow<'d, [u8]>>,
+) -> Result<()> {
     use std::io::Write;
-    let mut list: Vec<(&str, &RawTensor)> = tensors.into_iter().collect();
     // Block-quantized (GGUF) tensors have no safetensors dtype: dequantize them first.
-    if let Some((name, t)) = list.iter().find(|(_, t)| st_name(t.dtype).is_none()) {
-        return Err(Error::file(path, format!("cannot write tensor `{name}` of dtype {} to safetensors", t.dtype)));
+    if let Some((name, dtype, _)) = list.iter().find(|(_, d, _)| st_name(*d).is_none()) {
+        return Err(Error::file(path, format!("cannot write tensor `{name}` of dtype {dtype} to safetensors")));
     }
-    list.sort_by(|a, b| b.1.dtype.size_in_bytes().cmp(&a.1.dtype.size_in_bytes()).then(a.0.cmp(b.0)));
+    list.sort_by(|a, b| b.1.size_in_bytes().cmp(&a.1.size_in_bytes()).then(a.0.cmp(&b.0)));
     let mut header = serde_json::Map::new();
     header.insert("__metadata__".into(), serde_json::json!({"format": "pt"}));
     let mut offset = 0usize;
-    for (name, t) in &list {
-        let dtype = st_name(t.dtype).expect("checked above");
-        let len = t.shape.iter().try_fold(t.dtype.size_in_bytes(), |a, &n| a.checked_mul(n));
-        if len != Some(t.bytes().len()) {
-            return Err(Error::file(
-                path,
-                format!("tensor `{name}` of shape {:?} has {} bytes", t.shape, t.bytes().len()),
-            ));
-        }
-        let end = offset + t.bytes().len();
+    let mut lens = Vec::with_capacity(list.len());
+    for (name, dtype, shape) in &list {
+        let st = st_name(*dtype).expect("checked above");
+        let len = shape
+            .iter()
+            .try_fold(dtype.size_in_bytes(), |a, &n| a.checked_mul(n))
+            .ok_or_else(|| Error::file(path, format!("tensor `{name}` of shape {shape:?} is too large")))?;
+        let end = offset + len;
         header.insert(
             name.to_string(),
-            serde_json::json!({"dtype": format!("{dtype:?}"), "shape": t.shape, "data_offsets": [offset, end]}),
+            serde_json::json!({"dtype": format!("{st:?}"), "shape": shape, "data_offsets": [offset, end]}),
         );
         offset = end;
+        lens.push(len);
     }
     let mut text = serde_json::to_string(&header).map_err(|e| Error::file(path, e.to_string()))?;
     while text.len() % 8 != 0 {
@@ -516,8 +531,14 @@ pub fn write_safetensors<'a>(path: &Path, tensors: impl IntoIterator<Item = (&'a
         let io = |e| wanrt_io::Error::io(path, e);
         w.write_all(&(text.len() as u64).to_le_bytes()).map_err(io)?;
         w.write_all(text.as_bytes()).map_err(io)?;
-        for (_, t) in &list {
-            w.write_all(&t.bytes()).map_err(io)?;
+        for ((name, _, shape), len) in list.iter().zip(&lens) {
+            let bytes =
+                data(name).map_err(|e| wanrt_io::Error::Invalid { path: path.to_path_buf(), msg: e.to_string() })?;
+            if bytes.len() != *len {
+                let msg = format!("tensor `{name}` of shape {shape:?} has {} bytes", bytes.len());
+                return Err(wanrt_io::Error::Invalid { path: path.to_path_buf(), msg });
+            }
+            w.write_all(&bytes).map_err(io)?;
         }
         Ok(())
     })?;

@@ -22,9 +22,14 @@ pub fn weights_sha256(dir: &Path) -> Result<String> {
         .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
         .collect();
     files.sort();
+    files_sha256(&files)
+}
+
+/// SHA-256 of the files' bytes one after the other, hex.
+pub fn files_sha256(files: &[std::path::PathBuf]) -> Result<String> {
     let mut h = Sha256::new();
     for f in files {
-        hash_file(&mut h, &f)?;
+        hash_file(&mut h, f)?;
     }
     Ok(hex(h))
 }
@@ -98,54 +103,39 @@ pub fn write(
     text_encoder: Option<&BTreeMap<String, RawTensor>>,
     manifest: &Manifest,
 ) -> Result<()> {
-    // The error of `fill` is kept as it is (it names the file it is about); wrapping it in the
-    // temporary folder's path would only add a `.wanrt-tmp-…` name to the message.
-    let mut failure = None;
-    let written = wanrt_io::create_dir_atomic(out, |tmp| {
-        let fill = || -> Result<()> {
-            for entry in std::fs::read_dir(src).map_err(|e| Error::Msg(format!("{}: {e}", src.display())))? {
-                let entry = entry.map_err(|e| Error::Msg(e.to_string()))?;
-                let name = entry.file_name();
-                if name == "transformer" || name == MANIFEST_FILE || (name == "text_encoder" && text_encoder.is_some())
-                {
-                    continue;
-                }
-                let (from, to) = (entry.path(), tmp.join(&name));
-                if from.is_dir() {
-                    wanrt_io::copy_tree(&from, &to).map_err(|e| Error::Msg(e.to_string()))?;
-                } else {
-                    std::fs::copy(&from, &to).map_err(|e| Error::Msg(format!("{}: {e}", from.display())))?;
+    let fill = |tmp: &Path| -> Result<()> {
+        for entry in std::fs::read_dir(src).map_err(|e| Error::Msg(format!("{}: {e}", src.display())))? {
+            let entry = entry.map_err(|e| Error::Msg(e.to_string()))?;
+            let name = entry.file_name();
+            if name == "transformer" || name == MANIFEST_FILE || (name == "text_encoder" && text_encoder.is_some()) {
+                continue;
+            }
+            let (from, to) = (entry.path(), tmp.join(&name));
+            if from.is_dir() {
+                wanrt_io::copy_tree(&from, &to).map_err(|e| Error::Msg(e.to_string()))?;
+            } else {
+                std::fs::copy(&from, &to).map_err(|e| Error::Msg(format!("{}: {e}", from.display())))?;
+            }
+        }
+        let tr = tmp.join("transformer");
+        std::fs::create_dir_all(&tr).map_err(|e| Error::Msg(format!("{}: {e}", tr.display())))?;
+        write_json(&tr.join("config.json"), config)?;
+        write_safetensors(&tr.join(TRANSFORMER_FILE), transformer)?;
+        if let Some(te) = text_encoder {
+            // Configs and other small files as in the source; the weights (single or sharded) replaced.
+            let (te_src, te_out) = (src.join("text_encoder"), tmp.join("text_encoder"));
+            std::fs::create_dir_all(&te_out).map_err(|e| Error::Msg(format!("{}: {e}", te_out.display())))?;
+            for entry in std::fs::read_dir(&te_src).map_err(|e| Error::Msg(format!("{}: {e}", te_src.display())))? {
+                let from = entry.map_err(|e| Error::Msg(e.to_string()))?.path();
+                let name = from.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                if from.is_file() && !name.ends_with(".safetensors") && !name.ends_with(".safetensors.index.json") {
+                    std::fs::copy(&from, te_out.join(&name))
+                        .map_err(|e| Error::Msg(format!("{}: {e}", from.display())))?;
                 }
             }
-            let tr = tmp.join("transformer");
-            std::fs::create_dir_all(&tr).map_err(|e| Error::Msg(format!("{}: {e}", tr.display())))?;
-            write_json(&tr.join("config.json"), config)?;
-            write_safetensors(&tr.join(TRANSFORMER_FILE), transformer)?;
-            if let Some(te) = text_encoder {
-                // Configs and other small files as in the source; the weights (single or sharded) replaced.
-                let (te_src, te_out) = (src.join("text_encoder"), tmp.join("text_encoder"));
-                std::fs::create_dir_all(&te_out).map_err(|e| Error::Msg(format!("{}: {e}", te_out.display())))?;
-                for entry in std::fs::read_dir(&te_src).map_err(|e| Error::Msg(format!("{}: {e}", te_src.display())))? {
-                    let from = entry.map_err(|e| Error::Msg(e.to_string()))?.path();
-                    let name = from.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                    if from.is_file() && !name.ends_with(".safetensors") && !name.ends_with(".safetensors.index.json") {
-                        std::fs::copy(&from, te_out.join(&name))
-                            .map_err(|e| Error::Msg(format!("{}: {e}", from.display())))?;
-                    }
-                }
-                write_safetensors(&te_out.join(TEXT_ENCODER_FILE), te)?;
-            }
-            write_json(&tmp.join(MANIFEST_FILE), manifest)
-        };
-        fill().map_err(|e| {
-            let msg = e.to_string();
-            failure = Some(e);
-            wanrt_io::Error::Invalid { path: tmp.to_path_buf(), msg }
-        })
-    });
-    match (written, failure) {
-        (Ok(()), _) => Ok(()),
-        (Err(_), Some(e)) => Err(e),
-        (Err(e), None) => Err(Error::Msg(e.to_string())),
-    }
+            write_safetensors(&te_out.join(TEXT_ENCODER_FILE), te)?;
+        }
+        write_json(&tmp.join(MANIFEST_FILE), manifest)
+    };
+    wanrt_io::create_dir_atomic_with(out, fill, |e| Error::Msg(e.to_string()))
 }

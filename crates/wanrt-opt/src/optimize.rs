@@ -19,10 +19,12 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 use wanrt_nn::backend::AttentionPrecision;
+use wanrt_nn::lora::MergeMode;
 use wanrt_nn::weights::RawTensor;
 use wanrt_nn::{Linear, Module, Param, ParamMut, WeightStore};
 use wanrt_wan::artifact::{LayerEntry, LayerFormat, Manifest, Pruning, FORMAT, VERSION};
-use wanrt_wan::model::{Layout, WanModel};
+use wanrt_wan::lora::LoraSummary;
+use wanrt_wan::model::{Layout, LoadOptions, WanModel};
 use wanrt_wan::transformer::WanTransformer;
 
 /// Progress of a long optimization.
@@ -32,6 +34,31 @@ pub trait OptimizeProgress {
 }
 
 impl OptimizeProgress for () {}
+
+/// The manifest's record of each baked LoRA: file name (not its folder: the artifact may move),
+/// size, SHA-256, scale, rank, alpha and what it changed.
+fn lora_records(summaries: &[LoraSummary]) -> Result<Vec<serde_json::Value>> {
+    summaries
+        .iter()
+        .map(|l| {
+            let bytes = std::fs::metadata(&l.path)
+                .map_err(|e| Error::Msg(format!("{}: cannot stat: {e}", l.path.display())))?
+                .len();
+            Ok(serde_json::json!({
+                "file": l.path.file_name().map(|n| n.to_string_lossy().into_owned()),
+                "bytes": bytes,
+                "sha256": artifact::files_sha256(std::slice::from_ref(&l.path))?,
+                "format": l.format,
+                "scale": l.scale,
+                "layers": l.layers,
+                "rank": [l.rank.0, l.rank.1],
+                "alpha": [l.alpha.0, l.alpha.1],
+                "diffs": l.diffs,
+                "skipped_keys": l.skipped,
+            }))
+        })
+        .collect()
+}
 
 /// Name used in the manifest and reports for the 8-bit self-attention group.
 pub const INT8_ATTENTION: &str = "self-attention (int8 scores)";
@@ -53,6 +80,10 @@ pub struct OptimizeSummary {
     pub total_s: f64,
     /// Present when the text encoder was quantized.
     pub text_encoder: Option<TextEncoderSummary>,
+    /// One line per baked LoRA (`LoRA FILE (format): layers, rank, alpha, scale`).
+    pub loras: Vec<String>,
+    /// One line per LoRA whose unmatched keys were skipped (`--lora-unmatched warn`).
+    pub lora_warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -129,7 +160,10 @@ fn optimize_diffusers(
     t_start: Instant,
 ) -> Result<OptimizeSummary> {
     progress.stage("loading");
-    let mut model = WanModel::load(src, |_| {})?;
+    // LoRAs merged into the float weights before anything is measured: calibration, pruning and
+    // quantization all see the adapted model, so the artifact's codes include the adapters.
+    let load = LoadOptions { loras: opts.loras.clone(), lora_unmatched: opts.lora_unmatched, ..Default::default() };
+    let mut model = WanModel::load_with(src, load, |_| {})?;
     if model.artifact.is_some() {
         return Err(Error::Msg(format!(
             "{}: is already an optimized artifact; optimize its source model",
@@ -137,7 +171,10 @@ fn optimize_diffusers(
         )));
     }
     let tr_dir = src.join("transformer");
-    let src_ws = WeightStore::from_diffusers_dir(&tr_dir, "diffusion_pytorch_model")?;
+    let mut src_ws = WeightStore::from_diffusers_dir(&tr_dir, "diffusion_pytorch_model")?;
+    // The tensors the artifact is written from get the same merge (in place, per tensor).
+    wanrt_wan::lora::apply(&mut src_ws, &opts.loras, MergeMode::Merge, opts.lora_unmatched)?;
+    let loras = lora_records(&model.loras)?;
     let mut config_json = read_json(&tr_dir.join("config.json"))?;
     let params_before = model.transformer.num_params();
     let weight_bytes_before = model.transformer.weight_bytes();
@@ -312,6 +349,7 @@ fn optimize_diffusers(
             "max_error": opts.max_error,
             "text_encoder": if opts.text_encoder_int8 { "int8-weight" } else { "none" },
             "reverted_to_full_precision": reverted,
+            "loras": loras,
         }),
         layers,
         pruning: Pruning {
@@ -340,6 +378,8 @@ fn optimize_diffusers(
         weight_bytes_after: model.transformer.weight_bytes(),
         calibration_s,
         total_s: t_start.elapsed().as_secs_f64(),
+        loras: model.loras.iter().map(|l| l.to_string()).collect(),
+        lora_warnings: model.loras.iter().filter_map(|l| l.warning()).collect(),
         text_encoder: text_encoder.map(|t| TextEncoderSummary {
             embedding_error: t.embedding_error,
             weight_bytes_before: t.weight_bytes_before,

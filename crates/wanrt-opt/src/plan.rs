@@ -3,6 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 use wanrt_wan::artifact::LayerFormat;
+use wanrt_wan::lora::{LoraSpec, Unmatched};
 
 /// `--quant`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +82,11 @@ pub struct OptimizeOptions {
     pub sensitivity: bool,
     /// Quantize the text encoder's linear layers to int8 weights (W8A16).
     pub text_encoder_int8: bool,
+    /// LoRA files baked into the transformer: merged into its float weights before calibration,
+    /// so the quantized weights include them.
+    pub loras: Vec<LoraSpec>,
+    /// LoRA keys that match no transformer layer: an error (default) or skipped.
+    pub lora_unmatched: Unmatched,
 }
 
 impl Default for OptimizeOptions {
@@ -96,6 +102,8 @@ impl Default for OptimizeOptions {
             max_error: None,
             sensitivity: false,
             text_encoder_int8: false,
+            loras: Vec::new(),
+            lora_unmatched: Unmatched::Error,
         }
     }
 }

@@ -13,7 +13,8 @@ queue and makes the videos on worker threads:\n\
   GET /v1/videos/ID · GET /v1/videos/ID/content (MP4) · GET /v1/videos/ID/events (SSE) · DELETE /v1/videos/ID · \
 GET /v1/videos\n\
   GET /healthz · GET /metrics (Prometheus) · GET / (web page)\n\
-Omitted fields take the model's defaults (wanrt.json beside it). With --queue postgres://… any number of \
+Omitted fields take the model's defaults (wanrt.json beside it). With --lora-dir DIR a request may add \
+\"loras\": [{\"name\": \"style\", \"scale\": 0.8}] (DIR/style.safetensors, run beside the shared weights). With --queue postgres://… any number of \
 processes on any number of machines share one queue; give them one --outputs folder (a shared file system).\n\
 Examples:\n  wanrt serve\n  curl -s localhost:8000/v1/videos -H 'Content-Type: application/json' -d '{\"prompt\": \"a red ball\"}'\n  \
 wanrt serve --queue postgres://wanrt@db/wanrt --outputs /mnt/videos --bind 0.0.0.0:8000 --api-keys keys.txt\n  \
@@ -69,6 +70,14 @@ pub struct ServeArgs {
     /// Longest prompt in characters.
     #[arg(long, default_value_t = 2000)]
     pub max_prompt_chars: usize,
+    /// Folder of LoRA adapters requests may name (`"loras": [{"name": "style", "scale": 0.8}]`, NAME.safetensors
+    /// in this folder); each runs as a low-rank side path beside the shared weights. Without it, requests with
+    /// loras are refused.
+    #[arg(long, value_name = "DIR")]
+    pub lora_dir: Option<PathBuf>,
+    /// LoRA keys that match no transformer layer: `error` fails the job naming them; `warn` skips them.
+    #[arg(long, value_name = "error|warn", default_value = "error", value_parser = wanrt_wan::lora::Unmatched::parse)]
+    pub lora_unmatched: wanrt_wan::lora::Unmatched,
     /// CPU threads of the compute pool (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,

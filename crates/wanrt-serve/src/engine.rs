@@ -17,6 +17,7 @@ use wanrt_wan::model::WanModel;
 use wanrt_wan::pipeline::{check_finite, check_finite_frames, to_frames, GenerateParams, ResolvedSettings};
 use wanrt_wan::scheduler::Scheduler;
 use wanrt_wan::step_cache::StepCache;
+use wanrt_wan::transformer::WanTransformer;
 
 use crate::job::JobParams;
 use crate::Result;
@@ -76,6 +77,16 @@ pub enum Next {
 pub fn denoise(
     model: &WanModel,
     jobs: Vec<Encoded>,
+    between: impl FnMut(usize, usize, usize) -> Next,
+) -> Result<Vec<Option<Tensor>>> {
+    denoise_with(model, &model.transformer, jobs, between)
+}
+
+/// [`denoise`] on `transformer`: the model's own, or a copy adapted to the jobs' LoRAs.
+pub fn denoise_with(
+    model: &WanModel,
+    transformer: &WanTransformer,
+    jobs: Vec<Encoded>,
     mut between: impl FnMut(usize, usize, usize) -> Next,
 ) -> Result<Vec<Option<Tensor>>> {
     let Some(first) = jobs.first() else {
@@ -99,7 +110,7 @@ pub fn denoise(
         members.push(Member { settings: j.settings, embeddings: j.embeddings, latents: j.latents, sched, alive: true });
     }
     let timesteps = members[0].sched.timesteps().to_vec();
-    let be = &**model.transformer.backend();
+    let be = &**transformer.backend();
     // The step cache decides per batch: only a lone job may use it.
     let threshold = members[0].settings.cache_threshold;
     let mut cache =
@@ -113,7 +124,7 @@ pub fn denoise(
         if context.as_ref().is_none_or(|(ids, _)| *ids != alive) {
             let refs: Vec<&Tensor> = alive.iter().map(|&k| &members[k].embeddings).collect();
             let text = if refs.len() == 1 { refs[0].clone() } else { be.cat(&refs, 0)? };
-            context = Some((alive.clone(), model.transformer.prepare_text(&text)?));
+            context = Some((alive.clone(), transformer.prepare_text(&text)?));
         }
         let (_, ctx) = context.as_ref().expect("set above");
         let mut parts = Vec::with_capacity(alive.len() * 2);
@@ -125,7 +136,7 @@ pub fn denoise(
         }
         let batch = if parts.len() == 1 { parts[0].clone() } else { be.cat(&parts, 0)? };
         let ts = vec![t; batch.dim(0)];
-        let (out, _) = model.transformer.forward_cached(&batch, &ts, ctx, cache.as_mut())?;
+        let (out, _) = transformer.forward_cached(&batch, &ts, ctx, cache.as_mut())?;
         let per = if cfg { 2 } else { 1 };
         for (slot, &k) in alive.iter().enumerate() {
             let m = &mut members[k];

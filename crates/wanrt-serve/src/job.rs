@@ -55,19 +55,24 @@ pub struct JobParams {
     pub fps: f64,
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// Per-request LoRA adapters (`--lora-dir`), applied in this order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub loras: Vec<crate::adapters::AdapterRef>,
 }
 
 impl JobParams {
     /// Jobs with the same key can share transformer calls (see [`crate::engine`]).
     pub fn batch_key(&self) -> String {
+        // Jobs share transformer calls only with jobs of the same adapters.
         format!(
-            "{}|{}x{}|{}|{}|{}",
+            "{}|{}x{}|{}|{}|{}|{}",
             self.model,
             self.width,
             self.height,
             self.num_frames,
             self.num_inference_steps,
-            if self.guidance_scale > 1.0 { "cfg" } else { "nocfg" }
+            if self.guidance_scale > 1.0 { "cfg" } else { "nocfg" },
+            crate::adapters::key(&self.loras)
         )
     }
 
@@ -124,6 +129,7 @@ impl JobRecord {
                 "num_inference_steps": p.num_inference_steps,
                 "guidance_scale": p.guidance_scale,
                 "seed": p.seed,
+                "loras": p.loras,
             },
             "timings": self.timings,
             "warnings": p.warnings,

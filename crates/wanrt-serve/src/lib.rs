@@ -10,6 +10,7 @@
 //! Every job and state change is committed to the queue before it is acknowledged; a
 //! crashed process's jobs run again (same seed, same video) and complete exactly once.
 
+pub mod adapters;
 pub mod admission;
 pub mod api_error;
 pub mod auth;
@@ -182,7 +183,10 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Server> {
     clean_outputs(&args.outputs, min_age);
 
     let dirs = args.models.clone();
-    let models = tokio::task::spawn_blocking(move || Models::load(&dirs, |s| eprintln!("loading {s}…"))).await??;
+    let lora_dir = args.lora_dir.clone().map(|dir| adapters::LoraDir { dir, unmatched: args.lora_unmatched });
+    let models = tokio::task::spawn_blocking(move || Models::load(&dirs, |s| eprintln!("loading {s}…")))
+        .await??
+        .with_lora_dir(lora_dir)?;
     let budget = match &args.memory_budget {
         Some(s) => admission::parse_bytes(s).map_err(|e| anyhow::anyhow!("--memory-budget: {e}"))?,
         None => admission::available_bytes().map_or(u64::MAX, |a| a / 10 * 9),

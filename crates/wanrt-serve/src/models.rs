@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use wanrt_wan::model::WanModel;
 
+use crate::adapters::LoraDir;
 use crate::{Error, Result};
 
 pub struct ServedModel {
@@ -19,6 +20,8 @@ pub struct ServedModel {
 #[derive(Clone)]
 pub struct Models {
     list: Vec<Arc<ServedModel>>,
+    /// `--lora-dir`: the folder per-request adapters are taken from.
+    lora_dir: Option<LoraDir>,
 }
 
 /// The name a model folder is served under.
@@ -47,7 +50,22 @@ impl Models {
         if list.is_empty() {
             return Err(Error::Input("no model to serve (--model DIR)".into()));
         }
-        Ok(Models { list })
+        Ok(Models { list, lora_dir: None })
+    }
+
+    /// Allows per-request adapters from `dir` (which must be a folder).
+    pub fn with_lora_dir(mut self, dir: Option<LoraDir>) -> Result<Models> {
+        if let Some(d) = &dir {
+            if !d.dir.is_dir() {
+                return Err(Error::Input(format!("--lora-dir {}: not a folder", d.dir.display())));
+            }
+        }
+        self.lora_dir = dir;
+        Ok(self)
+    }
+
+    pub fn lora_dir(&self) -> Option<&LoraDir> {
+        self.lora_dir.as_ref()
     }
 
     /// The named model, or the first one when `name` is None.

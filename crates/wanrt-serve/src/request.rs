@@ -10,7 +10,7 @@ use crate::job::JobParams;
 use crate::models::Models;
 
 /// Fields a request may carry (OpenAI's video API plus the diffusion parameters).
-pub const FIELDS: [&str; 14] = [
+pub const FIELDS: [&str; 15] = [
     "prompt",
     "negative_prompt",
     "model",
@@ -25,6 +25,7 @@ pub const FIELDS: [&str; 14] = [
     "seed",
     "image",
     "input_reference",
+    "loras",
 ];
 
 /// Bounds on what one request may ask for.
@@ -132,6 +133,10 @@ pub fn parse(fields: &Map<String, Value>, models: &Models, limits: &Limits) -> A
             ));
         }
     }
+    let loras = match fields.get("loras") {
+        None => Vec::new(),
+        Some(v) => crate::adapters::parse(v, models.lora_dir()).map_err(|m| invalid("loras", m))?,
+    };
     let model_name = string(fields, "model")?;
     let served = models.find(model_name).ok_or_else(|| {
         invalid(
@@ -254,6 +259,7 @@ pub fn parse(fields: &Map<String, Value>, models: &Models, limits: &Limits) -> A
         seed,
         fps,
         warnings: s.warnings,
+        loras,
     })
 }
 

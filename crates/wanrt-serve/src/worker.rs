@@ -23,6 +23,7 @@ use serde_json::{Map, Value};
 use wanrt_media::Mp4Options;
 use wanrt_nn::Tensor;
 
+use crate::adapters::AdapterCache;
 use crate::admission;
 use crate::engine::{self, Encoded, Next};
 use crate::events::{Hub, JobEvent};
@@ -112,6 +113,8 @@ pub struct Shared {
     pub shutdown: AtomicBool,
     pub budget: u64,
     running: Mutex<HashMap<String, Arc<Live>>>,
+    /// Transformers adapted to per-request LoRAs.
+    adapters: AdapterCache,
 }
 
 impl Shared {
@@ -126,6 +129,7 @@ impl Shared {
             shutdown: AtomicBool::new(false),
             budget,
             running: Mutex::new(HashMap::new()),
+            adapters: AdapterCache::default(),
         }
     }
 
@@ -370,7 +374,10 @@ fn denoise_stage(sh: &Shared, batch: Vec<(Job, Encoded)>) -> Vec<(Job, Tensor)> 
     let mut reasons: Vec<Option<Stop>> = vec![None; jobs.len()];
     let shutdown = &sh.shutdown;
     let result = guarded(|| {
-        engine::denoise(&model.model, keep_enc, |step, total, k| {
+        let loras = &jobs[0].live.claim.params.loras;
+        let adapted = sh.adapters.transformer(&model, sh.models.lora_dir(), loras)?;
+        let transformer = adapted.as_deref().unwrap_or(&model.model.transformer);
+        engine::denoise_with(&model.model, transformer, keep_enc, |step, total, k| {
             if k == 0 || reasons[..k].iter().all(|r| r.is_some()) {
                 sh.metrics.step(last_step.elapsed().as_secs_f64());
                 last_step = Instant::now();

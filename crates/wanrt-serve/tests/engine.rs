@@ -21,6 +21,7 @@ fn params(prompt: &str, seed: u64, guidance: f64) -> JobParams {
         seed,
         fps: 8.0,
         warnings: vec![],
+        loras: vec![],
     }
 }
 

@@ -23,6 +23,7 @@ fn job(prompt: &str, steps: usize) -> NewJob {
             seed: 1,
             fps: 8.0,
             warnings: vec![],
+            loras: vec![],
         },
         created_at: now(),
     }

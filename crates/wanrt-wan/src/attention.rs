@@ -19,6 +19,7 @@ pub struct RotaryEmbedding {
     pub sin: Tensor,
 }
 
+#[derive(Clone)]
 pub struct WanSelfAttention {
     /// Module path (`blocks.3.attn1`).
     path: String,
@@ -101,11 +102,13 @@ pub struct CrossKeyValues {
 }
 
 /// `add_k_proj | add_v_proj` and `norm_added_k` of an image-conditioned cross-attention.
+#[derive(Clone)]
 struct AddedKeyValueProjection {
     to_kv: Linear,
     norm_k: Tensor,
 }
 
+#[derive(Clone)]
 pub struct WanCrossAttention {
     heads: usize,
     eps: f32,

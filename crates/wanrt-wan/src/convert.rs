@@ -58,7 +58,7 @@ pub fn original_to_diffusers(src: &Path, out: &Path, mut stage: impl FnMut(&str)
     }
     wanrt_io::check_output_dir(out).map_err(|e| Error::Msg(e.to_string()))?;
     let defaults = ModelDefaults::read(src)?;
-    let mut fill = |tmp: &Path| -> Result<()> {
+    let fill = |tmp: &Path| -> Result<()> {
         stage("text encoder");
         let (t5, te_cfg) = original::text_encoder(src)?;
         let te_json = config_with(&te_cfg, json!({"model_type": "umt5", "architectures": ["UMT5EncoderModel"]}))?;
@@ -111,17 +111,5 @@ pub fn original_to_diffusers(src: &Path, out: &Path, mut stage: impl FnMut(&str)
         }
         Ok(())
     };
-    let mut failure = None;
-    let written = wanrt_io::create_dir_atomic(out, |tmp| {
-        fill(tmp).map_err(|e| {
-            let msg = e.to_string();
-            failure = Some(e);
-            wanrt_io::Error::Invalid { path: tmp.to_path_buf(), msg }
-        })
-    });
-    match (written, failure) {
-        (Ok(()), _) => Ok(()),
-        (Err(_), Some(e)) => Err(e),
-        (Err(e), None) => Err(Error::file(out, e.to_string())),
-    }
+    wanrt_io::create_dir_atomic_with(out, fill, |e| Error::file(out, e.to_string()))
 }

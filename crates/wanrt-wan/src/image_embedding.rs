@@ -13,6 +13,7 @@ use wanrt_nn::{LayerNorm, Linear, Param, ParamMut, Tensor, VarBuilder};
 /// diffusers' `FP32LayerNorm` keeps `nn.LayerNorm`'s default eps.
 const LAYER_NORM_EPS: f32 = 1e-5;
 
+#[derive(Clone)]
 pub struct WanImageEmbedding {
     image_dim: usize,
     norm1: LayerNorm,

@@ -13,7 +13,8 @@
 //!
 //! A layer's delta is `scale · alpha / rank · up · down` (alpha = rank when the file states none;
 //! `alpha / √rank` under rsLoRA), bias deltas `scale · diff_b`. Every key must land on a
-//! parameter of the model: unmatched keys are an error naming them.
+//! parameter of the model: unmatched keys are an error naming them, or under [`Unmatched::Warn`]
+//! skipped and listed in the summary (the caller prints one line).
 
 use crate::names;
 use crate::{Error, Result};
@@ -47,6 +48,37 @@ impl LoraSpec {
     }
 }
 
+/// What to do with LoRA keys that match no transformer parameter (`--lora-unmatched`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Unmatched {
+    /// Refuse the file, naming the keys (a LoRA made for another model must not half-apply).
+    #[default]
+    Error,
+    /// Skip them; [`LoraSummary::warning`] says how many and which.
+    Warn,
+}
+
+impl Unmatched {
+    /// `error` or `warn`.
+    pub fn parse(s: &str) -> std::result::Result<Unmatched, String> {
+        match s {
+            "error" => Ok(Unmatched::Error),
+            "warn" => Ok(Unmatched::Warn),
+            _ => Err(format!("`{s}` is not one of error, warn")),
+        }
+    }
+}
+
+/// At most this many key names in one message.
+const SHOWN_KEYS: usize = 5;
+
+/// `n key(s) match no transformer layer: a, b, …` (the first [`SHOWN_KEYS`] names).
+fn unmatched_text(keys: &[String]) -> String {
+    let shown: Vec<&str> = keys.iter().take(SHOWN_KEYS).map(String::as_str).collect();
+    let more = if keys.len() > SHOWN_KEYS { ", …" } else { "" };
+    format!("{} LoRA key(s) match no transformer layer: {}{more}", keys.len(), shown.join(", "))
+}
+
 /// What one LoRA file changed, for reports.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoraSummary {
@@ -59,6 +91,16 @@ pub struct LoraSummary {
     pub alpha: (f32, f32),
     /// Full-weight and bias deltas.
     pub diffs: usize,
+    /// Keys skipped under [`Unmatched::Warn`].
+    pub skipped: Vec<String>,
+}
+
+impl LoraSummary {
+    /// One line on the skipped keys, when some were skipped.
+    pub fn warning(&self) -> Option<String> {
+        (!self.skipped.is_empty())
+            .then(|| format!("LoRA {}: {}, skipped", self.path.display(), unmatched_text(&self.skipped)))
+    }
 }
 
 impl std::fmt::Display for LoraSummary {
@@ -131,8 +173,9 @@ fn kohya_to_original(flat: &str) -> Option<String> {
     Some(format!("blocks.{i}.{tail}"))
 }
 
-/// The diffusers module path of a key's module part, when the model has that module.
-fn module_of(raw: &str, ws: &WeightStore) -> Option<(String, &'static str)> {
+/// The diffusers module path of a key's module part, when the model has that module (`has`: the
+/// model has a parameter of this diffusers name).
+fn module_of(raw: &str, has: &dyn Fn(&str) -> bool) -> Option<(String, &'static str)> {
     if let Some(flat) = raw.strip_prefix("lora_unet_") {
         let orig = kohya_to_original(flat)?;
         let d = names::transformer(&format!("{orig}.weight"))?;
@@ -142,7 +185,7 @@ fn module_of(raw: &str, ws: &WeightStore) -> Option<(String, &'static str)> {
     for p in ["transformer.", "base_model.model.", "model.diffusion_model.", "diffusion_model."] {
         m = m.strip_prefix(p).unwrap_or(m);
     }
-    if ws.contains(&format!("{m}.weight")) || ws.contains(&format!("{m}.bias")) {
+    if has(&format!("{m}.weight")) || has(&format!("{m}.bias")) {
         return Some((m.to_string(), "diffusers"));
     }
     let d = names::transformer(&format!("{m}.weight"))?;
@@ -201,7 +244,16 @@ impl PeftMeta {
 }
 
 /// The deltas of one LoRA file on the transformer store `ws` (diffusers names).
-pub fn targets(spec: &LoraSpec, ws: &WeightStore) -> Result<(Vec<Target>, LoraSummary)> {
+pub fn targets(spec: &LoraSpec, ws: &WeightStore, unmatched: Unmatched) -> Result<(Vec<Target>, LoraSummary)> {
+    targets_on(spec, &|n| ws.contains(n), unmatched)
+}
+
+/// [`targets`] on a model that has the parameters `has` says it has.
+pub fn targets_on(
+    spec: &LoraSpec,
+    has: &dyn Fn(&str) -> bool,
+    policy: Unmatched,
+) -> Result<(Vec<Target>, LoraSummary)> {
     let path = &spec.path;
     if !path.is_file() {
         return Err(Error::file(path, "LoRA file not found"));
@@ -217,7 +269,7 @@ pub fn targets(spec: &LoraSpec, ws: &WeightStore) -> Result<(Vec<Target>, LoraSu
             unmatched.push(key.to_string());
             continue;
         };
-        let Some((m, format)) = module_of(module, ws) else {
+        let Some((m, format)) = module_of(module, has) else {
             unmatched.push(key.to_string());
             continue;
         };
@@ -234,6 +286,7 @@ pub fn targets(spec: &LoraSpec, ws: &WeightStore) -> Result<(Vec<Target>, LoraSu
         rank: (usize::MAX, 0),
         alpha: (f32::INFINITY, f32::NEG_INFINITY),
         diffs: 0,
+        skipped: vec![],
     };
     for (m, parts) in modules {
         let take = |p: Part| parts.get(&p);
@@ -289,16 +342,10 @@ pub fn targets(spec: &LoraSpec, ws: &WeightStore) -> Result<(Vec<Target>, LoraSu
         }
     }
     if !unmatched.is_empty() {
-        let n = unmatched.len();
-        let shown: Vec<&str> = unmatched.iter().take(5).map(String::as_str).collect();
-        return Err(Error::file(
-            path,
-            format!(
-                "{n} LoRA key(s) match no transformer layer: {}{}",
-                shown.join(", "),
-                if n > 5 { ", …" } else { "" }
-            ),
-        ));
+        match policy {
+            Unmatched::Error => return Err(Error::file(path, unmatched_text(&unmatched))),
+            Unmatched::Warn => summary.skipped = unmatched,
+        }
     }
     if out.is_empty() {
         return Err(Error::file(path, "no LoRA weights found"));
@@ -312,11 +359,16 @@ pub fn targets(spec: &LoraSpec, ws: &WeightStore) -> Result<(Vec<Target>, LoraSu
 
 /// Applies every LoRA file to the transformer store (merged into float weights unless `mode`
 /// says otherwise; quantized weights get side paths) and returns one summary per file.
-pub fn apply(ws: &mut WeightStore, specs: &[LoraSpec], mode: MergeMode) -> Result<Vec<LoraSummary>> {
+pub fn apply(
+    ws: &mut WeightStore,
+    specs: &[LoraSpec],
+    mode: MergeMode,
+    unmatched: Unmatched,
+) -> Result<Vec<LoraSummary>> {
     let mut all = vec![];
     let mut summaries = vec![];
     for spec in specs {
-        let (t, s) = targets(spec, ws)?;
+        let (t, s) = targets(spec, ws, unmatched)?;
         all.extend(t);
         summaries.push(s);
     }

@@ -185,6 +185,7 @@ impl TransformerConfig {
 }
 
 /// `WanTimeTextImageEmbedding`.
+#[derive(Clone)]
 struct ConditionEmbedder {
     freq_dim: usize,
     /// `time_embedder.linear_1` (SiLU) and `linear_2`.
@@ -263,6 +264,7 @@ impl CrossAttentionContext {
     }
 }
 
+#[derive(Clone)]
 pub struct WanTransformer {
     pub config: TransformerConfig,
     /// The patch embedding (a Conv3d whose kernel equals its stride) as a GEMM over flattened

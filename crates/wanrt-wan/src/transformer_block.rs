@@ -17,6 +17,7 @@ use crate::{Error, Result};
 use wanrt_nn::backend::{Activation, Backend, BinaryOp};
 use wanrt_nn::{Linear, Param, ParamMut, Tensor, VarBuilder};
 
+#[derive(Clone)]
 pub struct WanTransformerBlock {
     eps: f32,
     attn1: WanSelfAttention,

@@ -21,6 +21,7 @@ fn load(be: &Arc<CpuBackend>) -> WanModel {
         transformer_file: None,
         loras: vec![],
         lora_mode: Default::default(),
+        lora_unmatched: Default::default(),
     };
     WanModel::load_with(&fixture("a"), opts, |_| {}).unwrap()
 }

@@ -29,6 +29,8 @@ pub fn args(dir: &Path) -> ServeArgs {
         lease: 30.0,
         max_body: 1 << 20,
         max_prompt_chars: 2000,
+        lora_dir: None,
+        lora_unmatched: Default::default(),
         threads: None,
     }
 }

@@ -38,7 +38,7 @@ pub(crate) fn load(
         }
         m.apply(&mut tr_store)?;
     }
-    let loras = crate::lora::apply(&mut tr_store, &opts.loras, opts.lora_mode)?;
+    let loras = crate::lora::apply(&mut tr_store, &opts.loras, opts.lora_mode, opts.lora_unmatched)?;
     let transformer = WanTransformer::load(&tr_store, tr_cfg, opts.backend.clone())?;
     drop(tr_store);
     let transformer_2 = if index.has_transformer_2 {

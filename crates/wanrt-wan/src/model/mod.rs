@@ -17,7 +17,7 @@ pub use layout::Layout;
 
 use crate::artifact::Manifest;
 use crate::image_conditioning::ImageEncoder;
-use crate::lora::{LoraSpec, LoraSummary};
+use crate::lora::{LoraSpec, LoraSummary, Unmatched};
 use crate::scheduler::SchedulerConfig;
 use crate::text::PromptTokenizer;
 use crate::transformer::WanTransformer;
@@ -79,6 +79,8 @@ pub struct LoadOptions {
     pub loras: Vec<LoraSpec>,
     /// Merge LoRAs into float weights (default) or run them all as side paths.
     pub lora_mode: MergeMode,
+    /// LoRA keys that match no transformer parameter: an error (default) or skipped.
+    pub lora_unmatched: Unmatched,
 }
 
 impl Default for LoadOptions {
@@ -91,6 +93,7 @@ impl Default for LoadOptions {
             transformer_file: None,
             loras: vec![],
             lora_mode: MergeMode::Merge,
+            lora_unmatched: Unmatched::Error,
         }
     }
 }
@@ -108,6 +111,7 @@ impl LoadOptions {
             transformer_file: None,
             loras: vec![],
             lora_mode: MergeMode::Merge,
+            lora_unmatched: Unmatched::Error,
         }
     }
 }

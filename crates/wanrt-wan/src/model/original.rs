@@ -27,7 +27,7 @@ pub(crate) fn load(
     let tokenizer = PromptTokenizer::from_dir(&tokenizer_dir(dir))?;
     stage("transformer");
     let (mut dit, tr_cfg, text_len) = transformer(dir, opts.transformer_file.as_deref())?;
-    let loras = crate::lora::apply(&mut dit, &opts.loras, opts.lora_mode)?;
+    let loras = crate::lora::apply(&mut dit, &opts.loras, opts.lora_mode, opts.lora_unmatched)?;
     let transformer = WanTransformer::load(&dit, tr_cfg, opts.backend.clone())?;
     drop(dit);
     stage("vae");

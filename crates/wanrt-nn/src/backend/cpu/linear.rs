@@ -89,6 +89,22 @@ impl DequantRows for GgmlRows {
     }
 }
 
+/// `x · Wᵀ + b` with `W`'s rows widened to f32 [`WIDEN_BLOCK`] at a time and run through the same
+/// parallel GEMM as f32 weights, so half or GGUF storage gives the bits its f32 values give
+/// (tested).
+fn widened_gemm(rows: &dyn DequantRows, x: &[f32], m: usize, bias: Option<&[f32]>) -> Vec<f32> {
+    let [n, k] = rows.shape();
+    let mut o = vec![0.0f32; m * n];
+    let mut block = Vec::new();
+    for start in (0..n).step_by(WIDEN_BLOCK) {
+        let len = WIDEN_BLOCK.min(n - start);
+        rows.dequantize_rows(start, len, &mut block);
+        gemm_weight_rows(&mut o, n, x, m, k, start, len, &block);
+    }
+    add_bias(&mut o, n, bias);
+    o
+}
+
 #[derive(Debug)]
 pub(crate) struct CpuLinear {
     weight: CpuWeight,
@@ -370,18 +386,7 @@ impl CpuLinear {
                 o
             }
             CpuWeight::Half { dtype, bits } => {
-                // Widened in blocks through the same parallel GEMM as f32 weights, so half
-                // storage gives bit-identical results (tested).
-                let rows = HalfRows { dtype: *dtype, bits, shape: [n, k] };
-                let mut o = out();
-                let mut block = Vec::new();
-                for start in (0..n).step_by(WIDEN_BLOCK) {
-                    let len = WIDEN_BLOCK.min(n - start);
-                    rows.dequantize_rows(start, len, &mut block);
-                    gemm_weight_rows(&mut o, n, x.data(), m, k, start, len, &block);
-                }
-                add_bias(&mut o, n, bias);
-                o
+                widened_gemm(&HalfRows { dtype: *dtype, bits, shape: [n, k] }, x.data(), m, bias)
             }
             CpuWeight::Int8Weight(q) => {
                 let mut o = out();
@@ -407,11 +412,9 @@ impl CpuLinear {
                 gemm_w8a16(x.data(), m, k, &Fp8Rows(w), bias, &mut o);
                 o
             }
-            CpuWeight::Ggml(g) => {
-                let mut o = out();
-                gemm_w8a16(x.data(), m, k, g, bias, &mut o);
-                o
-            }
+            // Decoded to f32 block by block into the f32 GEMM: a GGUF model computes exactly what
+            // its dequantized f32 twin (`wanrt convert --transformer`) computes.
+            CpuWeight::Ggml(g) => widened_gemm(g, x.data(), m, bias),
         };
         if let Some(f) = post {
             apply_inplace(&mut data, f);
