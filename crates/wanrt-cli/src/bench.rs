@@ -35,7 +35,7 @@ pub struct BenchArgs {
     /// Text length (default: the model's).
     #[arg(long)]
     pub max_sequence_length: Option<usize>,
-    /// Timed transformer passes after one warm-up pass (default 2; 5 per rung with --ladder).
+    /// Timed transformer passes after one warm-up pass (default 2; with --ladder 3 per rung and round).
     #[arg(long)]
     pub repeat: Option<usize>,
     /// Benchmark the transformer with one batch row (no CFG) instead of the CFG pair.

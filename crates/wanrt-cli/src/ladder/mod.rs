@@ -110,6 +110,10 @@ pub struct LadderArgs {
     /// An argument for --sdcpp, repeatable (e.g. `--sdcpp-arg=--diffusion-model --sdcpp-arg=wan.gguf`).
     #[arg(long, value_name = "ARG", allow_hyphen_values = true, requires = "sdcpp")]
     pub sdcpp_arg: Vec<String>,
+    /// Timing rounds: each times every rung's step (`--repeat` passes), forward then backward
+    /// through the rungs, so load changes during the run fall on all of them alike.
+    #[arg(long, default_value_t = 2, value_name = "N", requires = "ladder")]
+    pub rounds: usize,
     /// Keep every rung's raw frames (`frames/<rung>/*.npy`, f32) in the report.
     #[arg(long, requires = "ladder")]
     pub keep_frames: bool,
@@ -131,6 +135,7 @@ struct Plan {
     evaluator: Option<PathBuf>,
     dtype: &'static str,
     repeat: usize,
+    rounds: usize,
 }
 
 fn resolve(args: &BenchArgs) -> Result<Plan> {
@@ -155,6 +160,7 @@ fn resolve(args: &BenchArgs) -> Result<Plan> {
         ("--steps", l.steps),
         ("--videos", l.videos),
         ("--repeat", args.repeat),
+        ("--rounds", Some(l.rounds)),
         ("--frames-per-video", l.frames_per_video),
         ("--calib-prompts", l.calib_prompts),
         ("--calib-steps", l.calib_steps),
@@ -234,7 +240,8 @@ fn resolve(args: &BenchArgs) -> Result<Plan> {
         real_by_prompt,
         evaluator,
         dtype,
-        repeat: args.repeat.unwrap_or(5),
+        repeat: args.repeat.unwrap_or(3),
+        rounds: l.rounds,
     })
 }
 
@@ -321,8 +328,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         .collect();
     let threads: Vec<String> = args.engine.threads.map(|t| vec!["--threads".into(), t.to_string()]).unwrap_or_default();
 
-    let per_rung = plan.videos.len() as u64 + 3;
-    let bar = ProgressBar::new(plan.rungs.len() as u64 * per_rung);
+    let per_rung = plan.videos.len() as u64 + 2;
+    let bar = ProgressBar::new(plan.rungs.len() as u64 * (per_rung + plan.rounds as u64));
     bar.set_style(
         ProgressStyle::with_template("wanrt ladder {msg:40} [{bar:30}] {pos}/{len} {elapsed_precise} eta {eta}")
             .expect("valid template")
@@ -352,7 +359,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         }
         bar.set_message(msg);
     };
-    let mut rows = Vec::new();
+    // Phase 1, per rung: its artifact, its videos, their quality.
+    let mut measured = Vec::new();
     for (ri, rung) in plan.rungs.iter().enumerate() {
         let base = ri as u64 * per_rung;
         let n = format!("rung {}/{} {}", ri + 1, plan.rungs.len(), rung.name);
@@ -370,15 +378,36 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         let gen = generate(&exe, args, &plan, rung, &model, || {
             bar.set_position(base + 1 + count_files(&frames_root.join(&rung.name), "npy") as u64);
         })?;
-        stage(format!("{n}: timing the transformer step"));
-        let bench = bench_step(&exe, args, &plan, &model)?;
-        bar.set_position(base + per_rung - 1);
         stage(format!("{n}: quality"));
         let q = quality.measure(&frames_root.join(&rung.name), &ProgressBar::hidden())?;
+        measured.push((model, cached, gen, q));
+        bar.set_position(base + per_rung);
+    }
+    // Phase 2: the transformer step of every rung, in interleaved rounds (forward, then backward,
+    // …) so a change of the machine's load during the run falls on every rung alike.
+    let mut benches: Vec<Option<serde_json::Value>> = vec![None; plan.rungs.len()];
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); plan.rungs.len()];
+    for round in 0..plan.rounds {
+        let order: Vec<usize> = if round % 2 == 0 {
+            (0..plan.rungs.len()).collect()
+        } else {
+            (0..plan.rungs.len()).rev().collect()
+        };
+        for i in order {
+            stage(format!("timing round {}/{}: {}", round + 1, plan.rounds, plan.rungs[i].name));
+            let b = bench_step(&exe, args, &plan, &measured[i].0)?;
+            times[i].extend(b["transformer_step_all_s"].as_array().into_iter().flatten().filter_map(|v| v.as_f64()));
+            benches[i].get_or_insert(b);
+            bar.inc(1);
+        }
+    }
+    let mut rows = Vec::new();
+    for (i, (rung, (model, cached, gen, q))) in plan.rungs.iter().zip(measured).enumerate() {
+        let mut bench = benches[i].take().unwrap_or_default();
+        bench["transformer_step_all_s"] = serde_json::json!(times[i]);
         let mut r = row(rung, &model, &plan, &gen, &bench, q);
         r.artifact_cached = cached;
         rows.push(r);
-        bar.set_position(base + per_rung);
     }
     bar.finish_and_clear();
     let base_step = rows.first().and_then(|r| r.step_seconds);
@@ -407,7 +436,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         width: plan.size.width,
         steps: plan.size.steps,
         seed: l.seed,
-        bench_repeats: plan.repeat,
+        bench_repeats: plan.repeat * plan.rounds,
         bootstrap_resamples: l.bootstrap,
         metrics: metric_names(l, &plan),
         review_command: review_command.clone(),

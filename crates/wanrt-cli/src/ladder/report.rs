@@ -144,8 +144,8 @@ pub fn to_markdown(h: &LadderHeader, rungs: &[RungRow], references: &[ReferenceR
     let _ = writeln!(
         md,
         "Every rung generated the same {} videos ({} prompts × {} seeds from seed {}, the same initial noise) at \
-         {}×{}×{} (frames×height×width), {} steps. Transformer step: median of {} timed passes of the CFG pair after \
-         one warm-up, in a separate `wanrt bench` process. Peak memory: the generating process's peak RSS. Total \
+         {}×{}×{} (frames×height×width), {} steps. Transformer step: median of {} timed passes of the CFG pair, each \
+         `wanrt bench` process after one warm-up pass, the rungs interleaved in rounds (forward, then backward). Peak memory: the generating process's peak RSS. Total \
          wall time {:.0} s.\n",
         h.videos, h.prompts, h.seeds, h.seed, h.frames, h.height, h.width, h.steps, h.bench_repeats, h.wall_seconds
     );
@@ -264,6 +264,7 @@ pub fn to_markdown(h: &LadderHeader, rungs: &[RungRow], references: &[ReferenceR
         None => md += "- FID, FVD, LPIPS and CLIPScore need their networks' weights (`--inception`, `--i3d`, `--lpips`, `--clip`): not given, not measured.\n",
     }
     md += "- Step speedups are of the transformer pass alone; the step cache's gain shows in denoise s/step and transformer evals/video.\n";
+    md += "- Denoise s/step is a generation's denoising time over its steps: it includes the first pass's warm-up (page faults, caches), so with few steps it exceeds the transformer step.\n";
     md += "- Timings on a shared machine move with its load (recorded above); compare rungs within one run.\n";
     let _ = writeln!(md, "\n## Blind review\n\nEvery rung's videos are in `videos/<rung>/`. To rate them blind against the baseline:\n\n```\n{}\n```", h.review_command);
     md
