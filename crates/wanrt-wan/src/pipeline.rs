@@ -211,7 +211,12 @@ impl WanModel {
             warnings.push(format!("num_frames - 1 must be divisible by {tf}: rounding {frames} to {rounded}"));
             frames = rounded;
         }
-        let scheduler = p.scheduler.map_or_else(|| self.scheduler.kind(), Ok)?;
+        // --scheduler, else the preset's (a step-distilled model's recipe), else the model's config.
+        let scheduler = match (p.scheduler, &d.scheduler) {
+            (Some(kind), _) => kind,
+            (None, Some(name)) => name.parse().map_err(|e| Error::Config(format!("wanrt.json: {e}")))?,
+            (None, None) => self.scheduler.kind()?,
+        };
         let shift = p.shift.or(d.shift).unwrap_or_else(|| self.scheduler.shift());
         let guidance = p.guidance.or(d.guidance_scale).unwrap_or(5.0);
         let cache_threshold = p.cache_threshold.or(d.cache_threshold).unwrap_or(0.0);
@@ -500,7 +505,9 @@ impl WanModel {
         progress: &mut dyn Progress,
     ) -> Result<Denoised> {
         let cfg = s.guidance > 1.0;
-        let mut sched = self.scheduler.build(s.steps, scheduler, Some(s.shift))?;
+        // The resolved sampler (flag, wanrt.json or config); `scheduler` overrides it.
+        let resolved: SchedulerKind = s.scheduler.parse().map_err(Error::Config)?;
+        let mut sched = self.scheduler.build(s.steps, Some(scheduler.unwrap_or(resolved)), Some(s.shift))?;
         let timesteps = sched.timesteps().to_vec();
         let mut cache =
             if s.cache_threshold > 0.0 { Some(StepCache::new(s.cache_threshold, timesteps.len())?) } else { None };
