@@ -80,11 +80,12 @@ pub struct GenerateArgs {
     /// Initial latents: float32 .npy of shape (1, z_dim, T', H', W'); sizes are inferred from it.
     #[arg(long)]
     pub noise: Option<PathBuf>,
-    /// First frame, for image-to-video models: a PNG/JPEG of the video's size (without
-    /// --height/--width the video takes the image's size).
+    /// First frame, for image-to-video models: a PNG/JPEG (without --height/--width the video
+    /// takes the image's size; another size is resized to the video's as diffusers does:
+    /// Lanczos, no crop).
     #[arg(long)]
     pub image: Option<PathBuf>,
-    /// Last frame, for first-last-frame models: a PNG/JPEG of the video's size.
+    /// Last frame, for first-last-frame models: a PNG/JPEG (resized to the video's size likewise).
     #[arg(long, requires = "image")]
     pub last_image: Option<PathBuf>,
     /// Text length the prompt is padded/truncated to (at most the model's limit: its tokenizer's
