@@ -303,6 +303,7 @@ fn step_distilled_preset_runs_as_diffusers_with_that_recipe() {
     let want = ws.get("video").unwrap();
     assert_eq!(got.shape(), want.shape());
     let err = got.to_f32_vec().iter().zip(want.into_data()).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    println!("distilled preset: max|Δ| = {err:.3e}");
     assert!(err <= 1e-4, "max|Δ| = {err} against diffusers' distilled recipe");
 
     // A misspelt sampler in the preset fails at load, naming the file.
