@@ -36,7 +36,9 @@ pub struct GenerateArgs {
     /// Text prompt.
     #[arg(long, required_unless_present = "prompts", conflicts_with = "prompts")]
     pub prompt: Option<String>,
-    /// File of prompts: one per line, or a JSON list of strings (batch mode; needs -o OUT_DIR/).
+    /// File of prompts: one per line, or a JSON list of prompts and/or objects {"prompt", "image",
+    /// "last_image", "negative_prompt", "seed"} (images relative to the file's folder; an entry's
+    /// seed replaces --seed). Batch mode; needs -o OUT_DIR/.
     #[arg(long)]
     pub prompts: Option<PathBuf>,
     /// Videos per prompt; video k uses seed + k. With more than one (or with --prompts), -o is
@@ -78,11 +80,12 @@ pub struct GenerateArgs {
     /// Initial latents: float32 .npy of shape (1, z_dim, T', H', W'); sizes are inferred from it.
     #[arg(long)]
     pub noise: Option<PathBuf>,
-    /// First frame, for image-to-video models: a PNG/JPEG of the video's size (without
-    /// --height/--width the video takes the image's size).
+    /// First frame, for image-to-video models: a PNG/JPEG (without --height/--width the video
+    /// takes the image's size; another size is resized to the video's as diffusers does:
+    /// Lanczos, no crop).
     #[arg(long)]
     pub image: Option<PathBuf>,
-    /// Last frame, for first-last-frame models: a PNG/JPEG of the video's size.
+    /// Last frame, for first-last-frame models: a PNG/JPEG (resized to the video's size likewise).
     #[arg(long, requires = "image")]
     pub last_image: Option<PathBuf>,
     /// Text length the prompt is padded/truncated to (at most the model's limit: its tokenizer's
@@ -141,22 +144,110 @@ fn read_rgb(path: &Path) -> Result<RgbImage> {
     Ok(RgbImage::new(video.height(), video.width(), video.into_data())?)
 }
 
+/// One entry of a prompts file: the prompt and what a JSON object may set beside it (images
+/// relative to the prompts file's folder, already read; `None` takes the command line's).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct PromptEntry {
+    pub prompt: String,
+    pub image: Option<RgbImage>,
+    pub last_image: Option<RgbImage>,
+    pub negative_prompt: Option<String>,
+    pub seed: Option<u64>,
+}
+
+/// The keys a prompts file's object entry takes.
+const ENTRY_KEYS: [&str; 5] = ["prompt", "image", "last_image", "negative_prompt", "seed"];
+
+/// The prompts of a file, for callers that generate text-to-video only: an entry with an image
+/// is refused rather than run without it.
 pub(crate) fn read_prompts(path: &Path) -> Result<Vec<String>> {
+    let entries = read_prompt_entries(path)?;
+    if let Some(i) = entries.iter().position(|e| e.image.is_some() || e.last_image.is_some()) {
+        bail!(
+            "--prompts {}: entry {i} has an image, which this command does not take (text prompts only)",
+            path.display()
+        );
+    }
+    Ok(entries.into_iter().map(|e| e.prompt).collect())
+}
+
+/// A prompts file: one prompt per line, or a JSON list whose items are prompts or objects
+/// `{"prompt", "image", "last_image", "negative_prompt", "seed"}` (only "prompt" required). Every
+/// image is read here, so a bad entry fails before any model loads.
+pub(crate) fn read_prompt_entries(path: &Path) -> Result<Vec<PromptEntry>> {
     let len = std::fs::metadata(path).with_context(|| format!("--prompts {}", path.display()))?.len();
     if len > MAX_PROMPTS_FILE {
         bail!("--prompts {}: {len} bytes is more than a prompt list (at most 64 MiB)", path.display());
     }
     let text = std::fs::read_to_string(path).with_context(|| format!("--prompts {}: cannot read", path.display()))?;
-    let prompts: Vec<String> = if text.trim_start().starts_with('[') {
-        serde_json::from_str(&text)
-            .with_context(|| format!("--prompts {}: expected a JSON list of strings", path.display()))?
+    let entries: Vec<PromptEntry> = if text.trim_start().starts_with('[') {
+        let items: Vec<serde_json::Value> = serde_json::from_str(&text).with_context(|| {
+            format!("--prompts {}: expected a JSON list of prompts or {{\"prompt\": …}} objects", path.display())
+        })?;
+        let folder = path.parent().unwrap_or(Path::new(""));
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| {
+                prompt_entry(item, folder).with_context(|| format!("--prompts {}: entry {i}", path.display()))
+            })
+            .collect::<Result<_>>()?
     } else {
-        text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect()
+        let lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+        lines.map(|l| PromptEntry { prompt: l.to_string(), ..PromptEntry::default() }).collect()
     };
-    if prompts.is_empty() {
+    if entries.is_empty() {
         bail!("--prompts {}: no prompts found", path.display());
     }
-    Ok(prompts)
+    Ok(entries)
+}
+
+/// One JSON item of a prompts file; image paths are relative to `folder`.
+fn prompt_entry(item: &serde_json::Value, folder: &Path) -> Result<PromptEntry> {
+    use serde_json::Value;
+    let obj = match item {
+        Value::String(p) => return Ok(PromptEntry { prompt: p.clone(), ..PromptEntry::default() }),
+        Value::Object(obj) => obj,
+        other => bail!("expected a prompt (string) or an object with \"prompt\", found {}", json_kind(other)),
+    };
+    if let Some(k) = obj.keys().find(|k| !ENTRY_KEYS.contains(&k.as_str())) {
+        bail!("unknown field \"{k}\" (expected {})", ENTRY_KEYS.map(|k| format!("\"{k}\"")).join(", "));
+    }
+    let text = |key: &str| -> Result<Option<&str>> {
+        match obj.get(key) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(other) => bail!("\"{key}\" must be a string, found {}", json_kind(other)),
+        }
+    };
+    let Some(prompt) = text("prompt")? else { bail!("\"prompt\" is missing") };
+    let image = |key: &str| -> Result<Option<RgbImage>> {
+        let Some(file) = text(key)? else { return Ok(None) };
+        let path = folder.join(file);
+        // The reader's message names the file; flattened so its cause is not printed twice.
+        read_rgb(&path).map(Some).map_err(|e| anyhow::anyhow!("\"{key}\": {e}"))
+    };
+    let seed = match obj.get("seed") {
+        None => None,
+        Some(v) => Some(v.as_u64().with_context(|| format!("\"seed\" must be a non-negative integer, found {v}"))?),
+    };
+    if obj.contains_key("last_image") && !obj.contains_key("image") {
+        bail!("\"last_image\" needs \"image\" (the first frame) too");
+    }
+    let (image, last_image) = (image("image")?, image("last_image")?);
+    let negative_prompt = text("negative_prompt")?.map(String::from);
+    Ok(PromptEntry { prompt: prompt.to_string(), image, last_image, negative_prompt, seed })
+}
+
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "a list",
+        serde_json::Value::Object(_) => "an object",
+    }
 }
 
 fn video_of(out: &GenerateOutput) -> Result<Video> {
@@ -208,8 +299,8 @@ struct Plan {
 /// Reads the prompts and noise and checks every output path: all before the model loads.
 fn plan(args: &GenerateArgs) -> Result<Plan> {
     let prompts = match (&args.prompts, &args.prompt) {
-        (Some(file), _) => read_prompts(file)?,
-        (None, Some(p)) => vec![p.clone()],
+        (Some(file), _) => read_prompt_entries(file)?,
+        (None, Some(p)) => vec![PromptEntry { prompt: p.clone(), ..PromptEntry::default() }],
         (None, None) => bail!("--prompt or --prompts is required"),
     };
     let batch = args.prompts.is_some() || args.videos_per_prompt > 1;
@@ -252,7 +343,7 @@ fn plan(args: &GenerateArgs) -> Result<Plan> {
             check_npy_output(npy, &out)?;
         }
         let run = Run {
-            params: GenerateParams { prompt: prompts[0].clone(), ..base },
+            params: GenerateParams { prompt: prompts[0].prompt.clone(), ..base },
             output: out,
             npy: args.save_npy.clone(),
         };
@@ -278,9 +369,23 @@ fn plan(args: &GenerateArgs) -> Result<Plan> {
     })?;
     let npy_dir = args.save_npy.as_deref().map(|d| check_npy_dir(d, &out_dir)).transpose()?;
     let mut runs = Vec::new();
-    for (i, p) in prompts.iter().enumerate() {
+    for (i, entry) in prompts.iter().enumerate() {
+        // An entry's own image replaces --image (and its last frame with it: a pair belongs together).
+        let (image, last_image) = match &entry.image {
+            Some(first) => (Some(first.clone()), entry.last_image.clone()),
+            None => (base.image.clone(), base.last_image.clone()),
+        };
+        let negative_prompt = entry.negative_prompt.clone().or_else(|| base.negative_prompt.clone());
+        let seed = entry.seed.unwrap_or(args.seed);
         for k in 0..args.videos_per_prompt {
-            let params = GenerateParams { prompt: p.clone(), seed: args.seed.wrapping_add(k as u64), ..base.clone() };
+            let params = GenerateParams {
+                prompt: entry.prompt.clone(),
+                seed: seed.wrapping_add(k as u64),
+                image: image.clone(),
+                last_image: last_image.clone(),
+                negative_prompt: negative_prompt.clone(),
+                ..base.clone()
+            };
             let npy = npy_dir.map(|d| d.join(format!("{i}_{k}.npy")));
             runs.push(Run { params, output: out_dir.join(format!("{i}_{k}.mp4")), npy });
         }

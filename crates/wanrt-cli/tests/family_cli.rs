@@ -109,10 +109,116 @@ fn images_a_model_cannot_take_fail_in_one_line() {
     assert_clean_failure(&t2v, &[], &[("--image", image.clone())], "text-to-video model");
     assert_clean_failure(&i2v, &[], &[], "needs --image");
     assert_clean_failure(&flf, &[], &[("--image", flf.join("image.png"))], "needs --last-image");
-    // flf2v_a's first frame is 48×32, i2v_a's image 32×48: the video takes the first frame's size.
-    let first = ("--image", flf.join("image.png"));
-    assert_clean_failure(&flf, &[], &[first, ("--last-image", image.clone())], "--last-image is 32×48");
-    assert_clean_failure(&i2v, &["--height", "48", "--width", "32"], &[("--image", image.clone())], "video's size");
     assert_clean_failure(&i2v, &[], &[("--image", i2v.join("meta.json"))], "meta.json");
     assert_clean_failure(&i2v, &["--guidance-2", "3"], &[("--image", image)], "two-expert");
+}
+
+/// An image of another size than the video's is resized as diffusers' `VideoProcessor` does
+/// (Pillow Lanczos, no crop): Wan2.2 TI2V (no CLIP, so the VAE side alone sees the image) gives
+/// the same frames from a 29×71 picture as from Pillow's own 32×64 resize of it, with a warning.
+#[test]
+fn an_image_of_another_size_is_resized_as_diffusers() {
+    let dir = fixture("wan_ti2v", "ti2v_a");
+    let resize = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/image_resize");
+    let mut frames = Vec::new();
+    for image in ["wide.png", "wide_32x64.png"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = resize.join(image);
+        let out = generate_from(&dir, tmp.path(), &[path.to_str().unwrap()], "noise_i2v.npy");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{image}: {stderr}");
+        assert_eq!(stderr.contains("--image is 29×71 (height×width): resized"), image == "wide.png", "{stderr}");
+        frames.push(wanrt_io::read_npy(tmp.path().join("frames.npy")).unwrap().to_f32_vec());
+    }
+    assert!(frames[0] == frames[1], "the resized image's frames differ from Pillow's resize's");
+}
+
+/// `wanrt generate` with the flags given, `--steps 1`, frames saved to `npy`.
+fn run_one_step(model: &Path, args: &[&str], paths: &[(&str, &Path)], out: &Path) -> std::process::Output {
+    let mut cmd = wanrt();
+    cmd.args(["generate", "--steps", "1", "--height", "32", "--width", "48", "--model"]).arg(model).args(args);
+    for (flag, path) in paths {
+        cmd.arg(flag).arg(path);
+    }
+    cmd.arg("-o").arg(out).output().unwrap()
+}
+
+fn frames_of(path: &Path) -> Vec<f32> {
+    wanrt_io::read_npy(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).to_f32_vec()
+}
+
+/// A prompts file's JSON list mixes prompts and objects with their own image (relative to the
+/// file's folder), seed and negative prompt; each video is the one the same flags give alone,
+/// and prompts.json stays {file: caption}.
+#[test]
+fn prompts_file_entries_carry_their_images() {
+    let i2v = fixture("wan_i2v", "i2v_a");
+    let tmp = tempfile::tempdir().unwrap();
+    let list = tmp.path().join("list");
+    std::fs::create_dir_all(list.join("pics")).unwrap();
+    let odd = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/image_resize/odd.png");
+    std::fs::copy(&odd, list.join("pics/first.png")).unwrap();
+    let entries = serde_json::json!([
+        {"prompt": "a fox in the snow", "image": "pics/first.png", "seed": 7, "negative_prompt": "blur"},
+        "a plain prompt",
+    ]);
+    std::fs::write(list.join("p.json"), entries.to_string()).unwrap();
+    let (videos, npys) = (tmp.path().join("videos"), tmp.path().join("npy"));
+    let (global, file) = (i2v.join("image.png"), list.join("p.json"));
+    let batch = [("--prompts", file.as_path()), ("--image", &global), ("--save-npy", &npys)];
+    let out = run_one_step(&i2v, &[], &batch, &videos);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let captions: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(videos.join("prompts.json")).unwrap()).unwrap();
+    assert_eq!(captions, serde_json::json!({"0_0.mp4": "a fox in the snow", "1_0.mp4": "a plain prompt"}));
+
+    let alone = |args: &[&str], image: &Path, name: &str| {
+        let npy = tmp.path().join(name);
+        let flags = [("--image", image), ("--save-npy", npy.as_path())];
+        let out = run_one_step(&i2v, args, &flags, &tmp.path().join(format!("{name}.mp4")));
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        frames_of(&npy)
+    };
+    let first = alone(&["--prompt", "a fox in the snow", "--seed", "7", "--negative-prompt", "blur"], &odd, "a.npy");
+    assert!(frames_of(&npys.join("0_0.npy")) == first, "entry 0 differs from the same run alone");
+    let plain = alone(&["--prompt", "a plain prompt"], &global, "b.npy");
+    assert!(frames_of(&npys.join("1_0.npy")) == plain, "entry 1 differs from the same run alone");
+    assert!(first != plain);
+}
+
+/// A bad entry fails in one line naming the entry and the field, before any model is looked at
+/// (the model path here does not exist).
+#[test]
+fn bad_prompts_file_entries_fail_in_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cases: [(serde_json::Value, &str); 6] = [
+        (serde_json::json!(["x", {"prompt": "y", "image": "missing.png"}]), "entry 1: \"image\""),
+        (serde_json::json!([{"prompt": "y", "imgae": "a.png"}]), "entry 0: unknown field \"imgae\""),
+        (serde_json::json!([{"image": "a.png"}]), "entry 0: \"prompt\" is missing"),
+        (
+            serde_json::json!(["x", "y", {"prompt": "y", "seed": -1}]),
+            "entry 2: \"seed\" must be a non-negative integer",
+        ),
+        (serde_json::json!([3]), "entry 0: expected a prompt (string) or an object"),
+        (serde_json::json!([{"prompt": "y", "last_image": "b.png"}]), "entry 0: \"last_image\" needs \"image\""),
+    ];
+    for (entries, needle) in cases {
+        let file = tmp.path().join("p.json");
+        std::fs::write(&file, entries.to_string()).unwrap();
+        let out_dir = tmp.path().join("out");
+        let out = wanrt()
+            .args(["generate", "--model"])
+            .arg(tmp.path().join("no-such-model"))
+            .arg("--prompts")
+            .arg(&file)
+            .arg("-o")
+            .arg(&out_dir)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{entries}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{entries}: {stderr}");
+        assert!(stderr.starts_with("error: --prompts ") && stderr.contains(needle), "`{stderr}` lacks `{needle}`");
+        assert!(!out_dir.exists(), "{entries}: wrote output");
+    }
 }

@@ -264,3 +264,49 @@ fn cuda_backend_without_a_driver_fails_in_one_line() {
     let bench = wanrt().args(["bench", "--backend", "cuda"]).output().unwrap();
     assert!(String::from_utf8_lossy(&bench.stderr).contains("no CUDA driver found"));
 }
+
+/// A step-distilled model's preset: `wanrt.json` beside the model sets steps, guidance (1: no
+/// CFG), shift and the sampler, so the run needs no flags for them; the frames are diffusers'
+/// with the same recipe (FlowMatchEuler shift 5, 4 steps, guidance 1; fixture made by
+/// tools/fixtures/make_wan_distill_fixtures.py on fixtures/wan/a's weights).
+#[test]
+fn step_distilled_preset_runs_as_diffusers_with_that_recipe() {
+    let preset = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/wan_distill");
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("model");
+    copy_dir(&fixture("a"), &model);
+    std::fs::copy(preset.join("wanrt.json"), model.join("wanrt.json")).unwrap();
+    let m = meta("a");
+    let out = wanrt()
+        .args(["generate", "--json", "--model"])
+        .arg(&model)
+        .args(["--prompt", m["prompt"].as_str().unwrap()])
+        .args(["--max-sequence-length", &m["max_sequence_length"].to_string()])
+        .arg("--noise")
+        .arg(fixture("a").join("noise.npy"))
+        .arg("--save-npy")
+        .arg(tmp.path().join("frames.npy"))
+        .arg("-o")
+        .arg(tmp.path().join("video.mp4"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let video = &report["videos"][0];
+    let s = &video["settings"];
+    assert_eq!((s["steps"].as_u64(), s["guidance"].as_f64()), (Some(4), Some(1.0)), "{s}");
+    assert_eq!((s["shift"].as_f64(), s["scheduler"].as_str()), (Some(5.0), Some("euler")), "{s}");
+    // No CFG: one transformer pass per step.
+    assert_eq!(video["transformer_evals"].as_u64(), Some(4));
+    let got = wanrt_io::read_npy(tmp.path().join("frames.npy")).unwrap();
+    let ws = wanrt_nn::WeightStore::from_safetensors_files(&[preset.join("ref.safetensors")]).unwrap();
+    let want = ws.get("video").unwrap();
+    assert_eq!(got.shape(), want.shape());
+    let err = got.to_f32_vec().iter().zip(want.into_data()).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    println!("distilled preset: max|Δ| = {err:.3e}");
+    assert!(err <= 1e-4, "max|Δ| = {err} against diffusers' distilled recipe");
+
+    // A misspelt sampler in the preset fails at load, naming the file.
+    std::fs::write(model.join("wanrt.json"), r#"{"scheduler": "eular"}"#).unwrap();
+    assert_clean_failure(&["--prompt", "x"], &model, "unknown scheduler `eular`");
+}

@@ -144,12 +144,21 @@ pub fn parse(fields: &Map<String, Value>, models: &Models, limits: &Limits) -> A
             format!("unknown model '{}' (this server has: {})", model_name.unwrap_or(""), models.names().join(", ")),
         )
     })?;
+    // Image-conditioned models (I2V, FLF2V, Wan2.2 TI2V) would take one, but jobs do not carry
+    // images yet: refused either way, saying which.
+    let takes_images = served.model.takes_image_latent() || served.model.expand_timesteps;
     for key in ["image", "input_reference"] {
         if fields.get(key).is_some_and(|v| !v.is_null()) {
-            return Err(invalid(
-                key,
-                format!("model '{}' is text-to-video: {key} needs an image-to-video model", served.name),
-            ));
+            let msg = if takes_images {
+                format!(
+                    "model '{}' takes an input image, but serve does not pass images to models yet (use `wanrt \
+                     generate --image`)",
+                    served.name
+                )
+            } else {
+                format!("model '{}' is text-to-video: {key} needs an image-to-video model", served.name)
+            };
+            return Err(invalid(key, msg));
         }
     }
 
@@ -235,7 +244,10 @@ pub fn parse(fields: &Map<String, Value>, models: &Models, limits: &Limits) -> A
     let s = served.model.resolve(&gp).map_err(|e| {
         let msg = e.to_string();
         let msg = msg.strip_prefix("shape: ").unwrap_or(&msg).to_string();
-        let param = if msg.contains("height") || msg.contains("width") {
+        // The model's "needs --image": the API's name of the first frame.
+        let param = if msg.contains("--image") {
+            "input_reference"
+        } else if msg.contains("height") || msg.contains("width") {
             "size"
         } else if msg.contains("frames") {
             "num_frames"

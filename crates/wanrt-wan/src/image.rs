@@ -6,8 +6,9 @@
 //! with antialias on uint8, i.e. torch's fixed-point separable a = −0.5 kernel, reproduced pixel
 //! for pixel; checked against the processor on upscaled and downscaled frames of both
 //! orientations), center crop at `int((H − h)/2)` (zero padding first where the frame is smaller
-//! than the crop), `(x − 255·mean) / (255·std)`. The VAE side is diffusers' `VideoProcessor` on an
-//! image already of the video's size: `x / 255 · 2 − 1`.
+//! than the crop), `(x − 255·mean) / (255·std)`. The VAE side is diffusers' `VideoProcessor`:
+//! the image resized to the video's size with Pillow's Lanczos ([`RgbImage::resized`]), then
+//! `x / 255 · 2 − 1`.
 
 use crate::{Error, Result};
 use serde_json::Value;
@@ -50,6 +51,19 @@ impl RgbImage {
             }
         }
         out
+    }
+
+    /// This image at `height`×`width` (itself when already that size): diffusers'
+    /// `VaeImageProcessor.resize` with its default `resize_mode="default"` and `resample="lanczos"`,
+    /// i.e. Pillow's `Image.resize((width, height), LANCZOS)` — a plain resize to the video's
+    /// size that stretches a different aspect ratio, no crop (what the Wan I2V pipelines' VAE
+    /// input gets; the CLIP encoder sees the original image).
+    pub fn resized(&self, height: usize, width: usize) -> Result<RgbImage> {
+        if (height, width) == (self.height, self.width) {
+            return Ok(self.clone());
+        }
+        let data = resize_aa(&self.data, (self.height, self.width), (height, width), LANCZOS_PILLOW);
+        RgbImage::new(height, width, data)
     }
 }
 
@@ -107,7 +121,7 @@ impl ClipImageProcessor {
         } else {
             (s, (s as f64 * w as f64 / h as f64) as usize)
         };
-        let img = if (nh, nw) == (h, w) { f.data.clone() } else { resize_bicubic_aa(&f.data, h, w, nh, nw) };
+        let img = if (nh, nw) == (h, w) { f.data.clone() } else { resize_aa(&f.data, (h, w), (nh, nw), BICUBIC_TORCH) };
         // center crop as transformers' TorchvisionBackend.center_crop: zero-pad a side that
         // is smaller than the crop ((c − n) // 2 before), then offset int((n − c) / 2)
         let (ch, cw) = self.crop;
@@ -131,6 +145,30 @@ impl ClipImageProcessor {
     }
 }
 
+/// A separable resampling filter: its kernel, its support at scale 1, and how its float weights
+/// become fixed point.
+#[derive(Clone, Copy)]
+struct Filter {
+    kernel: fn(f64) -> f64,
+    support: f64,
+    precision: Precision,
+}
+
+#[derive(Clone, Copy)]
+enum Precision {
+    /// torch's uint8 kernel (`_compute_index_ranges_int16_weights`,
+    /// aten/src/ATen/native/cpu/UpSampleKernel.cpp): the largest precision (≤ 22 bits) that keeps
+    /// the largest weight below 2¹⁵ (int16 weights).
+    Torch,
+    /// Pillow's `normalize_coeffs_8bpc` (libImaging/Resample.c): always `PRECISION_BITS` = 22.
+    Pillow,
+}
+
+/// torchvision's antialiased bicubic (a = −0.5), what the CLIP image processor runs.
+const BICUBIC_TORCH: Filter = Filter { kernel: cubic, support: 2.0, precision: Precision::Torch };
+/// Pillow's `Image.LANCZOS` (a = 3), what diffusers' `VaeImageProcessor.resize` runs.
+const LANCZOS_PILLOW: Filter = Filter { kernel: lanczos, support: 3.0, precision: Precision::Pillow };
+
 fn cubic(x: f64) -> f64 {
     let a = -0.5;
     let x = x.abs();
@@ -143,21 +181,39 @@ fn cubic(x: f64) -> f64 {
     }
 }
 
-/// Antialiased bicubic weights (PIL's `precompute_coeffs`), then as torch's uint8 kernel
-/// (`_compute_index_ranges_int16_weights`, aten/src/ATen/native/cpu/UpSampleKernel.cpp)
-/// turned into int16 fixed point with the largest precision (≤ 22 bits) that keeps the
-/// largest weight below 2¹⁵. Per output index: the first input index and the weights;
-/// plus the precision.
-fn aa_coeffs(inp: usize, out: usize) -> (Vec<(usize, Vec<i32>)>, u32) {
+fn sinc(x: f64) -> f64 {
+    if x == 0.0 {
+        1.0
+    } else {
+        let x = x * std::f64::consts::PI;
+        x.sin() / x
+    }
+}
+
+/// Pillow's `lanczos_filter`: the sinc windowed by a 3× wider sinc, on [−3, 3).
+fn lanczos(x: f64) -> f64 {
+    if (-3.0..3.0).contains(&x) {
+        sinc(x) * sinc(x / 3.0)
+    } else {
+        0.0
+    }
+}
+
+/// Antialiased weights (Pillow's `precompute_coeffs`, which torch's antialiased kernels copy),
+/// then in fixed point per the filter's [`Precision`]. Per output index: the first input index
+/// and the weights; plus the precision.
+fn aa_coeffs(inp: usize, out: usize, filter: Filter) -> (Vec<(usize, Vec<i32>)>, u32) {
     let scale = inp as f64 / out as f64;
     let fs = scale.max(1.0);
-    let support = 2.0 * fs;
+    let support = filter.support * fs;
+    // Both Pillow and torch scale the kernel's argument by the reciprocal (not a division).
+    let inv = 1.0 / fs;
     let float: Vec<(usize, Vec<f64>)> = (0..out)
         .map(|i| {
             let center = (i as f64 + 0.5) * scale;
             let xmin = ((center - support + 0.5).floor().max(0.0)) as usize;
             let xmax = ((center + support + 0.5).floor() as usize).min(inp);
-            let mut w: Vec<f64> = (xmin..xmax).map(|x| cubic((x as f64 - center + 0.5) / fs)).collect();
+            let mut w: Vec<f64> = (xmin..xmax).map(|x| (filter.kernel)((x as f64 - center + 0.5) * inv)).collect();
             let s: f64 = w.iter().sum();
             if s != 0.0 {
                 w.iter_mut().for_each(|v| *v /= s);
@@ -165,11 +221,17 @@ fn aa_coeffs(inp: usize, out: usize) -> (Vec<(usize, Vec<i32>)>, u32) {
             (xmin, w)
         })
         .collect();
-    let wmax = float.iter().flat_map(|(_, w)| w.iter().copied()).fold(0.0f64, f64::max);
-    let mut prec = 0u32;
-    while prec < 22 && ((0.5 + wmax * (1u64 << (prec + 1)) as f64) as i64) < (1 << 15) {
-        prec += 1;
-    }
+    let prec = match filter.precision {
+        Precision::Pillow => 22,
+        Precision::Torch => {
+            let wmax = float.iter().flat_map(|(_, w)| w.iter().copied()).fold(0.0f64, f64::max);
+            let mut prec = 0u32;
+            while prec < 22 && ((0.5 + wmax * (1u64 << (prec + 1)) as f64) as i64) < (1 << 15) {
+                prec += 1;
+            }
+            prec
+        }
+    };
     let one = (1u64 << prec) as f64;
     let ints = float
         .into_iter()
@@ -180,33 +242,43 @@ fn aa_coeffs(inp: usize, out: usize) -> (Vec<(usize, Vec<i32>)>, u32) {
     (ints, prec)
 }
 
-/// `[H, W, 3]` uint8 → `[nh, nw, 3]`: torch's antialiased bicubic on uint8
-/// (`F.interpolate(..., mode="bicubic", antialias=True)`, what torchvision's `resize` runs;
-/// Pillow-SIMD's fixed-point kernel): horizontal pass then vertical, each accumulating in
-/// integers from `1 << (precision − 1)`, shifting and saturating to uint8.
-fn resize_bicubic_aa(src: &[u8], h: usize, w: usize, nh: usize, nw: usize) -> Vec<u8> {
-    let (cw, pw) = aa_coeffs(w, nw);
-    let (chh, ph) = aa_coeffs(h, nh);
+/// `[H, W, 3]` uint8 → `[nh, nw, 3]` with a fixed-point separable filter, as Pillow's
+/// `ImagingResample` and torch's uint8 antialiased kernel (Pillow-SIMD's) both run it: the
+/// horizontal pass then the vertical one, each skipped where that side keeps its size, each
+/// accumulating in integers from `1 << (precision − 1)`, shifting and saturating to uint8.
+/// (Pillow 13 runs the vertical pass first for some shapes, mostly a height shrinking much more
+/// than the width; those can differ by a few levels and are a known gap.)
+fn resize_aa(src: &[u8], (h, w): (usize, usize), (nh, nw): (usize, usize), filter: Filter) -> Vec<u8> {
     let sat = |acc: i64, p: u32| (acc >> p).clamp(0, 255) as u8;
-    let mut tmp = vec![0u8; h * nw * 3];
-    for y in 0..h {
-        for (x, (x0, wts)) in cw.iter().enumerate() {
-            for c in 0..3 {
-                let mut acc: i64 = 1 << (pw.max(1) - 1);
-                for (k, &wt) in wts.iter().enumerate() {
-                    acc += wt as i64 * src[(y * w + x0 + k) * 3 + c] as i64;
+    let horizontal = if nw == w {
+        src.to_vec()
+    } else {
+        let (cw, pw) = aa_coeffs(w, nw, filter);
+        let mut tmp = vec![0u8; h * nw * 3];
+        for y in 0..h {
+            for (x, (x0, wts)) in cw.iter().enumerate() {
+                for c in 0..3 {
+                    let mut acc: i64 = 1 << (pw.max(1) - 1);
+                    for (k, &wt) in wts.iter().enumerate() {
+                        acc += wt as i64 * src[(y * w + x0 + k) * 3 + c] as i64;
+                    }
+                    tmp[(y * nw + x) * 3 + c] = sat(acc, pw);
                 }
-                tmp[(y * nw + x) * 3 + c] = sat(acc, pw);
             }
         }
+        tmp
+    };
+    if nh == h {
+        return horizontal;
     }
+    let (chh, ph) = aa_coeffs(h, nh, filter);
     let mut out = vec![0u8; nh * nw * 3];
     for (y, (y0, wts)) in chh.iter().enumerate() {
         for x in 0..nw {
             for c in 0..3 {
                 let mut acc: i64 = 1 << (ph.max(1) - 1);
                 for (k, &wt) in wts.iter().enumerate() {
-                    acc += wt as i64 * tmp[((y0 + k) * nw + x) * 3 + c] as i64;
+                    acc += wt as i64 * horizontal[((y0 + k) * nw + x) * 3 + c] as i64;
                 }
                 out[(y * nw + x) * 3 + c] = sat(acc, ph);
             }

@@ -78,21 +78,27 @@ pub fn frame_mask(
     Ok(HostTensor::new([1, temporal_factor, latent_frames, h, w], data)?)
 }
 
-/// `[1, 3, F, H, W]` in [-1, 1]: the first image, zeros, and the last image when given.
-fn video_condition(first: &RgbImage, last: Option<&RgbImage>, frames: usize) -> Result<HostTensor> {
-    let (h, w) = (first.height, first.width);
+/// `[1, 3, F, H, W]` in [-1, 1] at `height`×`width`: the first image, zeros, and the last image
+/// when given, each resized to that size first as diffusers' `VideoProcessor.preprocess` does.
+fn video_condition(
+    first: &RgbImage,
+    last: Option<&RgbImage>,
+    frames: usize,
+    (h, w): (usize, usize),
+) -> Result<HostTensor> {
     let plane = h * w;
     let mut data = vec![0f32; 3 * frames * plane];
-    let mut put = |image: &RgbImage, frame: usize| {
-        let src = image.vae_planes();
+    let mut put = |image: &RgbImage, frame: usize| -> Result<()> {
+        let src = image.resized(h, w)?.vae_planes();
         for c in 0..3 {
             let at = (c * frames + frame) * plane;
             data[at..at + plane].copy_from_slice(&src[c * plane..(c + 1) * plane]);
         }
+        Ok(())
     };
-    put(first, 0);
+    put(first, 0)?;
     if let Some(last) = last {
-        put(last, frames - 1);
+        put(last, frames - 1)?;
     }
     Ok(HostTensor::new([1, 3, frames, h, w], data)?)
 }
@@ -111,7 +117,7 @@ impl WanModel {
     /// transformer's backend: concatenated to the noisy latents at every step.
     pub fn image_latent(&self, s: &ResolvedSettings, first: &RgbImage, last: Option<&RgbImage>) -> Result<Tensor> {
         let (tf, sf) = (self.vae.config.temporal_factor(), self.vae.config.spatial_factor());
-        let latent = self.encode_condition(&video_condition(first, last, s.num_frames)?)?;
+        let latent = self.encode_condition(&video_condition(first, last, s.num_frames, (s.height, s.width))?)?;
         let be = &**self.transformer.backend();
         let mask = be.upload(&frame_mask(s.num_frames, tf, (s.height / sf, s.width / sf), last.is_some())?)?;
         Ok(be.cat(&[&mask, &latent], 1)?)
@@ -119,8 +125,8 @@ impl WanModel {
 
     /// Wan2.2 TI2V: the image's normalised latent `[1, z, 1, H', W']`, which stands in for the
     /// first latent frame at every step and in the result.
-    pub fn first_frame_latent(&self, first: &RgbImage) -> Result<Tensor> {
-        self.encode_condition(&video_condition(first, None, 1)?)
+    pub fn first_frame_latent(&self, s: &ResolvedSettings, first: &RgbImage) -> Result<Tensor> {
+        self.encode_condition(&video_condition(first, None, 1, (s.height, s.width))?)
     }
 
     /// The VAE's posterior mean of `video`, normalised `(z − mean) · (1/std)`.

@@ -46,9 +46,9 @@ pub struct GenerateParams {
     pub seed: u64,
     /// Step-cache threshold (see [`crate::step_cache`]); 0 disables it.
     pub cache_threshold: Option<f64>,
-    /// The first frame (image-to-video models), of the video's size.
+    /// The first frame (image-to-video models); resized to the video's size when it differs.
     pub image: Option<RgbImage>,
-    /// The last frame (first-last-frame models), of the video's size.
+    /// The last frame (first-last-frame models); resized likewise.
     pub last_image: Option<RgbImage>,
 }
 
@@ -196,13 +196,14 @@ impl WanModel {
         if frames == 0 {
             return Err(Error::Shape("frames must be at least 1".into()));
         }
+        // An image of another size is resized to the video's by the VAE side
+        // (`RgbImage::resized`, diffusers' `VideoProcessor.preprocess`); said once, as a warning.
         for (flag, image) in [("--image", &p.image), ("--last-image", &p.last_image)] {
             if let Some(im) = image.as_ref().filter(|im| (im.height, im.width) != (height, width)) {
-                return Err(Error::Shape(format!(
-                    "{flag} is {}×{} (height×width) but the video is {height}×{width}: give an image of the \
-                     video's size",
+                warnings.push(format!(
+                    "{flag} is {}×{} (height×width): resized to the video's {height}×{width} (Lanczos, as diffusers)",
                     im.height, im.width
-                )));
+                ));
             }
         }
         if (frames - 1) % tf != 0 {
@@ -210,7 +211,12 @@ impl WanModel {
             warnings.push(format!("num_frames - 1 must be divisible by {tf}: rounding {frames} to {rounded}"));
             frames = rounded;
         }
-        let scheduler = p.scheduler.map_or_else(|| self.scheduler.kind(), Ok)?;
+        // --scheduler, else the preset's (a step-distilled model's recipe), else the model's config.
+        let scheduler = match (p.scheduler, &d.scheduler) {
+            (Some(kind), _) => kind,
+            (None, Some(name)) => name.parse().map_err(|e| Error::Config(format!("wanrt.json: {e}")))?,
+            (None, None) => self.scheduler.kind()?,
+        };
         let shift = p.shift.or(d.shift).unwrap_or_else(|| self.scheduler.shift());
         let guidance = p.guidance.or(d.guidance_scale).unwrap_or(5.0);
         let cache_threshold = p.cache_threshold.or(d.cache_threshold).unwrap_or(0.0);
@@ -447,7 +453,7 @@ impl WanModel {
         let (mut image_latent, mut first_frame) = (None, None);
         if let Some(first) = &p.image {
             let latent = if self.expand_timesteps {
-                first_frame.insert(self.first_frame_latent(first)?)
+                first_frame.insert(self.first_frame_latent(s, first)?)
             } else {
                 image_latent.insert(self.image_latent(s, first, p.last_image.as_ref())?)
             };
@@ -499,7 +505,9 @@ impl WanModel {
         progress: &mut dyn Progress,
     ) -> Result<Denoised> {
         let cfg = s.guidance > 1.0;
-        let mut sched = self.scheduler.build(s.steps, scheduler, Some(s.shift))?;
+        // The resolved sampler (flag, wanrt.json or config); `scheduler` overrides it.
+        let resolved: SchedulerKind = s.scheduler.parse().map_err(Error::Config)?;
+        let mut sched = self.scheduler.build(s.steps, Some(scheduler.unwrap_or(resolved)), Some(s.shift))?;
         let timesteps = sched.timesteps().to_vec();
         let mut cache =
             if s.cache_threshold > 0.0 { Some(StepCache::new(s.cache_threshold, timesteps.len())?) } else { None };

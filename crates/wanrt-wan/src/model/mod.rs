@@ -43,6 +43,9 @@ pub struct ModelDefaults {
     pub fps: Option<f64>,
     pub shift: Option<f64>,
     pub cache_threshold: Option<f64>,
+    /// Sampler, `"unipc"` or `"euler"` (default: the scheduler config's): step-distilled models
+    /// are sampled with flow-matching Euler whatever scheduler their folder ships.
+    pub scheduler: Option<String>,
     /// Latent statistics for an original-layout VAE whose z_dim is not 16.
     pub vae_latents_mean: Option<Vec<f32>>,
     pub vae_latents_std: Option<Vec<f32>>,
@@ -53,7 +56,12 @@ impl ModelDefaults {
     pub fn read(dir: &Path) -> Result<ModelDefaults> {
         let path = dir.join(DEFAULTS_FILE);
         if path.is_file() {
-            read_json(&path)
+            let d: ModelDefaults = read_json(&path)?;
+            // A misspelt sampler would otherwise surface only at the first generation.
+            if let Some(name) = &d.scheduler {
+                name.parse::<crate::scheduler::SchedulerKind>().map_err(|e| Error::file(&path, e))?;
+            }
+            Ok(d)
         } else {
             Ok(ModelDefaults::default())
         }
