@@ -388,11 +388,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let mut benches: Vec<Option<serde_json::Value>> = vec![None; plan.rungs.len()];
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); plan.rungs.len()];
     for round in 0..plan.rounds {
-        let order: Vec<usize> = if round % 2 == 0 {
-            (0..plan.rungs.len()).collect()
-        } else {
-            (0..plan.rungs.len()).rev().collect()
-        };
+        let order: Vec<usize> =
+            if round % 2 == 0 { (0..plan.rungs.len()).collect() } else { (0..plan.rungs.len()).rev().collect() };
         for i in order {
             stage(format!("timing round {}/{}: {}", round + 1, plan.rounds, plan.rungs[i].name));
             let b = bench_step(&exe, args, &plan, &measured[i].0)?;

@@ -68,7 +68,14 @@ pub fn quality_speed(rows: &[RungRow]) -> Result<Vec<u8>> {
             let _ = area.draw(&PathElement::new(vec![(x0, py(t)), (x1, py(t))], grey));
             text(&area, &format!("{t:.0}"), x0 - 36, py(t) - 4, 1, &black);
         }
-        text(&area, "denoising speedup per step vs baseline (step cache included)", (x0 + x1) / 2 - 240, y0 + 28, 1, &black);
+        text(
+            &area,
+            "denoising speedup per step vs baseline (step cache included)",
+            (x0 + x1) / 2 - 240,
+            y0 + 28,
+            1,
+            &black,
+        );
         text(&area, "PSNR vs baseline (dB)", 8, y1 - 22, 1, &black);
         let _ =
             area.draw(&PathElement::new(vec![(px(1.0), y0), (px(1.0), y1)], RGBColor(120, 120, 120).stroke_width(2)));
