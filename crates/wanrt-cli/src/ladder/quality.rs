@@ -180,13 +180,14 @@ impl<'a> Quality<'a> {
         }
         if let (Some(ev), Some(v)) = (&self.nets.domain, &feats.domain_run) {
             let captions = wanrt_eval::clipscore::read_prompts(&s.captions)?;
-            let mut correct = HashMap::new();
+            // Ordered by file: the bootstrap's resamples must not depend on a hash map's order.
+            let mut correct = std::collections::BTreeMap::new();
             for (i, key) in v.keys.iter().enumerate() {
                 if let Some(want) = captions.get(key).and_then(|c| ev.parse_caption(c)) {
                     correct.insert(key.clone(), ev.predict(&v.output, i) == want);
                 }
             }
-            fill(&mut videos, &correct, |v, ok| v.prompt_correct = Some(ok));
+            fill(&mut videos, &correct.clone().into_iter().collect(), |v, ok| v.prompt_correct = Some(ok));
             if !correct.is_empty() {
                 let hits: Vec<f64> = correct.values().map(|&ok| f64::from(u8::from(ok))).collect();
                 q.prompt_accuracy = Some(mean_estimate(&hits, s.resamples, s.seed));
