@@ -7,9 +7,19 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-/// `program args…`, its stdout parsed as the one JSON object `--json` prints; while it runs, `poll` is called every 200 ms (progress from the files it
-/// writes). Fails in one line with the child's last error line.
+/// `program args…`, its stdout parsed as the one JSON object `--json` prints; while it runs,
+/// `poll` is called every 200 ms (progress from the files it writes). Fails in one line with the
+/// child's last error line.
 pub fn run_json(program: &Path, args: &Args, what: &str, mut poll: impl FnMut()) -> Result<serde_json::Value> {
+    let stdout = run(program, args, what, |_| poll())?;
+    let text = String::from_utf8_lossy(&stdout);
+    let line = text.lines().rev().find(|l| l.trim_start().starts_with('{')).unwrap_or("");
+    serde_json::from_str(line).with_context(|| format!("{what}: no JSON object on its output"))
+}
+
+/// Runs `program args…` to completion and returns its stdout; while it runs, `poll` gets the
+/// child's process id every 200 ms. Fails in one line with the child's last error line.
+pub fn run(program: &Path, args: &Args, what: &str, mut poll: impl FnMut(u32)) -> Result<Vec<u8>> {
     let mut child = Command::new(program)
         .args(&args.0)
         .stdin(Stdio::null())
@@ -31,7 +41,7 @@ pub fn run_json(program: &Path, args: &Args, what: &str, mut poll: impl FnMut())
         if let Some(s) = child.try_wait().with_context(|| format!("{what}: waiting for the child"))? {
             break s;
         }
-        poll();
+        poll(child.id());
         std::thread::sleep(Duration::from_millis(200));
     };
     let (stdout, stderr) = (out.join().unwrap_or_default(), err.join().unwrap_or_default());
@@ -40,9 +50,7 @@ pub fn run_json(program: &Path, args: &Args, what: &str, mut poll: impl FnMut())
         let last = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no error output").trim();
         bail!("{what} failed ({status}): {last}");
     }
-    let text = String::from_utf8_lossy(&stdout);
-    let line = text.lines().rev().find(|l| l.trim_start().starts_with('{')).unwrap_or("");
-    serde_json::from_str(line).with_context(|| format!("{what}: no JSON object on its output"))
+    Ok(stdout)
 }
 
 /// Files ending in `.ext` directly in `dir` (0 when it does not exist yet).

@@ -174,7 +174,7 @@ impl<'a> Quality<'a> {
         if let Some(scorer) = &self.nets.clip {
             let r = wanrt_eval::clipscore::clipscore(scorer, frames, &s.captions, s.frames_per_video, 16, bar)?;
             let scores: HashMap<String, f64> = r.items.iter().map(|i| (i.file.clone(), i.clip_score)).collect();
-            fill(&mut videos, &scores, |v, x| v.clip_score = Some(x));
+            fill(&mut videos, |f| scores.get(f).copied(), |v, x| v.clip_score = Some(x));
             q.clip_score =
                 Some(mean_estimate(&r.items.iter().map(|i| i.clip_score).collect::<Vec<_>>(), s.resamples, s.seed));
         }
@@ -187,7 +187,7 @@ impl<'a> Quality<'a> {
                     correct.insert(key.clone(), ev.predict(&v.output, i) == want);
                 }
             }
-            fill(&mut videos, &correct.clone().into_iter().collect(), |v, ok| v.prompt_correct = Some(ok));
+            fill(&mut videos, |f| correct.get(f).copied(), |v, ok| v.prompt_correct = Some(ok));
             if !correct.is_empty() {
                 let hits: Vec<f64> = correct.values().map(|&ok| f64::from(u8::from(ok))).collect();
                 q.prompt_accuracy = Some(mean_estimate(&hits, s.resamples, s.seed));
@@ -232,10 +232,10 @@ impl<'a> Quality<'a> {
     }
 }
 
-/// Sets a per-video field from a map keyed by file name.
-fn fill<T: Copy>(videos: &mut [VideoScores], by_file: &HashMap<String, T>, set: impl Fn(&mut VideoScores, T)) {
+/// Sets a per-video field from a lookup by file name.
+fn fill<T>(videos: &mut [VideoScores], by_file: impl Fn(&str) -> Option<T>, set: impl Fn(&mut VideoScores, T)) {
     for v in videos.iter_mut() {
-        if let Some(&x) = by_file.get(&v.file) {
+        if let Some(x) = by_file(&v.file) {
             set(v, x);
         }
     }

@@ -2,13 +2,12 @@
 //! steps, prompts and seeds — diffusers/torch (through a Python the user names) and
 //! stable-diffusion.cpp (a binary the user names, with its own model files).
 
-use super::children::{run_json, Args};
+use super::children::{run, run_json, Args};
 use super::stats::{spread, Spread};
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use serde::Serialize;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Instant;
 
 const DIFFUSERS_SCRIPT: &str = include_str!("diffusers_reference.py");
 
@@ -89,7 +88,7 @@ pub fn sdcpp(bin: &Path, extra: &[String], job: &ReferenceJob, scratch: &Path) -
             .flag("--steps", job.steps)
             .flag("-s", seed)
             .path("-o", &scratch.join(format!("sdcpp_{i}.avi")));
-        let (wall, rss) = run_measured(bin, &args).with_context(|| format!("--sdcpp {}", bin.display()))?;
+        let (wall, rss) = run_measured(bin, &args, &format!("--sdcpp {}", bin.display()))?;
         walls.push(wall);
         peak = peak.max(rss);
     }
@@ -107,39 +106,16 @@ pub fn sdcpp(bin: &Path, extra: &[String], job: &ReferenceJob, scratch: &Path) -
 
 /// Runs a program to completion: its wall time and its peak resident memory (`VmHWM`, read
 /// from /proc while it runs; `None` off Linux).
-fn run_measured(bin: &Path, args: &Args) -> Result<(f64, Option<u64>)> {
+fn run_measured(bin: &Path, args: &Args, what: &str) -> Result<(f64, Option<u64>)> {
     let t0 = Instant::now();
-    let mut child = Command::new(bin)
-        .args(&args.0)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("cannot start")?;
-    let stderr = child.stderr.take().expect("piped");
-    let drained = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = std::io::Read::read_to_string(&mut { stderr }, &mut s);
-        s
-    });
-    let status_path = PathBuf::from(format!("/proc/{}/status", child.id()));
     let mut peak = None;
-    let status = loop {
-        if let Some(s) = child.try_wait()? {
-            break s;
-        }
-        if let Some(b) = std::fs::read_to_string(&status_path).ok().as_deref().and_then(crate::sysinfo::hwm_bytes) {
+    run(bin, args, what, |pid| {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok();
+        if let Some(b) = status.as_deref().and_then(crate::sysinfo::hwm_bytes) {
             peak = Some(b);
         }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let wall = t0.elapsed().as_secs_f64();
-    let err = drained.join().unwrap_or_default();
-    if !status.success() {
-        let last = err.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no error output");
-        bail!("failed ({status}): {}", last.trim());
-    }
-    Ok((wall, peak))
+    })?;
+    Ok((t0.elapsed().as_secs_f64(), peak))
 }
 
 #[cfg(test)]
