@@ -25,10 +25,17 @@ torch / wanrt / torch / wanrt, with torch.set_num_threads(T) and ``wanrt --threa
    time of the process measured from outside, peak RSS from ``wait4`` (the kernel's high-water
    mark of the child). The decoded frames of both are compared (max |delta|) as a sanity check.
 
-Writes bench/results/cpu-bench.{json,md,log}. Usage (from the repository root):
+Configurations: ``--storage bf16`` stores the transformer in bfloat16 (as the widely shared
+repackaged checkpoints are; torch widens it to float32 at load, wanrt in its packing pass);
+``--wanrt-dtype bf16`` runs wanrt's bf16 compute path against torch float32; ``--wanrt-model DIR``
+runs wanrt on an ``optimize`` artifact of the same model (e.g. W8A8) against torch on the original.
+
+Writes bench/results/<name>.{json,md,log} (``--name``, default cpu-bench). Usage (from the
+repository root):
 
     .venv/bin/python tools/bench/bench_cpu.py                  # ~20-25 min on 2 cores
     .venv/bin/python tools/bench/bench_cpu.py --rounds 3 --threads 4 --workdir /scratch/wb
+    .venv/bin/python tools/bench/bench_cpu.py --storage bf16 --wanrt-dtype bf16 --name cpu-bench-bf16
 
 See tools/bench/README.md.
 """
@@ -450,7 +457,7 @@ def machine_info(wanrt: Path) -> dict:
             if k.strip() in ("Model name", "CPU(s)", "Thread(s) per core", "Core(s) per socket", "Flags"):
                 v = v.strip()
                 if k.strip() == "Flags":
-                    v = " ".join(f for f in v.split() if f in ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16"))
+                    v = " ".join(f for f in v.split() if f in ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16"))
                 info[k.strip()] = v
     except OSError:
         pass
@@ -492,6 +499,11 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2, help="interleaved torch/wanrt rounds per measurement")
     ap.add_argument("--repeat", type=int, default=1, help="timed transformer forwards per stage process (after 1 warm-up)")
     ap.add_argument("--te-layers", type=int, default=2, help="UMT5 layers (the real UMT5-XXL has 24)")
+    ap.add_argument("--storage", choices=["f32", "bf16"], default="f32",
+                    help="dtype the transformer checkpoint is stored in (bf16: a converted copy of the f32 build, other components shared)")
+    ap.add_argument("--wanrt-dtype", choices=["f32", "bf16"], default="f32", help="wanrt --dtype (torch always computes in float32)")
+    ap.add_argument("--wanrt-model", type=Path, help="wanrt runs this folder (an optimize artifact of the same model) instead")
+    ap.add_argument("--name", default="cpu-bench", help="basename of the result files")
     ap.add_argument("--skip-generate", action="store_true")
     ap.add_argument("--skip-stages", action="store_true", help="only the whole-generate measurement")
     ap.add_argument("--results", type=Path, default=REPO / "bench" / "results")
@@ -524,7 +536,7 @@ def main() -> None:
     # Snapshot the binary: another build may replace target/release/wanrt during the run.
     wanrt = args.workdir / "wanrt"
     shutil.copy2(built, wanrt)
-    logpath = (args.workdir / "smoke.log") if os.environ.get("WANRT_BENCH_SMOKE") else (args.results / "cpu-bench.log")
+    logpath = (args.workdir / "smoke.log") if os.environ.get("WANRT_BENCH_SMOKE") else (args.results / f"{args.name}.log")
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     t_all = time.perf_counter()
     with open(logpath, "w") as logf:
@@ -536,6 +548,10 @@ def main() -> None:
         logf.write("# machine: " + json.dumps(info) + "\n")
         model_dir = args.workdir / "wan21-1.3b-random"
         build_model(model_dir, args.te_layers)
+        if args.storage == "bf16":
+            model_dir = build_bf16_copy(model_dir)
+        wanrt_model = args.wanrt_model or model_dir
+        wanrt_dtype = ["--dtype", args.wanrt_dtype]
         noise = args.workdir / "noise.npy"
         make_noise(noise)
         del torch
@@ -551,8 +567,8 @@ def main() -> None:
                 [py, me, "--child", "torch-stages", "--model", str(model_dir), "--threads", str(args.threads), "--repeat", str(args.repeat)],
                 logf, f"torch stages r{r}", env))
             runs["wanrt_stages"].append(run_child(
-                [str(wanrt), "bench", "--model", str(model_dir), "--frames", str(FRAMES), "--height", str(HEIGHT), "--width", str(WIDTH),
-                 "--max-sequence-length", str(TEXT_LEN), "--repeat", str(args.repeat), "--threads", str(args.threads), "--json"],
+                [str(wanrt), "bench", "--model", str(wanrt_model), "--frames", str(FRAMES), "--height", str(HEIGHT), "--width", str(WIDTH),
+                 "--max-sequence-length", str(TEXT_LEN), "--repeat", str(args.repeat), "--threads", str(args.threads), "--json"] + wanrt_dtype,
                 logf, f"wanrt stages r{r}", env))
         if not args.skip_generate:
             for r in range(args.rounds):
@@ -563,10 +579,10 @@ def main() -> None:
                      "--noise", str(noise), "--save-npy", str(tnpy)],
                     logf, f"torch generate r{r}", env))
                 runs["wanrt_generate"].append(run_child(
-                    [str(wanrt), "generate", "--model", str(model_dir), "--prompt", PROMPT, "--negative-prompt", NEGATIVE,
+                    [str(wanrt), "generate", "--model", str(wanrt_model), "--prompt", PROMPT, "--negative-prompt", NEGATIVE,
                      "--frames", str(FRAMES), "--height", str(HEIGHT), "--width", str(WIDTH), "--steps", str(GEN_STEPS),
                      "--guidance", str(GUIDANCE), "--max-sequence-length", str(TEXT_LEN), "--noise", str(noise),
-                     "--threads", str(args.threads), "--save-npy", str(wnpy), "-o", str(args.workdir / f"wanrt-r{r}.mp4"), "--json"],
+                     "--threads", str(args.threads), "--save-npy", str(wnpy), "-o", str(args.workdir / f"wanrt-r{r}.mp4"), "--json"] + wanrt_dtype,
                     logf, f"wanrt generate r{r}", env))
 
         rows = compute_rows(runs, args.skip_generate)
@@ -589,6 +605,8 @@ def main() -> None:
                          "generate_steps": GEN_STEPS, "guidance": GUIDANCE, "te_layers": args.te_layers,
                          "transformer": TRANSFORMER, "text_encoder": TEXT_ENCODER},
             "threads": args.threads, "rounds": args.rounds, "repeat": args.repeat,
+            "config": {"storage": args.storage, "wanrt_dtype": args.wanrt_dtype,
+                       "wanrt_model": args.wanrt_model.name if args.wanrt_model else None, "name": args.name},
             "machine": info,
             "rows": rows,
             "generate_frames_parity": parity,
@@ -597,11 +615,39 @@ def main() -> None:
         if os.environ.get("WANRT_BENCH_SMOKE"):
             args.results = args.workdir / "smoke-results"
             args.results.mkdir(exist_ok=True)
-        out_json = args.results / "cpu-bench.json"
+        out_json = args.results / f"{args.name}.json"
         out_json.write_text(json.dumps(result, indent=1) + "\n")
-        (args.results / "cpu-bench.md").write_text(render_md(result, args) + "\n")
+        (args.results / f"{args.name}.md").write_text(render_md(result, args) + "\n")
         logf.write(f"\n# done in {total:.0f} s\n")
-    log(f"wrote {out_json}, cpu-bench.md, cpu-bench.log ({total:.0f} s)")
+    log(f"wrote {out_json}, {args.name}.md, {args.name}.log ({total:.0f} s)")
+
+
+def build_bf16_copy(model_dir: Path) -> Path:
+    """The f32 build with its transformer stored in bfloat16 (round to nearest even, torch's
+    ``.to(torch.bfloat16)``); the other components are symlinks to the f32 build's."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    out = model_dir.with_name(model_dir.name + "-bf16")
+    stamp = (model_dir / "bench-build.json").read_text()
+    if (out / "bench-build.json").exists() and (out / "bench-build.json").read_text() == stamp:
+        log(f"bf16 copy {out} already built")
+        return out
+    if out.exists():
+        shutil.rmtree(out)
+    (out / "transformer").mkdir(parents=True)
+    for entry in model_dir.iterdir():
+        if entry.name not in ("transformer", "bench-build.json"):
+            (out / entry.name).symlink_to(entry.resolve())
+    src = model_dir / "transformer"
+    shutil.copy2(src / "config.json", out / "transformer" / "config.json")
+    for f in sorted(src.glob("*.safetensors")):
+        sd = load_file(str(f))
+        save_file({k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in sd.items()}, str(out / "transformer" / f.name))
+        del sd
+    (out / "bench-build.json").write_text(stamp)
+    log(f"built bf16 copy {out}")
+    return out
 
 
 def compute_rows(runs: dict, skip_generate: bool) -> list:
@@ -657,6 +703,7 @@ def compute_rows(runs: dict, skip_generate: bool) -> list:
 
 def render_md(res: dict, args) -> str:
     m = res["machine"]
+    cfg = res.get("config") or {"storage": "f32", "wanrt_dtype": "f32", "wanrt_model": None, "name": "cpu-bench"}
     loads = [x["load_before"][0] for k in res["runs"] for x in res["runs"][k]] + [x["load_after"][0] for k in res["runs"] for x in res["runs"][k]]
     lines = [
         "# wanrt vs diffusers/torch on CPU (Wan2.1-T2V-1.3B shape, random weights)",
@@ -665,10 +712,16 @@ def render_md(res: dict, args) -> str:
         + (f" --threads {args.threads}" if args.threads != 2 else "")
         + (f" --rounds {args.rounds}" if args.rounds != 2 else "")
         + (f" --repeat {args.repeat}" if args.repeat != 1 else "")
+        + "".join(f" --{k.replace('_', '-')} {v}" for k, v in cfg.items() if v and v != {"storage": "f32", "wanrt_dtype": "f32", "name": "cpu-bench"}.get(k))
         + "` (see tools/bench/README.md).",
         "",
+        f"Configuration: transformer checkpoint stored in **{cfg['storage']}**; torch computes in float32 "
+        f"(widening a bf16 checkpoint at load); wanrt computes in **{cfg['wanrt_dtype']}**"
+        + (f" on the optimize artifact `{cfg['wanrt_model']}`" if cfg.get("wanrt_model") else "")
+        + ".",
+        "",
         f"Workload: {FRAMES} frames {HEIGHT}×{WIDTH} → latents 16×{res['workload']['latent'][1]}×{HEIGHT // 8}×{WIDTH // 8} → "
-        f"{res['workload']['tokens']} tokens, text length {TEXT_LEN}, CFG pair (batch 2), float32 on both sides, "
+        f"{res['workload']['tokens']} tokens, text length {TEXT_LEN}, CFG pair (batch 2), "
         f"{res['threads']} threads (torch.set_num_threads / `wanrt --threads`). Transformer: real 1.3B shape "
         f"(30 layers, 12×128 heads, ffn 8960); VAE: `AutoencoderKLWan()` defaults (127 M); UMT5 with the real XXL width "
         f"but {res['workload']['te_layers']} of 24 layers. Engines run one at a time, interleaved torch/wanrt × {res['rounds']} rounds; "
@@ -695,7 +748,7 @@ def render_md(res: dict, args) -> str:
         "Notes: wanrt computes the cross-attention keys/values of the text once per generation and reuses them "
         "in every step (`wanrt bench` reports them as `text_kv_s`, outside the step time); diffusers recomputes them "
         "in every forward. The second transformer row adds them back, so it compares the same work. diffusers maps the "
-        "safetensors lazily (load ≈ 1 s) and pays the page-in during the first forward; wanrt converts every tensor "
+        "f32 safetensors lazily (load ≈ 1 s; a bf16 checkpoint it widens at load) and pays the page-in during the first forward; wanrt packs every linear weight "
         "at load. The whole-generate row contains all of it.",
     ]
     if res["generate_frames_parity"]:

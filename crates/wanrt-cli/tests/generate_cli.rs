@@ -240,7 +240,9 @@ fn dtype_bf16_generates_and_reports_its_engine() {
     let got = wanrt_io::read_npy(dir.path().join("frames.npy")).unwrap().to_f32_vec();
     let (_, want) = reference_video("a");
     let err = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
-    assert!(err > 1e-4 && err < 0.08, "bf16 frames: max|Δ| = {err} (f32 is within 1e-5, bf16 ~4.6e-2)");
+    // bf16 lands 1e-2–1.3e-1 from f32 on the fixtures (bench/results/dtype-fidelity.md); a broken
+    // product or a path that silently ran f32 falls outside.
+    assert!(err > 1e-4 && err < 0.2, "bf16 frames: max|Δ| = {err} (f32 is within 1e-5, bf16 ~1e-2–1.3e-1)");
 }
 
 /// `--backend cuda` on a machine without a CUDA driver (CI) fails before loading anything, in one

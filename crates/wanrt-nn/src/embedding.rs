@@ -39,7 +39,7 @@ impl Embedding {
     }
 
     pub fn prepare(&mut self, backend: &dyn Backend) -> Result<()> {
-        self.table.prepare(backend)
+        self.table.prepare_table(backend)
     }
 
     /// `ids: [..]` (u32) → `[.., dim]` on `be`.

@@ -8,6 +8,30 @@
 //! [`quant`] on [`HostTensor`]s: it is the numerical reference (f32 accumulate) every other backend
 //! is checked against ([`backend::conformance`]).
 
+/// Calls the micro-kernel `$k::<MR>` for a run-time row count `1..=12` (const generics keep the
+/// accumulators in registers); shared by the integer (`quant`) and float
+/// (`ops::packed`) kernels.
+#[cfg(target_arch = "x86_64")]
+macro_rules! by_rows {
+    ($rows:expr, $k:ident, $($arg:expr),*) => {
+        match $rows {
+            1 => $k::<1>($($arg),*),
+            2 => $k::<2>($($arg),*),
+            3 => $k::<3>($($arg),*),
+            4 => $k::<4>($($arg),*),
+            5 => $k::<5>($($arg),*),
+            6 => $k::<6>($($arg),*),
+            7 => $k::<7>($($arg),*),
+            8 => $k::<8>($($arg),*),
+            9 => $k::<9>($($arg),*),
+            10 => $k::<10>($($arg),*),
+            11 => $k::<11>($($arg),*),
+            12 => $k::<12>($($arg),*),
+            _ => unreachable!("micro-kernel rows"),
+        }
+    };
+}
+
 pub mod backend;
 pub mod conv3d;
 pub mod dtype;

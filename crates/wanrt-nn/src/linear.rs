@@ -469,6 +469,12 @@ impl Linear {
         Ok(())
     }
 
+    /// Has `backend` make its row-lookup form of the weights (an embedding table).
+    pub fn prepare_table(&mut self, backend: &dyn Backend) -> Result<()> {
+        self.prepared = Some(backend.prepare_table(self)?);
+        Ok(())
+    }
+
     /// The backend's form of the weights; an error names the layer when it was never prepared.
     pub fn prepared(&self) -> Result<&dyn PreparedWeight> {
         self.prepared

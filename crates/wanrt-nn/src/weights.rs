@@ -160,6 +160,12 @@ impl RawTensor {
         self.bytes.release_pages();
     }
 
+    /// Whether the bytes live in process memory (a LoRA-merged weight) rather than in a file:
+    /// a backend that copies them would hold the tensor twice.
+    pub fn is_in_memory(&self) -> bool {
+        matches!(self.bytes, Bytes::Owned(_))
+    }
+
     /// The values in place when this is an f32 tensor of a memory-mapped
     /// file at a 4-byte aligned offset (little-endian host): no copy, the
     /// pages are read from the file when first touched, as PyTorch's lazy

@@ -27,9 +27,11 @@ fn video(case: &str, dtype: DType) -> (HostTensor, HostTensor) {
 
 #[test]
 fn bf16_and_f16_frames_stay_close_to_diffusers_f32() {
-    // (dtype, min PSNR dB, max |Δ|). Measured 2026-12 on cases a/b/c: bf16 46.0/54.9/53.5 dB,
-    // max|Δ| 4.6e-2/3.1e-2/1.7e-2; f16 61.9/73.1/69.6 dB, 8.8e-3/4.5e-3/3.1e-3 (f32: ~3e-6).
-    for (dtype, min_psnr, max_abs) in [(DType::BF16, 42.0, 0.08), (DType::F16, 57.0, 0.02)] {
+    // (dtype, min PSNR dB, max |Δ|). Measured 2026-12 on cases a/b/c: bf16 41.0/54.4/57.7 dB,
+    // max|Δ| 1.25e-1/3.3e-2/1.2e-2 (the bf16 products take bf16 inputs, as diffusers' bf16
+    // pipeline does: case a's timestep features, f32 until then, lost 5 dB); f16 61.9/73.1/72.1 dB,
+    // 8.8e-3/4.5e-3/1.9e-3 (f32: ~3e-6).
+    for (dtype, min_psnr, max_abs) in [(DType::BF16, 38.0, 0.2), (DType::F16, 57.0, 0.02)] {
         for case in ["a", "b", "c"] {
             let (got, want) = video(case, dtype);
             let (p, d) = (psnr(&got, &want), got.max_abs_diff(&want).unwrap());

@@ -72,6 +72,7 @@ impl Backend for CountingBackend {
         fn upload_ids(&self, shape: &[usize], ids: &[u32]) -> Result<Tensor>;
         fn to_host(&self, t: &Tensor) -> Result<HostTensor>;
         fn prepare_linear(&self, layer: &Linear) -> Result<Arc<dyn PreparedWeight>>;
+        fn prepare_table(&self, layer: &Linear) -> Result<Arc<dyn PreparedWeight>>;
         fn prepare_conv3d(&self, layer: &Conv3d) -> Result<Arc<dyn PreparedWeight>>;
         fn weight_tensor(&self, t: HostTensor) -> Result<Tensor>;
     }

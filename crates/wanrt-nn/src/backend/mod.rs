@@ -200,8 +200,14 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
 
     // ---- weights (prepared once at load; not counted as transfers) ----
 
-    /// The backend's form of a linear layer's (or embedding table's) stored weights.
+    /// The backend's form of a linear layer's stored weights, for products.
     fn prepare_linear(&self, layer: &Linear) -> Result<Arc<dyn PreparedWeight>>;
+
+    /// The backend's form of an embedding table, for row lookups ([`Backend::embedding`]); a
+    /// backend whose product form is also addressable by row needs nothing else.
+    fn prepare_table(&self, table: &Linear) -> Result<Arc<dyn PreparedWeight>> {
+        self.prepare_linear(table)
+    }
 
     /// The backend's form of a convolution's weights.
     fn prepare_conv3d(&self, layer: &Conv3d) -> Result<Arc<dyn PreparedWeight>>;

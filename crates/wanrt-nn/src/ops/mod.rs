@@ -10,6 +10,8 @@ pub mod layout;
 pub mod matmul;
 pub mod modulate;
 pub mod norm;
+pub mod packed;
+mod packed_kernels;
 pub mod pool;
 pub mod resize;
 pub mod rope;

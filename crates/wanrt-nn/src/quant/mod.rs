@@ -19,29 +19,6 @@
 //! - int8 rounding is round-half-to-even of `x · (qmax / absmax)`, then clamped to ±127 (−128 is
 //!   never produced: the AVX2 kernel's sign trick needs it, see `kernels`).
 
-/// Calls the micro-kernel `$k::<MR>` for a run-time row count `1..=12` (const generics keep the
-/// accumulators in registers); shared by `kernels` and `kernels_i16`.
-#[cfg(target_arch = "x86_64")]
-macro_rules! by_rows {
-    ($rows:expr, $k:ident, $($arg:expr),*) => {
-        match $rows {
-            1 => $k::<1>($($arg),*),
-            2 => $k::<2>($($arg),*),
-            3 => $k::<3>($($arg),*),
-            4 => $k::<4>($($arg),*),
-            5 => $k::<5>($($arg),*),
-            6 => $k::<6>($($arg),*),
-            7 => $k::<7>($($arg),*),
-            8 => $k::<8>($($arg),*),
-            9 => $k::<9>($($arg),*),
-            10 => $k::<10>($($arg),*),
-            11 => $k::<11>($($arg),*),
-            12 => $k::<12>($($arg),*),
-            _ => unreachable!("micro-kernel rows"),
-        }
-    };
-}
-
 pub mod fp8;
 pub mod ggml;
 pub mod int8;

@@ -1,10 +1,14 @@
 //! The CPU backend's form of a linear layer's weights, and the products on it.
 //!
 //! Prepared once from the layer's stored format ([`crate::LinearWeight`]):
-//! - f32 in a mapped checkpoint: used in place (loading copies nothing);
-//! - bf16/f16: widened to f32 at load, or kept as half bits and widened block by block inside
-//!   each product (`keep_half_weights`: the same numbers at half the memory); a half-precision
-//!   backend (`--dtype bf16`) rounds every float weight to its dtype, as a GPU holds them;
+//! - f32/bf16/f16 in a checkpoint: packed into the f32 GEMM's panels ([`PackedF32`]) straight
+//!   from the mapped bytes, in parallel, so no product repacks the weight and a half-precision
+//!   checkpoint is widened once, in the packing pass (the file pages are then dropped: the model
+//!   is held once); or kept as half bits and widened block by block inside each product
+//!   (`keep_half_weights`: the same numbers at half the memory); a half-precision backend
+//!   (`--dtype bf16`) rounds every float weight to its dtype, as a GPU holds them;
+//! - f32 already in process memory (a LoRA-merged weight) and embedding tables: used in place
+//!   (row lookups read a few rows of a table; a merged weight is not held twice);
 //! - int8 codes: per-row codes for the W8A16 product, or packed into the integer micro-kernel's
 //!   panels for W8A8;
 //! - E4M3 codes with their scales (emulated exactly: the fidelity of the format, not its speed);
@@ -19,6 +23,7 @@ use crate::error::{Error, Result};
 use crate::linear::{Linear, LinearWeight};
 use crate::ops::activation::apply_inplace;
 use crate::ops::matmul::{gemm_general, matmul_nt, Layout};
+use crate::ops::packed::{gemm_bf16, gemm_packed, gemm_packed_strided, FloatIsa, PackedBf16, PackedF32};
 use crate::quant::int8::{gemm_w8a8_then, DequantRows};
 use crate::quant::{gemm_fp8, gemm_w8a16, gemm_w8a8, ActQuant, Fp8Matrix, Isa, PackedInt8, QuantizedMatrix};
 use crate::weights::RawTensor;
@@ -30,6 +35,10 @@ const WIDEN_BLOCK: usize = 512;
 
 #[derive(Debug)]
 enum CpuWeight {
+    /// `[out, in]` in the packed GEMM's panels.
+    Packed(PackedF32),
+    /// `[out, in]` as bf16 pairs for the bf16 product (`--dtype bf16`).
+    PackedBf16(PackedBf16),
     /// `[out, in]` in f32.
     F32(HostTensor),
     /// f32 parts (fused layers: stacked along the output) read in place from memory-mapped
@@ -89,9 +98,9 @@ impl DequantRows for GgmlRows {
     }
 }
 
-/// `x · Wᵀ + b` with `W`'s rows widened to f32 [`WIDEN_BLOCK`] at a time and run through the same
-/// parallel GEMM as f32 weights, so half or GGUF storage gives the bits its f32 values give
-/// (tested).
+/// `x · Wᵀ + b` with `W`'s rows widened to f32 [`WIDEN_BLOCK`] at a time, packed, and run
+/// through the packed GEMM every f32 weight uses, so half or GGUF storage gives the bits its f32
+/// values give (tested).
 fn widened_gemm(rows: &dyn DequantRows, x: &[f32], m: usize, bias: Option<&[f32]>) -> Vec<f32> {
     let [n, k] = rows.shape();
     let mut o = vec![0.0f32; m * n];
@@ -99,9 +108,10 @@ fn widened_gemm(rows: &dyn DequantRows, x: &[f32], m: usize, bias: Option<&[f32]
     for start in (0..n).step_by(WIDEN_BLOCK) {
         let len = WIDEN_BLOCK.min(n - start);
         rows.dequantize_rows(start, len, &mut block);
-        gemm_weight_rows(&mut o, n, x, m, k, start, len, &block);
+        let packed = PackedF32::from_rows(&block, len, k);
+        let b = bias.map(|b| &b[start..start + len]);
+        gemm_packed_strided(FloatIsa::detect(), x, m, &packed, b, |v| v, &mut o[start..], n);
     }
-    add_bias(&mut o, n, bias);
     o
 }
 
@@ -121,6 +131,8 @@ impl PreparedWeight for CpuLinear {
     fn bytes(&self) -> usize {
         let [n, k] = self.shape;
         match &self.weight {
+            CpuWeight::Packed(w) => w.bytes(),
+            CpuWeight::PackedBf16(w) => w.bytes(),
             CpuWeight::F32(_) | CpuWeight::Mapped { .. } => n * k * 4,
             CpuWeight::Half { bits, .. } => bits.len() * 2,
             CpuWeight::Int8Weight(q) => q.bytes(),
@@ -132,8 +144,9 @@ impl PreparedWeight for CpuLinear {
 
     fn format(&self) -> &'static str {
         match &self.weight {
-            CpuWeight::F32(_) | CpuWeight::Mapped { .. } => "f32",
+            CpuWeight::Packed(_) | CpuWeight::F32(_) | CpuWeight::Mapped { .. } => "f32",
             CpuWeight::Half { dtype: DType::F16, .. } => "f16",
+            CpuWeight::PackedBf16(_) => "bf16",
             CpuWeight::Half { .. } => "bf16",
             CpuWeight::Int8Weight(_) => "int8-weight",
             CpuWeight::Int8 { .. } => "int8",
@@ -233,28 +246,87 @@ fn widen_bytes(dtype: DType) -> Option<fn(&[u8]) -> f32> {
     })
 }
 
+/// Float parts stacked along the output dimension: row `j` decoded from the stored bytes (read
+/// once, in place) by `decode(dtype, bytes, dst)`, after checking every part's dtype decodes.
+fn float_rows<'a, T>(
+    parts: &'a [RawTensor],
+    k: usize,
+    decode: impl Fn(DType, &[u8], &mut [T]) + Sync + 'a,
+) -> Result<impl Fn(usize, &mut [T]) + Sync + 'a> {
+    if let Some(p) = parts.iter().find(|p| widen_bytes(p.dtype).is_none()) {
+        return Err(Error::UnsupportedDType { name: format!("{p:?}"), dtype: p.dtype.to_string() });
+    }
+    let bytes: Vec<std::borrow::Cow<[u8]>> = parts.iter().map(|p| p.bytes()).collect();
+    let starts: Vec<usize> = parts.iter().scan(0, |s, p| Some(std::mem::replace(s, *s + p.shape[0]))).collect();
+    Ok(move |j: usize, dst: &mut [T]| {
+        let p = starts.partition_point(|&s| s <= j) - 1;
+        let size = parts[p].dtype.size_in_bytes();
+        let local = j - starts[p];
+        decode(parts[p].dtype, &bytes[p][local * k * size..(local + 1) * k * size], dst);
+    })
+}
+
+/// Little-endian f32/bf16/f16 bytes widened into `dst` (one loop per dtype: the packing pass
+/// of a checkpoint runs at memory speed).
+fn widen_into(dtype: DType, src: &[u8], dst: &mut [f32]) {
+    let pairs = dst.iter_mut();
+    match dtype {
+        DType::F32 => {
+            pairs.zip(src.chunks_exact(4)).for_each(|(d, c)| *d = f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        }
+        DType::BF16 => pairs
+            .zip(src.chunks_exact(2))
+            .for_each(|(d, c)| *d = f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16)),
+        _ => pairs.zip(src.chunks_exact(2)).for_each(|(d, c)| *d = half::f16::from_le_bytes([c[0], c[1]]).to_f32()),
+    }
+}
+
+/// Little-endian f32/bf16/f16 bytes as bf16 bits in `dst` (f32 and f16 rounded to nearest even).
+fn bf16_into(dtype: DType, src: &[u8], dst: &mut [u16]) {
+    let pairs = dst.iter_mut();
+    match dtype {
+        DType::BF16 => pairs.zip(src.chunks_exact(2)).for_each(|(d, c)| *d = u16::from_le_bytes([c[0], c[1]])),
+        DType::F32 => pairs
+            .zip(src.chunks_exact(4))
+            .for_each(|(d, c)| *d = half::bf16::from_f32(f32::from_le_bytes([c[0], c[1], c[2], c[3]])).to_bits()),
+        _ => pairs
+            .zip(src.chunks_exact(2))
+            .for_each(|(d, c)| *d = half::bf16::from_f32(half::f16::from_le_bytes([c[0], c[1]]).to_f32()).to_bits()),
+    }
+}
+
 fn half_bits(parts: &[RawTensor]) -> Vec<u16> {
     concat_bytes(parts).chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect()
 }
 
 impl CpuLinear {
-    pub(crate) fn prepare(layer: &Linear, opts: &CpuOptions) -> Result<Self> {
+    /// Prepares `layer` for products, or with `lookup` for row lookups (an embedding table:
+    /// kept addressable by row, never packed).
+    pub(crate) fn prepare(layer: &Linear, opts: &CpuOptions, lookup: bool) -> Result<Self> {
         let (n, k) = (layer.out_dim(), layer.in_dim());
         let weight = match &layer.weight {
             LinearWeight::Float(parts) => {
                 let stored = parts[0].dtype;
                 match opts.dtype {
+                    // The bf16 backend multiplies bf16 by bf16 (vdpbf16ps where the CPU has it).
+                    DType::BF16 if !lookup => {
+                        CpuWeight::PackedBf16(PackedBf16::pack(float_rows(parts, k, bf16_into)?, n, k))
+                    }
                     // A half-precision backend holds every float weight in its dtype.
                     half @ (DType::BF16 | DType::F16) => {
                         let bits = if stored == half { half_bits(parts) } else { rounded_bits(parts, half)? };
                         CpuWeight::Half { dtype: half, bits }
                     }
-                    _ if stored == DType::F32 && parts.iter().all(|p| p.mapped_f32().is_some()) => {
+                    _ if stored == DType::F32
+                        && parts.iter().all(|p| p.mapped_f32().is_some())
+                        && (lookup || parts.iter().any(RawTensor::is_in_memory)) =>
+                    {
                         CpuWeight::Mapped { parts: parts.clone() }
                     }
                     _ if matches!(stored, DType::BF16 | DType::F16) && opts.keep_half_weights => {
                         CpuWeight::Half { dtype: stored, bits: half_bits(parts) }
                     }
+                    _ if !lookup => CpuWeight::Packed(PackedF32::pack(float_rows(parts, k, widen_into)?, n, k)),
                     _ => {
                         let mut data = Vec::with_capacity(n * k);
                         for p in parts {
@@ -306,6 +378,8 @@ impl CpuLinear {
         let mut tmp = Vec::new();
         let dequant = |rows: &dyn DequantRows, tmp: &mut Vec<f32>| rows.dequantize_rows(r, 1, tmp);
         match &self.weight {
+            CpuWeight::Packed(w) => w.push_row(r, out),
+            CpuWeight::PackedBf16(w) => w.push_row(r, out),
             CpuWeight::F32(t) => out.extend_from_slice(&t.data()[r * k..(r + 1) * k]),
             CpuWeight::Mapped { parts } => {
                 let mut r0 = r;
@@ -355,6 +429,22 @@ impl CpuLinear {
         let bias = self.bias.as_deref();
         let out = || vec![0.0f32; m * n];
         let mut data = match &self.weight {
+            CpuWeight::Packed(w) => {
+                let mut o = out();
+                match post {
+                    Some(f) => gemm_packed(x.data(), m, w, bias, f, &mut o),
+                    None => gemm_packed(x.data(), m, w, bias, |v| v, &mut o),
+                }
+                return HostTensor::new(shape, o);
+            }
+            CpuWeight::PackedBf16(w) => {
+                let mut o = out();
+                match post {
+                    Some(f) => gemm_bf16(FloatIsa::detect(), x.data(), m, w, bias, f, &mut o),
+                    None => gemm_bf16(FloatIsa::detect(), x.data(), m, w, bias, |v| v, &mut o),
+                }
+                return HostTensor::new(shape, o);
+            }
             CpuWeight::F32(w) => {
                 let mut y = matmul_nt(x, w)?;
                 if let Some(b) = bias {

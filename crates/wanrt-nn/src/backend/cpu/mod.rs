@@ -282,7 +282,11 @@ impl Backend for CpuBackend {
     }
 
     fn prepare_linear(&self, layer: &Linear) -> Result<Arc<dyn PreparedWeight>> {
-        Ok(Arc::new(CpuLinear::prepare(layer, &self.options)?))
+        Ok(Arc::new(CpuLinear::prepare(layer, &self.options, false)?))
+    }
+
+    fn prepare_table(&self, table: &Linear) -> Result<Arc<dyn PreparedWeight>> {
+        Ok(Arc::new(CpuLinear::prepare(table, &self.options, true)?))
     }
 
     fn prepare_conv3d(&self, layer: &Conv3d) -> Result<Arc<dyn PreparedWeight>> {

@@ -1,0 +1,545 @@
+//! The f32 GEMM of linear layers, on weights packed once at load.
+//!
+//! A general GEMM (the `gemm` crate, [`super::matmul`]) packs both operands into its
+//! micro-kernel's panel layout on every call; for a weight that never changes that repacking is
+//! pure overhead (a full read and write of the weight per product, and the cache it evicts).
+//! [`PackedF32`] holds the weight `[n, k]` already in panels of [`NR`] output columns, built in
+//! parallel straight from the checkpoint's stored bytes (f32, bf16 or f16, mapped: no f32 copy of
+//! the checkpoint is ever made), and [`gemm_packed`] runs register-blocked micro-kernels
+//! ([`super::packed_kernels`]) over it, reading the activations in place.
+//!
+//! Every output is one fused-multiply-add chain `acc = fma(x[i, kk], w[j, kk], acc)` over
+//! `kk = 0..k` in order, starting from zero, then `+ bias[j]`, then the fused activation: the
+//! blocking (rows, columns, `k` slices) never changes the chain, so every instruction-set path
+//! ([`FloatIsa`]) and every thread count returns the same bits as the portable loop (tested).
+//!
+//! [`PackedBf16`] is the bf16 compute path (`--dtype bf16`): weights and activations as bf16
+//! pairs, the chain advancing one pair at a time exactly as AVX-512 BF16's `vdpbf16ps` does it
+//! (`acc = fma(x[2u+1], w[2u+1], acc)`, then `fma(x[2u], w[2u], acc)`, subnormal inputs and
+//! results flushed to zero): twice the f32 rate where the instruction exists, and the same bits
+//! from the widening kernels everywhere else (tested against the instruction on machines that
+//! have it).
+
+use super::packed_kernels::{self as kernels, Tile};
+use super::SyncPtr;
+use rayon::prelude::*;
+
+/// Output columns per weight panel (one zmm, two ymm).
+pub const NR: usize = 16;
+/// Activation rows per task: the `MC × KC` slice of `x` stays in L2 while every panel of the
+/// task streams past it.
+const MC: usize = 48;
+/// Reduction slice: two panels' `KC × 2·NR` floats (24 KiB) stay in L1 across the row chunks.
+const KC: usize = 512;
+/// Panels per task (128 output columns): enough tasks to balance threads on short products.
+const NC_PANELS: usize = 8;
+
+/// A path of the packed f32 kernels. All paths compute the same FMA chains; only speed differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FloatIsa {
+    /// Portable `f32::mul_add` loops: the reference, and the path on non-x86 targets.
+    Scalar,
+    /// AVX2 + FMA, 256-bit: 6 rows × 16 columns per micro-kernel.
+    Avx2,
+    /// AVX-512F: 12 rows × 32 columns per micro-kernel.
+    Avx512,
+    /// AVX-512 BF16 (Cooper Lake, Sapphire Rapids+, Zen 4+): `vdpbf16ps` for the bf16 path; the
+    /// f32 path is [`FloatIsa::Avx512`]'s.
+    Avx512Bf16,
+}
+
+impl FloatIsa {
+    /// Every path, slowest first.
+    pub const ALL: [FloatIsa; 4] = [FloatIsa::Scalar, FloatIsa::Avx2, FloatIsa::Avx512, FloatIsa::Avx512Bf16];
+
+    /// Whether this CPU (and this build's target) can run the path.
+    pub fn is_available(self) -> bool {
+        match self {
+            FloatIsa::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            FloatIsa::Avx2 => std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma"),
+            #[cfg(target_arch = "x86_64")]
+            FloatIsa::Avx512 => std::arch::is_x86_feature_detected!("avx512f"),
+            #[cfg(target_arch = "x86_64")]
+            FloatIsa::Avx512Bf16 => {
+                std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512bf16")
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => false,
+        }
+    }
+
+    /// The paths this machine can run, slowest first (tests iterate over it).
+    pub fn available() -> Vec<FloatIsa> {
+        FloatIsa::ALL.into_iter().filter(|i| i.is_available()).collect()
+    }
+
+    /// The fastest available path. `WANRT_ISA=scalar|avx2|avx512` (the variable that also forces
+    /// the integer kernels' path) caps it, so a benchmark can compare paths on one machine;
+    /// other values leave detection alone.
+    pub fn detect() -> FloatIsa {
+        let best = FloatIsa::ALL.into_iter().rev().find(|i| i.is_available()).unwrap_or(FloatIsa::Scalar);
+        let cap =
+            std::env::var("WANRT_ISA").ok().and_then(|s| FloatIsa::ALL.into_iter().find(|i| i.name() == s.trim()));
+        match cap {
+            Some(cap) if cap.is_available() => cap,
+            _ => best,
+        }
+    }
+
+    /// Short lowercase name (bench ids, logs).
+    pub fn name(self) -> &'static str {
+        match self {
+            FloatIsa::Scalar => "scalar",
+            FloatIsa::Avx2 => "avx2",
+            FloatIsa::Avx512 => "avx512",
+            FloatIsa::Avx512Bf16 => "avx512bf16",
+        }
+    }
+}
+
+/// A weight `[n, ·]` in panels of [`NR`] output columns over `units` reduction units (an f32, or
+/// a bf16 pair): unit `p·(NR·units) + u·NR + c` is unit `u` of row `NR·p + c` (rows past `n`
+/// are zero), so the micro-kernel reads each panel front to back.
+#[derive(Debug, Clone)]
+struct Panels<U> {
+    rows: usize,
+    units: usize,
+    panels: usize,
+    data: Vec<U>,
+}
+
+impl<U: Copy + Default + Send + Sync> Panels<U> {
+    /// In parallel over panels; `row(j, dst)` writes row `j`'s `units` units.
+    fn pack(row: impl Fn(usize, &mut [U]) + Sync, n: usize, units: usize) -> Self {
+        let panels = n.div_ceil(NR);
+        let mut data = vec![U::default(); panels * NR * units];
+        if units > 0 {
+            // The panel's rows are decoded side by side, then interleaved in one sequential pass
+            // over the panel (16 read streams, one write stream).
+            data.par_chunks_mut(NR * units).enumerate().for_each_init(Vec::new, |buf: &mut Vec<U>, (p, panel)| {
+                let cols = NR.min(n - p * NR);
+                buf.resize(NR * units, U::default());
+                for (c, dst) in buf.chunks_exact_mut(units).take(cols).enumerate() {
+                    row(p * NR + c, dst);
+                }
+                for (kk, line) in panel.chunks_exact_mut(NR).enumerate() {
+                    line.iter_mut().take(cols).enumerate().for_each(|(c, d)| *d = buf[c * units + kk]);
+                }
+            });
+        }
+        Panels { rows: n, units, panels, data }
+    }
+
+    fn row(&self, j: usize) -> impl Iterator<Item = U> + '_ {
+        let (p, c) = (j / NR, j % NR);
+        self.data[p * NR * self.units..(p + 1) * NR * self.units][c..].iter().copied().step_by(NR).take(self.units)
+    }
+
+    fn bytes(&self) -> usize {
+        self.data.len() * std::mem::size_of::<U>()
+    }
+}
+
+/// An f32 weight `[n, k]` packed for [`gemm_packed`].
+#[derive(Debug, Clone)]
+pub struct PackedF32 {
+    /// Output features `n` (rows of the `[out, in]` weight).
+    pub rows: usize,
+    /// Input features `k`.
+    pub cols: usize,
+    panels: Panels<f32>,
+}
+
+impl PackedF32 {
+    /// Packs the `n × k` weight whose row `j` `row(j, dst)` writes into `dst` (`k` values),
+    /// in parallel over panels: the source is read once, wherever it lives and in whatever
+    /// format `row` decodes.
+    pub fn pack(row: impl Fn(usize, &mut [f32]) + Sync, n: usize, k: usize) -> PackedF32 {
+        PackedF32 { rows: n, cols: k, panels: Panels::pack(row, n, k) }
+    }
+
+    /// Packs a row-major f32 `[n, k]` weight.
+    pub fn from_rows(w: &[f32], n: usize, k: usize) -> PackedF32 {
+        assert_eq!(w.len(), n * k, "weight: expected n·k = {n}·{k} values");
+        PackedF32::pack(|j, dst| dst.copy_from_slice(&w[j * k..(j + 1) * k]), n, k)
+    }
+
+    /// Bytes held (padding columns included).
+    pub fn bytes(&self) -> usize {
+        self.panels.bytes()
+    }
+
+    /// Appends row `j` of the weight (embedding lookups, reports).
+    pub fn push_row(&self, j: usize, out: &mut Vec<f32>) {
+        out.extend(self.panels.row(j));
+    }
+}
+
+/// bf16 bits with a subnormal flushed to (signed) zero, as `vdpbf16ps` reads its inputs.
+fn daz(b: u16) -> u16 {
+    if b & 0x7f80 == 0 {
+        b & 0x8000
+    } else {
+        b
+    }
+}
+
+/// `k` bf16 values as pairs: unit `u` holds element `2u` in its low and `2u + 1` in its high
+/// half (zero past `k`), the lane layout of `vdpbf16ps`.
+fn pairs(bits: impl Iterator<Item = u16>, dst: &mut [u32]) {
+    dst.fill(0);
+    for (i, b) in bits.enumerate() {
+        dst[i / 2] |= (daz(b) as u32) << (16 * (i % 2));
+    }
+}
+
+/// A weight `[n, k]` in bf16, packed for [`gemm_bf16`].
+#[derive(Debug, Clone)]
+pub struct PackedBf16 {
+    /// Output features `n`.
+    pub rows: usize,
+    /// Input features `k`.
+    pub cols: usize,
+    panels: Panels<u32>,
+}
+
+impl PackedBf16 {
+    /// Packs the `n × k` weight whose row `j` `row(j, dst)` writes as bf16 bits into `dst`
+    /// (`k` values), in parallel over panels.
+    pub fn pack(row: impl Fn(usize, &mut [u16]) + Sync, n: usize, k: usize) -> PackedBf16 {
+        let units = k.div_ceil(2);
+        let pair_row = |j: usize, dst: &mut [u32]| {
+            let mut bits = vec![0u16; k];
+            row(j, &mut bits);
+            pairs(bits.into_iter(), dst);
+        };
+        PackedBf16 { rows: n, cols: k, panels: Panels::pack(pair_row, n, units) }
+    }
+
+    /// Rounds (to nearest even) and packs a row-major f32 `[n, k]` weight.
+    pub fn from_rows(w: &[f32], n: usize, k: usize) -> PackedBf16 {
+        assert_eq!(w.len(), n * k, "weight: expected n·k = {n}·{k} values");
+        let row = |j: usize, dst: &mut [u16]| {
+            dst.iter_mut().zip(&w[j * k..(j + 1) * k]).for_each(|(d, &v)| *d = half::bf16::from_f32(v).to_bits())
+        };
+        PackedBf16::pack(row, n, k)
+    }
+
+    /// Bytes held (padding included).
+    pub fn bytes(&self) -> usize {
+        self.panels.bytes()
+    }
+
+    /// Appends row `j` widened to f32 (subnormals flushed).
+    pub fn push_row(&self, j: usize, out: &mut Vec<f32>) {
+        let widen = |b: u32| f32::from_bits(b << 16);
+        out.extend(self.panels.row(j).flat_map(|u| [widen(u & 0xffff), widen(u >> 16)]).take(self.cols));
+    }
+}
+
+/// `out[m, n] = post(x · Wᵀ + bias)` in the bf16 pair arithmetic of the module docs: `x` rounded
+/// to bf16 (to nearest even), f32 accumulation. Panics on size mismatches or an unavailable
+/// `isa`.
+pub fn gemm_bf16(
+    isa: FloatIsa,
+    x: &[f32],
+    m: usize,
+    w: &PackedBf16,
+    bias: Option<&[f32]>,
+    post: impl Fn(f32) -> f32 + Sync + Copy,
+    out: &mut [f32],
+) {
+    assert!(isa.is_available(), "instruction set {} not available on this CPU", isa.name());
+    let (k, units) = (w.cols, w.panels.units);
+    assert_eq!(x.len(), m * k, "x: expected m·k = {m}·{k} values");
+    let mut a = vec![0u32; m * units];
+    if units > 0 {
+        a.par_chunks_mut(units).zip(x.par_chunks(k)).for_each(|(dst, row)| {
+            pairs(row.iter().map(|&v| half::bf16::from_f32(v).to_bits()), dst);
+        });
+    }
+    // SAFETY (kernel): tiles come from `gemm_panels`, which checks the extents; availability
+    // asserted above.
+    gemm_panels(&a, m, &w.panels, bias, post, out, w.rows, |t| unsafe { kernels::run_bf16(isa, t) });
+}
+
+/// [`gemm_packed_with`] on the fastest path of this CPU ([`FloatIsa::detect`]).
+pub fn gemm_packed(
+    x: &[f32],
+    m: usize,
+    w: &PackedF32,
+    bias: Option<&[f32]>,
+    post: impl Fn(f32) -> f32 + Sync + Copy,
+    out: &mut [f32],
+) {
+    gemm_packed_with(FloatIsa::detect(), x, m, w, bias, post, out)
+}
+
+/// `out[m, n] = post(x[m, k] · Wᵀ + bias)`, each output the FMA chain described in the module
+/// docs. Tasks of [`MC`] rows × [`NC_PANELS`] panels run in parallel; each accumulates its
+/// tile over `k` slices in a private buffer and writes it once (bias and `post` fused into that
+/// pass, while the tile is in cache). Panics on size mismatches or an unavailable `isa`.
+pub fn gemm_packed_with(
+    isa: FloatIsa,
+    x: &[f32],
+    m: usize,
+    w: &PackedF32,
+    bias: Option<&[f32]>,
+    post: impl Fn(f32) -> f32 + Sync + Copy,
+    out: &mut [f32],
+) {
+    gemm_packed_strided(isa, x, m, w, bias, post, out, w.rows)
+}
+
+/// [`gemm_packed_with`] writing output row `i` at `out[i·out_rs..]` (`out_rs ≥ n`): the weight
+/// may be one block of a wider layer's output columns.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_packed_strided(
+    isa: FloatIsa,
+    x: &[f32],
+    m: usize,
+    w: &PackedF32,
+    bias: Option<&[f32]>,
+    post: impl Fn(f32) -> f32 + Sync + Copy,
+    out: &mut [f32],
+    out_rs: usize,
+) {
+    assert!(isa.is_available(), "instruction set {} not available on this CPU", isa.name());
+    assert_eq!(x.len(), m * w.cols, "x: expected m·k = {m}·{} values", w.cols);
+    // SAFETY (kernel): tiles come from `gemm_panels`, which checks the extents; availability
+    // asserted above.
+    gemm_panels(x, m, &w.panels, bias, post, out, out_rs, |t| unsafe { kernels::run_f32(isa, t) });
+}
+
+/// The product over panels: tasks of [`MC`] rows × [`NC_PANELS`] panels in parallel, each
+/// accumulating its tile over [`KC`]-unit slices in a private buffer (`kernel` continues the
+/// chains) and writing it once, bias and `post` fused into that pass while the tile is in cache.
+#[allow(clippy::too_many_arguments)]
+fn gemm_panels<U: Copy + Send + Sync>(
+    x: &[U],
+    m: usize,
+    w: &Panels<U>,
+    bias: Option<&[f32]>,
+    post: impl Fn(f32) -> f32 + Sync + Copy,
+    out: &mut [f32],
+    out_rs: usize,
+    kernel: impl Fn(&Tile<U>) + Sync,
+) {
+    let (n, k) = (w.rows, w.units);
+    assert_eq!(x.len(), m * k, "x: expected m·units = {m}·{k} units");
+    assert!(
+        out_rs >= n && (m == 0 || out.len() >= (m - 1) * out_rs + n),
+        "out: expected {m} rows of {n} values, {out_rs} apart"
+    );
+    if let Some(b) = bias {
+        assert_eq!(b.len(), n, "bias: expected n = {n} values");
+    }
+    if m == 0 || n == 0 {
+        return;
+    }
+    let row_blocks = m.div_ceil(MC);
+    let col_blocks = w.panels.div_ceil(NC_PANELS);
+    let out_ptr = SyncPtr(out.as_mut_ptr());
+    let task = |acc: &mut Vec<f32>, t: usize| {
+        // Column-block major: consecutive tasks share the weight slice they stream.
+        let (cb, rb) = (t / row_blocks, t % row_blocks);
+        let i0 = rb * MC;
+        let rows = MC.min(m - i0);
+        let p0 = cb * NC_PANELS;
+        let panels = NC_PANELS.min(w.panels - p0);
+        let acc_rs = panels * NR;
+        acc.clear();
+        acc.resize(rows * acc_rs, 0.0);
+        let mut k0 = 0;
+        while k0 < k {
+            let kc = KC.min(k - k0);
+            // SAFETY (all offsets): rows i0..i0+rows < m and units k0..k0+kc ≤ k of `x`;
+            // panels p0..p0+panels < w.panels, units k0·NR.. of each.
+            kernel(&Tile {
+                a: unsafe { x.as_ptr().add(i0 * k + k0) },
+                a_rs: k,
+                rows,
+                w: unsafe { w.data.as_ptr().add(p0 * NR * k + k0 * NR) },
+                w_ps: NR * k,
+                panels,
+                kc,
+                acc: acc.as_mut_ptr(),
+                acc_rs,
+            });
+            k0 += kc;
+        }
+        let j0 = p0 * NR;
+        let cols = acc_rs.min(n - j0);
+        super::vectorized(|| {
+            for r in 0..rows {
+                // SAFETY: tasks are disjoint; row i0+r < m, columns j0..j0+cols ≤ n.
+                let dst = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add((i0 + r) * out_rs + j0), cols) };
+                let src = &acc[r * acc_rs..r * acc_rs + cols];
+                match bias {
+                    Some(b) => {
+                        dst.iter_mut().zip(src).zip(&b[j0..j0 + cols]).for_each(|((o, &v), &b)| *o = post(v + b))
+                    }
+                    None => dst.iter_mut().zip(src).for_each(|(o, &v)| *o = post(v)),
+                }
+            }
+        })
+    };
+    let tasks = row_blocks * col_blocks;
+    if tasks == 1 || super::num_threads() == 1 {
+        let mut acc = Vec::new();
+        (0..tasks).for_each(|t| task(&mut acc, t));
+    } else {
+        (0..tasks).into_par_iter().for_each_init(Vec::new, task);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn randn(n: usize, seed: u64) -> Vec<f32> {
+        crate::quant::int8::tests::randn(n, seed)
+    }
+
+    /// The documented chain, written out.
+    fn reference(x: &[f32], w: &[f32], m: usize, n: usize, k: usize, bias: Option<&[f32]>) -> Vec<f32> {
+        let mut out = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                let mut acc = 0.0f32;
+                for kk in 0..k {
+                    acc = x[i * k + kk].mul_add(w[j * k + kk], acc);
+                }
+                out[i * n + j] = acc + bias.map_or(0.0, |b| b[j]);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn every_path_returns_the_reference_chain_bit_for_bit() {
+        // Ragged everywhere: rows past a micro-kernel and a task, a partial panel, k past KC.
+        for &(m, n, k) in &[(1, 1, 1), (7, 17, 5), (13, 35, 200), (100, 130, 385), (97, 48, 192)] {
+            let x = randn(m * k, 1);
+            let w = randn(n * k, 2);
+            let b = randn(n, 3);
+            let want = reference(&x, &w, m, n, k, Some(&b));
+            let packed = PackedF32::from_rows(&w, n, k);
+            for isa in FloatIsa::available() {
+                let mut out = vec![f32::NAN; m * n];
+                gemm_packed_with(isa, &x, m, &packed, Some(&b), |v| v, &mut out);
+                let same = out.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "{} differs from the reference chain at {m}×{n}×{k}", isa.name());
+            }
+        }
+    }
+
+    #[test]
+    fn post_and_missing_bias_and_empty_shapes() {
+        let (m, n, k) = (5, 20, 9);
+        let x = randn(m * k, 4);
+        let w = randn(n * k, 5);
+        let packed = PackedF32::from_rows(&w, n, k);
+        let mut out = vec![0.0; m * n];
+        gemm_packed(&x, m, &packed, None, |v| v.max(0.0), &mut out);
+        let want: Vec<f32> = reference(&x, &w, m, n, k, None).into_iter().map(|v| v.max(0.0)).collect();
+        assert_eq!(out, want);
+        // k = 0: every output is the bias; m = 0: nothing to do.
+        let empty = PackedF32::from_rows(&[], 3, 0);
+        let mut out = vec![9.0; 6];
+        gemm_packed(&[], 2, &empty, Some(&[1.0, 2.0, 3.0]), |v| v, &mut out);
+        assert_eq!(out, [1.0, 2.0, 3.0, 1.0, 2.0, 3.0]);
+        gemm_packed(&[], 0, &packed, None, |v| v, &mut []);
+    }
+
+    /// The bf16 pair chain of the module docs, written out on the bf16-rounded values.
+    fn reference_bf16(x: &[f32], w: &[f32], m: usize, n: usize, k: usize, bias: Option<&[f32]>) -> Vec<f32> {
+        let bf = |v: f32| {
+            let b = daz(half::bf16::from_f32(v).to_bits());
+            f32::from_bits((b as u32) << 16)
+        };
+        let ftz = |v: f32| if v.is_subnormal() { 0.0f32.copysign(v) } else { v };
+        let mut out = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                let mut acc = 0.0f32;
+                for u in 0..k.div_ceil(2) {
+                    let (e, o) = (2 * u, 2 * u + 1);
+                    if o < k {
+                        acc = ftz(bf(x[i * k + o]).mul_add(bf(w[j * k + o]), acc));
+                    }
+                    acc = ftz(bf(x[i * k + e]).mul_add(bf(w[j * k + e]), acc));
+                }
+                out[i * n + j] = acc + bias.map_or(0.0, |b| b[j]);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn bf16_paths_return_the_pair_chain_bit_for_bit() {
+        for &(m, n, k) in &[(1, 1, 1), (7, 17, 5), (13, 35, 200), (100, 130, 1025), (97, 48, 192)] {
+            let x = randn(m * k, 7);
+            let w = randn(n * k, 8);
+            let b = randn(n, 9);
+            let want = reference_bf16(&x, &w, m, n, k, Some(&b));
+            let packed = PackedBf16::from_rows(&w, n, k);
+            for isa in FloatIsa::available() {
+                let mut out = vec![f32::NAN; m * n];
+                gemm_bf16(isa, &x, m, &packed, Some(&b), |v| v, &mut out);
+                let same = out.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "{} differs from the pair chain at {m}×{n}×{k}", isa.name());
+            }
+        }
+    }
+
+    #[test]
+    fn bf16_flushes_subnormals_like_the_instruction() {
+        // Products near the bottom of the f32 range: sums fall into the subnormals and are
+        // flushed (the instruction's semantics), inputs that are bf16 subnormals read as zero.
+        let (m, n, k) = (3, 32, 8);
+        let x: Vec<f32> = (0..m * k).map(|i| [1.5e-20, -2.5e-19, 3.0e-39, 7.0e-21][i % 4]).collect();
+        let w: Vec<f32> = (0..n * k).map(|i| [2.0e-19, 1.25e-20, -9.0e-20, 4.0e-39][i % 4]).collect();
+        let want = reference_bf16(&x, &w, m, n, k, None);
+        let packed = PackedBf16::from_rows(&w, n, k);
+        for isa in FloatIsa::available() {
+            let mut out = vec![f32::NAN; m * n];
+            gemm_bf16(isa, &x, m, &packed, None, |v| v, &mut out);
+            assert!(out.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "{}", isa.name());
+        }
+        assert!(want.iter().all(|v| !v.is_subnormal()));
+    }
+
+    #[test]
+    fn bf16_is_close_to_f32() {
+        let (m, n, k) = (16, 40, 300);
+        let x = randn(m * k, 10);
+        let w = randn(n * k, 11);
+        let f32_out = reference(&x, &w, m, n, k, None);
+        let mut out = vec![0.0; m * n];
+        gemm_bf16(FloatIsa::detect(), &x, m, &PackedBf16::from_rows(&w, n, k), None, |v| v, &mut out);
+        let (num, den) = out
+            .iter()
+            .zip(&f32_out)
+            .fold((0.0f64, 0.0f64), |(a, b), (&o, &r)| (a + ((o - r) as f64).powi(2), b + (r as f64).powi(2)));
+        // Two bf16 roundings (8-bit mantissas): relative error around 2⁻⁸.
+        assert!((num / den).sqrt() < 1e-2, "relative error {}", (num / den).sqrt());
+        let mut row = Vec::new();
+        PackedBf16::from_rows(&w, n, k).push_row(3, &mut row);
+        assert!(row.iter().zip(&w[3 * k..4 * k]).all(|(a, b)| (a - b).abs() <= b.abs() / 128.0));
+    }
+
+    #[test]
+    fn rows_come_back_unchanged() {
+        let (n, k) = (21, 11);
+        let w = randn(n * k, 6);
+        let packed = PackedF32::from_rows(&w, n, k);
+        for j in [0, 15, 16, 20] {
+            let mut row = Vec::new();
+            packed.push_row(j, &mut row);
+            assert_eq!(row, &w[j * k..(j + 1) * k]);
+        }
+        assert_eq!(packed.bytes(), 32 * k * 4);
+    }
+}
