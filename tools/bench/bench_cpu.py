@@ -503,12 +503,14 @@ def main() -> None:
                     help="dtype the transformer checkpoint is stored in (bf16: a converted copy of the f32 build, other components shared)")
     ap.add_argument("--wanrt-dtype", choices=["f32", "bf16"], default="f32", help="wanrt --dtype (torch always computes in float32)")
     ap.add_argument("--wanrt-model", type=Path, help="wanrt runs this folder (an optimize artifact of the same model) instead")
+    ap.add_argument("--wanrt-arg", action="append", default=[], metavar="ARG",
+                    help="extra argument for every wanrt run (repeatable), e.g. --wanrt-arg=--no-prepack")
     ap.add_argument("--name", default="cpu-bench", help="basename of the result files")
     ap.add_argument("--skip-generate", action="store_true")
     ap.add_argument("--skip-stages", action="store_true", help="only the whole-generate measurement")
     ap.add_argument("--results", type=Path, default=REPO / "bench" / "results")
     ap.add_argument("--rerender", type=Path, help="recompute the table of an existing cpu-bench.json and rewrite the .md")
-    ap.add_argument("--child", choices=["torch-stages", "torch-generate"], help=argparse.SUPPRESS)
+    ap.add_argument("--child", choices=["torch-stages", "torch-generate", "build-bf16"], help=argparse.SUPPRESS)
     ap.add_argument("--model", help=argparse.SUPPRESS)
     ap.add_argument("--noise", help=argparse.SUPPRESS)
     ap.add_argument("--save-npy", help=argparse.SUPPRESS)
@@ -518,6 +520,9 @@ def main() -> None:
         return child_torch_stages(args)
     if args.child == "torch-generate":
         return child_torch_generate(args)
+    if args.child == "build-bf16":
+        build_bf16_copy(Path(args.model))
+        return None
 
     if args.rerender:
         res = json.loads(args.rerender.read_text())
@@ -549,9 +554,12 @@ def main() -> None:
         model_dir = args.workdir / "wan21-1.3b-random"
         build_model(model_dir, args.te_layers)
         if args.storage == "bf16":
-            model_dir = build_bf16_copy(model_dir)
+            # In a child: the state dict would stay in this process's heap, and every child forked
+            # from here would report it in its peak RSS (wait4's ru_maxrss counts the pre-exec image).
+            subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", "build-bf16", "--model", str(model_dir)], check=True)
+            model_dir = model_dir.with_name(model_dir.name + "-bf16")
         wanrt_model = args.wanrt_model or model_dir
-        wanrt_dtype = ["--dtype", args.wanrt_dtype]
+        wanrt_dtype = ["--dtype", args.wanrt_dtype] + args.wanrt_arg
         noise = args.workdir / "noise.npy"
         make_noise(noise)
         del torch
@@ -605,7 +613,7 @@ def main() -> None:
                          "generate_steps": GEN_STEPS, "guidance": GUIDANCE, "te_layers": args.te_layers,
                          "transformer": TRANSFORMER, "text_encoder": TEXT_ENCODER},
             "threads": args.threads, "rounds": args.rounds, "repeat": args.repeat,
-            "config": {"storage": args.storage, "wanrt_dtype": args.wanrt_dtype,
+            "config": {"storage": args.storage, "wanrt_dtype": args.wanrt_dtype, "wanrt_args": args.wanrt_arg,
                        "wanrt_model": args.wanrt_model.name if args.wanrt_model else None, "name": args.name},
             "machine": info,
             "rows": rows,
@@ -712,12 +720,15 @@ def render_md(res: dict, args) -> str:
         + (f" --threads {args.threads}" if args.threads != 2 else "")
         + (f" --rounds {args.rounds}" if args.rounds != 2 else "")
         + (f" --repeat {args.repeat}" if args.repeat != 1 else "")
-        + "".join(f" --{k.replace('_', '-')} {v}" for k, v in cfg.items() if v and v != {"storage": "f32", "wanrt_dtype": "f32", "name": "cpu-bench"}.get(k))
+        + "".join(f" --{k.replace('_', '-')} {v}" for k, v in cfg.items()
+                  if v and k != "wanrt_args" and v != {"storage": "f32", "wanrt_dtype": "f32", "name": "cpu-bench"}.get(k))
+        + "".join(f" --wanrt-arg={a}" for a in cfg.get("wanrt_args") or [])
         + "` (see tools/bench/README.md).",
         "",
         f"Configuration: transformer checkpoint stored in **{cfg['storage']}**; torch computes in float32 "
         f"(widening a bf16 checkpoint at load); wanrt computes in **{cfg['wanrt_dtype']}**"
         + (f" on the optimize artifact `{cfg['wanrt_model']}`" if cfg.get("wanrt_model") else "")
+        + (f", with `{' '.join(cfg['wanrt_args'])}`" if cfg.get("wanrt_args") else "")
         + ".",
         "",
         f"Workload: {FRAMES} frames {HEIGHT}×{WIDTH} → latents 16×{res['workload']['latent'][1]}×{HEIGHT // 8}×{WIDTH // 8} → "

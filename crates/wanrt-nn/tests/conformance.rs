@@ -7,7 +7,7 @@ use wanrt_nn::backend::{CpuBackend, CpuOptions};
 use wanrt_nn::DType;
 
 fn cpu(dtype: DType) -> CpuBackend {
-    CpuBackend::new(CpuOptions { dtype, keep_half_weights: false })
+    CpuBackend::new(CpuOptions { dtype, ..Default::default() })
 }
 
 wanrt_nn::backend_conformance!(cpu_f32, super::cpu(wanrt_nn::DType::F32));

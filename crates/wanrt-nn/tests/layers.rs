@@ -23,23 +23,37 @@ fn prepared(mut l: Linear, be: &dyn Backend) -> Linear {
     l
 }
 
-/// bf16 weights kept as half bits and widened block by block inside the product give exactly the
-/// result of widening them at load.
+/// bf16 checkpoint weights packed (widened) at load, kept as half bits and widened block by block
+/// inside each product (`keep_half_weights`), or already in process memory (a LoRA-merged weight:
+/// used where it lies, so it is held once) all give the same bits.
 #[test]
 fn half_storage_matches_f32_exactly() {
     let (n, k, m) = (1100, 37, 5);
     let bits: Vec<u8> =
         (0..n * k).flat_map(|i| half::bf16::from_f32(((i % 17) as f32 - 8.0) / 9.0).to_bits().to_le_bytes()).collect();
-    let raw = RawTensor::from_bytes(DType::BF16, vec![n, k], bits).unwrap();
-    let layer = Linear::new("w", vec![("w".into(), n)], k, LinearWeight::Float(vec![raw]), None).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("w.safetensors");
+    let view = safetensors::tensor::TensorView::new(safetensors::Dtype::BF16, vec![n, k], &bits).unwrap();
+    safetensors::serialize_to_file(vec![("w", view)], None, &file).unwrap();
+    let mut ws = WeightStore::new("test");
+    ws.add_safetensors(&file).unwrap();
+    let mapped = ws.raw("w").unwrap().clone();
+    let in_memory = RawTensor::from_bytes(DType::BF16, vec![n, k], bits).unwrap();
+    let layer = |raw| Linear::new("w", vec![("w".into(), n)], k, LinearWeight::Float(vec![raw]), None).unwrap();
     let widened = CpuBackend::new(CpuOptions::default());
-    let kept = CpuBackend::new(CpuOptions { dtype: DType::F32, keep_half_weights: true });
-    let (a, b) = (prepared(layer.clone(), &widened), prepared(layer, &kept));
-    assert_eq!((a.format(), b.format()), ("f32", "bf16"));
-    assert_eq!(b.bytes(), n * k * 2);
+    let kept = CpuBackend::new(CpuOptions { keep_half_weights: true, ..Default::default() });
+    let (a, b, c) = (
+        prepared(layer(mapped.clone()), &widened),
+        prepared(layer(mapped), &kept),
+        prepared(layer(in_memory), &widened),
+    );
+    assert_eq!((a.format(), b.format(), c.format()), ("f32", "bf16", "bf16"));
+    assert_eq!((b.bytes(), c.bytes()), (n * k * 2, n * k * 2));
     let x = HostTensor::new([m, k], (0..m * k).map(|i| (i as f32).sin()).collect()).unwrap();
     let (xa, xb) = (widened.upload(&x).unwrap(), kept.upload(&x).unwrap());
-    assert_eq!(run(&widened, &a, &xa, None).data(), run(&kept, &b, &xb, None).data());
+    let want = run(&widened, &a, &xa, None);
+    assert_eq!(want.data(), run(&kept, &b, &xb, None).data());
+    assert_eq!(want.data(), run(&widened, &c, &xa, None).data());
 }
 
 /// An activation fused into the W8A8 GEMM's output pass gives the bits of the two ops in sequence

@@ -1,8 +1,13 @@
 //! Scaled dot-product attention, tiled over query blocks so the score matrix
 //! never exceeds `SCORE_BUDGET` floats (or `MIN_QUERY_BLOCK × Lk`) per worker: memory-bounded at
 //! 32k tokens.
+//!
+//! [`attention_bf16`] is the bf16 backend's: both products in the bf16 pair arithmetic of
+//! [`super::packed`] (`vdpbf16ps` on AVX-512 BF16), Q and the softmax weights rounded to bf16 as
+//! a GPU's flash attention does, scores, softmax and accumulation in f32.
 
 use super::matmul::{gemm_general, Layout};
+use super::packed::{gemm_bf16, FloatIsa, PackedBf16};
 use super::softmax::softmax_row;
 use super::SyncPtr;
 use crate::error::{Error, Result};
@@ -24,8 +29,39 @@ pub struct ScoreBias<'a> {
     pub per_key: Option<&'a [f32]>,
 }
 
+/// How a task multiplies: f32 GEMMs on the tensors in place, or bf16 pair products on K and Vᵀ
+/// packed once per (batch, head).
+enum Products {
+    F32,
+    Bf16 { isa: FloatIsa, heads: Vec<(PackedBf16, PackedBf16)> },
+}
+
 /// `softmax(q·kᵀ·scale + bias)·v` for `q: [B, Lq, H, D]`, `k, v: [B, Lk, H, D]`.
 pub fn attention(q: &HostTensor, k: &HostTensor, v: &HostTensor, scale: f32, bias: ScoreBias) -> Result<HostTensor> {
+    attention_with(q, k, v, scale, bias, None)
+}
+
+/// [`attention`] with both products in bf16 on `isa` (f32 scores, softmax and accumulation):
+/// every path returns the same bits.
+pub fn attention_bf16(
+    isa: FloatIsa,
+    q: &HostTensor,
+    k: &HostTensor,
+    v: &HostTensor,
+    scale: f32,
+    bias: ScoreBias,
+) -> Result<HostTensor> {
+    attention_with(q, k, v, scale, bias, Some(isa))
+}
+
+fn attention_with(
+    q: &HostTensor,
+    k: &HostTensor,
+    v: &HostTensor,
+    scale: f32,
+    bias: ScoreBias,
+    bf16: Option<FloatIsa>,
+) -> Result<HostTensor> {
     let (b, lq, h, d) = match q.shape() {
         &[b, l, h, d] => (b, l, h, d),
         s => return Err(Error::shape("attention q", "[B, Lq, H, D]", s)),
@@ -46,6 +82,27 @@ pub fn attention(q: &HostTensor, k: &HostTensor, v: &HostTensor, scale: f32, bia
     // The GEMMs read each head straight out of `[B, L, H, D]` (row stride H·D): no head-major
     // copies, which cost as much as the softmax at a few thousand tokens.
     let hd = h * d;
+    let products = match bf16 {
+        None => Products::F32,
+        Some(isa) => {
+            let bits = |x: f32| half::bf16::from_f32(x).to_bits();
+            let heads = (0..b * h)
+                .into_par_iter()
+                .map(|bh| {
+                    let base = (bh / h) * lk * hd + (bh % h) * d;
+                    let (kd, vd) = (&k.data()[base..], &v.data()[base..]);
+                    let k_rows = |j: usize, dst: &mut [u16]| {
+                        dst.iter_mut().zip(&kd[j * hd..j * hd + d]).for_each(|(o, &x)| *o = bits(x))
+                    };
+                    let v_cols = |e: usize, dst: &mut [u16]| {
+                        dst.iter_mut().enumerate().for_each(|(j, o)| *o = bits(vd[j * hd + e]))
+                    };
+                    (PackedBf16::pack(k_rows, lk, d), PackedBf16::pack(v_cols, d, lk))
+                })
+                .collect();
+            Products::Bf16 { isa, heads }
+        }
+    };
     let mut out = vec![0.0f32; b * lq * hd];
     let query_block = (SCORE_BUDGET / lk.max(1)).clamp(MIN_QUERY_BLOCK, lq.max(MIN_QUERY_BLOCK));
     let blocks_per_head = lq.div_ceil(query_block);
@@ -61,9 +118,17 @@ pub fn attention(q: &HostTensor, k: &HostTensor, v: &HostTensor, scale: f32, bia
         let v_head = &v.data()[bi * lk * hd + hi * d..];
         scores.clear();
         scores.resize(rows * lk, 0.0);
-        // scores[i, j] = q[i, :] · k[j, :]: K read transposed as b[kk, j].
-        let (q_layout, k_layout) = (Layout { rs: hd, cs: 1 }, Layout { rs: 1, cs: hd });
-        gemm_general(scores, lk, q_blk, q_layout, k_head, k_layout, rows, lk, d, false, true);
+        match &products {
+            // scores[i, j] = q[i, :] · k[j, :]: K read transposed as b[kk, j].
+            Products::F32 => {
+                let (q_layout, k_layout) = (Layout { rs: hd, cs: 1 }, Layout { rs: 1, cs: hd });
+                gemm_general(scores, lk, q_blk, q_layout, k_head, k_layout, rows, lk, d, false, true);
+            }
+            Products::Bf16 { isa, heads } => {
+                let q_rows: Vec<f32> = (0..rows).flat_map(|r| &q_blk[r * hd..r * hd + d]).copied().collect();
+                gemm_bf16(*isa, &q_rows, rows, &heads[bh].0, None, |x| x, scores);
+            }
+        }
         for (r, row) in scores.chunks_exact_mut(lk).enumerate() {
             row.iter_mut().for_each(|s| *s *= scale);
             if let Some(pb) = bias.per_head {
@@ -75,7 +140,15 @@ pub fn attention(q: &HostTensor, k: &HostTensor, v: &HostTensor, scale: f32, bia
             }
             softmax_row(row);
         }
-        gemm_general(o, d, scores, Layout::row_major(lk), v_head, Layout { rs: hd, cs: 1 }, rows, d, lk, false, true);
+        match &products {
+            Products::F32 => {
+                let v_layout = Layout { rs: hd, cs: 1 };
+                gemm_general(o, d, scores, Layout::row_major(lk), v_head, v_layout, rows, d, lk, false, true);
+            }
+            Products::Bf16 { isa, heads } => {
+                gemm_bf16(*isa, scores, rows, &heads[bh].1, None, |x| x, &mut o[..rows * d])
+            }
+        }
         for (r, o_row) in o.chunks_exact(d).take(rows).enumerate() {
             // SAFETY: each (batch, query, head) row of `out` is written by exactly one task.
             let dst = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add((bi * lq + q0 + r) * hd + hi * d), d) };
@@ -131,5 +204,28 @@ mod tests {
         let want = reference(&q, &k, &v, 0.35);
         let err = got.data().iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
         assert!(err < 1e-5, "max err {err}");
+    }
+
+    #[test]
+    fn bf16_attention_is_close_to_f32_and_the_same_on_every_path() {
+        let (b, lq, lk, h, d) = (2, 70, 45, 3, 10);
+        let gen = |n: usize, seed: u64| crate::quant::int8::tests::randn(n, seed);
+        let q = HostTensor::new([b, lq, h, d], gen(b * lq * h * d, 1)).unwrap();
+        let k = HostTensor::new([b, lk, h, d], gen(b * lk * h * d, 2)).unwrap();
+        let v = HostTensor::new([b, lk, h, d], gen(b * lk * h * d, 3)).unwrap();
+        let lens = [45.0f32, 30.0];
+        let per_key: Vec<f32> =
+            (0..b * lk).map(|i| if (i % lk) as f32 >= lens[i / lk] { f32::NEG_INFINITY } else { 0.0 }).collect();
+        let bias = ScoreBias { per_head: None, per_key: Some(&per_key) };
+        let want = attention(&q, &k, &v, 0.3, bias).unwrap();
+        let paths = FloatIsa::available();
+        let first = attention_bf16(paths[0], &q, &k, &v, 0.3, bias).unwrap();
+        let err = first.data().iter().zip(want.data()).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        // Inputs and softmax weights rounded to 8-bit mantissas: errors of a few 2⁻⁸.
+        assert!(err > 0.0 && err < 3e-2, "max err {err}");
+        for isa in &paths[1..] {
+            let got = attention_bf16(*isa, &q, &k, &v, 0.3, bias).unwrap();
+            assert!(got.data().iter().zip(first.data()).all(|(a, b)| a.to_bits() == b.to_bits()), "{}", isa.name());
+        }
     }
 }

@@ -110,7 +110,14 @@ impl LoadOptions {
     /// The CPU backend computing the text encoder and transformer in `dtype` (the VAE in f32);
     /// `keep_half_weights` keeps bf16/f16 checkpoint weights in half precision under f32.
     pub fn cpu(dtype: DType, keep_half_weights: bool) -> Self {
-        let f32 = CpuBackend::new(CpuOptions { dtype: DType::F32, keep_half_weights });
+        LoadOptions::cpu_with(CpuOptions { dtype, keep_half_weights, ..Default::default() })
+    }
+
+    /// [`LoadOptions::cpu`] with every CPU option (`options.dtype` for the text encoder and
+    /// transformer; the VAE computes in f32 with the same weight handling).
+    pub fn cpu_with(options: CpuOptions) -> Self {
+        let dtype = options.dtype;
+        let f32 = CpuBackend::new(CpuOptions { dtype: DType::F32, ..options });
         let main = f32.with_dtype(dtype);
         LoadOptions {
             backend: std::sync::Arc::new(main),

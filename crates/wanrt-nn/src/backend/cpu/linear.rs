@@ -7,8 +7,11 @@
 //!   is held once); or kept as half bits and widened block by block inside each product
 //!   (`keep_half_weights`: the same numbers at half the memory); a half-precision backend
 //!   (`--dtype bf16`) rounds every float weight to its dtype, as a GPU holds them;
-//! - f32 already in process memory (a LoRA-merged weight) and embedding tables: used in place
-//!   (row lookups read a few rows of a table; a merged weight is not held twice);
+//! - f32 already in process memory (a LoRA-merged weight), embedding tables, and mapped f32
+//!   checkpoints under `mapped_f32_in_place` (short runs): used in place
+//!   (row lookups read a few rows of a table; a merged weight is not held twice); a merged
+//!   bf16/f16 weight is widened block by block inside each product, from where it lies, for the
+//!   same reason;
 //! - int8 codes: per-row codes for the W8A16 product, or packed into the integer micro-kernel's
 //!   panels for W8A8;
 //! - E4M3 codes with their scales (emulated exactly: the fidelity of the format, not its speed);
@@ -57,20 +60,29 @@ enum CpuWeight {
     },
     /// FP8 E4M3 weights; with `act`, activations are rounded through E4M3 too.
     Fp8 { w: Fp8Matrix, act: Option<ActQuant> },
-    /// GGUF parts, decoded per block of rows in the product.
-    Ggml(GgmlRows),
+    /// Parts decoded per block of rows inside each product, read where they are stored: GGUF
+    /// blocks in the mapped file, or a LoRA-merged half-precision weight in process memory (so
+    /// it is held once, not beside an f32 copy).
+    Stored(StoredRows),
 }
 
-/// The parts of a GGUF layer stacked along the output dimension, each decoding its own dtype.
+/// The parts of a layer stacked along the output dimension, each decoding its own dtype.
 #[derive(Debug)]
-pub(crate) struct GgmlRows {
+pub(crate) struct StoredRows {
     parts: Vec<RawTensor>,
     /// First output row of each part.
     starts: Vec<usize>,
     shape: [usize; 2],
 }
 
-impl DequantRows for GgmlRows {
+impl StoredRows {
+    fn new(parts: &[RawTensor], n: usize, k: usize) -> Self {
+        let starts = parts.iter().scan(0, |s, p| Some(std::mem::replace(s, *s + p.shape[0]))).collect();
+        StoredRows { parts: parts.to_vec(), starts, shape: [n, k] }
+    }
+}
+
+impl DequantRows for StoredRows {
     fn shape(&self) -> [usize; 2] {
         self.shape
     }
@@ -138,7 +150,7 @@ impl PreparedWeight for CpuLinear {
             CpuWeight::Int8Weight(q) => q.bytes(),
             CpuWeight::Int8 { w, inv_smooth, .. } => w.bytes() + inv_smooth.as_ref().map_or(0, |s| s.len() * 4),
             CpuWeight::Fp8 { w, .. } => w.bytes(),
-            CpuWeight::Ggml(g) => g.parts.iter().map(|p| p.bytes().len()).sum(),
+            CpuWeight::Stored(g) => g.parts.iter().map(|p| p.bytes().len()).sum(),
         }
     }
 
@@ -152,9 +164,11 @@ impl PreparedWeight for CpuLinear {
             CpuWeight::Int8 { .. } => "int8",
             CpuWeight::Fp8 { act: Some(_), .. } => "fp8",
             CpuWeight::Fp8 { act: None, .. } => "fp8-weight",
-            CpuWeight::Ggml(g) => {
-                g.parts.iter().find(|p| p.dtype.is_block_quantized()).map_or("gguf", |p| p.dtype.name())
-            }
+            CpuWeight::Stored(g) => match g.parts.iter().find(|p| p.dtype.is_block_quantized()) {
+                Some(p) => p.dtype.name(),
+                None if g.parts.iter().any(RawTensor::is_in_memory) => g.parts[0].dtype.name(),
+                None => "gguf",
+            },
         }
     }
 
@@ -319,9 +333,15 @@ impl CpuLinear {
                     }
                     _ if stored == DType::F32
                         && parts.iter().all(|p| p.mapped_f32().is_some())
-                        && (lookup || parts.iter().any(RawTensor::is_in_memory)) =>
+                        && (lookup || opts.mapped_f32_in_place || parts.iter().any(RawTensor::is_in_memory)) =>
                     {
                         CpuWeight::Mapped { parts: parts.clone() }
+                    }
+                    _ if !lookup
+                        && matches!(stored, DType::BF16 | DType::F16)
+                        && parts.iter().any(RawTensor::is_in_memory) =>
+                    {
+                        CpuWeight::Stored(StoredRows::new(parts, n, k))
                     }
                     _ if matches!(stored, DType::BF16 | DType::F16) && opts.keep_half_weights => {
                         CpuWeight::Half { dtype: stored, bits: half_bits(parts) }
@@ -360,12 +380,9 @@ impl CpuLinear {
                 w: Fp8Matrix { rows: n, cols: k, data: concat_bytes(codes), scales: scales.clone() },
                 act: *act,
             },
-            LinearWeight::Ggml(parts) => {
-                let starts = parts.iter().scan(0, |s, p| Some(std::mem::replace(s, *s + p.shape[0]))).collect();
-                CpuWeight::Ggml(GgmlRows { parts: parts.clone(), starts, shape: [n, k] })
-            }
+            LinearWeight::Ggml(parts) => CpuWeight::Stored(StoredRows::new(parts, n, k)),
         };
-        if !matches!(weight, CpuWeight::Mapped { .. } | CpuWeight::Ggml(_)) {
+        if !matches!(weight, CpuWeight::Mapped { .. } | CpuWeight::Stored(_)) {
             // The backend holds its own copy: the mapped file pages need not stay resident.
             layer.weight.parts().iter().for_each(RawTensor::release_pages);
         }
@@ -396,7 +413,7 @@ impl CpuLinear {
             CpuWeight::Int8Weight(q) => dequant(q, &mut tmp),
             CpuWeight::Int8 { w, .. } => dequant(w, &mut tmp),
             CpuWeight::Fp8 { w, .. } => dequant(&Fp8Rows(w), &mut tmp),
-            CpuWeight::Ggml(g) => dequant(g, &mut tmp),
+            CpuWeight::Stored(g) => dequant(g, &mut tmp),
         }
         out.extend_from_slice(&tmp);
     }
@@ -504,7 +521,7 @@ impl CpuLinear {
             }
             // Decoded to f32 block by block into the f32 GEMM: a GGUF model computes exactly what
             // its dequantized f32 twin (`wanrt convert --transformer`) computes.
-            CpuWeight::Ggml(g) => widened_gemm(g, x.data(), m, bias),
+            CpuWeight::Stored(g) => widened_gemm(g, x.data(), m, bias),
         };
         if let Some(f) = post {
             apply_inplace(&mut data, f);

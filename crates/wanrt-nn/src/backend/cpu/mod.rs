@@ -53,8 +53,9 @@ use super::{
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::host::HostTensor;
-use crate::ops::attention::{attention, ScoreBias};
+use crate::ops::attention::{attention, attention_bf16, ScoreBias};
 use crate::ops::attention_quant::attention_quant;
+use crate::ops::packed::FloatIsa;
 use crate::ops::{self, activation, layout, norm, PaddingFull};
 use crate::tensor::{CpuStorage, Storage};
 use crate::{Conv3d, Embedding, Linear, Tensor};
@@ -70,11 +71,15 @@ pub struct CpuOptions {
     /// Under f32, keep bf16/f16 checkpoint weights in half precision and widen them inside each
     /// product: identical results, about half the resident memory, slightly slower.
     pub keep_half_weights: bool,
+    /// Under f32, use the weights of a mapped f32 checkpoint in place (nothing copied at load,
+    /// the general GEMM repacking them in every product) instead of packing them once: for runs
+    /// too short to repay one pass over the weights.
+    pub mapped_f32_in_place: bool,
 }
 
 impl Default for CpuOptions {
     fn default() -> Self {
-        CpuOptions { dtype: DType::F32, keep_half_weights: false }
+        CpuOptions { dtype: DType::F32, keep_half_weights: false, mapped_f32_in_place: false }
     }
 }
 
@@ -558,7 +563,11 @@ impl Backend for CpuBackend {
                     None => None,
                 };
                 let bias = ScoreBias { per_head: per_head.as_ref().map(|t| t.data()), per_key: per_key.as_deref() };
-                attention(&q, &k, &v, scale, bias)?
+                match self.options.dtype {
+                    // The bf16 backend's products take bf16 operands, as its linear layers do.
+                    DType::BF16 => attention_bf16(FloatIsa::detect(), &q, &k, &v, scale, bias)?,
+                    _ => attention(&q, &k, &v, scale, bias)?,
+                }
             }
             AttentionPrecision::Int8 if bias.is_none() => attention_quant(&q, &k, &v, scale)?,
             AttentionPrecision::Int8 => return Err(Error::Msg("int8 attention takes no score bias".into())),
