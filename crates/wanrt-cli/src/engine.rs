@@ -50,14 +50,15 @@ pub struct EngineArgs {
     /// CPU threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Under f32, keep bf16/f16 checkpoint weights in half precision (same output, ~half the
-    /// memory, a bit slower).
+    /// Under f32, keep bf16/f16 checkpoint weights in half precision where they are stored,
+    /// widened and packed inside each product (as --no-prepack does for them): the same output
+    /// at about half the memory, a bit slower.
     #[arg(long)]
     pub low_memory: bool,
-    /// Use an f32 checkpoint's weights in place instead of packing them for the GEMM at load:
-    /// nothing is copied (a faster load), products are ~10–15 % slower. For runs of a few
-    /// transformer passes; weights that need converting anyway (bf16/f16 checkpoints, --dtype
-    /// bf16, int8 artifacts) are always packed.
+    /// Under f32, leave the checkpoint's weights (f32, bf16 or f16) where they are stored and
+    /// pack them block by block inside each product instead of once at load: the same output,
+    /// no load pass and no copy of the model held, one pass over the weights per product. For
+    /// short runs; int8 artifacts and --dtype bf16 always pack.
     #[arg(long)]
     pub no_prepack: bool,
     /// Transformer weights from this GGUF file (ComfyUI-GGUF / stable-diffusion.cpp; original or
@@ -96,7 +97,7 @@ impl EngineArgs {
                 LoadOptions::cpu_with(CpuOptions {
                     dtype: self.dtype.into(),
                     keep_half_weights: self.low_memory,
-                    mapped_f32_in_place: self.no_prepack,
+                    stream_weights: self.no_prepack,
                 })
             }
             BackendKind::Cuda => {

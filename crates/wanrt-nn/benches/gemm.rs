@@ -1,7 +1,9 @@
 //! The f32 products of linear layers on Wan2.1-1.3B shapes (1000 tokens: a CFG pair of a
 //! 17×160×160 video): the general GEMM (`gemm` crate, repacks the weight every call) against the
-//! GEMM on weights packed at load (`ops::packed`) on every available path, and the bf16 pair
-//! product of `--dtype bf16` (`vdpbf16ps` where the CPU has AVX-512 BF16, widening elsewhere).
+//! GEMM on weights packed at load (`ops::packed`) on every available path, the same GEMM on
+//! weights streamed from where they are stored (`--no-prepack`: packed block by block inside each
+//! product, from f32 or bf16 rows), and the bf16 pair product of `--dtype bf16` (`vdpbf16ps`
+//! where the CPU has AVX-512 BF16, widening elsewhere).
 //!
 //! `cargo bench -p wanrt-nn --bench gemm` (about a minute; flat sampling, 10 samples). Ratios are
 //! only meaningful within one run; `GEMM_BENCH_THREADS` sets the rayon pool (default 2).
@@ -10,7 +12,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Samplin
 use std::hint::black_box;
 use std::time::Duration;
 use wanrt_nn::ops::matmul::{gemm_general, Layout};
-use wanrt_nn::ops::packed::{gemm_bf16, gemm_packed_with, FloatIsa, PackedBf16, PackedF32};
+use wanrt_nn::ops::packed::{gemm_bf16, gemm_packed_with, gemm_streamed, FloatIsa, PackedBf16, PackedF32};
 
 fn values(n: usize, seed: u64) -> Vec<f32> {
     let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
@@ -57,6 +59,24 @@ fn products(c: &mut Criterion) {
                 })
             });
         }
+        let w_bf16: Vec<u16> = w.iter().map(|&v| half::bf16::from_f32(v).to_bits()).collect();
+        let f32_row = |j: usize, dst: &mut [f32]| dst.copy_from_slice(&w[j * k..(j + 1) * k]);
+        let bf16_row = |j: usize, dst: &mut [f32]| {
+            dst.iter_mut().zip(&w_bf16[j * k..(j + 1) * k]).for_each(|(d, &b)| *d = f32::from_bits((b as u32) << 16))
+        };
+        let isa = FloatIsa::detect();
+        g.bench_function(BenchmarkId::new("streamed_from_f32", isa.name()), |bch| {
+            bch.iter(|| {
+                gemm_streamed(isa, &x, m, [n, k], f32_row, Some(&bias), |v| v, &mut out);
+                black_box(&out);
+            })
+        });
+        g.bench_function(BenchmarkId::new("streamed_from_bf16", isa.name()), |bch| {
+            bch.iter(|| {
+                gemm_streamed(isa, &x, m, [n, k], bf16_row, Some(&bias), |v| v, &mut out);
+                black_box(&out);
+            })
+        });
         for isa in simd {
             g.bench_function(BenchmarkId::new("bf16", isa.name()), |bch| {
                 bch.iter(|| {

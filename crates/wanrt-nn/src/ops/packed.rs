@@ -33,6 +33,9 @@ const MC: usize = 48;
 const KC: usize = 512;
 /// Panels per task (128 output columns): enough tasks to balance threads on short products.
 const NC_PANELS: usize = 8;
+/// Output rows [`gemm_streamed`] packs at a time: two tasks' columns, so a block (1.5 MiB at
+/// `k` = 1536) is packed and multiplied while it is still in L2/L3.
+const STREAM_ROWS: usize = 2 * NC_PANELS * NR;
 
 /// A path of the packed f32 kernels. All paths compute the same FMA chains; only speed differs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -112,8 +115,17 @@ struct Panels<U> {
 impl<U: Copy + Default + Send + Sync> Panels<U> {
     /// In parallel over panels; `row(j, dst)` writes row `j`'s `units` units.
     fn pack(row: impl Fn(usize, &mut [U]) + Sync, n: usize, units: usize) -> Self {
+        let mut panels = Panels { rows: 0, units: 0, panels: 0, data: Vec::new() };
+        panels.repack(row, n, units);
+        panels
+    }
+
+    /// [`Self::pack`] into this buffer, reusing its allocation.
+    fn repack(&mut self, row: impl Fn(usize, &mut [U]) + Sync, n: usize, units: usize) {
         let panels = n.div_ceil(NR);
-        let mut data = vec![U::default(); panels * NR * units];
+        let data = &mut self.data;
+        data.clear();
+        data.resize(panels * NR * units, U::default());
         if units > 0 {
             // The panel's rows are decoded side by side, then interleaved in one sequential pass
             // over the panel (16 read streams, one write stream).
@@ -128,7 +140,7 @@ impl<U: Copy + Default + Send + Sync> Panels<U> {
                 }
             });
         }
-        Panels { rows: n, units, panels, data }
+        (self.rows, self.units, self.panels) = (n, units, panels);
     }
 
     fn row(&self, j: usize) -> impl Iterator<Item = U> + '_ {
@@ -312,6 +324,43 @@ pub fn gemm_packed_strided(
     gemm_panels(x, m, &w.panels, bias, post, out, out_rs, |t| unsafe { kernels::run_f32(isa, t) });
 }
 
+/// `out[m, n] = post(x[m, k] · Wᵀ + bias)` for a weight that is not held packed: row `j` of the
+/// `[n, k]` weight is decoded by `row(j, dst)` from wherever it lies (a mapped checkpoint in
+/// f32/bf16/f16, GGUF blocks, half bits in memory), and [`STREAM_ROWS`] output rows at a time
+/// are packed into one reused buffer and multiplied while they are still in cache. The chains are
+/// those of [`gemm_packed_with`] on the packed weight (same bits); the cost is one pass over the
+/// weight per product, against none of its memory held twice and nothing done at load.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_streamed(
+    isa: FloatIsa,
+    x: &[f32],
+    m: usize,
+    [n, k]: [usize; 2],
+    row: impl Fn(usize, &mut [f32]) + Sync,
+    bias: Option<&[f32]>,
+    post: impl Fn(f32) -> f32 + Sync + Copy,
+    out: &mut [f32],
+) {
+    assert!(isa.is_available(), "instruction set {} not available on this CPU", isa.name());
+    assert_eq!(x.len(), m * k, "x: expected m·k = {m}·{k} values");
+    assert_eq!(out.len(), m * n, "out: expected m·n = {m}·{n} values");
+    if let Some(b) = bias {
+        assert_eq!(b.len(), n, "bias: expected n = {n} values");
+    }
+    if m == 0 {
+        return;
+    }
+    let mut block = Panels { rows: 0, units: 0, panels: 0, data: Vec::new() };
+    for start in (0..n).step_by(STREAM_ROWS) {
+        let len = STREAM_ROWS.min(n - start);
+        block.repack(|j, dst| row(start + j, dst), len, k);
+        let b = bias.map(|b| &b[start..start + len]);
+        // SAFETY (kernel): tiles come from `gemm_panels`, which checks the extents; availability
+        // asserted above.
+        gemm_panels(x, m, &block, b, post, &mut out[start..], n, |t| unsafe { kernels::run_f32(isa, t) });
+    }
+}
+
 /// The product over panels: tasks of [`MC`] rows × [`NC_PANELS`] panels in parallel, each
 /// accumulating its tile over [`KC`]-unit slices in a private buffer (`kernel` continues the
 /// chains) and writing it once, bias and `post` fused into that pass while the tile is in cache.
@@ -433,6 +482,26 @@ mod tests {
                 assert!(same, "{} differs from the reference chain at {m}×{n}×{k}", isa.name());
             }
         }
+    }
+
+    #[test]
+    fn streamed_products_return_the_packed_bits() {
+        // n past one streamed block with a ragged last block, k past KC.
+        let (m, n, k) = (53, 2 * STREAM_ROWS + 37, 600);
+        let x = randn(m * k, 6);
+        let w = randn(n * k, 7);
+        let b = randn(n, 8);
+        let packed = PackedF32::from_rows(&w, n, k);
+        let relu = |v: f32| v.max(0.0);
+        for isa in FloatIsa::available() {
+            let mut want = vec![0.0; m * n];
+            gemm_packed_with(isa, &x, m, &packed, Some(&b), relu, &mut want);
+            let mut out = vec![f32::NAN; m * n];
+            let row = |j: usize, dst: &mut [f32]| dst.copy_from_slice(&w[j * k..(j + 1) * k]);
+            gemm_streamed(isa, &x, m, [n, k], row, Some(&b), relu, &mut out);
+            assert!(out.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "{}", isa.name());
+        }
+        gemm_streamed(FloatIsa::Scalar, &[], 0, [n, k], |_, _| unreachable!(), None, |v| v, &mut []);
     }
 
     #[test]

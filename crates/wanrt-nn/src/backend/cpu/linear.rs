@@ -4,20 +4,19 @@
 //! - f32/bf16/f16 in a checkpoint: packed into the f32 GEMM's panels ([`PackedF32`]) straight
 //!   from the mapped bytes, in parallel, so no product repacks the weight and a half-precision
 //!   checkpoint is widened once, in the packing pass (the file pages are then dropped: the model
-//!   is held once); or kept as half bits and widened block by block inside each product
-//!   (`keep_half_weights`: the same numbers at half the memory); a half-precision backend
-//!   (`--dtype bf16`) rounds every float weight to its dtype, as a GPU holds them;
-//! - f32 already in process memory (a LoRA-merged weight), embedding tables, and mapped f32
-//!   checkpoints under `mapped_f32_in_place` (short runs): used in place
-//!   (row lookups read a few rows of a table; a merged weight is not held twice); a merged
-//!   bf16/f16 weight is widened block by block inside each product, from where it lies, for the
-//!   same reason;
+//!   is held once); or, streamed (`stream_weights`, `--no-prepack`; `keep_half_weights` for
+//!   bf16/f16), left where it is stored and packed block of rows by block of rows inside each
+//!   product ([`gemm_streamed`]: same bits, nothing done or allocated at load, no copy held);
+//!   a half-precision backend (`--dtype bf16`) rounds every float weight to its dtype, as a GPU
+//!   holds them;
+//! - f32/bf16/f16 already in process memory (a LoRA-merged weight) and embedding tables: used
+//!   where they lie the same way (a merged weight is not held twice; a lookup reads a few rows);
 //! - int8 codes: per-row codes for the W8A16 product, or packed into the integer micro-kernel's
 //!   panels for W8A8;
 //! - E4M3 codes with their scales (emulated exactly: the fidelity of the format, not its speed);
 //! - GGUF parts (ggml block-quantized rows): used in place from the mapped file and decoded block
-//!   of rows by block of rows inside each product, like W8A16 (the weight is held once, at its
-//!   quantized size).
+//!   of rows by block of rows inside each product, like streamed weights (the weight is held
+//!   once, at its quantized size).
 
 use super::CpuOptions;
 use crate::backend::{Activation, PreparedWeight};
@@ -25,16 +24,12 @@ use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::linear::{Linear, LinearWeight};
 use crate::ops::activation::apply_inplace;
-use crate::ops::matmul::{gemm_general, matmul_nt, Layout};
-use crate::ops::packed::{gemm_bf16, gemm_packed, gemm_packed_strided, FloatIsa, PackedBf16, PackedF32};
+use crate::ops::packed::{gemm_bf16, gemm_packed, gemm_streamed, FloatIsa, PackedBf16, PackedF32};
 use crate::quant::int8::{gemm_w8a8_then, DequantRows};
 use crate::quant::{gemm_fp8, gemm_w8a16, gemm_w8a8, ActQuant, Fp8Matrix, Isa, PackedInt8, QuantizedMatrix};
 use crate::weights::RawTensor;
 use crate::HostTensor;
 use std::any::Any;
-
-/// Output rows of a half-precision weight widened per GEMM call.
-const WIDEN_BLOCK: usize = 512;
 
 #[derive(Debug)]
 enum CpuWeight {
@@ -42,11 +37,6 @@ enum CpuWeight {
     Packed(PackedF32),
     /// `[out, in]` as bf16 pairs for the bf16 product (`--dtype bf16`).
     PackedBf16(PackedBf16),
-    /// `[out, in]` in f32.
-    F32(HostTensor),
-    /// f32 parts (fused layers: stacked along the output) read in place from memory-mapped
-    /// checkpoint files.
-    Mapped { parts: Vec<RawTensor> },
     /// `[out, in]` as raw bf16/f16 bits.
     Half { dtype: DType, bits: Vec<u16> },
     /// W8A16: int8 codes with per-output-channel scales, f32 compute.
@@ -60,9 +50,9 @@ enum CpuWeight {
     },
     /// FP8 E4M3 weights; with `act`, activations are rounded through E4M3 too.
     Fp8 { w: Fp8Matrix, act: Option<ActQuant> },
-    /// Parts decoded per block of rows inside each product, read where they are stored: GGUF
-    /// blocks in the mapped file, or a LoRA-merged half-precision weight in process memory (so
-    /// it is held once, not beside an f32 copy).
+    /// Parts decoded and packed block of rows by block of rows inside each product
+    /// ([`gemm_streamed`]), read where they are stored: GGUF blocks or f32/bf16/f16 in the mapped
+    /// file (streamed weights), or a LoRA-merged weight in process memory (held once).
     Stored(StoredRows),
 }
 
@@ -76,9 +66,36 @@ pub(crate) struct StoredRows {
 }
 
 impl StoredRows {
-    fn new(parts: &[RawTensor], n: usize, k: usize) -> Self {
+    fn new(parts: &[RawTensor], n: usize, k: usize) -> Result<Self> {
         let starts = parts.iter().scan(0, |s, p| Some(std::mem::replace(s, *s + p.shape[0]))).collect();
-        StoredRows { parts: parts.to_vec(), starts, shape: [n, k] }
+        if let Some(p) = parts.iter().find(|p| !p.dtype.is_block_quantized() && widen_bytes(p.dtype).is_none()) {
+            return Err(Error::UnsupportedDType { name: format!("{p:?}"), dtype: p.dtype.to_string() });
+        }
+        // Every row decode borrows its part's bytes: a part that can only be copied out (a
+        // strided pickle tensor) is made contiguous once, here.
+        let parts = parts
+            .iter()
+            .map(|p| match p.bytes() {
+                std::borrow::Cow::Borrowed(_) => Ok(p.clone()),
+                std::borrow::Cow::Owned(b) => RawTensor::from_bytes(p.dtype, p.shape.clone(), b),
+            })
+            .collect::<Result<_>>()?;
+        Ok(StoredRows { parts, starts, shape: [n, k] })
+    }
+
+    /// Writes row `j` as f32 into `dst` (`k` values).
+    fn decode_row(&self, j: usize, dst: &mut [f32]) {
+        let k = self.shape[1];
+        let p = self.starts.partition_point(|&s| s <= j) - 1;
+        let part = &self.parts[p];
+        let row_bytes = part.dtype.storage_bytes(k).expect("checked by Linear::new");
+        let local = j - self.starts[p];
+        let bytes = &part.bytes()[local * row_bytes..(local + 1) * row_bytes];
+        if part.dtype.is_block_quantized() {
+            crate::quant::ggml::dequantize(part.dtype, bytes, dst);
+        } else {
+            widen_into(part.dtype, bytes, dst);
+        }
     }
 }
 
@@ -90,41 +107,8 @@ impl DequantRows for StoredRows {
         let k = self.shape[1];
         out.clear();
         out.resize(len * k, 0.0);
-        let mut row = start;
-        while row < start + len {
-            let p = self.starts.partition_point(|&s| s <= row) - 1;
-            let part = &self.parts[p];
-            let local = row - self.starts[p];
-            let n = (part.shape[0] - local).min(start + len - row);
-            let row_bytes = part.dtype.storage_bytes(k).expect("checked by Linear::new");
-            let bytes = &part.bytes()[local * row_bytes..(local + n) * row_bytes];
-            let dst = &mut out[(row - start) * k..(row - start + n) * k];
-            if part.dtype.is_block_quantized() {
-                crate::quant::ggml::dequantize(part.dtype, bytes, dst);
-            } else {
-                let widen = widen_bytes(part.dtype).expect("checked by LinearWeight::decodable");
-                dst.iter_mut().zip(bytes.chunks_exact(part.dtype.size_in_bytes())).for_each(|(o, c)| *o = widen(c));
-            }
-            row += n;
-        }
+        out.chunks_exact_mut(k.max(1)).enumerate().take(len).for_each(|(r, dst)| self.decode_row(start + r, dst));
     }
-}
-
-/// `x · Wᵀ + b` with `W`'s rows widened to f32 [`WIDEN_BLOCK`] at a time, packed, and run
-/// through the packed GEMM every f32 weight uses, so half or GGUF storage gives the bits its f32
-/// values give (tested).
-fn widened_gemm(rows: &dyn DequantRows, x: &[f32], m: usize, bias: Option<&[f32]>) -> Vec<f32> {
-    let [n, k] = rows.shape();
-    let mut o = vec![0.0f32; m * n];
-    let mut block = Vec::new();
-    for start in (0..n).step_by(WIDEN_BLOCK) {
-        let len = WIDEN_BLOCK.min(n - start);
-        rows.dequantize_rows(start, len, &mut block);
-        let packed = PackedF32::from_rows(&block, len, k);
-        let b = bias.map(|b| &b[start..start + len]);
-        gemm_packed_strided(FloatIsa::detect(), x, m, &packed, b, |v| v, &mut o[start..], n);
-    }
-    o
 }
 
 #[derive(Debug)]
@@ -141,11 +125,9 @@ impl PreparedWeight for CpuLinear {
     }
 
     fn bytes(&self) -> usize {
-        let [n, k] = self.shape;
         match &self.weight {
             CpuWeight::Packed(w) => w.bytes(),
             CpuWeight::PackedBf16(w) => w.bytes(),
-            CpuWeight::F32(_) | CpuWeight::Mapped { .. } => n * k * 4,
             CpuWeight::Half { bits, .. } => bits.len() * 2,
             CpuWeight::Int8Weight(q) => q.bytes(),
             CpuWeight::Int8 { w, inv_smooth, .. } => w.bytes() + inv_smooth.as_ref().map_or(0, |s| s.len() * 4),
@@ -156,7 +138,7 @@ impl PreparedWeight for CpuLinear {
 
     fn format(&self) -> &'static str {
         match &self.weight {
-            CpuWeight::Packed(_) | CpuWeight::F32(_) | CpuWeight::Mapped { .. } => "f32",
+            CpuWeight::Packed(_) => "f32",
             CpuWeight::Half { dtype: DType::F16, .. } => "f16",
             CpuWeight::PackedBf16(_) => "bf16",
             CpuWeight::Half { .. } => "bf16",
@@ -166,8 +148,7 @@ impl PreparedWeight for CpuLinear {
             CpuWeight::Fp8 { act: None, .. } => "fp8-weight",
             CpuWeight::Stored(g) => match g.parts.iter().find(|p| p.dtype.is_block_quantized()) {
                 Some(p) => p.dtype.name(),
-                None if g.parts.iter().any(RawTensor::is_in_memory) => g.parts[0].dtype.name(),
-                None => "gguf",
+                None => g.parts[0].dtype.name(),
             },
         }
     }
@@ -178,12 +159,6 @@ impl PreparedWeight for CpuLinear {
 }
 
 /// Half-precision bits widened row block by row block inside the product.
-struct HalfRows<'a> {
-    dtype: DType,
-    bits: &'a [u16],
-    shape: [usize; 2],
-}
-
 fn widen_half(dtype: DType) -> fn(u16) -> f32 {
     match dtype {
         DType::F16 => |b| half::f16::from_bits(b).to_f32(),
@@ -196,18 +171,6 @@ pub(crate) fn narrow_half(dtype: DType) -> fn(f32) -> u16 {
     match dtype {
         DType::F16 => |v| half::f16::from_f32(v).to_bits(),
         _ => |v| half::bf16::from_f32(v).to_bits(),
-    }
-}
-
-impl DequantRows for HalfRows<'_> {
-    fn shape(&self) -> [usize; 2] {
-        self.shape
-    }
-    fn dequantize_rows(&self, start: usize, len: usize, out: &mut Vec<f32>) {
-        let k = self.shape[1];
-        let widen = widen_half(self.dtype);
-        out.clear();
-        out.extend(self.bits[start * k..(start + len) * k].iter().map(|&b| widen(b)));
     }
 }
 
@@ -331,29 +294,17 @@ impl CpuLinear {
                         let bits = if stored == half { half_bits(parts) } else { rounded_bits(parts, half)? };
                         CpuWeight::Half { dtype: half, bits }
                     }
-                    _ if stored == DType::F32
-                        && parts.iter().all(|p| p.mapped_f32().is_some())
-                        && (lookup || opts.mapped_f32_in_place || parts.iter().any(RawTensor::is_in_memory)) =>
+                    // Used where they are stored: a table (lookups read a few rows), a weight in
+                    // process memory (a LoRA-merged one: packing it would hold it twice), and
+                    // streamed checkpoint weights.
+                    _ if lookup
+                        || parts.iter().any(RawTensor::is_in_memory)
+                        || opts.stream_weights
+                        || (opts.keep_half_weights && stored != DType::F32) =>
                     {
-                        CpuWeight::Mapped { parts: parts.clone() }
+                        CpuWeight::Stored(StoredRows::new(parts, n, k)?)
                     }
-                    _ if !lookup
-                        && matches!(stored, DType::BF16 | DType::F16)
-                        && parts.iter().any(RawTensor::is_in_memory) =>
-                    {
-                        CpuWeight::Stored(StoredRows::new(parts, n, k))
-                    }
-                    _ if matches!(stored, DType::BF16 | DType::F16) && opts.keep_half_weights => {
-                        CpuWeight::Half { dtype: stored, bits: half_bits(parts) }
-                    }
-                    _ if !lookup => CpuWeight::Packed(PackedF32::pack(float_rows(parts, k, widen_into)?, n, k)),
-                    _ => {
-                        let mut data = Vec::with_capacity(n * k);
-                        for p in parts {
-                            data.extend(p.to_f32()?);
-                        }
-                        CpuWeight::F32(HostTensor::new([n, k], data)?)
-                    }
+                    _ => CpuWeight::Packed(PackedF32::pack(float_rows(parts, k, widen_into)?, n, k)),
                 }
             }
             LinearWeight::Int8 { codes, scales, act: None, .. } => {
@@ -380,9 +331,9 @@ impl CpuLinear {
                 w: Fp8Matrix { rows: n, cols: k, data: concat_bytes(codes), scales: scales.clone() },
                 act: *act,
             },
-            LinearWeight::Ggml(parts) => CpuWeight::Stored(StoredRows::new(parts, n, k)),
+            LinearWeight::Ggml(parts) => CpuWeight::Stored(StoredRows::new(parts, n, k)?),
         };
-        if !matches!(weight, CpuWeight::Mapped { .. } | CpuWeight::Stored(_)) {
+        if !matches!(weight, CpuWeight::Stored(_)) {
             // The backend holds its own copy: the mapped file pages need not stay resident.
             layer.weight.parts().iter().for_each(RawTensor::release_pages);
         }
@@ -391,25 +342,15 @@ impl CpuLinear {
 
     /// Appends row `r` as f32 to `out` (embedding lookups).
     pub(crate) fn push_row(&self, r: usize, out: &mut Vec<f32>) {
-        let [n, k] = self.shape;
+        let k = self.shape[1];
         let mut tmp = Vec::new();
         let dequant = |rows: &dyn DequantRows, tmp: &mut Vec<f32>| rows.dequantize_rows(r, 1, tmp);
         match &self.weight {
             CpuWeight::Packed(w) => w.push_row(r, out),
             CpuWeight::PackedBf16(w) => w.push_row(r, out),
-            CpuWeight::F32(t) => out.extend_from_slice(&t.data()[r * k..(r + 1) * k]),
-            CpuWeight::Mapped { parts } => {
-                let mut r0 = r;
-                for p in parts {
-                    let rows = p.shape[0];
-                    if r0 < rows {
-                        out.extend_from_slice(&p.mapped_f32().expect("checked at prepare")[r0 * k..(r0 + 1) * k]);
-                        return;
-                    }
-                    r0 -= rows;
-                }
+            CpuWeight::Half { dtype, bits } => {
+                out.extend(bits[r * k..(r + 1) * k].iter().map(|&b| widen_half(*dtype)(b)))
             }
-            CpuWeight::Half { dtype, bits } => dequant(&HalfRows { dtype: *dtype, bits, shape: [n, k] }, &mut tmp),
             CpuWeight::Int8Weight(q) => dequant(q, &mut tmp),
             CpuWeight::Int8 { w, .. } => dequant(w, &mut tmp),
             CpuWeight::Fp8 { w, .. } => dequant(&Fp8Rows(w), &mut tmp),
@@ -445,6 +386,14 @@ impl CpuLinear {
         }
         let bias = self.bias.as_deref();
         let out = || vec![0.0f32; m * n];
+        let streamed = |row: &(dyn Fn(usize, &mut [f32]) + Sync)| {
+            let mut o = out();
+            match post {
+                Some(f) => gemm_streamed(FloatIsa::detect(), x.data(), m, [n, k], row, bias, f, &mut o),
+                None => gemm_streamed(FloatIsa::detect(), x.data(), m, [n, k], row, bias, |v| v, &mut o),
+            }
+            o
+        };
         let mut data = match &self.weight {
             CpuWeight::Packed(w) => {
                 let mut o = out();
@@ -462,38 +411,12 @@ impl CpuLinear {
                 }
                 return HostTensor::new(shape, o);
             }
-            CpuWeight::F32(w) => {
-                let mut y = matmul_nt(x, w)?;
-                if let Some(b) = bias {
-                    y.add_row(b)?;
-                }
-                if let Some(f) = post {
-                    apply_inplace(y.data_mut(), f);
-                }
-                return Ok(y);
-            }
-            CpuWeight::Mapped { parts } => {
-                let mut o = out();
-                let mut row0 = 0;
-                for p in parts {
-                    let rows = p.shape[0];
-                    gemm_weight_rows(
-                        &mut o,
-                        n,
-                        x.data(),
-                        m,
-                        k,
-                        row0,
-                        rows,
-                        p.mapped_f32().expect("checked at prepare"),
-                    );
-                    row0 += rows;
-                }
-                add_bias(&mut o, n, bias);
-                o
-            }
             CpuWeight::Half { dtype, bits } => {
-                widened_gemm(&HalfRows { dtype: *dtype, bits, shape: [n, k] }, x.data(), m, bias)
+                let widen = widen_half(*dtype);
+                let row = |j: usize, dst: &mut [f32]| {
+                    dst.iter_mut().zip(&bits[j * k..(j + 1) * k]).for_each(|(d, &b)| *d = widen(b))
+                };
+                return HostTensor::new(shape, streamed(&row));
             }
             CpuWeight::Int8Weight(q) => {
                 let mut o = out();
@@ -520,27 +443,13 @@ impl CpuLinear {
                 o
             }
             // Decoded to f32 block by block into the f32 GEMM: a GGUF model computes exactly what
-            // its dequantized f32 twin (`wanrt convert --transformer`) computes.
-            CpuWeight::Stored(g) => widened_gemm(g, x.data(), m, bias),
+            // its dequantized f32 twin (`wanrt convert --transformer`) computes, and a streamed
+            // weight what its packed form computes.
+            CpuWeight::Stored(g) => return HostTensor::new(shape, streamed(&|j, dst| g.decode_row(j, dst))),
         };
         if let Some(f) = post {
             apply_inplace(&mut data, f);
         }
         HostTensor::new(shape, data)
-    }
-}
-
-/// `out[:, row0..row0 + rows] = x · wᵀ`, `w` being those rows of an `[n, k]` weight
-/// (row-major `[rows, k]`), through the parallel GEMM every f32 weight uses.
-#[allow(clippy::too_many_arguments)]
-fn gemm_weight_rows(out: &mut [f32], n: usize, x: &[f32], m: usize, k: usize, row0: usize, rows: usize, w: &[f32]) {
-    let w_layout = Layout { rs: 1, cs: k };
-    gemm_general(&mut out[row0..], n, x, Layout::row_major(k), w, w_layout, m, rows, k, false, false);
-}
-
-/// Adds `bias` to every row of `out` (`n` columns).
-fn add_bias(out: &mut [f32], n: usize, bias: Option<&[f32]>) {
-    if let Some(b) = bias {
-        out.chunks_exact_mut(n).for_each(|r| r.iter_mut().zip(b).for_each(|(y, b)| *y += b));
     }
 }

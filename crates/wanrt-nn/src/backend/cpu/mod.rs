@@ -71,15 +71,15 @@ pub struct CpuOptions {
     /// Under f32, keep bf16/f16 checkpoint weights in half precision and widen them inside each
     /// product: identical results, about half the resident memory, slightly slower.
     pub keep_half_weights: bool,
-    /// Under f32, use the weights of a mapped f32 checkpoint in place (nothing copied at load,
-    /// the general GEMM repacking them in every product) instead of packing them once: for runs
-    /// too short to repay one pass over the weights.
-    pub mapped_f32_in_place: bool,
+    /// Under f32, leave checkpoint weights (f32, bf16, f16) where they are stored and pack them
+    /// block by block inside each product instead of once at load: same results, no load pass,
+    /// no copy held; one pass over the weights per product.
+    pub stream_weights: bool,
 }
 
 impl Default for CpuOptions {
     fn default() -> Self {
-        CpuOptions { dtype: DType::F32, keep_half_weights: false, mapped_f32_in_place: false }
+        CpuOptions { dtype: DType::F32, keep_half_weights: false, stream_weights: false }
     }
 }
 
