@@ -1,11 +1,11 @@
 //! Where and how the models compute: the flags `generate` and `bench` share (`--backend`,
-//! `--dtype`, `--threads`, `--low-memory`) and the backends they select.
+//! `--dtype`, `--threads`, `--prepack`, …) and the backends they select.
 
 use crate::sysinfo;
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use std::path::PathBuf;
-use wanrt_nn::backend::CpuOptions;
+use wanrt_nn::backend::{CpuOptions, Prepack};
 use wanrt_nn::lora::MergeMode;
 use wanrt_nn::ops::packed::FloatIsa;
 use wanrt_nn::DType;
@@ -23,6 +23,26 @@ pub enum DTypeArg {
     F32,
     Bf16,
     F16,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PrepackArg {
+    /// f32 checkpoints packed at load, bf16/f16 checkpoints streamed.
+    Auto,
+    /// Every checkpoint weight packed into f32 panels at load (fastest products).
+    Always,
+    /// Every checkpoint weight streamed from the file (nothing done or held at load).
+    Never,
+}
+
+impl From<PrepackArg> for Prepack {
+    fn from(p: PrepackArg) -> Prepack {
+        match p {
+            PrepackArg::Auto => Prepack::Auto,
+            PrepackArg::Always => Prepack::Always,
+            PrepackArg::Never => Prepack::Never,
+        }
+    }
 }
 
 impl From<DTypeArg> for DType {
@@ -50,17 +70,22 @@ pub struct EngineArgs {
     /// CPU threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Under f32, keep bf16/f16 checkpoint weights in half precision where they are stored,
-    /// widened and packed inside each product (as --no-prepack does for them): the same output
-    /// at about half the memory, a bit slower.
-    #[arg(long)]
-    pub low_memory: bool,
-    /// Under f32, leave the checkpoint's weights (f32, bf16 or f16) where they are stored and
-    /// pack them block by block inside each product instead of once at load: the same output,
-    /// no load pass and no copy of the model held, one pass over the weights per product. For
-    /// short runs; int8 artifacts and --dtype bf16 always pack.
-    #[arg(long)]
+    /// Under f32, where the products find the checkpoint's weights (the output is the same bits
+    /// either way). `always`: packed into the GEMM's panels at load (fastest products; the load
+    /// makes one pass over the model and holds it in f32). `never`: streamed, left where they are
+    /// stored (the mapped file) and packed block by block inside each product (nothing done or
+    /// held at load; one pass over the weights per product, ~5–10 % of a step at 1000 tokens).
+    /// `auto`: f32 checkpoints packed, bf16/f16 checkpoints streamed (loaded without a conversion
+    /// pass, held at half size). int8 artifacts and --dtype bf16 always pack.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub prepack: PrepackArg,
+    /// Same as --prepack never (short runs: nothing packed at load).
+    #[arg(long, conflicts_with = "prepack")]
     pub no_prepack: bool,
+    /// Same as --prepack never (nothing beside the mapped checkpoint is held: its pages stay
+    /// reclaimable).
+    #[arg(long, conflicts_with = "prepack")]
+    pub low_memory: bool,
     /// Transformer weights from this GGUF file (ComfyUI-GGUF / stable-diffusion.cpp; original or
     /// diffusers tensor names, F32/F16/BF16/Q8_0/Q4_0/Q4_1/Q5_0/Q5_1/Q2_K–Q6_K) instead of the
     /// model folder's; the config stays the folder's.
@@ -94,11 +119,8 @@ impl EngineArgs {
                          slower than --dtype f32 (which is also exact)"
                     );
                 }
-                LoadOptions::cpu_with(CpuOptions {
-                    dtype: self.dtype.into(),
-                    keep_half_weights: self.low_memory,
-                    stream_weights: self.no_prepack,
-                })
+                let prepack = if self.no_prepack || self.low_memory { Prepack::Never } else { self.prepack.into() };
+                LoadOptions::cpu_with(CpuOptions { dtype: self.dtype.into(), prepack })
             }
             BackendKind::Cuda => {
                 // The VAE stays f32 as in diffusers' pipelines (and as on the CPU path).

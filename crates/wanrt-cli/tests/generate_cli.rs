@@ -245,6 +245,23 @@ fn dtype_bf16_generates_and_reports_its_engine() {
     assert!(err > 1e-4 && err < 0.2, "bf16 frames: max|Δ| = {err} (f32 is within 1e-5, bf16 ~1e-2–1.3e-1)");
 }
 
+/// `--prepack`: packed at load, streamed from the file, or the default split (case b's transformer
+/// is stored in bf16, so `auto` streams it) all give the same frames bit for bit.
+#[test]
+fn prepack_modes_give_the_same_frames() {
+    let frames = |extra: &[&str]| {
+        let dir = tempfile::tempdir().unwrap();
+        let out = generate_case("b", dir.path(), extra);
+        assert!(out.status.success(), "{extra:?}: {}", String::from_utf8_lossy(&out.stderr));
+        wanrt_io::read_npy(dir.path().join("frames.npy")).unwrap().to_f32_vec()
+    };
+    let auto = frames(&[]);
+    assert_eq!(auto, frames(&["--prepack", "always"]), "--prepack always");
+    assert_eq!(auto, frames(&["--no-prepack"]), "--no-prepack");
+    let both = generate_case("b", tempfile::tempdir().unwrap().path(), &["--prepack", "always", "--no-prepack"]);
+    assert!(!both.status.success(), "--prepack with --no-prepack must be refused");
+}
+
 /// `--backend cuda` on a machine without a CUDA driver (CI) fails before loading anything, in one
 /// line, and writes nothing.
 #[test]

@@ -106,7 +106,7 @@ impl Ctx {
                 }
             }
             Format::Config => {
-                let opts = LoadOptions::cpu(DType::F32, false);
+                let opts = LoadOptions::cpu(DType::F32, wanrt_nn::backend::Prepack::Auto);
                 drop(WanModel::load_with(&self.model, opts, |_| {}).map_err(|e| s(&e))?);
             }
         }

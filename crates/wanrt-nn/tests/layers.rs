@@ -1,6 +1,6 @@
 //! Layers on the CPU backend: each stored format prepared and run, against the plain f32 layer.
 
-use wanrt_nn::backend::{Activation, CpuBackend, CpuOptions};
+use wanrt_nn::backend::{Activation, CpuBackend, CpuOptions, Prepack};
 use wanrt_nn::ops::PaddingFull;
 use wanrt_nn::quant::{ActQuant, QuantizedMatrix};
 use wanrt_nn::weights::RawTensor;
@@ -23,9 +23,10 @@ fn prepared(mut l: Linear, be: &dyn Backend) -> Linear {
     l
 }
 
-/// bf16 checkpoint weights packed (widened) at load, kept as half bits and widened block by block
-/// inside each product (`keep_half_weights`), or already in process memory (a LoRA-merged weight:
-/// used where it lies, so it is held once) all give the same bits.
+/// bf16 checkpoint weights packed (widened) at load, streamed from the mapped file (widened and
+/// packed block by block inside each product: the default for half checkpoints), or already in
+/// process memory (a LoRA-merged weight: used where it lies, so it is held once) all give the
+/// same bits.
 #[test]
 fn half_storage_matches_f32_exactly() {
     let (n, k, m) = (1100, 37, 5);
@@ -40,8 +41,8 @@ fn half_storage_matches_f32_exactly() {
     let mapped = ws.raw("w").unwrap().clone();
     let in_memory = RawTensor::from_bytes(DType::BF16, vec![n, k], bits).unwrap();
     let layer = |raw| Linear::new("w", vec![("w".into(), n)], k, LinearWeight::Float(vec![raw]), None).unwrap();
-    let widened = CpuBackend::new(CpuOptions::default());
-    let kept = CpuBackend::new(CpuOptions { keep_half_weights: true, ..Default::default() });
+    let widened = CpuBackend::new(CpuOptions { prepack: Prepack::Always, ..Default::default() });
+    let kept = CpuBackend::new(CpuOptions::default());
     let (a, b, c) = (
         prepared(layer(mapped.clone()), &widened),
         prepared(layer(mapped), &kept),

@@ -20,7 +20,8 @@ fn psnr(got: &HostTensor, want: &HostTensor) -> f64 {
 
 fn video(case: &str, dtype: DType) -> (HostTensor, HostTensor) {
     let r = Reference::load(case);
-    let model = WanModel::load_with(&fixture(case), LoadOptions::cpu(dtype, false), |_| {}).unwrap();
+    let model =
+        WanModel::load_with(&fixture(case), LoadOptions::cpu(dtype, wanrt_nn::backend::Prepack::Auto), |_| {}).unwrap();
     let out = model.generate(&r.generate_params(), &mut ()).unwrap();
     (out.video, r.get("video"))
 }

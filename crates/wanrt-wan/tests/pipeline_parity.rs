@@ -42,10 +42,10 @@ fn pipeline_case_c_held_out() {
 /// product, from the mapped file) give the packed weights' video bit for bit.
 #[test]
 fn streamed_weights_give_the_packed_bits() {
-    use wanrt_nn::backend::CpuOptions;
+    use wanrt_nn::backend::{CpuOptions, Prepack};
     use wanrt_wan::model::LoadOptions;
     let r = Reference::load("a");
-    let opts = LoadOptions::cpu_with(CpuOptions { stream_weights: true, ..Default::default() });
+    let opts = LoadOptions::cpu_with(CpuOptions { prepack: Prepack::Never, ..Default::default() });
     let streamed =
         WanModel::load_with(&fixture("a"), opts, |_| {}).unwrap().generate(&r.generate_params(), &mut ()).unwrap();
     let packed = WanModel::load(&fixture("a"), |_| {}).unwrap().generate(&r.generate_params(), &mut ()).unwrap();
@@ -103,14 +103,16 @@ fn pipeline_original_layout() {
     std::fs::remove_dir_all(&converted).ok();
 }
 
-/// Case b's transformer is stored in bf16: kept in half precision and widened
-/// inside each product, the video is bit-identical to widening at load.
+/// Case b's transformer is stored in bf16: streamed (kept in half precision, widened inside each
+/// product: the default) or widened into packed f32 at load, the video is the same bits.
 #[test]
 fn half_weight_storage_is_exact() {
+    use wanrt_nn::backend::Prepack;
     use wanrt_wan::model::LoadOptions;
     let r = Reference::load("b");
-    let full = WanModel::load(&fixture("b"), |_| {}).unwrap();
-    let half = WanModel::load_with(&fixture("b"), LoadOptions::cpu(wanrt_nn::DType::F32, true), |_| {}).unwrap();
+    let full =
+        WanModel::load_with(&fixture("b"), LoadOptions::cpu(wanrt_nn::DType::F32, Prepack::Always), |_| {}).unwrap();
+    let half = WanModel::load(&fixture("b"), |_| {}).unwrap();
     let a = full.generate(&r.generate_params(), &mut ()).unwrap();
     let b = half.generate(&r.generate_params(), &mut ()).unwrap();
     assert_eq!(a.video.data(), b.video.data());

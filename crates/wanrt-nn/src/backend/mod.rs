@@ -20,7 +20,7 @@ mod cpu;
 pub mod cuda;
 
 pub use counting::{ops_between, CountingBackend, OpCounts};
-pub use cpu::{CpuBackend, CpuOptions};
+pub use cpu::{CpuBackend, CpuOptions, Prepack};
 
 use crate::host::HostTensor;
 use crate::ops::PaddingFull;

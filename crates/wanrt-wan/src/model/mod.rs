@@ -26,7 +26,7 @@ use crate::vae::WanVae;
 use crate::{Error, Result};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
-use wanrt_nn::backend::{self, CpuBackend, CpuOptions};
+use wanrt_nn::backend::{self, CpuBackend, CpuOptions, Prepack};
 use wanrt_nn::lora::MergeMode;
 use wanrt_nn::{BackendRef, DType};
 
@@ -108,9 +108,9 @@ impl Default for LoadOptions {
 
 impl LoadOptions {
     /// The CPU backend computing the text encoder and transformer in `dtype` (the VAE in f32);
-    /// `keep_half_weights` keeps bf16/f16 checkpoint weights in half precision under f32.
-    pub fn cpu(dtype: DType, keep_half_weights: bool) -> Self {
-        LoadOptions::cpu_with(CpuOptions { dtype, keep_half_weights, ..Default::default() })
+    /// The CPU backend computing in `dtype`, checkpoint weights packed or streamed per `prepack`.
+    pub fn cpu(dtype: DType, prepack: Prepack) -> Self {
+        LoadOptions::cpu_with(CpuOptions { dtype, prepack })
     }
 
     /// [`LoadOptions::cpu`] with every CPU option (`options.dtype` for the text encoder and

@@ -4,9 +4,9 @@
 //! - f32/bf16/f16 in a checkpoint: packed into the f32 GEMM's panels ([`PackedF32`]) straight
 //!   from the mapped bytes, in parallel, so no product repacks the weight and a half-precision
 //!   checkpoint is widened once, in the packing pass (the file pages are then dropped: the model
-//!   is held once); or, streamed (`stream_weights`, `--no-prepack`; `keep_half_weights` for
-//!   bf16/f16), left where it is stored and packed block of rows by block of rows inside each
-//!   product ([`gemm_streamed`]: same bits, nothing done or allocated at load, no copy held);
+//!   is held once); or streamed ([`super::Prepack`]: by default bf16/f16 checkpoints, and any
+//!   under `--prepack never`), left where it is stored and packed block of rows by block of rows
+//!   inside each product ([`gemm_streamed`]: same bits, nothing done or allocated at load);
 //!   a half-precision backend (`--dtype bf16`) rounds every float weight to its dtype, as a GPU
 //!   holds them;
 //! - f32/bf16/f16 already in process memory (a LoRA-merged weight) and embedding tables: used
@@ -297,11 +297,7 @@ impl CpuLinear {
                     // Used where they are stored: a table (lookups read a few rows), a weight in
                     // process memory (a LoRA-merged one: packing it would hold it twice), and
                     // streamed checkpoint weights.
-                    _ if lookup
-                        || parts.iter().any(RawTensor::is_in_memory)
-                        || opts.stream_weights
-                        || (opts.keep_half_weights && stored != DType::F32) =>
-                    {
+                    _ if lookup || parts.iter().any(RawTensor::is_in_memory) || !opts.prepack.packs(stored) => {
                         CpuWeight::Stored(StoredRows::new(parts, n, k)?)
                     }
                     _ => CpuWeight::Packed(PackedF32::pack(float_rows(parts, k, widen_into)?, n, k)),

@@ -68,18 +68,40 @@ use std::sync::Arc;
 pub struct CpuOptions {
     /// Activation dtype: f32 (the reference), or bf16/f16 (GPU numerics, half the memory).
     pub dtype: DType,
-    /// Under f32, keep bf16/f16 checkpoint weights in half precision and widen them inside each
-    /// product: identical results, about half the resident memory, slightly slower.
-    pub keep_half_weights: bool,
-    /// Under f32, leave checkpoint weights (f32, bf16, f16) where they are stored and pack them
-    /// block by block inside each product instead of once at load: same results, no load pass,
-    /// no copy held; one pass over the weights per product.
-    pub stream_weights: bool,
+    /// Under f32, whether checkpoint weights are packed at load or streamed (same results).
+    pub prepack: Prepack,
 }
 
 impl Default for CpuOptions {
     fn default() -> Self {
-        CpuOptions { dtype: DType::F32, keep_half_weights: false, stream_weights: false }
+        CpuOptions { dtype: DType::F32, prepack: Prepack::Auto }
+    }
+}
+
+/// Where the f32 products find checkpoint weights (f32, bf16, f16). Either way every product
+/// returns the same bits; only load time, memory and product speed differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Prepack {
+    /// Packed at load into the f32 GEMM's panels: no product repacks them (the fastest products;
+    /// the load makes one pass over the model, and the model is held in f32).
+    Always,
+    /// Streamed: left where they are stored (the mapped file) and packed block by block inside
+    /// each product: nothing done or held at load, one pass over the weights per product.
+    Never,
+    /// f32 checkpoints packed, bf16/f16 checkpoints streamed (held at their stored size, loaded
+    /// without a conversion pass; their products read half the bytes an f32 copy would).
+    #[default]
+    Auto,
+}
+
+impl Prepack {
+    /// Whether a weight stored as `stored` is packed at load.
+    pub fn packs(self, stored: DType) -> bool {
+        match self {
+            Prepack::Always => true,
+            Prepack::Never => false,
+            Prepack::Auto => stored == DType::F32,
+        }
     }
 }
 
