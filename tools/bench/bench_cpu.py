@@ -478,6 +478,8 @@ def machine_info(wanrt: Path) -> dict:
     info["wanrt_binary_mtime"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(wanrt.stat().st_mtime))
     info["torch_parallel_info"] = " | ".join(l.strip() for l in torch.__config__.parallel_info().splitlines() if "MKL" in l or "OpenMP" in l or "ATen parallel" in l)
     info["torch_cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+    # Instruction-set caps of both engines (an AVX2 run on an AVX-512 machine sets all three).
+    info["isa_caps"] = {k: os.environ[k] for k in ("WANRT_ISA", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS") if k in os.environ}
     return info
 
 
@@ -772,6 +774,7 @@ def render_md(res: dict, args) -> str:
         "",
         f"- CPU: {m.get('Model name', '?')}, {m.get('nproc')} logical CPUs visible ({m.get('Thread(s) per core', '?')} thread(s)/core), "
         f"flags {m.get('Flags', '?')}, {m.get('mem_total_gib', '?')} GiB RAM; torch CPU capability {m.get('torch_cpu_capability')}",
+        *([f"- instruction sets capped by the environment: {', '.join(f'{k}={v}' for k, v in m['isa_caps'].items())}"] if m.get("isa_caps") else []),
         f"- Python {m['python']}, torch {m['torch']}, diffusers {m['diffusers']}, transformers {m['transformers']}",
         f"- wanrt commit {m.get('wanrt_commit')}{' (crates/ had uncommitted changes)' if m.get('wanrt_tree_dirty') else ''}, "
         f"binary built {m.get('wanrt_binary_mtime')}",

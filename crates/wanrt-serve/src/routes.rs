@@ -237,6 +237,16 @@ async fn create(State(app): State<App>, req: Request) -> ApiResult<Response> {
         )
         .with_code("memory_budget_exceeded"));
     }
+    if !params.loras.is_empty() {
+        // Read and matched against the model now (and kept for the workers): a bad adapter file
+        // is this request's 400, not a failed job later.
+        let (shared, served, loras) = (app.shared.clone(), model.clone(), params.loras.clone());
+        blocking(move || shared.check_adapters(&served, &loras)).await.map_err(|mut e| {
+            app.shared.metrics.refused("invalid");
+            e.param = Some("loras".into());
+            e
+        })?;
+    }
     let job = NewJob { id: new_id(), owner: caller.owner, params, created_at: now() };
     let q = app.shared.queue.clone();
     let max = app.max_queue;

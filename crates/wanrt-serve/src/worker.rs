@@ -23,7 +23,7 @@ use serde_json::{Map, Value};
 use wanrt_media::Mp4Options;
 use wanrt_nn::Tensor;
 
-use crate::adapters::AdapterCache;
+use crate::adapters::{AdapterCache, AdapterRef};
 use crate::admission;
 use crate::engine::{self, Encoded, Next};
 use crate::events::{Hub, JobEvent};
@@ -131,6 +131,12 @@ impl Shared {
             running: Mutex::new(HashMap::new()),
             adapters: AdapterCache::default(),
         }
+    }
+
+    /// Builds (and keeps for the workers) `model`'s transformer adapted to `loras`: a file that is
+    /// no LoRA of this model fails here, when the request is made, naming the adapter.
+    pub fn check_adapters(&self, model: &ServedModel, loras: &[AdapterRef]) -> crate::Result<()> {
+        self.adapters.transformer(model, self.models.lora_dir(), loras).map(|_| ())
     }
 
     fn running(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Live>>> {

@@ -15,6 +15,7 @@
 //! in reused per-thread scratch, so the working set stays cache-sized.
 
 use super::conv::PaddingFull;
+use super::packed::FloatIsa;
 use super::SyncPtr;
 use crate::error::{Error, Result};
 use crate::HostTensor;
@@ -247,31 +248,28 @@ enum Isa {
 }
 
 impl Isa {
-    fn detect() -> Self {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if is_x86_feature_detected!("avx512f") {
-                return Isa::Avx512;
-            }
-            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                return Isa::Avx2;
-            }
+    /// The panel kernel of a packed-GEMM path: one detection (and one `WANRT_ISA` cap) for every
+    /// f32 kernel of the crate.
+    fn of(f: FloatIsa) -> Self {
+        match f {
+            FloatIsa::Scalar => Isa::Scalar,
+            #[cfg(target_arch = "x86_64")]
+            FloatIsa::Avx2 => Isa::Avx2,
+            #[cfg(target_arch = "x86_64")]
+            FloatIsa::Avx512 | FloatIsa::Avx512Bf16 => Isa::Avx512,
+            #[allow(unreachable_patterns)]
+            _ => Isa::Scalar,
         }
-        Isa::Scalar
+    }
+
+    fn detect() -> Self {
+        Isa::of(FloatIsa::detect())
     }
 
     #[cfg(test)]
     fn available() -> Vec<Self> {
-        let mut v = vec![Isa::Scalar];
-        #[cfg(target_arch = "x86_64")]
-        {
-            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                v.push(Isa::Avx2);
-            }
-            if is_x86_feature_detected!("avx512f") {
-                v.push(Isa::Avx512);
-            }
-        }
+        let mut v: Vec<Isa> = FloatIsa::available().into_iter().map(Isa::of).collect();
+        v.dedup();
         v
     }
 }
