@@ -105,7 +105,7 @@ impl FloatIsa {
 /// A weight `[n, ·]` in panels of [`NR`] output columns over `units` reduction units (an f32, or
 /// a bf16 pair): unit `p·(NR·units) + u·NR + c` is unit `u` of row `NR·p + c` (rows past `n`
 /// are zero), so the micro-kernel reads each panel front to back.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 struct Panels<U> {
     rows: usize,
     units: usize,
@@ -116,7 +116,7 @@ struct Panels<U> {
 impl<U: Copy + Default + Send + Sync> Panels<U> {
     /// In parallel over panels; `row(j, dst)` writes row `j`'s `units` units.
     fn pack(row: impl Fn(usize, &mut [U]) + Sync, n: usize, units: usize) -> Self {
-        let mut panels = Panels { rows: 0, units: 0, panels: 0, data: Vec::new() };
+        let mut panels = Panels::default();
         panels.repack(row, n, units);
         panels
     }
@@ -351,7 +351,7 @@ pub fn gemm_streamed(
     if m == 0 {
         return;
     }
-    let mut block = Panels { rows: 0, units: 0, panels: 0, data: Vec::new() };
+    let mut block = Panels::default();
     for start in (0..n).step_by(STREAM_ROWS) {
         let len = STREAM_ROWS.min(n - start);
         block.repack(|j, dst| row(start + j, dst), len, k);

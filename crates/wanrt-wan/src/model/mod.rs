@@ -107,8 +107,8 @@ impl Default for LoadOptions {
 }
 
 impl LoadOptions {
-    /// The CPU backend computing the text encoder and transformer in `dtype` (the VAE in f32);
-    /// The CPU backend computing in `dtype`, checkpoint weights packed or streamed per `prepack`.
+    /// The CPU backend computing the text encoder and transformer in `dtype` (the VAE in f32),
+    /// checkpoint weights packed or streamed per `prepack`.
     pub fn cpu(dtype: DType, prepack: Prepack) -> Self {
         LoadOptions::cpu_with(CpuOptions { dtype, prepack })
     }

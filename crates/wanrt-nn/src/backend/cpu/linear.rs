@@ -99,18 +99,6 @@ impl StoredRows {
     }
 }
 
-impl DequantRows for StoredRows {
-    fn shape(&self) -> [usize; 2] {
-        self.shape
-    }
-    fn dequantize_rows(&self, start: usize, len: usize, out: &mut Vec<f32>) {
-        let k = self.shape[1];
-        out.clear();
-        out.resize(len * k, 0.0);
-        out.chunks_exact_mut(k.max(1)).enumerate().take(len).for_each(|(r, dst)| self.decode_row(start + r, dst));
-    }
-}
-
 #[derive(Debug)]
 pub(crate) struct CpuLinear {
     weight: CpuWeight,
@@ -158,12 +146,24 @@ impl PreparedWeight for CpuLinear {
     }
 }
 
-/// Half-precision bits widened row block by row block inside the product.
 fn widen_half(dtype: DType) -> fn(u16) -> f32 {
     match dtype {
         DType::F16 => |b| half::f16::from_bits(b).to_f32(),
         _ => |b| half::bf16::from_bits(b).to_f32(),
     }
+}
+
+/// Row `j` of a `[·, k]` weight held as `dtype` half bits, widened into `dst` (`k` values).
+fn half_row(dtype: DType, bits: &[u16], k: usize) -> impl Fn(usize, &mut [f32]) + Sync + '_ {
+    let widen = widen_half(dtype);
+    move |j, dst| dst.iter_mut().zip(&bits[j * k..(j + 1) * k]).for_each(|(d, &b)| *d = widen(b))
+}
+
+/// Appends `k` values written by `write` to `out`.
+fn push_with(out: &mut Vec<f32>, k: usize, write: impl FnOnce(&mut [f32])) {
+    let start = out.len();
+    out.resize(start + k, 0.0);
+    write(&mut out[start..]);
 }
 
 /// f32 → half bits of `dtype` (round to nearest even).
@@ -344,13 +344,11 @@ impl CpuLinear {
         match &self.weight {
             CpuWeight::Packed(w) => w.push_row(r, out),
             CpuWeight::PackedBf16(w) => w.push_row(r, out),
-            CpuWeight::Half { dtype, bits } => {
-                out.extend(bits[r * k..(r + 1) * k].iter().map(|&b| widen_half(*dtype)(b)))
-            }
+            CpuWeight::Half { dtype, bits } => push_with(out, k, |dst| half_row(*dtype, bits, k)(r, dst)),
             CpuWeight::Int8Weight(q) => dequant(q, &mut tmp),
             CpuWeight::Int8 { w, .. } => dequant(w, &mut tmp),
             CpuWeight::Fp8 { w, .. } => dequant(&Fp8Rows(w), &mut tmp),
-            CpuWeight::Stored(g) => dequant(g, &mut tmp),
+            CpuWeight::Stored(g) => push_with(out, k, |dst| g.decode_row(r, dst)),
         }
         out.extend_from_slice(&tmp);
     }
@@ -407,13 +405,7 @@ impl CpuLinear {
                 }
                 return HostTensor::new(shape, o);
             }
-            CpuWeight::Half { dtype, bits } => {
-                let widen = widen_half(*dtype);
-                let row = |j: usize, dst: &mut [f32]| {
-                    dst.iter_mut().zip(&bits[j * k..(j + 1) * k]).for_each(|(d, &b)| *d = widen(b))
-                };
-                return HostTensor::new(shape, streamed(&row));
-            }
+            CpuWeight::Half { dtype, bits } => return HostTensor::new(shape, streamed(&half_row(*dtype, bits, k))),
             CpuWeight::Int8Weight(q) => {
                 let mut o = out();
                 gemm_w8a16(x.data(), m, k, q, bias, &mut o);
