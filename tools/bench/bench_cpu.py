@@ -761,8 +761,9 @@ def render_md(res: dict, args) -> str:
         "Notes: wanrt computes the cross-attention keys/values of the text once per generation and reuses them "
         "in every step (`wanrt bench` reports them as `text_kv_s`, outside the step time); diffusers recomputes them "
         "in every forward. The second transformer row adds them back, so it compares the same work. diffusers maps the "
-        "f32 safetensors lazily (load ≈ 1 s; a bf16 checkpoint it widens at load) and pays the page-in during the first forward; wanrt packs every linear weight "
-        "at load. The whole-generate row contains all of it.",
+        "f32 safetensors lazily (load ≈ 1 s; a bf16 checkpoint it widens at load) and pays the page-in during the first forward; wanrt, by default, maps the checkpoint "
+        "too and packs each weight inside its products (`--prepack always` packs at load). The whole-generate row "
+        "contains all of it.",
     ]
     if res["generate_frames_parity"]:
         lines += ["", "Sanity check — same initial noise, decoded frames of the whole generate, max |torch − wanrt|: "

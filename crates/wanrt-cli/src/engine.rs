@@ -27,7 +27,7 @@ pub enum DTypeArg {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum PrepackArg {
-    /// f32 checkpoints packed at load, bf16/f16 checkpoints streamed.
+    /// wanrt's choice: today every checkpoint weight streamed (as fast as packed, measured).
     Auto,
     /// Every checkpoint weight packed into f32 panels at load (fastest products).
     Always,
@@ -71,12 +71,11 @@ pub struct EngineArgs {
     #[arg(long)]
     pub threads: Option<usize>,
     /// Under f32, where the products find the checkpoint's weights (the output is the same bits
-    /// either way). `always`: packed into the GEMM's panels at load (fastest products; the load
-    /// makes one pass over the model and holds it in f32). `never`: streamed, left where they are
-    /// stored (the mapped file) and packed block by block inside each product (nothing done or
-    /// held at load; one pass over the weights per product, ~5–10 % of a step at 1000 tokens).
-    /// `auto`: f32 checkpoints packed, bf16/f16 checkpoints streamed (loaded without a conversion
-    /// pass, held at half size). int8 artifacts and --dtype bf16 always pack.
+    /// either way). `never`: streamed, left where they are stored (the mapped file) and packed
+    /// inside each product while the other threads multiply (nothing done or held at load).
+    /// `always`: packed into the GEMM's panels at load (one pass over the model at load, held in
+    /// f32). `auto`: wanrt's choice, today streamed (measured as fast per step). int8 artifacts
+    /// and --dtype bf16 always pack.
     #[arg(long, value_enum, default_value = "auto")]
     pub prepack: PrepackArg,
     /// Same as --prepack never (short runs: nothing packed at load).

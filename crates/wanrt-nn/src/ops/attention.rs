@@ -2,12 +2,15 @@
 //! never exceeds `SCORE_BUDGET` floats (or `MIN_QUERY_BLOCK × Lk`) per worker: memory-bounded at
 //! 32k tokens.
 //!
-//! [`attention_bf16`] is the bf16 backend's: both products in the bf16 pair arithmetic of
-//! [`super::packed`] (`vdpbf16ps` on AVX-512 BF16), Q and the softmax weights rounded to bf16 as
-//! a GPU's flash attention does, scores, softmax and accumulation in f32.
+//! Both products run on the packed GEMMs of [`super::packed`], with K and Vᵀ packed once per
+//! (batch, head) for all of its query blocks (a general GEMM would repack them for every block:
+//! at 32k tokens that is as much work as the product). Heads are taken a group at a time, so only
+//! a group's packed copies are held. [`attention`] computes in f32; [`attention_bf16`] is the
+//! bf16 backend's: both products in the bf16 pair arithmetic (`vdpbf16ps` on AVX-512 BF16), Q
+//! and the softmax weights rounded to bf16 as a GPU's flash attention does, scores, softmax and
+//! accumulation in f32.
 
-use super::matmul::{gemm_general, Layout};
-use super::packed::{gemm_bf16, FloatIsa, PackedBf16};
+use super::packed::{gemm_bf16, gemm_packed_with, FloatIsa, PackedBf16, PackedF32};
 use super::softmax::softmax_row;
 use super::SyncPtr;
 use crate::error::{Error, Result};
@@ -19,6 +22,8 @@ use rayon::prelude::*;
 const SCORE_BUDGET: usize = 1 << 17;
 /// Fewest query rows per task (long sequences).
 const MIN_QUERY_BLOCK: usize = 64;
+/// Query-block tasks per thread in a group of heads: enough to balance the threads.
+const TASKS_PER_THREAD: usize = 4;
 
 /// Additive terms applied to the scores before softmax.
 #[derive(Default, Clone, Copy)]
@@ -29,16 +34,75 @@ pub struct ScoreBias<'a> {
     pub per_key: Option<&'a [f32]>,
 }
 
-/// How a task multiplies: f32 GEMMs on the tensors in place, or bf16 pair products on K and Vᵀ
-/// packed once per (batch, head).
-enum Products {
+/// The arithmetic of both products.
+#[derive(Clone, Copy)]
+enum Arithmetic {
     F32,
-    Bf16 { isa: FloatIsa, heads: Vec<(PackedBf16, PackedBf16)> },
+    Bf16,
 }
 
-/// `softmax(q·kᵀ·scale + bias)·v` for `q: [B, Lq, H, D]`, `k, v: [B, Lk, H, D]`.
+/// K and Vᵀ of one (batch, head), packed for the arithmetic's products.
+enum PackedHead {
+    F32(PackedF32, PackedF32),
+    Bf16(PackedBf16, PackedBf16),
+}
+
+impl PackedHead {
+    /// Packs head `hi` of batch `bi` of `k, v: [B, Lk, H, D]`.
+    fn pack(arithmetic: Arithmetic, k: &HostTensor, v: &HostTensor, bi: usize, hi: usize) -> PackedHead {
+        let [_, lk, h, d] = k.shape().try_into().expect("checked [B, Lk, H, D]");
+        let hd = h * d;
+        let base = bi * lk * hd + hi * d;
+        let (kd, vd) = (&k.data()[base..], &v.data()[base..]);
+        let k_row = |j: usize| &kd[j * hd..j * hd + d];
+        let v_col = |e: usize| (0..lk).map(move |j| vd[j * hd + e]);
+        match arithmetic {
+            Arithmetic::F32 => PackedHead::F32(
+                PackedF32::pack(|j, dst| dst.copy_from_slice(k_row(j)), lk, d),
+                PackedF32::pack(|e, dst| dst.iter_mut().zip(v_col(e)).for_each(|(o, x)| *o = x), d, lk),
+            ),
+            Arithmetic::Bf16 => {
+                let bits = |x: f32| half::bf16::from_f32(x).to_bits();
+                PackedHead::Bf16(
+                    PackedBf16::pack(|j, dst| dst.iter_mut().zip(k_row(j)).for_each(|(o, &x)| *o = bits(x)), lk, d),
+                    PackedBf16::pack(|e, dst| dst.iter_mut().zip(v_col(e)).for_each(|(o, x)| *o = bits(x)), d, lk),
+                )
+            }
+        }
+    }
+
+    /// `scores[rows, Lk] = scale · q_rows[rows, D] · Kᵀ`.
+    fn scores(&self, isa: FloatIsa, q_rows: &[f32], rows: usize, scale: f32, scores: &mut [f32]) {
+        match self {
+            PackedHead::F32(k, _) => gemm_packed_with(isa, q_rows, rows, k, None, |s| s * scale, scores),
+            PackedHead::Bf16(k, _) => gemm_bf16(isa, q_rows, rows, k, None, |s| s * scale, scores),
+        }
+    }
+
+    /// `o[rows, D] = p[rows, Lk] · V`.
+    fn weighted(&self, isa: FloatIsa, p: &[f32], rows: usize, o: &mut [f32]) {
+        match self {
+            PackedHead::F32(_, vt) => gemm_packed_with(isa, p, rows, vt, None, |x| x, o),
+            PackedHead::Bf16(_, vt) => gemm_bf16(isa, p, rows, vt, None, |x| x, o),
+        }
+    }
+}
+
+/// `softmax(q·kᵀ·scale + bias)·v` for `q: [B, Lq, H, D]`, `k, v: [B, Lk, H, D]`, in f32.
 pub fn attention(q: &HostTensor, k: &HostTensor, v: &HostTensor, scale: f32, bias: ScoreBias) -> Result<HostTensor> {
-    attention_with(q, k, v, scale, bias, None)
+    attention_f32(FloatIsa::detect(), q, k, v, scale, bias)
+}
+
+/// [`attention`] on `isa`: every path returns the same bits.
+pub fn attention_f32(
+    isa: FloatIsa,
+    q: &HostTensor,
+    k: &HostTensor,
+    v: &HostTensor,
+    scale: f32,
+    bias: ScoreBias,
+) -> Result<HostTensor> {
+    attention_with(Arithmetic::F32, isa, q, k, v, scale, bias)
 }
 
 /// [`attention`] with both products in bf16 on `isa` (f32 scores, softmax and accumulation):
@@ -51,16 +115,17 @@ pub fn attention_bf16(
     scale: f32,
     bias: ScoreBias,
 ) -> Result<HostTensor> {
-    attention_with(q, k, v, scale, bias, Some(isa))
+    attention_with(Arithmetic::Bf16, isa, q, k, v, scale, bias)
 }
 
 fn attention_with(
+    arithmetic: Arithmetic,
+    isa: FloatIsa,
     q: &HostTensor,
     k: &HostTensor,
     v: &HostTensor,
     scale: f32,
     bias: ScoreBias,
-    bf16: Option<FloatIsa>,
 ) -> Result<HostTensor> {
     let (b, lq, h, d) = match q.shape() {
         &[b, l, h, d] => (b, l, h, d),
@@ -79,82 +144,53 @@ fn attention_with(
             return Err(Error::shape("attention per-key bias", [b, lk], pk.len()));
         }
     }
-    // The GEMMs read each head straight out of `[B, L, H, D]` (row stride H·D): no head-major
-    // copies, which cost as much as the softmax at a few thousand tokens.
+    if !isa.is_available() {
+        return Err(Error::Msg(format!("instruction set {} not available on this CPU", isa.name())));
+    }
+    // Heads are read straight out of `[B, L, H, D]` (row stride H·D): no head-major copies,
+    // which cost as much as the softmax at a few thousand tokens.
     let hd = h * d;
-    let products = match bf16 {
-        None => Products::F32,
-        Some(isa) => {
-            let bits = |x: f32| half::bf16::from_f32(x).to_bits();
-            let heads = (0..b * h)
-                .into_par_iter()
-                .map(|bh| {
-                    let base = (bh / h) * lk * hd + (bh % h) * d;
-                    let (kd, vd) = (&k.data()[base..], &v.data()[base..]);
-                    let k_rows = |j: usize, dst: &mut [u16]| {
-                        dst.iter_mut().zip(&kd[j * hd..j * hd + d]).for_each(|(o, &x)| *o = bits(x))
-                    };
-                    let v_cols = |e: usize, dst: &mut [u16]| {
-                        dst.iter_mut().enumerate().for_each(|(j, o)| *o = bits(vd[j * hd + e]))
-                    };
-                    (PackedBf16::pack(k_rows, lk, d), PackedBf16::pack(v_cols, d, lk))
-                })
-                .collect();
-            Products::Bf16 { isa, heads }
-        }
-    };
     let mut out = vec![0.0f32; b * lq * hd];
     let query_block = (SCORE_BUDGET / lk.max(1)).clamp(MIN_QUERY_BLOCK, lq.max(MIN_QUERY_BLOCK));
     let blocks_per_head = lq.div_ceil(query_block);
-    let tasks: Vec<(usize, usize)> = (0..b * h).flat_map(|bh| (0..blocks_per_head).map(move |blk| (bh, blk))).collect();
+    let group = (TASKS_PER_THREAD * super::num_threads()).div_ceil(blocks_per_head).max(1);
     let out_ptr = SyncPtr(out.as_mut_ptr());
-    let init = || (Vec::new(), vec![0.0f32; query_block * d]);
-    tasks.par_iter().for_each_init(init, |(scores, o): &mut (Vec<f32>, Vec<f32>), &(bh, blk)| {
-        let (bi, hi) = (bh / h, bh % h);
-        let q0 = blk * query_block;
-        let rows = query_block.min(lq - q0);
-        let q_blk = &q.data()[(bi * lq + q0) * hd + hi * d..];
-        let k_head = &k.data()[bi * lk * hd + hi * d..];
-        let v_head = &v.data()[bi * lk * hd + hi * d..];
-        scores.clear();
-        scores.resize(rows * lk, 0.0);
-        match &products {
-            // scores[i, j] = q[i, :] · k[j, :]: K read transposed as b[kk, j].
-            Products::F32 => {
-                let (q_layout, k_layout) = (Layout { rs: hd, cs: 1 }, Layout { rs: 1, cs: hd });
-                gemm_general(scores, lk, q_blk, q_layout, k_head, k_layout, rows, lk, d, false, true);
+    let heads: Vec<usize> = (0..b * h).collect();
+    for group in heads.chunks(group) {
+        let packed: Vec<PackedHead> =
+            group.par_iter().map(|&bh| PackedHead::pack(arithmetic, k, v, bh / h, bh % h)).collect();
+        let tasks: Vec<(usize, usize)> =
+            (0..group.len()).flat_map(|g| (0..blocks_per_head).map(move |blk| (g, blk))).collect();
+        let init = || (Vec::new(), Vec::new(), vec![0.0f32; query_block * d]);
+        tasks.par_iter().for_each_init(init, |(q_rows, scores, o): &mut (Vec<f32>, Vec<f32>, Vec<f32>), &(g, blk)| {
+            let bh = group[g];
+            let (bi, hi) = (bh / h, bh % h);
+            let q0 = blk * query_block;
+            let rows = query_block.min(lq - q0);
+            q_rows.clear();
+            q_rows.extend((0..rows).flat_map(|r| &q.data()[(bi * lq + q0 + r) * hd + hi * d..][..d]));
+            scores.clear();
+            scores.resize(rows * lk, 0.0);
+            packed[g].scores(isa, q_rows, rows, scale, scores);
+            for (r, row) in scores.chunks_exact_mut(lk).enumerate() {
+                if let Some(pb) = bias.per_head {
+                    let off = (hi * lq + q0 + r) * lk;
+                    row.iter_mut().zip(&pb[off..off + lk]).for_each(|(s, &b)| *s += b);
+                }
+                if let Some(pk) = bias.per_key {
+                    row.iter_mut().zip(&pk[bi * lk..(bi + 1) * lk]).for_each(|(s, &b)| *s += b);
+                }
+                softmax_row(row);
             }
-            Products::Bf16 { isa, heads } => {
-                let q_rows: Vec<f32> = (0..rows).flat_map(|r| &q_blk[r * hd..r * hd + d]).copied().collect();
-                gemm_bf16(*isa, &q_rows, rows, &heads[bh].0, None, |x| x, scores);
+            packed[g].weighted(isa, scores, rows, &mut o[..rows * d]);
+            for (r, o_row) in o.chunks_exact(d).take(rows).enumerate() {
+                // SAFETY: each (batch, query, head) row of `out` is written by exactly one task.
+                let dst =
+                    unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add((bi * lq + q0 + r) * hd + hi * d), d) };
+                dst.copy_from_slice(o_row);
             }
-        }
-        for (r, row) in scores.chunks_exact_mut(lk).enumerate() {
-            row.iter_mut().for_each(|s| *s *= scale);
-            if let Some(pb) = bias.per_head {
-                let off = (hi * lq + q0 + r) * lk;
-                row.iter_mut().zip(&pb[off..off + lk]).for_each(|(s, &b)| *s += b);
-            }
-            if let Some(pk) = bias.per_key {
-                row.iter_mut().zip(&pk[bi * lk..(bi + 1) * lk]).for_each(|(s, &b)| *s += b);
-            }
-            softmax_row(row);
-        }
-        match &products {
-            Products::F32 => {
-                let v_layout = Layout { rs: hd, cs: 1 };
-                gemm_general(o, d, scores, Layout::row_major(lk), v_head, v_layout, rows, d, lk, false, true);
-            }
-            Products::Bf16 { isa, heads } => {
-                gemm_bf16(*isa, scores, rows, &heads[bh].1, None, |x| x, &mut o[..rows * d])
-            }
-        }
-        for (r, o_row) in o.chunks_exact(d).take(rows).enumerate() {
-            // SAFETY: each (batch, query, head) row of `out` is written by exactly one task.
-            let dst = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add((bi * lq + q0 + r) * hd + hi * d), d) };
-            dst.copy_from_slice(o_row);
-        }
-    });
+        });
+    }
     HostTensor::new([b, lq, h, d], out)
 }
 
@@ -203,6 +239,49 @@ mod tests {
         let got = attention(&q, &k, &v, 0.35, ScoreBias::default()).unwrap();
         let want = reference(&q, &k, &v, 0.35);
         let err = got.data().iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        assert!(err < 1e-5, "max err {err}");
+    }
+
+    #[test]
+    fn f32_attention_is_the_same_on_every_path_with_biases() {
+        // Several head groups (a group spans at least one head) and ragged query blocks.
+        let (b, lq, lk, h, d) = (2, 300, 530, 5, 12);
+        let gen = |n: usize, seed: u64| crate::quant::int8::tests::randn(n, seed);
+        let q = HostTensor::new([b, lq, h, d], gen(b * lq * h * d, 4)).unwrap();
+        let k = HostTensor::new([b, lk, h, d], gen(b * lk * h * d, 5)).unwrap();
+        let v = HostTensor::new([b, lk, h, d], gen(b * lk * h * d, 6)).unwrap();
+        let per_head = gen(h * lq * lk, 7);
+        let per_key: Vec<f32> = (0..b * lk).map(|i| if i % lk >= 400 + i / lk { -1e9 } else { 0.0 }).collect();
+        let bias = ScoreBias { per_head: Some(&per_head), per_key: Some(&per_key) };
+        let paths = FloatIsa::available();
+        let first = attention_f32(paths[0], &q, &k, &v, 0.3, bias).unwrap();
+        for isa in &paths[1..] {
+            let got = attention_f32(*isa, &q, &k, &v, 0.3, bias).unwrap();
+            assert!(got.data().iter().zip(first.data()).all(|(a, b)| a.to_bits() == b.to_bits()), "{}", isa.name());
+        }
+        // Against plain sums (per-head and per-key terms added as the reference's formula does).
+        let mut want = vec![0.0f32; b * lq * h * d];
+        for bi in 0..b {
+            for hi in 0..h {
+                for i in 0..lq {
+                    let qi = &q.data()[((bi * lq + i) * h + hi) * d..][..d];
+                    let mut s: Vec<f32> = (0..lk)
+                        .map(|j| {
+                            let kj = &k.data()[((bi * lk + j) * h + hi) * d..][..d];
+                            let dot: f32 = qi.iter().zip(kj).map(|(a, b)| a * b).sum();
+                            dot * 0.3 + per_head[(hi * lq + i) * lk + j] + per_key[bi * lk + j]
+                        })
+                        .collect();
+                    softmax_row(&mut s);
+                    for (j, &p) in s.iter().enumerate() {
+                        let vj = &v.data()[((bi * lk + j) * h + hi) * d..][..d];
+                        let o = &mut want[((bi * lq + i) * h + hi) * d..][..d];
+                        o.iter_mut().zip(vj).for_each(|(o, &x)| *o += p * x);
+                    }
+                }
+            }
+        }
+        let err = first.data().iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
         assert!(err < 1e-5, "max err {err}");
     }
 

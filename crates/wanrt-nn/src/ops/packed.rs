@@ -123,24 +123,29 @@ impl<U: Copy + Default + Send + Sync> Panels<U> {
 
     /// [`Self::pack`] into this buffer, reusing its allocation.
     fn repack(&mut self, row: impl Fn(usize, &mut [U]) + Sync, n: usize, units: usize) {
-        let panels = n.div_ceil(NR);
-        let data = &mut self.data;
-        data.clear();
-        data.resize(panels * NR * units, U::default());
+        self.resize(n, units);
         if units > 0 {
-            // The panel's rows are decoded side by side, then interleaved in one sequential pass
-            // over the panel (16 read streams, one write stream).
-            data.par_chunks_mut(NR * units).enumerate().for_each_init(Vec::new, |buf: &mut Vec<U>, (p, panel)| {
-                let cols = NR.min(n - p * NR);
-                buf.resize(NR * units, U::default());
-                for (c, dst) in buf.chunks_exact_mut(units).take(cols).enumerate() {
-                    row(p * NR + c, dst);
-                }
-                for (kk, line) in panel.chunks_exact_mut(NR).enumerate() {
-                    line.iter_mut().take(cols).enumerate().for_each(|(c, d)| *d = buf[c * units + kk]);
-                }
-            });
+            self.data
+                .par_chunks_mut(NR * units)
+                .enumerate()
+                .for_each_init(Vec::new, |buf, (p, panel)| pack_panel(&row, n, units, p, panel, buf));
         }
+    }
+
+    /// [`Self::repack`] on the calling thread: for a task that packs the panels it multiplies.
+    fn repack_here(&mut self, row: impl Fn(usize, &mut [U]), n: usize, units: usize, buf: &mut Vec<U>) {
+        self.resize(n, units);
+        if units > 0 {
+            for (p, panel) in self.data.chunks_exact_mut(NR * units).enumerate() {
+                pack_panel(&row, n, units, p, panel, buf);
+            }
+        }
+    }
+
+    fn resize(&mut self, n: usize, units: usize) {
+        let panels = n.div_ceil(NR);
+        self.data.clear();
+        self.data.resize(panels * NR * units, U::default());
         (self.rows, self.units, self.panels) = (n, units, panels);
     }
 
@@ -151,6 +156,26 @@ impl<U: Copy + Default + Send + Sync> Panels<U> {
 
     fn bytes(&self) -> usize {
         self.data.len() * std::mem::size_of::<U>()
+    }
+}
+
+/// Panel `p` of an `n`-row weight: its rows are decoded side by side into `buf`, then
+/// interleaved in one sequential pass over the panel (16 read streams, one write stream).
+fn pack_panel<U: Copy + Default>(
+    row: &impl Fn(usize, &mut [U]),
+    n: usize,
+    units: usize,
+    p: usize,
+    panel: &mut [U],
+    buf: &mut Vec<U>,
+) {
+    let cols = NR.min(n - p * NR);
+    buf.resize(NR * units, U::default());
+    for (c, dst) in buf.chunks_exact_mut(units).take(cols).enumerate() {
+        row(p * NR + c, dst);
+    }
+    for (kk, line) in panel.chunks_exact_mut(NR).enumerate() {
+        line.iter_mut().take(cols).enumerate().for_each(|(c, d)| *d = buf[c * units + kk]);
     }
 }
 
@@ -327,12 +352,41 @@ pub fn gemm_packed_strided(
 
 /// `out[m, n] = post(x[m, k] · Wᵀ + bias)` for a weight that is not held packed: row `j` of the
 /// `[n, k]` weight is decoded by `row(j, dst)` from wherever it lies (a mapped checkpoint in
-/// f32/bf16/f16, GGUF blocks, half bits in memory), and [`STREAM_ROWS`] output rows at a time
-/// are packed into one reused buffer and multiplied while they are still in cache. The chains are
-/// those of [`gemm_packed_with`] on the packed weight (same bits); the cost is one pass over the
-/// weight per product, against none of its memory held twice and nothing done at load.
+/// f32/bf16/f16, GGUF blocks, half bits in memory) and packed inside the product, each block of
+/// output columns once, into a reused buffer, and multiplied while it is still in cache. The chains
+/// are those of [`gemm_packed_with`] on the packed weight (same bits); the cost is one pass over
+/// the weight per product, against none of its memory held twice and nothing done at load.
 #[allow(clippy::too_many_arguments)]
 pub fn gemm_streamed(
+    isa: FloatIsa,
+    x: &[f32],
+    m: usize,
+    [n, k]: [usize; 2],
+    row: impl Fn(usize, &mut [f32]) + Sync,
+    bias: Option<&[f32]>,
+    post: impl Fn(f32) -> f32 + Sync + Copy,
+    out: &mut [f32],
+) {
+    let tasks = n.div_ceil(NC_PANELS * NR);
+    let streaming = if tasks >= 2 * super::num_threads() { Streaming::ByColumns } else { Streaming::ByBlocks };
+    gemm_streamed_as(streaming, isa, x, m, [n, k], row, bias, post, out)
+}
+
+/// How [`gemm_streamed`] splits the work between packing and multiplying.
+#[derive(Clone, Copy, Debug)]
+enum Streaming {
+    /// Every task packs its own [`NC_PANELS`] panels and multiplies them with all rows of `x`:
+    /// packing overlaps the other threads' products and no thread waits between the two. Needs
+    /// enough column blocks to keep every thread busy.
+    ByColumns,
+    /// [`STREAM_ROWS`] output rows packed by all threads, then multiplied by all threads (split
+    /// over rows too): for narrow weights.
+    ByBlocks,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn gemm_streamed_as(
+    streaming: Streaming,
     isa: FloatIsa,
     x: &[f32],
     m: usize,
@@ -351,20 +405,52 @@ pub fn gemm_streamed(
     if m == 0 {
         return;
     }
-    let mut block = Panels::default();
-    for start in (0..n).step_by(STREAM_ROWS) {
-        let len = STREAM_ROWS.min(n - start);
-        block.repack(|j, dst| row(start + j, dst), len, k);
-        let b = bias.map(|b| &b[start..start + len]);
-        // SAFETY (kernel): tiles come from `gemm_panels`, which checks the extents; availability
-        // asserted above.
-        gemm_panels(x, m, &block, b, post, &mut out[start..], n, |t| unsafe { kernels::run_f32(isa, t) });
+    // SAFETY (kernel): tiles come from `block_product`, which checks the extents; availability
+    // asserted above.
+    let kernel = |t: &Tile<f32>| unsafe { kernels::run_f32(isa, t) };
+    match streaming {
+        Streaming::ByColumns => {
+            let out_ptr = SyncPtr(out.as_mut_ptr());
+            let width = NC_PANELS * NR;
+            let task = |(panels, buf, acc): &mut (Panels<f32>, Vec<f32>, Vec<f32>), cb: usize| {
+                let j0 = cb * width;
+                let cols = width.min(n - j0);
+                panels.repack_here(|j, dst| row(j0 + j, dst), cols, k, buf);
+                for i0 in (0..m).step_by(MC) {
+                    // SAFETY: task `cb` alone writes columns j0..j0+cols ≤ n, of rows < m.
+                    unsafe {
+                        block_product(
+                            x,
+                            k,
+                            (i0, MC.min(m - i0)),
+                            &panels.data,
+                            (j0, cols),
+                            bias,
+                            post,
+                            out_ptr,
+                            n,
+                            acc,
+                            &kernel,
+                        )
+                    };
+                }
+            };
+            (0..n.div_ceil(width)).into_par_iter().for_each_init(Default::default, task);
+        }
+        Streaming::ByBlocks => {
+            let mut block = Panels::default();
+            for start in (0..n).step_by(STREAM_ROWS) {
+                let len = STREAM_ROWS.min(n - start);
+                block.repack(|j, dst| row(start + j, dst), len, k);
+                let b = bias.map(|b| &b[start..start + len]);
+                gemm_panels(x, m, &block, b, post, &mut out[start..], n, kernel);
+            }
+        }
     }
 }
 
-/// The product over panels: tasks of [`MC`] rows × [`NC_PANELS`] panels in parallel, each
-/// accumulating its tile over [`KC`]-unit slices in a private buffer (`kernel` continues the
-/// chains) and writing it once, bias and `post` fused into that pass while the tile is in cache.
+/// The product over panels: tasks of [`MC`] rows × [`NC_PANELS`] panels in parallel (see
+/// [`block_product`]).
 #[allow(clippy::too_many_arguments)]
 fn gemm_panels<U: Copy + Send + Sync>(
     x: &[U],
@@ -394,46 +480,24 @@ fn gemm_panels<U: Copy + Send + Sync>(
     let task = |acc: &mut Vec<f32>, t: usize| {
         // Column-block major: consecutive tasks share the weight slice they stream.
         let (cb, rb) = (t / row_blocks, t % row_blocks);
-        let i0 = rb * MC;
-        let rows = MC.min(m - i0);
-        let p0 = cb * NC_PANELS;
-        let panels = NC_PANELS.min(w.panels - p0);
-        let acc_rs = panels * NR;
-        acc.clear();
-        acc.resize(rows * acc_rs, 0.0);
-        let mut k0 = 0;
-        while k0 < k {
-            let kc = KC.min(k - k0);
-            // SAFETY (all offsets): rows i0..i0+rows < m and units k0..k0+kc ≤ k of `x`;
-            // panels p0..p0+panels < w.panels, units k0·NR.. of each.
-            kernel(&Tile {
-                a: unsafe { x.as_ptr().add(i0 * k + k0) },
-                a_rs: k,
-                rows,
-                w: unsafe { w.data.as_ptr().add(p0 * NR * k + k0 * NR) },
-                w_ps: NR * k,
-                panels,
-                kc,
-                acc: acc.as_mut_ptr(),
-                acc_rs,
-            });
-            k0 += kc;
-        }
-        let j0 = p0 * NR;
-        let cols = acc_rs.min(n - j0);
-        super::vectorized(|| {
-            for r in 0..rows {
-                // SAFETY: tasks are disjoint; row i0+r < m, columns j0..j0+cols ≤ n.
-                let dst = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add((i0 + r) * out_rs + j0), cols) };
-                let src = &acc[r * acc_rs..r * acc_rs + cols];
-                match bias {
-                    Some(b) => {
-                        dst.iter_mut().zip(src).zip(&b[j0..j0 + cols]).for_each(|((o, &v), &b)| *o = post(v + b))
-                    }
-                    None => dst.iter_mut().zip(src).for_each(|(o, &v)| *o = post(v)),
-                }
-            }
-        })
+        let (i0, j0) = (rb * MC, cb * NC_PANELS * NR);
+        // SAFETY: tasks are disjoint blocks of rows < m, columns < n, `out_rs` apart (asserted).
+        unsafe {
+            let cols = (NC_PANELS * NR).min(n - j0);
+            block_product(
+                x,
+                k,
+                (i0, MC.min(m - i0)),
+                &w.data[j0 * k..],
+                (j0, cols),
+                bias,
+                post,
+                out_ptr,
+                out_rs,
+                acc,
+                &kernel,
+            )
+        };
     };
     let tasks = row_blocks * col_blocks;
     if tasks == 1 || super::num_threads() == 1 {
@@ -442,6 +506,65 @@ fn gemm_panels<U: Copy + Send + Sync>(
     } else {
         (0..tasks).into_par_iter().for_each_init(Vec::new, task);
     }
+}
+
+/// Rows `i0..i0 + rows` of `x` times the weight panels at the front of `w` (`k` units each),
+/// which hold output columns `j0..j0 + cols`: each output's chain accumulated over [`KC`]-unit slices in `acc`
+/// (`kernel` continues the chains), then written once, bias and `post` fused into that pass while
+/// the tile is in cache.
+///
+/// # Safety
+/// `out` must address `i0 + rows` rows of at least `j0 + cols` values, `out_rs` apart, and no other
+/// thread may access the block written here.
+#[allow(clippy::too_many_arguments)]
+unsafe fn block_product<U: Copy>(
+    x: &[U],
+    k: usize,
+    (i0, rows): (usize, usize),
+    w: &[U],
+    (j0, cols): (usize, usize),
+    bias: Option<&[f32]>,
+    post: impl Fn(f32) -> f32,
+    out: SyncPtr,
+    out_rs: usize,
+    acc: &mut Vec<f32>,
+    kernel: &impl Fn(&Tile<U>),
+) {
+    let panels = cols.div_ceil(NR);
+    assert!(w.len() >= panels * NR * k, "block outside the weight's panels");
+    assert!((i0 + rows) * k <= x.len(), "block outside x");
+    let acc_rs = panels * NR;
+    acc.clear();
+    acc.resize(rows * acc_rs, 0.0);
+    let mut k0 = 0;
+    while k0 < k {
+        let kc = KC.min(k - k0);
+        // SAFETY (all offsets): rows i0..i0+rows and units k0..k0+kc ≤ k of `x`; the first
+        // `panels` panels of `w`, units k0·NR.. of each (asserted above).
+        kernel(&Tile {
+            a: unsafe { x.as_ptr().add(i0 * k + k0) },
+            a_rs: k,
+            rows,
+            w: unsafe { w.as_ptr().add(k0 * NR) },
+            w_ps: NR * k,
+            panels,
+            kc,
+            acc: acc.as_mut_ptr(),
+            acc_rs,
+        });
+        k0 += kc;
+    }
+    super::vectorized(|| {
+        for r in 0..rows {
+            // SAFETY: the caller's contract: row i0+r, columns j0..j0+cols are this call's.
+            let dst = unsafe { std::slice::from_raw_parts_mut(out.get().add((i0 + r) * out_rs + j0), cols) };
+            let src = &acc[r * acc_rs..r * acc_rs + cols];
+            match bias {
+                Some(b) => dst.iter_mut().zip(src).zip(&b[j0..j0 + cols]).for_each(|((o, &v), &b)| *o = post(v + b)),
+                None => dst.iter_mut().zip(src).for_each(|(o, &v)| *o = post(v)),
+            }
+        }
+    })
 }
 
 #[cfg(test)]
@@ -487,7 +610,7 @@ mod tests {
 
     #[test]
     fn streamed_products_return_the_packed_bits() {
-        // n past one streamed block with a ragged last block, k past KC.
+        // n past one streamed block and one task's columns, ragged; m past MC; k past KC.
         let (m, n, k) = (53, 2 * STREAM_ROWS + 37, 600);
         let x = randn(m * k, 6);
         let w = randn(n * k, 7);
@@ -497,10 +620,12 @@ mod tests {
         for isa in FloatIsa::available() {
             let mut want = vec![0.0; m * n];
             gemm_packed_with(isa, &x, m, &packed, Some(&b), relu, &mut want);
-            let mut out = vec![f32::NAN; m * n];
-            let row = |j: usize, dst: &mut [f32]| dst.copy_from_slice(&w[j * k..(j + 1) * k]);
-            gemm_streamed(isa, &x, m, [n, k], row, Some(&b), relu, &mut out);
-            assert!(out.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "{}", isa.name());
+            for streaming in [Streaming::ByColumns, Streaming::ByBlocks] {
+                let mut out = vec![f32::NAN; m * n];
+                let row = |j: usize, dst: &mut [f32]| dst.copy_from_slice(&w[j * k..(j + 1) * k]);
+                gemm_streamed_as(streaming, isa, &x, m, [n, k], row, Some(&b), relu, &mut out);
+                assert!(out.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "{} {streaming:?}", isa.name());
+            }
         }
         gemm_streamed(FloatIsa::Scalar, &[], 0, [n, k], |_, _| unreachable!(), None, |v| v, &mut []);
     }

@@ -1,12 +1,12 @@
 //! The CPU backend's form of a linear layer's weights, and the products on it.
 //!
 //! Prepared once from the layer's stored format ([`crate::LinearWeight`]):
-//! - f32/bf16/f16 in a checkpoint: packed into the f32 GEMM's panels ([`PackedF32`]) straight
-//!   from the mapped bytes, in parallel, so no product repacks the weight and a half-precision
-//!   checkpoint is widened once, in the packing pass (the file pages are then dropped: the model
-//!   is held once); or streamed ([`super::Prepack`]: by default bf16/f16 checkpoints, and any
-//!   under `--prepack never`), left where it is stored and packed block of rows by block of rows
-//!   inside each product ([`gemm_streamed`]: same bits, nothing done or allocated at load);
+//! - f32/bf16/f16 in a checkpoint: streamed by default ([`super::Prepack`]), left where it is
+//!   stored and packed inside each product ([`gemm_streamed`]: same bits, nothing done or
+//!   allocated at load); or, under `--prepack always`, packed into the f32 GEMM's panels
+//!   ([`PackedF32`]) straight from the mapped bytes, in parallel, so no product repacks the weight
+//!   and a half-precision checkpoint is widened once, in the packing pass (the file pages are
+//!   then dropped: the model is held once);
 //!   a half-precision backend (`--dtype bf16`) rounds every float weight to its dtype, as a GPU
 //!   holds them;
 //! - f32/bf16/f16 already in process memory (a LoRA-merged weight) and embedding tables: used

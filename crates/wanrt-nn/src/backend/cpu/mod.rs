@@ -82,25 +82,26 @@ impl Default for CpuOptions {
 /// returns the same bits; only load time, memory and product speed differ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Prepack {
-    /// Packed at load into the f32 GEMM's panels: no product repacks them (the fastest products;
-    /// the load makes one pass over the model, and the model is held in f32).
+    /// Packed at load into the f32 GEMM's panels: no product repacks them (the load makes one
+    /// pass over the model and holds it in f32, in memory written for it).
     Always,
-    /// Streamed: left where they are stored (the mapped file) and packed block by block inside
-    /// each product: nothing done or held at load, one pass over the weights per product.
+    /// Streamed: left where they are stored (the mapped file) and packed inside each product, a
+    /// block of output columns per task, while the other threads multiply: nothing done or held
+    /// at load, one pass over the weights per product.
     Never,
-    /// f32 checkpoints packed, bf16/f16 checkpoints streamed (held at their stored size, loaded
-    /// without a conversion pass; their products read half the bytes an f32 copy would).
+    /// wanrt's choice, today streamed for every stored dtype: the streamed product measured as
+    /// fast as packed weights in whole steps (`bench/results/prepack-zen3.md`), and packing at load
+    /// writes the whole model to fresh memory (seconds to tens of seconds).
     #[default]
     Auto,
 }
 
 impl Prepack {
     /// Whether a weight stored as `stored` is packed at load.
-    pub fn packs(self, stored: DType) -> bool {
+    pub fn packs(self, _stored: DType) -> bool {
         match self {
             Prepack::Always => true,
-            Prepack::Never => false,
-            Prepack::Auto => stored == DType::F32,
+            Prepack::Never | Prepack::Auto => false,
         }
     }
 }
