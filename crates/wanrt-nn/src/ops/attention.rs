@@ -88,21 +88,10 @@ impl PackedHead {
     }
 }
 
-/// `softmax(q·kᵀ·scale + bias)·v` for `q: [B, Lq, H, D]`, `k, v: [B, Lk, H, D]`, in f32.
+/// `softmax(q·kᵀ·scale + bias)·v` for `q: [B, Lq, H, D]`, `k, v: [B, Lk, H, D]`, in f32 (the
+/// same bits on every instruction set).
 pub fn attention(q: &HostTensor, k: &HostTensor, v: &HostTensor, scale: f32, bias: ScoreBias) -> Result<HostTensor> {
-    attention_f32(FloatIsa::detect(), q, k, v, scale, bias)
-}
-
-/// [`attention`] on `isa`: every path returns the same bits.
-pub fn attention_f32(
-    isa: FloatIsa,
-    q: &HostTensor,
-    k: &HostTensor,
-    v: &HostTensor,
-    scale: f32,
-    bias: ScoreBias,
-) -> Result<HostTensor> {
-    attention_with(Arithmetic::F32, isa, q, k, v, scale, bias)
+    attention_with(Arithmetic::F32, FloatIsa::detect(), q, k, v, scale, bias)
 }
 
 /// [`attention`] with both products in bf16 on `isa` (f32 scores, softmax and accumulation):
@@ -200,7 +189,7 @@ fn attention_with(
 mod tests {
     use super::*;
 
-    fn reference(q: &HostTensor, k: &HostTensor, v: &HostTensor, scale: f32) -> Vec<f32> {
+    fn reference(q: &HostTensor, k: &HostTensor, v: &HostTensor, scale: f32, bias: ScoreBias) -> Vec<f32> {
         let [b, lq, h, d] = q.shape().try_into().unwrap();
         let lk = k.dim(1);
         let mut out = vec![0.0; b * lq * h * d];
@@ -211,7 +200,9 @@ mod tests {
                     let mut s: Vec<f32> = (0..lk)
                         .map(|j| {
                             let kj = &k.data()[((bi * lk + j) * h + hi) * d..][..d];
-                            qi.iter().zip(kj).map(|(a, b)| a * b).sum::<f32>() * scale
+                            let s = qi.iter().zip(kj).map(|(a, b)| a * b).sum::<f32>() * scale;
+                            s + bias.per_head.map_or(0.0, |pb| pb[(hi * lq + i) * lk + j])
+                                + bias.per_key.map_or(0.0, |pk| pk[bi * lk + j])
                         })
                         .collect();
                     softmax_row(&mut s);
@@ -237,7 +228,7 @@ mod tests {
         let k = HostTensor::new([b, lk, h, d], gen(b * lk * h * d, 2)).unwrap();
         let v = HostTensor::new([b, lk, h, d], gen(b * lk * h * d, 3)).unwrap();
         let got = attention(&q, &k, &v, 0.35, ScoreBias::default()).unwrap();
-        let want = reference(&q, &k, &v, 0.35);
+        let want = reference(&q, &k, &v, 0.35, ScoreBias::default());
         let err = got.data().iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
         assert!(err < 1e-5, "max err {err}");
     }
@@ -254,33 +245,12 @@ mod tests {
         let per_key: Vec<f32> = (0..b * lk).map(|i| if i % lk >= 400 + i / lk { -1e9 } else { 0.0 }).collect();
         let bias = ScoreBias { per_head: Some(&per_head), per_key: Some(&per_key) };
         let paths = FloatIsa::available();
-        let first = attention_f32(paths[0], &q, &k, &v, 0.3, bias).unwrap();
+        let first = attention_with(Arithmetic::F32, paths[0], &q, &k, &v, 0.3, bias).unwrap();
         for isa in &paths[1..] {
-            let got = attention_f32(*isa, &q, &k, &v, 0.3, bias).unwrap();
+            let got = attention_with(Arithmetic::F32, *isa, &q, &k, &v, 0.3, bias).unwrap();
             assert!(got.data().iter().zip(first.data()).all(|(a, b)| a.to_bits() == b.to_bits()), "{}", isa.name());
         }
-        // Against plain sums (per-head and per-key terms added as the reference's formula does).
-        let mut want = vec![0.0f32; b * lq * h * d];
-        for bi in 0..b {
-            for hi in 0..h {
-                for i in 0..lq {
-                    let qi = &q.data()[((bi * lq + i) * h + hi) * d..][..d];
-                    let mut s: Vec<f32> = (0..lk)
-                        .map(|j| {
-                            let kj = &k.data()[((bi * lk + j) * h + hi) * d..][..d];
-                            let dot: f32 = qi.iter().zip(kj).map(|(a, b)| a * b).sum();
-                            dot * 0.3 + per_head[(hi * lq + i) * lk + j] + per_key[bi * lk + j]
-                        })
-                        .collect();
-                    softmax_row(&mut s);
-                    for (j, &p) in s.iter().enumerate() {
-                        let vj = &v.data()[((bi * lk + j) * h + hi) * d..][..d];
-                        let o = &mut want[((bi * lq + i) * h + hi) * d..][..d];
-                        o.iter_mut().zip(vj).for_each(|(o, &x)| *o += p * x);
-                    }
-                }
-            }
-        }
+        let want = reference(&q, &k, &v, 0.3, bias);
         let err = first.data().iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
         assert!(err < 1e-5, "max err {err}");
     }

@@ -367,35 +367,6 @@ pub fn gemm_streamed(
     post: impl Fn(f32) -> f32 + Sync + Copy,
     out: &mut [f32],
 ) {
-    let tasks = n.div_ceil(NC_PANELS * NR);
-    let streaming = if tasks >= 2 * super::num_threads() { Streaming::ByColumns } else { Streaming::ByBlocks };
-    gemm_streamed_as(streaming, isa, x, m, [n, k], row, bias, post, out)
-}
-
-/// How [`gemm_streamed`] splits the work between packing and multiplying.
-#[derive(Clone, Copy, Debug)]
-enum Streaming {
-    /// Every task packs its own [`NC_PANELS`] panels and multiplies them with all rows of `x`:
-    /// packing overlaps the other threads' products and no thread waits between the two. Needs
-    /// enough column blocks to keep every thread busy.
-    ByColumns,
-    /// [`STREAM_ROWS`] output rows packed by all threads, then multiplied by all threads (split
-    /// over rows too): for narrow weights.
-    ByBlocks,
-}
-
-#[allow(clippy::too_many_arguments)]
-fn gemm_streamed_as(
-    streaming: Streaming,
-    isa: FloatIsa,
-    x: &[f32],
-    m: usize,
-    [n, k]: [usize; 2],
-    row: impl Fn(usize, &mut [f32]) + Sync,
-    bias: Option<&[f32]>,
-    post: impl Fn(f32) -> f32 + Sync + Copy,
-    out: &mut [f32],
-) {
     assert!(isa.is_available(), "instruction set {} not available on this CPU", isa.name());
     assert_eq!(x.len(), m * k, "x: expected m·k = {m}·{k} values");
     assert_eq!(out.len(), m * n, "out: expected m·n = {m}·{n} values");
@@ -408,7 +379,7 @@ fn gemm_streamed_as(
     // SAFETY (kernel): tiles come from `block_product`, which checks the extents; availability
     // asserted above.
     let kernel = |t: &Tile<f32>| unsafe { kernels::run_f32(isa, t) };
-    match streaming {
+    match Streaming::for_columns(n) {
         Streaming::ByColumns => {
             let out_ptr = SyncPtr(out.as_mut_ptr());
             let width = NC_PANELS * NR;
@@ -445,6 +416,29 @@ fn gemm_streamed_as(
                 let b = bias.map(|b| &b[start..start + len]);
                 gemm_panels(x, m, &block, b, post, &mut out[start..], n, kernel);
             }
+        }
+    }
+}
+
+/// How [`gemm_streamed`] splits the work between packing and multiplying.
+#[derive(Clone, Copy, Debug)]
+enum Streaming {
+    /// Every task packs its own [`NC_PANELS`] panels and multiplies them with all rows of `x`:
+    /// packing overlaps the other threads' products and no thread waits between the two. Needs
+    /// enough column blocks to keep every thread busy.
+    ByColumns,
+    /// [`STREAM_ROWS`] output rows packed by all threads, then multiplied by all threads (split
+    /// over rows too): for narrow weights.
+    ByBlocks,
+}
+
+impl Streaming {
+    /// By columns when an `n`-column weight gives every thread of the pool a few tasks.
+    fn for_columns(n: usize) -> Streaming {
+        if n.div_ceil(NC_PANELS * NR) >= 2 * super::num_threads() {
+            Streaming::ByColumns
+        } else {
+            Streaming::ByBlocks
         }
     }
 }
@@ -620,10 +614,14 @@ mod tests {
         for isa in FloatIsa::available() {
             let mut want = vec![0.0; m * n];
             gemm_packed_with(isa, &x, m, &packed, Some(&b), relu, &mut want);
-            for streaming in [Streaming::ByColumns, Streaming::ByBlocks] {
+            // One thread streams by columns (5 column tasks), sixteen by blocks.
+            for threads in [1, 16] {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                let streaming = pool.install(|| Streaming::for_columns(n));
+                assert!(matches!((threads, streaming), (1, Streaming::ByColumns) | (16, Streaming::ByBlocks)));
                 let mut out = vec![f32::NAN; m * n];
                 let row = |j: usize, dst: &mut [f32]| dst.copy_from_slice(&w[j * k..(j + 1) * k]);
-                gemm_streamed_as(streaming, isa, &x, m, [n, k], row, Some(&b), relu, &mut out);
+                pool.install(|| gemm_streamed(isa, &x, m, [n, k], row, Some(&b), relu, &mut out));
                 assert!(out.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "{} {streaming:?}", isa.name());
             }
         }
