@@ -288,11 +288,11 @@ fn cuda_backend_without_a_driver_fails_in_one_line() {
 /// CFG), shift and the sampler, so the run needs no flags for them; the frames are diffusers'
 /// with the same recipe (FlowMatchEuler shift 5, 4 steps, guidance 1; fixture made by
 /// tools/fixtures/make_wan_distill_fixtures.py on fixtures/wan/a's weights).
-#[test]
-fn step_distilled_preset_runs_as_diffusers_with_that_recipe() {
-    let preset = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/wan_distill");
-    let tmp = tempfile::tempdir().unwrap();
-    let model = tmp.path().join("model");
+/// Runs fixtures/wan/a with the `wanrt.json` of `fixtures/<preset>` beside it and only a prompt,
+/// against diffusers' frames of that recipe; returns the model folder and the settings reported.
+fn distilled_preset_run(preset: &str, tmp: &Path) -> (PathBuf, serde_json::Value) {
+    let preset = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures").join(preset);
+    let model = tmp.join("model");
     copy_dir(&fixture("a"), &model);
     std::fs::copy(preset.join("wanrt.json"), model.join("wanrt.json")).unwrap();
     let m = meta("a");
@@ -304,9 +304,9 @@ fn step_distilled_preset_runs_as_diffusers_with_that_recipe() {
         .arg("--noise")
         .arg(fixture("a").join("noise.npy"))
         .arg("--save-npy")
-        .arg(tmp.path().join("frames.npy"))
+        .arg(tmp.join("frames.npy"))
         .arg("-o")
-        .arg(tmp.path().join("video.mp4"))
+        .arg(tmp.join("video.mp4"))
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -317,15 +317,37 @@ fn step_distilled_preset_runs_as_diffusers_with_that_recipe() {
     assert_eq!((s["shift"].as_f64(), s["scheduler"].as_str()), (Some(5.0), Some("euler")), "{s}");
     // No CFG: one transformer pass per step.
     assert_eq!(video["transformer_evals"].as_u64(), Some(4));
-    let got = wanrt_io::read_npy(tmp.path().join("frames.npy")).unwrap();
+    let got = wanrt_io::read_npy(tmp.join("frames.npy")).unwrap();
     let ws = wanrt_nn::WeightStore::from_safetensors_files(&[preset.join("ref.safetensors")]).unwrap();
     let want = ws.get("video").unwrap();
     assert_eq!(got.shape(), want.shape());
     let err = got.to_f32_vec().iter().zip(want.into_data()).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-    println!("distilled preset: max|Δ| = {err:.3e}");
+    println!("distilled preset {}: max|Δ| = {err:.3e}", preset.display());
     assert!(err <= 1e-4, "max|Δ| = {err} against diffusers' distilled recipe");
+    (model, s.clone())
+}
 
+#[test]
+fn step_distilled_preset_runs_as_diffusers_with_that_recipe() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (model, _) = distilled_preset_run("wan_distill", tmp.path());
     // A misspelt sampler in the preset fails at load, naming the file.
     std::fs::write(model.join("wanrt.json"), r#"{"scheduler": "eular"}"#).unwrap();
     assert_clean_failure(&["--prompt", "x"], &model, "unknown scheduler `eular`");
+}
+
+#[test]
+fn step_distilled_explicit_sigmas_run_as_diffusers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (model, settings) = distilled_preset_run("wan_distill_sigmas", tmp.path());
+    assert_eq!(settings["sigmas"], serde_json::json!([1.0, 0.75, 0.5, 0.25]), "{settings}");
+    // The schedule fixes the steps and the sampler.
+    assert_clean_failure(&["--prompt", "x", "--steps", "3"], &model, "--steps 3 conflicts with the model's wanrt.json");
+    assert_clean_failure(&["--prompt", "x", "--scheduler", "unipc"], &model, "needs the euler scheduler");
+    // A malformed schedule fails at load, naming the file and the value.
+    for (sigmas, needle) in [("[]", "is empty"), ("[1.0, 1.5]", "holds 1.5"), ("[0.5, 0.75]", "decrease strictly")] {
+        let preset = format!(r#"{{"scheduler": "euler", "guidance_scale": 1.0, "sigmas": {sigmas}}}"#);
+        std::fs::write(model.join("wanrt.json"), preset).unwrap();
+        assert_clean_failure(&["--prompt", "x"], &model, needle);
+    }
 }

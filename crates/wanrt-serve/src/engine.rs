@@ -106,7 +106,8 @@ pub fn denoise_with(
     }
     let mut members = Vec::with_capacity(jobs.len());
     for j in jobs {
-        let sched = model.scheduler.build(j.settings.steps, None, Some(j.settings.shift))?;
+        // The job's own sampler (a step-distilled preset's euler and schedule included).
+        let sched = model.scheduler_for(&j.settings, None)?;
         members.push(Member { settings: j.settings, embeddings: j.embeddings, latents: j.latents, sched, alive: true });
     }
     let timesteps = members[0].sched.timesteps().to_vec();

@@ -16,7 +16,7 @@
 
 use crate::image::RgbImage;
 use crate::model::WanModel;
-use crate::scheduler::SchedulerKind;
+use crate::scheduler::{Scheduler, SchedulerKind};
 use crate::step_cache::StepCache;
 use crate::text::encode_prompts;
 use crate::transformer::CrossAttentionContext;
@@ -88,6 +88,9 @@ pub struct ResolvedSettings {
     pub guidance_2: Option<f64>,
     pub shift: f64,
     pub scheduler: String,
+    /// The explicit schedule of the model's `wanrt.json` (unshifted sigmas, one per step).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sigmas: Option<Vec<f64>>,
     pub max_sequence_length: usize,
     pub negative_prompt: String,
     pub seed: Option<u64>,
@@ -243,7 +246,22 @@ impl WanModel {
         if !(cache_threshold.is_finite() && cache_threshold >= 0.0) {
             return Err(Error::Config(format!("cache threshold must be a non-negative number, got {cache_threshold}")));
         }
-        let steps = p.steps.or(d.num_inference_steps).unwrap_or(50);
+        // A preset's explicit schedule fixes the sampler and the number of steps.
+        if let Some(list) = &d.sigmas {
+            if scheduler != SchedulerKind::Euler {
+                return Err(Error::Config(format!(
+                    "the model's wanrt.json sets a schedule of {} sigmas, which needs the euler scheduler",
+                    list.len()
+                )));
+            }
+            if let Some(n) = p.steps.filter(|&n| n != list.len()) {
+                return Err(Error::Config(format!(
+                    "--steps {n} conflicts with the model's wanrt.json, whose schedule has {} sigmas",
+                    list.len()
+                )));
+            }
+        }
+        let steps = p.steps.or(d.sigmas.as_ref().map(Vec::len)).or(d.num_inference_steps).unwrap_or(50);
         let max_steps = self.scheduler.max_steps();
         if steps == 0 || steps > max_steps {
             return Err(Error::Msg(format!(
@@ -278,6 +296,7 @@ impl WanModel {
                 SchedulerKind::UniPc => "unipc".into(),
                 SchedulerKind::Euler => "euler".into(),
             },
+            sigmas: d.sigmas.clone(),
             max_sequence_length,
             negative_prompt,
             seed: if p.noise.is_some() { None } else { Some(p.seed) },
@@ -494,6 +513,13 @@ impl WanModel {
         Ok(self.transformer.backend().upload(&noise)?)
     }
 
+    /// The sampler of resolved settings `s` (its algorithm, shift and schedule); `kind`
+    /// overrides the algorithm.
+    pub fn scheduler_for(&self, s: &ResolvedSettings, kind: Option<SchedulerKind>) -> Result<Box<dyn Scheduler>> {
+        let resolved: SchedulerKind = s.scheduler.parse().map_err(Error::Config)?;
+        self.scheduler.build_with(s.steps, Some(kind.unwrap_or(resolved)), Some(s.shift), s.sigmas.as_deref())
+    }
+
     /// The scheduler loop from `latents` (with the step cache when the
     /// resolved threshold is positive).
     pub fn denoise(
@@ -505,9 +531,7 @@ impl WanModel {
         progress: &mut dyn Progress,
     ) -> Result<Denoised> {
         let cfg = s.guidance > 1.0;
-        // The resolved sampler (flag, wanrt.json or config); `scheduler` overrides it.
-        let resolved: SchedulerKind = s.scheduler.parse().map_err(Error::Config)?;
-        let mut sched = self.scheduler.build(s.steps, Some(scheduler.unwrap_or(resolved)), Some(s.shift))?;
+        let mut sched = self.scheduler_for(s, scheduler)?;
         let timesteps = sched.timesteps().to_vec();
         let mut cache =
             if s.cache_threshold > 0.0 { Some(StepCache::new(s.cache_threshold, timesteps.len())?) } else { None };

@@ -19,6 +19,21 @@ pub trait Scheduler: Send {
 }
 
 /// `numpy.linspace(start, stop, num)` bit for bit: `i·step + start`, last = stop.
+/// An explicit sigma schedule: at least one value, each in (0, 1], strictly decreasing (the
+/// sampler appends the final 0).
+pub fn check_sigmas(sigmas: &[f64]) -> Result<()> {
+    if sigmas.is_empty() {
+        return Err(Error::Config("`sigmas` is empty: expected one value per step".into()));
+    }
+    if let Some(bad) = sigmas.iter().find(|s| !(s.is_finite() && **s > 0.0 && **s <= 1.0)) {
+        return Err(Error::Config(format!("`sigmas` holds {bad}: expected values in (0, 1]")));
+    }
+    if let Some(w) = sigmas.windows(2).find(|w| w[1] >= w[0]) {
+        return Err(Error::Config(format!("`sigmas` must decrease strictly, found {} then {}", w[0], w[1])));
+    }
+    Ok(())
+}
+
 pub fn linspace(start: f64, stop: f64, num: usize) -> Vec<f64> {
     if num == 1 {
         return vec![start];
@@ -142,6 +157,18 @@ impl SchedulerConfig {
     /// Builds the scheduler for `steps`; `kind`/`shift` override the config.
     /// Switching algorithm keeps the model's shift (DESIGN.md).
     pub fn build(&self, steps: usize, kind: Option<SchedulerKind>, shift: Option<f64>) -> Result<Box<dyn Scheduler>> {
+        self.build_with(steps, kind, shift, None)
+    }
+
+    /// [`Self::build`], on an explicit list of `sigmas` (unshifted, one per step: a
+    /// step-distilled recipe) when given; only the Euler sampler takes one.
+    pub fn build_with(
+        &self,
+        steps: usize,
+        kind: Option<SchedulerKind>,
+        shift: Option<f64>,
+        sigmas: Option<&[f64]>,
+    ) -> Result<Box<dyn Scheduler>> {
         if steps == 0 {
             return Err(Error::Config("number of inference steps must be at least 1".into()));
         }
@@ -156,12 +183,27 @@ impl SchedulerConfig {
         let train_steps = self.get_f64("num_train_timesteps", 1000.0) as usize;
         let same_kind = self.kind().ok() == Some(kind);
         Ok(match kind {
+            SchedulerKind::UniPc if sigmas.is_some() => {
+                return Err(Error::Config("an explicit list of sigmas needs the euler scheduler, not unipc".into()))
+            }
             SchedulerKind::UniPc => {
                 let (order, final_zero, disable_corrector) =
                     if same_kind { self.unipc_options()? } else { (2, true, Vec::new()) };
                 Box::new(UniPc::new(steps, shift, train_steps, order, final_zero, disable_corrector)?)
             }
-            SchedulerKind::Euler => Box::new(FlowMatchEuler::new(steps, shift, train_steps)),
+            SchedulerKind::Euler => match sigmas {
+                Some(list) => {
+                    check_sigmas(list)?;
+                    if list.len() != steps {
+                        return Err(Error::Config(format!(
+                            "{steps} steps with a schedule of {} sigmas: expected as many steps as sigmas",
+                            list.len()
+                        )));
+                    }
+                    Box::new(FlowMatchEuler::with_sigmas(list, shift, train_steps))
+                }
+                None => Box::new(FlowMatchEuler::new(steps, shift, train_steps)),
+            },
         })
     }
 

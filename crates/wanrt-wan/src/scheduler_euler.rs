@@ -38,6 +38,24 @@ impl FlowMatchEuler {
         sigmas.push(0.0);
         FlowMatchEuler { timesteps, sigmas, step_index: 0 }
     }
+
+    /// An explicit schedule, diffusers' `set_timesteps(sigmas=…)`: the given (unshifted) sigmas
+    /// in f32, shifted in f32 arithmetic as numpy does on an f32 array, timesteps `σ·n`. A
+    /// distilled model's step list (lightx2v's `denoising_step_list` `[1000, 750, 500, 250]`)
+    /// is the sigmas `t / 1000`.
+    pub fn with_sigmas(sigmas: &[f64], shift: f64, train_steps: usize) -> Self {
+        let (shift32, shift_minus_one) = (shift as f32, (shift - 1.0) as f32);
+        let mut sigmas: Vec<f32> = sigmas
+            .iter()
+            .map(|&s| {
+                let s = s as f32;
+                shift32 * s / (1.0 + shift_minus_one * s)
+            })
+            .collect();
+        let timesteps = sigmas.iter().map(|&s| s * train_steps as f32).collect();
+        sigmas.push(0.0);
+        FlowMatchEuler { timesteps, sigmas, step_index: 0 }
+    }
 }
 
 impl Scheduler for FlowMatchEuler {

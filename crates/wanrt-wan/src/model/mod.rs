@@ -46,6 +46,11 @@ pub struct ModelDefaults {
     /// Sampler, `"unipc"` or `"euler"` (default: the scheduler config's): step-distilled models
     /// are sampled with flow-matching Euler whatever scheduler their folder ships.
     pub scheduler: Option<String>,
+    /// An explicit schedule of unshifted sigmas, one per step (diffusers'
+    /// `set_timesteps(sigmas=…)`): a step-distilled recipe's step list, e.g. lightx2v's
+    /// `denoising_step_list` `[1000, 750, 500, 250]` as `[1.0, 0.75, 0.5, 0.25]`. Euler only;
+    /// it fixes the number of steps.
+    pub sigmas: Option<Vec<f64>>,
     /// Latent statistics for an original-layout VAE whose z_dim is not 16.
     pub vae_latents_mean: Option<Vec<f32>>,
     pub vae_latents_std: Option<Vec<f32>>,
@@ -60,6 +65,9 @@ impl ModelDefaults {
             // A misspelt sampler would otherwise surface only at the first generation.
             if let Some(name) = &d.scheduler {
                 name.parse::<crate::scheduler::SchedulerKind>().map_err(|e| Error::file(&path, e))?;
+            }
+            if let Some(sigmas) = &d.sigmas {
+                crate::scheduler::check_sigmas(sigmas).map_err(|e| Error::file(&path, e.to_string()))?;
             }
             Ok(d)
         } else {
