@@ -82,3 +82,35 @@ fn guidance_off_batches_too() {
         assert!(err < 5e-5, "job {k}: {err}");
     }
 }
+
+#[test]
+fn a_step_distilled_preset_runs_its_own_sampler() {
+    // The demo model with a distilled recipe beside it: Euler on an explicit schedule, where the
+    // folder's scheduler config names UniPC.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("demo-distilled");
+    std::fs::create_dir(&dir).unwrap();
+    for e in std::fs::read_dir(common::demo_model()).unwrap() {
+        let e = e.unwrap();
+        if e.file_name() != "wanrt.json" {
+            std::os::unix::fs::symlink(e.path(), dir.join(e.file_name())).unwrap();
+        }
+    }
+    let mut preset: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(common::demo_model().join("wanrt.json")).unwrap()).unwrap();
+    for (key, value) in [
+        ("scheduler", serde_json::json!("euler")),
+        ("shift", serde_json::json!(5.0)),
+        ("guidance_scale", serde_json::json!(1.0)),
+        ("sigmas", serde_json::json!([1.0, 0.75, 0.5, 0.25])),
+    ] {
+        preset[key] = value;
+    }
+    std::fs::write(dir.join("wanrt.json"), preset.to_string()).unwrap();
+    let model = WanModel::load(&dir, |_| {}).unwrap();
+    let job = JobParams { num_inference_steps: 4, ..params("a red ball", 1, 1.0) };
+    let reference = model.generate(&engine::generate_params(&job), &mut ()).unwrap();
+    assert_eq!((reference.settings.scheduler.as_str(), reference.settings.steps), ("euler", 4));
+    let solo = run_batch(&model, &[job], None);
+    assert_eq!(solo[0].as_ref().unwrap(), reference.video.data(), "the served video is generate's, bit for bit");
+}
