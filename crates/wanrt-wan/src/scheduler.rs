@@ -18,7 +18,6 @@ pub trait Scheduler: Send {
     fn step(&mut self, be: &dyn Backend, model_output: &Tensor, sample: &Tensor) -> Result<Tensor>;
 }
 
-/// `numpy.linspace(start, stop, num)` bit for bit: `i·step + start`, last = stop.
 /// An explicit sigma schedule: at least one value, each in (0, 1], strictly decreasing (the
 /// sampler appends the final 0).
 pub fn check_sigmas(sigmas: &[f64]) -> Result<()> {
@@ -34,6 +33,7 @@ pub fn check_sigmas(sigmas: &[f64]) -> Result<()> {
     Ok(())
 }
 
+/// `numpy.linspace(start, stop, num)` bit for bit: `i·step + start`, last = stop.
 pub fn linspace(start: f64, stop: f64, num: usize) -> Vec<f64> {
     if num == 1 {
         return vec![start];

@@ -142,17 +142,17 @@ fn attention_with(
     let mut out = vec![0.0f32; b * lq * hd];
     let query_block = (SCORE_BUDGET / lk.max(1)).clamp(MIN_QUERY_BLOCK, lq.max(MIN_QUERY_BLOCK));
     let blocks_per_head = lq.div_ceil(query_block);
-    let group = (TASKS_PER_THREAD * super::num_threads()).div_ceil(blocks_per_head).max(1);
+    let group_size = (TASKS_PER_THREAD * super::num_threads()).div_ceil(blocks_per_head).max(1);
     let out_ptr = SyncPtr(out.as_mut_ptr());
-    let heads: Vec<usize> = (0..b * h).collect();
-    for group in heads.chunks(group) {
+    for first in (0..b * h).step_by(group_size) {
+        let group = first..(first + group_size).min(b * h);
         let packed: Vec<PackedHead> =
-            group.par_iter().map(|&bh| PackedHead::pack(arithmetic, k, v, bh / h, bh % h)).collect();
+            group.clone().into_par_iter().map(|bh| PackedHead::pack(arithmetic, k, v, bh / h, bh % h)).collect();
         let tasks: Vec<(usize, usize)> =
             (0..group.len()).flat_map(|g| (0..blocks_per_head).map(move |blk| (g, blk))).collect();
         let init = || (Vec::new(), Vec::new(), vec![0.0f32; query_block * d]);
         tasks.par_iter().for_each_init(init, |(q_rows, scores, o): &mut (Vec<f32>, Vec<f32>, Vec<f32>), &(g, blk)| {
-            let bh = group[g];
+            let bh = first + g;
             let (bi, hi) = (bh / h, bh % h);
             let q0 = blk * query_block;
             let rows = query_block.min(lq - q0);

@@ -475,9 +475,9 @@ fn gemm_panels<U: Copy + Send + Sync>(
         // Column-block major: consecutive tasks share the weight slice they stream.
         let (cb, rb) = (t / row_blocks, t % row_blocks);
         let (i0, j0) = (rb * MC, cb * NC_PANELS * NR);
+        let cols = (NC_PANELS * NR).min(n - j0);
         // SAFETY: tasks are disjoint blocks of rows < m, columns < n, `out_rs` apart (asserted).
         unsafe {
-            let cols = (NC_PANELS * NR).min(n - j0);
             block_product(
                 x,
                 k,
@@ -503,9 +503,9 @@ fn gemm_panels<U: Copy + Send + Sync>(
 }
 
 /// Rows `i0..i0 + rows` of `x` times the weight panels at the front of `w` (`k` units each),
-/// which hold output columns `j0..j0 + cols`: each output's chain accumulated over [`KC`]-unit slices in `acc`
-/// (`kernel` continues the chains), then written once, bias and `post` fused into that pass while
-/// the tile is in cache.
+/// which hold output columns `j0..j0 + cols`: each output's chain accumulated over [`KC`]-unit
+/// slices in `acc` (`kernel` continues the chains), then written once, bias and `post` fused into
+/// that pass while the tile is in cache.
 ///
 /// # Safety
 /// `out` must address `i0 + rows` rows of at least `j0 + cols` values, `out_rs` apart, and no other

@@ -297,7 +297,7 @@ impl CpuLinear {
                     // Used where they are stored: a table (lookups read a few rows), a weight in
                     // process memory (a LoRA-merged one: packing it would hold it twice), and
                     // streamed checkpoint weights.
-                    _ if lookup || parts.iter().any(RawTensor::is_in_memory) || !opts.prepack.packs(stored) => {
+                    _ if lookup || parts.iter().any(RawTensor::is_in_memory) || !opts.prepack.packs() => {
                         CpuWeight::Stored(StoredRows::new(parts, n, k)?)
                     }
                     _ => CpuWeight::Packed(PackedF32::pack(float_rows(parts, k, widen_into)?, n, k)),

@@ -97,8 +97,8 @@ pub enum Prepack {
 }
 
 impl Prepack {
-    /// Whether a weight stored as `stored` is packed at load.
-    pub fn packs(self, _stored: DType) -> bool {
+    /// Whether checkpoint weights are packed at load.
+    pub fn packs(self) -> bool {
         match self {
             Prepack::Always => true,
             Prepack::Never | Prepack::Auto => false,
