@@ -7,9 +7,11 @@ use std::path::PathBuf;
 
 #[derive(Args, Debug)]
 #[command(after_help = "The original release layout is config.json, diffusion_pytorch_model*.safetensors, \
-Wan2.1_VAE.pth, models_t5_umt5-xxl-enc-bf16.pth and google/umt5-xxl/. The output is a diffusers folder \
-(model_index.json, text_encoder/, tokenizer/, transformer/, vae/, scheduler/) with the same tensors renamed, \
-dtypes unchanged: it generates the same frames. `wanrt optimize` converts on its own when given a release folder.\n\
+Wan2.1_VAE.pth, models_t5_umt5-xxl-enc-bf16.pth and google/umt5-xxl/; image-to-video and first-last-frame \
+releases (config.json model_type \"i2v\" / \"flf2v\") add models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth, \
+Wan2.2 TI2V-5B (\"ti2v\") has Wan2.2_VAE.pth instead. The output is a diffusers folder \
+(model_index.json, text_encoder/, tokenizer/, transformer/, vae/, scheduler/, and image_encoder/ + \
+image_processor/ for image-to-video) with the same tensors renamed, dtypes unchanged: it generates the same frames. `wanrt optimize` converts on its own when given a release folder.\n\
 With --transformer FILE.gguf, --model is a diffusers folder: the output copies it with the transformer's weights \
 taken from the GGUF file, dequantized exactly as `generate --transformer FILE.gguf` decodes them (f32: the same \
 frames bit for bit; bf16: half the size), one tensor at a time.\n\

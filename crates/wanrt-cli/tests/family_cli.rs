@@ -23,9 +23,14 @@ fn generate(dir: &Path, out: &Path) -> std::process::Output {
 
 /// [`generate`] from the fixture's `images` and initial `noise` file.
 fn generate_from(dir: &Path, out: &Path, images: &[&str], noise: &str) -> std::process::Output {
+    generate_model(dir, dir, out, images, noise)
+}
+
+/// [`generate_from`] with the weights of `model` (the fixture `dir` in another layout).
+fn generate_model(model: &Path, dir: &Path, out: &Path, images: &[&str], noise: &str) -> std::process::Output {
     let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("meta.json")).unwrap()).unwrap();
     let mut cmd = wanrt();
-    cmd.args(["generate", "--model"]).arg(dir);
+    cmd.args(["generate", "--model"]).arg(model);
     cmd.args(["--prompt", m["prompt"].as_str().unwrap()]);
     if let Some(n) = m["negative_prompt"].as_str() {
         cmd.args(["--negative-prompt", n]);
@@ -52,6 +57,21 @@ fn family_members_reproduce_diffusers_frames() {
         let tmp = tempfile::tempdir().unwrap();
         let out = generate(&dir, tmp.path());
         assert_frames(&out, &dir, tmp.path(), "video", &format!("{group}/{case}"));
+    }
+}
+
+/// The original Wan-Video release layouts (the open-clip `.pth`, `Wan2.2_VAE.pth`) of fixtures:
+/// the command on the release folder gives the diffusers fixture's frames.
+#[test]
+fn original_release_layouts_reproduce_diffusers_frames() {
+    for (release, group, case, images, noise, key) in [
+        ("flf2v_c", "wan_i2v", "flf2v_c", &["image.png", "last_image.png"][..], "noise.npy", "video"),
+        ("ti2v_a", "wan_ti2v", "ti2v_a", &["image.png"][..], "noise_i2v.npy", "i2v.video"),
+    ] {
+        let dir = fixture(group, case);
+        let tmp = tempfile::tempdir().unwrap();
+        let out = generate_model(&fixture("wan_original", release), &dir, tmp.path(), images, noise);
+        assert_frames(&out, &dir, tmp.path(), key, &format!("wan_original/{release}"));
     }
 }
 

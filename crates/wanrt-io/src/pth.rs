@@ -124,6 +124,18 @@ impl PthTensor {
         self.storage.as_slice()
     }
 
+    /// Rows `start..start + len` of the first dimension, as a view on the same storage (a fused
+    /// projection split into its parts without a copy); `None` when they are out of range.
+    pub fn narrow_rows(&self, start: usize, len: usize) -> Option<PthTensor> {
+        let rows = *self.shape.first()?;
+        if start.checked_add(len)? > rows {
+            return None;
+        }
+        let mut shape = self.shape.clone();
+        shape[0] = len;
+        Some(PthTensor { shape, storage_offset: self.storage_offset + start * self.strides[0], ..self.clone() })
+    }
+
     /// Whether the view is row-major contiguous (dims of size 1 may have any stride).
     pub fn is_contiguous(&self) -> bool {
         let mut expected = 1usize;

@@ -148,6 +148,29 @@ impl RawTensor {
         self.bytes.as_slice()
     }
 
+    /// Rows `start..start + len` of the first dimension: one part of a fused tensor (an original
+    /// checkpoint's QKV projection). A view on mapped and `.pth` storage; owned bytes are copied.
+    pub fn narrow_rows(&self, start: usize, len: usize) -> Result<Self> {
+        let rows = self.shape.first().copied().unwrap_or(0);
+        let row_elems: usize = self.shape.iter().skip(1).product();
+        let row_bytes = self.dtype.storage_bytes(row_elems).filter(|_| !self.dtype.is_block_quantized());
+        let (Some(row_bytes), Some(end)) = (row_bytes, start.checked_add(len).filter(|&e| e <= rows)) else {
+            return Err(Error::Msg(format!("cannot take rows {start}..{} of a {self:?}", start.saturating_add(len))));
+        };
+        let mut shape = self.shape.clone();
+        shape[0] = len;
+        let bytes = match &self.bytes {
+            Bytes::Mapped { map, start: at, .. } => {
+                Bytes::Mapped { map: map.clone(), start: at + start * row_bytes, end: at + end * row_bytes }
+            }
+            Bytes::Owned(v) => Bytes::Owned(Arc::new(v[start * row_bytes..end * row_bytes].to_vec())),
+            Bytes::Pth(t) => Bytes::Pth(Arc::new(
+                t.narrow_rows(start, len).ok_or_else(|| Error::Msg(format!("rows out of range in {self:?}")))?,
+            )),
+        };
+        Ok(RawTensor { dtype: self.dtype, shape, bytes })
+    }
+
     /// The values widened to f32.
     pub fn to_f32(&self) -> Result<Vec<f32>> {
         bytes_to_f32(&self.bytes(), self.dtype)

@@ -10,7 +10,7 @@
 //!   of the class token.
 
 use crate::{Error, Result};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use wanrt_nn::backend::{Activation, AttentionBias, AttentionPrecision, Backend, BinaryOp};
 use wanrt_nn::{BackendRef, LayerNorm, Linear, Module, Param, ParamMut, Tensor, VarBuilder, WeightStore};
 
@@ -29,7 +29,7 @@ fn default_patch_size() -> usize {
 
 /// One tower's `config.json` section (`CLIPVisionConfig`, or `text_config` / `vision_config` of
 /// a `CLIPConfig`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct ClipTowerConfig {
     pub hidden_size: usize,
     pub intermediate_size: usize,

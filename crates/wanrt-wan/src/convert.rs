@@ -1,6 +1,7 @@
 //! `wanrt convert`: an original Wan-Video release folder rewritten in the diffusers layout
-//! (`model_index.json`, `text_encoder/`, `tokenizer/`, `transformer/`, `vae/`, `scheduler/`),
-//! the form `wanrt optimize` and diffusers' `WanPipeline.from_pretrained` read.
+//! (`model_index.json`, `text_encoder/`, `tokenizer/`, `transformer/`, `vae/`, `scheduler/`, and
+//! for image-to-video releases `image_encoder/` + `image_processor/`), the form `wanrt optimize`
+//! and diffusers' `WanPipeline` / `WanImageToVideoPipeline.from_pretrained` read.
 //!
 //! Tensors are renamed by [`crate::names`] and written with their stored dtype and bytes
 //! (bf16 stays bf16), so the converted folder generates the same frames bit for bit. Configs are
@@ -8,6 +9,7 @@
 //! diffusers' / transformers' keys; the release's `text_len` becomes the folder's default
 //! `max_sequence_length` (`wanrt.json`). The folder appears whole or not at all.
 
+use crate::image::ClipImageProcessor;
 use crate::model::{original, ModelDefaults, DEFAULTS_FILE};
 use crate::scheduler::SchedulerConfig;
 use crate::{Error, Result};
@@ -68,31 +70,50 @@ pub fn original_to_diffusers(src: &Path, out: &Path, mut stage: impl FnMut(&str)
         wanrt_io::copy_tree(&tokenizer, &tmp.join("tokenizer")).map_err(|e| Error::Msg(e.to_string()))?;
 
         stage("transformer");
-        let (dit, tr_cfg, text_len) = original::transformer(src, None)?;
+        let (dit, tr_cfg, release) = original::transformer(src, None)?;
+        let with_images = tr_cfg.is_image_conditioned();
         let tr_json = config_with(&tr_cfg, json!({"_class_name": "WanTransformer3DModel"}))?;
         write_component(&tmp.join("transformer"), &tr_json, &dit, "diffusion_pytorch_model.safetensors")?;
         drop(dit);
 
+        let mut index = json!({
+            "_class_name": "WanPipeline",
+            "text_encoder": ["transformers", "UMT5EncoderModel"],
+            "tokenizer": ["transformers", "T5TokenizerFast"],
+            "transformer": ["diffusers", "WanTransformer3DModel"],
+            "vae": ["diffusers", "AutoencoderKLWan"],
+        });
+        if with_images {
+            stage("image encoder");
+            let (clip, clip_cfg) = original::image_encoder(src, &defaults)?;
+            let clip_json = config_with(
+                &clip_cfg,
+                json!({"model_type": "clip_vision_model", "architectures": ["CLIPVisionModel"]}),
+            )?;
+            write_component(&tmp.join("image_encoder"), &clip_json, &clip, "model.safetensors")?;
+            create_dir(&tmp.join("image_processor"))?;
+            write_json(
+                &tmp.join("image_processor/preprocessor_config.json"),
+                &ClipImageProcessor::openai(clip_cfg.image_size).to_json(),
+            )?;
+            index["_class_name"] = json!("WanImageToVideoPipeline");
+            index["image_encoder"] = json!(["transformers", "CLIPVisionModel"]);
+            index["image_processor"] = json!(["transformers", "CLIPImageProcessor"]);
+        }
+        if release.model_type == original::ModelType::Ti2v {
+            index["expand_timesteps"] = json!(true);
+        }
+
         stage("vae");
-        let (vae, vae_cfg) = original::vae(src, &defaults)?;
+        let (vae, vae_cfg) = original::vae(src, release.model_type, &defaults)?;
         let vae_json = config_with(&vae_cfg, json!({"_class_name": "AutoencoderKLWan"}))?;
         write_component(&tmp.join("vae"), &vae_json, &vae, "diffusion_pytorch_model.safetensors")?;
 
         let scheduler = SchedulerConfig::original_release_default().json;
         create_dir(&tmp.join("scheduler"))?;
         write_json(&tmp.join("scheduler/scheduler_config.json"), &scheduler)?;
-        let scheduler_class = scheduler.get("_class_name").cloned().unwrap_or(Value::Null);
-        write_json(
-            &tmp.join("model_index.json"),
-            &json!({
-                "_class_name": "WanPipeline",
-                "scheduler": ["diffusers", scheduler_class],
-                "text_encoder": ["transformers", "UMT5EncoderModel"],
-                "tokenizer": ["transformers", "T5TokenizerFast"],
-                "transformer": ["diffusers", "WanTransformer3DModel"],
-                "vae": ["diffusers", "AutoencoderKLWan"],
-            }),
-        )?;
+        index["scheduler"] = json!(["diffusers", scheduler.get("_class_name").cloned().unwrap_or(Value::Null)]);
+        write_json(&tmp.join("model_index.json"), &index)?;
 
         // The release's own defaults, plus its context length (a diffusers folder has no text_len).
         let defaults_path = src.join(DEFAULTS_FILE);
@@ -103,7 +124,7 @@ pub fn original_to_diffusers(src: &Path, out: &Path, mut stage: impl FnMut(&str)
         } else {
             json!({})
         };
-        if let (Some(obj), Some(len)) = (wanrt_json.as_object_mut(), text_len) {
+        if let (Some(obj), Some(len)) = (wanrt_json.as_object_mut(), release.text_len) {
             obj.entry("max_sequence_length").or_insert(json!(len));
         }
         if wanrt_json.as_object().is_some_and(|o| !o.is_empty()) {

@@ -77,15 +77,40 @@ pub struct ClipImageProcessor {
 }
 
 impl ClipImageProcessor {
+    /// transformers' `CLIPImageProcessor()` defaults for a tower of `image_size` (OpenAI CLIP's
+    /// and laion ViT-H/14's settings): shortest edge and center crop at `image_size`.
     #[allow(clippy::excessive_precision)] // OpenAI's constants, as written in their configs
-    /// From `preprocessor_config.json` (OpenAI CLIP defaults when absent).
-    pub fn load(dir: &Path, image_size: usize) -> Result<Self> {
-        let mut p = ClipImageProcessor {
+    pub fn openai(image_size: usize) -> Self {
+        ClipImageProcessor {
             shortest_edge: image_size,
             crop: (image_size, image_size),
             mean: [0.481_454_66, 0.457_827_5, 0.408_210_73],
             std: [0.268_629_54, 0.261_302_58, 0.275_777_11],
-        };
+        }
+    }
+
+    /// `preprocessor_config.json` in the diffusers layout (transformers' defaults when absent),
+    /// with every key transformers' `CLIPImageProcessor` reads here.
+    pub fn to_json(&self) -> Value {
+        serde_json::json!({
+            "image_processor_type": "CLIPImageProcessor",
+            "do_resize": true,
+            "size": {"shortest_edge": self.shortest_edge},
+            "resample": 3,
+            "do_center_crop": true,
+            "crop_size": {"height": self.crop.0, "width": self.crop.1},
+            "do_rescale": true,
+            "rescale_factor": 1.0 / 255.0,
+            "do_normalize": true,
+            "image_mean": self.mean,
+            "image_std": self.std,
+            "do_convert_rgb": true,
+        })
+    }
+
+    /// From `preprocessor_config.json` (OpenAI CLIP defaults when absent).
+    pub fn load(dir: &Path, image_size: usize) -> Result<Self> {
+        let mut p = ClipImageProcessor::openai(image_size);
         let path = dir.join("preprocessor_config.json");
         if let Ok(text) = std::fs::read_to_string(&path) {
             let v: Value = serde_json::from_str(&text).map_err(|e| Error::file(&path, format!("invalid JSON: {e}")))?;

@@ -22,9 +22,16 @@ pub fn transformer(name: &str) -> Option<String> {
         ("time_projection.1.", "condition_embedder.time_proj."),
         ("head.head.", "proj_out."),
         ("patch_embedding.", "patch_embedding."),
+        // Image-to-video: the CLIP-token embedder (LayerNorm, Linear, GELU, Linear, LayerNorm).
+        ("img_emb.proj.0.", "condition_embedder.image_embedder.norm1."),
+        ("img_emb.proj.1.", "condition_embedder.image_embedder.ff.net.0.proj."),
+        ("img_emb.proj.3.", "condition_embedder.image_embedder.ff.net.2."),
+        ("img_emb.proj.4.", "condition_embedder.image_embedder.norm2."),
     ];
-    if name == "head.modulation" {
-        return Some("scale_shift_table".into());
+    match name {
+        "head.modulation" => return Some("scale_shift_table".into()),
+        "img_emb.emb_pos" => return Some("condition_embedder.image_embedder.pos_embed".into()),
+        _ => {}
     }
     for (from, to) in TOP {
         if let Some(rest) = name.strip_prefix(from) {
@@ -46,6 +53,10 @@ pub fn transformer(name: &str) -> Option<String> {
                         "v" => "to_v",
                         "o" => "to_out.0",
                         "norm_q" | "norm_k" => proj,
+                        // The image tokens' own keys and values (I2V cross-attention).
+                        "k_img" if module == "cross_attn" => "add_k_proj",
+                        "v_img" if module == "cross_attn" => "add_v_proj",
+                        "norm_k_img" if module == "cross_attn" => "norm_added_k",
                         _ => return None,
                     };
                     format!("{attn}.{proj}.{p}")
@@ -85,8 +96,9 @@ fn residual_leaf(leaf: &str) -> Option<String> {
     })
 }
 
-/// VAE: original → diffusers; `num_res_blocks` (R) fixes the decoder's flat indices.
-pub fn vae(name: &str, num_res_blocks: usize) -> Option<String> {
+/// The VAE names both releases share: the convolutions around the latent, the stems, heads and
+/// middle blocks.
+fn vae_shared(name: &str) -> Option<String> {
     const TOP: &[(&str, &str)] = &[
         ("conv1.", "quant_conv."),
         ("conv2.", "post_quant_conv."),
@@ -111,6 +123,15 @@ pub fn vae(name: &str, num_res_blocks: usize) -> Option<String> {
             };
         }
     }
+    None
+}
+
+/// Wan2.1 VAE (`Wan2.1_VAE.pth`): original → diffusers; `num_res_blocks` (R) fixes the decoder's
+/// flat indices.
+pub fn vae(name: &str, num_res_blocks: usize) -> Option<String> {
+    if let Some(mapped) = vae_shared(name) {
+        return Some(mapped);
+    }
     if let Some((k, leaf)) = indexed(name, "encoder.downsamples.") {
         let leaf = if leaf.starts_with("resample.") || leaf.starts_with("time_conv.") {
             leaf.to_string()
@@ -129,6 +150,75 @@ pub fn vae(name: &str, num_res_blocks: usize) -> Option<String> {
         };
     }
     None
+}
+
+/// Wan2.2's residual VAE (`Wan2.2_VAE.pth`): original → diffusers. Each stage nests its blocks
+/// (`encoder.downsamples.{i}.downsamples.{j}`): residual blocks, then the stage's resampler.
+pub fn vae_residual(name: &str) -> Option<String> {
+    if let Some(mapped) = vae_shared(name) {
+        return Some(mapped);
+    }
+    for (side, stages, blocks, sampler) in
+        [("encoder", "downsamples", "down_blocks", "downsampler"), ("decoder", "upsamples", "up_blocks", "upsampler")]
+    {
+        let Some((i, rest)) = indexed(name, &format!("{side}.{stages}.")) else { continue };
+        let (j, leaf) = indexed(rest, &format!("{stages}."))?;
+        return if leaf.starts_with("resample.") || leaf.starts_with("time_conv.") {
+            Some(format!("{side}.{blocks}.{i}.{sampler}.{leaf}"))
+        } else {
+            Some(format!("{side}.{blocks}.{i}.resnets.{j}.{}", residual_leaf(leaf)?))
+        };
+    }
+    None
+}
+
+/// One tensor of the I2V release's open-clip file, by what the image encoder makes of it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ClipTensor {
+    /// Read under this transformers `CLIPVisionModel` name.
+    Renamed(String),
+    /// Layer `.0`'s fused `to_qkv` `.1` (`weight` / `bias`): rows split into `q_proj`, `k_proj`,
+    /// `v_proj` of `encoder.layers.{0}.self_attn`.
+    FusedQkv(usize, String),
+    /// The text tower, the contrastive scale and the visual projection: not part of the image
+    /// encoder (Wan reads the penultimate hidden states).
+    Unused,
+}
+
+/// Wan's open-clip XLM-RoBERTa ViT-H/14 (`models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth`)
+/// → transformers `CLIPVisionModel` names (transformers 5 stores them without `vision_model.`).
+pub fn clip(name: &str) -> Option<ClipTensor> {
+    if name.starts_with("textual.") || name == "log_scale" || name == "visual.head" {
+        return Some(ClipTensor::Unused);
+    }
+    let name = name.strip_prefix("visual.")?;
+    const TOP: &[(&str, &str)] = &[
+        ("patch_embedding.weight", "embeddings.patch_embedding.weight"),
+        ("cls_embedding", "embeddings.class_embedding"),
+        ("pos_embedding", "embeddings.position_embedding.weight"),
+        ("pre_norm.weight", "pre_layrnorm.weight"),
+        ("pre_norm.bias", "pre_layrnorm.bias"),
+        ("post_norm.weight", "post_layernorm.weight"),
+        ("post_norm.bias", "post_layernorm.bias"),
+    ];
+    if let Some((_, to)) = TOP.iter().find(|(from, _)| *from == name) {
+        return Some(ClipTensor::Renamed(to.to_string()));
+    }
+    let (i, rest) = indexed(name, "transformer.")?;
+    let (module, leaf) = rest.rsplit_once('.')?;
+    if leaf != "weight" && leaf != "bias" {
+        return None;
+    }
+    let to = match module {
+        "attn.to_qkv" => return Some(ClipTensor::FusedQkv(i, leaf.to_string())),
+        "norm1" => "layer_norm1",
+        "norm2" => "layer_norm2",
+        "attn.proj" => "self_attn.out_proj",
+        "mlp.0" => "mlp.fc1",
+        "mlp.2" => "mlp.fc2",
+        _ => return None,
+    };
+    Some(ClipTensor::Renamed(format!("encoder.layers.{i}.{to}.{leaf}")))
 }
 
 /// UMT5: Wan's `T5Encoder` names → transformers `UMT5EncoderModel` names.
@@ -158,6 +248,42 @@ pub fn t5(name: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The image-to-video names the fixtures' files do not show on their own: every case of the
+    /// open-clip map, and the Wan2.2 VAE's nested stages against diffusers' `convert_vae_22`.
+    #[test]
+    fn image_family_names() {
+        let renamed = |n: &str| clip(n).and_then(|c| if let ClipTensor::Renamed(s) = c { Some(s) } else { None });
+        assert_eq!(renamed("visual.pos_embedding").as_deref(), Some("embeddings.position_embedding.weight"));
+        assert_eq!(renamed("visual.transformer.31.mlp.2.bias").as_deref(), Some("encoder.layers.31.mlp.fc2.bias"));
+        assert_eq!(clip("visual.transformer.3.attn.to_qkv.weight"), Some(ClipTensor::FusedQkv(3, "weight".into())));
+        for unused in ["visual.head", "log_scale", "textual.blocks.0.attn.q.weight"] {
+            assert_eq!(clip(unused), Some(ClipTensor::Unused), "{unused}");
+        }
+        for unknown in
+            ["visual.transformer.0.attn.to_qkv.scale", "visual.proj", "head", "visual.transformer.x.norm1.weight"]
+        {
+            assert_eq!(clip(unknown), None, "{unknown}");
+        }
+        let cases = [
+            ("encoder.downsamples.1.downsamples.0.residual.2.weight", "encoder.down_blocks.1.resnets.0.conv1.weight"),
+            ("encoder.downsamples.1.downsamples.2.time_conv.bias", "encoder.down_blocks.1.downsampler.time_conv.bias"),
+            ("decoder.upsamples.0.upsamples.3.resample.1.weight", "decoder.up_blocks.0.upsampler.resample.1.weight"),
+            ("decoder.upsamples.2.upsamples.1.shortcut.weight", "decoder.up_blocks.2.resnets.1.conv_shortcut.weight"),
+            ("decoder.middle.1.to_qkv.bias", "decoder.mid_block.attentions.0.to_qkv.bias"),
+            ("conv1.weight", "quant_conv.weight"),
+        ];
+        for (original, diffusers) in cases {
+            assert_eq!(vae_residual(original).as_deref(), Some(diffusers), "{original}");
+        }
+        assert_eq!(vae_residual("encoder.downsamples.0.residual.0.gamma"), None, "a Wan2.1 (flat) name");
+        assert_eq!(
+            transformer("blocks.4.cross_attn.norm_k_img.weight").as_deref(),
+            Some("blocks.4.attn2.norm_added_k.weight")
+        );
+        assert_eq!(transformer("blocks.4.self_attn.k_img.weight"), None, "image keys only in cross-attention");
+        assert_eq!(transformer("img_emb.emb_pos").as_deref(), Some("condition_embedder.image_embedder.pos_embed"));
+    }
 
     /// Every tensor of the fixture's original files maps to the diffusers name
     /// that `make_wan_fixtures.py` verified by round trip through diffusers' converters.

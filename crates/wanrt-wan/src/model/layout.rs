@@ -20,7 +20,10 @@ impl Layout {
         if dir.join("model_index.json").is_file() || dir.join("transformer").is_dir() {
             return Ok(Layout::Diffusers);
         }
-        if dir.join("Wan2.1_VAE.pth").is_file() || dir.join("config.json").is_file() {
+        if dir.join("Wan2.1_VAE.pth").is_file()
+            || dir.join("Wan2.2_VAE.pth").is_file()
+            || dir.join("config.json").is_file()
+        {
             return Ok(Layout::Original);
         }
         Err(Error::file(

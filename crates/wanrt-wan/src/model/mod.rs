@@ -51,7 +51,10 @@ pub struct ModelDefaults {
     /// `denoising_step_list` `[1000, 750, 500, 250]` as `[1.0, 0.75, 0.5, 0.25]`. Euler only;
     /// it fixes the number of steps.
     pub sigmas: Option<Vec<f64>>,
-    /// Latent statistics for an original-layout VAE whose z_dim is not 16.
+    /// Attention heads of an original-layout CLIP image encoder (the open-clip file does not
+    /// state them; Wan's ViT-H/14 has heads of width 80, assumed when this is absent).
+    pub image_encoder_heads: Option<usize>,
+    /// Latent statistics for an original-layout VAE whose z_dim is not 16 or 48.
     pub vae_latents_mean: Option<Vec<f32>>,
     pub vae_latents_std: Option<Vec<f32>>,
 }
