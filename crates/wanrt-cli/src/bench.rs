@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 use wanrt_nn::backend::{ops_between, CountingBackend};
 use wanrt_nn::{HostTensor, Module, WeightStore};
+use wanrt_wan::image::RgbImage;
 use wanrt_wan::model::LoadOptions;
 use wanrt_wan::model::WanModel;
 use wanrt_wan::pipeline::GenerateParams;
@@ -49,11 +50,54 @@ pub struct BenchArgs {
     pub vae_only: bool,
     #[command(flatten)]
     pub engine: EngineArgs,
+    /// First frame for image-to-video models (PNG/JPEG); default: a synthetic test card of the
+    /// benchmarked size (timings do not depend on the picture). Wan2.2 TI2V is timed as
+    /// text-to-video unless given one.
+    #[arg(long)]
+    pub image: Option<PathBuf>,
+    /// Last frame for first-last-frame models (default: the test card mirrored).
+    #[arg(long, requires = "image")]
+    pub last_image: Option<PathBuf>,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
     pub ladder: crate::ladder::LadderArgs,
+}
+
+/// A smooth deterministic picture: colour ramps with a bright disc, `mirrored` left to right (a
+/// first-last-frame pair that differs).
+pub(crate) fn test_card(height: usize, width: usize, mirrored: bool) -> Result<RgbImage> {
+    let mut data = Vec::with_capacity(height * width * 3);
+    for y in 0..height {
+        for x in 0..width {
+            let x = if mirrored { width - 1 - x } else { x };
+            let (u, v) = (x as f32 / width.max(1) as f32, y as f32 / height.max(1) as f32);
+            let disc = ((u - 0.35).powi(2) + (v - 0.4).powi(2) < 0.04) as u8 as f32;
+            let px = [u, v, 1.0 - 0.5 * (u + v)].map(|c| ((0.8 * c + 0.2 * disc).min(1.0) * 255.0).round() as u8);
+            data.extend_from_slice(&px);
+        }
+    }
+    Ok(RgbImage::new(height, width, data)?)
+}
+
+/// The images a benchmark runs `model` with: the given files, else test cards where the model
+/// needs them.
+pub(crate) fn bench_images(
+    model: &WanModel,
+    image: Option<&std::path::Path>,
+    last_image: Option<&std::path::Path>,
+    (height, width): (usize, usize),
+) -> Result<(Option<RgbImage>, Option<RgbImage>)> {
+    let read = |p: &std::path::Path| -> Result<RgbImage> { Ok(crate::generate::InputImage::read(p)?.rgb) };
+    Ok(match (image, last_image) {
+        (Some(first), last) => (Some(read(first)?), last.map(read).transpose()?),
+        (None, _) => {
+            let needed = model.required_images();
+            let card = |mirrored| test_card(height, width, mirrored);
+            ((needed >= 1).then(|| card(false)).transpose()?, (needed >= 2).then(|| card(true)).transpose()?)
+        }
+    })
 }
 
 /// The benchmarked shape without --ladder.
@@ -89,46 +133,52 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let mut p = GenerateParams::new("a red fox runs through the snowy forest");
     (p.num_frames, p.height, p.width) = (Some(frames), Some(height), Some(width));
     p.max_sequence_length = args.max_sequence_length;
+    (p.image, p.last_image) = bench_images(&model, args.image.as_deref(), args.last_image.as_deref(), (height, width))?;
     let s = model.resolve(&p)?;
     let batch = if args.no_cfg { 1 } else { 2 };
     let prompts: Vec<String> = vec![p.prompt.clone(), String::new()].into_iter().take(batch).collect();
     let (embeddings, text_s) =
         timed(|| Ok(encode_prompts(&model.tokenizer, &model.text_encoder, &prompts, s.max_sequence_length)?))?;
-    // Cross-attention keys/values of the text: once per generation, not per step.
-    let (context, text_kv_s) = timed(|| Ok(model.transformer.prepare_text(&embeddings)?))?;
+    // Cross-attention keys/values of the text (and, for image models, the image encoder, the
+    // VAE encode of the image and its keys/values): once per generation, not per step.
+    let (conditioning, conditioning_s) = timed(|| Ok(model.condition(&s, &p, &embeddings)?))?;
+    let context = &conditioning.context;
 
-    let mut shape = model.latent_shape(&s);
-    shape[0] = batch;
+    let shape = model.latent_shape(&s);
     let n: usize = shape.iter().product();
     let be = model.transformer.backend();
-    let latents =
+    let one =
         be.upload(&HostTensor::new(shape, (0..n).map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0).collect())?)?;
-    let t = vec![900.0; batch];
+    let input = model.transformer_input(&conditioning, &one)?;
+    let latents = if batch == 2 { be.cat(&[&input, &input], 0)? } else { input };
+    let t = model.step_timesteps(900.0, batch, shape[2], conditioning.first_frame.is_some());
     let before = counting.counts();
-    model.transformer.forward_prepared(&latents, &t, &context)?; // warm-up: page in the weights
+    model.transformer.forward_prepared(&latents, &t, context)?; // warm-up: page in the weights
     let step_ops = ops_between(&before, &counting.counts());
     let mut step_times = Vec::new();
     for _ in 0..repeat {
-        let (_, secs) = timed(|| Ok(model.transformer.forward_prepared(&latents, &t, &context)?))?;
+        let (_, secs) = timed(|| Ok(model.transformer.forward_prepared(&latents, &t, context)?))?;
         step_times.push(secs);
     }
     let step_s = step_times.iter().cloned().fold(f64::INFINITY, f64::min);
-    let vae_s = if args.skip_vae {
-        None
-    } else {
-        let one = be.narrow(&latents, 0, 0, 1)?;
-        Some(timed(|| Ok(model.vae.decode(&one, |_, _| {})?))?.1)
-    };
+    let vae_s = if args.skip_vae { None } else { Some(timed(|| Ok(model.vae.decode(&one, |_, _| {})?))?.1) };
     let grid = model.transformer.grid(shape[2], shape[3], shape[4])?;
+    let with_image = p.image.is_some();
+    let (text_kv_s, image_conditioning_s) =
+        if with_image { (None, Some(conditioning_s)) } else { (Some(conditioning_s), None) };
     let report = serde_json::json!({
         "model": dir,
-        "shape": {"frames": s.num_frames, "height": s.height, "width": s.width, "latent": shape, "tokens": grid.iter().product::<usize>(), "text_len": s.max_sequence_length, "batch": batch},
+        "shape": {"frames": s.num_frames, "height": s.height, "width": s.width, "latent": latents.shape(), "tokens": grid.iter().product::<usize>(), "text_len": s.max_sequence_length, "batch": batch},
+        "images": usize::from(with_image) + usize::from(p.last_image.is_some()),
+        "test_card": with_image && args.image.is_none(),
         "threads": rayon::current_num_threads(),
         "engine": args.engine.describe(),
         "transformer_params": model.transformer.num_params(),
         "load_s": load_s,
         "text_encoder_s": text_s,
         "text_kv_s": text_kv_s,
+        // Image models: text and image keys/values, the image encoder and the image's VAE encode.
+        "image_conditioning_s": image_conditioning_s,
         "transformer_step_s": step_s,
         "transformer_step_all_s": step_times,
         // One transformer pass (the CFG pair unless --no-cfg): fused ops count once.
@@ -141,7 +191,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
         crate::outcome::print(&format!("{report}\n"))
     } else {
         let mut t = format!("{:<22} {:>10}\n", "stage", "seconds");
-        for key in ["load_s", "text_encoder_s", "text_kv_s", "transformer_step_s", "vae_decode_s"] {
+        for key in
+            ["load_s", "text_encoder_s", "text_kv_s", "image_conditioning_s", "transformer_step_s", "vae_decode_s"]
+        {
             if let Some(v) = report[key].as_f64() {
                 t += &format!("{:<22} {v:>10.3}\n", key.trim_end_matches("_s"));
             }

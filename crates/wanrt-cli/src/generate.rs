@@ -144,13 +144,26 @@ fn read_rgb(path: &Path) -> Result<RgbImage> {
     Ok(RgbImage::new(video.height(), video.width(), video.into_data())?)
 }
 
+/// An input image: the file (child runs are given it again) and its pixels.
+#[derive(Debug, Clone)]
+pub(crate) struct InputImage {
+    pub path: PathBuf,
+    pub rgb: RgbImage,
+}
+
+impl InputImage {
+    pub fn read(path: &Path) -> Result<Self> {
+        Ok(InputImage { path: path.to_path_buf(), rgb: read_rgb(path)? })
+    }
+}
+
 /// One entry of a prompts file: the prompt and what a JSON object may set beside it (images
 /// relative to the prompts file's folder, already read; `None` takes the command line's).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct PromptEntry {
     pub prompt: String,
-    pub image: Option<RgbImage>,
-    pub last_image: Option<RgbImage>,
+    pub image: Option<InputImage>,
+    pub last_image: Option<InputImage>,
     pub negative_prompt: Option<String>,
     pub seed: Option<u64>,
 }
@@ -161,7 +174,7 @@ const ENTRY_KEYS: [&str; 5] = ["prompt", "image", "last_image", "negative_prompt
 /// The prompts of a file, for callers that generate text-to-video only: an entry with an image
 /// is refused rather than run without it.
 pub(crate) fn read_prompts(path: &Path) -> Result<Vec<String>> {
-    let entries = read_prompt_entries(path)?;
+    let entries = read_prompt_entries(path, "--prompts")?;
     if let Some(i) = entries.iter().position(|e| e.image.is_some() || e.last_image.is_some()) {
         bail!(
             "--prompts {}: entry {i} has an image, which this command does not take (text prompts only)",
@@ -171,25 +184,25 @@ pub(crate) fn read_prompts(path: &Path) -> Result<Vec<String>> {
     Ok(entries.into_iter().map(|e| e.prompt).collect())
 }
 
-/// A prompts file: one prompt per line, or a JSON list whose items are prompts or objects
+/// A prompts file (given as `flag`, which errors name): one prompt per line, or a JSON list whose items are prompts or objects
 /// `{"prompt", "image", "last_image", "negative_prompt", "seed"}` (only "prompt" required). Every
 /// image is read here, so a bad entry fails before any model loads.
-pub(crate) fn read_prompt_entries(path: &Path) -> Result<Vec<PromptEntry>> {
-    let len = std::fs::metadata(path).with_context(|| format!("--prompts {}", path.display()))?.len();
+pub(crate) fn read_prompt_entries(path: &Path, flag: &str) -> Result<Vec<PromptEntry>> {
+    let len = std::fs::metadata(path).with_context(|| format!("{flag} {}", path.display()))?.len();
     if len > MAX_PROMPTS_FILE {
-        bail!("--prompts {}: {len} bytes is more than a prompt list (at most 64 MiB)", path.display());
+        bail!("{flag} {}: {len} bytes is more than a prompt list (at most 64 MiB)", path.display());
     }
-    let text = std::fs::read_to_string(path).with_context(|| format!("--prompts {}: cannot read", path.display()))?;
+    let text = std::fs::read_to_string(path).with_context(|| format!("{flag} {}: cannot read", path.display()))?;
     let entries: Vec<PromptEntry> = if text.trim_start().starts_with('[') {
         let items: Vec<serde_json::Value> = serde_json::from_str(&text).with_context(|| {
-            format!("--prompts {}: expected a JSON list of prompts or {{\"prompt\": …}} objects", path.display())
+            format!("{flag} {}: expected a JSON list of prompts or {{\"prompt\": …}} objects", path.display())
         })?;
         let folder = path.parent().unwrap_or(Path::new(""));
         items
             .iter()
             .enumerate()
             .map(|(i, item)| {
-                prompt_entry(item, folder).with_context(|| format!("--prompts {}: entry {i}", path.display()))
+                prompt_entry(item, folder).with_context(|| format!("{flag} {}: entry {i}", path.display()))
             })
             .collect::<Result<_>>()?
     } else {
@@ -197,7 +210,7 @@ pub(crate) fn read_prompt_entries(path: &Path) -> Result<Vec<PromptEntry>> {
         lines.map(|l| PromptEntry { prompt: l.to_string(), ..PromptEntry::default() }).collect()
     };
     if entries.is_empty() {
-        bail!("--prompts {}: no prompts found", path.display());
+        bail!("{flag} {}: no prompts found", path.display());
     }
     Ok(entries)
 }
@@ -221,11 +234,11 @@ fn prompt_entry(item: &serde_json::Value, folder: &Path) -> Result<PromptEntry> 
         }
     };
     let Some(prompt) = text("prompt")? else { bail!("\"prompt\" is missing") };
-    let image = |key: &str| -> Result<Option<RgbImage>> {
+    let image = |key: &str| -> Result<Option<InputImage>> {
         let Some(file) = text(key)? else { return Ok(None) };
         let path = folder.join(file);
         // The reader's message names the file; flattened so its cause is not printed twice.
-        read_rgb(&path).map(Some).map_err(|e| anyhow::anyhow!("\"{key}\": {e}"))
+        InputImage::read(&path).map(Some).map_err(|e| anyhow::anyhow!("\"{key}\": {e}"))
     };
     let seed = match obj.get("seed") {
         None => None,
@@ -299,7 +312,7 @@ struct Plan {
 /// Reads the prompts and noise and checks every output path: all before the model loads.
 fn plan(args: &GenerateArgs) -> Result<Plan> {
     let prompts = match (&args.prompts, &args.prompt) {
-        (Some(file), _) => read_prompt_entries(file)?,
+        (Some(file), _) => read_prompt_entries(file, "--prompts")?,
         (None, Some(p)) => vec![PromptEntry { prompt: p.clone(), ..PromptEntry::default() }],
         (None, None) => bail!("--prompt or --prompts is required"),
     };
@@ -372,7 +385,7 @@ fn plan(args: &GenerateArgs) -> Result<Plan> {
     for (i, entry) in prompts.iter().enumerate() {
         // An entry's own image replaces --image (and its last frame with it: a pair belongs together).
         let (image, last_image) = match &entry.image {
-            Some(first) => (Some(first.clone()), entry.last_image.clone()),
+            Some(first) => (Some(first.rgb.clone()), entry.last_image.as_ref().map(|i| i.rgb.clone())),
             None => (base.image.clone(), base.last_image.clone()),
         };
         let negative_prompt = entry.negative_prompt.clone().or_else(|| base.negative_prompt.clone());

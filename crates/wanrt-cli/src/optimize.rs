@@ -2,6 +2,7 @@
 //! folder, then measure it against the source model — the report table
 //! (Markdown + JSON) composed here from wanrt-opt and wanrt-eval.
 
+use crate::generate::{read_prompt_entries, InputImage, PromptEntry};
 use crate::{model_path, sysinfo};
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
@@ -10,7 +11,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
-use wanrt_opt::calibrate::{default_prompts, parse_prompts, CalibSettings};
+use wanrt_opt::calibrate::{default_prompts, parse_prompts, CalibPrompt, CalibSettings};
 use wanrt_opt::optimize::OptimizeProgress;
 use wanrt_opt::{ActivationChoice, OptimizeOptions, OptimizeSummary, QuantMode};
 use wanrt_wan::lora::{LoraSpec, Unmatched};
@@ -89,9 +90,19 @@ pub struct OptimizeArgs {
     /// Measure and report every layer's sensitivity (implied by --max-error).
     #[arg(long)]
     pub sensitivity: bool,
-    /// Calibration prompts, one per line (default: 8 built-in prompts).
+    /// Calibration prompts: one per line (`#` starts a comment), or a JSON list of prompts and/or
+    /// objects {"prompt", "image", "last_image", "seed"} as `generate --prompts` takes them (images
+    /// relative to the file's folder) — how an image-to-video model is calibrated on its kind of
+    /// input. Default: 8 built-in prompts.
     #[arg(long)]
     pub calib: Option<PathBuf>,
+    /// First frame for every calibration prompt and report video without its own (image-to-video
+    /// models; PNG/JPEG).
+    #[arg(long)]
+    pub image: Option<PathBuf>,
+    /// Last frame beside --image (first-last-frame models).
+    #[arg(long, requires = "image")]
+    pub last_image: Option<PathBuf>,
     /// Use at most N calibration prompts.
     #[arg(long, default_value_t = 8)]
     pub calib_prompts: usize,
@@ -224,16 +235,7 @@ pub fn run(args: OptimizeArgs) -> Result<()> {
             bail!("{flag} must be at least 1");
         }
     }
-    let prompts = match &args.calib {
-        Some(p) => {
-            let text = std::fs::read_to_string(p).with_context(|| format!("{}: cannot read prompts", p.display()))?;
-            parse_prompts(&text)
-        }
-        None => default_prompts(),
-    };
-    if prompts.is_empty() {
-        bail!("--calib: no prompts found (one prompt per line expected)");
-    }
+    let prompts = calibration_inputs(&args)?;
     if args.calib_prompts == 0 || args.calib_steps == 0 || args.samples == 0 || args.report_videos == 0 {
         bail!("--calib-prompts, --calib-steps, --samples and --report-videos must be at least 1");
     }
@@ -260,8 +262,16 @@ pub fn run(args: OptimizeArgs) -> Result<()> {
         loras: args.lora.clone(),
         lora_unmatched: args.lora_unmatched,
     };
+    let prompts: Vec<PromptEntry> = prompts.into_iter().take(args.calib_prompts).collect();
     let calib = CalibSettings {
-        prompts: prompts.into_iter().take(args.calib_prompts).collect(),
+        prompts: prompts
+            .iter()
+            .map(|e| CalibPrompt {
+                prompt: e.prompt.clone(),
+                image: e.image.as_ref().map(|i| i.rgb.clone()),
+                last_image: e.last_image.as_ref().map(|i| i.rgb.clone()),
+            })
+            .collect(),
         frames: args.frames,
         height: args.height,
         width: args.width,
@@ -281,8 +291,11 @@ pub fn run(args: OptimizeArgs) -> Result<()> {
         Vec::new()
     } else {
         bar.stage("report: generating with the source model and the artifact");
-        let videos: Vec<(String, u64)> = (0..args.report_videos)
-            .map(|i| (calib.prompts[i % calib.prompts.len()].clone(), args.seed + i as u64))
+        let videos: Vec<(PromptEntry, u64)> = (0..args.report_videos)
+            .map(|i| {
+                let entry = &prompts[i % prompts.len()];
+                (entry.clone(), entry.seed.unwrap_or(args.seed + i as u64))
+            })
             .collect();
         let work = tempfile::tempdir().context("creating a temporary folder")?;
         let source = if args.lora.is_empty() { "source (f32)" } else { "source (f32) + --lora" };
@@ -309,6 +322,33 @@ pub fn run(args: OptimizeArgs) -> Result<()> {
     }
 }
 
+/// The calibration prompts (`--calib`, else the built-in ones), each with its images: an entry's
+/// own, else `--image` / `--last-image` (a pair belongs together, as in `generate --prompts`).
+/// Every image is read here, before the model loads.
+fn calibration_inputs(args: &OptimizeArgs) -> Result<Vec<PromptEntry>> {
+    let mut entries = match &args.calib {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("{}: cannot read prompts", p.display()))?;
+            if text.trim_start().starts_with('[') {
+                read_prompt_entries(p, "--calib")?
+            } else {
+                parse_prompts(&text).into_iter().map(|prompt| PromptEntry { prompt, ..Default::default() }).collect()
+            }
+        }
+        None => default_prompts().into_iter().map(|prompt| PromptEntry { prompt, ..Default::default() }).collect(),
+    };
+    if entries.is_empty() {
+        bail!("--calib: no prompts found (one prompt per line, or a JSON list, expected)");
+    }
+    let image = args.image.as_deref().map(InputImage::read).transpose().context("--image")?;
+    let last_image = args.last_image.as_deref().map(InputImage::read).transpose().context("--last-image")?;
+    for e in entries.iter_mut().filter(|e| e.image.is_none()) {
+        e.image = image.clone();
+        e.last_image = last_image.clone();
+    }
+    Ok(entries)
+}
+
 fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
     wanrt_io::write_atomic(path, |w| w.write_all(bytes).map_err(|e| wanrt_io::Error::io(path, e)))?;
     Ok(())
@@ -328,7 +368,7 @@ struct Measured {
 fn measure_variant(
     name: &str,
     model: &Path,
-    videos: &[(String, u64)],
+    videos: &[(PromptEntry, u64)],
     args: &OptimizeArgs,
     size: ReportSize,
     dir: &Path,
@@ -337,10 +377,15 @@ fn measure_variant(
     let is_artifact = model == args.output;
     let exe = std::env::current_exe().context("locating the wanrt executable")?;
     let mut runs = Vec::new();
-    for (i, (prompt, seed)) in videos.iter().enumerate() {
+    for (i, (entry, seed)) in videos.iter().enumerate() {
         let mut cmd = Command::new(&exe);
-        cmd.arg("generate").arg("--model").arg(model).arg("--prompt").arg(prompt);
+        cmd.arg("generate").arg("--model").arg(model).arg("--prompt").arg(&entry.prompt);
         cmd.arg("--seed").arg(seed.to_string());
+        for (flag, image) in [("--image", &entry.image), ("--last-image", &entry.last_image)] {
+            if let Some(image) = image {
+                cmd.arg(flag).arg(&image.path);
+            }
+        }
         cmd.arg("-o").arg(dir.join(format!("{i}.mp4"))).arg("--save-npy").arg(dir.join(format!("{i}.npy")));
         cmd.arg("--json");
         // Always explicit: a model without wanrt.json must not fall back to diffusers' defaults.

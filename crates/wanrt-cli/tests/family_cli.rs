@@ -242,3 +242,31 @@ fn bad_prompts_file_entries_fail_in_one_line() {
         assert!(!out_dir.exists(), "{entries}: wrote output");
     }
 }
+
+/// `wanrt bench` on image models: the step is timed on the model's real input (image-latent
+/// channels, image tokens; TI2V's first frame at t = 0), from a test card unless given an image.
+#[test]
+fn bench_times_image_models_on_their_inputs() {
+    for (group, case, image, images, channels) in [
+        ("wan_i2v", "i2v_a", false, 1, 12),
+        ("wan_i2v", "flf2v_a", false, 2, 16),
+        ("wan_ti2v", "ti2v_a", true, 1, 48),
+        ("wan_ti2v", "ti2v_a", false, 0, 48),
+    ] {
+        let dir = fixture(group, case);
+        let mut cmd = wanrt();
+        cmd.args(["bench", "--model"]).arg(&dir);
+        cmd.args(["--frames", "5", "--height", "32", "--width", "64", "--repeat", "1", "--json"]);
+        if image {
+            cmd.arg("--image").arg(dir.join("image.png"));
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{case}: {}", String::from_utf8_lossy(&out.stderr));
+        let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(j["images"], images, "{case}: {j}");
+        assert_eq!(j["test_card"], images > 0 && !image, "{case}");
+        assert_eq!(j["shape"]["latent"][1], channels, "{case}: transformer input channels");
+        assert_eq!(j["image_conditioning_s"].is_number(), images > 0, "{case}");
+        assert!(j["transformer_step_s"].as_f64().unwrap() > 0.0);
+    }
+}

@@ -192,3 +192,51 @@ fn bad_ladder_input_fails_in_one_line_before_any_work() {
     let out = wanrt().args(["bench", "--report", "x"]).output().unwrap();
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--ladder"));
 }
+
+/// An image-to-video model's ladder: every video from its prompt's image (a `--prompts` JSON
+/// entry's, else `--image`), the rungs' artifacts calibrated on images; without an image the
+/// ladder stops in one line before any work.
+#[test]
+fn image_to_video_ladder_generates_from_images() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = repo().join("fixtures/wan_i2v/i2v_a");
+    std::fs::copy(repo().join("fixtures/wan_i2v/i2v_b/image.png"), tmp.path().join("other.png")).unwrap();
+    let prompts = tmp.path().join("prompts.json");
+    std::fs::write(&prompts, serde_json::json!([{"prompt": "a fox", "image": "other.png"}, "a hare"]).to_string())
+        .unwrap();
+    let report = tmp.path().join("r");
+    let ladder = |report: &Path, image: Option<&Path>| {
+        let mut c = wanrt();
+        c.args(["bench", "--ladder", "--model"]).arg(&model).arg("--prompts").arg(&prompts);
+        if let Some(i) = image {
+            c.arg("--image").arg(i);
+        }
+        c.args(["--frames", "5", "--height", "32", "--width", "48", "--steps", "2", "--rungs", "int8"])
+            .args(["--calib-prompts", "1", "--calib-steps", "1", "--repeat", "1", "--keep-frames", "--json"])
+            .arg("--report")
+            .arg(report)
+            .arg("--artifact-cache")
+            .arg(tmp.path().join("cache"))
+            .output()
+            .unwrap()
+    };
+    let out = ladder(&report, Some(&model.join("image.png")));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).expect("--json prints ladder.json");
+    assert!(j["rungs"][1]["psnr"].as_f64().unwrap() > 5.0, "{}", j["rungs"][1]);
+    // The children's prompt list names each video's image.
+    let list = json(&report.join("prompts.json"));
+    assert!(list[0]["image"].as_str().unwrap().ends_with("other.png"), "{list}");
+    assert!(list[1]["image"].as_str().unwrap().ends_with("image.png"), "{list}");
+    // The two videos start from different images.
+    let frames = |k: usize| wanrt_io::read_npy(report.join(format!("frames/baseline/{k}_0.npy"))).unwrap().to_f32_vec();
+    assert_ne!(frames(0), frames(1));
+
+    let bare = tmp.path().join("bare");
+    std::fs::write(&prompts, r#"["a fox"]"#).unwrap();
+    let out = ladder(&bare, None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("needs a first frame") && err.trim().lines().count() == 1, "{err}");
+    assert!(!bare.join("ladder.json").exists());
+}

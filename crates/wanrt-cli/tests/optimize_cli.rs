@@ -119,3 +119,80 @@ fn bad_optimize_input_is_one_clear_line() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("--cache-threshold must be"));
 }
+
+fn family(group: &str, case: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures").join(group).join(case)
+}
+
+/// Image-to-video models calibrate on images: a `--calib` JSON list whose entries carry their own
+/// frames (relative to the file) beside `--image` for the rest; the report's child generations
+/// get the same images; the artifact then generates from an image. Without an image the run
+/// stops in one line before any artifact exists.
+#[test]
+fn image_to_video_models_optimize_with_their_images() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = family("wan_i2v", "flf2v_a");
+    for f in ["image.png", "last_image.png"] {
+        std::fs::copy(src.join(f), tmp.path().join(f)).unwrap();
+    }
+    let calib = tmp.path().join("calib.json");
+    let entries = serde_json::json!([
+        {"prompt": "a blue bird over the sea", "image": "last_image.png", "last_image": "image.png"},
+        "a lighthouse at dusk"
+    ]);
+    std::fs::write(&calib, entries.to_string()).unwrap();
+    let out_dir = tmp.path().join("artifact");
+    let size = ["--frames", "5", "--height", "48", "--width", "32", "--report-steps", "2", "--report-videos", "2"];
+    let out = wanrt()
+        .args(["optimize", "--model"])
+        .arg(&src)
+        .arg("--calib")
+        .arg(&calib)
+        .arg("--image")
+        .arg(src.join("image.png"))
+        .arg("--last-image")
+        .arg(src.join("last_image.png"))
+        .args(["--calib-prompts", "2", "--calib-steps", "2", "--samples", "2"])
+        .args(size)
+        .arg("-o")
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("optimize-report.json")).unwrap()).unwrap();
+    let optimized = &report["variants"][1];
+    let psnr = optimized["psnr_db"].as_f64().unwrap_or_else(|| panic!("no PSNR in {optimized}"));
+    assert!(psnr > 20.0, "{optimized}");
+    let error = report["summary"]["transformer_error"].as_f64().unwrap();
+    assert!(error > 0.0 && error < 0.2, "{error}");
+    let video = tmp.path().join("v.mp4");
+    let gen = wanrt()
+        .args(["generate", "--model"])
+        .arg(&out_dir)
+        .args(["--prompt", "a bird", "--steps", "2", "--frames", "5"])
+        .arg("--image")
+        .arg(src.join("image.png"))
+        .arg("--last-image")
+        .arg(src.join("last_image.png"))
+        .arg("-o")
+        .arg(&video)
+        .output()
+        .unwrap();
+    assert!(gen.status.success(), "{}", String::from_utf8_lossy(&gen.stderr));
+
+    let none = tmp.path().join("none");
+    let out = wanrt()
+        .args(["optimize", "--model"])
+        .arg(family("wan_i2v", "i2v_a"))
+        .args(SMALL)
+        .arg("--no-report")
+        .arg("-o")
+        .arg(&none)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.lines().last().unwrap_or("").contains("needs --image"), "{err}");
+    assert!(!none.exists(), "partial output");
+}

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use wanrt_nn::probe::{ActivationProbe, ProbeStats};
 use wanrt_nn::{LinearObserver, Module, ParamMut, Tensor};
+use wanrt_wan::image::RgbImage;
 use wanrt_wan::model::WanModel;
 use wanrt_wan::pipeline::{GenerateParams, Progress};
 
@@ -24,9 +25,24 @@ pub fn parse_prompts(text: &str) -> Vec<String> {
     text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from).collect()
 }
 
+/// One calibration input: a prompt and, for image-to-video models, its first (and last) frame.
+#[derive(Debug, Clone)]
+pub struct CalibPrompt {
+    pub prompt: String,
+    pub image: Option<RgbImage>,
+    pub last_image: Option<RgbImage>,
+}
+
+impl CalibPrompt {
+    /// A text-only input.
+    pub fn text(prompt: impl Into<String>) -> Self {
+        CalibPrompt { prompt: prompt.into(), image: None, last_image: None }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct CalibSettings {
-    pub prompts: Vec<String>,
+    pub prompts: Vec<CalibPrompt>,
     /// Video size; `None` takes the model's defaults (wanrt.json) or 17×160×160.
     pub frames: Option<usize>,
     pub height: Option<usize>,
@@ -41,7 +57,7 @@ pub struct CalibSettings {
 impl Default for CalibSettings {
     fn default() -> Self {
         CalibSettings {
-            prompts: default_prompts(),
+            prompts: default_prompts().into_iter().map(CalibPrompt::text).collect(),
             frames: None,
             height: None,
             width: None,
@@ -55,11 +71,17 @@ impl Default for CalibSettings {
 /// A transformer input seen during calibration (batched `[cond; uncond]` under CFG).
 #[derive(Clone)]
 pub struct CalibSample {
-    /// In the transformer's backend memory.
+    /// In the transformer's backend memory: the latents with an image model's condition
+    /// channels or first frame, as the transformer took them.
     pub latents: Tensor,
-    pub timestep: f32,
+    /// One per video, or per latent frame (`expand_timesteps`).
+    pub timesteps: Vec<f32>,
     /// UMT5 embeddings of the batch.
     pub text: Tensor,
+    /// Image-conditioned models: the image encoder's states of the batch's images (the context
+    /// is prepared again for every transformer variant measured: its keys and values come from
+    /// the blocks' own layers).
+    pub image: Option<Tensor>,
 }
 
 pub struct Calibration {
@@ -73,6 +95,7 @@ pub struct Calibration {
 struct SampleRecorder<'a> {
     steps: Vec<usize>,
     text: Tensor,
+    image: Option<Tensor>,
     samples: &'a mut Vec<CalibSample>,
     progress: &'a mut dyn FnMut(usize, usize),
     done_before: usize,
@@ -83,9 +106,14 @@ impl Progress for SampleRecorder<'_> {
     fn step(&mut self, done: usize, _total: usize) {
         (self.progress)(self.done_before + done, self.total);
     }
-    fn transformer_input(&mut self, step: usize, latents: &Tensor, timestep: f32) {
+    fn transformer_input(&mut self, step: usize, input: &Tensor, timesteps: &[f32]) {
         if self.steps.contains(&step) {
-            self.samples.push(CalibSample { latents: latents.clone(), timestep, text: self.text.clone() });
+            self.samples.push(CalibSample {
+                latents: input.clone(),
+                timesteps: timesteps.to_vec(),
+                text: self.text.clone(),
+                image: self.image.clone(),
+            });
         }
     }
 }
@@ -154,8 +182,10 @@ fn run_prompts(
     let total = settings.steps * settings.prompts.len();
     let mut samples = Vec::new();
     let mut size = [0; 3];
-    for (i, prompt) in settings.prompts.iter().enumerate() {
-        let mut p = GenerateParams::new(prompt.clone());
+    for (i, input) in settings.prompts.iter().enumerate() {
+        let mut p = GenerateParams::new(input.prompt.clone());
+        p.image = input.image.clone();
+        p.last_image = input.last_image.clone();
         p.steps = Some(settings.steps);
         p.seed = settings.seed + i as u64;
         let d = &model.defaults;
@@ -164,13 +194,14 @@ fn run_prompts(
         p.width = settings.width.or(d.width).or(Some(160));
         let s = model.resolve(&p)?;
         size = [s.num_frames, s.height, s.width];
-        let text = model.encode_text(&s, prompt)?;
+        let text = model.encode_text(&s, &input.prompt)?;
         let conditioning = model.condition(&s, &p, &text)?;
         let latents = model.initial_latents(&s, &p)?;
         let room = settings.max_samples.saturating_sub(samples.len());
         let mut rec = SampleRecorder {
             steps: spread(per_prompt.min(room), s.steps),
             text,
+            image: conditioning.image_states.clone(),
             samples: &mut samples,
             progress,
             done_before: i * settings.steps,

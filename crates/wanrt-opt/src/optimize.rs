@@ -286,7 +286,8 @@ fn optimize_diffusers(
 
     let text_encoder = if opts.text_encoder_int8 {
         progress.stage("text encoder");
-        Some(quantize_text_encoder(src, &model, &calib.prompts)?)
+        let prompts: Vec<String> = calib.prompts.iter().map(|p| p.prompt.clone()).collect();
+        Some(quantize_text_encoder(src, &model, &prompts)?)
     } else {
         None
     };

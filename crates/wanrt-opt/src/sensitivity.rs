@@ -12,8 +12,8 @@ pub fn outputs(tr: &WanTransformer, samples: &[CalibSample]) -> Result<Vec<HostT
     samples
         .iter()
         .map(|s| {
-            let ts = vec![s.timestep; s.latents.dim(0)];
-            let y = tr.forward(&s.latents, &ts, &s.text)?;
+            let context = tr.prepare_context(&s.text, s.image.as_ref())?;
+            let y = tr.forward_prepared(&s.latents, &s.timesteps, &context)?;
             Ok(tr.backend().to_host(&y)?)
         })
         .collect()

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use wanrt_nn::{HostTensor, Module, WeightStore};
-use wanrt_opt::calibrate::{calibrate, CalibSettings};
+use wanrt_opt::calibrate::{calibrate, CalibPrompt, CalibSettings};
 use wanrt_opt::sensitivity::{outputs, relative_error};
 use wanrt_opt::{optimize, ActivationChoice, OptimizeOptions, QuantMode};
 use wanrt_wan::artifact::LayerFormat;
@@ -17,7 +17,7 @@ fn fixture() -> PathBuf {
 
 fn calib() -> CalibSettings {
     CalibSettings {
-        prompts: vec!["a red fox runs through snow".into(), "waves on a beach at sunset".into()],
+        prompts: ["a red fox runs through snow", "waves on a beach at sunset"].map(CalibPrompt::text).to_vec(),
         frames: Some(9),
         height: Some(32),
         width: Some(48),
@@ -315,7 +315,7 @@ fn text_encoder_int8_weight_artifact() {
     assert_eq!(loaded.text_encoder.weight_bytes(), te.weight_bytes_after);
 
     // The measured error is the loaded artifact's error.
-    let prompts: Vec<String> = calib().prompts;
+    let prompts: Vec<String> = calib().prompts.into_iter().map(|p| p.prompt).collect();
     let max_len = source.resolve(&wanrt_wan::pipeline::GenerateParams::new(&prompts[0])).unwrap().max_sequence_length;
     let embed = |m: &WanModel| {
         let e = wanrt_wan::text::encode_prompts(&m.tokenizer, &m.text_encoder, &prompts, max_len).unwrap();
@@ -367,4 +367,63 @@ fn original_release_folder_is_converted_then_optimized() {
     p.height = Some(32);
     p.width = Some(32);
     assert!(loaded.generate(&p, &mut ()).unwrap().video.data().iter().all(|v| v.is_finite()));
+}
+
+fn read_png(path: &Path) -> wanrt_wan::image::RgbImage {
+    let img = image::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).into_rgb8();
+    wanrt_wan::image::RgbImage::new(img.height() as usize, img.width() as usize, img.into_raw()).unwrap()
+}
+
+/// Image-to-video (CLIP states + image latent channels), first-last-frame and Wan2.2 TI2V (image
+/// latent as the first frame, per-frame timesteps): calibration runs them with their images, and
+/// the artifact on disk is the model whose error was measured on those inputs.
+#[test]
+fn image_models_calibrate_on_their_images() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures");
+    for (group, case, images) in [
+        ("wan_i2v", "i2v_a", &["image.png"][..]),
+        ("wan_i2v", "flf2v_a", &["image.png", "last_image.png"][..]),
+        ("wan_ti2v", "ti2v_a", &["image.png"][..]),
+    ] {
+        let src = fixtures.join(group).join(case);
+        let frames: Vec<_> = images.iter().map(|f| read_png(&src.join(f))).collect();
+        let meta: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(src.join("meta.json")).unwrap()).unwrap();
+        let mut settings = calib();
+        settings.height = meta["height"].as_u64().map(|v| v as usize);
+        settings.width = meta["width"].as_u64().map(|v| v as usize);
+        for p in &mut settings.prompts {
+            p.image = frames.first().cloned();
+            p.last_image = frames.get(1).cloned();
+        }
+        let out = tmp.path().join(case);
+        let summary = optimize(&src, &out, &options(QuantMode::Int8), &settings, &mut ()).unwrap();
+        let mut source = WanModel::load(&src, |_| {}).unwrap();
+        let samples = calibrate(&mut source, &settings, &mut |_, _| {}).unwrap().samples;
+        let with_images = samples.iter().filter(|s| s.image.is_some()).count();
+        assert_eq!(with_images > 0, source.image_encoder.is_some(), "{case}: image states recorded");
+        let reference = outputs(&source.transformer, &samples).unwrap();
+        let artifact = WanModel::load(&out, |_| {}).unwrap();
+        let err = relative_error(&outputs(&artifact.transformer, &samples).unwrap(), &reference);
+        println!("{case}: transformer relative error {err:.3e}");
+        assert!(err > 0.0 && err < 0.2, "{case}: {err}");
+        assert!(
+            (err - summary.transformer_error).abs() <= 1e-9 * err.max(1.0),
+            "{case}: {err} vs {}",
+            summary.transformer_error
+        );
+    }
+    // Without its image, an image-to-video model's calibration stops with the pipeline's error.
+    let err = optimize(
+        &fixtures.join("wan_i2v/i2v_a"),
+        &tmp.path().join("none"),
+        &options(QuantMode::Int8),
+        &calib(),
+        &mut (),
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(err.contains("needs --image"), "{err}");
 }

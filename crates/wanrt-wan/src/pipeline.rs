@@ -103,9 +103,11 @@ pub trait Progress {
     fn stage(&mut self, _name: &str) {}
     fn step(&mut self, _done: usize, _total: usize) {}
     fn decode_frame(&mut self, _done: usize, _total: usize) {}
-    /// The latents (batched `[cond; uncond]` under CFG) and timestep given to
-    /// the transformer at denoising step `step` (calibration records them).
-    fn transformer_input(&mut self, _step: usize, _latents: &Tensor, _timestep: f32) {}
+    /// The input (batched `[cond; uncond]` under CFG, with an image model's condition channels
+    /// or first frame) and timesteps (one per video, or per latent frame with
+    /// `expand_timesteps`) given to the transformer at denoising step `step` (calibration records
+    /// them).
+    fn transformer_input(&mut self, _step: usize, _input: &Tensor, _timesteps: &[f32]) {}
 }
 
 impl Progress for () {}
@@ -135,6 +137,10 @@ pub struct Conditioning {
     /// Wan2.2 TI2V given an image: its normalised latent `[1, z, 1, H', W']`, the first latent
     /// frame of every transformer input and of the result.
     pub first_frame: Option<Tensor>,
+    /// Image-conditioned models: the image encoder's states of the batch's images
+    /// `[B·n, tokens, hidden]`, what [`crate::transformer::WanTransformer::prepare_context`] took
+    /// (calibration replays the transformer on them).
+    pub image_states: Option<Tensor>,
 }
 
 /// The result of the denoising loop.
@@ -468,7 +474,6 @@ impl WanModel {
         let context = self.transformer.prepare_context(embeddings, image_states.as_ref())?;
         let context_2 =
             self.transformer_2.as_ref().map(|t| t.prepare_context(embeddings, image_states.as_ref())).transpose()?;
-        drop(image_states);
         let (mut image_latent, mut first_frame) = (None, None);
         if let Some(first) = &p.image {
             let latent = if self.expand_timesteps {
@@ -478,13 +483,13 @@ impl WanModel {
             };
             check_finite(be, latent, "the VAE encode of the image")?;
         }
-        Ok(Conditioning { context, context_2, image_latent, first_frame })
+        Ok(Conditioning { context, context_2, image_latent, first_frame, image_states })
     }
 
     /// The transformer's timesteps at `t` for a batch of `batch` videos of `latent_frames`: one
     /// per video, or with `expand_timesteps` one per latent frame — diffusers'
     /// `first_frame_mask · t` per token, 0 on a given first frame.
-    fn step_timesteps(&self, t: f32, batch: usize, latent_frames: usize, first_frame: bool) -> Vec<f32> {
+    pub fn step_timesteps(&self, t: f32, batch: usize, latent_frames: usize, first_frame: bool) -> Vec<f32> {
         if !self.expand_timesteps {
             return vec![t; batch];
         }
@@ -553,14 +558,10 @@ impl WanModel {
                 }
                 _ => (&self.transformer, &conditioning.context, s.guidance),
             };
-            let input = match (&conditioning.image_latent, &conditioning.first_frame) {
-                (Some(image_latent), _) => be.cat(&[&latents, image_latent], 1)?,
-                (None, Some(first)) => with_first_frame(be, first, &latents)?,
-                (None, None) => latents.clone(),
-            };
+            let input = self.transformer_input(conditioning, &latents)?;
             let batch = if cfg { be.cat(&[&input, &input], 0)? } else { input };
-            progress.transformer_input(i, &batch, t);
             let ts = self.step_timesteps(t, batch.dim(0), latents.dim(2), conditioning.first_frame.is_some());
+            progress.transformer_input(i, &batch, &ts);
             let (noise_pred, computed) = transformer.forward_cached(&batch, &ts, context, cache.as_mut())?;
             evals += usize::from(computed);
             let noise_pred = if cfg { be.cfg_combine(&noise_pred, guidance as f32)? } else { noise_pred };
@@ -572,6 +573,37 @@ impl WanModel {
         }
         let skipped = skipped_before + cache.map_or(0, |c| c.skipped);
         Ok(Denoised { latents, transformer_evals: evals, steps_skipped: skipped })
+    }
+}
+
+impl WanModel {
+    /// What the transformer is given for `latents` (one video): the latents, with an
+    /// image-to-video model's mask + image latent concatenated along the channels, or a TI2V
+    /// model's image latent as the first latent frame.
+    pub fn transformer_input(&self, conditioning: &Conditioning, latents: &Tensor) -> Result<Tensor> {
+        let be = &**self.transformer.backend();
+        Ok(match (&conditioning.image_latent, &conditioning.first_frame) {
+            (Some(image_latent), _) => be.cat(&[latents, image_latent], 1)?,
+            (None, Some(first)) => with_first_frame(be, first, latents)?,
+            (None, None) => latents.clone(),
+        })
+    }
+
+    /// How many images a generation must be given: 2 for first-last-frame models, 1 for
+    /// image-to-video, 0 for text-to-video (and Wan2.2 TI2V, whose image is optional).
+    pub fn required_images(&self) -> usize {
+        let c = &self.transformer.config;
+        required_images(self.expand_timesteps, c.in_channels, self.vae.config.z_dim, c.pos_embed_seq_len.is_some())
+    }
+}
+
+/// The images a model must be given, from what its configs say: image-to-video models take more
+/// input channels than the VAE's latents (the mask and image latent), first-last-frame ones embed
+/// two images' positions; Wan2.2 TI2V (`expand_timesteps`) takes an image or none.
+pub fn required_images(expand_timesteps: bool, in_channels: usize, z_dim: usize, first_last: bool) -> usize {
+    match (expand_timesteps, in_channels != z_dim) {
+        (false, true) => 1 + usize::from(first_last),
+        _ => 0,
     }
 }
 

@@ -15,6 +15,7 @@ mod stats;
 
 use crate::bench::BenchArgs;
 use crate::engine::BackendKind;
+use crate::generate::{InputImage, PromptEntry};
 use crate::{model_path, sysinfo};
 use anyhow::{bail, Context, Result};
 use artifacts::ArtifactCache;
@@ -128,6 +129,8 @@ struct Plan {
     /// (prompt, seed) of each video, in generate's `<i>_<k>` order.
     videos: Vec<(String, u64)>,
     prompts: Vec<String>,
+    /// Image-to-video models: each prompt's first (and last) frame.
+    images: Vec<(Option<InputImage>, Option<InputImage>)>,
     seeds: usize,
     real: Option<PathBuf>,
     /// `real` is the demo domain's bundled set: clip `<i>_<j>` shows prompt `i`.
@@ -183,11 +186,25 @@ fn resolve(args: &BenchArgs) -> Result<Plan> {
         (None, false) => None,
     };
     let heldout = evaluator.as_ref().map(|e| e.join("heldout")).filter(|_| demo);
-    let prompts = match (&l.prompts, &heldout) {
-        (Some(p), _) => crate::generate::read_prompts(p)?,
-        (None, Some(h)) if h.join("captions.txt").is_file() => crate::generate::read_prompts(&h.join("captions.txt"))?,
-        _ => wanrt_opt::calibrate::default_prompts(),
+    let text_only =
+        |prompts: Vec<String>| prompts.into_iter().map(|prompt| PromptEntry { prompt, ..Default::default() });
+    let entries: Vec<PromptEntry> = match (&l.prompts, &heldout) {
+        (Some(p), _) => crate::generate::read_prompt_entries(p, "--prompts")?,
+        (None, Some(h)) if h.join("captions.txt").is_file() => {
+            text_only(crate::generate::read_prompts(&h.join("captions.txt"))?).collect()
+        }
+        _ => text_only(wanrt_opt::calibrate::default_prompts()).collect(),
     };
+    let entries = with_images(entries, args, &src)?;
+    if entries.iter().any(|e| e.image.is_some()) {
+        if let Some(flag) = [("--reference-python", &l.reference_python), ("--sdcpp", &l.sdcpp)]
+            .iter()
+            .find_map(|(f, v)| v.as_ref().map(|_| f))
+        {
+            bail!("{flag} compares text-to-video runs only; this ladder generates from images");
+        }
+    }
+    let prompts: Vec<String> = entries.iter().map(|e| e.prompt.clone()).collect();
     let bundled_real = heldout.map(|h| h.join("real")).filter(|r| r.is_dir() && l.prompts.is_none());
     let real_by_prompt = l.real.is_none() && bundled_real.is_some();
     let real = l.real.clone().or(bundled_real);
@@ -214,6 +231,7 @@ fn resolve(args: &BenchArgs) -> Result<Plan> {
     let n = l.videos.unwrap_or(prompts.len());
     let (used, seeds) = if n <= prompts.len() { (n, 1) } else { (prompts.len(), n.div_ceil(prompts.len())) };
     let prompts: Vec<String> = prompts.into_iter().take(used).collect();
+    let images = entries.into_iter().take(used).map(|e| (e.image, e.last_image)).collect();
     let videos = prompts
         .iter()
         .flat_map(|p| (0..seeds).map(move |k| (p.clone(), k as u64)))
@@ -235,6 +253,7 @@ fn resolve(args: &BenchArgs) -> Result<Plan> {
         size,
         videos,
         prompts,
+        images,
         seeds,
         real,
         real_by_prompt,
@@ -303,7 +322,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
 
     // The videos' prompt list (generate's batch input) and the frames' captions (metrics' input).
     let prompts_file = report.join("prompts.json");
-    write_file(&prompts_file, serde_json::to_string_pretty(&plan.prompts)?.as_bytes())?;
+    write_file(&prompts_file, serde_json::to_string_pretty(&prompts_json(&plan.prompts, &plan.images)?)?.as_bytes())?;
     let frames_root = report.join("frames");
     for d in [&frames_root, &report.join("videos")] {
         std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
@@ -321,11 +340,13 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let cache =
         ArtifactCache::open(l.artifact_cache.clone().unwrap_or_else(|| artifacts::default_dir(report)), &plan.src)?;
     // In the cache key: what the artifact is made from. Threads are not (the same artifact results).
-    let calibration: Vec<String> = [("--calib-prompts", l.calib_prompts), ("--calib-steps", l.calib_steps)]
+    let mut calibration: Vec<String> = [("--calib-prompts", l.calib_prompts), ("--calib-steps", l.calib_steps)]
         .iter()
         .filter_map(|(f, v)| v.map(|v| [f.to_string(), v.to_string()]))
         .flatten()
         .collect();
+    // Image models calibrate on the first video's images (the built-in prompts have none).
+    calibration.extend(image_flags(&plan));
     let threads: Vec<String> = args.engine.threads.map(|t| vec!["--threads".into(), t.to_string()]).unwrap_or_default();
 
     let per_rung = plan.videos.len() as u64 + 2;
@@ -503,6 +524,65 @@ fn engine_flags(args: &BenchArgs, plan: &Plan) -> ChildArgs {
     }
 }
 
+/// The prompt entries with their images: an entry's own, else `--image` / `--last-image`. A model
+/// that needs images (checked from its configs, before any work) must have them for every prompt.
+fn with_images(mut entries: Vec<PromptEntry>, args: &BenchArgs, src: &Path) -> Result<Vec<PromptEntry>> {
+    let image = args.image.as_deref().map(InputImage::read).transpose().context("--image")?;
+    let last_image = args.last_image.as_deref().map(InputImage::read).transpose().context("--last-image")?;
+    for e in entries.iter_mut().filter(|e| e.image.is_none()) {
+        e.image = image.clone();
+        e.last_image = last_image.clone();
+    }
+    let needed = wanrt_wan::model::required_images(src)?;
+    if let Some(i) =
+        entries.iter().position(|e| usize::from(e.image.is_some()) + usize::from(e.last_image.is_some()) < needed)
+    {
+        let what = if needed == 2 { "a first and a last frame" } else { "a first frame" };
+        bail!(
+            "prompt {i}: this image-to-video model needs {what} for every video: give --image{} (used for every \
+             prompt without its own) or a --prompts JSON list with \"image\" entries",
+            if needed == 2 { " and --last-image" } else { "" }
+        );
+    }
+    Ok(entries)
+}
+
+/// generate's `--prompts` list for the children: plain prompts, or objects naming each prompt's
+/// images by absolute path (the file lives in the report folder, not beside the images).
+fn prompts_json(prompts: &[String], images: &[(Option<InputImage>, Option<InputImage>)]) -> Result<serde_json::Value> {
+    if images.iter().all(|(first, _)| first.is_none()) {
+        return Ok(serde_json::json!(prompts));
+    }
+    let path = |i: &InputImage| -> Result<String> {
+        Ok(std::path::absolute(&i.path).with_context(|| format!("{}", i.path.display()))?.display().to_string())
+    };
+    let items = prompts
+        .iter()
+        .zip(images)
+        .map(|(prompt, (first, last))| {
+            let mut item = serde_json::json!({"prompt": prompt});
+            if let Some(f) = first {
+                item["image"] = path(f)?.into();
+            }
+            if let Some(l) = last {
+                item["last_image"] = path(l)?.into();
+            }
+            Ok(item)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(serde_json::Value::Array(items))
+}
+
+/// `--image` / `--last-image` of the first video (the rungs' calibration and step timing).
+fn image_flags(plan: &Plan) -> Vec<String> {
+    let Some((first, last)) = plan.images.first() else { return Vec::new() };
+    [("--image", first), ("--last-image", last)]
+        .into_iter()
+        .filter_map(|(flag, image)| image.as_ref().map(|i| [flag.to_string(), i.path.display().to_string()]))
+        .flatten()
+        .collect()
+}
+
 fn size_flags(c: ChildArgs, plan: &Plan) -> ChildArgs {
     c.flag("--frames", plan.size.frames).flag("--height", plan.size.height).flag("--width", plan.size.width)
 }
@@ -541,6 +621,7 @@ fn bench_step(exe: &Path, args: &BenchArgs, plan: &Plan, model: &Path) -> Result
         .flag("--repeat", plan.repeat)
         .arg("--skip-vae")
         .arg("--json")
+        .extend(image_flags(plan))
         .extend(engine_flags(args, plan).0);
     run_json(exe, &size_flags(c, plan), "bench", || {})
 }

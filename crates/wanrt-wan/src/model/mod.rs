@@ -173,6 +173,21 @@ pub(crate) fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> 
     serde_json::from_str(&text).map_err(|e| Error::file(path, format!("invalid config: {e}")))
 }
 
+/// How many images a generation with the model in `dir` must be given
+/// ([`WanModel::required_images`]), from its configs alone — nothing loads, so a command can
+/// refuse a missing image before its work.
+pub fn required_images(dir: &Path) -> Result<usize> {
+    match Layout::detect(dir)? {
+        Layout::Diffusers => {
+            let tr: crate::transformer::TransformerConfig = read_json(&dir.join("transformer/config.json"))?;
+            let vae: crate::vae::VaeConfig = read_json(&dir.join("vae/config.json"))?;
+            let expand = index::read(dir)?.expand_timesteps;
+            Ok(crate::pipeline::required_images(expand, tr.in_channels, vae.z_dim, tr.pos_embed_seq_len.is_some()))
+        }
+        Layout::Original => original::required_images(dir),
+    }
+}
+
 impl WanModel {
     /// Loads the model on the CPU backend (f32); `stage` is told which component is being read.
     pub fn load(dir: &Path, stage: impl FnMut(&str)) -> Result<Self> {

@@ -112,6 +112,16 @@ impl ModelType {
     }
 }
 
+/// The images the release's model must be given, from its `config.json` `model_type`.
+pub(crate) fn required_images(dir: &Path) -> Result<usize> {
+    let raw: serde_json::Value = read_json(&dir.join("config.json"))?;
+    Ok(match ModelType::parse(&raw)? {
+        ModelType::I2v => 1,
+        ModelType::Flf2v => 2,
+        ModelType::T2v | ModelType::Ti2v => 0,
+    })
+}
+
 /// What the release's `config.json` says beyond the DiT's sizes.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Release {
@@ -332,12 +342,18 @@ fn original_transformer_config(raw: &serde_json::Value, dit: &WeightStore) -> Re
         raw.get("patch_size").and_then(|v| serde_json::from_value::<[usize; 3]>(v.clone()).ok()).unwrap_or([1, 2, 2]);
     // Image conditioning is stated by the tensors: the CLIP-token embedder's width, the added
     // K/V's input width and, for first-last-frame, the image position embedding's length.
-    let with_images = matches!(model_type, ModelType::I2v | ModelType::Flf2v);
+    // Wan2.1 I2V embeds CLIP tokens, Wan2.2's I2V (A14B) conditions on the image latent alone.
     let image_norm = "condition_embedder.image_embedder.norm1.weight";
-    if with_images != dit.contains(image_norm) {
+    let with_images = dit.contains(image_norm);
+    let allowed = match model_type {
+        ModelType::T2v | ModelType::Ti2v => !with_images,
+        ModelType::I2v => true,
+        ModelType::Flf2v => with_images,
+    };
+    if !allowed {
         return Err(Error::Config(format!(
             "original model_type {model_type:?} but the DiT {} an image embedder (img_emb.*)",
-            if with_images { "has no" } else { "has" }
+            if with_images { "has" } else { "has no" }
         )));
     }
     let (image_dim, added_kv_proj_dim, pos_embed_seq_len) = if with_images {
