@@ -64,9 +64,13 @@ pub struct ServeArgs {
     /// re-runs the job).
     #[arg(long, default_value_t = 30.0)]
     pub lease: f64,
-    /// Largest request body in bytes.
-    #[arg(long, default_value_t = 1 << 20)]
+    /// Largest request body in bytes (images included).
+    #[arg(long, default_value_t = 16 << 20)]
     pub max_body: usize,
+    /// Largest input image (`input_reference`, `last_image`) in bytes, as uploaded; images are also
+    /// refused beyond 4096 pixels on a side.
+    #[arg(long, default_value_t = 8 << 20)]
+    pub max_image_bytes: usize,
     /// Longest prompt in characters.
     #[arg(long, default_value_t = 2000)]
     pub max_prompt_chars: usize,

@@ -570,12 +570,8 @@ impl WanModel {
                 }
                 _ => (&self.transformer, &conditioning.context, s.guidance),
             };
-            let input = conditioned_input(
-                be,
-                &latents,
-                conditioning.image_latent.as_ref(),
-                conditioning.first_frame.as_ref(),
-            )?;
+            let input =
+                conditioned_input(be, &latents, conditioning.image_latent.as_ref(), conditioning.first_frame.as_ref())?;
             let batch = if cfg { be.cat(&[&input, &input], 0)? } else { input };
             progress.transformer_input(i, &batch, t);
             let ts = self.step_timesteps(t, batch.dim(0), latents.dim(2), conditioning.first_frame.is_some());
