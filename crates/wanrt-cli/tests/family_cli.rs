@@ -60,13 +60,15 @@ fn family_members_reproduce_diffusers_frames() {
     }
 }
 
-/// The original Wan-Video release layouts (the open-clip `.pth`, `Wan2.2_VAE.pth`) of fixtures:
+/// The original Wan-Video release layouts (the open-clip `.pth`, `Wan2.2_VAE.pth`, A14B's two
+/// expert folders) of fixtures:
 /// the command on the release folder gives the diffusers fixture's frames.
 #[test]
 fn original_release_layouts_reproduce_diffusers_frames() {
     for (release, group, case, images, noise, key) in [
         ("flf2v_c", "wan_i2v", "flf2v_c", &["image.png", "last_image.png"][..], "noise.npy", "video"),
         ("ti2v_a", "wan_ti2v", "ti2v_a", &["image.png"][..], "noise_i2v.npy", "i2v.video"),
+        ("a14b_t2v", "wan_moe", "t2v_a", &[][..], "noise.npy", "video"),
     ] {
         let dir = fixture(group, case);
         let tmp = tempfile::tempdir().unwrap();

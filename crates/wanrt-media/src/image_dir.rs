@@ -79,17 +79,48 @@ impl<W: std::io::Write> WriteRgb for image::codecs::png::PngEncoder<W> {
 pub fn read_image(path: impl AsRef<Path>) -> Result<Video> {
     let path = path.as_ref();
     let file_len = std::fs::metadata(path).map_err(|e| Error::io(path, e))?.len();
-    let budget = wanrt_io::decode_budget(file_len);
-    let mut reader = image::ImageReader::open(path)
+    let reader = image::ImageReader::open(path)
         .map_err(|e| Error::io(path, e))?
         .with_guessed_format()
         .map_err(|e| Error::io(path, e))?;
+    decode(reader, path, file_len, None)
+}
+
+/// [`read_image`] of an image held in memory (an upload); `name` is what errors call it.
+/// An image whose header declares a side longer than `max_side` pixels is refused before its
+/// pixels are decoded.
+pub fn decode_image(bytes: &[u8], name: impl AsRef<Path>, max_side: usize) -> Result<Video> {
+    let name = name.as_ref();
+    let reader =
+        || image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format().map_err(|e| Error::io(name, e));
+    // The header alone first, so that the refusal can say how large the image is.
+    let (w, h) = reader()?.into_dimensions().map_err(|e| Error::format(name, "PNG/JPEG image", e))?;
+    if w as usize > max_side || h as usize > max_side {
+        return Err(Error::invalid(name, format!("image is {w}×{h} pixels, more than {max_side} on a side")));
+    }
+    decode(reader()?, name, bytes.len() as u64, Some(max_side))
+}
+
+fn decode<R: std::io::BufRead + std::io::Seek>(
+    mut reader: image::ImageReader<R>,
+    path: &Path,
+    input_len: u64,
+    max_side: Option<usize>,
+) -> Result<Video> {
+    let budget = wanrt_io::decode_budget(input_len);
     let mut limits = image::Limits::default();
     limits.max_alloc = Some(budget);
+    if let Some(side) = max_side {
+        let side = u32::try_from(side).unwrap_or(u32::MAX);
+        (limits.max_image_width, limits.max_image_height) = (Some(side), Some(side));
+    }
     reader.limits(limits);
     let img = reader
         .decode()
         .map_err(|e| match e {
+            image::ImageError::Limits(l) if matches!(l.kind(), image::error::LimitErrorKind::DimensionError) => {
+                Error::invalid(path, format!("image is more than {} pixels on a side", max_side.unwrap_or(0)))
+            }
             image::ImageError::Limits(l) => Error::invalid(
                 path,
                 format!(

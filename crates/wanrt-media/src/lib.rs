@@ -6,7 +6,7 @@
 //!   [`write_mp4`] (H.264, yuv420p BT.601 limited range, fast-start, 16 fps default),
 //!   [`write_gif`], [`write_png_dir`], [`write_npy_video`]; [`write_video`] picks one
 //!   from the output path's form.
-//! - Readers for evaluation: [`read_mp4`], [`read_gif`], [`read_image`],
+//! - Readers for evaluation: [`read_mp4`], [`read_gif`], [`read_image`] ([`decode_image`] in memory),
 //!   [`read_npy_video`], and [`read_video`] by extension.
 //! - [`ItemSet`] / [`collect_items`]: DESIGN.md's eval input contract, decoded lazily.
 
@@ -26,7 +26,7 @@ use std::path::Path;
 pub use collect::{collect_items, read_video, Item, ItemSet, ItemSource, Source};
 pub use error::{Error, Result};
 pub use gif::{read_gif, write_gif};
-pub use image_dir::{read_image, write_png, write_png_dir};
+pub use image_dir::{decode_image, read_image, write_png, write_png_dir};
 pub use mp4::{check_mp4_output, read_mp4, write_mp4, Mp4Options};
 pub use npy_video::{read_npy_video, write_npy_f32, write_npy_video};
 pub use output::{check_output_path, check_output_video, output_kind, OutputKind};

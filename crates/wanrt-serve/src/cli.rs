@@ -13,6 +13,8 @@ queue and makes the videos on worker threads:\n\
   GET /v1/videos/ID · GET /v1/videos/ID/content (MP4) · GET /v1/videos/ID/events (SSE) · DELETE /v1/videos/ID · \
 GET /v1/videos\n\
   GET /healthz · GET /metrics (Prometheus) · GET / (web page)\n\
+Image-to-video models take the first frame as input_reference (a multipart file upload, or a data: URL / \
+base64 in JSON) and first-last-frame models last_image too; without a size the video takes the image's. \
 Omitted fields take the model's defaults (wanrt.json beside it). With --lora-dir DIR a request may add \
 \"loras\": [{\"name\": \"style\", \"scale\": 0.8}] (DIR/style.safetensors, run beside the shared weights). With --queue postgres://… any number of \
 processes on any number of machines share one queue; give them one --outputs folder (a shared file system).\n\
@@ -64,9 +66,13 @@ pub struct ServeArgs {
     /// re-runs the job).
     #[arg(long, default_value_t = 30.0)]
     pub lease: f64,
-    /// Largest request body in bytes.
-    #[arg(long, default_value_t = 1 << 20)]
+    /// Largest request body in bytes (images included).
+    #[arg(long, default_value_t = 16 << 20)]
     pub max_body: usize,
+    /// Largest input image (`input_reference`, `last_image`) in bytes, as uploaded; images are also
+    /// refused beyond 4096 pixels on a side.
+    #[arg(long, default_value_t = 8 << 20)]
+    pub max_image_bytes: usize,
     /// Longest prompt in characters.
     #[arg(long, default_value_t = 2000)]
     pub max_prompt_chars: usize,

@@ -7,23 +7,31 @@
 //! `wanrt_wan::pipeline::WanModel::denoise`), run for several jobs at once: the jobs of a
 //! batch share every transformer call (their `[cond; uncond]` latents and text contexts
 //! are stacked along the batch axis), then each job takes its own CFG combination and
-//! scheduler step. A batch of one performs exactly the operations of `WanModel::generate`
-//! (tested bit for bit). The loop asks its caller between steps whether each job goes on,
-//! which is how a cancelled job stops at the next step.
+//! scheduler step. Image-conditioned jobs (`WanImageToVideoPipeline`) bring their image
+//! encoder states beside the text and their image latent (or, for Wan2.2 TI2V, their first
+//! latent frame and its timestep 0) into each call, built by the pipeline's own functions; a
+//! two-expert model switches to its low-noise expert at the boundary as the pipeline does.
+//! A batch of one performs exactly the operations of `WanModel::generate` (tested bit for
+//! bit). The loop asks its caller between steps whether each job goes on, which is how a
+//! cancelled job stops at the next step.
 
 use wanrt_media::Video;
 use wanrt_nn::{HostTensor, Tensor};
 use wanrt_wan::model::WanModel;
-use wanrt_wan::pipeline::{check_finite, check_finite_frames, to_frames, GenerateParams, ResolvedSettings};
+use wanrt_wan::pipeline::{
+    check_finite, check_finite_frames, conditioned_input, to_frames, with_first_frame, GenerateParams, ImageInputs,
+    ResolvedSettings,
+};
 use wanrt_wan::scheduler::Scheduler;
 use wanrt_wan::step_cache::StepCache;
-use wanrt_wan::transformer::WanTransformer;
+use wanrt_wan::transformer::{CrossAttentionContext, WanTransformer};
 
+use crate::inputs::Images;
 use crate::job::JobParams;
 use crate::Result;
 
-/// The pipeline parameters of a job (all explicit: nothing left to defaults).
-pub fn generate_params(p: &JobParams) -> GenerateParams {
+/// The pipeline parameters of a job (all explicit: nothing left to defaults) with its images.
+pub fn generate_params(p: &JobParams, images: Images) -> GenerateParams {
     GenerateParams {
         negative_prompt: Some(p.negative_prompt.clone()),
         height: Some(p.height),
@@ -32,35 +40,63 @@ pub fn generate_params(p: &JobParams) -> GenerateParams {
         steps: Some(p.num_inference_steps),
         guidance: Some(p.guidance_scale),
         seed: p.seed,
+        image: images.first,
+        last_image: images.last,
         ..GenerateParams::new(p.prompt.clone())
     }
 }
 
-/// A job after text encoding, ready to denoise.
+/// A job after text (and image) encoding, ready to denoise.
 pub struct Encoded {
     pub settings: ResolvedSettings,
     /// UMT5 embeddings `[1 or 2, L, d]` (`[cond; uncond]` under CFG).
     pub embeddings: Tensor,
+    /// What its images give the loop (nothing for a text-to-video job).
+    pub images: ImageInputs,
     pub latents: Tensor,
 }
 
-/// Stage 1: resolve, encode the prompt (and negative prompt), draw the initial noise.
-pub fn encode(model: &WanModel, p: &JobParams) -> Result<Encoded> {
-    let gp = generate_params(p);
+/// Stage 1: resolve, encode the prompt (and negative prompt) and the images, draw the initial
+/// noise.
+pub fn encode(model: &WanModel, p: &JobParams, images: Images) -> Result<Encoded> {
+    let gp = generate_params(p, images);
     let settings = model.resolve(&gp)?;
     let embeddings = model.encode_text(&settings, &p.prompt)?;
     check_finite(&**model.text_encoder.backend(), &embeddings, "the text encoder")?;
+    let images = model.image_inputs(&settings, &gp, embeddings.dim(0))?;
     let latents = model.initial_latents(&settings, &gp)?;
-    Ok(Encoded { settings, embeddings, latents })
+    Ok(Encoded { settings, embeddings, images, latents })
 }
 
 /// One job in the denoising loop.
 struct Member {
     settings: ResolvedSettings,
     embeddings: Tensor,
+    images: ImageInputs,
     latents: Tensor,
     sched: Box<dyn Scheduler>,
     alive: bool,
+}
+
+/// The cross-attention context of the jobs `alive` for one expert: their text (and image)
+/// states stacked in job order, as their latents are.
+fn stacked_context(
+    be: &dyn wanrt_nn::Backend,
+    expert: &WanTransformer,
+    members: &[Member],
+    alive: &[usize],
+) -> Result<CrossAttentionContext> {
+    let stack = |parts: Vec<&Tensor>| -> Result<Tensor> {
+        Ok(if parts.len() == 1 { parts[0].clone() } else { be.cat(&parts, 0)? })
+    };
+    let text = stack(alive.iter().map(|&k| &members[k].embeddings).collect())?;
+    let states: Vec<&Tensor> = alive.iter().filter_map(|&k| members[k].images.states.as_ref()).collect();
+    let images = match states.len() {
+        0 => None,
+        n if n == alive.len() => Some(stack(states)?),
+        _ => return Err(crate::Error::Input("internal: jobs of one batch differ in image conditioning".into())),
+    };
+    Ok(expert.prepare_context(&text, images.as_ref())?)
 }
 
 /// What the caller says about a job between steps.
@@ -108,7 +144,14 @@ pub fn denoise_with(
     for j in jobs {
         // The job's own sampler (a step-distilled preset's euler and schedule included).
         let sched = model.scheduler_for(&j.settings, None)?;
-        members.push(Member { settings: j.settings, embeddings: j.embeddings, latents: j.latents, sched, alive: true });
+        members.push(Member {
+            settings: j.settings,
+            embeddings: j.embeddings,
+            images: j.images,
+            latents: j.latents,
+            sched,
+            alive: true,
+        });
     }
     let timesteps = members[0].sched.timesteps().to_vec();
     let be = &**transformer.backend();
@@ -116,32 +159,50 @@ pub fn denoise_with(
     let threshold = members[0].settings.cache_threshold;
     let mut cache =
         if members.len() == 1 && threshold > 0.0 { Some(StepCache::new(threshold, timesteps.len())?) } else { None };
-    let mut context = None;
+    let boundary = model.boundary_timestep();
+    let mut low_noise = false;
+    // The context of the jobs still running, for the expert of the stage it was made in.
+    let mut context: Option<(Vec<usize>, bool, CrossAttentionContext)> = None;
     for (i, &t) in timesteps.iter().enumerate() {
         let alive: Vec<usize> = (0..members.len()).filter(|&k| members[k].alive).collect();
         if alive.is_empty() {
             break;
         }
-        if context.as_ref().is_none_or(|(ids, _)| *ids != alive) {
-            let refs: Vec<&Tensor> = alive.iter().map(|&k| &members[k].embeddings).collect();
-            let text = if refs.len() == 1 { refs[0].clone() } else { be.cat(&refs, 0)? };
-            context = Some((alive.clone(), transformer.prepare_text(&text)?));
+        // Two-expert models, as the pipeline: `transformer` while t ≥ boundary, then `transformer_2`
+        // (the model's own: per-request adapters adapt the first expert, as `generate --lora` does).
+        let second = match (boundary, &model.transformer_2) {
+            (Some(b), Some(t2)) if t < b => Some(t2),
+            _ => None,
+        };
+        if second.is_some() && !low_noise {
+            low_noise = true;
+            // The cached residual belongs to the other expert.
+            cache = cache.map(|_| StepCache::new(threshold, timesteps.len() - i)).transpose()?;
         }
-        let (_, ctx) = context.as_ref().expect("set above");
-        let mut parts = Vec::with_capacity(alive.len() * 2);
-        for &k in &alive {
-            parts.push(&members[k].latents);
-            if cfg {
-                parts.push(&members[k].latents);
-            }
+        let expert = second.unwrap_or(transformer);
+        if context.as_ref().is_none_or(|(ids, low, _)| *ids != alive || *low != low_noise) {
+            context = Some((alive.clone(), low_noise, stacked_context(be, expert, &members, &alive)?));
         }
-        let batch = if parts.len() == 1 { parts[0].clone() } else { be.cat(&parts, 0)? };
-        let ts = vec![t; batch.dim(0)];
-        let (out, _) = transformer.forward_cached(&batch, &ts, ctx, cache.as_mut())?;
+        let (_, _, ctx) = context.as_ref().expect("set above");
         let per = if cfg { 2 } else { 1 };
+        let mut parts = Vec::with_capacity(alive.len() * per);
+        let mut ts = Vec::new();
+        for &k in &alive {
+            let m = &members[k];
+            let (image_latent, first_frame) = (m.images.image_latent.as_ref(), m.images.first_frame.as_ref());
+            let input = conditioned_input(be, &m.latents, image_latent, first_frame)?;
+            ts.extend(model.step_timesteps(t, per, m.latents.dim(2), first_frame.is_some()));
+            if cfg {
+                parts.push(input.clone());
+            }
+            parts.push(input);
+        }
+        let batch = if parts.len() == 1 { parts[0].clone() } else { be.cat(&parts.iter().collect::<Vec<_>>(), 0)? };
+        let (out, _) = expert.forward_cached(&batch, &ts, ctx, cache.as_mut())?;
         for (slot, &k) in alive.iter().enumerate() {
             let m = &mut members[k];
-            let g = m.settings.guidance as f32;
+            let g = if low_noise { m.settings.guidance_2.unwrap_or(m.settings.guidance) } else { m.settings.guidance };
+            let g = g as f32;
             let noise_pred = match (cfg, alive.len()) {
                 (true, 1) => be.cfg_combine(&out, g)?,
                 (true, _) => be.cfg_combine(&be.narrow(&out, 0, slot * per, 2)?, g)?,
@@ -156,7 +217,16 @@ pub fn denoise_with(
             }
         }
     }
-    let done: Vec<Option<Tensor>> = members.into_iter().map(|m| m.alive.then_some(m.latents)).collect();
+    let mut done = Vec::with_capacity(members.len());
+    for m in members {
+        let latents = match (m.alive, &m.images.first_frame) {
+            (false, _) => None,
+            // Wan2.2 TI2V: the image's latent is the result's first frame too.
+            (true, Some(first)) => Some(with_first_frame(be, first, &m.latents)?),
+            (true, None) => Some(m.latents),
+        };
+        done.push(latents);
+    }
     for latents in done.iter().flatten() {
         check_finite(be, latents, "denoising (transformer and scheduler)")?;
     }

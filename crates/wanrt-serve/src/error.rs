@@ -16,6 +16,8 @@ pub enum Error {
     Nn(#[from] wanrt_nn::Error),
     #[error(transparent)]
     Media(#[from] wanrt_media::Error),
+    #[error(transparent)]
+    File(#[from] wanrt_io::Error),
     #[error("{path}: {source}")]
     Io {
         path: String,

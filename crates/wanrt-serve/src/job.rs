@@ -5,6 +5,8 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use crate::inputs::StoredImage;
+
 /// Job states, as OpenAI's video API names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -58,6 +60,13 @@ pub struct JobParams {
     /// Per-request LoRA adapters (`--lora-dir`), applied in this order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub loras: Vec<crate::adapters::AdapterRef>,
+    /// The first frame (`input_reference`) of an image-to-video job; its bytes are a file beside
+    /// the video ([`crate::inputs`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<StoredImage>,
+    /// The last frame (`last_image`) of a first-last-frame job, likewise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_image: Option<StoredImage>,
 }
 
 impl JobParams {
@@ -130,11 +139,18 @@ impl JobRecord {
                 "guidance_scale": p.guidance_scale,
                 "seed": p.seed,
                 "loras": p.loras,
+                "input_reference": p.image.as_ref().map(image_json),
+                "last_image": p.last_image.as_ref().map(image_json),
             },
             "timings": self.timings,
             "warnings": p.warnings,
         })
     }
+}
+
+/// What the API says of an input image: its size, not its bytes.
+fn image_json(im: &StoredImage) -> Value {
+    json!({ "width": im.width, "height": im.height, "sha256": im.sha256 })
 }
 
 fn error_code(s: Status) -> &'static str {

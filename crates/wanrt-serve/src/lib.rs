@@ -18,6 +18,7 @@ pub mod cli;
 pub mod engine;
 mod error;
 pub mod events;
+pub mod inputs;
 pub mod job;
 pub mod metrics;
 pub mod models;
@@ -129,17 +130,24 @@ fn worker_name() -> String {
 }
 
 /// Removes temporary files of writes that a killed process left behind (never visible as
-/// videos: they are not named `<id>.mp4`). With a shared queue other processes may be
-/// writing right now, so only old ones go.
-fn clean_outputs(dir: &Path, min_age: Duration) {
+/// videos: they are not named `<id>.mp4`), and input images of jobs that will not run again
+/// (ended, deleted, or never queued: a process killed between storing the image and queueing
+/// the job). With a shared queue other processes may be writing right now, so only old ones go.
+fn clean_outputs(dir: &Path, min_age: Duration, queue: &dyn Queue) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     for e in entries.flatten() {
         let name = e.file_name();
-        if !name.to_string_lossy().starts_with(".wanrt-tmp-") {
-            continue;
-        }
+        let name = name.to_string_lossy();
+        let stale = if name.starts_with(".wanrt-tmp-") {
+            true
+        } else if let Some(id) = inputs::owner_of(&name) {
+            // A queue that cannot answer keeps the file.
+            queue.get(id).is_ok_and(|r| r.is_none_or(|r| r.status.is_terminal()))
+        } else {
+            false
+        };
         let old = e.metadata().and_then(|m| m.modified()).map(|t| t.elapsed().unwrap_or_default() >= min_age);
-        if old.unwrap_or(false) {
+        if stale && old.unwrap_or(false) {
             let _ = std::fs::remove_file(e.path());
         }
     }
@@ -180,7 +188,8 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Server> {
     })
     .await??;
     let min_age = if queue.kind() == "sqlite" { Duration::ZERO } else { Duration::from_secs(3600) };
-    clean_outputs(&args.outputs, min_age);
+    let (outputs, q) = (args.outputs.clone(), queue.clone());
+    tokio::task::spawn_blocking(move || clean_outputs(&outputs, min_age, &*q)).await?;
 
     let dirs = args.models.clone();
     let lora_dir = args.lora_dir.clone().map(|dir| adapters::LoraDir { dir, unmatched: args.lora_unmatched });
@@ -219,7 +228,11 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Server> {
     let app = routes::router(routes::AppState {
         shared: shared.clone(),
         keys,
-        limits: request::Limits { max_prompt_chars: args.max_prompt_chars, ..Default::default() },
+        limits: request::Limits {
+            max_prompt_chars: args.max_prompt_chars,
+            image: inputs::ImageLimits { max_bytes: args.max_image_bytes, ..request::Limits::default().image },
+            ..Default::default()
+        },
         max_queue: args.max_queue,
         max_body: args.max_body,
         allowed_hosts: allowed_hosts(addr),

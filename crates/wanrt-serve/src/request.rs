@@ -1,16 +1,20 @@
-//! `POST /v1/videos`: the request body (JSON, or multipart form fields) → validated,
-//! fully resolved [`JobParams`]. Every refusal names the offending field.
+//! `POST /v1/videos`: the request body (JSON, or multipart form fields and files) → validated,
+//! fully resolved [`JobParams`] and the decoded input images. Every refusal names the offending
+//! field.
+
+use std::collections::BTreeMap;
 
 use rand::Rng;
 use serde_json::{Map, Value};
 use wanrt_wan::pipeline::GenerateParams;
 
 use crate::api_error::{ApiError, ApiResult};
+use crate::inputs::{self, ImageLimits, Role, Upload};
 use crate::job::JobParams;
 use crate::models::Models;
 
 /// Fields a request may carry (OpenAI's video API plus the diffusion parameters).
-pub const FIELDS: [&str; 15] = [
+pub const FIELDS: [&str; 16] = [
     "prompt",
     "negative_prompt",
     "model",
@@ -25,8 +29,27 @@ pub const FIELDS: [&str; 15] = [
     "seed",
     "image",
     "input_reference",
+    "last_image",
     "loras",
 ];
+
+/// The fields that take an image: a file upload (multipart), or a data: URL / base64 string.
+/// `image` is another name of OpenAI's `input_reference`, the first frame.
+const IMAGE_FIELDS: [&str; 3] = ["input_reference", "image", "last_image"];
+
+/// A request body: its fields, and the files a multipart form uploaded (by field name).
+#[derive(Debug, Default)]
+pub struct Form {
+    pub fields: Map<String, Value>,
+    pub files: BTreeMap<String, Vec<u8>>,
+}
+
+/// A validated request: the job's parameters and the images to keep with it.
+#[derive(Debug)]
+pub struct Submission {
+    pub params: JobParams,
+    pub uploads: Vec<Upload>,
+}
 
 /// Bounds on what one request may ask for.
 #[derive(Debug, Clone, Copy)]
@@ -35,11 +58,18 @@ pub struct Limits {
     pub max_side: usize,
     pub max_frames: usize,
     pub max_steps: usize,
+    pub image: ImageLimits,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_prompt_chars: 2000, max_side: 4096, max_frames: 1025, max_steps: 1000 }
+        Limits {
+            max_prompt_chars: 2000,
+            max_side: 4096,
+            max_frames: 1025,
+            max_steps: 1000,
+            image: ImageLimits { max_bytes: 8 << 20, max_side: 4096 },
+        }
     }
 }
 
@@ -102,10 +132,43 @@ fn parse_size(s: &str) -> ApiResult<(usize, usize)> {
     Ok((parse(w)?, parse(h)?))
 }
 
+/// The image a request gives in `field` (uploaded, or as text), decoded.
+fn image(form: &Form, field: &str, role: Role, limits: &ImageLimits) -> ApiResult<Option<Upload>> {
+    let bytes = match (form.files.get(field), form.fields.get(field)) {
+        (Some(b), _) => b.clone(),
+        (None, None | Some(Value::Null)) => return Ok(None),
+        (None, Some(Value::String(s))) => inputs::from_text(field, s, limits)?,
+        (None, Some(_)) => {
+            return Err(invalid(field, format!("{field} must be a file upload, a data: URL or a base64 string")))
+        }
+    };
+    let image = inputs::decode(field, &bytes, limits)?;
+    Ok(Some(Upload { role, bytes, image }))
+}
+
+/// The pipeline's words for the images (its command-line flags) in the API's.
+fn api_words(msg: &str, first_field: &str) -> String {
+    msg.replace("--last-image", "last_image").replace("--image", first_field)
+}
+
+/// A pipeline refusal as the API says it: in its words, without the error kind's prefix.
+fn model_message(e: &wanrt_wan::Error, first_field: &str) -> String {
+    let msg = e.to_string();
+    let msg = ["shape: ", "invalid config: "].iter().fold(msg.as_str(), |m, p| m.strip_prefix(p).unwrap_or(m));
+    api_words(msg, first_field)
+}
+
 /// Validates a request and applies the chosen model's defaults.
-pub fn parse(fields: &Map<String, Value>, models: &Models, limits: &Limits) -> ApiResult<JobParams> {
-    if let Some(k) = fields.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+pub fn parse(form: &Form, models: &Models, limits: &Limits) -> ApiResult<Submission> {
+    let fields = &form.fields;
+    if let Some(k) = fields.keys().chain(form.files.keys()).find(|k| !FIELDS.contains(&k.as_str())) {
         return Err(invalid(k, format!("unknown parameter '{k}' (accepted: {})", FIELDS.join(", "))));
+    }
+    if let Some(k) = form.files.keys().find(|k| !IMAGE_FIELDS.contains(&k.as_str())) {
+        return Err(invalid(k, format!("{k} is a text field, not a file upload")));
+    }
+    if let Some(k) = form.files.keys().find(|k| fields.contains_key(*k)) {
+        return Err(invalid(k, format!("{k} is given twice")));
     }
     let prompt = string(fields, "prompt")?.ok_or_else(|| invalid("prompt", "prompt is required"))?;
     if prompt.trim().is_empty() {
@@ -144,23 +207,17 @@ pub fn parse(fields: &Map<String, Value>, models: &Models, limits: &Limits) -> A
             format!("unknown model '{}' (this server has: {})", model_name.unwrap_or(""), models.names().join(", ")),
         )
     })?;
-    // Image-conditioned models (I2V, FLF2V, Wan2.2 TI2V) would take one, but jobs do not carry
-    // images yet: refused either way, saying which.
-    let takes_images = served.model.takes_image_latent() || served.model.expand_timesteps;
-    for key in ["image", "input_reference"] {
-        if fields.get(key).is_some_and(|v| !v.is_null()) {
-            let msg = if takes_images {
-                format!(
-                    "model '{}' takes an input image, but serve does not pass images to models yet (use `wanrt \
-                     generate --image`)",
-                    served.name
-                )
-            } else {
-                format!("model '{}' is text-to-video: {key} needs an image-to-video model", served.name)
-            };
-            return Err(invalid(key, msg));
-        }
+    // Images: the first frame (`input_reference`, or `image`) and the last frame.
+    let present = |k: &str| form.files.contains_key(k) || fields.get(k).is_some_and(|v| !v.is_null());
+    if present("input_reference") && present("image") {
+        return Err(invalid("image", "give input_reference or image (the same field), not both"));
     }
+    let first_field = if present("image") { "image" } else { "input_reference" };
+    if present("last_image") && !present(first_field) {
+        return Err(invalid("last_image", "last_image needs input_reference (the first frame) too"));
+    }
+    let first = image(form, first_field, Role::First, &limits.image)?;
+    let last = image(form, "last_image", Role::Last, &limits.image)?;
 
     // Size: "WxH", or width and height.
     let (mut width, mut height) = (None, None);
@@ -239,27 +296,35 @@ pub fn parse(fields: &Map<String, Value>, models: &Models, limits: &Limits) -> A
         steps,
         guidance,
         seed,
+        image: first.as_ref().map(|u| u.image.clone()),
+        last_image: last.as_ref().map(|u| u.image.clone()),
         ..GenerateParams::new(prompt)
     };
+    // The images the model takes, by the pipeline's own rule (what `wanrt generate` refuses).
+    served.model.check_images(&gp).map_err(|e| {
+        // A text-to-video model refuses whatever image it is given; any other model either lacks its
+        // first frame or objects to the last.
+        let takes_images = served.model.takes_image_latent() || served.model.expand_timesteps;
+        let param = if first.is_none() || !takes_images { first_field } else { "last_image" };
+        invalid(param, format!("model '{}': {}", served.name, model_message(&e, first_field)))
+    })?;
     let s = served.model.resolve(&gp).map_err(|e| {
-        let msg = e.to_string();
-        let msg = msg.strip_prefix("shape: ").unwrap_or(&msg).to_string();
-        // The model's "needs --image": the API's name of the first frame.
-        let param = if msg.contains("--image") {
-            "input_reference"
-        } else if msg.contains("height") || msg.contains("width") {
-            "size"
-        } else if msg.contains("frames") {
-            "num_frames"
-        } else {
-            "prompt"
-        };
-        invalid(param, msg)
+        let msg = model_message(&e, first_field);
+        if msg.contains("height") || msg.contains("width") {
+            // Without a size the video takes the first frame's, which may not fit the model.
+            if first.is_some() && height.is_none() && width.is_none() {
+                return invalid(first_field, format!("{msg} (the size of {first_field}; give size to resize it)"));
+            }
+            return invalid("size", msg);
+        }
+        invalid(if msg.contains("frames") { "num_frames" } else { "prompt" }, msg)
     })?;
     if s.steps == 0 {
         return Err(invalid("num_inference_steps", "num_inference_steps must be at least 1"));
     }
-    Ok(JobParams {
+    let uploads: Vec<Upload> = [first, last].into_iter().flatten().collect();
+    let stored = |role: Role| uploads.iter().find(|u| u.role == role).map(Upload::stored);
+    let params = JobParams {
         model: served.name.clone(),
         prompt: prompt.to_string(),
         negative_prompt: s.negative_prompt,
@@ -270,9 +335,12 @@ pub fn parse(fields: &Map<String, Value>, models: &Models, limits: &Limits) -> A
         guidance_scale: s.guidance,
         seed,
         fps,
-        warnings: s.warnings,
+        warnings: s.warnings.iter().map(|w| api_words(w, first_field)).collect(),
         loras,
-    })
+        image: stored(Role::First),
+        last_image: stored(Role::Last),
+    };
+    Ok(Submission { params, uploads })
 }
 
 #[cfg(test)]

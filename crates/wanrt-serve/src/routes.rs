@@ -26,17 +26,18 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::stream::Stream;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use tower_http::services::ServeFile;
 
 use crate::admission::{self, format_bytes};
 use crate::api_error::{ApiError, ApiResult};
 use crate::auth::{ApiKeys, Caller};
 use crate::events::JobEvent;
+use crate::inputs::{self, ImageLimits};
 use crate::job::{is_valid_id, new_id, now, JobRecord, Status};
 use crate::page;
 use crate::queue::{NewJob, Submitted};
-use crate::request::{self, Limits};
+use crate::request::{self, Form, Limits, Submission};
 use crate::worker::Shared;
 
 /// What the handlers share.
@@ -175,51 +176,64 @@ impl AppState {
 
 // ------------------------------------------------------------------ create
 
-/// The request's fields, from a JSON object or a multipart form.
-async fn fields(req: Request, max_body: usize) -> ApiResult<Map<String, Value>> {
+/// The request's fields, from a JSON object or a multipart form (whose file uploads, images,
+/// are read up to `max_image` bytes each).
+async fn form(req: Request, max_body: usize, max_image: &ImageLimits) -> ApiResult<Form> {
     let ct = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let too_large = || ApiError::payload_too_large(format!("request body larger than {max_body} bytes (--max-body)"));
     if ct.starts_with("application/json") {
-        let bytes = axum::body::to_bytes(req.into_body(), max_body)
-            .await
-            .map_err(|_| ApiError::payload_too_large(format!("request body larger than {} bytes", max_body)))?;
+        let bytes = axum::body::to_bytes(req.into_body(), max_body).await.map_err(|_| too_large())?;
         return match serde_json::from_slice::<Value>(&bytes) {
-            Ok(Value::Object(m)) => Ok(m),
+            Ok(Value::Object(fields)) => Ok(Form { fields, ..Form::default() }),
             Ok(_) => Err(ApiError::invalid(None, "the request body must be a JSON object")),
             Err(e) => Err(ApiError::invalid(None, format!("invalid JSON: {e}"))),
         };
     }
     if ct.starts_with("multipart/form-data") {
         let mut mp = Multipart::from_request(req, &()).await.map_err(|e| ApiError::invalid(None, e.body_text()))?;
-        let mut m = Map::new();
+        let mut form = Form::default();
+        let part_error = |name: &str, e: axum::extract::multipart::MultipartError| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                too_large()
+            } else {
+                ApiError::invalid((!name.is_empty()).then_some(name), format!("multipart: {}", e.body_text()))
+            }
+        };
         loop {
-            let field = match mp.next_field().await {
+            let mut field = match mp.next_field().await {
                 Ok(Some(f)) => f,
                 Ok(None) => break,
-                Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                    return Err(ApiError::payload_too_large(format!("request body larger than {max_body} bytes")))
-                }
-                Err(e) => return Err(ApiError::invalid(None, format!("multipart: {}", e.body_text()))),
+                Err(e) => return Err(part_error("", e)),
             };
             let name = field.name().unwrap_or("").to_string();
             if field.file_name().is_some() {
-                // An upload (image / input_reference): its presence is what matters here.
-                let _ = field.bytes().await.map_err(|e| ApiError::invalid(Some(&name), e.body_text()))?;
-                m.insert(name, Value::String("<file>".into()));
+                // An upload: refused as soon as it passes the image limit, not once it is all read.
+                let mut bytes = Vec::new();
+                while let Some(chunk) = field.chunk().await.map_err(|e| part_error(&name, e))? {
+                    bytes.extend_from_slice(&chunk);
+                    inputs::check_bytes(&name, bytes.len(), max_image)?;
+                }
+                form.files.insert(name, bytes);
             } else {
-                let text = field.text().await.map_err(|e| ApiError::invalid(Some(&name), e.body_text()))?;
-                m.insert(name, Value::String(text));
+                let text = field.text().await.map_err(|e| part_error(&name, e))?;
+                form.fields.insert(name, Value::String(text));
             }
         }
-        return Ok(m);
+        return Ok(form);
     }
     Err(ApiError::unsupported_media("Content-Type must be application/json or multipart/form-data"))
 }
 
 async fn create(State(app): State<App>, req: Request) -> ApiResult<Response> {
     let caller = app.writer(req.headers())?;
-    let fields = fields(req, app.max_body).await.inspect_err(|_| app.shared.metrics.refused("invalid"))?;
-    let params = request::parse(&fields, &app.shared.models, &app.limits)
-        .inspect_err(|_| app.shared.metrics.refused("invalid"))?;
+    let form =
+        form(req, app.max_body, &app.limits.image).await.inspect_err(|_| app.shared.metrics.refused("invalid"))?;
+    // Off the async threads: images are decoded here.
+    let (shared, limits) = (app.shared.clone(), app.limits);
+    let parsed = tokio::task::spawn_blocking(move || request::parse(&form, &shared.models, &limits))
+        .await
+        .map_err(|e| ApiError::internal(format!("task: {e}")))?;
+    let Submission { params, uploads } = parsed.inspect_err(|_| app.shared.metrics.refused("invalid"))?;
     let model = app.shared.models.find(Some(&params.model)).expect("parse checked the model");
     let need = admission::estimate_bytes(&model.model, &params);
     if need > app.shared.budget {
@@ -248,9 +262,18 @@ async fn create(State(app): State<App>, req: Request) -> ApiResult<Response> {
         })?;
     }
     let job = NewJob { id: new_id(), owner: caller.owner, params, created_at: now() };
+    let id = job.id.clone();
+    // The images are on disk before the job is in the queue: a worker (or a re-run after a crash)
+    // that claims it finds them.
+    let (shared, idc) = (app.shared.clone(), id.clone());
+    blocking(move || inputs::save(&shared.outputs, &idc, &uploads)).await?;
     let q = app.shared.queue.clone();
     let max = app.max_queue;
-    match blocking(move || q.submit(&job, max)).await? {
+    let submitted = blocking(move || q.submit(&job, max)).await;
+    if !matches!(submitted, Ok(Submitted::Queued(_))) {
+        inputs::remove(&app.shared.outputs, &id);
+    }
+    match submitted? {
         Submitted::Queued(rec) => {
             app.shared.metrics.submitted();
             app.shared.doorbell.ring();
@@ -396,6 +419,10 @@ async fn cancel_job(app: &App, headers: &HeaderMap, id: &str, delete: bool) -> A
                 eprintln!("error: deleting {}: {e}", path.display());
             }
         }
+    }
+    // A running job's worker removes them when it stops (it may be reading them now).
+    if after.status.is_terminal() {
+        inputs::remove(&app.shared.outputs, &after.id);
     }
     Ok(after)
 }

@@ -223,6 +223,8 @@ fn finish(sh: &Shared, job: Job, outcome: Outcome) {
     }
     if status != Status::Queued {
         sh.metrics.finished(status);
+        // The job will not run again: its input images go.
+        crate::inputs::remove(&sh.outputs, &claim.id);
     }
     if status == Status::Completed {
         sh.metrics.latency((now() - claim.created_at).max(0.0));
@@ -276,7 +278,15 @@ fn claim(sh: &Shared, cfg: &WorkerConfig, seen: &mut u64, last_reap: &mut Instan
         if last_reap.elapsed() > Duration::from_secs(2) {
             *last_reap = Instant::now();
             match sh.queue.requeue_expired() {
-                Ok(ids) if !ids.is_empty() => eprintln!("re-queued {} job(s) whose worker stopped: {ids:?}", ids.len()),
+                Ok(ids) if !ids.is_empty() => {
+                    eprintln!("re-queued {} job(s) whose worker stopped: {ids:?}", ids.len());
+                    // Those out of attempts failed instead: their input images go.
+                    for id in &ids {
+                        if sh.queue.get(id).ok().flatten().is_some_and(|r| r.status.is_terminal()) {
+                            crate::inputs::remove(&sh.outputs, id);
+                        }
+                    }
+                }
                 Ok(_) => {}
                 Err(e) => eprintln!("error: re-queueing expired jobs: {e}"),
             }
@@ -340,7 +350,15 @@ fn encode_stage(sh: &Shared, jobs: Vec<Job>) -> Vec<(Job, Encoded)> {
         }
         job.report(sh, "text_encoder", 1, None);
         let t0 = Instant::now();
-        match guarded(|| engine::encode(&job.model.model, &job.live.claim.params)) {
+        let claim = &job.live.claim;
+        let images = match guarded(|| crate::inputs::load(&sh.outputs, &claim.id, &claim.params)) {
+            Ok(images) => images,
+            Err(e) => {
+                finish(sh, job, Outcome::Failed { error: format!("input image: {e}") });
+                continue;
+            }
+        };
+        match guarded(|| engine::encode(&job.model.model, &job.live.claim.params, images)) {
             Ok(enc) => {
                 job.time(sh, "text_encoder", t0.elapsed().as_secs_f64());
                 job.report(sh, "waiting", 5, None);

@@ -167,6 +167,16 @@ async function addVideo(job, first) {
 
 // ---------------------------------------------------------------- start
 
+// A chosen image file as a data: URL, the form in which the JSON body carries it.
+function dataUrl(file) {
+  return new Promise((resolve, reject) => {
+    const r = new FileReader();
+    r.onload = () => resolve(r.result);
+    r.onerror = () => reject(new Error('cannot read ' + file.name));
+    r.readAsDataURL(file);
+  });
+}
+
 async function submit(ev) {
   ev.preventDefault();
   $('error').textContent = '';
@@ -183,6 +193,10 @@ async function submit(ev) {
   for (const [k, v] of Object.entries(more)) if (v !== undefined) body[k] = v;
   $('submit').disabled = true;
   try {
+    for (const [field, id] of [['input_reference', 'first-frame'], ['last_image', 'last-frame']]) {
+      const file = $(id).files[0];
+      if (file) body[field] = await dataUrl(file);
+    }
     const job = await api('POST', '/v1/videos', body);
     update(job);
     follow(job.id);

@@ -618,29 +618,3 @@ async fn one_process_per_sqlite_queue_and_clear_startup_errors() {
         assert!(msg.contains(want), "{msg}");
     }
 }
-
-/// An image-to-video model beside the demo: without an image the 400 names `input_reference`;
-/// with one it says that serve does not pass images yet (not that the model is text-to-video).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn image_to_video_models_refuse_clearly() {
-    let tmp = tempfile::tempdir().unwrap();
-    let mut a = args(tmp.path());
-    a.models.push(std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/wan_i2v/i2v_a"));
-    let s = start(&a).await;
-    let (st, v) = s.post("/v1/videos", &json!({"prompt": "a fox", "model": "i2v_a"})).await;
-    assert_eq!(st, 400, "{v}");
-    assert_eq!(error_of(&v).1.as_deref(), Some("input_reference"), "{v}");
-    assert!(v["error"]["message"].as_str().unwrap().contains("needs --image"), "{v}");
-    let (st, v) = s
-        .post(
-            "/v1/videos",
-            &json!({"prompt": "a fox", "model": "i2v_a", "input_reference": "data:image/png;base64,AAAA"}),
-        )
-        .await;
-    assert_eq!(st, 400, "{v}");
-    assert_eq!(error_of(&v).1.as_deref(), Some("input_reference"), "{v}");
-    let msg = v["error"]["message"].as_str().unwrap();
-    assert!(msg.contains("takes an input image") && !msg.contains("text-to-video"), "{v}");
-    assert_eq!(count_jobs(&s).await, 0);
-    s.shutdown().await;
-}

@@ -310,3 +310,59 @@ async fn browser_with_an_api_key() {
         std::panic::resume_unwind(p);
     }
 }
+
+/// Image-to-video from the page: without a first frame the server's refusal names
+/// input_reference; with the file chosen the video is the one `wanrt generate --image` makes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_uploads_a_first_frame() {
+    let chromium = tool("CHROME_BIN", "/usr/bin/chromium");
+    let chromedriver = tool("CHROMEDRIVER", "/usr/bin/chromedriver");
+    let tmp = tempfile::tempdir().unwrap();
+    let i2v = common::fixture("wan_i2v/i2v_a");
+    let mut a = common::args(tmp.path());
+    a.models.push(i2v.clone());
+    let s = common::start(&a).await;
+    let profile = tmp.path().join("chrome-profile");
+    std::fs::create_dir_all(&profile).unwrap();
+    let d = Driver::start(&chromium, &chromedriver, &profile).await;
+    let image = i2v.join("image.png").canonicalize().unwrap();
+    let outcome = AssertUnwindSafe(async {
+        d.goto(&format!("{}/", s.base)).await;
+        d.wait_for("document.body.dataset.loaded === '1'").await;
+        d.js("document.getElementById('model').value = 'i2v_a'; return true").await;
+        d.type_into("#prompt", "a small red fox runs through the snowy forest").await;
+        d.click("#more summary").await;
+        for (field, value) in [("#frames", "9"), ("#steps", "3"), ("#guidance", "5"), ("#seed", "7")] {
+            d.type_into(field, value).await;
+        }
+        d.click("#submit").await;
+        d.wait_for("document.getElementById('error').textContent.includes('needs input_reference')").await;
+        assert_eq!(d.js("return document.getElementById('error').dataset.param").await, "input_reference");
+
+        d.type_into("#first-frame", image.to_str().unwrap()).await;
+        d.click("#submit").await;
+        let vs = "document.querySelector('#gallery video')";
+        d.wait_for(&format!("{vs} && {vs}.readyState >= 2 && {vs}.videoWidth === 48")).await;
+        let (_, list) = s.get("/v1/videos").await;
+        let job = &list["data"][0];
+        assert_eq!((job["status"].as_str(), job["size"].as_str()), (Some("completed"), Some("48x32")), "{job}");
+        let (_, _, served) = s.get_bytes(&format!("/v1/videos/{}/content", job["id"].as_str().unwrap())).await;
+        let gp = wanrt_wan::pipeline::GenerateParams {
+            num_frames: Some(9),
+            steps: Some(3),
+            guidance: Some(5.0),
+            seed: 7,
+            image: Some(common::read_rgb(&image)),
+            ..wanrt_wan::pipeline::GenerateParams::new("a small red fox runs through the snowy forest")
+        };
+        assert!(served == common::generate_mp4(&i2v, &gp, tmp.path()), "the page's video is generate --image's");
+    })
+    .catch_unwind()
+    .await;
+    d.cmd("DELETE", "", json!({})).await;
+    drop(d);
+    s.shutdown().await;
+    if let Err(p) = outcome {
+        std::panic::resume_unwind(p);
+    }
+}

@@ -131,3 +131,50 @@ fn rows(db: &std::path::Path) -> HashMap<String, Row> {
         .unwrap();
     rows.map(|r| r.unwrap()).collect()
 }
+
+/// An image-to-video job that kill -9 interrupts runs again after the restart from the image
+/// stored with it, and makes `wanrt generate --image`'s video; then its image is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_an_image_job_then_it_completes_from_its_stored_image() {
+    use base64::Engine as _;
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("jobs.sqlite");
+    let out = tmp.path().join("videos");
+    let i2v = fixture("wan_i2v/i2v_a");
+    let flags = [
+        "--bind",
+        "127.0.0.1:0",
+        "--db",
+        db.to_str().unwrap(),
+        "--outputs",
+        out.to_str().unwrap(),
+        "--model",
+        i2v.to_str().unwrap(),
+    ];
+    let mut p = spawn(&flags);
+    let image = std::fs::read(i2v.join("image.png")).unwrap();
+    let url = format!("data:image/png;base64,{}", base64::engine::general_purpose::STANDARD.encode(&image));
+    let body = json!({"prompt": "a fox", "model": "i2v_a", "num_frames": 9, "num_inference_steps": 200, "seed": 5,
+                      "input_reference": url});
+    let id = p.client().submit(body).await;
+    p.client().wait_for(&id, 60, |v| v["stage"] == "denoising").await;
+    p.kill9();
+    assert_eq!(rows(&db)[&id].status, "in_progress");
+
+    let mut p = spawn(&flags);
+    let c = p.client();
+    let v = c.wait_done(&id).await;
+    assert_eq!((v["status"].as_str(), v["attempts"].as_i64()), (Some("completed"), Some(2)), "{v}");
+    let (_, _, served) = c.get_bytes(&format!("/v1/videos/{id}/content")).await;
+    p.kill9();
+    let (mp4s, other) = outputs(&out);
+    assert_eq!((mp4s, other), (vec![format!("{id}.mp4")], vec![]), "the video only: its image is gone");
+    let gp = wanrt_wan::pipeline::GenerateParams {
+        num_frames: Some(9),
+        steps: Some(200),
+        seed: 5,
+        image: Some(read_rgb(&i2v.join("image.png"))),
+        ..wanrt_wan::pipeline::GenerateParams::new("a fox")
+    };
+    assert!(served == generate_mp4(&i2v, &gp, tmp.path()), "the re-run job's video is generate's");
+}

@@ -13,6 +13,7 @@ use wanrt_nn::weights::{write_safetensors, RawTensor};
 use wanrt_nn::HostTensor;
 use wanrt_serve::adapters::AdapterRef;
 use wanrt_serve::engine;
+use wanrt_serve::inputs::Images;
 use wanrt_serve::job::JobParams;
 use wanrt_wan::lora::{LoraSpec, Unmatched};
 use wanrt_wan::model::{LoadOptions, WanModel};
@@ -150,19 +151,23 @@ fn an_adapted_job_matches_generate_with_the_lora_unmerged() {
             fps: 8.0,
             warnings: vec![],
             loras: vec![AdapterRef { name: name.into(), scale: 0.8 }],
+            image: None,
+            last_image: None,
         };
         let (adapted, summary) =
             wanrt_wan::lora_adapter::adapted(&model.transformer, std::slice::from_ref(&spec), Unmatched::Error)
                 .unwrap();
         assert_eq!((summary[0].layers, summary[0].rank), (2, (2, 2)));
-        let enc = engine::encode(&model, &p).unwrap();
+        let enc = engine::encode(&model, &p, Images::default()).unwrap();
         let lat = engine::denoise_with(&model, &adapted, vec![enc], |_, _, _| engine::Next::Continue).unwrap();
         let got = engine::decode(&model, lat[0].as_ref().unwrap(), |_, _| {}).unwrap().data().to_vec();
         let opts =
             LoadOptions { loras: vec![spec], lora_mode: wanrt_nn::lora::MergeMode::SidePath, ..Default::default() };
         let with = WanModel::load_with(&demo_model(), opts, |_| {}).unwrap();
-        let want = with.generate(&engine::generate_params(&p), &mut ()).unwrap().video.data().to_vec();
-        let plain = model.generate(&engine::generate_params(&p), &mut ()).unwrap().video.data().to_vec();
+        let want =
+            with.generate(&engine::generate_params(&p, Images::default()), &mut ()).unwrap().video.data().to_vec();
+        let plain =
+            model.generate(&engine::generate_params(&p, Images::default()), &mut ()).unwrap().video.data().to_vec();
         let diff = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
         let (err, change) = (diff(&got, &want), diff(&plain, &want));
         eprintln!("{name}: adapted vs generate --lora-unmerged max|Δ| {err:e}; the LoRA's effect {change:e}");

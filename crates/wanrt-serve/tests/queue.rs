@@ -24,6 +24,8 @@ fn job(prompt: &str, steps: usize) -> NewJob {
             fps: 8.0,
             warnings: vec![],
             loras: vec![],
+            image: None,
+            last_image: None,
         },
         created_at: now(),
     }

@@ -70,19 +70,30 @@ pub fn original_to_diffusers(src: &Path, out: &Path, mut stage: impl FnMut(&str)
         wanrt_io::copy_tree(&tokenizer, &tmp.join("tokenizer")).map_err(|e| Error::Msg(e.to_string()))?;
 
         stage("transformer");
-        let (dit, tr_cfg, release) = original::transformer(src, None)?;
+        let experts = original::Experts::of(src);
+        let (dit, tr_cfg, release) = original::transformer(experts.first(), None)?;
         let with_images = tr_cfg.is_image_conditioned();
+        // Image-to-video: the image latent rides beside the noise (Wan2.2 A14B I2V has no CLIP).
+        let image_latent = tr_cfg.in_channels != tr_cfg.out_channels();
         let tr_json = config_with(&tr_cfg, json!({"_class_name": "WanTransformer3DModel"}))?;
         write_component(&tmp.join("transformer"), &tr_json, &dit, "diffusion_pytorch_model.safetensors")?;
         drop(dit);
 
         let mut index = json!({
-            "_class_name": "WanPipeline",
+            "_class_name": if image_latent { "WanImageToVideoPipeline" } else { "WanPipeline" },
             "text_encoder": ["transformers", "UMT5EncoderModel"],
             "tokenizer": ["transformers", "T5TokenizerFast"],
             "transformer": ["diffusers", "WanTransformer3DModel"],
             "vae": ["diffusers", "AutoencoderKLWan"],
         });
+        if let original::Experts::Two { low_noise, .. } = &experts {
+            stage("transformer_2");
+            let (dit, cfg, _) = original::transformer(low_noise, None)?;
+            let json = config_with(&cfg, json!({"_class_name": "WanTransformer3DModel"}))?;
+            write_component(&tmp.join("transformer_2"), &json, &dit, "diffusion_pytorch_model.safetensors")?;
+            index["transformer_2"] = json!(["diffusers", "WanTransformer3DModel"]);
+            index["boundary_ratio"] = json!(original::boundary_ratio(release.model_type, &defaults)?);
+        }
         if with_images {
             stage("image encoder");
             let (clip, clip_cfg) = original::image_encoder(src, &defaults)?;
@@ -96,7 +107,6 @@ pub fn original_to_diffusers(src: &Path, out: &Path, mut stage: impl FnMut(&str)
                 &tmp.join("image_processor/preprocessor_config.json"),
                 &ClipImageProcessor::openai(clip_cfg.image_size).to_json(),
             )?;
-            index["_class_name"] = json!("WanImageToVideoPipeline");
             index["image_encoder"] = json!(["transformers", "CLIPVisionModel"]);
             index["image_processor"] = json!(["transformers", "CLIPImageProcessor"]);
         }

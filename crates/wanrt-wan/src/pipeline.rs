@@ -143,6 +143,17 @@ pub struct Conditioning {
     pub image_states: Option<Tensor>,
 }
 
+/// A video's image conditioning before any cross-attention is prepared ([`WanModel::image_inputs`]).
+pub struct ImageInputs {
+    /// The image encoder's states of the video's images, repeated for each prompt of its batch
+    /// (`[batch·n, tokens, hidden]`); None without an image encoder or an image.
+    pub states: Option<Tensor>,
+    /// As [`Conditioning::image_latent`].
+    pub image_latent: Option<Tensor>,
+    /// As [`Conditioning::first_frame`].
+    pub first_frame: Option<Tensor>,
+}
+
 /// The result of the denoising loop.
 pub struct Denoised {
     /// Final latents before de-normalisation, `[1, z, T', H', W']`.
@@ -321,7 +332,7 @@ impl WanModel {
     /// image-to-video, plus a last frame for first-last-frame models (whose image embedder has a
     /// position embedding over two images); a model without image embedder (Wan2.2's
     /// image-to-video) takes the last frame in its latent alone, if given.
-    fn check_images(&self, p: &GenerateParams) -> Result<()> {
+    pub fn check_images(&self, p: &GenerateParams) -> Result<()> {
         if self.expand_timesteps {
             // Wan2.2 TI2V: text-to-video, or image-to-video from the first frame.
             return match &p.last_image {
@@ -460,20 +471,28 @@ impl WanModel {
     /// The cross-attention context of the text embeddings (`[cond; uncond]` under CFG) and, for
     /// image-conditioned models, of `p`'s images, plus the image latent.
     pub fn condition(&self, s: &ResolvedSettings, p: &GenerateParams, embeddings: &Tensor) -> Result<Conditioning> {
+        let images = self.image_inputs(s, p, embeddings.dim(0))?;
+        let context = self.transformer.prepare_context(embeddings, images.states.as_ref())?;
+        let context_2 =
+            self.transformer_2.as_ref().map(|t| t.prepare_context(embeddings, images.states.as_ref())).transpose()?;
+        let ImageInputs { states, image_latent, first_frame } = images;
+        Ok(Conditioning { context, context_2, image_latent, first_frame, image_states: states })
+    }
+
+    /// What `p`'s images give a video before any cross-attention is prepared (nothing for a
+    /// text-to-video run): apart from [`Self::condition`], a batching caller (`wanrt serve`)
+    /// stacks several videos' states before preparing one context for them all. `batch` is the
+    /// number of prompts of the video (2 under CFG), each of which sees the same images.
+    pub fn image_inputs(&self, s: &ResolvedSettings, p: &GenerateParams, batch: usize) -> Result<ImageInputs> {
         self.check_images(p)?;
         let be = &**self.transformer.backend();
-        // Every prompt of the batch (the negative one under CFG) sees the same images.
-        let image_states = match (&p.image, &self.image_encoder) {
+        let states = match (&p.image, &self.image_encoder) {
             (Some(first), Some(_)) => {
                 let states = self.encode_images(first, p.last_image.as_ref())?;
-                let batch = embeddings.dim(0);
                 Some(if batch == 1 { states } else { be.cat(&vec![&states; batch], 0)? })
             }
             _ => None,
         };
-        let context = self.transformer.prepare_context(embeddings, image_states.as_ref())?;
-        let context_2 =
-            self.transformer_2.as_ref().map(|t| t.prepare_context(embeddings, image_states.as_ref())).transpose()?;
         let (mut image_latent, mut first_frame) = (None, None);
         if let Some(first) = &p.image {
             let latent = if self.expand_timesteps {
@@ -483,7 +502,7 @@ impl WanModel {
             };
             check_finite(be, latent, "the VAE encode of the image")?;
         }
-        Ok(Conditioning { context, context_2, image_latent, first_frame, image_states })
+        Ok(ImageInputs { states, image_latent, first_frame })
     }
 
     /// The transformer's timesteps at `t` for a batch of `batch` videos of `latent_frames`: one
@@ -498,7 +517,7 @@ impl WanModel {
     }
 
     /// The timestep below which a two-expert model's low-noise expert runs.
-    fn boundary_timestep(&self) -> Option<f32> {
+    pub fn boundary_timestep(&self) -> Option<f32> {
         let train = self.scheduler.get_f64("num_train_timesteps", 1000.0);
         self.boundary_ratio.filter(|_| self.transformer_2.is_some()).map(|r| (r * train) as f32)
     }
@@ -577,16 +596,11 @@ impl WanModel {
 }
 
 impl WanModel {
-    /// What the transformer is given for `latents` (one video): the latents, with an
-    /// image-to-video model's mask + image latent concatenated along the channels, or a TI2V
-    /// model's image latent as the first latent frame.
+    /// What the transformer is given for `latents` (one video) under `conditioning`
+    /// ([`conditioned_input`]).
     pub fn transformer_input(&self, conditioning: &Conditioning, latents: &Tensor) -> Result<Tensor> {
-        let be = &**self.transformer.backend();
-        Ok(match (&conditioning.image_latent, &conditioning.first_frame) {
-            (Some(image_latent), _) => be.cat(&[latents, image_latent], 1)?,
-            (None, Some(first)) => with_first_frame(be, first, latents)?,
-            (None, None) => latents.clone(),
-        })
+        let (image_latent, first_frame) = (conditioning.image_latent.as_ref(), conditioning.first_frame.as_ref());
+        conditioned_input(&**self.transformer.backend(), latents, image_latent, first_frame)
     }
 
     /// How many images a generation must be given: 2 for first-last-frame models, 1 for
@@ -607,10 +621,26 @@ pub fn required_images(expand_timesteps: bool, in_channels: usize, z_dim: usize,
     }
 }
 
+/// One video's transformer input at a step: its latents, with the mask + image latent
+/// concatenated along the channels (image-to-video) or with its image's latent as the first
+/// latent frame (Wan2.2 TI2V given an image).
+pub fn conditioned_input(
+    be: &dyn wanrt_nn::Backend,
+    latents: &Tensor,
+    image_latent: Option<&Tensor>,
+    first_frame: Option<&Tensor>,
+) -> Result<Tensor> {
+    match (image_latent, first_frame) {
+        (Some(image_latent), _) => Ok(be.cat(&[latents, image_latent], 1)?),
+        (None, Some(first)) => with_first_frame(be, first, latents),
+        (None, None) => Ok(latents.clone()),
+    }
+}
+
 /// `latents` with its first latent frame replaced by `first`: diffusers'
 /// `(1 − first_frame_mask)·condition + first_frame_mask·latents`, whose mask is 0 on the first
 /// latent frame and 1 elsewhere (the same values, without the arithmetic).
-fn with_first_frame(be: &dyn wanrt_nn::Backend, first: &Tensor, latents: &Tensor) -> Result<Tensor> {
+pub fn with_first_frame(be: &dyn wanrt_nn::Backend, first: &Tensor, latents: &Tensor) -> Result<Tensor> {
     let frames = latents.dim(2);
     if first.shape()[..2] != latents.shape()[..2] || first.shape()[3..] != latents.shape()[3..] || first.dim(2) != 1 {
         return Err(Error::Shape(format!(

@@ -1,6 +1,6 @@
-//! The original Wan-Video release layouts of the image-to-video family — Wan2.1 I2V and FLF2V
-//! (open-clip CLIP `.pth`, image embedder under `img_emb.*`, `cross_attn.k_img`…) and Wan2.2
-//! TI2V-5B (`Wan2.2_VAE.pth`) — generate diffusers' video, and `wanrt convert` turns them into
+//! The original Wan-Video release layouts of the Wan family — Wan2.1 I2V and FLF2V (open-clip CLIP
+//! `.pth`, image embedder under `img_emb.*`, `cross_attn.k_img`…), Wan2.2 TI2V-5B
+//! (`Wan2.2_VAE.pth`) and A14B (`high_noise_model/` + `low_noise_model/`) — generate diffusers' video, and `wanrt convert` turns them into
 //! diffusers folders that generate the same bits. Fixtures: the committed diffusers fixtures
 //! rewritten by `tools/fixtures/make_wan_original_fixtures.py` (which also loads the files into
 //! Wan's own modules); `source.json` names the diffusers fixture whose references apply.
@@ -78,10 +78,11 @@ fn check_converted(name: &str, dir: &Path, p: &GenerateParams, video: &wanrt_nn:
         serde_json::from_str(&std::fs::read_to_string(converted.join("model_index.json")).unwrap()).unwrap();
     if conv.image_encoder.is_some() {
         assert_eq!(stages, ["text encoder", "transformer", "image encoder", "vae"]);
-        assert_eq!(index["_class_name"], "WanImageToVideoPipeline");
-    } else {
-        assert_eq!(index["_class_name"], "WanPipeline");
     }
+    let class = if conv.required_images() > 0 { "WanImageToVideoPipeline" } else { "WanPipeline" };
+    assert_eq!(index["_class_name"], class);
+    assert_eq!(index["boundary_ratio"].as_f64(), conv.boundary_ratio, "{name}");
+    assert_eq!(conv.transformer_2.is_some(), stages.contains(&"transformer_2".to_string()));
     assert_eq!(index["expand_timesteps"].as_bool().unwrap_or(false), conv.expand_timesteps);
     std::fs::remove_dir_all(&tmp).ok();
     std::fs::remove_dir_all(&converted).ok();
@@ -123,6 +124,28 @@ fn wan22_ti2v_release_layout() {
     }
     let (p, video) = outputs.pop().unwrap();
     check_converted("ti2v_a", &dir, &p, &video);
+}
+
+/// Wan2.2 A14B: `high_noise_model/` and `low_noise_model/` are the two experts, switched at Wan's
+/// boundary for the model type (the release files do not state it); text- and image-to-video.
+#[test]
+fn wan22_a14b_release_layout() {
+    for (name, boundary) in [("a14b_t2v", 0.875), ("a14b_i2v", 0.9)] {
+        let (dir, src) = case(name);
+        let r = Reference::load_dir(&src);
+        let model = WanModel::load(&dir, |_| {}).unwrap();
+        assert!(model.transformer_2.is_some(), "{name}: two experts");
+        assert_eq!(model.boundary_ratio, Some(boundary), "{name}");
+        assert_eq!(r.meta["boundary_ratio"].as_f64(), Some(boundary), "{name}: the fixture's own boundary");
+        let mut p = r.generate_params();
+        p.guidance_2 = r.meta["guidance_scale_2"].as_f64();
+        if let Some(f) = r.meta["images"].as_array().unwrap().first() {
+            p.image = Some(read_png(&src.join(f.as_str().unwrap())));
+        }
+        let out = model.generate(&p, &mut ()).unwrap();
+        assert_close(&format!("{name} video"), &out.video, &r.get("video"), 1e-4, 1e-9);
+        check_converted(name, &dir, &p, &out.video);
+    }
 }
 
 /// The release's latent statistics stand in when `wanrt.json` gives none: Wan2.2's 48 values.
@@ -181,4 +204,7 @@ fn bad_release_folders_are_refused() {
         std::fs::write(d.join("config.json"), json.replace("\"i2v\"", "\"s2v\"")).unwrap();
     });
     assert!(err.contains("\"s2v\"") && err.contains("not supported"), "{err}");
+
+    let err = load_err(&|d| std::fs::write(d.join("wanrt.json"), r#"{"boundary_ratio": 1.5}"#).unwrap());
+    assert!(err.contains("boundary_ratio") && err.contains("1.5"), "{err}");
 }

@@ -44,8 +44,9 @@ pub struct LadderArgs {
     /// int8-weight, int8, int8-attn8, int8-attn8-prune20, fp8, step-cache, all.
     #[arg(long, value_delimiter = ',', value_name = "LIST", requires = "ladder")]
     pub rungs: Option<Vec<String>>,
-    /// Prompts, one per line or a JSON list (default: the demo domain's 50 held-out captions on the
-    /// bundled model, else 8 built-in prompts).
+    /// Prompts, one per line or generate's JSON list (objects may carry "image" / "last_image" for
+    /// image-to-video models; `--image` serves the rest) (default: the demo domain's 50 held-out
+    /// captions on the bundled model, else 8 built-in prompts).
     #[arg(long, value_name = "FILE", requires = "ladder")]
     pub prompts: Option<PathBuf>,
     /// Videos per rung (default: one per prompt). Above the prompt count, every prompt gets

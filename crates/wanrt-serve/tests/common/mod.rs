@@ -28,6 +28,7 @@ pub fn args(dir: &Path) -> ServeArgs {
         memory_budget: None,
         lease: 30.0,
         max_body: 1 << 20,
+        max_image_bytes: 1 << 20,
         max_prompt_chars: 2000,
         lora_dir: None,
         lora_unmatched: Default::default(),
@@ -214,4 +215,54 @@ pub fn outputs(dir: &Path) -> (Vec<String>, Vec<String>) {
     mp4.sort();
     other.sort();
     (mp4, other)
+}
+
+/// A fixture folder (`fixtures/…`): the small image-to-video models.
+pub fn fixture(path: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures").join(path)
+}
+
+/// A multipart/form-data body of text fields and file uploads: (content type, body).
+pub fn multipart(fields: &[(&str, &str)], files: &[(&str, &[u8])]) -> (String, Vec<u8>) {
+    let boundary = "wanrtTestBoundary7f3a";
+    let mut body = Vec::new();
+    for (name, value) in fields {
+        body.extend(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n").bytes(),
+        );
+    }
+    for (name, bytes) in files {
+        body.extend(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{name}.png\"\r\n\
+                 Content-Type: image/png\r\n\r\n"
+            )
+            .bytes(),
+        );
+        body.extend_from_slice(bytes);
+        body.extend(b"\r\n");
+    }
+    body.extend(format!("--{boundary}--\r\n").bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+/// An image file as `wanrt generate --image` reads it.
+pub fn read_rgb(path: &Path) -> wanrt_wan::image::RgbImage {
+    let v = wanrt_media::read_image(path).unwrap();
+    wanrt_wan::image::RgbImage::new(v.height(), v.width(), v.into_data()).unwrap()
+}
+
+/// The MP4 that `wanrt generate … -o OUT.mp4` writes for `params` on the model in `model_dir`
+/// (its frames, at the model's fps, through the same writer).
+pub fn generate_mp4(model_dir: &Path, params: &wanrt_wan::pipeline::GenerateParams, dir: &Path) -> Vec<u8> {
+    let model = wanrt_wan::model::WanModel::load(model_dir, |_| {}).unwrap();
+    let fps = model.defaults.fps.unwrap_or(16.0);
+    let out = model.generate(params, &mut ()).unwrap();
+    let &[f, h, w, _] = out.video.shape() else { panic!("video shape {:?}", out.video.shape()) };
+    let video = wanrt_media::Video::from_f32(f, h, w, out.video.data()).unwrap();
+    let p = dir.join(format!("reference-{}.mp4", rand_suffix()));
+    wanrt_media::write_video(&p, &video, &wanrt_media::Mp4Options { fps }).unwrap();
+    let bytes = std::fs::read(&p).unwrap();
+    std::fs::remove_file(&p).unwrap();
+    bytes
 }

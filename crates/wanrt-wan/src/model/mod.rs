@@ -51,6 +51,10 @@ pub struct ModelDefaults {
     /// `denoising_step_list` `[1000, 750, 500, 250]` as `[1.0, 0.75, 0.5, 0.25]`. Euler only;
     /// it fixes the number of steps.
     pub sigmas: Option<Vec<f64>>,
+    /// Where an original-layout two-expert release (Wan2.2 A14B) switches to its low-noise
+    /// expert, as a fraction of the training timesteps (default: Wan's 0.875 for text-to-video,
+    /// 0.9 for image-to-video).
+    pub boundary_ratio: Option<f64>,
     /// Attention heads of an original-layout CLIP image encoder (the open-clip file does not
     /// state them; Wan's ViT-H/14 has heads of width 80, assumed when this is absent).
     pub image_encoder_heads: Option<usize>,
@@ -68,6 +72,9 @@ impl ModelDefaults {
             // A misspelt sampler would otherwise surface only at the first generation.
             if let Some(name) = &d.scheduler {
                 name.parse::<crate::scheduler::SchedulerKind>().map_err(|e| Error::file(&path, e))?;
+            }
+            if let Some(r) = d.boundary_ratio.filter(|r| !(r.is_finite() && *r > 0.0 && *r < 1.0)) {
+                return Err(Error::file(&path, format!("\"boundary_ratio\" must be between 0 and 1, found {r}")));
             }
             if let Some(sigmas) = &d.sigmas {
                 crate::scheduler::check_sigmas(sigmas).map_err(|e| Error::file(&path, e.to_string()))?;

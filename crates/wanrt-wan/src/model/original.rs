@@ -32,10 +32,20 @@ pub(crate) fn load(
     drop(t5);
     let tokenizer = PromptTokenizer::from_dir(&tokenizer_dir(dir))?;
     stage("transformer");
-    let (mut dit, tr_cfg, release) = transformer(dir, opts.transformer_file.as_deref())?;
+    let experts = Experts::of(dir);
+    let (mut dit, tr_cfg, release) = transformer(experts.first(), opts.transformer_file.as_deref())?;
     let loras = crate::lora::apply(&mut dit, &opts.loras, opts.lora_mode, opts.lora_unmatched)?;
     let transformer = WanTransformer::load(&dit, tr_cfg, opts.backend.clone())?;
     drop(dit);
+    let (transformer_2, boundary_ratio) = match &experts {
+        Experts::One(_) => (None, None),
+        Experts::Two { low_noise, .. } => {
+            stage("transformer_2");
+            let (ws, cfg, _) = self::transformer(low_noise, None)?;
+            let boundary = boundary_ratio(release.model_type, &defaults)?;
+            (Some(WanTransformer::load(&ws, cfg, opts.backend.clone())?), Some(boundary))
+        }
+    };
     // diffusers' image-to-video examples keep the image encoder in f32 beside the VAE.
     let image_encoder = if transformer.config.is_image_conditioned() {
         stage("image encoder");
@@ -57,8 +67,8 @@ pub(crate) fn load(
         tokenizer,
         text_encoder,
         transformer,
-        transformer_2: None,
-        boundary_ratio: None,
+        transformer_2,
+        boundary_ratio,
         expand_timesteps: release.model_type == ModelType::Ti2v,
         vae,
         image_encoder,
@@ -68,6 +78,38 @@ pub(crate) fn load(
         artifact: None,
         loras,
     })
+}
+
+/// Where a release keeps its DiT: in the folder, or (Wan2.2 A14B) as two experts in
+/// `high_noise_model/` (run while `t ≥ boundary`; diffusers' `transformer`) and
+/// `low_noise_model/` (after; `transformer_2`), each with its own `config.json`.
+pub(crate) enum Experts {
+    One(PathBuf),
+    Two { high_noise: PathBuf, low_noise: PathBuf },
+}
+
+impl Experts {
+    pub(crate) fn of(dir: &Path) -> Self {
+        let (high_noise, low_noise) = (dir.join("high_noise_model"), dir.join("low_noise_model"));
+        if high_noise.join("config.json").is_file() && low_noise.join("config.json").is_file() {
+            Experts::Two { high_noise, low_noise }
+        } else {
+            Experts::One(dir.to_path_buf())
+        }
+    }
+
+    /// The DiT that runs first (the only one, or the high-noise expert).
+    pub(crate) fn first(&self) -> &Path {
+        match self {
+            Experts::One(dir) => dir,
+            Experts::Two { high_noise, .. } => high_noise,
+        }
+    }
+}
+
+/// Where a two-expert release switches experts: `wanrt.json`'s `boundary_ratio`, else Wan's.
+pub(crate) fn boundary_ratio(model_type: ModelType, defaults: &ModelDefaults) -> Result<f64> {
+    defaults.boundary_ratio.map_or_else(|| model_type.a14b_boundary(), Ok)
 }
 
 /// The release's `config.json` `model_type`: which Wan model the folder holds.
@@ -102,6 +144,19 @@ impl ModelType {
         self != ModelType::T2v
     }
 
+    /// Where a two-expert release switches to its low-noise expert: `boundary` of Wan2.2's
+    /// `wan/configs/wan_{t2v,i2v}_A14B.py` (the release files do not state it).
+    fn a14b_boundary(self) -> Result<f64> {
+        match self {
+            ModelType::T2v => Ok(0.875),
+            ModelType::I2v => Ok(0.9),
+            other => Err(Error::Config(format!(
+                "two experts (high_noise_model/, low_noise_model/) with model_type {other:?}: Wan2.2 A14B is \
+                 \"t2v\" or \"i2v\" (set \"boundary_ratio\" in wanrt.json for another model)"
+            ))),
+        }
+    }
+
     /// The VAE file the release ships for this model.
     pub(crate) fn vae_file(self) -> &'static str {
         if self == ModelType::Ti2v {
@@ -114,7 +169,7 @@ impl ModelType {
 
 /// The images the release's model must be given, from its `config.json` `model_type`.
 pub(crate) fn required_images(dir: &Path) -> Result<usize> {
-    let raw: serde_json::Value = read_json(&dir.join("config.json"))?;
+    let raw: serde_json::Value = read_json(&Experts::of(dir).first().join("config.json"))?;
     Ok(match ModelType::parse(&raw)? {
         ModelType::I2v => 1,
         ModelType::Flf2v => 2,
