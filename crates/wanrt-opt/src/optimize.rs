@@ -118,6 +118,15 @@ pub fn optimize(
     let t_start = Instant::now();
     opts.validate().map_err(Error::Msg)?;
     check_output(src, out)?;
+    if wanrt_wan::model::has_two_experts(src)? {
+        // Calibration, sensitivities and the manifest describe one transformer: an artifact of
+        // the first expert alone beside an untouched second would not load as one model.
+        return Err(Error::Msg(format!(
+            "{}: two-expert models (Wan2.2 A14B) cannot be optimized yet (each expert needs its own \
+             calibration and manifest); generate and serve run them as they are",
+            src.display()
+        )));
+    }
     if Layout::detect(src)? == Layout::Original {
         // The artifact is a diffusers-layout folder: convert the release first, into a staging
         // folder beside the output (same filesystem; removed whatever happens).

@@ -414,6 +414,13 @@ fn image_models_calibrate_on_their_images() {
             summary.transformer_error
         );
     }
+    // A two-expert model is refused before any work, nothing written (diffusers and release layout).
+    for two in [fixtures.join("wan_moe/t2v_a"), fixtures.join("wan_original/a14b_t2v")] {
+        let out = tmp.path().join("two");
+        let err = optimize(&two, &out, &options(QuantMode::Int8), &calib(), &mut ()).err().unwrap().to_string();
+        assert!(err.contains("two-expert models") && !err.contains('\n'), "{err}");
+        assert!(!out.exists());
+    }
     // Without its image, an image-to-video model's calibration stops with the pipeline's error.
     let err = optimize(
         &fixtures.join("wan_i2v/i2v_a"),
