@@ -65,6 +65,17 @@ pub trait Module {
         n
     }
 
+    /// Hands the checkpoint pages that streamed linear weights were read from back to the OS
+    /// (a two-expert model's expert once the other has taken over). The mapping stays: a later
+    /// read faults them in again from the file; weights a backend copied are not affected.
+    fn release_weight_pages(&self) {
+        self.visit(&mut |p| {
+            if let Param::Linear(l) = p {
+                l.weight.parts().iter().for_each(|t| t.release_pages());
+            }
+        });
+    }
+
     /// Has `backend` prepare every layer again (after layers were replaced, or for another
     /// backend of the same device).
     fn prepare(&mut self, backend: &dyn Backend) -> Result<()> {

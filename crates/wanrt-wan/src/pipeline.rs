@@ -24,7 +24,7 @@ use crate::{Error, Result};
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
 use std::time::Instant;
-use wanrt_nn::{HostTensor, Tensor};
+use wanrt_nn::{HostTensor, Module, Tensor};
 
 /// Everything one generation needs; `None` fields take the model's defaults.
 #[derive(Debug, Clone)]
@@ -568,6 +568,9 @@ impl WanModel {
             let (transformer, context, guidance) = match (boundary, &self.transformer_2, &conditioning.context_2) {
                 (Some(b), Some(t2), Some(ctx2)) if t < b => {
                     if !low_noise_stage {
+                        // The high-noise expert is done for this video: its streamed weights'
+                        // pages leave the process instead of doubling its resident memory.
+                        self.transformer.release_weight_pages();
                         // The cached residual belongs to the other expert.
                         low_noise_stage = true;
                         skipped_before += cache.as_ref().map_or(0, |c| c.skipped);

@@ -72,3 +72,45 @@ fn guidance_2_needs_two_experts() {
     p.guidance_2 = Some(f64::NAN);
     assert!(model.resolve(&p).is_err());
 }
+
+/// Resident bytes of this process's mappings of `file` (`/proc/self/smaps`).
+#[cfg(target_os = "linux")]
+fn resident_kib(file: &std::path::Path) -> u64 {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let name = file.display().to_string();
+    let mut total = 0;
+    let mut inside = false;
+    for line in smaps.lines() {
+        let first = line.split_whitespace().next().unwrap_or("");
+        // A mapping's header line: "start-end perms offset dev inode [path]".
+        if first.contains('-') && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            inside = line.ends_with(&name);
+        } else if let Some(kib) = line.strip_prefix("Rss:").filter(|_| inside) {
+            total += kib.trim().trim_end_matches("kB").trim().parse::<u64>().unwrap();
+        }
+    }
+    total
+}
+
+/// After the switch to the low-noise expert, the high-noise expert's streamed weights leave the
+/// process: its checkpoint's mapped pages are no longer resident (the second's are).
+#[cfg(target_os = "linux")]
+#[test]
+fn the_first_expert_is_released_after_the_boundary() {
+    let dir = std::env::temp_dir().join(format!("wanrt-moe-release-{}", std::process::id()));
+    common::copy_dir(&fixture_in("wan_moe", "t2v_a"), &dir);
+    let [first, second] =
+        ["transformer", "transformer_2"].map(|c| dir.join(c).join("diffusion_pytorch_model.safetensors"));
+    let r = Reference::load_dir(&fixture_in("wan_moe", "t2v_a"));
+    let model = WanModel::load(&dir, |_| {}).unwrap();
+    let mut p = r.generate_params();
+    p.guidance_2 = r.meta["guidance_scale_2"].as_f64();
+    model.generate(&p, &mut ()).unwrap();
+    let size_kib = std::fs::metadata(&first).unwrap().len() / 1024;
+    let (a, b) = (resident_kib(&first), resident_kib(&second));
+    println!("resident after generate: first expert {a} KiB, second {b} KiB (files {size_kib} KiB)");
+    assert!(b >= size_kib / 2, "the second expert's weights should be resident: {b} KiB");
+    assert!(a <= 8, "the first expert's pages are still resident: {a} KiB");
+    drop(model);
+    std::fs::remove_dir_all(&dir).ok();
+}
