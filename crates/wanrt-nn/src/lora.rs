@@ -215,14 +215,28 @@ pub struct Adapter {
 
 impl Adapter {
     /// Low-rank deltas on `….weight` become side paths (several on one layer concatenated),
-    /// full deltas on `….bias` scaled bias deltas (summed). Anything else (full-weight `diff`,
-    /// norm deltas) would have to change the shared weights: an error naming it.
+    /// full deltas on `….bias` scaled bias deltas (summed), and a full-weight `diff` of a linear
+    /// layer (`[out, in]`) the side path `identity · (diff · x)`: exact — each output is one
+    /// product of the diff's row with x, times the factor — at the cost of the layer itself.
+    /// Anything else (norm and other 1-D or N-D deltas) would have to change the shared
+    /// weights: an error naming it.
     pub fn from_targets(targets: Vec<Target>) -> Result<Adapter> {
         let mut low_rank: std::collections::BTreeMap<String, Vec<Target>> = Default::default();
         let mut out = Adapter::default();
         for t in targets {
             match (&t.delta, t.name.strip_suffix(".weight"), t.name.strip_suffix(".bias")) {
                 (Delta::LowRank { .. }, Some(layer), _) => low_rank.entry(layer.to_string()).or_default().push(t),
+                (Delta::Full { diff, factor }, Some(layer), _) if diff.shape().len() == 2 => {
+                    let rows = diff.shape()[0];
+                    let mut identity = vec![0f32; rows * rows];
+                    identity.iter_mut().step_by(rows + 1).for_each(|v| *v = 1.0);
+                    let delta = Delta::LowRank {
+                        down: diff.clone(),
+                        up: HostTensor::new([rows, rows], identity)?,
+                        factor: *factor,
+                    };
+                    low_rank.entry(layer.to_string()).or_default().push(Target { name: t.name.clone(), delta });
+                }
                 (Delta::Full { diff, factor }, _, Some(layer)) => {
                     let b = out.bias_deltas.entry(layer.to_string()).or_insert_with(|| vec![0.0; diff.numel()]);
                     if b.len() != diff.numel() {
@@ -233,7 +247,7 @@ impl Adapter {
                 _ => {
                     return Err(Error::Msg(format!(
                         "{}: a full-weight delta cannot run beside shared weights (per-request adapters take \
-                         LoRA low-rank and bias deltas only)",
+                         LoRA low-rank, bias and linear-weight deltas only)",
                         t.name
                     )))
                 }
@@ -249,5 +263,37 @@ impl Adapter {
     /// Layer prefixes the adapter changes.
     pub fn layers(&self) -> std::collections::BTreeSet<&str> {
         self.side_paths.keys().chain(self.bias_deltas.keys()).map(String::as_str).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn full(name: &str, shape: &[usize], factor: f32) -> Target {
+        let n = shape.iter().product::<usize>();
+        let diff = HostTensor::new(shape.to_vec(), (0..n).map(|i| i as f32 - 2.5).collect()).unwrap();
+        Target { name: name.into(), delta: Delta::Full { diff, factor } }
+    }
+
+    /// A linear weight's full diff becomes the side path `(factor · I) · (diff · x)`, concatenated
+    /// with a low-rank delta of the same layer; a 1-D weight diff (a norm) is refused by name.
+    #[test]
+    fn linear_weight_diffs_become_identity_side_paths() {
+        let low = Target {
+            name: "l.weight".into(),
+            delta: Delta::LowRank {
+                down: HostTensor::new([1, 3], vec![1.0, 2.0, 3.0]).unwrap(),
+                up: HostTensor::new([2, 1], vec![4.0, 5.0]).unwrap(),
+                factor: 0.5,
+            },
+        };
+        let a = Adapter::from_targets(vec![low, full("l.weight", &[2, 3], 2.0)]).unwrap();
+        let side = &a.side_paths["l"];
+        assert_eq!(side.down.shape(), &[3, 3], "rank 1 + 2 rows of the diff");
+        assert_eq!(&side.down.data()[3..], &[-2.5, -1.5, -0.5, 0.5, 1.5, 2.5]);
+        assert_eq!(side.up.data(), &[2.0, 2.0, 0.0, 2.5, 0.0, 2.0], "[0.5·4 | 2·I; 0.5·5 | …]");
+        let err = Adapter::from_targets(vec![full("norm.weight", &[4], 1.0)]).unwrap_err().to_string();
+        assert!(err.contains("norm.weight") && err.contains("full-weight delta"), "{err}");
     }
 }

@@ -1,8 +1,8 @@
 //! Per-request LoRA adapters (`--lora-dir`): names refused in one 400 unless they are plain file
 //! stems of the folder; an adapted job equals `generate` with the LoRA run unmerged; concurrent
 //! jobs with different adapters (and none) do not see each other's; the shared model is left as
-//! it was; adapters that would change shared weights are refused in one 400 when the request is
-//! made (nothing queued).
+//! it was; full-weight deltas of linear layers run as exact side paths; adapters that would change
+//! other shared weights (norms) are refused in one 400 when the request is made (nothing queued).
 
 mod common;
 
@@ -47,6 +47,30 @@ fn lora_dir(root: &Path) -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     write_lora(&dir.join("style.safetensors"), 1, true);
     write_lora(&dir.join("motion.safetensors"), 5, false);
+    // Full-weight deltas of two linear layers (original key names), and the same deltas as a
+    // PEFT pair `B · A` with A = the diff, B = the identity (alpha = rank: factor = scale).
+    let (q, ffn) = (t(128, 128, 9, 0.05), t(512, 128, 10, 0.05));
+    write_safetensors(
+        &dir.join("full.safetensors"),
+        [("diffusion_model.blocks.0.self_attn.q.diff", &q), ("diffusion_model.blocks.0.ffn.0.diff", &ffn)],
+    )
+    .unwrap();
+    let eye = |n: usize| {
+        RawTensor::from_f32(
+            &HostTensor::new([n, n], (0..n * n).map(|i| f32::from(i % (n + 1) == 0)).collect()).unwrap(),
+        )
+    };
+    let (eye_q, eye_ffn) = (eye(128), eye(512));
+    write_safetensors(
+        &root.join("full_as_low_rank.safetensors"),
+        [
+            ("transformer.blocks.0.attn1.to_q.lora_A.weight", &q),
+            ("transformer.blocks.0.attn1.to_q.lora_B.weight", &eye_q),
+            ("transformer.blocks.0.ffn.net.0.proj.lora_A.weight", &ffn),
+            ("transformer.blocks.0.ffn.net.0.proj.lora_B.weight", &eye_ffn),
+        ],
+    )
+    .unwrap();
     // A full-weight delta on a norm: it would have to change the shared weights.
     let norm = RawTensor::from_f32(&HostTensor::new([128], vec![0.1; 128]).unwrap());
     write_safetensors(&dir.join("norms.safetensors"), [("diffusion_model.blocks.0.norm3.diff", &norm)]).unwrap();
@@ -136,8 +160,16 @@ fn an_adapted_job_matches_generate_with_the_lora_unmerged() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = lora_dir(tmp.path());
     let model = WanModel::load(&demo_model(), |_| {}).unwrap();
-    for (name, tolerance) in [("motion", 0.0), ("style", 1e-3)] {
+    // (adapter, what the reference load runs as a side path, tolerance, (LoRA layers, rank range)):
+    // `full` holds weight diffs only (a side-path load would merge them into the bf16 weights),
+    // so its reference is the same deltas as a low-rank pair: the same products.
+    for (name, reference, tolerance, shape) in [
+        ("motion", dir.join("motion.safetensors"), 0.0, (2, (2, 2))),
+        ("style", dir.join("style.safetensors"), 1e-3, (2, (2, 2))),
+        ("full", tmp.path().join("full_as_low_rank.safetensors"), 0.0, (0, (0, 0))),
+    ] {
         let spec = LoraSpec { path: dir.join(format!("{name}.safetensors")), scale: 0.8 };
+        let reference = LoraSpec { path: reference, scale: 0.8 };
         let p = JobParams {
             model: "demo".into(),
             prompt: "a red ball".into(),
@@ -157,12 +189,15 @@ fn an_adapted_job_matches_generate_with_the_lora_unmerged() {
         let (adapted, summary) =
             wanrt_wan::lora_adapter::adapted(&model.transformer, std::slice::from_ref(&spec), Unmatched::Error)
                 .unwrap();
-        assert_eq!((summary[0].layers, summary[0].rank), (2, (2, 2)));
+        assert_eq!((summary[0].layers, summary[0].rank), shape, "{name}");
         let enc = engine::encode(&model, &p, Images::default()).unwrap();
         let lat = engine::denoise_with(&model, &adapted, vec![enc], |_, _, _| engine::Next::Continue).unwrap();
         let got = engine::decode(&model, lat[0].as_ref().unwrap(), |_, _| {}).unwrap().data().to_vec();
-        let opts =
-            LoadOptions { loras: vec![spec], lora_mode: wanrt_nn::lora::MergeMode::SidePath, ..Default::default() };
+        let opts = LoadOptions {
+            loras: vec![reference],
+            lora_mode: wanrt_nn::lora::MergeMode::SidePath,
+            ..Default::default()
+        };
         let with = WanModel::load_with(&demo_model(), opts, |_| {}).unwrap();
         let want =
             with.generate(&engine::generate_params(&p, Images::default()), &mut ()).unwrap().video.data().to_vec();

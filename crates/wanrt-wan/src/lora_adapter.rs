@@ -4,9 +4,10 @@
 //! `wanrt serve` gives each request its own adapters while other requests run on the same model:
 //! nothing shared is written, so concurrent requests cannot see each other's adapters.
 //!
-//! Deltas that would have to change a shared tensor (full-weight `diff`, norm deltas) are
-//! refused in one line; merge such files at load (`generate --lora`) or bake them
-//! (`optimize --lora`).
+//! A full-weight `diff` of a linear layer runs as an exact side path (the diff, then the
+//! identity: as costly as the layer). Deltas that would have to change another shared tensor
+//! (norm deltas) are refused in one line; merge such files at load (`generate --lora`) or bake
+//! them (`optimize --lora`).
 
 use crate::lora::{targets_on, LoraSpec, LoraSummary, Unmatched};
 use crate::transformer::WanTransformer;

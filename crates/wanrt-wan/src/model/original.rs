@@ -2,7 +2,8 @@
 //! [`crate::names`], configs inferred from the tensors and `config.json` (shared by loading and
 //! `crate::convert`). `config.json`'s `model_type` says which model: text-to-video, Wan2.1's
 //! image-to-video and first-last-frame (with the open-clip CLIP file) or Wan2.2 TI2V-5B (with
-//! `Wan2.2_VAE.pth`).
+//! `Wan2.2_VAE.pth`); Wan2.2 A14B keeps its two experts in `high_noise_model/` and
+//! `low_noise_model/`.
 
 use super::{read_json, LoadOptions, ModelDefaults, WanModel};
 use crate::clip::{ClipTowerConfig, ClipVisionModel};
@@ -117,7 +118,8 @@ pub(crate) fn boundary_ratio(model_type: ModelType, defaults: &ModelDefaults) ->
 pub(crate) enum ModelType {
     /// Wan2.1 / Wan2.2 text-to-video.
     T2v,
-    /// Wan2.1 image-to-video (CLIP image tokens, image latent + mask channels).
+    /// Image-to-video: image latent + mask channels, with CLIP image tokens (Wan2.1) or without
+    /// (Wan2.2 A14B).
     I2v,
     /// Wan2.1 first-last-frame (I2V with the image position embedding).
     Flf2v,
