@@ -487,6 +487,14 @@ fn render_markdown(s: &OptimizeSummary, variants: &[serde_json::Value]) -> Strin
         s.calibration_s,
         s.total_s
     );
+    if let (Some(e), Some(second)) = (s.transformer_2_error, &s.manifest.transformer_2) {
+        let quantized = second.layers.iter().filter(|l| l.format != F::F32).count();
+        md += &format!(
+            "Second expert (transformer_2, calibrated on the steps below the boundary): {quantized} of {} layers \
+             quantized; relative output error on its calibration inputs {e:.3e}.\n\n",
+            second.layers.len()
+        );
+    }
     for l in &s.loras {
         md += &format!("Baked in: {l}.\n\n");
     }

@@ -92,14 +92,13 @@ fn write_safetensors(path: &Path, tensors: &BTreeMap<String, RawTensor>) -> Resu
         .map_err(|e| Error::Msg(e.to_string()))
 }
 
-/// Writes `out` from the source model folder `src` with the transformer
-/// replaced by `transformer` tensors and `config`, the text encoder's weights
-/// by `text_encoder` when given, plus the manifest.
+/// Writes `out` from the source model folder `src` with each listed transformer component
+/// (`transformer`, and a two-expert model's `transformer_2`) replaced by its tensors and config,
+/// the text encoder's weights by `text_encoder` when given, plus the manifest.
 pub fn write(
     src: &Path,
     out: &Path,
-    transformer: &BTreeMap<String, RawTensor>,
-    config: &serde_json::Value,
+    transformers: &[(&str, &BTreeMap<String, RawTensor>, &serde_json::Value)],
     text_encoder: Option<&BTreeMap<String, RawTensor>>,
     manifest: &Manifest,
 ) -> Result<()> {
@@ -107,7 +106,8 @@ pub fn write(
         for entry in std::fs::read_dir(src).map_err(|e| Error::Msg(format!("{}: {e}", src.display())))? {
             let entry = entry.map_err(|e| Error::Msg(e.to_string()))?;
             let name = entry.file_name();
-            if name == "transformer" || name == MANIFEST_FILE || (name == "text_encoder" && text_encoder.is_some()) {
+            let written = transformers.iter().any(|(component, ..)| name == *component);
+            if written || name == MANIFEST_FILE || (name == "text_encoder" && text_encoder.is_some()) {
                 continue;
             }
             let (from, to) = (entry.path(), tmp.join(&name));
@@ -117,10 +117,12 @@ pub fn write(
                 std::fs::copy(&from, &to).map_err(|e| Error::Msg(format!("{}: {e}", from.display())))?;
             }
         }
-        let tr = tmp.join("transformer");
-        std::fs::create_dir_all(&tr).map_err(|e| Error::Msg(format!("{}: {e}", tr.display())))?;
-        write_json(&tr.join("config.json"), config)?;
-        write_safetensors(&tr.join(TRANSFORMER_FILE), transformer)?;
+        for (component, tensors, config) in transformers {
+            let tr = tmp.join(component);
+            std::fs::create_dir_all(&tr).map_err(|e| Error::Msg(format!("{}: {e}", tr.display())))?;
+            write_json(&tr.join("config.json"), config)?;
+            write_safetensors(&tr.join(TRANSFORMER_FILE), tensors)?;
+        }
         if let Some(te) = text_encoder {
             // Configs and other small files as in the source; the weights (single or sharded) replaced.
             let (te_src, te_out) = (src.join("text_encoder"), tmp.join("text_encoder"));

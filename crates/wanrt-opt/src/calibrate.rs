@@ -11,6 +11,7 @@ use wanrt_nn::{LinearObserver, Module, ParamMut, Tensor};
 use wanrt_wan::image::RgbImage;
 use wanrt_wan::model::WanModel;
 use wanrt_wan::pipeline::{GenerateParams, Progress};
+use wanrt_wan::transformer::WanTransformer;
 
 /// Prompts used when the user gives none (`--calib`): the scene vocabulary
 /// of text-to-video prompts — subjects, motion, backgrounds, camera.
@@ -88,15 +89,22 @@ pub struct Calibration {
     /// Input statistics per block layer (by its module path, [`wanrt_nn::Linear::name`]).
     pub stats: BTreeMap<String, ProbeStats>,
     pub samples: Vec<CalibSample>,
+    /// Two-expert models: the same for `transformer_2`, from the steps below the boundary (empty
+    /// for one transformer).
+    pub stats_2: BTreeMap<String, ProbeStats>,
+    pub samples_2: Vec<CalibSample>,
     pub summary: serde_json::Value,
 }
 
-/// Records the transformer inputs of chosen steps.
+/// Records the transformer inputs of chosen steps (a two-expert model's below the boundary
+/// timestep apart: they are `transformer_2`'s).
 struct SampleRecorder<'a> {
     steps: Vec<usize>,
+    boundary: Option<f32>,
     text: Tensor,
     image: Option<Tensor>,
     samples: &'a mut Vec<CalibSample>,
+    samples_2: &'a mut Vec<CalibSample>,
     progress: &'a mut dyn FnMut(usize, usize),
     done_before: usize,
     total: usize,
@@ -108,7 +116,9 @@ impl Progress for SampleRecorder<'_> {
     }
     fn transformer_input(&mut self, step: usize, input: &Tensor, timesteps: &[f32]) {
         if self.steps.contains(&step) {
-            self.samples.push(CalibSample {
+            let second = self.boundary.is_some_and(|b| timesteps.first().is_some_and(|&t| t < b));
+            let samples = if second { &mut *self.samples_2 } else { &mut *self.samples };
+            samples.push(CalibSample {
                 latents: input.clone(),
                 timesteps: timesteps.to_vec(),
                 text: self.text.clone(),
@@ -141,8 +151,36 @@ pub fn calibrate(
         return Err(crate::Error::Msg("calibration needs at least one prompt".into()));
     }
     // Observers on the block linears: each layer hands its input over before the backend runs it.
-    let mut probes: Vec<(String, Arc<ActivationProbe>)> = Vec::new();
-    model.transformer.visit_mut(&mut |p| {
+    let probes = attach_probes(&mut model.transformer);
+    let probes_2 = model.transformer_2.as_mut().map(attach_probes).unwrap_or_default();
+    let run = run_prompts(model, settings, progress);
+    detach_probes(&mut model.transformer);
+    if let Some(t2) = model.transformer_2.as_mut() {
+        detach_probes(t2);
+    }
+    let (samples, samples_2, resolved) = run?;
+    let snapshot = |probes: Vec<(String, Arc<ActivationProbe>)>| -> BTreeMap<String, ProbeStats> {
+        probes.into_iter().map(|(n, p)| (n, p.snapshot())).collect()
+    };
+    let (stats, stats_2) = (snapshot(probes), snapshot(probes_2));
+    let summary = serde_json::json!({
+        "prompts": settings.prompts.len(),
+        "steps_per_prompt": settings.steps,
+        "size": resolved,
+        "samples": samples.len(),
+        "samples_transformer_2": samples_2.len(),
+        "tokens_per_layer": stats.values().next().map_or(0, |s| s.tokens),
+        "layers": stats.iter().map(|(n, s)| (n.clone(), serde_json::json!({
+            "absmax": s.absmax(),
+            "p99_9": s.abs_percentile(0.999),
+        }))).collect::<serde_json::Map<_, _>>(),
+    });
+    Ok(Calibration { stats, samples, stats_2, samples_2, summary })
+}
+
+fn attach_probes(tr: &mut WanTransformer) -> Vec<(String, Arc<ActivationProbe>)> {
+    let mut probes = Vec::new();
+    tr.visit_mut(&mut |p| {
         if let ParamMut::Linear(l) = p {
             if l.name.starts_with("blocks.") {
                 let probe = Arc::new(ActivationProbe::new(l.in_dim()));
@@ -151,36 +189,27 @@ pub fn calibrate(
             }
         }
     });
-    let run = run_prompts(model, settings, progress);
-    model.transformer.visit_mut(&mut |p| {
+    probes
+}
+
+fn detach_probes(tr: &mut WanTransformer) {
+    tr.visit_mut(&mut |p| {
         if let ParamMut::Linear(l) = p {
             l.observer = None;
         }
     });
-    let (samples, resolved) = run?;
-    let stats: BTreeMap<String, ProbeStats> = probes.into_iter().map(|(n, p)| (n, p.snapshot())).collect();
-    let summary = serde_json::json!({
-        "prompts": settings.prompts.len(),
-        "steps_per_prompt": settings.steps,
-        "size": resolved,
-        "samples": samples.len(),
-        "tokens_per_layer": stats.values().next().map_or(0, |s| s.tokens),
-        "layers": stats.iter().map(|(n, s)| (n.clone(), serde_json::json!({
-            "absmax": s.absmax(),
-            "p99_9": s.abs_percentile(0.999),
-        }))).collect::<serde_json::Map<_, _>>(),
-    });
-    Ok(Calibration { stats, samples, summary })
 }
 
-fn run_prompts(
-    model: &WanModel,
-    settings: &CalibSettings,
-    progress: &mut dyn FnMut(usize, usize),
-) -> Result<(Vec<CalibSample>, [usize; 3])> {
+/// The calibration runs: the sampled transformer inputs of the first transformer and of a second
+/// expert, and the resolved video size.
+type Runs = (Vec<CalibSample>, Vec<CalibSample>, [usize; 3]);
+
+fn run_prompts(model: &WanModel, settings: &CalibSettings, progress: &mut dyn FnMut(usize, usize)) -> Result<Runs> {
     let per_prompt = settings.max_samples.div_ceil(settings.prompts.len());
     let total = settings.steps * settings.prompts.len();
+    let boundary = model.boundary_timestep();
     let mut samples = Vec::new();
+    let mut samples_2 = Vec::new();
     let mut size = [0; 3];
     for (i, input) in settings.prompts.iter().enumerate() {
         let mut p = GenerateParams::new(input.prompt.clone());
@@ -197,19 +226,30 @@ fn run_prompts(
         let text = model.encode_text(&s, &input.prompt)?;
         let conditioning = model.condition(&s, &p, &text)?;
         let latents = model.initial_latents(&s, &p)?;
-        let room = settings.max_samples.saturating_sub(samples.len());
+        // Each expert's own steps spread its samples (the first expert's are only the first few).
+        let timesteps = model.scheduler_for(&s, None)?.timesteps().to_vec();
+        let (first, second): (Vec<usize>, Vec<usize>) =
+            (0..timesteps.len()).partition(|&i| boundary.is_none_or(|b| timesteps[i] >= b));
+        let pick = |of: &[usize], have: usize| -> Vec<usize> {
+            let room = settings.max_samples.saturating_sub(have);
+            spread(per_prompt.min(room), of.len()).into_iter().map(|k| of[k]).collect()
+        };
+        let mut steps = pick(&first, samples.len());
+        steps.extend(pick(&second, samples_2.len()));
         let mut rec = SampleRecorder {
-            steps: spread(per_prompt.min(room), s.steps),
+            steps,
+            boundary,
             text,
             image: conditioning.image_states.clone(),
             samples: &mut samples,
+            samples_2: &mut samples_2,
             progress,
             done_before: i * settings.steps,
             total,
         };
         model.denoise(&s, None, latents, &conditioning, &mut rec)?;
     }
-    Ok((samples, size))
+    Ok((samples, samples_2, size))
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 //! output error on the calibration inputs is within bounds; write the artifact.
 
 use crate::artifact;
-use crate::calibrate::{calibrate, CalibSettings};
+use crate::calibrate::{calibrate, CalibSample, CalibSettings};
 use crate::plan::{OptimizeOptions, QuantMode};
 use crate::prune;
 use crate::quantize::{build_linear, f32_raw, quantize_layer, QuantizedLayer};
@@ -20,9 +20,10 @@ use std::path::Path;
 use std::time::Instant;
 use wanrt_nn::backend::AttentionPrecision;
 use wanrt_nn::lora::MergeMode;
+use wanrt_nn::probe::ProbeStats;
 use wanrt_nn::weights::RawTensor;
 use wanrt_nn::{Linear, Module, Param, ParamMut, WeightStore};
-use wanrt_wan::artifact::{LayerEntry, LayerFormat, Manifest, Pruning, FORMAT, VERSION};
+use wanrt_wan::artifact::{ExpertManifest, LayerEntry, LayerFormat, Manifest, Pruning, FORMAT, VERSION};
 use wanrt_wan::lora::LoraSummary;
 use wanrt_wan::model::{Layout, LoadOptions, WanModel};
 use wanrt_wan::transformer::WanTransformer;
@@ -68,6 +69,8 @@ pub struct OptimizeSummary {
     pub manifest: Manifest,
     /// Relative output error of the transformer on the calibration inputs vs the source model.
     pub transformer_error: f64,
+    /// Two-expert models: the same for `transformer_2` on its calibration inputs.
+    pub transformer_2_error: Option<f64>,
     /// The same, of the pruned model before quantization (0 when not pruned).
     pub pruning_error: f64,
     /// Per layer (or group) sensitivity when measured: (name, relative error).
@@ -118,15 +121,6 @@ pub fn optimize(
     let t_start = Instant::now();
     opts.validate().map_err(Error::Msg)?;
     check_output(src, out)?;
-    if wanrt_wan::model::has_two_experts(src)? {
-        // Calibration, sensitivities and the manifest describe one transformer: an artifact of
-        // the first expert alone beside an untouched second would not load as one model.
-        return Err(Error::Msg(format!(
-            "{}: two-expert models (Wan2.2 A14B) cannot be optimized yet (each expert needs its own \
-             calibration and manifest); generate and serve run them as they are",
-            src.display()
-        )));
-    }
     if Layout::detect(src)? == Layout::Original {
         // The artifact is a diffusers-layout folder: convert the release first, into a staging
         // folder beside the output (same filesystem; removed whatever happens).
@@ -179,43 +173,162 @@ fn optimize_diffusers(
             src.display()
         )));
     }
-    let tr_dir = src.join("transformer");
-    let mut src_ws = WeightStore::from_diffusers_dir(&tr_dir, "diffusion_pytorch_model")?;
-    // The tensors the artifact is written from get the same merge (in place, per tensor).
-    wanrt_wan::lora::apply(&mut src_ws, &opts.loras, MergeMode::Merge, opts.lora_unmatched)?;
     let loras = lora_records(&model.loras)?;
-    let mut config_json = read_json(&tr_dir.join("config.json"))?;
-    let params_before = model.transformer.num_params();
-    let weight_bytes_before = model.transformer.weight_bytes();
 
     progress.stage("calibration");
     let t_cal = Instant::now();
     let cal = calibrate(&mut model, calib, &mut |d, t| progress.progress(d, t))?;
     let calibration_s = t_cal.elapsed().as_secs_f64();
+    let first =
+        optimize_transformer(src, "transformer", &mut model.transformer, &cal.stats, &cal.samples, opts, progress)?;
+    let second = match model.transformer_2.as_mut() {
+        Some(t2) => {
+            progress.stage("transformer_2");
+            Some(optimize_transformer(src, "transformer_2", t2, &cal.stats_2, &cal.samples_2, opts, progress)?)
+        }
+        None => None,
+    };
+
+    let text_encoder = if opts.text_encoder_int8 {
+        progress.stage("text encoder");
+        let prompts: Vec<String> = calib.prompts.iter().map(|p| p.prompt.clone()).collect();
+        Some(quantize_text_encoder(src, &model, &prompts)?)
+    } else {
+        None
+    };
+
+    let manifest = Manifest {
+        format: FORMAT.into(),
+        version: VERSION,
+        source: serde_json::json!({
+            "folder": origin.file_name().map(|n| n.to_string_lossy().into_owned()),
+            "layout": if origin == src { "diffusers" } else { "original (converted)" },
+            "transformer_sha256": artifact::weights_sha256(&src.join("transformer"))?,
+            "transformer_2_sha256": match &second {
+                Some(_) => Some(artifact::weights_sha256(&src.join("transformer_2"))?),
+                None => None,
+            },
+            "text_encoder_sha256": match &text_encoder {
+                Some(_) => Some(artifact::weights_sha256(&src.join("text_encoder"))?),
+                None => None,
+            },
+        }),
+        settings: serde_json::json!({
+            "quant": opts.quant.to_string(),
+            "activation": format!("{:?}", opts.activation).to_lowercase(),
+            "smooth_alpha": opts.smooth_alpha,
+            "attn_quant": opts.attn_quant,
+            "prune_ffn": opts.prune_ffn,
+            "prune_heads": opts.prune_heads,
+            "keep_precision": opts.keep_precision,
+            "max_error": opts.max_error,
+            "text_encoder": if opts.text_encoder_int8 { "int8-weight" } else { "none" },
+            "reverted_to_full_precision": first.reverted,
+            "transformer_2_reverted_to_full_precision": second.as_ref().map(|o| &o.reverted),
+            "loras": loras,
+        }),
+        layers: first.section.layers.clone(),
+        pruning: first.section.pruning.clone(),
+        int8_attention_blocks: first.section.int8_attention_blocks.clone(),
+        fusion: fusion_plan(opts.quant),
+        calibration: cal.summary.clone(),
+        text_encoder_layers: text_encoder.as_ref().map(|t| t.layers.clone()).unwrap_or_default(),
+        transformer_2: second.as_ref().map(|o| o.section.clone()),
+    };
+    let transformers: Vec<(&str, &BTreeMap<String, RawTensor>, &serde_json::Value)> = std::iter::once(&first)
+        .chain(&second)
+        .zip(["transformer", "transformer_2"])
+        .map(|(o, name)| (name, &o.tensors, &o.config_json))
+        .collect();
+    artifact::write(src, out, &transformers, text_encoder.as_ref().map(|t| &t.tensors), &manifest)?;
+    Ok(OptimizeSummary {
+        manifest,
+        transformer_error: first.transformer_error,
+        transformer_2_error: second.as_ref().map(|o| o.transformer_error),
+        pruning_error: first.pruning_error,
+        sensitivity: first.sensitivity,
+        params_before: first.params_before + second.as_ref().map_or(0, |o| o.params_before),
+        params_after: first.params_after + second.as_ref().map_or(0, |o| o.params_after),
+        weight_bytes_before: first.weight_bytes_before + second.as_ref().map_or(0, |o| o.weight_bytes_before),
+        weight_bytes_after: first.weight_bytes_after + second.as_ref().map_or(0, |o| o.weight_bytes_after),
+        calibration_s,
+        total_s: t_start.elapsed().as_secs_f64(),
+        loras: model.loras.iter().map(|l| l.to_string()).collect(),
+        lora_warnings: model.loras.iter().filter_map(|l| l.warning()).collect(),
+        text_encoder: text_encoder.map(|t| TextEncoderSummary {
+            embedding_error: t.embedding_error,
+            weight_bytes_before: t.weight_bytes_before,
+            weight_bytes_after: t.weight_bytes_after,
+        }),
+    })
+}
+
+/// One transformer of the model optimized on its calibration: the artifact's tensors and config,
+/// the manifest's section and the measured errors.
+struct Optimized {
+    tensors: BTreeMap<String, RawTensor>,
+    config_json: serde_json::Value,
+    section: ExpertManifest,
+    reverted: Vec<String>,
+    transformer_error: f64,
+    pruning_error: f64,
+    sensitivity: Vec<(String, f64)>,
+    params_before: usize,
+    params_after: usize,
+    weight_bytes_before: usize,
+    weight_bytes_after: usize,
+}
+
+/// Prunes and quantizes `tr` (loaded from `src/<component>`, LoRAs merged into the first
+/// transformer) on its calibration `stats` and `samples`.
+fn optimize_transformer(
+    src: &Path,
+    component: &str,
+    tr: &mut WanTransformer,
+    stats_in: &BTreeMap<String, ProbeStats>,
+    samples: &[CalibSample],
+    opts: &OptimizeOptions,
+    progress: &mut dyn OptimizeProgress,
+) -> Result<Optimized> {
+    if samples.is_empty() {
+        return Err(Error::Msg(format!(
+            "calibration reached no step of {component} (a second expert runs below the boundary timestep): \
+             give more --calib-steps"
+        )));
+    }
+    let tr_dir = src.join(component);
+    let mut src_ws = WeightStore::from_diffusers_dir(&tr_dir, "diffusion_pytorch_model")?;
+    if component == "transformer" {
+        // The tensors the artifact is written from get the same merge (in place, per tensor).
+        wanrt_wan::lora::apply(&mut src_ws, &opts.loras, MergeMode::Merge, opts.lora_unmatched)?;
+    }
+    let mut config_json = read_json(&tr_dir.join("config.json"))?;
+    let params_before = tr.num_params();
+    let weight_bytes_before = tr.weight_bytes();
     progress.stage("reference outputs");
-    let reference = outputs(&model.transformer, &cal.samples)?;
+    let reference = outputs(tr, samples)?;
 
     // Structured pruning on the f32 tensors, then a rebuilt transformer.
     let mut store = src_ws.clone();
-    let mut stats = cal.stats.clone();
-    let plan = prune::plan(&src_ws, &model.transformer.config, &cal.stats, opts.prune_ffn, opts.prune_heads)?;
+    let mut stats = stats_in.clone();
+    let plan = prune::plan(&src_ws, &tr.config, stats_in, opts.prune_ffn, opts.prune_heads)?;
     let mut pruning_error = 0.0;
     // Outputs of the full-precision (pruned) model: the baseline of every per-layer sensitivity.
     let mut base = None;
     if plan.ffn_kept.is_some() || plan.heads_kept.is_some() {
         progress.stage("pruning");
-        let (replaced, cfg) = prune::apply(&src_ws, &model.transformer.config, &plan)?;
+        let (replaced, cfg) = prune::apply(&src_ws, &tr.config, &plan)?;
         for (name, t) in &replaced {
             store.insert(name.clone(), f32_raw(t.shape().to_vec(), t.data())?);
         }
-        stats = prune::pruned_stats(&cal.stats, &model.transformer.config, &plan);
+        stats = prune::pruned_stats(stats_in, &tr.config, &plan);
         config_json["ffn_dim"] = cfg.ffn_dim.into();
         if let Some(h) = &cfg.self_attn_heads {
             config_json["self_attn_heads"] = serde_json::json!(h);
         }
-        let backend = model.transformer.backend().clone();
-        model.transformer = WanTransformer::load(&store, cfg, backend)?;
-        let pruned = outputs(&model.transformer, &cal.samples)?;
+        let backend = tr.backend().clone();
+        *tr = WanTransformer::load(&store, cfg, backend)?;
+        let pruned = outputs(tr, samples)?;
         pruning_error = relative_error(&pruned, &reference);
         base = Some(pruned);
     }
@@ -225,8 +338,8 @@ fn optimize_diffusers(
     let format = opts.quant.layer_format();
     let mut candidates = Vec::new();
     let mut kept_f32 = Vec::new();
-    let backend = model.transformer.backend().clone();
-    for l in block_linears(&model.transformer) {
+    let backend = tr.backend().clone();
+    for l in block_linears(tr) {
         let part_names: Vec<String> = l.parts.iter().map(|p| p.0.clone()).collect();
         if opts.quant == QuantMode::None || opts.keeps_precision(&l.name, &part_names) {
             kept_f32.push((l.name.clone(), part_names));
@@ -238,7 +351,7 @@ fn optimize_diffusers(
         candidates.push(Candidate { name: l.name, parts: l.parts, quantized: q, linear, sensitivity: None });
     }
     let attn_blocks: Vec<usize> = if opts.attn_quant {
-        (0..model.transformer.config.num_layers)
+        (0..tr.config.num_layers)
             .filter(|i| !opts.keeps_precision(&format!("blocks.{i}.attn1"), &[format!("blocks.{i}.attn1.attention")]))
             .collect()
     } else {
@@ -252,27 +365,25 @@ fn optimize_diffusers(
         let base = base.as_deref().unwrap_or(&reference);
         let total = candidates.len() + usize::from(!attn_blocks.is_empty());
         for (i, c) in candidates.iter_mut().enumerate() {
-            let e = error_with(&mut model.transformer, vec![(c.name.clone(), c.linear.clone())], &cal.samples, base)?;
+            let e = error_with(tr, vec![(c.name.clone(), c.linear.clone())], samples, base)?;
             c.sensitivity = Some(e);
             sensitivity.push((c.name.clone(), e));
             progress.progress(i + 1, total);
         }
         if !attn_blocks.is_empty() {
-            set_int8_attention(&mut model.transformer, &attn_blocks);
-            let e = relative_error(&outputs(&model.transformer, &cal.samples)?, base);
-            set_int8_attention(&mut model.transformer, &[]);
+            set_int8_attention(tr, &attn_blocks);
+            let e = relative_error(&outputs(tr, samples)?, base);
+            set_int8_attention(tr, &[]);
             sensitivity.push((INT8_ATTENTION.to_string(), e));
         }
     }
 
     // Everything quantized, then (under max_error) the most sensitive reverted first.
     let mut originals: BTreeMap<String, Linear> =
-        swap_layers(&mut model.transformer, candidates.iter().map(|c| (c.name.clone(), c.linear.clone())).collect())
-            .into_iter()
-            .collect();
+        swap_layers(tr, candidates.iter().map(|c| (c.name.clone(), c.linear.clone())).collect()).into_iter().collect();
     let mut attention_on = !attn_blocks.is_empty();
-    set_int8_attention(&mut model.transformer, if attention_on { &attn_blocks } else { &[] });
-    let mut transformer_error = relative_error(&outputs(&model.transformer, &cal.samples)?, &reference);
+    set_int8_attention(tr, if attention_on { &attn_blocks } else { &[] });
+    let mut transformer_error = relative_error(&outputs(tr, samples)?, &reference);
     let mut reverted: Vec<String> = Vec::new();
     if let Some(max) = opts.max_error {
         progress.stage("selecting layers under --max-error");
@@ -284,22 +395,14 @@ fn optimize_diffusers(
             }
             if name == INT8_ATTENTION {
                 attention_on = false;
-                set_int8_attention(&mut model.transformer, &[]);
+                set_int8_attention(tr, &[]);
             } else if let Some(orig) = originals.remove(&name) {
-                swap_layers(&mut model.transformer, vec![(name.clone(), orig)]);
+                swap_layers(tr, vec![(name.clone(), orig)]);
             }
             reverted.push(name);
-            transformer_error = relative_error(&outputs(&model.transformer, &cal.samples)?, &reference);
+            transformer_error = relative_error(&outputs(tr, samples)?, &reference);
         }
     }
-
-    let text_encoder = if opts.text_encoder_int8 {
-        progress.stage("text encoder");
-        let prompts: Vec<String> = calib.prompts.iter().map(|p| p.prompt.clone()).collect();
-        Some(quantize_text_encoder(src, &model, &prompts)?)
-    } else {
-        None
-    };
 
     // The artifact's tensors: source (pruned) tensors, quantized layers replaced.
     progress.stage("writing artifact");
@@ -336,65 +439,27 @@ fn optimize_diffusers(
     }
     layers.sort_by_key(|a| natural_key(&a.name));
     let int8_attention_blocks = if attention_on { attn_blocks.clone() } else { Vec::new() };
-    let manifest = Manifest {
-        format: FORMAT.into(),
-        version: VERSION,
-        source: serde_json::json!({
-            "folder": origin.file_name().map(|n| n.to_string_lossy().into_owned()),
-            "layout": if origin == src { "diffusers" } else { "original (converted)" },
-            "transformer_sha256": artifact::weights_sha256(&tr_dir)?,
-            "text_encoder_sha256": match &text_encoder {
-                Some(_) => Some(artifact::weights_sha256(&src.join("text_encoder"))?),
-                None => None,
-            },
-        }),
-        settings: serde_json::json!({
-            "quant": opts.quant.to_string(),
-            "activation": format!("{:?}", opts.activation).to_lowercase(),
-            "smooth_alpha": opts.smooth_alpha,
-            "attn_quant": opts.attn_quant,
-            "prune_ffn": opts.prune_ffn,
-            "prune_heads": opts.prune_heads,
-            "keep_precision": opts.keep_precision,
-            "max_error": opts.max_error,
-            "text_encoder": if opts.text_encoder_int8 { "int8-weight" } else { "none" },
-            "reverted_to_full_precision": reverted,
-            "loras": loras,
-        }),
-        layers,
-        pruning: Pruning {
-            ffn_kept: plan.ffn_kept.clone(),
-            heads_kept: plan.heads_kept.clone(),
-            score: if plan.ffn_kept.is_some() || plan.heads_kept.is_some() {
-                prune::SCORE_DOC.into()
-            } else {
-                String::new()
-            },
+    let pruning = Pruning {
+        ffn_kept: plan.ffn_kept.clone(),
+        heads_kept: plan.heads_kept.clone(),
+        score: if plan.ffn_kept.is_some() || plan.heads_kept.is_some() {
+            prune::SCORE_DOC.into()
+        } else {
+            String::new()
         },
-        int8_attention_blocks,
-        fusion: fusion_plan(opts.quant),
-        calibration: cal.summary.clone(),
-        text_encoder_layers: text_encoder.as_ref().map(|t| t.layers.clone()).unwrap_or_default(),
     };
-    artifact::write(src, out, &tensors, &config_json, text_encoder.as_ref().map(|t| &t.tensors), &manifest)?;
-    Ok(OptimizeSummary {
-        manifest,
+    Ok(Optimized {
+        tensors,
+        config_json,
+        section: ExpertManifest { layers, pruning, int8_attention_blocks },
+        reverted,
         transformer_error,
         pruning_error,
         sensitivity,
         params_before,
-        params_after: model.transformer.num_params(),
+        params_after: tr.num_params(),
         weight_bytes_before,
-        weight_bytes_after: model.transformer.weight_bytes(),
-        calibration_s,
-        total_s: t_start.elapsed().as_secs_f64(),
-        loras: model.loras.iter().map(|l| l.to_string()).collect(),
-        lora_warnings: model.loras.iter().filter_map(|l| l.warning()).collect(),
-        text_encoder: text_encoder.map(|t| TextEncoderSummary {
-            embedding_error: t.embedding_error,
-            weight_bytes_before: t.weight_bytes_before,
-            weight_bytes_after: t.weight_bytes_after,
-        }),
+        weight_bytes_after: tr.weight_bytes(),
     })
 }
 

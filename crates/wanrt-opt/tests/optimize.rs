@@ -414,13 +414,6 @@ fn image_models_calibrate_on_their_images() {
             summary.transformer_error
         );
     }
-    // A two-expert model is refused before any work, nothing written (diffusers and release layout).
-    for two in [fixtures.join("wan_moe/t2v_a"), fixtures.join("wan_original/a14b_t2v")] {
-        let out = tmp.path().join("two");
-        let err = optimize(&two, &out, &options(QuantMode::Int8), &calib(), &mut ()).err().unwrap().to_string();
-        assert!(err.contains("two-expert models") && !err.contains('\n'), "{err}");
-        assert!(!out.exists());
-    }
     // Without its image, an image-to-video model's calibration stops with the pipeline's error.
     let err = optimize(
         &fixtures.join("wan_i2v/i2v_a"),
@@ -433,4 +426,38 @@ fn image_models_calibrate_on_their_images() {
     .unwrap()
     .to_string();
     assert!(err.contains("needs --image"), "{err}");
+}
+
+/// Two-expert models (Wan2.2 A14B; diffusers and release layout): each expert is calibrated on the
+/// steps it runs, quantized on its own inputs, and the artifact's experts are the ones whose errors
+/// were measured.
+#[test]
+fn two_expert_models_optimize_each_expert() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures");
+    for two in [fixtures.join("wan_moe/t2v_a"), fixtures.join("wan_original/a14b_t2v")] {
+        let out = tmp.path().join(format!("two-{}", two.file_name().unwrap().to_string_lossy()));
+        let mut settings = calib();
+        settings.steps = 4;
+        let summary = optimize(&two, &out, &options(QuantMode::Int8), &settings, &mut ()).unwrap();
+        let (e1, e2) = (summary.transformer_error, summary.transformer_2_error.expect("a second expert's error"));
+        assert!(e1 > 0.0 && e1 < 0.2 && e2 > 0.0 && e2 < 0.2, "{e1} {e2}");
+        let artifact = WanModel::load(&out, |_| {}).unwrap();
+        let manifest = artifact.artifact.as_ref().unwrap();
+        let second = manifest.transformer_2.as_ref().expect("a transformer_2 section");
+        assert!(second.layers.iter().all(|l| l.format == LayerFormat::Int8) && !second.layers.is_empty());
+        let mut source = WanModel::load(&two, |_| {}).unwrap();
+        let cal = calibrate(&mut source, &settings, &mut |_, _| {}).unwrap();
+        assert!(!cal.samples.is_empty() && !cal.samples_2.is_empty());
+        for (src_tr, art_tr, samples, want) in [
+            (&source.transformer, &artifact.transformer, &cal.samples, e1),
+            (source.transformer_2.as_ref().unwrap(), artifact.transformer_2.as_ref().unwrap(), &cal.samples_2, e2),
+        ] {
+            let err = relative_error(&outputs(art_tr, samples).unwrap(), &outputs(src_tr, samples).unwrap());
+            assert!((err - want).abs() <= 1e-9 * err.max(1.0), "{}: {err} vs {want}", two.display());
+        }
+        let mut p = wanrt_wan::pipeline::GenerateParams::new("a fox");
+        (p.steps, p.num_frames, p.height, p.width) = (Some(3), Some(5), Some(32), Some(48));
+        assert!(artifact.generate(&p, &mut ()).unwrap().video.data().iter().all(|v| v.is_finite()));
+    }
 }

@@ -112,6 +112,20 @@ pub struct Manifest {
     /// Quantized linear layers of the text encoder (empty: stored as in the source model).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub text_encoder_layers: Vec<LayerEntry>,
+    /// A two-expert model's second transformer (Wan2.2 A14B's low-noise expert), optimized on its
+    /// own calibration; absent: stored as in the source model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transformer_2: Option<ExpertManifest>,
+}
+
+/// The layers, pruning and 8-bit attention blocks of one more transformer.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ExpertManifest {
+    pub layers: Vec<LayerEntry>,
+    #[serde(default)]
+    pub pruning: Pruning,
+    #[serde(default)]
+    pub int8_attention_blocks: Vec<usize>,
 }
 
 impl Manifest {
@@ -137,17 +151,28 @@ impl Manifest {
     /// not list, and marks the activation modes in the store.
     /// The 8-bit self-attention blocks are marked as well.
     pub fn apply(&self, ws: &mut WeightStore) -> Result<()> {
-        apply_layers(&self.layers, ws)?;
-        for &i in &self.int8_attention_blocks {
-            ws.set_attention_precision(format!("blocks.{i}.attn1"), AttentionPrecision::Int8);
-        }
-        Ok(())
+        apply_transformer(&self.layers, &self.int8_attention_blocks, ws)
+    }
+
+    /// [`Self::apply`] for a two-expert model's `transformer_2` (its own section, or none: then
+    /// its tensors must be the source's float ones).
+    pub fn apply_transformer_2(&self, ws: &mut WeightStore) -> Result<()> {
+        let e = self.transformer_2.clone().unwrap_or_default();
+        apply_transformer(&e.layers, &e.int8_attention_blocks, ws)
     }
 
     /// [`Self::apply`] for the text encoder's tensors and layers.
     pub fn apply_text_encoder(&self, ws: &mut WeightStore) -> Result<()> {
         apply_layers(&self.text_encoder_layers, ws)
     }
+}
+
+fn apply_transformer(layers: &[LayerEntry], int8_attention_blocks: &[usize], ws: &mut WeightStore) -> Result<()> {
+    apply_layers(layers, ws)?;
+    for &i in int8_attention_blocks {
+        ws.set_attention_precision(format!("blocks.{i}.attn1"), AttentionPrecision::Int8);
+    }
+    Ok(())
 }
 
 /// Checks `layers` against the tensors of `ws` (see [`Manifest::apply`]).

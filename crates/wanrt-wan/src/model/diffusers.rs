@@ -45,7 +45,7 @@ pub(crate) fn load(
         stage("transformer_2");
         let (cfg, mut store) = component::<TransformerConfig>(dir, "transformer_2", "diffusion_pytorch_model")?;
         if let Some(m) = &artifact {
-            m.apply(&mut store)?;
+            m.apply_transformer_2(&mut store)?;
         }
         Some(WanTransformer::load(&store, cfg, opts.backend.clone())?)
     } else {

@@ -195,14 +195,6 @@ pub fn required_images(dir: &Path) -> Result<usize> {
     }
 }
 
-/// Whether the model in `dir` has two experts (Wan2.2 A14B), from its layout alone.
-pub fn has_two_experts(dir: &Path) -> Result<bool> {
-    Ok(match Layout::detect(dir)? {
-        Layout::Diffusers => index::read(dir)?.has_transformer_2,
-        Layout::Original => matches!(original::Experts::of(dir), original::Experts::Two { .. }),
-    })
-}
-
 impl WanModel {
     /// Loads the model on the CPU backend (f32); `stage` is told which component is being read.
     pub fn load(dir: &Path, stage: impl FnMut(&str)) -> Result<Self> {
