@@ -149,9 +149,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let be = model.transformer.backend();
     let one =
         be.upload(&HostTensor::new(shape, (0..n).map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0).collect())?)?;
-    let input = model.transformer_input(&conditioning, &one)?;
+    let input = conditioning.images.transformer_input(&**be, &one)?;
     let latents = if batch == 2 { be.cat(&[&input, &input], 0)? } else { input };
-    let t = model.step_timesteps(900.0, batch, shape[2], conditioning.first_frame.is_some());
+    let t = model.step_timesteps(900.0, batch, shape[2], conditioning.images.first_frame.is_some());
     let before = counting.counts();
     model.transformer.forward_prepared(&latents, &t, context)?; // warm-up: page in the weights
     let step_ops = ops_between(&before, &counting.counts());

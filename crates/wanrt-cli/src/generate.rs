@@ -168,21 +168,27 @@ pub(crate) struct PromptEntry {
     pub seed: Option<u64>,
 }
 
+impl PromptEntry {
+    /// A prompt alone.
+    pub fn text(prompt: impl Into<String>) -> Self {
+        PromptEntry { prompt: prompt.into(), ..PromptEntry::default() }
+    }
+}
+
+/// Gives every entry without its own first frame `image` / `last_image` (read here; a pair
+/// belongs together, as an entry's own image replaces `--image` in `generate --prompts`).
+pub(crate) fn fill_images(entries: &mut [PromptEntry], image: Option<&Path>, last_image: Option<&Path>) -> Result<()> {
+    let image = image.map(InputImage::read).transpose().context("--image")?;
+    let last_image = last_image.map(InputImage::read).transpose().context("--last-image")?;
+    for e in entries.iter_mut().filter(|e| e.image.is_none()) {
+        e.image = image.clone();
+        e.last_image = last_image.clone();
+    }
+    Ok(())
+}
+
 /// The keys a prompts file's object entry takes.
 const ENTRY_KEYS: [&str; 5] = ["prompt", "image", "last_image", "negative_prompt", "seed"];
-
-/// The prompts of a file, for callers that generate text-to-video only: an entry with an image
-/// is refused rather than run without it.
-pub(crate) fn read_prompts(path: &Path) -> Result<Vec<String>> {
-    let entries = read_prompt_entries(path, "--prompts")?;
-    if let Some(i) = entries.iter().position(|e| e.image.is_some() || e.last_image.is_some()) {
-        bail!(
-            "--prompts {}: entry {i} has an image, which this command does not take (text prompts only)",
-            path.display()
-        );
-    }
-    Ok(entries.into_iter().map(|e| e.prompt).collect())
-}
 
 /// A prompts file (given as `flag`, which errors name): one prompt per line, or a JSON list whose items are prompts or objects
 /// `{"prompt", "image", "last_image", "negative_prompt", "seed"}` (only "prompt" required). Every
@@ -207,7 +213,7 @@ pub(crate) fn read_prompt_entries(path: &Path, flag: &str) -> Result<Vec<PromptE
             .collect::<Result<_>>()?
     } else {
         let lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
-        lines.map(|l| PromptEntry { prompt: l.to_string(), ..PromptEntry::default() }).collect()
+        lines.map(PromptEntry::text).collect()
     };
     if entries.is_empty() {
         bail!("{flag} {}: no prompts found", path.display());
@@ -219,7 +225,7 @@ pub(crate) fn read_prompt_entries(path: &Path, flag: &str) -> Result<Vec<PromptE
 fn prompt_entry(item: &serde_json::Value, folder: &Path) -> Result<PromptEntry> {
     use serde_json::Value;
     let obj = match item {
-        Value::String(p) => return Ok(PromptEntry { prompt: p.clone(), ..PromptEntry::default() }),
+        Value::String(p) => return Ok(PromptEntry::text(p.clone())),
         Value::Object(obj) => obj,
         other => bail!("expected a prompt (string) or an object with \"prompt\", found {}", json_kind(other)),
     };
@@ -313,7 +319,7 @@ struct Plan {
 fn plan(args: &GenerateArgs) -> Result<Plan> {
     let prompts = match (&args.prompts, &args.prompt) {
         (Some(file), _) => read_prompt_entries(file, "--prompts")?,
-        (None, Some(p)) => vec![PromptEntry { prompt: p.clone(), ..PromptEntry::default() }],
+        (None, Some(p)) => vec![PromptEntry::text(p.clone())],
         (None, None) => bail!("--prompt or --prompts is required"),
     };
     let batch = args.prompts.is_some() || args.videos_per_prompt > 1;

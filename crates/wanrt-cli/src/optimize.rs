@@ -2,7 +2,7 @@
 //! folder, then measure it against the source model — the report table
 //! (Markdown + JSON) composed here from wanrt-opt and wanrt-eval.
 
-use crate::generate::{read_prompt_entries, InputImage, PromptEntry};
+use crate::generate::{fill_images, read_prompt_entries, PromptEntry};
 use crate::{model_path, sysinfo};
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
@@ -332,20 +332,15 @@ fn calibration_inputs(args: &OptimizeArgs) -> Result<Vec<PromptEntry>> {
             if text.trim_start().starts_with('[') {
                 read_prompt_entries(p, "--calib")?
             } else {
-                parse_prompts(&text).into_iter().map(|prompt| PromptEntry { prompt, ..Default::default() }).collect()
+                parse_prompts(&text).into_iter().map(PromptEntry::text).collect()
             }
         }
-        None => default_prompts().into_iter().map(|prompt| PromptEntry { prompt, ..Default::default() }).collect(),
+        None => default_prompts().into_iter().map(PromptEntry::text).collect(),
     };
     if entries.is_empty() {
         bail!("--calib: no prompts found (one prompt per line, or a JSON list, expected)");
     }
-    let image = args.image.as_deref().map(InputImage::read).transpose().context("--image")?;
-    let last_image = args.last_image.as_deref().map(InputImage::read).transpose().context("--last-image")?;
-    for e in entries.iter_mut().filter(|e| e.image.is_none()) {
-        e.image = image.clone();
-        e.last_image = last_image.clone();
-    }
+    fill_images(&mut entries, args.image.as_deref(), args.last_image.as_deref())?;
     Ok(entries)
 }
 

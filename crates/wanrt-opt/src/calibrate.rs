@@ -96,11 +96,11 @@ pub struct Calibration {
     pub summary: serde_json::Value,
 }
 
-/// Records the transformer inputs of chosen steps (a two-expert model's below the boundary
-/// timestep apart: they are `transformer_2`'s).
+/// Records the transformer inputs of chosen steps: `steps` of the first transformer, `steps_2`
+/// of a two-expert model's `transformer_2`.
 struct SampleRecorder<'a> {
     steps: Vec<usize>,
-    boundary: Option<f32>,
+    steps_2: Vec<usize>,
     text: Tensor,
     image: Option<Tensor>,
     samples: &'a mut Vec<CalibSample>,
@@ -115,16 +115,17 @@ impl Progress for SampleRecorder<'_> {
         (self.progress)(self.done_before + done, self.total);
     }
     fn transformer_input(&mut self, step: usize, input: &Tensor, timesteps: &[f32]) {
-        if self.steps.contains(&step) {
-            let second = self.boundary.is_some_and(|b| timesteps.first().is_some_and(|&t| t < b));
-            let samples = if second { &mut *self.samples_2 } else { &mut *self.samples };
-            samples.push(CalibSample {
-                latents: input.clone(),
-                timesteps: timesteps.to_vec(),
-                text: self.text.clone(),
-                image: self.image.clone(),
-            });
-        }
+        let samples = match (self.steps.contains(&step), self.steps_2.contains(&step)) {
+            (true, _) => &mut *self.samples,
+            (_, true) => &mut *self.samples_2,
+            _ => return,
+        };
+        samples.push(CalibSample {
+            latents: input.clone(),
+            timesteps: timesteps.to_vec(),
+            text: self.text.clone(),
+            image: self.image.clone(),
+        });
     }
 }
 
@@ -207,7 +208,6 @@ type Runs = (Vec<CalibSample>, Vec<CalibSample>, [usize; 3]);
 fn run_prompts(model: &WanModel, settings: &CalibSettings, progress: &mut dyn FnMut(usize, usize)) -> Result<Runs> {
     let per_prompt = settings.max_samples.div_ceil(settings.prompts.len());
     let total = settings.steps * settings.prompts.len();
-    let boundary = model.boundary_timestep();
     let mut samples = Vec::new();
     let mut samples_2 = Vec::new();
     let mut size = [0; 3];
@@ -229,18 +229,16 @@ fn run_prompts(model: &WanModel, settings: &CalibSettings, progress: &mut dyn Fn
         // Each expert's own steps spread its samples (the first expert's are only the first few).
         let timesteps = model.scheduler_for(&s, None)?.timesteps().to_vec();
         let (first, second): (Vec<usize>, Vec<usize>) =
-            (0..timesteps.len()).partition(|&i| boundary.is_none_or(|b| timesteps[i] >= b));
+            (0..timesteps.len()).partition(|&i| model.low_noise_expert_at(timesteps[i]).is_none());
         let pick = |of: &[usize], have: usize| -> Vec<usize> {
             let room = settings.max_samples.saturating_sub(have);
             spread(per_prompt.min(room), of.len()).into_iter().map(|k| of[k]).collect()
         };
-        let mut steps = pick(&first, samples.len());
-        steps.extend(pick(&second, samples_2.len()));
         let mut rec = SampleRecorder {
-            steps,
-            boundary,
+            steps: pick(&first, samples.len()),
+            steps_2: pick(&second, samples_2.len()),
             text,
-            image: conditioning.image_states.clone(),
+            image: conditioning.images.states.clone(),
             samples: &mut samples,
             samples_2: &mut samples_2,
             progress,

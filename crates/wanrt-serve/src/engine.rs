@@ -19,8 +19,7 @@ use wanrt_media::Video;
 use wanrt_nn::{HostTensor, Tensor};
 use wanrt_wan::model::WanModel;
 use wanrt_wan::pipeline::{
-    check_finite, check_finite_frames, conditioned_input, to_frames, with_first_frame, GenerateParams, ImageInputs,
-    ResolvedSettings,
+    check_finite, check_finite_frames, to_frames, GenerateParams, ImageInputs, ResolvedSettings,
 };
 use wanrt_wan::scheduler::Scheduler;
 use wanrt_wan::step_cache::StepCache;
@@ -159,7 +158,6 @@ pub fn denoise_with(
     let threshold = members[0].settings.cache_threshold;
     let mut cache =
         if members.len() == 1 && threshold > 0.0 { Some(StepCache::new(threshold, timesteps.len())?) } else { None };
-    let boundary = model.boundary_timestep();
     let mut low_noise = false;
     // The context of the jobs still running, for the expert of the stage it was made in.
     let mut context: Option<(Vec<usize>, bool, CrossAttentionContext)> = None;
@@ -168,12 +166,9 @@ pub fn denoise_with(
         if alive.is_empty() {
             break;
         }
-        // Two-expert models, as the pipeline: `transformer` while t ≥ boundary, then `transformer_2`
-        // (the model's own: per-request adapters adapt the first expert, as `generate --lora` does).
-        let second = match (boundary, &model.transformer_2) {
-            (Some(b), Some(t2)) if t < b => Some(t2),
-            _ => None,
-        };
+        // Two-expert models, as the pipeline; `transformer_2` is the model's own (per-request
+        // adapters adapt the first expert, as `generate --lora` does).
+        let second = model.low_noise_expert_at(t);
         if second.is_some() && !low_noise {
             low_noise = true;
             // The cached residual belongs to the other expert.
@@ -189,9 +184,8 @@ pub fn denoise_with(
         let mut ts = Vec::new();
         for &k in &alive {
             let m = &members[k];
-            let (image_latent, first_frame) = (m.images.image_latent.as_ref(), m.images.first_frame.as_ref());
-            let input = conditioned_input(be, &m.latents, image_latent, first_frame)?;
-            ts.extend(model.step_timesteps(t, per, m.latents.dim(2), first_frame.is_some()));
+            let input = m.images.transformer_input(be, &m.latents)?;
+            ts.extend(model.step_timesteps(t, per, m.latents.dim(2), m.images.first_frame.is_some()));
             if cfg {
                 parts.push(input.clone());
             }
@@ -201,8 +195,7 @@ pub fn denoise_with(
         let (out, _) = expert.forward_cached(&batch, &ts, ctx, cache.as_mut())?;
         for (slot, &k) in alive.iter().enumerate() {
             let m = &mut members[k];
-            let g = if low_noise { m.settings.guidance_2.unwrap_or(m.settings.guidance) } else { m.settings.guidance };
-            let g = g as f32;
+            let g = m.settings.guidance_at(low_noise) as f32;
             let noise_pred = match (cfg, alive.len()) {
                 (true, 1) => be.cfg_combine(&out, g)?,
                 (true, _) => be.cfg_combine(&be.narrow(&out, 0, slot * per, 2)?, g)?,
@@ -219,13 +212,7 @@ pub fn denoise_with(
     }
     let mut done = Vec::with_capacity(members.len());
     for m in members {
-        let latents = match (m.alive, &m.images.first_frame) {
-            (false, _) => None,
-            // Wan2.2 TI2V: the image's latent is the result's first frame too.
-            (true, Some(first)) => Some(with_first_frame(be, first, &m.latents)?),
-            (true, None) => Some(m.latents),
-        };
-        done.push(latents);
+        done.push(if m.alive { Some(m.images.result(be, m.latents)?) } else { None });
     }
     for latents in done.iter().flatten() {
         check_finite(be, latents, "denoising (transformer and scheduler)")?;

@@ -19,7 +19,7 @@ use crate::model::WanModel;
 use crate::scheduler::{Scheduler, SchedulerKind};
 use crate::step_cache::StepCache;
 use crate::text::encode_prompts;
-use crate::transformer::CrossAttentionContext;
+use crate::transformer::{CrossAttentionContext, WanTransformer};
 use crate::{Error, Result};
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
@@ -98,6 +98,18 @@ pub struct ResolvedSettings {
     pub warnings: Vec<String>,
 }
 
+impl ResolvedSettings {
+    /// The guidance scale of a step: `guidance_2` (default `guidance`) once a two-expert model's
+    /// low-noise expert runs, as diffusers' `guidance_scale_2`.
+    pub fn guidance_at(&self, low_noise: bool) -> f64 {
+        if low_noise {
+            self.guidance_2.unwrap_or(self.guidance)
+        } else {
+            self.guidance
+        }
+    }
+}
+
 /// Progress events of a generation.
 pub trait Progress {
     fn stage(&mut self, _name: &str) {}
@@ -131,27 +143,45 @@ pub struct Conditioning {
     pub context: CrossAttentionContext,
     /// The same for the low-noise expert of a two-expert model.
     pub context_2: Option<CrossAttentionContext>,
+    /// What the images give the loop besides the contexts (nothing for a text-to-video run).
+    pub images: ImageInputs,
+}
+
+/// A video's image conditioning before any cross-attention is prepared ([`WanModel::image_inputs`]).
+pub struct ImageInputs {
+    /// The image encoder's states of the video's images, repeated for each prompt of its batch
+    /// (`[batch·n, tokens, hidden]`), what
+    /// [`crate::transformer::WanTransformer::prepare_context`] takes; None without an image
+    /// encoder or an image.
+    pub states: Option<Tensor>,
     /// Image-conditioned models: mask + image latent `[1, temporal_factor + z, T', H', W']`,
     /// concatenated to the latents along the channels before each transformer call.
     pub image_latent: Option<Tensor>,
     /// Wan2.2 TI2V given an image: its normalised latent `[1, z, 1, H', W']`, the first latent
     /// frame of every transformer input and of the result.
     pub first_frame: Option<Tensor>,
-    /// Image-conditioned models: the image encoder's states of the batch's images
-    /// `[B·n, tokens, hidden]`, what [`crate::transformer::WanTransformer::prepare_context`] took
-    /// (calibration replays the transformer on them).
-    pub image_states: Option<Tensor>,
 }
 
-/// A video's image conditioning before any cross-attention is prepared ([`WanModel::image_inputs`]).
-pub struct ImageInputs {
-    /// The image encoder's states of the video's images, repeated for each prompt of its batch
-    /// (`[batch·n, tokens, hidden]`); None without an image encoder or an image.
-    pub states: Option<Tensor>,
-    /// As [`Conditioning::image_latent`].
-    pub image_latent: Option<Tensor>,
-    /// As [`Conditioning::first_frame`].
-    pub first_frame: Option<Tensor>,
+impl ImageInputs {
+    /// One video's transformer input at a step: its latents, with the mask + image latent
+    /// concatenated along the channels (image-to-video) or with the image's latent as the first
+    /// latent frame (Wan2.2 TI2V given an image).
+    pub fn transformer_input(&self, be: &dyn wanrt_nn::Backend, latents: &Tensor) -> Result<Tensor> {
+        match (&self.image_latent, &self.first_frame) {
+            (Some(image_latent), _) => Ok(be.cat(&[latents, image_latent], 1)?),
+            (None, Some(first)) => with_first_frame(be, first, latents),
+            (None, None) => Ok(latents.clone()),
+        }
+    }
+
+    /// The denoised latents as the pipeline returns them: a TI2V image's latent is the result's
+    /// first frame too.
+    pub fn result(&self, be: &dyn wanrt_nn::Backend, latents: Tensor) -> Result<Tensor> {
+        match &self.first_frame {
+            Some(first) => with_first_frame(be, first, &latents),
+            None => Ok(latents),
+        }
+    }
 }
 
 /// The result of the denoising loop.
@@ -475,8 +505,7 @@ impl WanModel {
         let context = self.transformer.prepare_context(embeddings, images.states.as_ref())?;
         let context_2 =
             self.transformer_2.as_ref().map(|t| t.prepare_context(embeddings, images.states.as_ref())).transpose()?;
-        let ImageInputs { states, image_latent, first_frame } = images;
-        Ok(Conditioning { context, context_2, image_latent, first_frame, image_states: states })
+        Ok(Conditioning { context, context_2, images })
     }
 
     /// What `p`'s images give a video before any cross-attention is prepared (nothing for a
@@ -522,6 +551,12 @@ impl WanModel {
         self.boundary_ratio.filter(|_| self.transformer_2.is_some()).map(|r| (r * train) as f32)
     }
 
+    /// The low-noise expert when it runs at timestep `t`: diffusers' `transformer` while
+    /// `t ≥ boundary`, then `transformer_2` (None: the first transformer runs).
+    pub fn low_noise_expert_at(&self, t: f32) -> Option<&WanTransformer> {
+        self.boundary_timestep().filter(|&b| t < b).and(self.transformer_2.as_ref())
+    }
+
     /// The given noise, or Gaussian noise from the seed (drawn on the host, so every backend
     /// starts from the same values), uploaded to the transformer's backend.
     pub fn initial_latents(&self, s: &ResolvedSettings, p: &GenerateParams) -> Result<Tensor> {
@@ -560,13 +595,11 @@ impl WanModel {
         let mut cache =
             if s.cache_threshold > 0.0 { Some(StepCache::new(s.cache_threshold, timesteps.len())?) } else { None };
         let be = &**self.transformer.backend();
-        let boundary = self.boundary_timestep();
         let mut low_noise_stage = false;
         let (mut evals, mut skipped_before) = (0, 0);
         for (i, &t) in timesteps.iter().enumerate() {
-            // diffusers: `transformer` while t ≥ boundary, then `transformer_2` with guidance_scale_2.
-            let (transformer, context, guidance) = match (boundary, &self.transformer_2, &conditioning.context_2) {
-                (Some(b), Some(t2), Some(ctx2)) if t < b => {
+            let (transformer, context, guidance) = match (self.low_noise_expert_at(t), &conditioning.context_2) {
+                (Some(t2), Some(ctx2)) => {
                     if !low_noise_stage {
                         // The high-noise expert is done for this video: its streamed weights'
                         // pages leave the process instead of doubling its resident memory.
@@ -576,13 +609,14 @@ impl WanModel {
                         skipped_before += cache.as_ref().map_or(0, |c| c.skipped);
                         cache = cache.map(|_| StepCache::new(s.cache_threshold, timesteps.len() - i)).transpose()?;
                     }
-                    (t2, ctx2, s.guidance_2.unwrap_or(s.guidance))
+                    (t2, ctx2, s.guidance_at(true))
                 }
-                _ => (&self.transformer, &conditioning.context, s.guidance),
+                _ => (&self.transformer, &conditioning.context, s.guidance_at(false)),
             };
-            let input = self.transformer_input(conditioning, &latents)?;
+            let images = &conditioning.images;
+            let input = images.transformer_input(be, &latents)?;
             let batch = if cfg { be.cat(&[&input, &input], 0)? } else { input };
-            let ts = self.step_timesteps(t, batch.dim(0), latents.dim(2), conditioning.first_frame.is_some());
+            let ts = self.step_timesteps(t, batch.dim(0), latents.dim(2), images.first_frame.is_some());
             progress.transformer_input(i, &batch, &ts);
             let (noise_pred, computed) = transformer.forward_cached(&batch, &ts, context, cache.as_mut())?;
             evals += usize::from(computed);
@@ -590,22 +624,13 @@ impl WanModel {
             latents = sched.step(be, &noise_pred, &latents)?;
             progress.step(i + 1, timesteps.len());
         }
-        if let Some(first) = &conditioning.first_frame {
-            latents = with_first_frame(be, first, &latents)?;
-        }
+        let latents = conditioning.images.result(be, latents)?;
         let skipped = skipped_before + cache.map_or(0, |c| c.skipped);
         Ok(Denoised { latents, transformer_evals: evals, steps_skipped: skipped })
     }
 }
 
 impl WanModel {
-    /// What the transformer is given for `latents` (one video) under `conditioning`
-    /// ([`conditioned_input`]).
-    pub fn transformer_input(&self, conditioning: &Conditioning, latents: &Tensor) -> Result<Tensor> {
-        let (image_latent, first_frame) = (conditioning.image_latent.as_ref(), conditioning.first_frame.as_ref());
-        conditioned_input(&**self.transformer.backend(), latents, image_latent, first_frame)
-    }
-
     /// How many images a generation must be given: 2 for first-last-frame models, 1 for
     /// image-to-video, 0 for text-to-video (and Wan2.2 TI2V, whose image is optional).
     pub fn required_images(&self) -> usize {
@@ -624,26 +649,10 @@ pub fn required_images(expand_timesteps: bool, in_channels: usize, z_dim: usize,
     }
 }
 
-/// One video's transformer input at a step: its latents, with the mask + image latent
-/// concatenated along the channels (image-to-video) or with its image's latent as the first
-/// latent frame (Wan2.2 TI2V given an image).
-pub fn conditioned_input(
-    be: &dyn wanrt_nn::Backend,
-    latents: &Tensor,
-    image_latent: Option<&Tensor>,
-    first_frame: Option<&Tensor>,
-) -> Result<Tensor> {
-    match (image_latent, first_frame) {
-        (Some(image_latent), _) => Ok(be.cat(&[latents, image_latent], 1)?),
-        (None, Some(first)) => with_first_frame(be, first, latents),
-        (None, None) => Ok(latents.clone()),
-    }
-}
-
 /// `latents` with its first latent frame replaced by `first`: diffusers'
 /// `(1 − first_frame_mask)·condition + first_frame_mask·latents`, whose mask is 0 on the first
 /// latent frame and 1 elsewhere (the same values, without the arithmetic).
-pub fn with_first_frame(be: &dyn wanrt_nn::Backend, first: &Tensor, latents: &Tensor) -> Result<Tensor> {
+fn with_first_frame(be: &dyn wanrt_nn::Backend, first: &Tensor, latents: &Tensor) -> Result<Tensor> {
     let frames = latents.dim(2);
     if first.shape()[..2] != latents.shape()[..2] || first.shape()[3..] != latents.shape()[3..] || first.dim(2) != 1 {
         return Err(Error::Shape(format!(

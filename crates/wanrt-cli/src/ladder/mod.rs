@@ -15,7 +15,7 @@ mod stats;
 
 use crate::bench::BenchArgs;
 use crate::engine::BackendKind;
-use crate::generate::{InputImage, PromptEntry};
+use crate::generate::{fill_images, InputImage, PromptEntry};
 use crate::{model_path, sysinfo};
 use anyhow::{bail, Context, Result};
 use artifacts::ArtifactCache;
@@ -187,14 +187,12 @@ fn resolve(args: &BenchArgs) -> Result<Plan> {
         (None, false) => None,
     };
     let heldout = evaluator.as_ref().map(|e| e.join("heldout")).filter(|_| demo);
-    let text_only =
-        |prompts: Vec<String>| prompts.into_iter().map(|prompt| PromptEntry { prompt, ..Default::default() });
     let entries: Vec<PromptEntry> = match (&l.prompts, &heldout) {
         (Some(p), _) => crate::generate::read_prompt_entries(p, "--prompts")?,
         (None, Some(h)) if h.join("captions.txt").is_file() => {
-            text_only(crate::generate::read_prompts(&h.join("captions.txt"))?).collect()
+            crate::generate::read_prompt_entries(&h.join("captions.txt"), "--prompts")?
         }
-        _ => text_only(wanrt_opt::calibrate::default_prompts()).collect(),
+        _ => wanrt_opt::calibrate::default_prompts().into_iter().map(PromptEntry::text).collect(),
     };
     let entries = with_images(entries, args, &src)?;
     if entries.iter().any(|e| e.image.is_some()) {
@@ -528,12 +526,7 @@ fn engine_flags(args: &BenchArgs, plan: &Plan) -> ChildArgs {
 /// The prompt entries with their images: an entry's own, else `--image` / `--last-image`. A model
 /// that needs images (checked from its configs, before any work) must have them for every prompt.
 fn with_images(mut entries: Vec<PromptEntry>, args: &BenchArgs, src: &Path) -> Result<Vec<PromptEntry>> {
-    let image = args.image.as_deref().map(InputImage::read).transpose().context("--image")?;
-    let last_image = args.last_image.as_deref().map(InputImage::read).transpose().context("--last-image")?;
-    for e in entries.iter_mut().filter(|e| e.image.is_none()) {
-        e.image = image.clone();
-        e.last_image = last_image.clone();
-    }
+    fill_images(&mut entries, args.image.as_deref(), args.last_image.as_deref())?;
     let needed = wanrt_wan::model::required_images(src)?;
     if let Some(i) =
         entries.iter().position(|e| usize::from(e.image.is_some()) + usize::from(e.last_image.is_some()) < needed)
