@@ -90,6 +90,12 @@ pub struct EngineArgs {
     /// model folder's; the config stays the folder's.
     #[arg(long, value_name = "FILE.gguf")]
     pub transformer: Option<PathBuf>,
+    /// Run a GGUF transformer's Q8_0 weights directly on the int8 kernels, as ggml's CPU backend
+    /// does (activations rounded to 8 bits per block of 32 values, each block's exact integer
+    /// sum scaled into f32) instead of decoding them into the exact f32 product: faster per layer
+    /// (1.1–1.3× on AVX2, more with VNNI), not bit-exact. Other GGUF types are decoded as usual.
+    #[arg(long)]
+    pub gguf_int8: bool,
     /// LoRA applied to the transformer at SCALE (default 1; repeatable): diffusers/PEFT,
     /// ComfyUI/Kohya (lora_down/lora_up/alpha, lora_unet_…) or original Wan key names, diff/diff_b
     /// deltas included. Merged into float weights; quantized weights run it as a low-rank side path.
@@ -119,9 +125,10 @@ impl EngineArgs {
                     );
                 }
                 let prepack = if self.no_prepack || self.low_memory { Prepack::Never } else { self.prepack.into() };
-                LoadOptions::cpu_with(CpuOptions { dtype: self.dtype.into(), prepack })
+                LoadOptions::cpu_with(CpuOptions { dtype: self.dtype.into(), prepack, gguf_int8: self.gguf_int8 })
             }
             BackendKind::Cuda => {
+                anyhow::ensure!(!self.gguf_int8, "--gguf-int8 applies to --backend cpu only");
                 // The VAE stays f32 as in diffusers' pipelines (and as on the CPU path).
                 let (backend, vae_backend) = wanrt_nn::backend::cuda::open_pipeline(self.dtype.into())?;
                 LoadOptions {

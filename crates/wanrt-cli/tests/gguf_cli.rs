@@ -79,6 +79,23 @@ fn gguf_transformer_matches_its_dequantized_twin() {
     assert!(err <= 1e-4, "max|Δ| = {err}");
 }
 
+/// `--gguf-int8`: the Q8_0 layers run on the int8 kernels, so the video moves away from the exact
+/// one by the 8-bit activations' rounding only; other types still decode exactly.
+#[test]
+fn gguf_int8_runs_q8_0_layers_within_their_rounding() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = model_folder(dir.path(), None);
+    let original = gguf_dir().join("wan-original.gguf");
+    let out = generate(&model, dir.path(), &["--transformer", original.to_str().unwrap(), "--gguf-int8"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = max_diff_to_reference(&dir.path().join("frames.npy"));
+    println!("--gguf-int8: max|Δ| = {err:.3e}");
+    assert!(err > 1e-4, "the Q8_0 layers did not take the int8 path (max|Δ| = {err})");
+    // 8-bit activations (≈0.4 % per product) through every layer and step of the tiny model;
+    // a wrong block scale or sum would move frames by their whole range (≈1).
+    assert!(err <= 5e-2, "max|Δ| = {err}");
+}
+
 #[test]
 fn bad_gguf_inputs_are_refused_in_one_line() {
     let dir = tempfile::tempdir().unwrap();

@@ -75,3 +75,60 @@ fn layers_over_gguf_rows_use_the_decoded_weight() {
         assert!(max <= 1e-5 * scale, "{name}: products differ by {max} (scale {scale})");
     }
 }
+
+/// Under `gguf_int8`, a Q8_0 layer (two stacked parts, as a fused projection holds them) runs on
+/// the block-scaled int8 kernels: the product is `gemm_q8_0`'s on the concatenated blocks, bit for
+/// bit, and within the 8-bit activations' error of the decoded product. Other types, and a Q8_0
+/// weight with a −128 code (which ggml never writes), keep the exact decoding path.
+#[test]
+fn gguf_int8_runs_q8_0_layers_on_the_int8_kernels() {
+    use wanrt_nn::backend::{CpuBackend, CpuOptions};
+    let ws = fixtures();
+    let be = CpuBackend::new(CpuOptions { gguf_int8: true, ..Default::default() });
+    let exact = wanrt_nn::backend::cpu();
+    let layer = |dtype: DType, blocks: &[u8], n: usize, k: usize| {
+        let rb = dtype.storage_bytes(k).unwrap();
+        let half = n / 2;
+        let part =
+            |a: usize, b: usize| RawTensor::from_bytes(dtype, vec![b - a, k], blocks[a * rb..b * rb].to_vec()).unwrap();
+        let parts = vec![part(0, half), part(half, n)];
+        Linear::new("l", vec![("a".into(), half), ("b".into(), n - half)], k, LinearWeight::Ggml(parts), None).unwrap()
+    };
+    // The fixture's random codes include −128: made −127 here, as ggml's quantizer writes them.
+    let mut blocks = ws.raw("Q8_0.blocks").unwrap().bytes().to_vec();
+    blocks.chunks_exact_mut(34).for_each(|b| b[2..].iter_mut().filter(|q| **q == 0x80).for_each(|q| *q = 0x81));
+    let (k, n) = (64, blocks.len() / 68);
+    let x: Vec<f32> = (0..5 * k).map(|i| ((i * 7919) % 23) as f32 * 0.25 - 2.5).collect();
+    let xt = wanrt_nn::HostTensor::new([5, k], x.clone()).unwrap();
+    let run = |dtype: DType, blocks: &[u8], backend: &dyn wanrt_nn::Backend| {
+        let mut l = layer(dtype, blocks, n, k);
+        l.prepare(backend).unwrap();
+        let y = backend.to_host(&l.forward(backend, &backend.upload(&xt).unwrap()).unwrap()).unwrap();
+        (l.format(), y.data().to_vec())
+    };
+    let (format, got) = run(DType::Q8_0, &blocks, &be);
+    assert_eq!(format, "q8_0-int8");
+    let rb = 68;
+    let packed = wanrt_nn::quant::PackedQ8_0::from_blocks(|j| &blocks[j * rb..(j + 1) * rb], n, k).unwrap();
+    let mut want = vec![0.0; 5 * n];
+    wanrt_nn::quant::gemm_q8_0(&x, 5, k, &packed, None, &mut want);
+    assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "layer and kernel differ");
+    let (_, decoded) = run(DType::Q8_0, &blocks, &*exact);
+    assert_ne!(got, decoded, "the int8 path rounds the activations");
+    let scale = decoded.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let max = got.iter().zip(&decoded).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(max <= 0.02 * scale, "int8 product differs by {max} (scale {scale})");
+
+    // A −128 code: decoded exactly instead.
+    let mut bad = blocks.clone();
+    bad[2] = 0x80;
+    let (format, got) = run(DType::Q8_0, &bad, &be);
+    assert_eq!(format, "q8_0");
+    assert_eq!(got, run(DType::Q8_0, &bad, &*exact).1);
+    // Another type: decoded as before.
+    let q4 = ws.raw("Q4_0.blocks").unwrap().bytes().to_vec();
+    let n4 = q4.len() / 36;
+    let mut l = layer(DType::Q4_0, &q4, n4, k);
+    l.prepare(&be).unwrap();
+    assert_eq!(l.format(), "q4_0");
+}

@@ -31,7 +31,7 @@ use super::activation::exp2_clamped;
 use super::{has_avx2, lane_max, round_to_int, SyncPtr};
 use crate::error::{Error, Result};
 use crate::quant::int8::{PackedInt8, QuantizedActs, QuantizedMatrix, QMAX};
-use crate::quant::kernels::{self, Tile, NR};
+use crate::quant::kernels::{self, Sink, Tile, NR};
 use crate::quant::kernels_i16::{self, Tile16};
 use crate::quant::{round_half_even, Isa};
 use crate::HostTensor;
@@ -313,8 +313,7 @@ pub fn attention_quant_opts<'a>(
                 w_ps: NR * kp,
                 panels,
                 groups: kp / 4,
-                acc: acc.as_mut_ptr(),
-                acc_rs,
+                sink: Sink::Int { acc: acc.as_mut_ptr(), acc_rs },
             };
             // SAFETY: `rows` query rows of kp codes, `panels` packed panels from j0, an acc buffer of
             // QK_BLOCK × KEY_TILE ≥ rows × acc_rs; availability checked above.

@@ -8,7 +8,7 @@
 //! Mirrors the per-channel symmetric weight / per-token dynamic activation scheme of
 //! SmoothQuant (Xiao et al. 2023) and TensorRT's INT8 `IQuantizeLayer` semantics (scale = amax/127).
 
-use super::kernels::{self, Tile, MAX_K, NR};
+use super::kernels::{self, Sink, Tile, MAX_K, NR};
 use super::{gemm_decoded, ActQuant, Isa};
 use crate::ops::{lane_max, round_to_int, SyncPtr};
 use rayon::prelude::*;
@@ -38,20 +38,20 @@ pub struct QuantizedMatrix {
 /// Quantizes one row with `x · inv` clamped to ±127 and rounded half to even (a loop that
 /// vectorizes: see [`round_to_int`]).
 #[inline(always)]
-fn quantize_into(src: &[f32], inv: f32, dst: &mut [i8]) {
+pub(super) fn quantize_into(src: &[f32], inv: f32, dst: &mut [i8]) {
     for (d, &v) in dst.iter_mut().zip(src) {
         *d = round_to_int((v * inv).clamp(-QMAX, QMAX)) as i8;
     }
 }
 
 #[inline(always)]
-fn absmax(v: &[f32]) -> f32 {
+pub(super) fn absmax(v: &[f32]) -> f32 {
     lane_max(v, 0.0, f32::abs)
 }
 
 /// `(scale, inv)` for a symmetric range of `absmax`: scale = absmax/127, inv = 127/absmax
 /// (inv = 0 for an all-zero range, so everything quantizes to 0 and dequantizes to 0).
-fn scale_for(amax: f32) -> (f32, f32) {
+pub(super) fn scale_for(amax: f32) -> (f32, f32) {
     if amax > 0.0 {
         (amax / QMAX, QMAX / amax)
     } else {
@@ -144,24 +144,18 @@ impl PackedInt8 {
     /// [`PackedInt8::from_quantized`] does.
     pub fn pack<'a>(row: impl Fn(usize) -> &'a [i8] + Sync, n: usize, k: usize, scales: Vec<f32>) -> PackedInt8 {
         assert_eq!(scales.len(), n, "expected one scale per row ({n})");
-        let kp = k.div_ceil(4) * 4;
-        assert!(kp <= MAX_K, "k = {k} too large for exact int32 accumulation (max {MAX_K})");
-        let panels = n.div_ceil(NR);
-        let mut data = vec![0i8; panels * NR * kp];
+        let codes = |j: usize| {
+            let codes = row(j);
+            assert_eq!(codes.len(), k, "row {j} has {} codes, expected {k}", codes.len());
+            assert!(codes.iter().all(|&v| v != i8::MIN), "int8 weight codes must lie in -127..=127");
+            codes
+        };
+        let (kp, panels, data) = pack_panels(n, k, |j, dst| dst.copy_from_slice(codes(j)));
         let mut comp = vec![0i32; panels * NR];
-        if kp > 0 {
-            data.par_chunks_mut(NR * kp).zip(comp.par_chunks_mut(NR)).enumerate().for_each(|(p, (panel, cs))| {
-                for (c, cs) in cs.iter_mut().enumerate().take(NR.min(n - p * NR)) {
-                    let codes = row(p * NR + c);
-                    assert_eq!(codes.len(), k, "row {} has {} codes, expected {k}", p * NR + c, codes.len());
-                    assert!(codes.iter().all(|&v| v != i8::MIN), "int8 weight codes must lie in -127..=127");
-                    for (g, quad) in codes.chunks(4).enumerate() {
-                        panel[g * 64 + c * 4..][..quad.len()].copy_from_slice(quad);
-                    }
-                    *cs = 128 * codes.iter().map(|&v| v as i32).sum::<i32>();
-                }
-            });
-        }
+        comp[..n]
+            .par_iter_mut()
+            .enumerate()
+            .for_each(|(j, c)| *c = 128 * row(j).iter().map(|&v| v as i32).sum::<i32>());
         PackedInt8 { rows: n, cols: k, kp, panels, data, scales, comp }
     }
 
@@ -198,8 +192,31 @@ impl DequantRows for PackedInt8 {
     }
 }
 
+/// `(kp, panels, data)`: the `n × k` codes whose row `j` `codes(j, dst)` writes (`k` values) in
+/// the kernels' panel layout (16-column panels, 4-deep groups, `k` zero padded to `kp`).
+/// Panics if `kp` is too large for exact i32 accumulation (> 66 000).
+pub(crate) fn pack_panels(n: usize, k: usize, codes: impl Fn(usize, &mut [i8]) + Sync) -> (usize, usize, Vec<i8>) {
+    let kp = k.div_ceil(4) * 4;
+    assert!(kp <= MAX_K, "k = {k} too large for exact int32 accumulation (max {MAX_K})");
+    let panels = n.div_ceil(NR);
+    let mut data = vec![0i8; panels * NR * kp];
+    if kp > 0 {
+        data.par_chunks_mut(NR * kp).enumerate().for_each_init(Vec::new, |row, (p, panel)| {
+            for c in 0..NR.min(n - p * NR) {
+                row.clear();
+                row.resize(k, 0i8);
+                codes(p * NR + c, row);
+                for (g, quad) in row.chunks(4).enumerate() {
+                    panel[g * 64 + c * 4..][..quad.len()].copy_from_slice(quad);
+                }
+            }
+        });
+    }
+    (kp, panels, data)
+}
+
 /// Activations quantized for one path: `data` row-major `[m, kp]` i8, `aux` the path's second
-/// operand form (see `kernels`), `scales` per row.
+/// operand form (see `kernels`), `scales` per row (per block of a row for [`super::q8_0`]).
 pub(crate) struct QuantizedActs {
     pub m: usize,
     pub kp: usize,
@@ -217,6 +234,12 @@ impl QuantizedActs {
         QuantizedActs { m, kp, data, aux, scales }
     }
 
+    /// `m` zero rows of `kp` codes for `isa`, with `scales` zero scales.
+    pub fn zeroed(isa: Isa, m: usize, kp: usize, scales: usize) -> QuantizedActs {
+        let aux = vec![0u8; if isa == Isa::Scalar { 0 } else { m * kp }];
+        QuantizedActs { m, kp, data: vec![0i8; m * kp], aux, scales: vec![0.0f32; scales] }
+    }
+
     /// Quantizes `x[m, k]` into rows of `kp ≥ k` codes (zero padded), with the path's auxiliary
     /// bytes written in the same parallel pass.
     pub fn quantize(
@@ -232,9 +255,7 @@ impl QuantizedActs {
         if let Some(s) = inv_smooth {
             assert_eq!(s.len(), k, "inv_smooth: expected k = {k} values");
         }
-        let mut data = vec![0i8; m * kp];
-        let mut aux = vec![0u8; if isa == Isa::Scalar { 0 } else { m * kp }];
-        let mut scales = vec![0.0f32; m];
+        let QuantizedActs { mut data, mut aux, mut scales, .. } = QuantizedActs::zeroed(isa, m, kp, m);
         if k > 0 {
             let smooth_absmax = |row: &[f32]| match inv_smooth {
                 Some(s) => {
@@ -282,7 +303,7 @@ impl QuantizedActs {
 
 /// The path's second operand form of `codes` (see `kernels`): |a| for AVX2, a + 128 for VNNI.
 #[inline(always)]
-fn fill_aux(isa: Isa, codes: &[i8], aux: &mut [u8]) {
+pub(super) fn fill_aux(isa: Isa, codes: &[i8], aux: &mut [u8]) {
     match isa {
         Isa::Scalar => {}
         Isa::Avx2 => aux.iter_mut().zip(codes).for_each(|(a, &v)| *a = v.unsigned_abs()),
@@ -290,25 +311,35 @@ fn fill_aux(isa: Isa, codes: &[i8], aux: &mut [u8]) {
     }
 }
 
-/// Exact integer product `A[m, kp] · Wᵀ` over tasks of `MC` rows × `16·NC_PANELS` columns. For
-/// each finished block, calls `emit(i0, j0, rows, cols, acc, acc_rs)` with the true `Σ a·w`
-/// (compensation already applied); `cols` excludes padding columns.
-pub(crate) fn int_gemm(
+/// The weight operand of [`tiled`]: panel-layout codes (see `kernels`) of `rows` output columns.
+pub(crate) struct PanelCodes<'a> {
+    pub data: &'a [i8],
+    pub rows: usize,
+    pub kp: usize,
+    pub panels: usize,
+}
+
+/// `A[m, kp] · Wᵀ` on `isa` over tasks of `MC` rows × `16·NC_PANELS` columns, `KC` reduction
+/// bytes at a time. `sink(acc, i0, p0, k0, acc_rs)` says where the task's chunk from `k0` goes,
+/// given the task's zeroed accumulator (`rows × acc_rs`, first row `i0`, first panel `p0`);
+/// `emit(i0, j0, rows, acc, acc_rs)` receives each finished task.
+pub(crate) fn tiled<T: Copy + Default + Send>(
     isa: Isa,
     a: &QuantizedActs,
-    w: &PackedInt8,
-    emit: impl Fn(usize, usize, usize, usize, &[i32], usize) + Sync,
+    w: &PanelCodes,
+    sink: impl Fn(*mut T, usize, usize, usize, usize) -> Sink + Sync,
+    emit: impl Fn(usize, usize, usize, &mut [T], usize) + Sync,
 ) {
     assert!(isa.is_available(), "instruction set {} not available on this CPU", isa.name());
     assert_eq!(a.kp, w.kp, "activation rows are not padded like the weight");
-    let (m, n) = (a.m, w.rows);
-    if m == 0 || n == 0 {
+    assert_eq!(w.data.len(), w.panels * NR * w.kp, "packed codes do not match their panels");
+    let m = a.m;
+    if m == 0 || w.rows == 0 {
         return;
     }
     let row_blocks = m.div_ceil(MC);
     let col_blocks = w.panels.div_ceil(NC_PANELS);
-    let offset = isa.offsets_activations();
-    (0..row_blocks * col_blocks).into_par_iter().for_each_init(Vec::new, |acc: &mut Vec<i32>, t| {
+    (0..row_blocks * col_blocks).into_par_iter().for_each_init(Vec::new, |acc: &mut Vec<T>, t| {
         let (cb, rb) = (t / row_blocks, t % row_blocks);
         let i0 = rb * MC;
         let rows = MC.min(m - i0);
@@ -316,7 +347,7 @@ pub(crate) fn int_gemm(
         let panels = NC_PANELS.min(w.panels - p0);
         let acc_rs = panels * NR;
         acc.clear();
-        acc.resize(rows * acc_rs, 0);
+        acc.resize(rows * acc_rs, T::default());
         let mut k0 = 0;
         while k0 < w.kp {
             let kc = KC.min(w.kp - k0);
@@ -331,15 +362,30 @@ pub(crate) fn int_gemm(
                 w_ps: NR * w.kp,
                 panels,
                 groups: kc / 4,
-                acc: acc.as_mut_ptr(),
-                acc_rs,
+                sink: sink(acc.as_mut_ptr(), i0, p0, k0, acc_rs),
             };
             // SAFETY: the tile addresses the extents above; availability asserted.
             unsafe { kernels::run(isa, &tile) };
             k0 += kc;
         }
-        let j0 = p0 * NR;
-        let cols = acc_rs.min(n - j0);
+        emit(i0, p0 * NR, rows, acc, acc_rs);
+    });
+}
+
+/// Exact integer product `A[m, kp] · Wᵀ` over the tasks of [`tiled`]. For each finished block,
+/// calls `emit(i0, j0, rows, cols, acc, acc_rs)` with the true `Σ a·w` (compensation already
+/// applied); `cols` excludes padding columns.
+pub(crate) fn int_gemm(
+    isa: Isa,
+    a: &QuantizedActs,
+    w: &PackedInt8,
+    emit: impl Fn(usize, usize, usize, usize, &[i32], usize) + Sync,
+) {
+    let codes = PanelCodes { data: &w.data, rows: w.rows, kp: w.kp, panels: w.panels };
+    let offset = isa.offsets_activations();
+    let sink = |acc: *mut i32, _, _, _, acc_rs| Sink::Int { acc, acc_rs };
+    tiled(isa, a, &codes, sink, |i0, j0, rows, acc, acc_rs| {
+        let cols = acc_rs.min(w.rows - j0);
         if offset {
             for row in acc.chunks_exact_mut(acc_rs) {
                 row.iter_mut().zip(&w.comp[j0..j0 + acc_rs]).for_each(|(v, &c)| *v -= c);

@@ -15,6 +15,12 @@
 //!   `128·colsum(w)` (kept in `PackedInt8`). Bounds: |Σ| ≤ kp·255·127, so `kp ≤ 66 000` (asserted
 //!   by `PackedInt8`).
 //! - Scalar: `aux` unused.
+//!
+//! Where the sums go is the tile's [`Sink`]: exact `i32` totals over the whole tile, or, for
+//! weights with one scale per block of [`BLOCK`] values (ggml's Q8_0), block sums scaled into
+//! f32 at the end of every block (the ggml `Q8_0 × Q8_0` product, with f32 scales). The block
+//! sink's arithmetic is the same sequence of f32 operations on every path (`acc + s · (sw · sx)`,
+//! never fused), so it keeps the bit identity.
 
 use super::Isa;
 
@@ -23,6 +29,63 @@ pub(crate) const NR: usize = 16;
 
 /// Largest padded reduction length for which the offset (u8) accumulation cannot overflow i32.
 pub(crate) const MAX_K: usize = (i32::MAX as usize) / (255 * 127);
+
+/// Values per scale block of a [`Sink::Blocks`] product (ggml's `QK8_0`).
+pub(crate) const BLOCK: usize = 32;
+/// 4-deep groups per scale block.
+const BLOCK_GROUPS: usize = BLOCK / 4;
+
+/// Where a tile's sums go.
+#[derive(Clone, Copy)]
+pub(crate) enum Sink {
+    /// Exact totals added to `acc[r·acc_rs + 16·p + c]` (callers zero it first).
+    Int { acc: *mut i32, acc_rs: usize },
+    /// Block-scaled sums accumulated in f32 (see [`BlockSink`]).
+    Blocks(BlockSink),
+}
+
+/// After every block `b` of [`BLOCK`] reduction values, for row `r` and column `16·p + c`:
+/// `acc[r·acc_rs + 16·p + c] += (Σ − comp) as f32 · (sw[p·sw_ps + 16·b + c] · sx[r·sx_rs + b])`,
+/// where `Σ` is the block's integer sum and `comp` (same layout as `sw`) the VNNI paths'
+/// `128·Σ_block w` (null on the other paths).
+#[derive(Clone, Copy)]
+pub(crate) struct BlockSink {
+    pub acc: *mut f32,
+    pub acc_rs: usize,
+    pub sx: *const f32,
+    pub sx_rs: usize,
+    pub sw: *const f32,
+    pub comp: *const i32,
+    pub sw_ps: usize,
+}
+
+impl Sink {
+    /// The sink of the micro-kernel starting at row `r` and panel `p` of the tile.
+    ///
+    /// # Safety
+    /// `r` and `p` must lie inside the tile the sink describes.
+    unsafe fn at(self, r: usize, p: usize) -> Sink {
+        match self {
+            Sink::Int { acc, acc_rs } => Sink::Int { acc: acc.add(r * acc_rs + p * NR), acc_rs },
+            Sink::Blocks(b) => Sink::Blocks(BlockSink {
+                acc: b.acc.add(r * b.acc_rs + p * NR),
+                sx: b.sx.add(r * b.sx_rs),
+                sw: b.sw.add(p * b.sw_ps),
+                comp: if b.comp.is_null() { b.comp } else { b.comp.add(p * b.sw_ps) },
+                ..b
+            }),
+        }
+    }
+
+    /// Groups summed before each flush of the micro-kernel's registers.
+    fn groups_per_flush(&self, groups: usize) -> usize {
+        match self {
+            // At least one, so an empty tile still steps through its (empty) group range.
+            Sink::Int { .. } => groups.max(1),
+            Sink::Blocks(_) => BLOCK_GROUPS,
+        }
+    }
+}
 
 /// One block of work: `rows` activation rows times `panels` weight panels over `groups` 4-groups.
 pub(crate) struct Tile {
@@ -38,9 +101,8 @@ pub(crate) struct Tile {
     pub w_ps: usize,
     pub panels: usize,
     pub groups: usize,
-    /// `acc[r·acc_rs + 16·p + c]`, added to (callers zero it first).
-    pub acc: *mut i32,
-    pub acc_rs: usize,
+    /// Where the sums go; with [`Sink::Blocks`], `groups` is a multiple of the block's groups.
+    pub sink: Sink,
 }
 
 /// Runs `tile` on `isa`.
@@ -61,26 +123,43 @@ pub(crate) unsafe fn run(isa: Isa, t: &Tile) {
 
 /// The reference: plain integer loops (also the non-x86 path).
 unsafe fn scalar(t: &Tile) {
+    let per = t.sink.groups_per_flush(t.groups);
     for p in 0..t.panels {
         let w = std::slice::from_raw_parts(t.w.add(p * t.w_ps), t.groups * 64);
         for r in 0..t.rows {
             let a = std::slice::from_raw_parts(t.a.add(r * t.a_rs), t.groups * 4);
-            let mut sums = [0i32; NR];
-            for (g, wg) in w.chunks_exact(64).enumerate() {
-                let ag = &a[4 * g..4 * g + 4];
-                for (c, wc) in wg.chunks_exact(4).enumerate() {
-                    sums[c] += ag.iter().zip(wc).map(|(&x, &y)| x as i32 * y as i32).sum::<i32>();
+            let sink = t.sink.at(r, p);
+            for (b, wb) in w.chunks(per * 64).enumerate() {
+                let mut sums = [0i32; NR];
+                for (g, wg) in wb.chunks_exact(64).enumerate() {
+                    let ag = &a[4 * (b * per + g)..][..4];
+                    for (c, wc) in wg.chunks_exact(4).enumerate() {
+                        sums[c] += ag.iter().zip(wc).map(|(&x, &y)| x as i32 * y as i32).sum::<i32>();
+                    }
+                }
+                match sink {
+                    Sink::Int { acc, .. } => {
+                        let acc = std::slice::from_raw_parts_mut(acc, NR);
+                        acc.iter_mut().zip(sums).for_each(|(o, s)| *o += s);
+                    }
+                    Sink::Blocks(s) => {
+                        // The scalar codes are signed: no offset to take back.
+                        let acc = std::slice::from_raw_parts_mut(s.acc, NR);
+                        let sw = std::slice::from_raw_parts(s.sw.add(b * NR), NR);
+                        let sx = *s.sx.add(b);
+                        for ((o, v), &w) in acc.iter_mut().zip(sums).zip(sw) {
+                            *o += v as f32 * (w * sx);
+                        }
+                    }
                 }
             }
-            let acc = std::slice::from_raw_parts_mut(t.acc.add(r * t.acc_rs + p * NR), NR);
-            acc.iter_mut().zip(sums).for_each(|(o, s)| *o += s);
         }
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{Tile, NR};
+    use super::{Sink, Tile, NR};
     use std::arch::x86_64::*;
 
     /// Rows per AVX2 micro-kernel: 4 rows × 2 ymm accumulators + 2 weight vectors + 2
@@ -105,47 +184,69 @@ mod x86 {
                 let rows = MR_AVX2.min(t.rows - r0);
                 let a = t.a.add(r0 * t.a_rs);
                 let aux = t.aux.add(r0 * t.a_rs);
-                let acc = t.acc.add(r0 * t.acc_rs + p * NR);
-                by_rows!(rows, avx2_mk, a, aux, t.a_rs, w, t.groups, acc, t.acc_rs);
+                by_rows!(rows, avx2_mk, a, aux, t.a_rs, w, t.groups, t.sink.at(r0, p));
                 r0 += rows;
             }
         }
     }
 
     #[target_feature(enable = "avx2")]
-    #[allow(clippy::too_many_arguments)]
     unsafe fn avx2_mk<const MR: usize>(
         a: *const i8,
         aabs: *const u8,
         a_rs: usize,
         w: *const i8,
         groups: usize,
-        acc: *mut i32,
-        acc_rs: usize,
+        sink: Sink,
     ) {
         let ones = _mm256_set1_epi16(1);
-        let mut c = [[_mm256_setzero_si256(); 2]; MR];
-        for g in 0..groups {
-            let w0 = _mm256_loadu_si256(w.add(g * 64) as *const __m256i);
-            let w1 = _mm256_loadu_si256(w.add(g * 64 + 32) as *const __m256i);
-            for (r, cr) in c.iter_mut().enumerate() {
-                let s = _mm256_set1_epi32(bcast4(a.add(r * a_rs + 4 * g) as *const u8));
-                let u = _mm256_set1_epi32(bcast4(aabs.add(r * a_rs + 4 * g)));
-                let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(u, _mm256_sign_epi8(w0, s)), ones);
-                let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(u, _mm256_sign_epi8(w1, s)), ones);
-                cr[0] = _mm256_add_epi32(cr[0], p0);
-                cr[1] = _mm256_add_epi32(cr[1], p1);
+        let per = sink.groups_per_flush(groups);
+        for (b, g0) in (0..groups).step_by(per).enumerate() {
+            let mut c = [[_mm256_setzero_si256(); 2]; MR];
+            for g in g0..g0 + per {
+                let w0 = _mm256_loadu_si256(w.add(g * 64) as *const __m256i);
+                let w1 = _mm256_loadu_si256(w.add(g * 64 + 32) as *const __m256i);
+                for (r, cr) in c.iter_mut().enumerate() {
+                    let s = _mm256_set1_epi32(bcast4(a.add(r * a_rs + 4 * g) as *const u8));
+                    let u = _mm256_set1_epi32(bcast4(aabs.add(r * a_rs + 4 * g)));
+                    let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(u, _mm256_sign_epi8(w0, s)), ones);
+                    let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(u, _mm256_sign_epi8(w1, s)), ones);
+                    cr[0] = _mm256_add_epi32(cr[0], p0);
+                    cr[1] = _mm256_add_epi32(cr[1], p1);
+                }
             }
+            flush_256::<MR>(&c, sink, b);
         }
-        store_add_256::<MR>(&c, acc, acc_rs);
     }
 
+    /// Adds a 256-bit micro-kernel's registers to its sink (block `b` for a block sink).
     #[target_feature(enable = "avx2")]
-    unsafe fn store_add_256<const MR: usize>(c: &[[__m256i; 2]; MR], acc: *mut i32, acc_rs: usize) {
-        for (r, cr) in c.iter().enumerate() {
-            for (v, &cv) in cr.iter().enumerate() {
-                let dst = acc.add(r * acc_rs + 8 * v) as *mut __m256i;
-                _mm256_storeu_si256(dst, _mm256_add_epi32(_mm256_loadu_si256(dst), cv));
+    unsafe fn flush_256<const MR: usize>(c: &[[__m256i; 2]; MR], sink: Sink, b: usize) {
+        match sink {
+            Sink::Int { acc, acc_rs } => {
+                for (r, cr) in c.iter().enumerate() {
+                    for (v, &cv) in cr.iter().enumerate() {
+                        let dst = acc.add(r * acc_rs + 8 * v) as *mut __m256i;
+                        _mm256_storeu_si256(dst, _mm256_add_epi32(_mm256_loadu_si256(dst), cv));
+                    }
+                }
+            }
+            Sink::Blocks(s) => {
+                for (r, cr) in c.iter().enumerate() {
+                    let sx = _mm256_set1_ps(*s.sx.add(r * s.sx_rs + b));
+                    for (v, &cv) in cr.iter().enumerate() {
+                        let at = b * NR + 8 * v;
+                        let sum = if s.comp.is_null() {
+                            cv
+                        } else {
+                            _mm256_sub_epi32(cv, _mm256_loadu_si256(s.comp.add(at) as *const __m256i))
+                        };
+                        let scale = _mm256_mul_ps(_mm256_loadu_ps(s.sw.add(at)), sx);
+                        let dst = s.acc.add(r * s.acc_rs + 8 * v);
+                        let term = _mm256_mul_ps(_mm256_cvtepi32_ps(sum), scale);
+                        _mm256_storeu_ps(dst, _mm256_add_ps(_mm256_loadu_ps(dst), term));
+                    }
+                }
             }
         }
     }
@@ -158,33 +259,28 @@ mod x86 {
             while r0 < t.rows {
                 let rows = MR_AVXVNNI.min(t.rows - r0);
                 let aux = t.aux.add(r0 * t.a_rs);
-                let acc = t.acc.add(r0 * t.acc_rs + p * NR);
-                by_rows!(rows, avxvnni_mk, aux, t.a_rs, w, t.groups, acc, t.acc_rs);
+                by_rows!(rows, avxvnni_mk, aux, t.a_rs, w, t.groups, t.sink.at(r0, p));
                 r0 += rows;
             }
         }
     }
 
     #[target_feature(enable = "avx2,avxvnni")]
-    unsafe fn avxvnni_mk<const MR: usize>(
-        au: *const u8,
-        a_rs: usize,
-        w: *const i8,
-        groups: usize,
-        acc: *mut i32,
-        acc_rs: usize,
-    ) {
-        let mut c = [[_mm256_setzero_si256(); 2]; MR];
-        for g in 0..groups {
-            let w0 = _mm256_loadu_si256(w.add(g * 64) as *const __m256i);
-            let w1 = _mm256_loadu_si256(w.add(g * 64 + 32) as *const __m256i);
-            for (r, cr) in c.iter_mut().enumerate() {
-                let u = _mm256_set1_epi32(bcast4(au.add(r * a_rs + 4 * g)));
-                cr[0] = _mm256_dpbusd_avx_epi32(cr[0], u, w0);
-                cr[1] = _mm256_dpbusd_avx_epi32(cr[1], u, w1);
+    unsafe fn avxvnni_mk<const MR: usize>(au: *const u8, a_rs: usize, w: *const i8, groups: usize, sink: Sink) {
+        let per = sink.groups_per_flush(groups);
+        for (b, g0) in (0..groups).step_by(per).enumerate() {
+            let mut c = [[_mm256_setzero_si256(); 2]; MR];
+            for g in g0..g0 + per {
+                let w0 = _mm256_loadu_si256(w.add(g * 64) as *const __m256i);
+                let w1 = _mm256_loadu_si256(w.add(g * 64 + 32) as *const __m256i);
+                for (r, cr) in c.iter_mut().enumerate() {
+                    let u = _mm256_set1_epi32(bcast4(au.add(r * a_rs + 4 * g)));
+                    cr[0] = _mm256_dpbusd_avx_epi32(cr[0], u, w0);
+                    cr[1] = _mm256_dpbusd_avx_epi32(cr[1], u, w1);
+                }
             }
+            flush_256::<MR>(&c, sink, b);
         }
-        store_add_256::<MR>(&c, acc, acc_rs);
     }
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
@@ -199,8 +295,7 @@ mod x86 {
             while r0 < t.rows {
                 let rows = MR_AVX512.min(t.rows - r0);
                 let aux = t.aux.add(r0 * t.a_rs);
-                let acc = t.acc.add(r0 * t.acc_rs + p * NR);
-                by_rows!(rows, avx512_mk, aux, t.a_rs, w0, w1, two, t.groups, acc, t.acc_rs);
+                by_rows!(rows, avx512_mk, aux, t.a_rs, w0, w1, two, t.groups, t.sink.at(r0, p));
                 r0 += rows;
             }
             p += 2;
@@ -216,23 +311,53 @@ mod x86 {
         w1: *const i8,
         two: bool,
         groups: usize,
-        acc: *mut i32,
-        acc_rs: usize,
+        sink: Sink,
     ) {
-        let mut c = [[_mm512_setzero_si512(); 2]; MR];
-        for g in 0..groups {
-            let v0 = _mm512_loadu_si512(w0.add(g * 64) as *const _);
-            let v1 = _mm512_loadu_si512(w1.add(g * 64) as *const _);
-            for (r, cr) in c.iter_mut().enumerate() {
-                let u = _mm512_set1_epi32(bcast4(au.add(r * a_rs + 4 * g)));
-                cr[0] = _mm512_dpbusd_epi32(cr[0], u, v0);
-                cr[1] = _mm512_dpbusd_epi32(cr[1], u, v1);
+        let per = sink.groups_per_flush(groups);
+        for (b, g0) in (0..groups).step_by(per).enumerate() {
+            let mut c = [[_mm512_setzero_si512(); 2]; MR];
+            for g in g0..g0 + per {
+                let v0 = _mm512_loadu_si512(w0.add(g * 64) as *const _);
+                let v1 = _mm512_loadu_si512(w1.add(g * 64) as *const _);
+                for (r, cr) in c.iter_mut().enumerate() {
+                    let u = _mm512_set1_epi32(bcast4(au.add(r * a_rs + 4 * g)));
+                    cr[0] = _mm512_dpbusd_epi32(cr[0], u, v0);
+                    cr[1] = _mm512_dpbusd_epi32(cr[1], u, v1);
+                }
             }
+            flush_512::<MR>(&c, sink, b, if two { 2 } else { 1 });
         }
-        for (r, cr) in c.iter().enumerate() {
-            for (v, &cv) in cr.iter().enumerate().take(if two { 2 } else { 1 }) {
-                let dst = acc.add(r * acc_rs + NR * v);
-                _mm512_storeu_si512(dst as *mut _, _mm512_add_epi32(_mm512_loadu_si512(dst as *const _), cv));
+    }
+
+    /// Adds the AVX-512 micro-kernel's registers (`panels` of its two panels) to its sink.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    unsafe fn flush_512<const MR: usize>(c: &[[__m512i; 2]; MR], sink: Sink, b: usize, panels: usize) {
+        match sink {
+            Sink::Int { acc, acc_rs } => {
+                for (r, cr) in c.iter().enumerate() {
+                    for (v, &cv) in cr.iter().enumerate().take(panels) {
+                        let dst = acc.add(r * acc_rs + NR * v);
+                        _mm512_storeu_si512(dst as *mut _, _mm512_add_epi32(_mm512_loadu_si512(dst as *const _), cv));
+                    }
+                }
+            }
+            Sink::Blocks(s) => {
+                for (r, cr) in c.iter().enumerate() {
+                    let sx = _mm512_set1_ps(*s.sx.add(r * s.sx_rs + b));
+                    for (v, &cv) in cr.iter().enumerate().take(panels) {
+                        // Panel v of the pair: its scales are one panel stride further.
+                        let at = v * s.sw_ps + b * NR;
+                        let sum = if s.comp.is_null() {
+                            cv
+                        } else {
+                            _mm512_sub_epi32(cv, _mm512_loadu_si512(s.comp.add(at) as *const _))
+                        };
+                        let scale = _mm512_mul_ps(_mm512_loadu_ps(s.sw.add(at)), sx);
+                        let dst = s.acc.add(r * s.acc_rs + NR * v);
+                        let term = _mm512_mul_ps(_mm512_cvtepi32_ps(sum), scale);
+                        _mm512_storeu_ps(dst, _mm512_add_ps(_mm512_loadu_ps(dst), term));
+                    }
+                }
             }
         }
     }

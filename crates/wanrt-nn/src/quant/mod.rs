@@ -25,10 +25,12 @@ pub mod int8;
 pub mod isa;
 pub(crate) mod kernels;
 pub(crate) mod kernels_i16;
+pub mod q8_0;
 
 pub use fp8::{e4m3_to_f32, gemm_fp8, Fp8Matrix};
 pub use int8::{gemm_w8a16, gemm_w8a8, gemm_w8a8_then, gemm_w8a8_with, PackedInt8, QuantizedMatrix};
 pub use isa::Isa;
+pub use q8_0::{gemm_q8_0, gemm_q8_0_then, PackedQ8_0};
 
 use crate::ops::matmul::{gemm_general, Layout};
 use crate::ops::SyncPtr;

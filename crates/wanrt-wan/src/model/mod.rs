@@ -128,7 +128,7 @@ impl LoadOptions {
     /// The CPU backend computing the text encoder and transformer in `dtype` (the VAE in f32),
     /// checkpoint weights packed or streamed per `prepack`.
     pub fn cpu(dtype: DType, prepack: Prepack) -> Self {
-        LoadOptions::cpu_with(CpuOptions { dtype, prepack })
+        LoadOptions::cpu_with(CpuOptions { dtype, prepack, ..Default::default() })
     }
 
     /// [`LoadOptions::cpu`] with every CPU option (`options.dtype` for the text encoder and

@@ -16,7 +16,8 @@
 //! - E4M3 codes with their scales (emulated exactly: the fidelity of the format, not its speed);
 //! - GGUF parts (ggml block-quantized rows): used in place from the mapped file and decoded block
 //!   of rows by block of rows inside each product, like streamed weights (the weight is held
-//!   once, at its quantized size).
+//!   once, at its quantized size); or, for Q8_0 under `gguf_int8`, packed for the block-scaled
+//!   int8 kernels ([`crate::quant::q8_0`]), the file's pages then released.
 
 use super::CpuOptions;
 use crate::backend::{Activation, PreparedWeight};
@@ -26,7 +27,9 @@ use crate::linear::{Linear, LinearWeight};
 use crate::ops::activation::apply_inplace;
 use crate::ops::packed::{gemm_bf16, gemm_packed, gemm_streamed, FloatIsa, PackedBf16, PackedF32};
 use crate::quant::int8::{gemm_w8a8_then, DequantRows};
-use crate::quant::{gemm_fp8, gemm_w8a16, gemm_w8a8, ActQuant, Fp8Matrix, Isa, PackedInt8, QuantizedMatrix};
+use crate::quant::{
+    gemm_fp8, gemm_q8_0_then, gemm_w8a16, gemm_w8a8, ActQuant, Fp8Matrix, Isa, PackedInt8, PackedQ8_0, QuantizedMatrix,
+};
 use crate::weights::RawTensor;
 use crate::HostTensor;
 use std::any::Any;
@@ -50,6 +53,8 @@ enum CpuWeight {
     },
     /// FP8 E4M3 weights; with `act`, activations are rounded through E4M3 too.
     Fp8 { w: Fp8Matrix, act: Option<ActQuant> },
+    /// GGUF Q8_0 blocks packed for the block-scaled int8 product.
+    Q8_0(PackedQ8_0),
     /// Parts decoded and packed block of rows by block of rows inside each product
     /// ([`gemm_streamed`]), read where they are stored: GGUF blocks or f32/bf16/f16 in the mapped
     /// file (streamed weights), or a LoRA-merged weight in process memory (held once).
@@ -99,6 +104,27 @@ impl StoredRows {
     }
 }
 
+/// The stored bytes of parts stacked along the output dimension, read by row in place.
+struct StackedBytes<'a> {
+    bytes: Vec<std::borrow::Cow<'a, [u8]>>,
+    /// First output row of each part.
+    starts: Vec<usize>,
+}
+
+impl<'a> StackedBytes<'a> {
+    fn new(parts: &'a [RawTensor]) -> Self {
+        let starts = parts.iter().scan(0, |s, p| Some(std::mem::replace(s, *s + p.shape[0]))).collect();
+        StackedBytes { bytes: parts.iter().map(|p| p.bytes()).collect(), starts }
+    }
+
+    /// The `row_bytes` bytes of output row `j`.
+    fn row(&self, j: usize, row_bytes: usize) -> &[u8] {
+        let p = self.starts.partition_point(|&s| s <= j) - 1;
+        let local = j - self.starts[p];
+        &self.bytes[p][local * row_bytes..(local + 1) * row_bytes]
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct CpuLinear {
     weight: CpuWeight,
@@ -120,6 +146,7 @@ impl PreparedWeight for CpuLinear {
             CpuWeight::Int8Weight(q) => q.bytes(),
             CpuWeight::Int8 { w, inv_smooth, .. } => w.bytes() + inv_smooth.as_ref().map_or(0, |s| s.len() * 4),
             CpuWeight::Fp8 { w, .. } => w.bytes(),
+            CpuWeight::Q8_0(w) => w.bytes(),
             CpuWeight::Stored(g) => g.parts.iter().map(|p| p.bytes().len()).sum(),
         }
     }
@@ -134,6 +161,7 @@ impl PreparedWeight for CpuLinear {
             CpuWeight::Int8 { .. } => "int8",
             CpuWeight::Fp8 { act: Some(_), .. } => "fp8",
             CpuWeight::Fp8 { act: None, .. } => "fp8-weight",
+            CpuWeight::Q8_0(_) => "q8_0-int8",
             CpuWeight::Stored(g) => match g.parts.iter().find(|p| p.dtype.is_block_quantized()) {
                 Some(p) => p.dtype.name(),
                 None => g.parts[0].dtype.name(),
@@ -309,16 +337,9 @@ impl CpuLinear {
             }
             LinearWeight::Int8 { codes, scales, act: Some(act), smooth } => {
                 // Packed straight from the stored codes (mapped files: no intermediate copy).
-                let bytes: Vec<std::borrow::Cow<[u8]>> = codes.iter().map(|c| c.bytes()).collect();
-                let starts: Vec<usize> =
-                    codes.iter().scan(0, |s, c| Some(std::mem::replace(s, *s + c.shape[0]))).collect();
-                let row = |j: usize| -> &[i8] {
-                    let p = starts.partition_point(|&s| s <= j) - 1;
-                    let local = j - starts[p];
-                    bytemuck::cast_slice(&bytes[p][local * k..(local + 1) * k])
-                };
+                let bytes = StackedBytes::new(codes);
                 CpuWeight::Int8 {
-                    w: PackedInt8::pack(row, n, k, scales.clone()),
+                    w: PackedInt8::pack(|j| bytemuck::cast_slice(bytes.row(j, k)), n, k, scales.clone()),
                     act: *act,
                     inv_smooth: smooth.as_ref().map(|s| s.iter().map(|v| 1.0 / v).collect()),
                 }
@@ -327,6 +348,15 @@ impl CpuLinear {
                 w: Fp8Matrix { rows: n, cols: k, data: concat_bytes(codes), scales: scales.clone() },
                 act: *act,
             },
+            LinearWeight::Ggml(parts) if opts.gguf_int8 && !lookup && parts.iter().all(|p| p.dtype == DType::Q8_0) => {
+                let bytes = StackedBytes::new(parts);
+                let row_bytes = DType::Q8_0.storage_bytes(k).expect("checked by Linear::new");
+                match PackedQ8_0::from_blocks(|j| bytes.row(j, row_bytes), n, k) {
+                    Some(w) => CpuWeight::Q8_0(w),
+                    // A code of −128 (never written by ggml): decoded like the other GGUF types.
+                    None => CpuWeight::Stored(StoredRows::new(parts, n, k)?),
+                }
+            }
             LinearWeight::Ggml(parts) => CpuWeight::Stored(StoredRows::new(parts, n, k)?),
         };
         if !matches!(weight, CpuWeight::Stored(_)) {
@@ -348,6 +378,7 @@ impl CpuLinear {
             CpuWeight::Int8Weight(q) => dequant(q, &mut tmp),
             CpuWeight::Int8 { w, .. } => dequant(w, &mut tmp),
             CpuWeight::Fp8 { w, .. } => dequant(&Fp8Rows(w), &mut tmp),
+            CpuWeight::Q8_0(_) => unreachable!("tables are never packed for products"),
             CpuWeight::Stored(g) => push_with(out, k, |dst| g.decode_row(r, dst)),
         }
         out.extend_from_slice(&tmp);
@@ -417,6 +448,14 @@ impl CpuLinear {
                 match post {
                     Some(f) => gemm_w8a8_then(Isa::detect(), x.data(), m, k, w, *act, smooth, bias, f, &mut o),
                     None => gemm_w8a8(x.data(), m, k, w, *act, smooth, bias, &mut o),
+                }
+                return HostTensor::new(shape, o);
+            }
+            CpuWeight::Q8_0(w) => {
+                let mut o = out();
+                match post {
+                    Some(f) => gemm_q8_0_then(Isa::detect(), x.data(), m, k, w, bias, f, &mut o),
+                    None => gemm_q8_0_then(Isa::detect(), x.data(), m, k, w, bias, |v| v, &mut o),
                 }
                 return HostTensor::new(shape, o);
             }

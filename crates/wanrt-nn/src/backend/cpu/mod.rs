@@ -70,11 +70,15 @@ pub struct CpuOptions {
     pub dtype: DType,
     /// Under f32, whether checkpoint weights are packed at load or streamed (same results).
     pub prepack: Prepack,
+    /// GGUF Q8_0 weights run directly by the block-scaled int8 kernels
+    /// ([`crate::quant::q8_0`]: activations rounded to 8 bits per 32-value block, as ggml's CPU
+    /// backend runs them) instead of decoded into the exact f32 product.
+    pub gguf_int8: bool,
 }
 
 impl Default for CpuOptions {
     fn default() -> Self {
-        CpuOptions { dtype: DType::F32, prepack: Prepack::Auto }
+        CpuOptions { dtype: DType::F32, prepack: Prepack::Auto, gguf_int8: false }
     }
 }
 
