@@ -59,5 +59,5 @@ pub use layer_norm::LayerNorm;
 pub use linear::{Linear, LinearObserver, LinearWeight};
 pub use module::{Module, Param, ParamMut};
 pub use tensor::Tensor;
-pub use var_builder::VarBuilder;
+pub use var_builder::{param_path, VarBuilder};
 pub use weights::WeightStore;

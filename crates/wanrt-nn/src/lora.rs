@@ -156,17 +156,7 @@ pub fn apply(ws: &mut WeightStore, targets: Vec<Target>, mode: MergeMode) -> Res
         }
         if !merge.is_empty() {
             let mut values = raw.to_f32()?;
-            for t in merge {
-                match &t.delta {
-                    Delta::LowRank { down, up, factor } => add_low_rank(&mut values, down, up, *factor),
-                    Delta::Full { diff, factor } => {
-                        values.par_iter_mut().zip(diff.data()).for_each(|(v, d)| *v += factor * d)
-                    }
-                }
-            }
-            if let Some(bad) = values.iter().find(|v| !v.is_finite()) {
-                return Err(Error::Msg(format!("{name}: the merged weight has a non-finite value ({bad})")));
-            }
+            add_deltas(&name, &mut values, &merge)?;
             ws.insert(name.clone(), encode(&values, raw.dtype, raw.shape.clone())?);
             raw.release_pages();
             applied.merged += 1;
@@ -177,6 +167,22 @@ pub fn apply(ws: &mut WeightStore, targets: Vec<Target>, mode: MergeMode) -> Res
         }
     }
     Ok(applied)
+}
+
+/// `values += Σ deltas` in f32, one delta after the other in the order given. Merging at load and
+/// a per-request tensor ([`Adapter::tensor`]) both sum here, so where the parameter is stored in
+/// f32 they hold the same bits. A non-finite sum is an error naming `name`.
+fn add_deltas(name: &str, values: &mut [f32], deltas: &[&Target]) -> Result<()> {
+    for t in deltas {
+        match &t.delta {
+            Delta::LowRank { down, up, factor } => add_low_rank(values, down, up, *factor),
+            Delta::Full { diff, factor } => values.par_iter_mut().zip(diff.data()).for_each(|(v, d)| *v += factor * d),
+        }
+    }
+    match values.iter().find(|v| !v.is_finite()) {
+        Some(bad) => Err(Error::Msg(format!("{name}: the merged weight has a non-finite value ({bad})"))),
+        None => Ok(()),
+    }
 }
 
 /// The low-rank deltas of one layer as one side path (ranks concatenated, factors in `up`).
@@ -205,25 +211,40 @@ fn side_path(ts: &[&Target]) -> Result<SidePath> {
     Ok(SidePath { down: HostTensor::new([rank, k], downs)?, up: HostTensor::new([n, rank], up)? })
 }
 
-/// Deltas kept apart from a loaded model, for [`crate::Linear::with_adapter`]: per linear layer
-/// (store prefix, `blocks.0.attn1.to_q`) one side path and one bias delta.
+/// Deltas kept apart from a loaded model: per linear layer (store prefix, `blocks.0.attn1.to_q`)
+/// one side path and one bias delta, for [`crate::Linear::with_adapter`]; per small named tensor
+/// (a norm's `weight`/`bias`, a modulation table) its full deltas, for [`Adapter::tensor`].
 #[derive(Debug, Clone, Default)]
 pub struct Adapter {
     pub side_paths: std::collections::BTreeMap<String, SidePath>,
     pub bias_deltas: std::collections::BTreeMap<String, Vec<f32>>,
+    /// By the tensor's store name, in the order given (the order merging sums them in).
+    pub tensor_deltas: std::collections::BTreeMap<String, Vec<Target>>,
 }
 
 impl Adapter {
-    /// Low-rank deltas on `….weight` become side paths (several on one layer concatenated),
-    /// full deltas on `….bias` scaled bias deltas (summed), and a full-weight `diff` of a linear
-    /// layer (`[out, in]`) the side path `identity · (diff · x)`: exact — each output is one
-    /// product of the diff's row with x, times the factor — at the cost of the layer itself.
-    /// Anything else (norm and other 1-D or N-D deltas) would have to change the shared
-    /// weights: an error naming it.
-    pub fn from_targets(targets: Vec<Target>) -> Result<Adapter> {
+    /// Full deltas on a tensor `is_tensor` names (the model's norms and tables, which a copy of
+    /// the model can hold its own of) are kept for [`Adapter::tensor`]; a low-rank delta there
+    /// is an error. Otherwise low-rank deltas on `….weight` become side paths (several on one
+    /// layer concatenated), full deltas on `….bias` scaled bias deltas (summed), and a
+    /// full-weight `diff` of a linear layer (`[out, in]`) the side path `identity · (diff · x)`:
+    /// exact — each output is one product of the diff's row with x, times the factor — at the
+    /// cost of the layer itself. Anything else (1-D or N-D deltas on no named tensor) would have
+    /// to change the shared weights: an error naming it.
+    pub fn from_targets(targets: Vec<Target>, is_tensor: &dyn Fn(&str) -> bool) -> Result<Adapter> {
         let mut low_rank: std::collections::BTreeMap<String, Vec<Target>> = Default::default();
         let mut out = Adapter::default();
         for t in targets {
+            if is_tensor(&t.name) {
+                if matches!(t.delta, Delta::LowRank { .. }) {
+                    return Err(Error::Msg(format!(
+                        "{}: a LoRA low-rank delta on a tensor that is no linear layer",
+                        t.name
+                    )));
+                }
+                out.tensor_deltas.entry(t.name.clone()).or_default().push(t);
+                continue;
+            }
             match (&t.delta, t.name.strip_suffix(".weight"), t.name.strip_suffix(".bias")) {
                 (Delta::LowRank { .. }, Some(layer), _) => low_rank.entry(layer.to_string()).or_default().push(t),
                 (Delta::Full { diff, factor }, Some(layer), _) if diff.shape().len() == 2 => {
@@ -247,7 +268,7 @@ impl Adapter {
                 _ => {
                     return Err(Error::Msg(format!(
                         "{}: a full-weight delta cannot run beside shared weights (per-request adapters take \
-                         LoRA low-rank, bias and linear-weight deltas only)",
+                         LoRA low-rank, bias, linear-weight and norm deltas only)",
                         t.name
                     )))
                 }
@@ -260,9 +281,25 @@ impl Adapter {
         Ok(out)
     }
 
-    /// Layer prefixes the adapter changes.
-    pub fn layers(&self) -> std::collections::BTreeSet<&str> {
-        self.side_paths.keys().chain(self.bias_deltas.keys()).map(String::as_str).collect()
+    /// Layer prefixes and tensor names the adapter changes.
+    pub fn targets(&self) -> std::collections::BTreeSet<&str> {
+        self.side_paths
+            .keys()
+            .chain(self.bias_deltas.keys())
+            .chain(self.tensor_deltas.keys())
+            .map(String::as_str)
+            .collect()
+    }
+
+    /// The tensor `name` with this adapter's deltas added to `current` (its values as the model
+    /// holds them, f32), summed as merging at load sums them; `current` as it is when the
+    /// adapter has none. A delta of another size is an error naming the tensor.
+    pub fn tensor(&self, name: &str, current: &HostTensor) -> Result<HostTensor> {
+        let deltas: Vec<&Target> = self.tensor_deltas.get(name).into_iter().flatten().collect();
+        deltas.iter().try_for_each(|t| check(t, current.shape()))?;
+        let mut values = current.data().to_vec();
+        add_deltas(name, &mut values, &deltas)?;
+        HostTensor::new(current.shape(), values)
     }
 }
 
@@ -277,7 +314,8 @@ mod tests {
     }
 
     /// A linear weight's full diff becomes the side path `(factor · I) · (diff · x)`, concatenated
-    /// with a low-rank delta of the same layer; a 1-D weight diff (a norm) is refused by name.
+    /// with a low-rank delta of the same layer; a 1-D weight diff on no named tensor is refused
+    /// by name.
     #[test]
     fn linear_weight_diffs_become_identity_side_paths() {
         let low = Target {
@@ -288,12 +326,50 @@ mod tests {
                 factor: 0.5,
             },
         };
-        let a = Adapter::from_targets(vec![low, full("l.weight", &[2, 3], 2.0)]).unwrap();
+        let a = Adapter::from_targets(vec![low, full("l.weight", &[2, 3], 2.0)], &|_| false).unwrap();
         let side = &a.side_paths["l"];
         assert_eq!(side.down.shape(), &[3, 3], "rank 1 + 2 rows of the diff");
         assert_eq!(&side.down.data()[3..], &[-2.5, -1.5, -0.5, 0.5, 1.5, 2.5]);
         assert_eq!(side.up.data(), &[2.0, 2.0, 0.0, 2.5, 0.0, 2.0], "[0.5·4 | 2·I; 0.5·5 | …]");
-        let err = Adapter::from_targets(vec![full("norm.weight", &[4], 1.0)]).unwrap_err().to_string();
+        let err = Adapter::from_targets(vec![full("norm.weight", &[4], 1.0)], &|_| false).unwrap_err().to_string();
         assert!(err.contains("norm.weight") && err.contains("full-weight delta"), "{err}");
+    }
+
+    /// Deltas on a named tensor sum, in the order given, to the bits merging them into an f32
+    /// store gives (and leave `current` as it is); a low-rank delta there, or a diff of another
+    /// size, is refused by name.
+    #[test]
+    fn tensor_deltas_sum_as_merging_does() {
+        let current = HostTensor::new([4], vec![1.0, -0.3, 0.7, 1e-3]).unwrap();
+        let deltas = vec![full("n.weight", &[4], 0.3), full("n.weight", &[4], -1.7), full("n.bias", &[4], 0.9)];
+        let a = Adapter::from_targets(deltas.clone(), &|n| n.starts_with("n.")).unwrap();
+        assert!(a.side_paths.is_empty() && a.bias_deltas.is_empty(), "no side path for a norm");
+        let mut ws = WeightStore::new("test");
+        ws.insert("n.weight", RawTensor::from_f32(&current));
+        ws.insert("n.bias", RawTensor::from_f32(&current));
+        apply(&mut ws, deltas, MergeMode::Merge).unwrap();
+        for name in ["n.weight", "n.bias"] {
+            let got = a.tensor(name, &current).unwrap();
+            let want = ws.raw(name).unwrap().to_f32().unwrap();
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(got.data()), bits(&want), "{name}");
+            assert_ne!(got.data(), current.data(), "{name}: the deltas change it");
+        }
+        assert_eq!(a.tensor("other", &current).unwrap().data(), current.data());
+        assert_eq!(a.targets().into_iter().collect::<Vec<_>>(), ["n.bias", "n.weight"]);
+
+        let low = Target {
+            name: "n.weight".into(),
+            delta: Delta::LowRank {
+                down: HostTensor::new([1, 4], vec![1.0; 4]).unwrap(),
+                up: HostTensor::new([1, 1], vec![1.0]).unwrap(),
+                factor: 1.0,
+            },
+        };
+        let err = Adapter::from_targets(vec![low], &|n| n == "n.weight").unwrap_err().to_string();
+        assert!(err.contains("n.weight") && err.contains("no linear layer"), "{err}");
+        let wrong = Adapter::from_targets(vec![full("n.weight", &[3], 1.0)], &|_| true).unwrap();
+        let err = wrong.tensor("n.weight", &current).unwrap_err().to_string();
+        assert!(err.contains("n.weight") && err.contains("[4]"), "{err}");
     }
 }

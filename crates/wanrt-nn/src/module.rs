@@ -24,7 +24,17 @@ pub enum ParamMut<'a> {
     Linear(&'a mut Linear),
     Conv3d(&'a mut Conv3d),
     Embedding(&'a mut Embedding),
-    Attention { path: &'a str, precision: &'a mut AttentionPrecision },
+    /// A small parameter tensor by its store name (`blocks.0.attn1.norm_q.weight`), for the
+    /// modules that know their path: replacing it gives the module its own copy (per-request
+    /// norm deltas) while the tensor it held stays with whoever shares it.
+    Tensor {
+        name: &'a str,
+        tensor: &'a mut Tensor,
+    },
+    Attention {
+        path: &'a str,
+        precision: &'a mut AttentionPrecision,
+    },
 }
 
 pub trait Module {
@@ -86,7 +96,8 @@ pub trait Module {
                     ParamMut::Linear(l) => l.prepare(backend),
                     ParamMut::Conv3d(c) => c.prepare(backend),
                     ParamMut::Embedding(e) => e.prepare(backend),
-                    ParamMut::Attention { .. } => Ok(()),
+                    // Small tensors are the backend's f32 from the start: nothing to prepare.
+                    ParamMut::Tensor { .. } | ParamMut::Attention { .. } => Ok(()),
                 };
             }
         });

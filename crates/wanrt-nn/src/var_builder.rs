@@ -6,6 +6,16 @@
 use crate::backend::{AttentionPrecision, Backend};
 use crate::{Conv3d, Embedding, HostTensor, Linear, Result, Tensor, WeightStore};
 
+/// The full name of `name` under the module path `prefix` (either may be empty): what a module
+/// that kept its builder's [`VarBuilder::prefix`] calls its parameters in [`crate::ParamMut`].
+pub fn param_path(prefix: &str, name: &str) -> String {
+    match (prefix.is_empty(), name.is_empty()) {
+        (true, _) => name.to_string(),
+        (_, true) => prefix.to_string(),
+        _ => format!("{prefix}.{name}"),
+    }
+}
+
 #[derive(Clone)]
 pub struct VarBuilder<'a> {
     store: &'a WeightStore,
@@ -26,11 +36,7 @@ impl<'a> VarBuilder<'a> {
 
     /// The full name of `name` under this builder's path.
     pub fn path(&self, name: &str) -> String {
-        match (self.prefix.is_empty(), name.is_empty()) {
-            (true, _) => name.to_string(),
-            (_, true) => self.prefix.to_string(),
-            _ => format!("{}.{name}", self.prefix),
-        }
+        param_path(&self.prefix, name)
     }
 
     /// This builder's own path.

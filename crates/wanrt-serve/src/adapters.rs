@@ -4,10 +4,11 @@
 //! A request names adapters by file stem in the one allow-listed folder: no paths, no `..`, the
 //! file `DIR/NAME.safetensors` must exist; anything else is one 400 error. The worker runs them
 //! as low-rank side paths on a copy of the loaded transformer that shares all its weights
-//! ([`wanrt_wan::lora_adapter`]): the shared model is never written, so concurrent requests with
-//! different adapters cannot interfere. Jobs batch only with jobs of the same adapter set (it
-//! is part of the batch key), and the last few adapted copies are kept (a small LRU: the copy
-//! holds just the low-rank matrices, but building it reads and checks the files).
+//! ([`wanrt_wan::lora_adapter`]) but the norms the adapters change (the copy's own, original plus
+//! delta): the shared model is never written, so concurrent requests with different adapters
+//! cannot interfere. Jobs batch only with jobs of the same adapter set (it is part of the batch
+//! key), and the last few adapted copies are kept (a small LRU: the copy holds just the low-rank
+//! matrices and changed norms, but building it reads and checks the files).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

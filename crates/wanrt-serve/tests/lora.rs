@@ -1,22 +1,24 @@
 //! Per-request LoRA adapters (`--lora-dir`): names refused in one 400 unless they are plain file
 //! stems of the folder; an adapted job equals `generate` with the LoRA run unmerged; concurrent
 //! jobs with different adapters (and none) do not see each other's; the shared model is left as
-//! it was; full-weight deltas of linear layers run as exact side paths; adapters that would change
-//! other shared weights (norms) are refused in one 400 when the request is made (nothing queued).
+//! it was; full-weight deltas of linear layers run as exact side paths; norm deltas give the job's
+//! copy its own norms, the same bits as merging them at load into f32 weights; deltas on tensors
+//! the model lacks are refused in one 400 when the request is made (nothing queued).
 
 mod common;
 
 use common::*;
 use serde_json::{json, Value};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use wanrt_nn::weights::{write_safetensors, RawTensor};
-use wanrt_nn::HostTensor;
+use wanrt_nn::{HostTensor, WeightStore};
 use wanrt_serve::adapters::AdapterRef;
 use wanrt_serve::engine;
 use wanrt_serve::inputs::Images;
 use wanrt_serve::job::JobParams;
 use wanrt_wan::lora::{LoraSpec, Unmatched};
 use wanrt_wan::model::{LoadOptions, WanModel};
+use wanrt_wan::pipeline::GenerateParams;
 
 /// A deterministic `[rows, cols]` tensor of values in about ±`amp`.
 fn t(rows: usize, cols: usize, seed: usize, amp: f32) -> RawTensor {
@@ -71,9 +73,28 @@ fn lora_dir(root: &Path) -> std::path::PathBuf {
         ],
     )
     .unwrap();
-    // A full-weight delta on a norm: it would have to change the shared weights.
-    let norm = RawTensor::from_f32(&HostTensor::new([128], vec![0.1; 128]).unwrap());
-    write_safetensors(&dir.join("norms.safetensors"), [("diffusion_model.blocks.0.norm3.diff", &norm)]).unwrap();
+    // Norm deltas as ComfyUI writes them: block 0's query RMSNorm gain, block 1's cross-attention
+    // LayerNorm weight and bias (original `norm3` = diffusers `norm2`).
+    let norm = |seed| {
+        let v = (0..128).map(|i| (((i * 7919 + seed * 104729) % 101) as f32 - 50.0) / 50.0 * 0.5).collect();
+        RawTensor::from_f32(&HostTensor::new([128], v).unwrap())
+    };
+    let (q, w, b) = (norm(11), norm(12), norm(13));
+    write_safetensors(
+        &dir.join("norms.safetensors"),
+        [
+            ("diffusion_model.blocks.0.self_attn.norm_q.diff", &q),
+            ("diffusion_model.blocks.1.norm3.diff", &w),
+            ("diffusion_model.blocks.1.norm3.diff_b", &b),
+        ],
+    )
+    .unwrap();
+    // A norm of image-conditioned models only: the demo has no such tensor.
+    write_safetensors(
+        &dir.join("image_norm.safetensors"),
+        [("diffusion_model.blocks.0.cross_attn.norm_k_img.diff", &q)],
+    )
+    .unwrap();
     std::fs::write(root.join("outside.safetensors"), b"not in the folder").unwrap();
     dir
 }
@@ -98,7 +119,10 @@ async fn adapter_names_are_checked_and_refused_in_one_400() {
         (json!({"name": "style"}), "must be a list"),
         (json!([{"scale": 1}]), "needs a \"name\""),
         // A real file that is no per-request adapter: read when the request is made.
-        (json!([{"name": "style"}, {"name": "norms"}]), "full-weight delta"),
+        (
+            json!([{"name": "norms"}, {"name": "image_norm"}]),
+            "`blocks.0.attn2.norm_added_k.weight`, which the transformer does not have",
+        ),
     ];
     for (loras, want) in refused {
         let (st, v) = s.post("/v1/videos", &body(loras.clone())).await;
@@ -136,9 +160,10 @@ async fn concurrent_jobs_keep_their_own_adapters() {
     let style = s.submit(body(json!([{"name": "style", "scale": 0.8}]))).await;
     let both = s.submit(body(json!([{"name": "style", "scale": 0.8}, {"name": "motion", "scale": -0.5}]))).await;
     let style_again = s.submit(body(json!([{"name": "style", "scale": 0.8}]))).await;
+    let norms = s.submit(body(json!([{"name": "norms", "scale": 0.8}]))).await;
     let plain_again = s.submit(body(json!([]))).await;
     let mut videos = vec![];
-    for id in [&plain, &style, &both, &style_again, &plain_again] {
+    for id in [&plain, &style, &both, &style_again, &plain_again, &norms] {
         let done = s.wait_done(id).await;
         assert_eq!(done["status"], "completed", "{done}");
         videos.push(s.get_bytes(&format!("/v1/videos/{id}/content")).await.2);
@@ -149,6 +174,7 @@ async fn concurrent_jobs_keep_their_own_adapters() {
     assert_ne!(videos[1], videos[2], "a second adapter changes it again");
     assert_eq!(videos[1], videos[3], "the same adapters make the same video");
     assert_eq!(videos[0], videos[4], "the shared model is unchanged after adapted jobs");
+    assert!(videos[5] != videos[0] && videos[5] != videos[1], "norm deltas change the video, their own way");
     s.shutdown().await;
 }
 
@@ -170,29 +196,12 @@ fn an_adapted_job_matches_generate_with_the_lora_unmerged() {
     ] {
         let spec = LoraSpec { path: dir.join(format!("{name}.safetensors")), scale: 0.8 };
         let reference = LoraSpec { path: reference, scale: 0.8 };
-        let p = JobParams {
-            model: "demo".into(),
-            prompt: "a red ball".into(),
-            negative_prompt: "blurry".into(),
-            width: 32,
-            height: 32,
-            num_frames: 17,
-            num_inference_steps: 4,
-            guidance_scale: 4.0,
-            seed: 3,
-            fps: 8.0,
-            warnings: vec![],
-            loras: vec![AdapterRef { name: name.into(), scale: 0.8 }],
-            image: None,
-            last_image: None,
-        };
+        let p = job(name);
         let (adapted, summary) =
             wanrt_wan::lora_adapter::adapted(&model.transformer, std::slice::from_ref(&spec), Unmatched::Error)
                 .unwrap();
         assert_eq!((summary[0].layers, summary[0].rank), shape, "{name}");
-        let enc = engine::encode(&model, &p, Images::default()).unwrap();
-        let lat = engine::denoise_with(&model, &adapted, vec![enc], |_, _, _| engine::Next::Continue).unwrap();
-        let got = engine::decode(&model, lat[0].as_ref().unwrap(), |_, _| {}).unwrap().data().to_vec();
+        let got = adapted_video(&model, &adapted, &p);
         let opts = LoadOptions {
             loras: vec![reference],
             lora_mode: wanrt_nn::lora::MergeMode::SidePath,
@@ -203,10 +212,123 @@ fn an_adapted_job_matches_generate_with_the_lora_unmerged() {
             with.generate(&engine::generate_params(&p, Images::default()), &mut ()).unwrap().video.data().to_vec();
         let plain =
             model.generate(&engine::generate_params(&p, Images::default()), &mut ()).unwrap().video.data().to_vec();
-        let diff = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
-        let (err, change) = (diff(&got, &want), diff(&plain, &want));
+        let (err, change) = (max_diff(&got, &want), max_diff(&plain, &want));
         eprintln!("{name}: adapted vs generate --lora-unmerged max|Δ| {err:e}; the LoRA's effect {change:e}");
         assert!(change > 1e-2, "{name}: the LoRA changes the video ({change})");
         assert!(err <= tolerance, "{name}: adapted job vs generate with the LoRA unmerged: {err}");
     }
+}
+
+/// The parameters of a 4-step 32×32 job with the adapter `name` at scale 0.8.
+fn job(name: &str) -> JobParams {
+    JobParams {
+        model: "demo".into(),
+        prompt: "a red ball".into(),
+        negative_prompt: "blurry".into(),
+        width: 32,
+        height: 32,
+        num_frames: 17,
+        num_inference_steps: 4,
+        guidance_scale: 4.0,
+        seed: 3,
+        fps: 8.0,
+        warnings: vec![],
+        loras: vec![AdapterRef { name: name.into(), scale: 0.8 }],
+        image: None,
+        last_image: None,
+    }
+}
+
+/// The frames the engine makes for `p` on `model` with `transformer` in place of its own.
+fn adapted_video(model: &WanModel, transformer: &wanrt_wan::transformer::WanTransformer, p: &JobParams) -> Vec<f32> {
+    let enc = engine::encode(model, p, Images::default()).unwrap();
+    let lat = engine::denoise_with(model, transformer, vec![enc], |_, _, _| engine::Next::Continue).unwrap();
+    engine::decode(model, lat[0].as_ref().unwrap(), |_, _| {}).unwrap().data().to_vec()
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+/// The demo model with its transformer stored in f32 at `root/demo` (served as "demo"): the same
+/// values (bf16 widens exactly), but merging deltas at load stores their f32 sums unrounded.
+fn f32_demo(root: &Path) -> PathBuf {
+    let dir = root.join("demo");
+    copy_dir(&demo_model(), &dir);
+    let file = dir.join("transformer/diffusion_pytorch_model.safetensors");
+    let tensors: Vec<(String, RawTensor)> = {
+        let ws = WeightStore::from_safetensors_files(std::slice::from_ref(&file)).unwrap();
+        ws.names().map(|n| (n.to_string(), RawTensor::from_f32(&ws.get(n).unwrap()))).collect()
+    };
+    write_safetensors(&file, tensors.iter().map(|(n, t)| (n.as_str(), t))).unwrap();
+    dir
+}
+
+/// Norm deltas run per request compute what `generate --lora` computes with them merged at load:
+/// the same bits where the model stores its norms in f32. The demo stores them in bf16, and
+/// merging rounds each sum to bf16 while the request's copy keeps it in f32: there the job equals
+/// the f32 model's merge (the demo computes as its f32 copy does: bf16 widens exactly), and the
+/// bf16 merge is off by that rounding only — far less than the LoRA's effect.
+#[test]
+fn norm_deltas_match_generate_with_the_lora_merged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = lora_dir(tmp.path());
+    let spec = LoraSpec { path: dir.join("norms.safetensors"), scale: 0.8 };
+    let merged = |model_dir: &Path| {
+        let opts = LoadOptions { loras: vec![spec.clone()], ..Default::default() };
+        let with = WanModel::load_with(model_dir, opts, |_| {}).unwrap();
+        with.generate(&engine::generate_params(&job("norms"), Images::default()), &mut ())
+            .unwrap()
+            .video
+            .data()
+            .to_vec()
+    };
+    let f32_dir = f32_demo(tmp.path());
+    let want = merged(&f32_dir);
+    for model_dir in [f32_dir.clone(), demo_model()] {
+        let model = WanModel::load(&model_dir, |_| {}).unwrap();
+        let (adapted, summary) =
+            wanrt_wan::lora_adapter::adapted(&model.transformer, std::slice::from_ref(&spec), Unmatched::Error)
+                .unwrap();
+        assert_eq!((summary[0].layers, summary[0].diffs), (0, 3));
+        let got = adapted_video(&model, &adapted, &job("norms"));
+        let plain = model
+            .generate(&engine::generate_params(&job("norms"), Images::default()), &mut ())
+            .unwrap()
+            .video
+            .data()
+            .to_vec();
+        let (err, change) = (max_diff(&got, &want), max_diff(&plain, &want));
+        eprintln!(
+            "{}: adapted vs generate --lora (f32 merge) max|Δ| {err:e}; the LoRA's effect {change:e}",
+            model_dir.display()
+        );
+        assert!(change > 1e-2, "the norm deltas change the video ({change})");
+        assert_eq!(err, 0.0, "{}: adapted job vs generate with the norms merged in f32", model_dir.display());
+    }
+    let rounded = max_diff(&merged(&demo_model()), &want);
+    eprintln!("bf16 demo: generate --lora (bf16 merge) vs the f32 merge max|Δ| {rounded:e}");
+    assert!(rounded > 0.0 && rounded < 1e-2, "the bf16 merge differs by its rounding only ({rounded})");
+}
+
+/// The same through the API: a served job with norm deltas is, byte for byte, the MP4 that
+/// `generate --lora norms.safetensors:0.8` writes on the f32 model.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_served_job_with_norm_deltas_is_generate_with_them_merged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = f32_demo(tmp.path());
+    let mut a = args(tmp.path());
+    (a.models, a.lora_dir) = (vec![model.clone()], Some(lora_dir(tmp.path())));
+    let s = start(&a).await;
+    let id = s.submit(body(json!([{"name": "norms", "scale": 0.8}]))).await;
+    let done = s.wait_done(&id).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let served = s.get_bytes(&format!("/v1/videos/{id}/content")).await.2;
+    s.shutdown().await;
+
+    let gp = GenerateParams { steps: Some(3), seed: 11, ..GenerateParams::new("a red ball bounces") };
+    let spec = LoraSpec { path: tmp.path().join("loras/norms.safetensors"), scale: 0.8 };
+    let opts = LoadOptions { loras: vec![spec], ..Default::default() };
+    assert!(served == generate_mp4_with(&model, opts, &gp, tmp.path()), "served MP4 differs from generate --lora's");
+    assert!(served != generate_mp4(&model, &gp, tmp.path()), "the norm deltas change the MP4");
 }

@@ -11,7 +11,7 @@
 
 use crate::{Error, Result};
 use wanrt_nn::backend::{AttentionBias, AttentionPrecision, Backend};
-use wanrt_nn::{Linear, Param, ParamMut, Tensor, VarBuilder};
+use wanrt_nn::{param_path, Linear, Param, ParamMut, Tensor, VarBuilder};
 
 /// Per-token rotary tables `cos, sin: [L, head_dim/2]` of one token grid.
 pub struct RotaryEmbedding {
@@ -82,6 +82,8 @@ impl WanSelfAttention {
 
     pub fn visit_mut(&mut self, f: &mut dyn FnMut(ParamMut<'_>)) {
         f(ParamMut::Linear(&mut self.to_qkv));
+        f(ParamMut::Tensor { name: &param_path(&self.path, "norm_q.weight"), tensor: &mut self.norm_q });
+        f(ParamMut::Tensor { name: &param_path(&self.path, "norm_k.weight"), tensor: &mut self.norm_k });
         f(ParamMut::Linear(&mut self.to_out));
         f(ParamMut::Attention { path: &self.path, precision: &mut self.precision });
     }
@@ -110,6 +112,8 @@ struct AddedKeyValueProjection {
 
 #[derive(Clone)]
 pub struct WanCrossAttention {
+    /// Module path (`blocks.3.attn2`), naming the norms in `visit_mut`.
+    path: String,
     heads: usize,
     eps: f32,
     to_q: Linear,
@@ -134,6 +138,7 @@ impl WanCrossAttention {
             })
             .transpose()?;
         Ok(WanCrossAttention {
+            path: vb.prefix().to_string(),
             heads,
             eps,
             to_q: vb.pp("to_q").linear(dim, dim, true)?,
@@ -211,10 +216,14 @@ impl WanCrossAttention {
     }
 
     pub fn visit_mut(&mut self, f: &mut dyn FnMut(ParamMut<'_>)) {
+        let name = |leaf: &str| param_path(&self.path, leaf);
         f(ParamMut::Linear(&mut self.to_q));
         f(ParamMut::Linear(&mut self.to_kv));
+        f(ParamMut::Tensor { name: &name("norm_q.weight"), tensor: &mut self.norm_q });
+        f(ParamMut::Tensor { name: &name("norm_k.weight"), tensor: &mut self.norm_k });
         if let Some(added) = &mut self.added {
             f(ParamMut::Linear(&mut added.to_kv));
+            f(ParamMut::Tensor { name: &name("norm_added_k.weight"), tensor: &mut added.norm_k });
         }
         f(ParamMut::Linear(&mut self.to_out));
     }

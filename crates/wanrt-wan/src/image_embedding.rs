@@ -8,13 +8,15 @@
 
 use crate::{Error, Result};
 use wanrt_nn::backend::{Activation, Backend, BinaryOp};
-use wanrt_nn::{LayerNorm, Linear, Param, ParamMut, Tensor, VarBuilder};
+use wanrt_nn::{param_path, LayerNorm, Linear, Param, ParamMut, Tensor, VarBuilder};
 
 /// diffusers' `FP32LayerNorm` keeps `nn.LayerNorm`'s default eps.
 const LAYER_NORM_EPS: f32 = 1e-5;
 
 #[derive(Clone)]
 pub struct WanImageEmbedding {
+    /// Module path (`condition_embedder.image_embedder`), naming `pos_embed` in `visit_mut`.
+    path: String,
     image_dim: usize,
     norm1: LayerNorm,
     ff_in: Linear,
@@ -27,6 +29,7 @@ pub struct WanImageEmbedding {
 impl WanImageEmbedding {
     pub fn new(vb: &VarBuilder, image_dim: usize, dim: usize, pos_embed_seq_len: Option<usize>) -> Result<Self> {
         Ok(WanImageEmbedding {
+            path: vb.prefix().to_string(),
             image_dim,
             norm1: LayerNorm::load(&vb.pp("norm1"), image_dim, LAYER_NORM_EPS)?,
             ff_in: vb.pp("ff.net.0.proj").linear(image_dim, image_dim, true)?,
@@ -90,7 +93,12 @@ impl WanImageEmbedding {
     }
 
     pub fn visit_mut(&mut self, f: &mut dyn FnMut(ParamMut<'_>)) {
+        self.norm1.visit_mut(f);
         f(ParamMut::Linear(&mut self.ff_in));
         f(ParamMut::Linear(&mut self.ff_out));
+        self.norm2.visit_mut(f);
+        if let Some(p) = &mut self.pos_embed {
+            f(ParamMut::Tensor { name: &param_path(&self.path, "pos_embed"), tensor: p });
+        }
     }
 }

@@ -505,6 +505,7 @@ impl Module for WanTransformer {
         }
         self.blocks.iter_mut().for_each(|b| b.visit_mut(f));
         f(ParamMut::Linear(&mut self.proj_out));
+        f(ParamMut::Tensor { name: "scale_shift_table", tensor: &mut self.scale_shift_table });
     }
 }
 

@@ -15,10 +15,12 @@ use crate::attention::{CrossKeyValues, RotaryEmbedding, WanCrossAttention, WanSe
 use crate::transformer::TransformerConfig;
 use crate::{Error, Result};
 use wanrt_nn::backend::{Activation, Backend, BinaryOp};
-use wanrt_nn::{Linear, Param, ParamMut, Tensor, VarBuilder};
+use wanrt_nn::{param_path, Linear, Param, ParamMut, Tensor, VarBuilder};
 
 #[derive(Clone)]
 pub struct WanTransformerBlock {
+    /// Module path (`blocks.3`), naming the tensors in `visit_mut`.
+    path: String,
     eps: f32,
     attn1: WanSelfAttention,
     attn2: WanCrossAttention,
@@ -40,6 +42,7 @@ impl WanTransformerBlock {
             None
         };
         Ok(WanTransformerBlock {
+            path: vb.prefix().to_string(),
             eps: cfg.eps,
             attn1: WanSelfAttention::new(
                 &vb.pp("attn1"),
@@ -135,10 +138,16 @@ impl WanTransformerBlock {
     }
 
     pub fn visit_mut(&mut self, f: &mut dyn FnMut(ParamMut<'_>)) {
+        let name = |leaf: &str| param_path(&self.path, leaf);
         self.attn1.visit_mut(f);
         self.attn2.visit_mut(f);
+        if let Some((w, b)) = &mut self.norm2 {
+            f(ParamMut::Tensor { name: &name("norm2.weight"), tensor: w });
+            f(ParamMut::Tensor { name: &name("norm2.bias"), tensor: b });
+        }
         f(ParamMut::Linear(&mut self.ffn_in));
         f(ParamMut::Linear(&mut self.ffn_out));
+        f(ParamMut::Tensor { name: &name("scale_shift_table"), tensor: &mut self.scale_shift_table });
     }
 }
 

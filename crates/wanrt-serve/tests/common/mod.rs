@@ -255,7 +255,17 @@ pub fn read_rgb(path: &Path) -> wanrt_wan::image::RgbImage {
 /// The MP4 that `wanrt generate … -o OUT.mp4` writes for `params` on the model in `model_dir`
 /// (its frames, at the model's fps, through the same writer).
 pub fn generate_mp4(model_dir: &Path, params: &wanrt_wan::pipeline::GenerateParams, dir: &Path) -> Vec<u8> {
-    let model = wanrt_wan::model::WanModel::load(model_dir, |_| {}).unwrap();
+    generate_mp4_with(model_dir, Default::default(), params, dir)
+}
+
+/// [`generate_mp4`] with the model loaded under `opts` (`generate --lora FILE:SCALE`: `loras`).
+pub fn generate_mp4_with(
+    model_dir: &Path,
+    opts: wanrt_wan::model::LoadOptions,
+    params: &wanrt_wan::pipeline::GenerateParams,
+    dir: &Path,
+) -> Vec<u8> {
+    let model = wanrt_wan::model::WanModel::load_with(model_dir, opts, |_| {}).unwrap();
     let fps = model.defaults.fps.unwrap_or(16.0);
     let out = model.generate(params, &mut ()).unwrap();
     let &[f, h, w, _] = out.video.shape() else { panic!("video shape {:?}", out.video.shape()) };
@@ -265,4 +275,18 @@ pub fn generate_mp4(model_dir: &Path, params: &wanrt_wan::pipeline::GeneratePara
     let bytes = std::fs::read(&p).unwrap();
     std::fs::remove_file(&p).unwrap();
     bytes
+}
+
+/// A copy of the folder `src` at `dst` (files and subfolders).
+pub fn copy_dir(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for e in std::fs::read_dir(src).unwrap() {
+        let e = e.unwrap();
+        let to = dst.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to);
+        } else {
+            std::fs::copy(e.path(), to).unwrap();
+        }
+    }
 }
