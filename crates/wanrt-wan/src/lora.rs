@@ -6,8 +6,9 @@
 //!   `lora_adapter_metadata` (`lora_alpha`, `alpha_pattern`, `use_rslora`), else scale 1;
 //! - original Wan names as ComfyUI writes them: `diffusion_model.blocks.0.self_attn.q.lora_down.weight`
 //!   / `.lora_up.weight` (or `lora_A`/`lora_B`), `.alpha`, `.diff_b` (bias deltas), `.diff`
-//!   (full-weight deltas, norms included: ComfyUI adds them; diffusers 0.42 skips block `.diff`
-//!   keys and norm deltas);
+//!   (full-weight deltas, norms and the modulation tables included — `blocks.0.modulation.diff`,
+//!   `head.modulation.diff` land on `scale_shift_table`: ComfyUI adds them; diffusers 0.42 skips
+//!   block `.diff` keys and norm deltas);
 //! - Kohya / musubi-tuner: `lora_unet_blocks_0_self_attn_q.lora_down.weight`, `.lora_up.weight`,
 //!   `.alpha`.
 //!
@@ -174,22 +175,29 @@ fn kohya_to_original(flat: &str) -> Option<String> {
 }
 
 /// The diffusers module path of a key's module part, when the model has that module (`has`: the
-/// model has a parameter of this diffusers name).
+/// model has a parameter of this diffusers name). A bare parameter (the modulation tables:
+/// original `blocks.0.modulation`, `head.modulation`) is its own path; only a `diff` fits it.
 fn module_of(raw: &str, has: &dyn Fn(&str) -> bool) -> Option<(String, &'static str)> {
     if let Some(flat) = raw.strip_prefix("lora_unet_") {
-        let orig = kohya_to_original(flat)?;
-        let d = names::transformer(&format!("{orig}.weight"))?;
-        return Some((d.strip_suffix(".weight")?.to_string(), "kohya"));
+        return Some((original_module(&kohya_to_original(flat)?, has)?, "kohya"));
     }
     let mut m = raw;
     for p in ["transformer.", "base_model.model.", "model.diffusion_model.", "diffusion_model."] {
         m = m.strip_prefix(p).unwrap_or(m);
     }
-    if has(&format!("{m}.weight")) || has(&format!("{m}.bias")) {
+    if has(&format!("{m}.weight")) || has(&format!("{m}.bias")) || has(m) {
         return Some((m.to_string(), "diffusers"));
     }
-    let d = names::transformer(&format!("{m}.weight"))?;
-    Some((d.strip_suffix(".weight")?.to_string(), "original"))
+    Some((original_module(m, has)?, "original"))
+}
+
+/// The diffusers path of an original module (`blocks.0.self_attn.q` → `blocks.0.attn1.to_q`) or
+/// bare parameter (`blocks.0.modulation` → `blocks.0.scale_shift_table`).
+fn original_module(orig: &str, has: &dyn Fn(&str) -> bool) -> Option<String> {
+    match names::transformer(&format!("{orig}.weight")) {
+        Some(d) => Some(d.strip_suffix(".weight")?.to_string()),
+        None => names::transformer(orig).filter(|d| has(d)),
+    }
 }
 
 /// PEFT's `lora_adapter_metadata` of a diffusers LoRA file: `(lora_alpha, alpha_pattern, use_rslora)`.
@@ -291,7 +299,10 @@ pub fn targets_on(
     for (m, parts) in modules {
         let take = |p: Part| parts.get(&p);
         let mut lora_factor = None;
+        // A bare parameter (a modulation table) takes only a `diff`: it is no layer, has no bias.
+        let bare = has(&m);
         match (take(Part::Down), take(Part::Up)) {
+            (Some((k, _)), Some(_)) if bare => unmatched.push(format!("{k} (`{m}` is no linear layer)")),
             (Some((_, down)), Some((_, up))) => {
                 let rank = down.shape().first().copied().unwrap_or(0);
                 if down.shape().len() != 2 || rank == 0 {
@@ -332,11 +343,16 @@ pub fn targets_on(
             summary.diffs += 1;
         }
         for (part, suffix) in [(Part::Diff, "weight"), (Part::DiffB, "bias")] {
-            if let Some((_, d)) = take(part) {
-                out.push(Target {
-                    name: format!("{m}.{suffix}"),
-                    delta: Delta::Full { diff: d.clone(), factor: spec.scale },
-                });
+            if let Some((k, d)) = take(part) {
+                let name = match (bare, part) {
+                    (false, _) => format!("{m}.{suffix}"),
+                    (true, Part::Diff) => m.clone(),
+                    (true, _) => {
+                        unmatched.push(format!("{k} (`{m}` has no bias)"));
+                        continue;
+                    }
+                };
+                out.push(Target { name, delta: Delta::Full { diff: d.clone(), factor: spec.scale } });
                 summary.diffs += 1;
             }
         }

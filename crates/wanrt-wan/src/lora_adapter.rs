@@ -137,19 +137,25 @@ mod tests {
         out
     }
 
-    /// Norm deltas in ComfyUI's original key names (RMSNorm gain of block 0's query, block 1's
-    /// cross-attention LayerNorm weight and bias) change just those tensors of the copy, by
-    /// `scale · diff` summed in f32; the original transformer keeps every tensor as it was.
+    /// Norm and modulation deltas in ComfyUI's original key names (RMSNorm gain of block 0's
+    /// query, block 1's cross-attention LayerNorm weight and bias, block 2's and the head's
+    /// modulation tables) change just those tensors of the copy, by `scale · diff` summed in f32;
+    /// the original transformer keeps every tensor as it was.
     #[test]
-    fn norm_deltas_change_the_copy_and_leave_the_original() {
+    fn norm_and_modulation_deltas_change_the_copy_and_leave_the_original() {
         let demo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/demo");
         let mut tr = WanModel::load(&demo, |_| {}).unwrap().transformer;
         let before = tensor_values(&mut tr);
-        let diff = |seed: f32| HostTensor::new([128], (0..128).map(|i| (i as f32 * 0.37 + seed).sin() * 0.2).collect());
+        let diff = |seed: f32, shape: &[usize]| {
+            let n = shape.iter().product::<usize>();
+            HostTensor::new(shape, (0..n).map(|i| (i as f32 * 0.37 + seed).sin() * 0.2).collect()).unwrap()
+        };
         let deltas = [
-            ("diffusion_model.blocks.0.self_attn.norm_q.diff", "blocks.0.attn1.norm_q.weight", diff(1.0).unwrap()),
-            ("diffusion_model.blocks.1.norm3.diff", "blocks.1.norm2.weight", diff(2.0).unwrap()),
-            ("diffusion_model.blocks.1.norm3.diff_b", "blocks.1.norm2.bias", diff(3.0).unwrap()),
+            ("diffusion_model.blocks.0.self_attn.norm_q.diff", "blocks.0.attn1.norm_q.weight", diff(1.0, &[128])),
+            ("diffusion_model.blocks.1.norm3.diff", "blocks.1.norm2.weight", diff(2.0, &[128])),
+            ("diffusion_model.blocks.1.norm3.diff_b", "blocks.1.norm2.bias", diff(3.0, &[128])),
+            ("diffusion_model.blocks.2.modulation.diff", "blocks.2.scale_shift_table", diff(4.0, &[1, 6, 128])),
+            ("diffusion_model.head.modulation.diff", "scale_shift_table", diff(5.0, &[1, 2, 128])),
         ];
         let tmp = tempfile::tempdir().unwrap();
         let file = tmp.path().join("norms.safetensors");
@@ -157,8 +163,8 @@ mod tests {
         write_safetensors(&file, raw.iter().map(|(k, t)| (*k, t))).unwrap();
         let spec = LoraSpec { path: file, scale: 0.7 };
 
-        let (mut copy, summaries) = adapted(&tr, &[spec], Unmatched::Error).unwrap();
-        assert_eq!((summaries[0].layers, summaries[0].diffs), (0, 3));
+        let (mut copy, summaries) = adapted(&tr, std::slice::from_ref(&spec), Unmatched::Error).unwrap();
+        assert_eq!((summaries[0].layers, summaries[0].diffs), (0, deltas.len()));
         assert_eq!(tensor_values(&mut tr), before, "the original transformer is untouched");
         let mut want = before.clone();
         for (_, name, d) in &deltas {
@@ -167,6 +173,43 @@ mod tests {
             assert_ne!(t, &before[*name], "{name}: the delta changes it");
         }
         assert_eq!(tensor_values(&mut copy), want, "the copy: its own norms, every other tensor as shared");
+
+        // Merged at load (`generate --lora`), the same keys land on the same tensors; the demo
+        // stores them in bf16, so the merge is the copy's values to bf16's half an ulp (≤ 2⁻⁸ relative).
+        let file = demo.join("transformer/diffusion_pytorch_model.safetensors");
+        let mut ws = wanrt_nn::WeightStore::from_safetensors_files(&[file]).unwrap();
+        crate::lora::apply(&mut ws, std::slice::from_ref(&spec), wanrt_nn::lora::MergeMode::Merge, Unmatched::Error)
+            .unwrap();
+        for (_, name, _) in &deltas {
+            let merged = ws.raw(name).unwrap().to_f32().unwrap();
+            let close = merged.iter().zip(&want[*name]).all(|(m, w)| (m - w).abs() <= w.abs() * 2f32.powi(-8));
+            assert!(close && merged != before[*name], "{name}: merged at load");
+        }
+    }
+
+    /// A modulation table is no layer: a low-rank pair or a `diff_b` on it is unmatched, named.
+    #[test]
+    fn a_modulation_table_takes_only_a_diff() {
+        let demo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/demo");
+        let tr = WanModel::load(&demo, |_| {}).unwrap().transformer;
+        let tmp = tempfile::tempdir().unwrap();
+        let t =
+            |shape: &[usize]| RawTensor::from_f32(&HostTensor::new(shape, vec![0.1; shape.iter().product()]).unwrap());
+        for (key, tensors) in [
+            ("blocks.0.modulation.diff_b", vec![("diffusion_model.blocks.0.modulation.diff_b", t(&[128]))]),
+            (
+                "head.modulation.lora_down.weight",
+                vec![
+                    ("diffusion_model.head.modulation.lora_down.weight", t(&[2, 128])),
+                    ("diffusion_model.head.modulation.lora_up.weight", t(&[256, 2])),
+                ],
+            ),
+        ] {
+            let file = tmp.path().join("m.safetensors");
+            write_safetensors(&file, tensors.iter().map(|(k, t)| (*k, t))).unwrap();
+            let err = adapted(&tr, &[LoraSpec { path: file, scale: 1.0 }], Unmatched::Error).err().unwrap().to_string();
+            assert!(err.contains(key), "{key}: {err}");
+        }
     }
 
     /// A delta on a tensor this transformer lacks (an image-conditioned model's `norm_k_img`)

@@ -220,6 +220,8 @@ mod x86 {
     }
 
     /// Adds a 256-bit micro-kernel's registers to its sink (block `b` for a block sink).
+    /// Inlined: a call would spill the accumulators once per 32-value block.
+    #[inline]
     #[target_feature(enable = "avx2")]
     unsafe fn flush_256<const MR: usize>(c: &[[__m256i; 2]; MR], sink: Sink, b: usize) {
         match sink {
@@ -330,6 +332,7 @@ mod x86 {
     }
 
     /// Adds the AVX-512 micro-kernel's registers (`panels` of its two panels) to its sink.
+    #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     unsafe fn flush_512<const MR: usize>(c: &[[__m512i; 2]; MR], sink: Sink, b: usize, panels: usize) {
         match sink {
