@@ -254,7 +254,8 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
 /// values (bf16 widens exactly), but merging deltas at load stores their f32 sums unrounded.
 fn f32_demo(root: &Path) -> PathBuf {
     let dir = root.join("demo");
-    copy_dir(&demo_model(), &dir);
+    // Hard links where possible: the rewrite below replaces the file (written atomically).
+    wanrt_io::copy_tree(&demo_model(), &dir).unwrap();
     let file = dir.join("transformer/diffusion_pytorch_model.safetensors");
     let tensors: Vec<(String, RawTensor)> = {
         let ws = WeightStore::from_safetensors_files(std::slice::from_ref(&file)).unwrap();

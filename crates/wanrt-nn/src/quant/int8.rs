@@ -447,12 +447,8 @@ pub fn gemm_w8a8_then(
     post: impl Fn(f32) -> f32 + Sync + Copy,
     out: &mut [f32],
 ) {
-    assert_eq!(k, w.cols, "x has {k} features, the weight expects {}", w.cols);
     let n = w.rows;
-    assert_eq!(out.len(), m * n, "out: expected m·n = {m}·{n} values");
-    if let Some(b) = bias {
-        assert_eq!(b.len(), n, "bias: expected n = {n} values");
-    }
+    super::check_product([m, k], [n, w.cols], bias, out);
     let a = QuantizedActs::quantize(isa, x, m, k, w.kp, act, inv_smooth);
     let out_ptr = SyncPtr(out.as_mut_ptr());
     int_gemm(isa, &a, w, |i0, j0, rows, cols, acc, acc_rs| {

@@ -175,6 +175,13 @@ mod x86 {
         std::ptr::read_unaligned(p as *const i32)
     }
 
+    /// Group `g`'s 64-byte weight line of a panel, as two ymm halves.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn line_256(w: *const i8, g: usize) -> [__m256i; 2] {
+        [_mm256_loadu_si256(w.add(g * 64) as *const __m256i), _mm256_loadu_si256(w.add(g * 64 + 32) as *const __m256i)]
+    }
+
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn avx2(t: &Tile) {
         for p in 0..t.panels {
@@ -200,20 +207,32 @@ mod x86 {
         sink: Sink,
     ) {
         let ones = _mm256_set1_epi16(1);
+        by_blocks_256::<MR>(w, groups, sink, |c, [w0, w1], g| {
+            for (r, cr) in c.iter_mut().enumerate() {
+                let s = _mm256_set1_epi32(bcast4(a.add(r * a_rs + 4 * g) as *const u8));
+                let u = _mm256_set1_epi32(bcast4(aabs.add(r * a_rs + 4 * g)));
+                let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(u, _mm256_sign_epi8(w0, s)), ones);
+                let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(u, _mm256_sign_epi8(w1, s)), ones);
+                cr[0] = _mm256_add_epi32(cr[0], p0);
+                cr[1] = _mm256_add_epi32(cr[1], p1);
+            }
+        });
+    }
+
+    /// The 256-bit micro-kernels' loop: `step(acc, line, g)` adds group `g` (its weight line
+    /// given) to the registers, which are flushed to the sink after each block of groups.
+    #[inline(always)]
+    unsafe fn by_blocks_256<const MR: usize>(
+        w: *const i8,
+        groups: usize,
+        sink: Sink,
+        mut step: impl FnMut(&mut [[__m256i; 2]; MR], [__m256i; 2], usize),
+    ) {
         let per = sink.groups_per_flush(groups);
         for (b, g0) in (0..groups).step_by(per).enumerate() {
             let mut c = [[_mm256_setzero_si256(); 2]; MR];
             for g in g0..g0 + per {
-                let w0 = _mm256_loadu_si256(w.add(g * 64) as *const __m256i);
-                let w1 = _mm256_loadu_si256(w.add(g * 64 + 32) as *const __m256i);
-                for (r, cr) in c.iter_mut().enumerate() {
-                    let s = _mm256_set1_epi32(bcast4(a.add(r * a_rs + 4 * g) as *const u8));
-                    let u = _mm256_set1_epi32(bcast4(aabs.add(r * a_rs + 4 * g)));
-                    let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(u, _mm256_sign_epi8(w0, s)), ones);
-                    let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(u, _mm256_sign_epi8(w1, s)), ones);
-                    cr[0] = _mm256_add_epi32(cr[0], p0);
-                    cr[1] = _mm256_add_epi32(cr[1], p1);
-                }
+                step(&mut c, line_256(w, g), g);
             }
             flush_256::<MR>(&c, sink, b);
         }
@@ -269,20 +288,13 @@ mod x86 {
 
     #[target_feature(enable = "avx2,avxvnni")]
     unsafe fn avxvnni_mk<const MR: usize>(au: *const u8, a_rs: usize, w: *const i8, groups: usize, sink: Sink) {
-        let per = sink.groups_per_flush(groups);
-        for (b, g0) in (0..groups).step_by(per).enumerate() {
-            let mut c = [[_mm256_setzero_si256(); 2]; MR];
-            for g in g0..g0 + per {
-                let w0 = _mm256_loadu_si256(w.add(g * 64) as *const __m256i);
-                let w1 = _mm256_loadu_si256(w.add(g * 64 + 32) as *const __m256i);
-                for (r, cr) in c.iter_mut().enumerate() {
-                    let u = _mm256_set1_epi32(bcast4(au.add(r * a_rs + 4 * g)));
-                    cr[0] = _mm256_dpbusd_avx_epi32(cr[0], u, w0);
-                    cr[1] = _mm256_dpbusd_avx_epi32(cr[1], u, w1);
-                }
+        by_blocks_256::<MR>(w, groups, sink, |c, [w0, w1], g| {
+            for (r, cr) in c.iter_mut().enumerate() {
+                let u = _mm256_set1_epi32(bcast4(au.add(r * a_rs + 4 * g)));
+                cr[0] = _mm256_dpbusd_avx_epi32(cr[0], u, w0);
+                cr[1] = _mm256_dpbusd_avx_epi32(cr[1], u, w1);
             }
-            flush_256::<MR>(&c, sink, b);
-        }
+        });
     }
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]

@@ -61,6 +61,16 @@ pub(crate) fn round_half_even(y: f32) -> f32 {
     (y + ROUND_MAGIC) - ROUND_MAGIC
 }
 
+/// Panics unless `x[m, k] · Wᵀ` with `W[n, cols]` fits: `k == cols`, `bias` of `n` values, `out`
+/// of `m·n`.
+pub(crate) fn check_product([m, k]: [usize; 2], [n, cols]: [usize; 2], bias: Option<&[f32]>, out: &[f32]) {
+    assert_eq!(k, cols, "x has {k} features, the weight expects {cols}");
+    assert_eq!(out.len(), m * n, "out: expected m·n = {m}·{n} values");
+    if let Some(b) = bias {
+        assert_eq!(b.len(), n, "bias: expected n = {n} values");
+    }
+}
+
 /// Output columns widened to f32 per task in [`gemm_decoded`].
 const DECODE_BLOCK: usize = 256;
 /// Activation rows per product in [`gemm_decoded`] (bounds its scratch at 2 MB per thread).

@@ -140,12 +140,8 @@ pub fn gemm_q8_0_then(
     post: impl Fn(f32) -> f32 + Sync + Copy,
     out: &mut [f32],
 ) {
-    assert_eq!(k, w.cols, "x has {k} features, the weight expects {}", w.cols);
     let n = w.rows;
-    assert_eq!(out.len(), m * n, "out: expected m·n = {m}·{n} values");
-    if let Some(b) = bias {
-        assert_eq!(b.len(), n, "bias: expected n = {n} values");
-    }
+    super::check_product([m, k], [n, w.cols], bias, out);
     let comp = match (&w.comp, isa.offsets_activations()) {
         (Some(c), true) => Some(&c[..]),
         (None, true) => panic!("the weight was packed without the compensation {} needs", isa.name()),

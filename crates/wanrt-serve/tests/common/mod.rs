@@ -276,17 +276,3 @@ pub fn generate_mp4_with(
     std::fs::remove_file(&p).unwrap();
     bytes
 }
-
-/// A copy of the folder `src` at `dst` (files and subfolders).
-pub fn copy_dir(src: &Path, dst: &Path) {
-    std::fs::create_dir_all(dst).unwrap();
-    for e in std::fs::read_dir(src).unwrap() {
-        let e = e.unwrap();
-        let to = dst.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &to);
-        } else {
-            std::fs::copy(e.path(), to).unwrap();
-        }
-    }
-}
