@@ -101,6 +101,11 @@ pub struct EngineArgs {
     /// deltas included. Merged into float weights; quantized weights run it as a low-rank side path.
     #[arg(long, value_name = "FILE[:SCALE]", value_parser = LoraSpec::parse)]
     pub lora: Vec<LoraSpec>,
+    /// LoRA applied to transformer_2, Wan2.2 A14B's low-noise expert, at SCALE (repeatable; the
+    /// same formats as --lora, which applies to the high-noise expert): diffusers'
+    /// `load_lora_weights(…, load_into_transformer_2=True)`, the low-noise file of a LoRA pair.
+    #[arg(long = "lora-2", value_name = "FILE[:SCALE]", value_parser = LoraSpec::parse)]
+    pub lora_2: Vec<LoraSpec>,
     /// Run LoRAs as a low-rank side path on float weights too (the path quantized weights take)
     /// instead of merging them.
     #[arg(long)]
@@ -137,6 +142,7 @@ impl EngineArgs {
                     vae_encoder: false,
                     transformer_file: None,
                     loras: vec![],
+                    loras_2: vec![],
                     lora_mode: Default::default(),
                     lora_unmatched: Default::default(),
                 }
@@ -144,6 +150,7 @@ impl EngineArgs {
         };
         opts.transformer_file = self.transformer.clone();
         opts.loras = self.lora.clone();
+        opts.loras_2 = self.lora_2.clone();
         opts.lora_unmatched = self.lora_unmatched;
         opts.lora_mode = if self.lora_unmerged { MergeMode::SidePath } else { MergeMode::Merge };
         Ok(opts)

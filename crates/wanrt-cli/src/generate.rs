@@ -491,9 +491,11 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     .context("loading the model")?;
     let load_secs = t_load.elapsed().as_secs_f64();
     // Skipped LoRA keys are said even under --json (stderr; the JSON lists the summaries).
-    model.loras.iter().filter_map(|l| l.warning()).for_each(|w| eprintln!("warning: {w}"));
+    let loras_2 = model.loras_2.iter();
+    model.loras.iter().chain(loras_2.clone()).filter_map(|l| l.warning()).for_each(|w| eprintln!("warning: {w}"));
     if !args.json {
         model.loras.iter().for_each(|l| eprintln!("wanrt {l}"));
+        loras_2.for_each(|l| eprintln!("wanrt transformer_2: {l}"));
     }
     let fps = args.fps.or(model.defaults.fps).unwrap_or(16.0);
     if !(fps.is_finite() && fps > 0.0) {
@@ -563,6 +565,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         "transformer_weight_bytes": model.transformer.weight_bytes()
             + model.transformer_2.as_ref().map_or(0, |t| t.weight_bytes()),
         "loras": model.loras.iter().map(|l| l.to_string()).collect::<Vec<_>>(),
+        "loras_2": model.loras_2.iter().map(|l| l.to_string()).collect::<Vec<_>>(),
         "text_encoder_weight_bytes": model.text_encoder.weight_bytes(),
         "videos": reports,
         "peak_rss_bytes": peak,

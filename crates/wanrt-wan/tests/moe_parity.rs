@@ -114,3 +114,67 @@ fn the_first_expert_is_released_after_the_boundary() {
     drop(model);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `loras_2` (`--lora-2`, diffusers' `load_into_transformer_2=True`) lands on the low-noise
+/// expert only: the video equals that of a copy whose `transformer_2` holds `W + scale · B·A`
+/// (computed here in f64, apart from wanrt's merge) and differs from the LoRA-free one; a
+/// one-expert model refuses it, naming the file.
+#[test]
+fn loras_2_merge_into_the_low_noise_expert() {
+    use wanrt_nn::weights::{write_safetensors, RawTensor};
+    use wanrt_nn::{HostTensor, WeightStore};
+    use wanrt_wan::lora::LoraSpec;
+    use wanrt_wan::model::LoadOptions;
+
+    let dir = fixture_in("wan_moe", "t2v_a");
+    let tmp = tempfile::tempdir().unwrap();
+    let (rank, scale) = (2usize, 0.5f32);
+    let t2 = dir.join("transformer_2/diffusion_pytorch_model.safetensors");
+    let store = WeightStore::from_safetensors_files(std::slice::from_ref(&t2)).unwrap();
+    let mut lora = vec![];
+    let mut merged: Vec<(String, RawTensor)> =
+        store.names().map(|n| (n.to_string(), RawTensor::from_f32(&store.get(n).unwrap()))).collect();
+    for (i, layer) in ["blocks.0.attn1.to_q", "blocks.1.ffn.net.0.proj"].into_iter().enumerate() {
+        let w = store.get(&format!("{layer}.weight")).unwrap();
+        let &[n, k] = w.shape() else { panic!("2-D weight") };
+        let val = |j: usize, s: f32| (j as f32 * 0.61 + s + i as f32).sin() * 0.3;
+        let a: Vec<f32> = (0..rank * k).map(|j| val(j, 1.0)).collect();
+        let b: Vec<f32> = (0..n * rank).map(|j| val(j, 2.0)).collect();
+        let sum: Vec<f32> = (0..n * k)
+            .map(|e| {
+                let (r, c) = (e / k, e % k);
+                let d: f64 = (0..rank).map(|q| b[r * rank + q] as f64 * a[q * k + c] as f64).sum();
+                (w.data()[e] as f64 + scale as f64 * d) as f32
+            })
+            .collect();
+        let name = format!("{layer}.weight");
+        merged.retain(|(m, _)| *m != name);
+        merged.push((name, RawTensor::from_f32(&HostTensor::new([n, k], sum).unwrap())));
+        lora.push((format!("transformer.{layer}.lora_A.weight"), HostTensor::new([rank, k], a).unwrap()));
+        lora.push((format!("transformer.{layer}.lora_B.weight"), HostTensor::new([n, rank], b).unwrap()));
+    }
+    let lora_file = tmp.path().join("low_noise.safetensors");
+    let lora: Vec<(String, RawTensor)> = lora.iter().map(|(k, t)| (k.clone(), RawTensor::from_f32(t))).collect();
+    write_safetensors(&lora_file, lora.iter().map(|(k, t)| (k.as_str(), t))).unwrap();
+    let merged_dir = tmp.path().join("merged");
+    common::copy_dir(&dir, &merged_dir);
+    let merged_file = merged_dir.join("transformer_2/diffusion_pytorch_model.safetensors");
+    write_safetensors(&merged_file, merged.iter().map(|(k, t)| (k.as_str(), t))).unwrap();
+
+    let spec = LoraSpec { path: lora_file.clone(), scale };
+    let opts = || LoadOptions { loras_2: vec![spec.clone()], ..Default::default() };
+    let with_lora = WanModel::load_with(&dir, opts(), |_| {}).unwrap();
+    assert_eq!((with_lora.loras.len(), with_lora.loras_2.len()), (0, 1));
+    assert_eq!(with_lora.loras_2[0].layers, 2);
+    let (plain, _, p) = load("t2v_a");
+    let video = |m: &WanModel| m.generate(&p, &mut ()).unwrap().video;
+    let got = video(&with_lora);
+    let want = video(&WanModel::load(&merged_dir, |_| {}).unwrap());
+    let err = got.max_abs_diff(&want).unwrap();
+    assert!(err <= 1e-5, "--lora-2 vs transformer_2 merged here: max|Δ| {err:e}");
+    let effect = got.max_abs_diff(&video(&plain)).unwrap();
+    assert!(effect > 1e-3, "the LoRA changes the video (max|Δ| {effect:e})");
+
+    let msg = WanModel::load_with(&common::fixture("a"), opts(), |_| {}).err().expect("refused").to_string();
+    assert!(msg.contains("low_noise.safetensors") && msg.contains("transformer_2"), "{msg}");
+}

@@ -20,6 +20,7 @@ fn load(be: &Arc<CpuBackend>) -> WanModel {
         vae_encoder: false,
         transformer_file: None,
         loras: vec![],
+        loras_2: vec![],
         lora_mode: Default::default(),
         lora_unmatched: Default::default(),
     };

@@ -21,6 +21,7 @@ pub(crate) fn load(
     stage: &mut dyn FnMut(&str),
 ) -> Result<WanModel> {
     let index = super::index::read(dir)?;
+    super::check_loras_2(opts, index.has_transformer_2, dir)?;
     let artifact = Manifest::read(dir)?;
     stage("text encoder");
     let (te_cfg, mut te_store) = component::<Umt5Config>(dir, "text_encoder", "model")?;
@@ -41,12 +42,14 @@ pub(crate) fn load(
     let loras = crate::lora::apply(&mut tr_store, &opts.loras, opts.lora_mode, opts.lora_unmatched)?;
     let transformer = WanTransformer::load(&tr_store, tr_cfg, opts.backend.clone())?;
     drop(tr_store);
+    let mut loras_2 = vec![];
     let transformer_2 = if index.has_transformer_2 {
         stage("transformer_2");
         let (cfg, mut store) = component::<TransformerConfig>(dir, "transformer_2", "diffusion_pytorch_model")?;
         if let Some(m) = &artifact {
             m.apply_transformer_2(&mut store)?;
         }
+        loras_2 = crate::lora::apply(&mut store, &opts.loras_2, opts.lora_mode, opts.lora_unmatched)?;
         Some(WanTransformer::load(&store, cfg, opts.backend.clone())?)
     } else {
         None
@@ -82,6 +85,7 @@ pub(crate) fn load(
         text_len: None,
         artifact,
         loras,
+        loras_2,
     })
 }
 

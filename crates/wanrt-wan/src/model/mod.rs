@@ -103,6 +103,9 @@ pub struct LoadOptions {
     pub transformer_file: Option<PathBuf>,
     /// LoRA files applied to the transformer at load ([`crate::lora`]).
     pub loras: Vec<LoraSpec>,
+    /// LoRA files applied to `transformer_2` (Wan2.2 A14B's low-noise expert), as diffusers'
+    /// `load_lora_weights(…, load_into_transformer_2=True)`; an error on a one-expert model.
+    pub loras_2: Vec<LoraSpec>,
     /// Merge LoRAs into float weights (default) or run them all as side paths.
     pub lora_mode: MergeMode,
     /// LoRA keys that match no transformer parameter: an error (default) or skipped.
@@ -118,6 +121,7 @@ impl Default for LoadOptions {
             vae_encoder: false,
             transformer_file: None,
             loras: vec![],
+            loras_2: vec![],
             lora_mode: MergeMode::Merge,
             lora_unmatched: Unmatched::Error,
         }
@@ -143,6 +147,7 @@ impl LoadOptions {
             vae_encoder: false,
             transformer_file: None,
             loras: vec![],
+            loras_2: vec![],
             lora_mode: MergeMode::Merge,
             lora_unmatched: Unmatched::Error,
         }
@@ -173,6 +178,22 @@ pub struct WanModel {
     pub artifact: Option<Manifest>,
     /// The LoRA files applied at load.
     pub loras: Vec<LoraSummary>,
+    /// The LoRA files applied to `transformer_2` at load.
+    pub loras_2: Vec<LoraSummary>,
+}
+
+/// `--lora-2` needs a second transformer: refused, before anything loads, on a one-expert model.
+fn check_loras_2(opts: &LoadOptions, has_transformer_2: bool, dir: &Path) -> Result<()> {
+    match opts.loras_2.first() {
+        Some(spec) if !has_transformer_2 => Err(Error::file(
+            &spec.path,
+            format!(
+                "a LoRA for transformer_2, but {} has one transformer (only Wan2.2 A14B has a second expert)",
+                dir.display()
+            ),
+        )),
+        _ => Ok(()),
+    }
 }
 
 pub(crate) fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {

@@ -27,22 +27,25 @@ pub(crate) fn load(
     opts: &LoadOptions,
     stage: &mut dyn FnMut(&str),
 ) -> Result<WanModel> {
+    let experts = Experts::of(dir);
+    super::check_loras_2(opts, matches!(experts, Experts::Two { .. }), dir)?;
     stage("text encoder");
     let (t5, te_cfg) = text_encoder(dir)?;
     let text_encoder = Umt5Encoder::load(&t5, te_cfg, opts.backend.clone())?;
     drop(t5);
     let tokenizer = PromptTokenizer::from_dir(&tokenizer_dir(dir))?;
     stage("transformer");
-    let experts = Experts::of(dir);
     let (mut dit, tr_cfg, release) = transformer(experts.first(), opts.transformer_file.as_deref())?;
     let loras = crate::lora::apply(&mut dit, &opts.loras, opts.lora_mode, opts.lora_unmatched)?;
     let transformer = WanTransformer::load(&dit, tr_cfg, opts.backend.clone())?;
     drop(dit);
+    let mut loras_2 = vec![];
     let (transformer_2, boundary_ratio) = match &experts {
         Experts::One(_) => (None, None),
         Experts::Two { low_noise, .. } => {
             stage("transformer_2");
-            let (ws, cfg, _) = self::transformer(low_noise, None)?;
+            let (mut ws, cfg, _) = self::transformer(low_noise, None)?;
+            loras_2 = crate::lora::apply(&mut ws, &opts.loras_2, opts.lora_mode, opts.lora_unmatched)?;
             let boundary = boundary_ratio(release.model_type, &defaults)?;
             (Some(WanTransformer::load(&ws, cfg, opts.backend.clone())?), Some(boundary))
         }
@@ -78,6 +81,7 @@ pub(crate) fn load(
         text_len: release.text_len,
         artifact: None,
         loras,
+        loras_2,
     })
 }
 
