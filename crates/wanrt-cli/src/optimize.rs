@@ -145,6 +145,10 @@ pub struct OptimizeArgs {
     /// (file, size, SHA-256, scale, rank, alpha). The report's source runs with the same --lora.
     #[arg(long, value_name = "FILE[:SCALE]", value_parser = LoraSpec::parse)]
     pub lora: Vec<LoraSpec>,
+    /// LoRA baked into transformer_2, Wan2.2 A14B's low-noise expert (repeatable; see
+    /// `generate --lora-2`); recorded in the manifest as `loras_2`.
+    #[arg(long = "lora-2", value_name = "FILE[:SCALE]", value_parser = LoraSpec::parse)]
+    pub lora_2: Vec<LoraSpec>,
     /// LoRA keys that match no transformer layer: `error` refuses the file naming them; `warn`
     /// skips them and prints one line with their count and first names.
     #[arg(long, value_name = "error|warn", default_value = "error", value_parser = Unmatched::parse)]
@@ -260,6 +264,7 @@ pub fn run(args: OptimizeArgs) -> Result<()> {
         sensitivity: args.sensitivity,
         text_encoder_int8: matches!(args.text_encoder, TextEncoderArg::Int8Weight),
         loras: args.lora.clone(),
+        loras_2: args.lora_2.clone(),
         lora_unmatched: args.lora_unmatched,
     };
     let prompts: Vec<PromptEntry> = prompts.into_iter().take(args.calib_prompts).collect();
@@ -285,6 +290,7 @@ pub fn run(args: OptimizeArgs) -> Result<()> {
     summary.lora_warnings.iter().for_each(|w| eprintln!("warning: {w}"));
     if !args.json {
         summary.loras.iter().for_each(|l| eprintln!("wanrt optimize: baked {l}"));
+        summary.loras_2.iter().for_each(|l| eprintln!("wanrt optimize: baked into transformer_2 {l}"));
     }
 
     let variants = if args.no_report {
@@ -394,8 +400,10 @@ fn measure_variant(
         }
         // The source runs with the adapters the artifact has baked in (an artifact takes none).
         if !is_artifact {
-            for l in &args.lora {
-                cmd.arg("--lora").arg(format!("{}:{}", l.path.display(), l.scale));
+            for (flag, specs) in [("--lora", &args.lora), ("--lora-2", &args.lora_2)] {
+                for l in specs {
+                    cmd.arg(flag).arg(format!("{}:{}", l.path.display(), l.scale));
+                }
             }
             cmd.arg("--lora-unmatched").arg(if args.lora_unmatched == Unmatched::Warn { "warn" } else { "error" });
         }
@@ -492,6 +500,9 @@ fn render_markdown(s: &OptimizeSummary, variants: &[serde_json::Value]) -> Strin
     }
     for l in &s.loras {
         md += &format!("Baked in: {l}.\n\n");
+    }
+    for l in &s.loras_2 {
+        md += &format!("Baked into transformer_2: {l}.\n\n");
     }
     if let Some(t) = &s.text_encoder {
         md += &format!(

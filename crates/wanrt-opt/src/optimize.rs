@@ -85,6 +85,8 @@ pub struct OptimizeSummary {
     pub text_encoder: Option<TextEncoderSummary>,
     /// One line per baked LoRA (`LoRA FILE (format): layers, rank, alpha, scale`).
     pub loras: Vec<String>,
+    /// The same for the LoRAs baked into `transformer_2`.
+    pub loras_2: Vec<String>,
     /// One line per LoRA whose unmatched keys were skipped (`--lora-unmatched warn`).
     pub lora_warnings: Vec<String>,
 }
@@ -165,7 +167,12 @@ fn optimize_diffusers(
     progress.stage("loading");
     // LoRAs merged into the float weights before anything is measured: calibration, pruning and
     // quantization all see the adapted model, so the artifact's codes include the adapters.
-    let load = LoadOptions { loras: opts.loras.clone(), lora_unmatched: opts.lora_unmatched, ..Default::default() };
+    let load = LoadOptions {
+        loras: opts.loras.clone(),
+        loras_2: opts.loras_2.clone(),
+        lora_unmatched: opts.lora_unmatched,
+        ..Default::default()
+    };
     let mut model = WanModel::load_with(src, load, |_| {})?;
     if model.artifact.is_some() {
         return Err(Error::Msg(format!(
@@ -174,6 +181,7 @@ fn optimize_diffusers(
         )));
     }
     let loras = lora_records(&model.loras)?;
+    let loras_2 = lora_records(&model.loras_2)?;
 
     progress.stage("calibration");
     let t_cal = Instant::now();
@@ -226,6 +234,7 @@ fn optimize_diffusers(
             "reverted_to_full_precision": first.reverted,
             "transformer_2_reverted_to_full_precision": second.as_ref().map(|o| &o.reverted),
             "loras": loras,
+            "loras_2": loras_2,
         }),
         layers: first.section.layers.clone(),
         pruning: first.section.pruning.clone(),
@@ -254,7 +263,8 @@ fn optimize_diffusers(
         calibration_s,
         total_s: t_start.elapsed().as_secs_f64(),
         loras: model.loras.iter().map(|l| l.to_string()).collect(),
-        lora_warnings: model.loras.iter().filter_map(|l| l.warning()).collect(),
+        loras_2: model.loras_2.iter().map(|l| l.to_string()).collect(),
+        lora_warnings: model.loras.iter().chain(&model.loras_2).filter_map(|l| l.warning()).collect(),
         text_encoder: text_encoder.map(|t| TextEncoderSummary {
             embedding_error: t.embedding_error,
             weight_bytes_before: t.weight_bytes_before,
@@ -298,10 +308,9 @@ fn optimize_transformer(
     }
     let tr_dir = src.join(component);
     let mut src_ws = WeightStore::from_diffusers_dir(&tr_dir, "diffusion_pytorch_model")?;
-    if component == "transformer" {
-        // The tensors the artifact is written from get the same merge (in place, per tensor).
-        wanrt_wan::lora::apply(&mut src_ws, &opts.loras, MergeMode::Merge, opts.lora_unmatched)?;
-    }
+    // The tensors the artifact is written from get the same merge (in place, per tensor).
+    let loras = if component == "transformer" { &opts.loras } else { &opts.loras_2 };
+    wanrt_wan::lora::apply(&mut src_ws, loras, MergeMode::Merge, opts.lora_unmatched)?;
     let mut config_json = read_json(&tr_dir.join("config.json"))?;
     let params_before = tr.num_params();
     let weight_bytes_before = tr.weight_bytes();

@@ -85,6 +85,8 @@ pub struct OptimizeOptions {
     /// LoRA files baked into the transformer: merged into its float weights before calibration,
     /// so the quantized weights include them.
     pub loras: Vec<LoraSpec>,
+    /// LoRA files baked into `transformer_2` (Wan2.2 A14B's low-noise expert) the same way.
+    pub loras_2: Vec<LoraSpec>,
     /// LoRA keys that match no transformer layer: an error (default) or skipped.
     pub lora_unmatched: Unmatched,
 }
@@ -103,6 +105,7 @@ impl Default for OptimizeOptions {
             sensitivity: false,
             text_encoder_int8: false,
             loras: Vec::new(),
+            loras_2: Vec::new(),
             lora_unmatched: Unmatched::Error,
         }
     }

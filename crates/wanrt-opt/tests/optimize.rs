@@ -461,3 +461,47 @@ fn two_expert_models_optimize_each_expert() {
         assert!(artifact.generate(&p, &mut ()).unwrap().video.data().iter().all(|v| v.is_finite()));
     }
 }
+
+/// `--lora-2` bakes a low-noise LoRA into the artifact's `transformer_2`: with `--quant none` the
+/// artifact generates what the source does with the LoRA loaded on its second expert, the
+/// manifest records it under `loras_2`, and the video differs from the LoRA-free source's.
+#[test]
+fn two_expert_models_bake_a_low_noise_lora() {
+    use wanrt_nn::weights::{write_safetensors, RawTensor};
+    use wanrt_wan::lora::LoraSpec;
+    use wanrt_wan::model::LoadOptions;
+    let tmp = tempfile::tempdir().unwrap();
+    let two = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/wan_moe/t2v_a");
+    // Rank 2 on the low-noise expert's first query projection (24 × 24).
+    let a = HostTensor::new([2, 24], (0..48).map(|i| (i as f32 * 0.7).sin() * 0.4).collect()).unwrap();
+    let b = HostTensor::new([24, 2], (0..48).map(|i| (i as f32 * 1.3).cos() * 0.4).collect()).unwrap();
+    let lora = tmp.path().join("low.safetensors");
+    let (ra, rb) = (RawTensor::from_f32(&a), RawTensor::from_f32(&b));
+    let keys = [
+        ("transformer.blocks.0.attn1.to_q.lora_A.weight", &ra),
+        ("transformer.blocks.0.attn1.to_q.lora_B.weight", &rb),
+    ];
+    write_safetensors(&lora, keys).unwrap();
+    let spec = LoraSpec { path: lora, scale: 0.8 };
+    let out = tmp.path().join("baked");
+    let mut opts = options(QuantMode::None);
+    opts.loras_2 = vec![spec.clone()];
+    let mut settings = calib();
+    settings.steps = 4;
+    let summary = optimize(&two, &out, &opts, &settings, &mut ()).unwrap();
+    assert_eq!((summary.loras.len(), summary.loras_2.len()), (0, 1));
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("wanrt-artifact.json")).unwrap()).unwrap();
+    assert_eq!(manifest["settings"]["loras_2"][0]["file"], "low.safetensors");
+
+    let mut p = wanrt_wan::pipeline::GenerateParams::new("a fox");
+    (p.steps, p.num_frames, p.height, p.width, p.seed) = (Some(4), Some(5), Some(32), Some(48), 3);
+    let video = |m: &WanModel| m.generate(&p, &mut ()).unwrap().video;
+    let baked = video(&WanModel::load(&out, |_| {}).unwrap());
+    let load = LoadOptions { loras_2: vec![spec], ..Default::default() };
+    let loaded = video(&WanModel::load_with(&two, load, |_| {}).unwrap());
+    let err = baked.max_abs_diff(&loaded).unwrap();
+    assert!(err <= 2e-5, "baked vs loaded low-noise LoRA: max|Δ| {err:e}");
+    let effect = baked.max_abs_diff(&video(&WanModel::load(&two, |_| {}).unwrap())).unwrap();
+    assert!(effect > 1e-3, "the LoRA changes the video ({effect:e})");
+}
