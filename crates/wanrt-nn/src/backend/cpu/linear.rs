@@ -65,14 +65,29 @@ enum CpuWeight {
 #[derive(Debug)]
 pub(crate) struct StoredRows {
     parts: Vec<RawTensor>,
-    /// First output row of each part.
-    starts: Vec<usize>,
+    starts: PartStarts,
     shape: [usize; 2],
+}
+
+/// Where each of a layer's parts starts along the output dimension.
+#[derive(Debug)]
+struct PartStarts(Vec<usize>);
+
+impl PartStarts {
+    fn of(parts: &[RawTensor]) -> Self {
+        PartStarts(parts.iter().scan(0, |s, p| Some(std::mem::replace(s, *s + p.shape[0]))).collect())
+    }
+
+    /// `(part, row within it)` of output row `j`.
+    fn locate(&self, j: usize) -> (usize, usize) {
+        let p = self.0.partition_point(|&s| s <= j) - 1;
+        (p, j - self.0[p])
+    }
 }
 
 impl StoredRows {
     fn new(parts: &[RawTensor], n: usize, k: usize) -> Result<Self> {
-        let starts = parts.iter().scan(0, |s, p| Some(std::mem::replace(s, *s + p.shape[0]))).collect();
+        let starts = PartStarts::of(parts);
         if let Some(p) = parts.iter().find(|p| !p.dtype.is_block_quantized() && widen_bytes(p.dtype).is_none()) {
             return Err(Error::UnsupportedDType { name: format!("{p:?}"), dtype: p.dtype.to_string() });
         }
@@ -90,11 +105,9 @@ impl StoredRows {
 
     /// Writes row `j` as f32 into `dst` (`k` values).
     fn decode_row(&self, j: usize, dst: &mut [f32]) {
-        let k = self.shape[1];
-        let p = self.starts.partition_point(|&s| s <= j) - 1;
+        let (p, local) = self.starts.locate(j);
         let part = &self.parts[p];
-        let row_bytes = part.dtype.storage_bytes(k).expect("checked by Linear::new");
-        let local = j - self.starts[p];
+        let row_bytes = part.dtype.storage_bytes(self.shape[1]).expect("checked by Linear::new");
         let bytes = &part.bytes()[local * row_bytes..(local + 1) * row_bytes];
         if part.dtype.is_block_quantized() {
             crate::quant::ggml::dequantize(part.dtype, bytes, dst);
@@ -104,24 +117,25 @@ impl StoredRows {
     }
 }
 
-/// The stored bytes of parts stacked along the output dimension, read by row in place.
+/// The stored bytes of `[·, k]` parts stacked along the output dimension, read by row in place.
 struct StackedBytes<'a> {
+    parts: &'a [RawTensor],
     bytes: Vec<std::borrow::Cow<'a, [u8]>>,
-    /// First output row of each part.
-    starts: Vec<usize>,
+    starts: PartStarts,
+    k: usize,
 }
 
 impl<'a> StackedBytes<'a> {
-    fn new(parts: &'a [RawTensor]) -> Self {
-        let starts = parts.iter().scan(0, |s, p| Some(std::mem::replace(s, *s + p.shape[0]))).collect();
-        StackedBytes { bytes: parts.iter().map(|p| p.bytes()).collect(), starts }
+    fn new(parts: &'a [RawTensor], k: usize) -> Self {
+        StackedBytes { parts, bytes: parts.iter().map(|p| p.bytes()).collect(), starts: PartStarts::of(parts), k }
     }
 
-    /// The `row_bytes` bytes of output row `j`.
-    fn row(&self, j: usize, row_bytes: usize) -> &[u8] {
-        let p = self.starts.partition_point(|&s| s <= j) - 1;
-        let local = j - self.starts[p];
-        &self.bytes[p][local * row_bytes..(local + 1) * row_bytes]
+    /// The dtype and stored bytes of output row `j`.
+    fn row(&self, j: usize) -> (DType, &[u8]) {
+        let (p, local) = self.starts.locate(j);
+        let dtype = self.parts[p].dtype;
+        let row_bytes = dtype.storage_bytes(self.k).expect("checked by Linear::new");
+        (dtype, &self.bytes[p][local * row_bytes..(local + 1) * row_bytes])
     }
 }
 
@@ -261,13 +275,10 @@ fn float_rows<'a, T>(
     if let Some(p) = parts.iter().find(|p| widen_bytes(p.dtype).is_none()) {
         return Err(Error::UnsupportedDType { name: format!("{p:?}"), dtype: p.dtype.to_string() });
     }
-    let bytes: Vec<std::borrow::Cow<[u8]>> = parts.iter().map(|p| p.bytes()).collect();
-    let starts: Vec<usize> = parts.iter().scan(0, |s, p| Some(std::mem::replace(s, *s + p.shape[0]))).collect();
+    let rows = StackedBytes::new(parts, k);
     Ok(move |j: usize, dst: &mut [T]| {
-        let p = starts.partition_point(|&s| s <= j) - 1;
-        let size = parts[p].dtype.size_in_bytes();
-        let local = j - starts[p];
-        decode(parts[p].dtype, &bytes[p][local * k * size..(local + 1) * k * size], dst);
+        let (dtype, bytes) = rows.row(j);
+        decode(dtype, bytes, dst);
     })
 }
 
@@ -337,9 +348,9 @@ impl CpuLinear {
             }
             LinearWeight::Int8 { codes, scales, act: Some(act), smooth } => {
                 // Packed straight from the stored codes (mapped files: no intermediate copy).
-                let bytes = StackedBytes::new(codes);
+                let rows = StackedBytes::new(codes, k);
                 CpuWeight::Int8 {
-                    w: PackedInt8::pack(|j| bytemuck::cast_slice(bytes.row(j, k)), n, k, scales.clone()),
+                    w: PackedInt8::pack(|j| bytemuck::cast_slice(rows.row(j).1), n, k, scales.clone()),
                     act: *act,
                     inv_smooth: smooth.as_ref().map(|s| s.iter().map(|v| 1.0 / v).collect()),
                 }
@@ -349,9 +360,8 @@ impl CpuLinear {
                 act: *act,
             },
             LinearWeight::Ggml(parts) if opts.gguf_int8 && !lookup && parts.iter().all(|p| p.dtype == DType::Q8_0) => {
-                let bytes = StackedBytes::new(parts);
-                let row_bytes = DType::Q8_0.storage_bytes(k).expect("checked by Linear::new");
-                match PackedQ8_0::from_blocks(|j| bytes.row(j, row_bytes), n, k) {
+                let rows = StackedBytes::new(parts, k);
+                match PackedQ8_0::from_blocks(|j| rows.row(j).1, n, k) {
                     Some(w) => CpuWeight::Q8_0(w),
                     // A code of −128 (never written by ggml): decoded like the other GGUF types.
                     None => CpuWeight::Stored(StoredRows::new(parts, n, k)?),
