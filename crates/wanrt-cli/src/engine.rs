@@ -92,8 +92,9 @@ pub struct EngineArgs {
     pub transformer: Option<PathBuf>,
     /// Run a GGUF transformer's Q8_0 weights directly on the int8 kernels, as ggml's CPU backend
     /// does (activations rounded to 8 bits per block of 32 values, each block's exact integer
-    /// sum scaled into f32) instead of decoding them into the exact f32 product: faster per layer
-    /// (1.1–1.3× on AVX2, more with VNNI), not bit-exact. Other GGUF types are decoded as usual.
+    /// sum scaled into f32) instead of decoding them into the exact f32 product: not bit-exact;
+    /// measured 1.07–1.34× per layer and 1.18× per transformer pass on an AVX2 CPU without VNNI
+    /// (bench/results/q8_0-direct-zen3.md). Other GGUF types are decoded as usual.
     #[arg(long)]
     pub gguf_int8: bool,
     /// LoRA applied to the transformer at SCALE (default 1; repeatable): diffusers/PEFT,
