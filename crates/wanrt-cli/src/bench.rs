@@ -9,7 +9,7 @@ use anyhow::{bail, Result};
 use clap::Args;
 use std::path::PathBuf;
 use std::time::Instant;
-use wanrt_nn::backend::{ops_between, CountingBackend};
+use wanrt_nn::backend::{ops_between, times_between, CountingBackend, OpCounts, OpTimes};
 use wanrt_nn::{HostTensor, Module, WeightStore};
 use wanrt_wan::image::RgbImage;
 use wanrt_wan::model::LoadOptions;
@@ -61,6 +61,12 @@ pub struct BenchArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Also list where a transformer step's time goes, op by op (calls and seconds per step,
+    /// averaged over the timed passes; always in --json as `transformer_op_seconds_by_kind`). On
+    /// the CPU each op's time is its compute; on CUDA, whose launches return at once, it is the
+    /// host's launch time.
+    #[arg(long)]
+    pub op_times: bool,
     #[command(flatten)]
     pub ladder: crate::ladder::LadderArgs,
 }
@@ -156,10 +162,15 @@ pub fn run(args: BenchArgs) -> Result<()> {
     model.transformer.forward_prepared(&latents, &t, context)?; // warm-up: page in the weights
     let step_ops = ops_between(&before, &counting.counts());
     let mut step_times = Vec::new();
+    let before_times = counting.times();
     for _ in 0..repeat {
         let (_, secs) = timed(|| Ok(model.transformer.forward_prepared(&latents, &t, context)?))?;
         step_times.push(secs);
     }
+    let op_seconds: serde_json::Map<String, serde_json::Value> = times_between(&before_times, &counting.times())
+        .into_iter()
+        .map(|(op, spent)| (op.to_string(), (spent.as_secs_f64() / repeat as f64).into()))
+        .collect();
     let step_s = step_times.iter().cloned().fold(f64::INFINITY, f64::min);
     let vae_s = if args.skip_vae { None } else { Some(timed(|| Ok(model.vae.decode(&one, |_, _| {})?))?.1) };
     let grid = model.transformer.grid(shape[2], shape[3], shape[4])?;
@@ -184,6 +195,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
         // One transformer pass (the CFG pair unless --no-cfg): fused ops count once.
         "transformer_ops_per_step": step_ops.values().sum::<u64>(),
         "transformer_ops_by_kind": step_ops,
+        // Host seconds inside each kind of op per pass (mean over the timed passes).
+        "transformer_op_seconds_by_kind": op_seconds,
         "vae_decode_s": vae_s,
         "peak_rss_bytes": sysinfo::peak_rss_bytes(),
     });
@@ -199,11 +212,34 @@ pub fn run(args: BenchArgs) -> Result<()> {
             }
         }
         t += &format!("ops per transformer step {}\n", report["transformer_ops_per_step"]);
+        if args.op_times {
+            let times = times_between(&before_times, &counting.times());
+            t += &op_time_table(&step_ops, &times, repeat, step_times.iter().sum::<f64>() / repeat as f64);
+        }
         if let Some(p) = sysinfo::peak_rss_bytes() {
             t += &format!("peak memory {}\n", sysinfo::format_bytes(p));
         }
         crate::outcome::print(&t)
     }
+}
+
+/// The `--op-times` table: ops by time spent per step, most first, with their share of the step.
+fn op_time_table(calls: &OpCounts, times: &OpTimes, passes: usize, step_s: f64) -> String {
+    let mut rows: Vec<(&str, f64)> = times.iter().map(|(op, t)| (*op, t.as_secs_f64() / passes as f64)).collect();
+    rows.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let mut t = format!("  {:<22} {:>6} {:>10} {:>7}\n", "op", "calls", "seconds", "share");
+    for (op, secs) in &rows {
+        let n = calls.get(op).copied().unwrap_or(0);
+        t += &format!("  {op:<22} {n:>6} {secs:>10.3} {:>6.1}%\n", 100.0 * secs / step_s.max(f64::MIN_POSITIVE));
+    }
+    let outside = step_s - rows.iter().map(|r| r.1).sum::<f64>();
+    t += &format!(
+        "  {:<22} {:>6} {outside:>10.3} {:>6.1}%\n",
+        "(between ops)",
+        "",
+        100.0 * outside / step_s.max(f64::MIN_POSITIVE)
+    );
+    t
 }
 
 /// `--vae-only`: decode latents of the benchmarked shape with the model's VAE alone.

@@ -284,6 +284,41 @@ fn cuda_backend_without_a_driver_fails_in_one_line() {
     assert!(String::from_utf8_lossy(&bench.stderr).contains("no CUDA driver found"));
 }
 
+/// `wanrt bench --op-times` says where a transformer step's time goes: a table of ops by time
+/// (text) and `transformer_op_seconds_by_kind` (JSON) whose ops are the step's ops and whose sum
+/// lies within the step's wall time.
+#[test]
+fn bench_reports_the_time_of_each_op() {
+    let bench = |extra: &[&str]| {
+        let out = wanrt()
+            .args(["bench", "--model"])
+            .arg(fixture("a"))
+            .args(["--frames", "5", "--height", "32", "--width", "32", "--repeat", "2", "--skip-vae"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let table = bench(&["--op-times"]);
+    let rows: Vec<&str> = table.lines().skip_while(|l| !l.trim_start().starts_with("op ")).collect();
+    assert!(rows.len() > 5, "{table}");
+    for op in ["linear", "attention", "layer_norm_modulate", "(between ops)"] {
+        assert!(rows.iter().any(|r| r.trim_start().starts_with(op)), "no `{op}` row:\n{table}");
+    }
+    assert!(!bench(&[]).contains("(between ops)"), "the table is printed only with --op-times");
+
+    let j: serde_json::Value = serde_json::from_str(&bench(&["--json"])).unwrap();
+    let times = j["transformer_op_seconds_by_kind"].as_object().unwrap();
+    let kinds = j["transformer_ops_by_kind"].as_object().unwrap();
+    assert!(times.keys().all(|op| kinds.contains_key(op)), "{times:?} vs {kinds:?}");
+    assert!(times["linear"].as_f64().unwrap() > 0.0);
+    let steps: Vec<f64> = j["transformer_step_all_s"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    let mean_step = steps.iter().sum::<f64>() / steps.len() as f64;
+    let in_ops: f64 = times.values().map(|v| v.as_f64().unwrap()).sum();
+    assert!(in_ops > 0.0 && in_ops <= mean_step * 1.0001, "ops {in_ops} s in a {mean_step} s step");
+}
+
 /// A step-distilled model's preset: `wanrt.json` beside the model sets steps, guidance (1: no
 /// CFG), shift and the sampler, so the run needs no flags for them; the frames are diffusers'
 /// with the same recipe (FlowMatchEuler shift 5, 4 steps, guidance 1; fixture made by

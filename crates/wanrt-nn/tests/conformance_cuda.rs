@@ -75,6 +75,14 @@ fn cuda_timings_at_wan_1_3b_shapes() {
     ffn_in.prepare(&be).unwrap();
     let s = time(5, &|| drop(be.linear_activation(&ffn_in, &x, Activation::GeluTanh).unwrap()));
     record("linear 1536→8960 + bias + GELU (cuBLASLt)", s, 2.0 * (l * c * ffn) as f64);
+    // The same layer as a W8A8 artifact stores it: quantize, 8-bit GEMM, dequantize + GELU.
+    let w_ffn = random(&[ffn, c], 0.02);
+    for (name, weight) in w8a8_weights(&w_ffn) {
+        let mut layer = Linear::new("ffn.0", vec![("ffn.0".into(), ffn)], c, weight, Some(vec![0.01; ffn])).unwrap();
+        layer.prepare(&be).unwrap();
+        let s = time(5, &|| drop(be.linear_activation(&layer, &x, Activation::GeluTanh).unwrap()));
+        record(&format!("linear 1536→8960 + bias + GELU ({name})"), s, 2.0 * (l * c * ffn) as f64);
+    }
     let mut qkv = Linear::from_f32("qkv", &random(&[3 * c, c], 0.02), Some(vec![0.0; 3 * c])).unwrap();
     qkv.prepare(&be).unwrap();
     let s = time(5, &|| drop(be.linear(&qkv, &x).unwrap()));
@@ -105,4 +113,35 @@ fn cuda_timings_at_wan_1_3b_shapes() {
         Ok(path) => std::fs::write(path, serde_json::to_string_pretty(&report).unwrap()).unwrap(),
         Err(_) => println!("{report}"),
     }
+}
+
+/// `w` as the two W8A8 formats `wanrt optimize` writes (per-channel weight scales, per-token
+/// activations): int8 (IMMA) and fp8 (E4M3 tensor cores).
+fn w8a8_weights(w: &wanrt_nn::HostTensor) -> Vec<(&'static str, wanrt_nn::LinearWeight)> {
+    use wanrt_nn::quant::{ActQuant, Fp8Matrix, QuantizedMatrix};
+    use wanrt_nn::weights::RawTensor;
+    let [n, k] = [w.shape()[0], w.shape()[1]];
+    let q = QuantizedMatrix::quantize_per_row_symmetric(w.data(), n, k);
+    let f = Fp8Matrix::quantize_per_channel(w.data(), n, k);
+    vec![
+        (
+            "W8A8 int8",
+            wanrt_nn::LinearWeight::Int8 {
+                codes: vec![
+                    RawTensor::from_bytes(DType::I8, vec![n, k], q.data.iter().map(|&c| c as u8).collect()).unwrap()
+                ],
+                scales: q.scales,
+                act: Some(ActQuant::PerToken),
+                smooth: None,
+            },
+        ),
+        (
+            "W8A8 fp8",
+            wanrt_nn::LinearWeight::Fp8 {
+                codes: vec![RawTensor::from_bytes(DType::F8E4M3, vec![n, k], f.data).unwrap()],
+                scales: f.scales,
+                act: Some(ActQuant::PerToken),
+            },
+        ),
+    ]
 }

@@ -594,3 +594,177 @@ fn flash_attention_kernel_matches_the_cpu_backend() {
         assert_close(&format!("attention {case}"), &got, &host(&be, &want), 2e-6);
     }
 }
+
+/// The W8A8 layer's kernels (quant.cu) around a stand-in for cuBLASLt's 8-bit GEMM (exact i32
+/// sums for int8, f64 sums rounded to f32 for FP8) give the CPU backend's W8A8 layers: int8 bit
+/// for bit (per token with SmoothQuant factors, per tensor, a saturating static scale; a zero row
+/// included), FP8 up to summation order with the CPU's E4M3 codes. The launches, padding and
+/// scale arguments are the backend's (`cuda::w8a8`).
+#[test]
+fn w8a8_kernels_match_the_cpu_backend() {
+    use wanrt_nn::backend::cuda::w8a8::{padded, padded_codes, ActScaling, Codes};
+    use wanrt_nn::quant::{fp8, ActQuant, Fp8Matrix, QuantizedMatrix};
+    use wanrt_nn::weights::RawTensor;
+    use wanrt_nn::{DType, Linear, LinearWeight};
+    let Some(emu) = Emulated::build("quant") else { return };
+    let be = cpu();
+    let (m, n, k) = (150, 130, 96);
+    let (kp, np) = (padded(k), padded(n));
+    let mut x = random(&[2, 75, k], 2.0, 80);
+    x.data_mut()[5 * k..6 * k].fill(0.0);
+    let w = random(&[n, k], 0.2, 81);
+    let bias = random(&[n], 0.1, 82).into_data();
+    let smooth: Vec<f32> = random(&[k], 0.5, 83).data().iter().map(|v| 1.0 + v.abs()).collect();
+
+    let row_absmax: unsafe extern "C" fn(P, i32, *const f32, *mut f32, i64) =
+        kernel!(emu, "row_absmax", fn(P, i32, *const f32, *mut f32, i64));
+    let tensor_absmax: unsafe extern "C" fn(*const f32, *mut f32, i64) =
+        kernel!(emu, "tensor_absmax", fn(*const f32, *mut f32, i64));
+    let quantize: unsafe extern "C" fn(P, i32, *const f32, i32, *const f32, f32, M, *mut f32, i64, i64) =
+        kernel!(emu, "quantize_rows", fn(P, i32, *const f32, i32, *const f32, f32, M, *mut f32, i64, i64));
+    let dequantize: unsafe extern "C" fn(P, i32, i64, *const f32, *const f32, *const f32, i32, M, i32, i64, i64) =
+        kernel!(emu, "dequantize_acc", fn(P, i32, i64, *const f32, *const f32, *const f32, i32, M, i32, i64, i64));
+
+    // The backend's forward pass, kernel by kernel: (output, activation codes, activation scales).
+    let emulated = |format: Codes,
+                    weight: &[u8],
+                    weight_scales: &[f32],
+                    act: ActQuant,
+                    inv_smooth: Option<&[f32]>,
+                    activation: Option<Activation>| {
+        let scaling = ActScaling::new(act).unwrap();
+        let wp = padded_codes(&[weight], n, k).unwrap();
+        let rows = launch::per_row(m).unwrap();
+        let px = addr(x.data().as_ptr());
+        let ps = inv_smooth.map_or(0, |s| addr(s.as_ptr()));
+        let mut amax = 0f32;
+        if scaling.per_tensor {
+            let mut row_max = vec![0f32; m];
+            let pr = addr(row_max.as_mut_ptr());
+            emu.run_blocks(rows, || unsafe { row_absmax(px as P, 0, ps as *const f32, pr as *mut f32, k as i64) });
+            let pa = addr(&mut amax as *mut f32);
+            emu.run_blocks(launch::reduction(m), || unsafe {
+                tensor_absmax(pr as *const f32, pa as *mut f32, m as i64)
+            });
+            assert_eq!(amax, row_max.iter().fold(0f32, |a, &b| a.max(b)));
+        }
+        let pamax = if scaling.per_tensor { addr(&amax as *const f32) } else { 0 };
+        let (mut codes, mut scales) = (vec![0u8; m * kp], vec![0f32; m]);
+        let (pc, psc) = (addr(codes.as_mut_ptr()), addr(scales.as_mut_ptr()));
+        let fmt = format.kernel_code();
+        emu.run_blocks(rows, || unsafe {
+            quantize(
+                px as P,
+                0,
+                ps as *const f32,
+                fmt,
+                pamax as *const f32,
+                scaling.static_scale,
+                pc as M,
+                psc as *mut f32,
+                k as i64,
+                kp as i64,
+            )
+        });
+        // cuBLASLt's part: the padded product of the codes.
+        let dot = |i: usize, j: usize| -> (i32, f64) {
+            let (a, b) = (&codes[i * kp..(i + 1) * kp], &wp[j * kp..(j + 1) * kp]);
+            let int = a.iter().zip(b).map(|(&p, &q)| p as i8 as i32 * q as i8 as i32).sum();
+            let float = a.iter().zip(b).map(|(&p, &q)| fp8::e4m3_to_f32(p) as f64 * fp8::e4m3_to_f32(q) as f64).sum();
+            (int, float)
+        };
+        let acc: Vec<u32> = (0..m * np)
+            .map(|ij| {
+                let (int, float) = dot(ij / np, ij % np);
+                if format.integer_sums() {
+                    int as u32
+                } else {
+                    (float as f32).to_bits()
+                }
+            })
+            .collect();
+        let mut y = vec![0f32; m * n];
+        let (pacc, pw, pb, py) =
+            (addr(acc.as_ptr()), addr(weight_scales.as_ptr()), addr(bias.as_ptr()), addr(y.as_mut_ptr()));
+        let act_code = activation.map_or(-1, |a| Activation::ALL.iter().position(|&b| b == a).unwrap() as i32);
+        emu.run(|| unsafe {
+            dequantize(
+                pacc as P,
+                format.integer_sums() as i32,
+                np as i64,
+                psc as *const f32,
+                pw as *const f32,
+                pb as *const f32,
+                act_code,
+                py as M,
+                0,
+                n as i64,
+                (m * n) as i64,
+            )
+        });
+        (y, codes, scales)
+    };
+    let on_cpu = |weight: LinearWeight, activation: Option<Activation>| {
+        let mut layer = Linear::new("q", vec![("q".into(), n)], k, weight, Some(bias.clone())).unwrap();
+        layer.prepare(&be).unwrap();
+        let xt = be.upload(&x).unwrap();
+        let y = match activation {
+            None => be.linear(&layer, &xt).unwrap(),
+            Some(a) => be.linear_activation(&layer, &xt, a).unwrap(),
+        };
+        host(&be, &y)
+    };
+
+    let q = QuantizedMatrix::quantize_per_row_symmetric(w.data(), n, k);
+    let int8_codes: Vec<u8> = q.data.iter().map(|&c| c as u8).collect();
+    let inv_smooth: Vec<f32> = smooth.iter().map(|s| 1.0 / s).collect();
+    let int8 = |act, smooth: Option<Vec<f32>>| LinearWeight::Int8 {
+        codes: vec![RawTensor::from_bytes(DType::I8, vec![n, k], int8_codes.clone()).unwrap()],
+        scales: q.scales.clone(),
+        act: Some(act),
+        smooth,
+    };
+    for (what, act, smoothed) in [
+        ("int8 per token, smoothed", ActQuant::PerToken, true),
+        ("int8 per tensor", ActQuant::PerTensor, false),
+        ("int8 static scale (saturating)", ActQuant::Static(0.01), false),
+    ] {
+        let inv = smoothed.then_some(&inv_smooth[..]);
+        let (got, _, scales) = emulated(Codes::Int8, &int8_codes, &q.scales, act, inv, None);
+        assert_eq!(
+            scales[5],
+            if matches!(act, ActQuant::Static(_)) {
+                0.01
+            } else if smoothed {
+                0.0
+            } else {
+                scales[0]
+            }
+        );
+        let want = on_cpu(int8(act, smoothed.then(|| smooth.clone())), None);
+        let differ = got.iter().zip(&want).filter(|(g, w)| g.to_bits() != w.to_bits()).count();
+        assert_eq!(differ, 0, "{what}: {differ} of {} outputs differ from the CPU backend's bits", got.len());
+        println!("{what:<48} bit-identical");
+    }
+    let (got, _, _) =
+        emulated(Codes::Int8, &int8_codes, &q.scales, ActQuant::PerToken, None, Some(Activation::GeluTanh));
+    let want = on_cpu(int8(ActQuant::PerToken, None), Some(Activation::GeluTanh));
+    assert_close("int8 per token + gelu-tanh epilogue", &got, &want, 1e-6);
+
+    let f = Fp8Matrix::quantize_per_channel(w.data(), n, k);
+    let (got, codes, scales) = emulated(Codes::Fp8, &f.data, &f.scales, ActQuant::PerToken, None, None);
+    for r in 0..m {
+        let row = &x.data()[r * k..(r + 1) * k];
+        let s = row.iter().fold(0f32, |a, &v| a.max(v.abs())) / fp8::E4M3_MAX;
+        assert_eq!(scales[r].to_bits(), s.to_bits(), "fp8 scale of row {r}");
+        for (c, &v) in codes[r * kp..r * kp + k].iter().zip(row) {
+            assert_eq!(*c, if s > 0.0 { fp8::f32_to_e4m3(v / s) } else { 0 }, "fp8 code of row {r}");
+        }
+    }
+    let fp8_layer = LinearWeight::Fp8 {
+        codes: vec![RawTensor::from_bytes(DType::F8E4M3, vec![n, k], f.data.clone()).unwrap()],
+        scales: f.scales.clone(),
+        act: Some(ActQuant::PerToken),
+    };
+    assert_close("fp8 per token (f32 sums in another order)", &got, &on_cpu(fp8_layer, None), 1e-6);
+}

@@ -4,6 +4,10 @@
 //! study's "kernels per step", 212 → 31 under TensorRT's fusion): a fused op (`linear_activation`,
 //! `layer_norm_modulate`, `add_gated`) counts once, as the single kernel launch it is on the CUDA
 //! backend. Transfers and weight preparation are not ops; the wrapped backend still counts those.
+//!
+//! It also sums the host time spent inside each op: on the CPU backend, whose ops return when
+//! their result is computed, that is where a step's time goes (`wanrt bench --op-times`); on an
+//! asynchronous backend it is the time to enqueue.
 
 use super::{
     Activation, AttentionBias, AttentionPrecision, Backend, BackendRef, BinaryOp, PreparedWeight, RelativeBuckets,
@@ -14,28 +18,48 @@ use crate::ops::PaddingFull;
 use crate::{Conv3d, DType, Embedding, Linear, Result, Tensor};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Op name → times called.
 pub type OpCounts = BTreeMap<&'static str, u64>;
+/// Op name → host time spent inside its calls.
+pub type OpTimes = BTreeMap<&'static str, Duration>;
+
+#[derive(Debug, Default)]
+struct Tally {
+    counts: OpCounts,
+    times: OpTimes,
+}
 
 #[derive(Debug)]
 pub struct CountingBackend {
     inner: BackendRef,
-    counts: Mutex<OpCounts>,
+    tally: Mutex<Tally>,
 }
 
 impl CountingBackend {
     pub fn new(inner: BackendRef) -> Arc<CountingBackend> {
-        Arc::new(CountingBackend { inner, counts: Mutex::new(OpCounts::new()) })
+        Arc::new(CountingBackend { inner, tally: Mutex::new(Tally::default()) })
     }
 
     /// Calls per op so far.
     pub fn counts(&self) -> OpCounts {
-        self.counts.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.tally().counts.clone()
     }
 
-    fn count(&self, op: &'static str) {
-        *self.counts.lock().unwrap_or_else(|e| e.into_inner()).entry(op).or_default() += 1;
+    /// Host time inside each op so far.
+    pub fn times(&self) -> OpTimes {
+        self.tally().times.clone()
+    }
+
+    fn tally(&self) -> std::sync::MutexGuard<'_, Tally> {
+        self.tally.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn record(&self, op: &'static str, spent: Duration) {
+        let mut t = self.tally();
+        *t.counts.entry(op).or_default() += 1;
+        *t.times.entry(op).or_default() += spent;
     }
 }
 
@@ -44,12 +68,23 @@ pub fn ops_between(before: &OpCounts, after: &OpCounts) -> OpCounts {
     after.iter().map(|(op, &n)| (*op, n - before.get(op).copied().unwrap_or(0))).filter(|&(_, n)| n > 0).collect()
 }
 
-/// Each listed method counts one call under its own name, then runs on the wrapped backend.
+/// The time spent between two snapshots of [`CountingBackend::times`] (ops not called are left out).
+pub fn times_between(before: &OpTimes, after: &OpTimes) -> OpTimes {
+    after
+        .iter()
+        .map(|(op, &t)| (*op, t.saturating_sub(before.get(op).copied().unwrap_or_default())))
+        .filter(|&(_, t)| !t.is_zero())
+        .collect()
+}
+
+/// Each listed method runs on the wrapped backend, counted and timed under its own name.
 macro_rules! counted {
     ($(fn $name:ident(&self $(, $arg:ident: $ty:ty)*) -> $ret:ty;)*) => {
         $(fn $name(&self $(, $arg: $ty)*) -> $ret {
-            self.count(stringify!($name));
-            self.inner.$name($($arg),*)
+            let start = Instant::now();
+            let out = self.inner.$name($($arg),*);
+            self.record(stringify!($name), start.elapsed());
+            out
         })*
     };
 }
@@ -129,7 +164,7 @@ mod tests {
         let counting = CountingBackend::new(cpu());
         let be: BackendRef = counting.clone();
         let x = be.upload(&HostTensor::new(vec![2, 3], vec![1.0, -2.0, 3.0, -4.0, 5.0, -6.0]).unwrap()).unwrap();
-        let before = counting.counts();
+        let (before, before_times) = (counting.counts(), counting.times());
         let y = be.scalar(BinaryOp::Mul, &x, 2.0).unwrap();
         let z = be.binary(BinaryOp::Add, &y, &x).unwrap();
         let z = be.activation(z, Activation::Relu).unwrap();
@@ -138,6 +173,9 @@ mod tests {
         assert_eq!(ops.values().sum::<u64>(), 4);
         assert_eq!(ops.get("scalar"), Some(&1));
         assert_eq!(ops.get("upload"), None, "transfers are not ops");
+        let times = times_between(&before_times, &counting.times());
+        assert!(times.keys().all(|op| ops.contains_key(op)), "{times:?}");
+        assert!(!counting.times().contains_key("upload"));
         assert_eq!(be.to_host(&z).unwrap().data(), &[3.0, 0.0, 9.0, 0.0, 15.0, 0.0]);
         assert_eq!(be.name(), "cpu");
     }

@@ -19,7 +19,7 @@ mod counting;
 mod cpu;
 pub mod cuda;
 
-pub use counting::{ops_between, CountingBackend, OpCounts};
+pub use counting::{ops_between, times_between, CountingBackend, OpCounts, OpTimes};
 pub use cpu::{CpuBackend, CpuOptions, Prepack};
 
 use crate::host::HostTensor;

@@ -7,14 +7,16 @@
 //! stream, in order; event tracking is off (no cross-stream hazards to track, and graph capture
 //! hangs with it on).
 //!
-//! Not on the GPU yet (clear errors, never a silent CPU fallback): W8A8 int8/fp8 linear layers
-//! (weight-only int8/fp8 layers are dequantized to the activation dtype at load), 8-bit attention,
-//! attention with head dims other than 16, 32, 64 and 128.
+//! W8A8 int8/fp8 layers run on cuBLASLt's 8-bit GEMMs between the quantization and
+//! dequantization kernels of [`super::w8a8`]; weight-only int8/fp8 layers are dequantized to the
+//! activation dtype at load. Not on the GPU yet (clear errors, never a silent CPU fallback):
+//! 8-bit attention, attention with head dims other than 16, 32, 64 and 128.
 
 use super::gemm::{Epilogue, Gemm, GemmKey, WORKSPACE_BYTES};
 use super::kernels::FAMILIES;
 use super::launch::{self, BatchFloats, BatchInts, Launch, Terms};
 use super::nvrtc;
+use super::w8a8::{self, CudaQuantLinear};
 use crate::backend::{
     Activation, AttentionBias, AttentionPrecision, Backend, BinaryOp, PreparedWeight, RelativeBuckets, TransferCounter,
     Transfers,
@@ -47,6 +49,16 @@ pub struct CudaStorage {
     host_ids: Option<Arc<Vec<u32>>>,
 }
 
+impl CudaStorage {
+    pub(super) fn buf(&self) -> &CudaSlice<u8> {
+        &self.buf
+    }
+
+    pub(super) fn into_buf(self) -> CudaSlice<u8> {
+        self.buf
+    }
+}
+
 impl std::fmt::Debug for CudaStorage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "CudaStorage({} × {})", self.len, self.dtype)
@@ -69,7 +81,7 @@ impl DeviceStorage for CudaStorage {
 }
 
 /// A kernel argument passed by value (`cuLaunchKernel` takes a pointer to each).
-trait KernelArg {
+pub(super) trait KernelArg {
     fn ptr(&self) -> *mut c_void {
         self as *const Self as *mut c_void
     }
@@ -239,14 +251,14 @@ impl CudaBackend {
 
     // ---- buffers ----
 
-    fn alloc(&self, dtype: DType, len: usize) -> Result<CudaStorage> {
+    pub(super) fn alloc(&self, dtype: DType, len: usize) -> Result<CudaStorage> {
         // cuMemAlloc refuses 0 bytes: empty tensors hold a small buffer nobody reads.
         let bytes = (len * dtype.size_in_bytes()).max(4);
         let buf = self.stream.alloc_zeros::<u8>(bytes).map_err(driver_err("alloc"))?;
         Ok(CudaStorage { buf, dtype, len, host_ids: None })
     }
 
-    fn upload_bytes(&self, dtype: DType, len: usize, bytes: &[u8]) -> Result<CudaStorage> {
+    pub(super) fn upload_bytes(&self, dtype: DType, len: usize, bytes: &[u8]) -> Result<CudaStorage> {
         if bytes.is_empty() {
             return self.alloc(dtype, len);
         }
@@ -254,7 +266,7 @@ impl CudaBackend {
         Ok(CudaStorage { buf, dtype, len, host_ids: None })
     }
 
-    fn upload_f32(&self, values: &[f32], as_dtype: DType) -> Result<CudaStorage> {
+    pub(super) fn upload_f32(&self, values: &[f32], as_dtype: DType) -> Result<CudaStorage> {
         let bytes: Vec<u8> = match as_dtype {
             DType::F32 => bytemuck::cast_slice(values).to_vec(),
             DType::BF16 => values.iter().flat_map(|&v| bf16::from_f32(v).to_le_bytes()).collect(),
@@ -268,7 +280,7 @@ impl CudaBackend {
         Tensor::from_storage(shape, Storage::Device(Arc::new(s)))
     }
 
-    fn empty(&self, shape: &[usize], dtype: DType) -> Result<Tensor> {
+    pub(super) fn empty(&self, shape: &[usize], dtype: DType) -> Result<Tensor> {
         self.tensor(shape, self.alloc(dtype, crate::host::numel(shape))?)
     }
 
@@ -279,15 +291,15 @@ impl CudaBackend {
     }
 
     /// The device address of `t`'s values.
-    fn ptr(&self, t: &Tensor) -> Result<u64> {
+    pub(super) fn ptr(&self, t: &Tensor) -> Result<u64> {
         Ok(self.storage(t)?.buf.device_ptr(&self.stream).0)
     }
 
-    fn slice_ptr(&self, s: &CudaSlice<u8>) -> u64 {
+    pub(super) fn slice_ptr(&self, s: &CudaSlice<u8>) -> u64 {
         s.device_ptr(&self.stream).0
     }
 
-    fn code(&self, t: &Tensor) -> Result<i32> {
+    pub(super) fn code(&self, t: &Tensor) -> Result<i32> {
         launch::dtype_code(t.dtype())
     }
 
@@ -312,7 +324,7 @@ impl CudaBackend {
         self.to_dtype(x, self.dtype)
     }
 
-    fn launch(&self, entry: &'static str, l: Launch, args: &[&dyn KernelArg]) -> Result<()> {
+    pub(super) fn launch(&self, entry: &'static str, l: Launch, args: &[&dyn KernelArg]) -> Result<()> {
         let f = self.functions.get(entry).ok_or_else(|| Error::Msg(format!("cuda: kernel {entry} not loaded")))?;
         // The raw launch below does not make the context current itself (cudarc's safe calls
         // do): a pipeline may call from another thread than the one that opened the backend.
@@ -336,7 +348,7 @@ impl CudaBackend {
 
     /// `y = x · wᵀ (+ bias)` for device buffers this backend allocated with the sizes `key`
     /// describes (every caller derives the key from the tensors' shapes).
-    fn gemm(&self, key: GemmKey, x: u64, w: u64, bias: u64, y: u64) -> Result<()> {
+    pub(super) fn gemm(&self, key: GemmKey, x: u64, w: u64, bias: u64, y: u64) -> Result<()> {
         self.ctx.bind_to_thread().map_err(driver_err("bind context"))?;
         // SAFETY: the addresses are live allocations of this backend of at least m·k, n·k, n and
         // m·n elements of key.dtype (the callers build the key from those buffers' shapes), on
@@ -426,18 +438,14 @@ impl Backend for CudaBackend {
     }
 
     fn prepare_linear(&self, layer: &Linear) -> Result<Arc<dyn PreparedWeight>> {
+        if let Some(quantized) = w8a8::prepare(self, layer)? {
+            return Ok(Arc::new(quantized));
+        }
         let format = match &layer.weight {
-            LinearWeight::Float(_) => layer.format(),
-            LinearWeight::Int8 { act: None, .. } => "int8 (dequantized on the cuda backend)",
-            LinearWeight::Fp8 { act: None, .. } => "fp8 (dequantized on the cuda backend)",
+            LinearWeight::Int8 { .. } => "int8 (dequantized on the cuda backend)",
+            LinearWeight::Fp8 { .. } => "fp8 (dequantized on the cuda backend)",
             LinearWeight::Ggml(_) => "gguf (dequantized on the cuda backend)",
-            LinearWeight::Int8 { act: Some(_), .. } | LinearWeight::Fp8 { act: Some(_), .. } => {
-                return Err(Error::Msg(format!(
-                    "{}: W8A8 ({}) layers have no cuda kernels yet; use --backend cpu or a weight-only format",
-                    layer.name,
-                    layer.format()
-                )))
-            }
+            LinearWeight::Float(_) => layer.format(),
         };
         // Weight-only formats compute in the activation dtype, as the CPU backend's W8A16 path.
         let w = layer.to_f32()?;
@@ -634,10 +642,17 @@ impl Backend for CudaBackend {
     }
 
     fn linear(&self, layer: &Linear, x: &Tensor) -> Result<Tensor> {
+        if let Some(q) = layer.prepared()?.as_any().downcast_ref::<CudaQuantLinear>() {
+            return w8a8::forward(self, &layer.name, q, x, None);
+        }
         self.linear_into(layer, x, false)
     }
 
     fn linear_activation(&self, layer: &Linear, x: &Tensor, act: Activation) -> Result<Tensor> {
+        if let Some(q) = layer.prepared()?.as_any().downcast_ref::<CudaQuantLinear>() {
+            // The dequantization epilogue applies any activation.
+            return w8a8::forward(self, &layer.name, q, x, Some(act));
+        }
         match act {
             // cuBLASLt's GELU epilogue is the tanh approximation: fused.
             Activation::GeluTanh => self.linear_into(layer, x, true),

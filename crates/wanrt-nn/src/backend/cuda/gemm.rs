@@ -1,5 +1,7 @@
 //! GEMMs on cuBLASLt's `result`/`sys` layer: `y[M, N] = x[M, K] · w[N, K]ᵀ (+ bias) (GELU)` with
-//! bf16 (or f32) operands and f32 accumulation. Descriptors, layouts and the algorithm the
+//! bf16 (or f32) operands and f32 accumulation, and the W8A8 layers' 8-bit products: int8 codes
+//! with exact i32 accumulation (IMMA) and FP8 E4M3 codes with f32 accumulation, whose scales,
+//! bias and activation the backend's `dequantize_acc` kernel applies afterwards. Descriptors, layouts and the algorithm the
 //! heuristic picks are made once per shape and kept ([`GemmKey`] → plan): cudarc's safe `Matmul`
 //! re-runs the heuristic on every call, and a CUDA graph capture needs the plans to exist first.
 //! One fixed workspace serves every plan (the backend runs one stream).
@@ -51,7 +53,8 @@ pub struct GemmKey {
     pub n: usize,
     /// Input features.
     pub k: usize,
-    /// Element type of `x`, `w`, `y` and the bias (f32 or bf16).
+    /// Element type of `x`, `w`, `y` and the bias (f32, bf16 or f16); or of the 8-bit codes `x`
+    /// and `w` (i8, f8e4m3), whose product `y` is i32 (int8) or f32 (fp8), with no epilogue.
     pub dtype: DType,
     pub epilogue: Epilogue,
 }
@@ -67,23 +70,62 @@ impl GemmKey {
         [(k, n, k as i64), (k, m, k as i64), (n, m, n as i64)]
     }
 
-    /// Whether cuBLASLt can take the shape: a float dtype, no empty dimension.
+    /// Whether cuBLASLt can take the shape: no empty dimension; 8-bit operands without an
+    /// epilogue and with the alignment cuBLASLt's IMMA / FP8 kernels need (row lengths of 16-byte
+    /// multiples: every Wan width is one).
     pub fn check(&self) -> Result<()> {
-        data_type(self.dtype)?;
+        let types = OperandTypes::of(self.dtype)?;
         if self.m == 0 || self.n == 0 || self.k == 0 {
             return Err(Error::Msg(format!("cuda gemm: empty shape {self:?}")));
+        }
+        if types.eight_bit() {
+            if self.epilogue != Epilogue::None {
+                return Err(Error::Msg(format!("cuda gemm: {} products take no epilogue ({self:?})", self.dtype)));
+            }
+            if !self.k.is_multiple_of(16) || !self.n.is_multiple_of(16) {
+                return Err(Error::Msg(format!(
+                    "cuda gemm: {} products need input and output features that are multiples of 16, got k = {} \
+                     and n = {}",
+                    self.dtype, self.k, self.n
+                )));
+            }
         }
         Ok(())
     }
 }
 
-fn data_type(dtype: DType) -> Result<sys::cudaDataType> {
-    Ok(match dtype {
-        DType::F32 => sys::cudaDataType::CUDA_R_32F,
-        DType::BF16 => sys::cudaDataType::CUDA_R_16BF,
-        DType::F16 => sys::cudaDataType::CUDA_R_16F,
-        other => return Err(Error::Msg(format!("cuda gemm: no {other} operands"))),
-    })
+/// cuBLASLt's types for one operand dtype: of `A`/`B`, of `D`, of the accumulation and of
+/// alpha/beta.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OperandTypes {
+    pub ab: sys::cudaDataType,
+    pub d: sys::cudaDataType,
+    pub compute: sys::cublasComputeType_t,
+    pub scale: sys::cudaDataType,
+}
+
+impl OperandTypes {
+    pub fn of(dtype: DType) -> Result<OperandTypes> {
+        use sys::cublasComputeType_t::{CUBLAS_COMPUTE_32F, CUBLAS_COMPUTE_32I};
+        use sys::cudaDataType::*;
+        let float = |t| OperandTypes { ab: t, d: t, compute: CUBLAS_COMPUTE_32F, scale: CUDA_R_32F };
+        Ok(match dtype {
+            DType::F32 => float(CUDA_R_32F),
+            DType::BF16 => float(CUDA_R_16BF),
+            DType::F16 => float(CUDA_R_16F),
+            // IMMA: exact i32 sums, alpha/beta in i32.
+            DType::I8 => OperandTypes { ab: CUDA_R_8I, d: CUDA_R_32I, compute: CUBLAS_COMPUTE_32I, scale: CUDA_R_32I },
+            // FP8 tensor cores, f32 output: the scales are applied by the backend's epilogue.
+            DType::F8E4M3 => {
+                OperandTypes { ab: CUDA_R_8F_E4M3, d: CUDA_R_32F, compute: CUBLAS_COMPUTE_32F, scale: CUDA_R_32F }
+            }
+            other => return Err(Error::Msg(format!("cuda gemm: no {other} operands"))),
+        })
+    }
+
+    fn eight_bit(&self) -> bool {
+        matches!(self.ab, sys::cudaDataType::CUDA_R_8I | sys::cudaDataType::CUDA_R_8F_E4M3)
+    }
 }
 
 fn lt_err(what: &'static str, key: &GemmKey) -> impl Fn(lt::CublasError) -> Error {
@@ -148,23 +190,22 @@ impl Gemm {
 
     fn plan(&self, key: &GemmKey) -> Result<Plan> {
         key.check()?;
-        let ty = data_type(key.dtype)?;
+        let types = OperandTypes::of(key.dtype)?;
         let [la, lb, ld] = key.layouts();
-        let desc = lt::create_matmul_desc(sys::cublasComputeType_t::CUBLAS_COMPUTE_32F, sys::cudaDataType::CUDA_R_32F)
-            .map_err(lt_err("descriptor", key))?;
-        let layout = |(r, c, l): Layout| lt::create_matrix_layout(ty, r, c, l).map_err(lt_err("layout", key));
+        let desc = lt::create_matmul_desc(types.compute, types.scale).map_err(lt_err("descriptor", key))?;
+        let layout = |ty, (r, c, l): Layout| lt::create_matrix_layout(ty, r, c, l).map_err(lt_err("layout", key));
         // The plan owns what exists so far: an error below drops (destroys) it.
         let mut plan = Plan {
             desc,
-            a: layout(la)?,
+            a: layout(types.ab, la)?,
             b: std::ptr::null_mut(),
             d: std::ptr::null_mut(),
             // SAFETY: a plain C struct of integers; overwritten by the heuristic's choice below
             // before any use.
             algo: unsafe { std::mem::zeroed() },
         };
-        plan.b = layout(lb)?;
-        plan.d = layout(ld)?;
+        plan.b = layout(types.ab, lb)?;
+        plan.d = layout(types.d, ld)?;
         let (trans_a, trans_b) = (1i32, 0i32); // CUBLAS_OP_T, CUBLAS_OP_N
         let epilogue = key.epilogue.code();
         // SAFETY: attributes are written from live values of the types cuBLASLt documents.
@@ -192,18 +233,24 @@ impl Gemm {
     }
 
     /// `y = x · wᵀ (+ bias) (GELU)` on `stream`, device addresses of row-major operands of
-    /// `key.dtype` (`bias`: `[N]` of the same dtype, 0 when the epilogue has none).
+    /// `key.dtype` (`bias`: `[N]` of the same dtype, 0 when the epilogue has none); for 8-bit
+    /// operands `y` holds the i32 (int8) or f32 (fp8) sums.
     ///
     /// # Safety
     /// `x`, `w`, `y` (and `bias` with a bias epilogue) are live device allocations of at least
-    /// `m·k`, `n·k`, `m·n` (and `n`) elements of `key.dtype`, usable on `stream`.
+    /// `m·k`, `n·k`, `m·n` (and `n`) elements of their types ([`OperandTypes::of`]), usable on
+    /// `stream`.
     pub unsafe fn run(&self, key: GemmKey, x: u64, w: u64, bias: u64, y: u64, stream: sys::cudaStream_t) -> Result<()> {
         let mut plans = self.plans.lock().map_err(|_| Error::Msg("cuda gemm: plan cache poisoned".into()))?;
         if let std::collections::hash_map::Entry::Vacant(e) = plans.entry(key) {
             e.insert(self.plan(&key)?);
         }
         let plan = &plans[&key];
-        let (alpha, beta) = (1f32, 0f32);
+        // alpha = 1, beta = 0 in the plan's scale type (i32 for IMMA, f32 otherwise).
+        let (alpha, beta): ([u8; 4], [u8; 4]) = match OperandTypes::of(key.dtype)?.scale {
+            sys::cudaDataType::CUDA_R_32I => (1i32.to_ne_bytes(), 0i32.to_ne_bytes()),
+            _ => (1f32.to_ne_bytes(), 0f32.to_ne_bytes()),
+        };
         // SAFETY: the plan's descriptors are live; the pointers are device allocations of the
         // sizes the key describes (checked by the caller); the workspace is WORKSPACE_BYTES.
         unsafe {
@@ -219,8 +266,8 @@ impl Gemm {
             lt::matmul(
                 self.handle,
                 plan.desc,
-                (&alpha as *const f32).cast(),
-                (&beta as *const f32).cast(),
+                alpha.as_ptr().cast(),
+                beta.as_ptr().cast(),
                 w as *const _,
                 plan.a,
                 x as *const _,
@@ -278,6 +325,28 @@ mod tests {
         assert_eq!(Epilogue::new(true, true), Epilogue::GeluBias);
         assert_eq!(Epilogue::new(false, false), Epilogue::None);
         assert!(GemmKey { m: 0, ..k(1, Epilogue::None) }.check().is_err());
-        assert!(GemmKey { dtype: DType::I8, ..k(1, Epilogue::None) }.check().is_err());
+        assert!(GemmKey { dtype: DType::U8, ..k(1, Epilogue::None) }.check().is_err());
+    }
+
+    #[test]
+    fn eight_bit_products_take_their_own_types_and_no_epilogue() {
+        use sys::cudaDataType::*;
+        let key = |dtype, n, k, epilogue| GemmKey { m: 150, n, k, dtype, epilogue };
+        let int8 = OperandTypes::of(DType::I8).unwrap();
+        assert_eq!((int8.ab, int8.d, int8.scale), (CUDA_R_8I, CUDA_R_32I, CUDA_R_32I));
+        assert_eq!(int8.compute, sys::cublasComputeType_t::CUBLAS_COMPUTE_32I);
+        let fp8 = OperandTypes::of(DType::F8E4M3).unwrap();
+        assert_eq!((fp8.ab, fp8.d, fp8.scale), (CUDA_R_8F_E4M3, CUDA_R_32F, CUDA_R_32F));
+        assert_eq!(OperandTypes::of(DType::BF16).unwrap().d, CUDA_R_16BF);
+        for dtype in [DType::I8, DType::F8E4M3] {
+            key(dtype, 8960, 1536, Epilogue::None).check().unwrap();
+            let bias = key(dtype, 96, 96, Epilogue::Bias).check().unwrap_err().to_string();
+            assert!(bias.contains("no epilogue"), "{bias}");
+            let odd = key(dtype, 130, 96, Epilogue::None).check().unwrap_err().to_string();
+            assert!(odd.contains("multiples of 16") && odd.contains("n = 130"), "{odd}");
+            assert!(key(dtype, 96, 100, Epilogue::None).check().is_err());
+        }
+        // Float operands keep any shape.
+        key(DType::BF16, 130, 100, Epilogue::GeluBias).check().unwrap();
     }
 }

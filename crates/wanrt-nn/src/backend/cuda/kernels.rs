@@ -51,6 +51,11 @@ pub const FAMILIES: &[Family] = &[
         source: include_str!("kernels/position.cu"),
         entries: &["rope_interleaved", "timestep_embedding", "relative_position_bias"],
     },
+    Family {
+        name: "quant",
+        source: include_str!("kernels/quant.cu"),
+        entries: &["row_absmax", "tensor_absmax", "quantize_rows", "dequantize_acc"],
+    },
     Family { name: "reduce", source: include_str!("kernels/reduce.cu"), entries: &["relative_l1", "all_finite"] },
     Family {
         name: "attention",
@@ -76,8 +81,8 @@ pub fn family_of(entry: &str) -> Option<&'static Family> {
 pub fn block_threads(entry: &str) -> u32 {
     match entry {
         e if e.starts_with("attention_d") => super::launch::ATTENTION_THREADS,
-        "rms_norm" | "layer_norm" => super::launch::ROW_THREADS,
-        "relative_l1" | "all_finite" => super::launch::REDUCE_THREADS,
+        "rms_norm" | "layer_norm" | "row_absmax" | "quantize_rows" => super::launch::ROW_THREADS,
+        "relative_l1" | "all_finite" | "tensor_absmax" => super::launch::REDUCE_THREADS,
         _ => super::launch::ELEMENTWISE_THREADS,
     }
 }

@@ -18,6 +18,7 @@ pub mod gemm;
 pub mod kernels;
 pub mod launch;
 pub mod nvrtc;
+pub mod w8a8;
 
 pub use backend::CudaBackend;
 

@@ -101,6 +101,29 @@ __device__ __forceinline__ float block_sum(float v, float* scratch) {
     return warp_sum(v);
 }
 
+// Max over a block (as block_sum); every thread gets the result.
+__device__ __forceinline__ float block_max(float v, float* scratch) {
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+    v = warp_max(v);
+    __syncthreads();
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    v = lane < warps ? scratch[lane] : NEG_INF;
+    return warp_max(v);
+}
+
+// Pointwise nonlinearities, the same formulas as ops::activation (f32 arithmetic). `act`:
+// 0 gelu-tanh, 1 gelu-erf, 2 quick-gelu, 3 silu, 4 relu (`Activation` order in backend/mod.rs).
+__device__ __forceinline__ float activate(int act, float x) {
+    switch (act) {
+        case 0: return x / (1.0f + __expf(-2.0f * 0.7978845608f * (x + 0.044715f * x * x * x)));
+        case 1: return 0.5f * x * (1.0f + erff(x * 0.7071067811865476f));
+        case 2: return x / (1.0f + __expf(-1.702f * x));
+        case 3: return x / (1.0f + __expf(-x));
+        default: return fmaxf(x, 0.0f);
+    }
+}
+
 // Grid-stride loop over `n` elements (launch configurations come from `launch::elementwise`).
 #define FOR_EACH(i, n) for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (i64)gridDim.x * blockDim.x)
 
