@@ -4,6 +4,7 @@
 #   2. the conformance battery on CUDA (bf16 and f32) against the CPU reference, op by op;
 #   3. timings of the main ops at the 1.3B shapes (32,760 tokens) → timings.json;
 #   4. the tiny demo pipeline on CUDA (bf16, f32) vs CPU: frames compared (PSNR/SSIM), wall times;
+#   4b. `wanrt bench --backend cuda --cuda-graph`: the step eager vs as one CUDA graph (demo model);
 #   5. `wanrt bench --ladder --backend cuda` on the demo model (report in ladder-cuda-demo/).
 # Everything goes to $OUT (default ./gpu-check-out): gpu_check.log, conformance.log, timings.json,
 # pipeline/*.npy and summary.json. It runs the prebuilt binaries of tools/device/build_bundle.sh
@@ -88,6 +89,12 @@ for pair in cuda_f32:80 cuda_bf16:40; do
     cat "$OUT/pipeline/compare_$name.json"
     step "psnr_$name" 10 python3 -c "$PSNR_CHECK" "$OUT/pipeline/compare_$name.json" "${pair##*:}"
 done
+
+# ---- 4b. one transformer step as a CUDA graph over the planned arena vs eager (demo model) ----
+# Step and host launch times, graph nodes, arena bytes vs the live peak, max |eager − graph|.
+step cuda_graph 120 "$BUNDLE/wanrt" bench --backend cuda --cuda-graph --repeat 5 --skip-vae --json \
+    > "$OUT/cuda-graph-demo.json"
+cat "$OUT/cuda-graph-demo.json"
 
 # ---- 5. the bench ladder on CUDA (demo model; issue 19): rungs the CUDA backend runs today ----
 # The baseline (bf16), W8A8 int8 and fp8 (cuBLASLt 8-bit GEMMs) and the step cache; the 8-bit

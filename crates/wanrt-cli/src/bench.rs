@@ -67,6 +67,12 @@ pub struct BenchArgs {
     /// host's launch time.
     #[arg(long)]
     pub op_times: bool,
+    /// With --backend cuda: also capture the transformer step as one CUDA graph over a planned
+    /// arena and time its replays against the eager step — step time, host time to launch a step,
+    /// graph nodes, arena bytes vs the step's live peak, and the largest difference between the
+    /// two outputs (same kernels: none expected).
+    #[arg(long)]
+    pub cuda_graph: bool,
     #[command(flatten)]
     pub ladder: crate::ladder::LadderArgs,
 }
@@ -124,6 +130,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if repeat == 0 {
         bail!("--repeat must be at least 1");
     }
+    if args.cuda_graph && args.engine.backend != crate::engine::BackendKind::Cuda {
+        bail!("--cuda-graph needs --backend cuda (the CPU backend launches nothing to capture)");
+    }
     let frames = args.frames.unwrap_or(SHAPE[0]);
     let height = args.height.unwrap_or(SHAPE[1]);
     let width = args.width.unwrap_or(SHAPE[2]);
@@ -172,6 +181,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
         .map(|(op, spent)| (op.to_string(), (spent.as_secs_f64() / repeat as f64).into()))
         .collect();
     let step_s = step_times.iter().cloned().fold(f64::INFINITY, f64::min);
+    let graph = if args.cuda_graph {
+        let grid = model.transformer.grid(shape[2], shape[3], shape[4])?;
+        Some(graph_timings(&model.transformer, &latents, &t, context, grid, repeat)?)
+    } else {
+        None
+    };
     let vae_s = if args.skip_vae { None } else { Some(timed(|| Ok(model.vae.decode(&one, |_, _| {})?))?.1) };
     let grid = model.transformer.grid(shape[2], shape[3], shape[4])?;
     let with_image = p.image.is_some();
@@ -199,6 +214,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         "transformer_op_seconds_by_kind": op_seconds,
         "vae_decode_s": vae_s,
         "peak_rss_bytes": sysinfo::peak_rss_bytes(),
+        "cuda_graph": graph,
     });
     if args.json {
         crate::outcome::print(&format!("{report}\n"))
@@ -219,8 +235,60 @@ pub fn run(args: BenchArgs) -> Result<()> {
         if let Some(p) = sysinfo::peak_rss_bytes() {
             t += &format!("peak memory {}\n", sysinfo::format_bytes(p));
         }
+        if let Some(g) = &report["cuda_graph"].as_object() {
+            t += "cuda graph (one transformer step):\n";
+            for (k, v) in g.iter() {
+                t += &format!("  {k:<24} {v}\n");
+            }
+        }
         crate::outcome::print(&t)
     }
+}
+
+/// `--cuda-graph`: the step from its time conditioning on, eager and as a captured graph (best of
+/// `repeat` each; host times are until the call returns, step times until the GPU is done).
+fn graph_timings(
+    tr: &wanrt_wan::transformer::WanTransformer,
+    latents: &wanrt_nn::Tensor,
+    timesteps: &[f32],
+    context: &wanrt_wan::transformer::CrossAttentionContext,
+    grid: [usize; 3],
+    repeat: usize,
+) -> Result<serde_json::Value> {
+    let be = tr.backend();
+    let rope = tr.rope(grid)?;
+    let (temb, proj) = tr.time_conditioning(timesteps)?;
+    let step = |x: &[wanrt_nn::Tensor]| {
+        tr.forward_conditioned(&x[0], &x[1], &x[2], &rope, context).map_err(|e| wanrt_nn::Error::Msg(e.to_string()))
+    };
+    let inputs = [latents, &temb, &proj];
+    let captured = be.capture(&inputs, &step)?;
+    let best = |run: &dyn Fn() -> Result<wanrt_nn::Tensor>| -> Result<(f64, f64, wanrt_nn::Tensor)> {
+        let (mut host, mut total, mut out) = (f64::INFINITY, f64::INFINITY, None);
+        for _ in 0..repeat {
+            be.synchronize()?;
+            let t0 = Instant::now();
+            let y = run()?;
+            host = host.min(t0.elapsed().as_secs_f64());
+            be.synchronize()?;
+            total = total.min(t0.elapsed().as_secs_f64());
+            out = Some(y);
+        }
+        Ok((host, total, out.expect("repeat ≥ 1")))
+    };
+    let owned: Vec<wanrt_nn::Tensor> = inputs.iter().map(|&x| x.clone()).collect();
+    let (eager_host, eager_step, eager_out) = best(&|| Ok(step(&owned)?))?;
+    let (graph_host, graph_step, graph_out) = best(&|| Ok(captured.replay(&inputs)?))?;
+    let diff = be.binary(wanrt_nn::backend::BinaryOp::Sub, &eager_out, &graph_out)?;
+    let max_abs_diff = be.to_host(&diff)?.data().iter().fold(0f32, |m, v| m.max(v.abs()));
+    Ok(serde_json::json!({
+        "eager_step_s": eager_step,
+        "eager_host_s": eager_host,
+        "graph_step_s": graph_step,
+        "graph_host_s": graph_host,
+        "capture": captured.report(),
+        "max_abs_diff": max_abs_diff,
+    }))
 }
 
 /// The `--op-times` table: ops by time spent per step, most first, with their share of the step.
@@ -288,6 +356,12 @@ fn run_vae_only(
         let mut t = format!("vae_decode {best:.3} s (all: {times:?}), load {load_s:.3} s\n");
         if let Some(p) = sysinfo::peak_rss_bytes() {
             t += &format!("peak memory {}\n", sysinfo::format_bytes(p));
+        }
+        if let Some(g) = &report["cuda_graph"].as_object() {
+            t += "cuda graph (one transformer step):\n";
+            for (k, v) in g.iter() {
+                t += &format!("  {k:<24} {v}\n");
+            }
         }
         crate::outcome::print(&t)
     }

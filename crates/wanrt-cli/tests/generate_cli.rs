@@ -282,6 +282,11 @@ fn cuda_backend_without_a_driver_fails_in_one_line() {
     assert!(!dir.path().join("x.mp4").exists());
     let bench = wanrt().args(["bench", "--backend", "cuda"]).output().unwrap();
     assert!(String::from_utf8_lossy(&bench.stderr).contains("no CUDA driver found"));
+    // CUDA graphs on the CPU backend: refused before loading anything.
+    let graph = wanrt().args(["bench", "--cuda-graph"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&graph.stderr);
+    assert_eq!((graph.status.code(), stderr.trim_end().lines().count()), (Some(1), 1), "{stderr}");
+    assert!(stderr.contains("--cuda-graph needs --backend cuda"), "{stderr}");
 }
 
 /// `wanrt bench --op-times` says where a transformer step's time goes: a table of ops by time

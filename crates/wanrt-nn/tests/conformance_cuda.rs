@@ -28,6 +28,52 @@ fn cuda_battery_needs_a_gpu() {
     }
 }
 
+/// A captured step (CUDA graph over the planned arena) replays the eager computation on new
+/// inputs bit for bit, its arena is no larger than what the step allocates, and a replay with
+/// another shape is refused.
+#[test]
+#[ignore = "needs a GPU (tools/device/gpu_check.sh)"]
+fn cuda_graph_replays_a_captured_step() {
+    use wanrt_nn::backend::{Activation, Backend, BinaryOp};
+    use wanrt_nn::{HostTensor, Linear, Tensor};
+    let be = cuda(DType::BF16);
+    let host = |seed: u32, shape: &[usize]| {
+        let n: usize = shape.iter().product();
+        HostTensor::new(
+            shape.to_vec(),
+            (0..n).map(|i| (((i as u32).wrapping_mul(2654435761) ^ seed) % 1000) as f32 / 500.0 - 1.0).collect(),
+        )
+        .unwrap()
+    };
+    let mut layer = Linear::from_f32("l", &host(7, &[96, 64]), Some(vec![0.1; 96])).unwrap();
+    layer.prepare(&be).unwrap();
+    let mods = be.upload(&host(9, &[1, 1, 96])).unwrap();
+    let step = |xs: &[Tensor]| -> wanrt_nn::Result<Tensor> {
+        let h = be.binary(BinaryOp::Add, &xs[0], &xs[1])?;
+        let h = be.linear_activation(&layer, &h, Activation::GeluTanh)?;
+        let n = be.layer_norm_modulate(&h, 1e-6, &mods, &mods)?;
+        be.activation(n, Activation::Silu)
+    };
+    let (a, b) = (be.upload(&host(1, &[1, 75, 64])).unwrap(), be.upload(&host(2, &[1, 75, 64])).unwrap());
+    let captured = be.capture(&[&a, &b], &step).unwrap();
+    let report = captured.report();
+    println!("{report:?}");
+    assert!(report.graph_nodes >= 4 && report.allocations >= 4, "{report:?}");
+    assert!(
+        report.peak_live_bytes <= report.arena_bytes
+            && report.arena_bytes <= report.allocated_bytes + 256 * report.allocations
+    );
+    for seed in [3, 4] {
+        let (c, d) =
+            (be.upload(&host(seed, &[1, 75, 64])).unwrap(), be.upload(&host(seed + 10, &[1, 75, 64])).unwrap());
+        let eager = be.to_host(&step(&[c.clone(), d.clone()]).unwrap()).unwrap();
+        let replayed = be.to_host(&captured.replay(&[&c, &d]).unwrap()).unwrap();
+        assert!(eager.data().iter().zip(replayed.data()).all(|(x, y)| x.to_bits() == y.to_bits()), "seed {seed}");
+    }
+    let wrong = be.upload(&host(5, &[1, 76, 64])).unwrap();
+    assert!(captured.replay(&[&wrong, &wrong]).is_err());
+}
+
 /// Timings of the CUDA backend's main ops at the 1.3B model's shapes (832×480×81: 32,760 tokens,
 /// dim 1536, 12 heads of 128, FFN 8960), bf16, written as JSON to `$WANRT_TIMINGS` (or printed).
 /// First numbers for the simple kernels, not a claim: the tensor-core versions replace them.

@@ -432,14 +432,55 @@ impl WanTransformer {
                 text.batch
             )));
         }
-        let be = self.be();
         let rotary_emb = self.rope(grid)?;
+        let (temb, timestep_proj) = self.time_conditioning(timesteps)?;
+        self.forward_from(latents, grid, &temb, &timestep_proj, &rotary_emb, text, cache)
+    }
+
+    /// A step's time conditioning, `temb: [N, C]` and `timestep_proj: [N, 6, C]` of the `N`
+    /// timesteps: device tensors, so a captured step ([`Self::forward_conditioned`] under
+    /// `Backend::capture`) takes them as inputs instead of freezing the timestep into its kernels.
+    pub fn time_conditioning(&self, timesteps: &[f32]) -> Result<(Tensor, Tensor)> {
+        self.condition_embedder.time(self.be(), timesteps)
+    }
+
+    /// The forward pass after the time conditioning and rotary tables (no step cache): no upload
+    /// and no host read inside, so a CUDA graph can capture it.
+    pub fn forward_conditioned(
+        &self,
+        latents: &Tensor,
+        temb: &Tensor,
+        timestep_proj: &Tensor,
+        rotary_emb: &RotaryEmbedding,
+        text: &CrossAttentionContext,
+    ) -> Result<Tensor> {
+        let &[_, _, f, h, w] = latents.shape() else {
+            return Err(Error::Shape(format!(
+                "transformer input must be [B, C, F, H, W], found {:?}",
+                latents.shape()
+            )));
+        };
+        let grid = self.grid(f, h, w)?;
+        Ok(self.forward_from(latents, grid, temb, timestep_proj, rotary_emb, text, None)?.0)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn forward_from(
+        &self,
+        latents: &Tensor,
+        grid: [usize; 3],
+        temb: &Tensor,
+        timestep_proj: &Tensor,
+        rotary_emb: &RotaryEmbedding,
+        text: &CrossAttentionContext,
+        cache: Option<&mut StepCache>,
+    ) -> Result<(Tensor, bool)> {
+        let be = self.be();
         let mut hidden_states = self.patch_embedding.forward(be, &patchify(be, latents, self.config.patch_size)?)?;
-        let (temb, timestep_proj) = self.condition_embedder.time(be, timesteps)?;
 
         let computed = match cache {
             Some(cache) => {
-                let indicator = self.blocks[0].modulated_input(be, &hidden_states, &timestep_proj)?;
+                let indicator = self.blocks[0].modulated_input(be, &hidden_states, timestep_proj)?;
                 match cache.decide(be, &indicator)? {
                     Some(residual) => {
                         be.add_assign(&mut hidden_states, residual)?;
@@ -447,21 +488,21 @@ impl WanTransformer {
                     }
                     None => {
                         let before = hidden_states.clone();
-                        hidden_states = self.run_blocks(hidden_states, text, &timestep_proj, &rotary_emb)?;
+                        hidden_states = self.run_blocks(hidden_states, text, timestep_proj, rotary_emb)?;
                         cache.store_residual(be.binary(BinaryOp::Sub, &hidden_states, &before)?);
                         true
                     }
                 }
             }
             None => {
-                hidden_states = self.run_blocks(hidden_states, text, &timestep_proj, &rotary_emb)?;
+                hidden_states = self.run_blocks(hidden_states, text, timestep_proj, rotary_emb)?;
                 true
             }
         };
 
         // 5. Output norm, projection & unpatchify
         let (n, dim) = (temb.dim(0), self.config.inner_dim());
-        let table = be.binary(BinaryOp::Add, &self.scale_shift_table, &temb.reshape([n, 1, dim])?)?;
+        let table = be.binary(BinaryOp::Add, &self.scale_shift_table, &temb.clone().reshape([n, 1, dim])?)?;
         let [shift, scale]: [Tensor; 2] = be.chunk(&table, 2, 1)?.try_into().expect("two chunks");
         let g = Groups::of(&hidden_states, &table)?;
         let hidden_states =

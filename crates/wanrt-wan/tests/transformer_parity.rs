@@ -20,7 +20,18 @@ fn check_case(case: &str) {
     for i in 0..r.steps() {
         let latent = up(&r.get(&format!("step{i}.latent_in")));
         let t = r.get(&format!("step{i}.timestep")).data().to_vec();
-        let cond = host(&*be, &model.forward(&latent, &t, &up(&r.get("text.prompt_embeds"))).unwrap());
+        let text = model.prepare_text(&up(&r.get("text.prompt_embeds"))).unwrap();
+        let cond = host(&*be, &model.forward_prepared(&latent, &t, &text).unwrap());
+        // The split a CUDA graph captures (time conditioning and rotary tables as inputs) is the
+        // same computation, bit for bit.
+        let [_, _, f, h, w] = latent.shape().try_into().unwrap();
+        let rope = model.rope(model.grid(f, h, w).unwrap()).unwrap();
+        let (temb, proj) = model.time_conditioning(&t).unwrap();
+        let split = host(&*be, &model.forward_conditioned(&latent, &temb, &proj, &rope, &text).unwrap());
+        assert!(
+            split.data().iter().zip(cond.data()).all(|(a, b)| a.to_bits() == b.to_bits()),
+            "{case} step{i}: split differs"
+        );
         assert_close(
             &format!("{case} step{i}.noise_pred_cond"),
             &cond,

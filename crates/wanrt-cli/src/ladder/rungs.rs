@@ -70,8 +70,8 @@ pub fn plan(list: Option<&[String]>, backend: BackendKind, cache_threshold: f64)
     for name in std::iter::once("baseline").chain(names.iter().map(String::as_str)) {
         if GPU_LEVERS.contains(&name) {
             bail!(
-                "--rungs: `{name}` needs the CUDA backend's whole-step graph and stream levers, which wanrt does not \
-                 have yet; known rungs: {}",
+                "--rungs: `{name}` needs whole-step CUDA graphs and streams in generation, which wanrt does not have \
+                 yet (`wanrt bench --backend cuda --cuda-graph` times one captured step); known rungs: {}",
                 known().join(", ")
             );
         }

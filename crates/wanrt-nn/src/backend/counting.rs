@@ -10,8 +10,8 @@
 //! asynchronous backend it is the time to enqueue.
 
 use super::{
-    Activation, AttentionBias, AttentionPrecision, Backend, BackendRef, BinaryOp, PreparedWeight, RelativeBuckets,
-    Transfers,
+    Activation, AttentionBias, AttentionPrecision, Backend, BackendRef, BinaryOp, CapturedStep, PreparedWeight,
+    RelativeBuckets, StepFn, Transfers,
 };
 use crate::host::HostTensor;
 use crate::ops::PaddingFull;
@@ -99,10 +99,16 @@ macro_rules! passed {
 }
 
 impl Backend for CountingBackend {
+    // The step's ops run (and are counted) through this wrapper while the inner backend captures.
+    fn capture<'a>(&'a self, inputs: &[&Tensor], step: StepFn<'_>) -> Result<Box<dyn CapturedStep + 'a>> {
+        self.inner.capture(inputs, step)
+    }
+
     passed! {
         fn name(&self) -> &'static str;
         fn dtype(&self) -> DType;
         fn transfers(&self) -> Transfers;
+        fn synchronize(&self) -> Result<()>;
         fn upload(&self, t: &HostTensor) -> Result<Tensor>;
         fn upload_ids(&self, shape: &[usize], ids: &[u32]) -> Result<Tensor>;
         fn to_host(&self, t: &Tensor) -> Result<HostTensor>;

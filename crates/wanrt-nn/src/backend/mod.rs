@@ -14,6 +14,7 @@
 //! The CPU backend ([`CpuBackend`]) is the reference; [`conformance`] checks any backend against
 //! it op by op.
 
+pub mod arena;
 pub mod conformance;
 mod counting;
 mod cpu;
@@ -24,7 +25,7 @@ pub use cpu::{CpuBackend, CpuOptions, Prepack};
 
 use crate::host::HostTensor;
 use crate::ops::PaddingFull;
-use crate::{Conv3d, DType, Embedding, Linear, Result, Tensor};
+use crate::{Conv3d, DType, Embedding, Error, Linear, Result, Tensor};
 use std::any::Any;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -173,6 +174,35 @@ pub trait PreparedWeight: Send + Sync + std::fmt::Debug {
     fn as_any(&self) -> &dyn Any;
 }
 
+/// A computation captured once and replayed (a CUDA graph over a planned arena): the same
+/// kernels on the same addresses every time, launched by one call.
+pub trait CapturedStep {
+    /// Copies `inputs` into the captured input buffers, replays, and returns the output (a
+    /// buffer of its own: it outlives the next replay). Inputs must have the captured shapes
+    /// and dtypes.
+    fn replay(&self, inputs: &[&Tensor]) -> Result<Tensor>;
+    /// What the capture planned and recorded.
+    fn report(&self) -> CaptureReport;
+}
+
+/// The planned arena and the graph of a [`CapturedStep`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct CaptureReport {
+    /// Buffers the step allocates (each a slice of the arena in the replays).
+    pub allocations: usize,
+    /// Their bytes summed: what a run without reuse would hold at once.
+    pub allocated_bytes: usize,
+    /// The most bytes alive at one time in the recorded run (no arena can be smaller).
+    pub peak_live_bytes: usize,
+    /// The arena's bytes.
+    pub arena_bytes: usize,
+    /// Nodes of the captured graph (kernels, memsets, copies).
+    pub graph_nodes: usize,
+}
+
+/// Backends that can capture a step: [`Backend::capture`].
+pub type StepFn<'a> = &'a dyn Fn(&[Tensor]) -> Result<Tensor>;
+
 /// Every computation the Wan models perform. Shapes are given per op; errors name the op and the
 /// shapes involved. Ops produce tensors in the backend's activation dtype ([`Backend::dtype`])
 /// unless stated: layout copies keep their input's dtype, scheduler arithmetic
@@ -186,6 +216,21 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
 
     /// Host ↔ backend traffic so far.
     fn transfers(&self) -> Transfers;
+
+    /// Waits until every op enqueued so far has finished (timings of asynchronous backends; the
+    /// CPU's ops finish before they return).
+    fn synchronize(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// Captures `step(inputs')` for replay, where `inputs'` are buffers of the capture holding
+    /// copies of `inputs` ([`CapturedStep::replay`] refills them). `step` must run the same ops
+    /// on the same shapes every time, with no transfer or host read inside. Backends without
+    /// graphs refuse (the CPU's ops already run without launch costs).
+    fn capture<'a>(&'a self, inputs: &[&Tensor], step: StepFn<'_>) -> Result<Box<dyn CapturedStep + 'a>> {
+        let _ = (inputs, step);
+        Err(Error::Msg(format!("the {} backend cannot capture a step (CUDA graphs need --backend cuda)", self.name())))
+    }
 
     // ---- transfers (counted) ----
 

@@ -17,9 +17,10 @@ use super::kernels::FAMILIES;
 use super::launch::{self, BatchFloats, BatchInts, Launch, Terms};
 use super::nvrtc;
 use super::w8a8::{self, CudaQuantLinear};
+use crate::backend::arena::{Allocator, Slot};
 use crate::backend::{
-    Activation, AttentionBias, AttentionPrecision, Backend, BinaryOp, PreparedWeight, RelativeBuckets, TransferCounter,
-    Transfers,
+    Activation, AttentionBias, AttentionPrecision, Backend, BinaryOp, CapturedStep, PreparedWeight, RelativeBuckets,
+    StepFn, TransferCounter, Transfers,
 };
 use crate::dtype::DType;
 use crate::error::{Error, Result};
@@ -33,7 +34,7 @@ use half::{bf16, f16};
 use std::any::Any;
 use std::collections::HashMap;
 use std::ffi::c_void;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 fn driver_err(what: &str) -> impl Fn(cudarc::driver::DriverError) -> Error + '_ {
     move |e| Error::Msg(format!("cuda {what}: {e}"))
@@ -41,21 +42,58 @@ fn driver_err(what: &str) -> impl Fn(cudarc::driver::DriverError) -> Error + '_ 
 
 /// A device buffer: `len` values of `dtype`.
 pub struct CudaStorage {
-    buf: CudaSlice<u8>,
+    bytes: DeviceBytes,
     dtype: DType,
     len: usize,
     /// For u32 token ids uploaded from the host: the ids themselves, so `embedding` checks them
     /// against the table without a device round trip.
     host_ids: Option<Arc<Vec<u32>>>,
+    recorded: Recorded,
+}
+
+/// Where a buffer's bytes are: an allocation of its own, or a slice of the planned arena (see
+/// [`crate::backend::arena`]; the slice keeps the arena alive).
+enum DeviceBytes {
+    Own(CudaSlice<u8>),
+    Arena { arena: Arc<CudaSlice<u8>>, offset: usize },
+}
+
+/// A buffer allocated while allocations are recorded: its release is reported when it drops.
+#[derive(Default)]
+struct Recorded(Option<(Arc<Mutex<Allocator>>, usize)>);
+
+impl Drop for Recorded {
+    fn drop(&mut self) {
+        if let Some((allocator, id)) = self.0.take() {
+            allocator.lock().unwrap_or_else(|e| e.into_inner()).free(id);
+        }
+    }
 }
 
 impl CudaStorage {
-    pub(super) fn buf(&self) -> &CudaSlice<u8> {
-        &self.buf
+    fn own(buf: CudaSlice<u8>, dtype: DType, len: usize) -> CudaStorage {
+        CudaStorage { bytes: DeviceBytes::Own(buf), dtype, len, host_ids: None, recorded: Recorded::default() }
     }
 
-    pub(super) fn into_buf(self) -> CudaSlice<u8> {
-        self.buf
+    /// The device address of the values.
+    fn addr(&self, stream: &CudaStream) -> u64 {
+        match &self.bytes {
+            DeviceBytes::Own(b) => b.device_ptr(stream).0,
+            DeviceBytes::Arena { arena, offset } => arena.device_ptr(stream).0 + *offset as u64,
+        }
+    }
+
+    /// Bytes of the values (the allocation may be larger).
+    fn value_bytes(&self) -> usize {
+        self.len * self.dtype.size_in_bytes()
+    }
+
+    /// The buffer as an allocation of its own (weights: uploaded, never in an arena).
+    pub(super) fn into_buf(self) -> Result<CudaSlice<u8>> {
+        match self.bytes {
+            DeviceBytes::Own(b) => Ok(b),
+            DeviceBytes::Arena { .. } => Err(Error::Msg("cuda: a weight cannot live in the step arena".into())),
+        }
     }
 }
 
@@ -167,6 +205,10 @@ pub struct CudaBackend {
     _workspace: CudaSlice<u8>,
     arch: String,
     counter: Arc<TransferCounter>,
+    /// Where activations come from: plain allocations, recorded ones, or the planned arena.
+    allocator: Arc<Mutex<Allocator>>,
+    /// The planned arena while the allocator replays into it.
+    arena: Mutex<Option<Arc<CudaSlice<u8>>>>,
 }
 
 impl std::fmt::Debug for CudaBackend {
@@ -209,7 +251,18 @@ impl CudaBackend {
         }
         let workspace = stream.alloc_zeros::<u8>(WORKSPACE_BYTES).map_err(driver_err("workspace"))?;
         let gemm = Gemm::new(workspace.device_ptr(&stream).0)?;
-        Ok(CudaBackend { dtype, ctx, stream, functions, gemm, _workspace: workspace, arch, counter: Arc::default() })
+        Ok(CudaBackend {
+            dtype,
+            ctx,
+            stream,
+            functions,
+            gemm,
+            _workspace: workspace,
+            arch,
+            counter: Arc::default(),
+            allocator: Arc::default(),
+            arena: Mutex::default(),
+        })
     }
 
     /// The same GPU, stream and kernels computing in `dtype` (transfers counted together): the
@@ -226,6 +279,8 @@ impl CudaBackend {
             _workspace: workspace,
             arch: self.arch.clone(),
             counter: self.counter.clone(),
+            allocator: Arc::default(),
+            arena: Mutex::default(),
         })
     }
 
@@ -254,8 +309,82 @@ impl CudaBackend {
     pub(super) fn alloc(&self, dtype: DType, len: usize) -> Result<CudaStorage> {
         // cuMemAlloc refuses 0 bytes: empty tensors hold a small buffer nobody reads.
         let bytes = (len * dtype.size_in_bytes()).max(4);
-        let buf = self.stream.alloc_zeros::<u8>(bytes).map_err(driver_err("alloc"))?;
-        Ok(CudaStorage { buf, dtype, len, host_ids: None })
+        let slot = self.allocator.lock().unwrap_or_else(|e| e.into_inner()).alloc(bytes)?;
+        match slot {
+            Slot::Own { record } => {
+                let buf = self.stream.alloc_zeros::<u8>(bytes).map_err(driver_err("alloc"))?;
+                let mut s = CudaStorage::own(buf, dtype, len);
+                s.recorded = Recorded(record.map(|id| (self.allocator.clone(), id)));
+                Ok(s)
+            }
+            Slot::Arena { offset } => {
+                let arena = self.arena.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                let arena = arena.ok_or_else(|| Error::Msg("cuda: the planned arena was released".into()))?;
+                let s = CudaStorage {
+                    bytes: DeviceBytes::Arena { arena, offset },
+                    dtype,
+                    len,
+                    host_ids: None,
+                    recorded: Recorded::default(),
+                };
+                // Zeroed as every allocation is (reductions accumulate into theirs).
+                // SAFETY: `offset + bytes` lies inside the arena (the plan's total), on this stream.
+                unsafe { cudarc::driver::result::memset_d8_async(s.addr(&self.stream), 0, bytes, self.cu_stream()) }
+                    .map_err(driver_err("arena memset"))?;
+                Ok(s)
+            }
+        }
+    }
+
+    fn cu_stream(&self) -> cudarc::driver::sys::CUstream {
+        self.stream.cu_stream()
+    }
+
+    pub(super) fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
+    pub(super) fn allocator(&self) -> std::sync::MutexGuard<'_, Allocator> {
+        self.allocator.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Allocates a fresh arena of `bytes` (or drops the backend's hold on the current one: its
+    /// buffers keep it alive until they go).
+    pub(super) fn set_arena(&self, bytes: Option<usize>) -> Result<()> {
+        let arena = match bytes {
+            Some(n) => Some(Arc::new(self.stream.alloc_zeros::<u8>(n).map_err(driver_err("arena"))?)),
+            None => None,
+        };
+        *self.arena.lock().unwrap_or_else(|e| e.into_inner()) = arena;
+        Ok(())
+    }
+
+    /// Copies `src`'s values into `dst` (same shape and dtype), on the stream.
+    pub(super) fn copy_into(&self, src: &Tensor, dst: &Tensor) -> Result<()> {
+        let (s, d) = (self.storage(src)?, self.storage(dst)?);
+        if src.shape() != dst.shape() || s.dtype != d.dtype {
+            return Err(Error::shape("cuda copy", dst.shape(), src.shape()));
+        }
+        // SAFETY: both buffers hold the values' bytes (same shape and dtype), on this stream.
+        unsafe {
+            cudarc::driver::result::memcpy_dtod_async(
+                d.addr(&self.stream),
+                s.addr(&self.stream),
+                s.value_bytes(),
+                self.cu_stream(),
+            )
+        }
+        .map_err(driver_err("copy"))
+    }
+
+    /// A copy of `x` in a buffer of its own (out of the arena, with plain allocations).
+    pub(super) fn copy_out(&self, x: &Tensor) -> Result<Tensor> {
+        self.copy(x)
+    }
+
+    /// The device address of a buffer's values.
+    pub(super) fn addr_of(&self, s: &CudaStorage) -> u64 {
+        s.addr(&self.stream)
     }
 
     pub(super) fn upload_bytes(&self, dtype: DType, len: usize, bytes: &[u8]) -> Result<CudaStorage> {
@@ -263,7 +392,7 @@ impl CudaBackend {
             return self.alloc(dtype, len);
         }
         let buf = self.stream.clone_htod(bytes).map_err(driver_err("upload"))?;
-        Ok(CudaStorage { buf, dtype, len, host_ids: None })
+        Ok(CudaStorage::own(buf, dtype, len))
     }
 
     pub(super) fn upload_f32(&self, values: &[f32], as_dtype: DType) -> Result<CudaStorage> {
@@ -292,7 +421,7 @@ impl CudaBackend {
 
     /// The device address of `t`'s values.
     pub(super) fn ptr(&self, t: &Tensor) -> Result<u64> {
-        Ok(self.storage(t)?.buf.device_ptr(&self.stream).0)
+        Ok(self.storage(t)?.addr(&self.stream))
     }
 
     pub(super) fn slice_ptr(&self, s: &CudaSlice<u8>) -> u64 {
@@ -315,8 +444,19 @@ impl CudaBackend {
 
     fn copy(&self, x: &Tensor) -> Result<Tensor> {
         let s = self.storage(x)?;
-        let buf = self.stream.clone_dtod(&s.buf).map_err(driver_err("copy"))?;
-        self.tensor(x.shape(), CudaStorage { buf, dtype: s.dtype, len: s.len, host_ids: s.host_ids.clone() })
+        let mut out = self.alloc(s.dtype, s.len)?;
+        out.host_ids = s.host_ids.clone();
+        // SAFETY: both buffers hold at least the values' bytes, on this stream.
+        unsafe {
+            cudarc::driver::result::memcpy_dtod_async(
+                out.addr(&self.stream),
+                s.addr(&self.stream),
+                s.value_bytes(),
+                self.cu_stream(),
+            )
+        }
+        .map_err(driver_err("copy"))?;
+        self.tensor(x.shape(), out)
     }
 
     /// `x` in the backend's activation dtype (a copy only when it differs).
@@ -364,11 +504,14 @@ impl CudaBackend {
 
     /// Downloads `t`'s raw bytes (not counted: callers count what they read).
     fn download(&self, s: &CudaStorage) -> Result<Vec<u8>> {
-        let mut bytes = self.stream.clone_dtoh(&s.buf).map_err(driver_err("download"))?;
-        // A copy into pageable memory completes before the call returns (CUDA's rule), but cudarc
-        // does not promise it: wait for the stream before the bytes are read.
+        let mut bytes = vec![0u8; s.value_bytes()];
+        self.ctx.bind_to_thread().map_err(driver_err("bind context"))?;
+        // SAFETY: the buffer holds at least the values' bytes; `bytes` outlives the copy, which
+        // the synchronization below waits for (a copy into pageable memory completes before the
+        // call returns by CUDA's rule, but nothing here relies on it).
+        unsafe { cudarc::driver::result::memcpy_dtoh_async(&mut bytes, s.addr(&self.stream), self.cu_stream()) }
+            .map_err(driver_err("download"))?;
         self.synchronize()?;
-        bytes.truncate(s.len * s.dtype.size_in_bytes());
         Ok(bytes)
     }
 
@@ -406,6 +549,14 @@ impl CudaBackend {
 impl Backend for CudaBackend {
     fn name(&self) -> &'static str {
         "cuda"
+    }
+
+    fn capture<'a>(&'a self, inputs: &[&Tensor], step: StepFn<'_>) -> Result<Box<dyn CapturedStep + 'a>> {
+        Ok(Box::new(self.capture_step(inputs, step)?))
+    }
+
+    fn synchronize(&self) -> Result<()> {
+        CudaBackend::synchronize(self)
     }
 
     fn dtype(&self) -> DType {
@@ -449,15 +600,17 @@ impl Backend for CudaBackend {
         };
         // Weight-only formats compute in the activation dtype, as the CPU backend's W8A16 path.
         let w = layer.to_f32()?;
-        let weight = self.upload_f32(w.data(), self.dtype)?.buf;
-        let bias = layer.bias.as_ref().map(|b| self.upload_f32(b, self.dtype).map(|s| s.buf)).transpose()?;
+        let weight = self.upload_f32(w.data(), self.dtype)?.into_buf()?;
+        let bias =
+            layer.bias.as_ref().map(|b| self.upload_f32(b, self.dtype).and_then(|s| s.into_buf())).transpose()?;
         Ok(Arc::new(CudaLinear { weight, bias, n: layer.out_dim(), k: layer.in_dim(), dtype: self.dtype, format }))
     }
 
     fn prepare_conv3d(&self, layer: &Conv3d) -> Result<Arc<dyn PreparedWeight>> {
         let values = layer.weight.to_f32()?;
-        let weight = self.upload_f32(&values, self.dtype)?.buf;
-        let bias = layer.bias.as_ref().map(|b| self.upload_f32(b, DType::F32).map(|s| s.buf)).transpose()?;
+        let weight = self.upload_f32(&values, self.dtype)?.into_buf()?;
+        let bias =
+            layer.bias.as_ref().map(|b| self.upload_f32(b, DType::F32).and_then(|s| s.into_buf())).transpose()?;
         Ok(Arc::new(CudaConv { weight, bias, shape: layer.weight_shape(), stride: layer.stride(), dtype: self.dtype }))
     }
 
@@ -617,7 +770,7 @@ impl Backend for CudaBackend {
         }
         let sums = self.alloc(DType::F32, 4)?; // two f64 accumulators
         let (n, da, db) = (a.numel() as i64, self.code(a)?, self.code(b)?);
-        let ps = self.slice_ptr(&sums.buf);
+        let ps = self.addr_of(&sums);
         self.launch("relative_l1", launch::reduction(a.numel()), &[&self.ptr(a)?, &da, &self.ptr(b)?, &db, &ps, &n])?;
         let bytes = self.download(&sums)?;
         self.counter.scalar_read();
@@ -634,7 +787,7 @@ impl Backend for CudaBackend {
 
     fn all_finite(&self, x: &Tensor) -> Result<bool> {
         let flag = self.alloc(DType::U32, 1)?;
-        let (n, dt, pf) = (x.numel() as i64, self.code(x)?, self.slice_ptr(&flag.buf));
+        let (n, dt, pf) = (x.numel() as i64, self.code(x)?, self.addr_of(&flag));
         self.launch("all_finite", launch::reduction(x.numel()), &[&self.ptr(x)?, &dt, &pf, &n])?;
         let bytes = self.download(&flag)?;
         self.counter.scalar_read();
@@ -712,7 +865,7 @@ impl Backend for CudaBackend {
         let chunk = (IM2COL_BYTES / (k * esize).max(1)).clamp(1, p);
         let cols = self.alloc(self.dtype, chunk * k)?;
         let y = self.alloc(self.dtype, chunk * cout)?;
-        let (pc, py) = (self.slice_ptr(&cols.buf), self.slice_ptr(&y.buf));
+        let (pc, py) = (self.addr_of(&cols), self.addr_of(&y));
         let (px, po) = (self.ptr(&x)?, self.ptr(&out)?);
         let bias = w.bias.as_ref().map_or(0, |b| self.slice_ptr(b));
         let code = launch::dtype_code(self.dtype)?;
@@ -969,7 +1122,7 @@ impl Backend for CudaBackend {
         let idx = self.upload_bytes(DType::U32, idx.len(), bytemuck::cast_slice(&idx))?;
         let out = self.empty(&[h, len, len], self.dtype)?;
         let (dto, hi, ll, n) = (launch::dtype_code(self.dtype)?, h as i64, (len * len) as i64, out.numel() as i64);
-        let pi = self.slice_ptr(&idx.buf);
+        let pi = self.addr_of(&idx);
         self.launch(
             "relative_position_bias",
             launch::elementwise(out.numel()),

@@ -15,6 +15,7 @@
 
 pub mod backend;
 pub mod gemm;
+pub mod graph;
 pub mod kernels;
 pub mod launch;
 pub mod nvrtc;

@@ -154,11 +154,11 @@ pub(super) fn prepare(be: &CudaBackend, layer: &Linear) -> Result<Option<CudaQua
     let scaling = ActScaling::new(act).map_err(|e| Error::Msg(format!("{}: {e}", layer.name)))?;
     let bytes: Vec<_> = codes.iter().map(|c| c.bytes()).collect();
     let padded = padded_codes(&bytes.iter().map(|b| &b[..]).collect::<Vec<_>>(), n, k)?;
-    let f32s = |v: &[f32]| be.upload_f32(v, DType::F32).map(|s| s.into_buf());
+    let f32s = |v: &[f32]| be.upload_f32(v, DType::F32).and_then(|s| s.into_buf());
     // As the CPU backend computes them: 1/s once at load.
     let inv_smooth: Option<Vec<f32>> = smooth.as_ref().map(|s| s.iter().map(|v| 1.0 / v).collect());
     Ok(Some(CudaQuantLinear {
-        codes: be.upload_bytes(DType::U8, padded.len(), &padded)?.into_buf(),
+        codes: be.upload_bytes(DType::U8, padded.len(), &padded)?.into_buf()?,
         scales: f32s(scales)?,
         inv_smooth: inv_smooth.as_deref().map(f32s).transpose()?,
         bias: layer.bias.as_deref().map(f32s).transpose()?,
@@ -197,22 +197,22 @@ pub(super) fn forward(
     let tensor_amax = if w.scaling.per_tensor {
         let row_max = be.alloc(DType::F32, m)?;
         let amax = be.alloc(DType::F32, 1)?;
-        let (pr, pa) = (be.slice_ptr(row_max.buf()), be.slice_ptr(amax.buf()));
+        let (pr, pa) = (be.addr_of(&row_max), be.addr_of(&amax));
         be.launch("row_absmax", rows, &[&px, &dtx, &smooth, &pr, &k64])?;
         be.launch("tensor_absmax", launch::reduction(m), &[&pr, &pa, &(m as i64)])?;
         Some((row_max, amax))
     } else {
         None
     };
-    let pamax = tensor_amax.as_ref().map_or(0, |(_, a)| be.slice_ptr(a.buf()));
+    let pamax = tensor_amax.as_ref().map_or(0, |(_, a)| be.addr_of(a));
     let codes = be.alloc(DType::U8, m * kp)?;
     let scales = be.alloc(DType::F32, m)?;
-    let (pc, ps) = (be.slice_ptr(codes.buf()), be.slice_ptr(scales.buf()));
+    let (pc, ps) = (be.addr_of(&codes), be.addr_of(&scales));
     let fmt = w.format.kernel_code();
     let args: [&dyn KernelArg; 10] = [&px, &dtx, &smooth, &fmt, &pamax, &w.scaling.static_scale, &pc, &ps, &k64, &kp64];
     be.launch("quantize_rows", rows, &args)?;
     let acc = be.alloc(if w.format.integer_sums() { DType::I32 } else { DType::F32 }, m * np)?;
-    let pacc = be.slice_ptr(acc.buf());
+    let pacc = be.addr_of(&acc);
     let key = GemmKey { m, n: np, k: kp, dtype: w.format.dtype(), epilogue: Epilogue::None };
     be.gemm(key, pc, be.slice_ptr(&w.codes), 0, pacc)?;
     let act_code = act.map_or(-1, |a| Activation::ALL.iter().position(|&b| b == a).expect("listed") as i32);
