@@ -365,12 +365,18 @@ impl CudaBackend {
         if src.shape() != dst.shape() || s.dtype != d.dtype {
             return Err(Error::shape("cuda copy", dst.shape(), src.shape()));
         }
-        // SAFETY: both buffers hold the values' bytes (same shape and dtype), on this stream.
+        self.copy_values(s, d)
+    }
+
+    /// `src`'s values into `dst`, which holds at least as many bytes.
+    fn copy_values(&self, src: &CudaStorage, dst: &CudaStorage) -> Result<()> {
+        debug_assert!(dst.value_bytes() >= src.value_bytes());
+        // SAFETY: both buffers hold at least the source values' bytes, on this stream.
         unsafe {
             cudarc::driver::result::memcpy_dtod_async(
-                d.addr(&self.stream),
-                s.addr(&self.stream),
-                s.value_bytes(),
+                dst.addr(&self.stream),
+                src.addr(&self.stream),
+                src.value_bytes(),
                 self.cu_stream(),
             )
         }
@@ -446,16 +452,7 @@ impl CudaBackend {
         let s = self.storage(x)?;
         let mut out = self.alloc(s.dtype, s.len)?;
         out.host_ids = s.host_ids.clone();
-        // SAFETY: both buffers hold at least the values' bytes, on this stream.
-        unsafe {
-            cudarc::driver::result::memcpy_dtod_async(
-                out.addr(&self.stream),
-                s.addr(&self.stream),
-                s.value_bytes(),
-                self.cu_stream(),
-            )
-        }
-        .map_err(driver_err("copy"))?;
+        self.copy_values(s, &out)?;
         self.tensor(x.shape(), out)
     }
 

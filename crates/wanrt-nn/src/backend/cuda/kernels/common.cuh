@@ -89,28 +89,21 @@ __device__ __forceinline__ float warp_max(float v) {
     return v;
 }
 
-// Sum over a block of `blockDim.x` threads (a multiple of 32, at most 1024); every thread gets
-// the total. `scratch` holds 32 floats of shared memory.
-__device__ __forceinline__ float block_sum(float v, float* scratch) {
+// Sum (or, with kMax, max) over a block of `blockDim.x` threads (a multiple of 32, at most 1024);
+// every thread gets the result. `scratch` holds 32 floats of shared memory.
+template <bool kMax>
+__device__ __forceinline__ float block_reduce(float v, float* scratch) {
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-    v = warp_sum(v);
+    v = kMax ? warp_max(v) : warp_sum(v);
     __syncthreads();
     if (lane == 0) scratch[warp] = v;
     __syncthreads();
-    v = lane < warps ? scratch[lane] : 0.0f;
-    return warp_sum(v);
+    v = lane < warps ? scratch[lane] : (kMax ? NEG_INF : 0.0f);
+    return kMax ? warp_max(v) : warp_sum(v);
 }
 
-// Max over a block (as block_sum); every thread gets the result.
-__device__ __forceinline__ float block_max(float v, float* scratch) {
-    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-    v = warp_max(v);
-    __syncthreads();
-    if (lane == 0) scratch[warp] = v;
-    __syncthreads();
-    v = lane < warps ? scratch[lane] : NEG_INF;
-    return warp_max(v);
-}
+__device__ __forceinline__ float block_sum(float v, float* scratch) { return block_reduce<false>(v, scratch); }
+__device__ __forceinline__ float block_max(float v, float* scratch) { return block_reduce<true>(v, scratch); }
 
 // Pointwise nonlinearities, the same formulas as ops::activation (f32 arithmetic). `act`:
 // 0 gelu-tanh, 1 gelu-erf, 2 quick-gelu, 3 silu, 4 relu (`Activation` order in backend/mod.rs).
