@@ -97,9 +97,9 @@ step cuda_graph 120 "$BUNDLE/wanrt" bench --backend cuda --cuda-graph --repeat 5
 cat "$OUT/cuda-graph-demo.json"
 
 # ---- 5. the bench ladder on CUDA (demo model; issue 19): rungs the CUDA backend runs today ----
-# The baseline (bf16), W8A8 int8 and fp8 (cuBLASLt 8-bit GEMMs) and the step cache; the 8-bit
-# attention rungs follow when it has a GPU kernel.
-step ladder_cuda 240 "$BUNDLE/wanrt" bench --ladder --backend cuda --rungs baseline,int8,fp8,step-cache --videos 8 \
+# The baseline (bf16), W8A8 int8 and fp8 (cuBLASLt 8-bit GEMMs), + 8-bit attention, the step cache.
+step ladder_cuda 240 "$BUNDLE/wanrt" bench --ladder --backend cuda --rungs baseline,int8,int8-attn8,fp8,step-cache \
+    --videos 8 \
     --artifact-cache "$OUT/ladder-cache" --report "$OUT/ladder-cuda-demo"
 cat "$OUT/ladder-cuda-demo/ladder.md" 2>/dev/null | head -40
 

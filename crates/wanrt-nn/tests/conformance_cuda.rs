@@ -141,6 +141,9 @@ fn cuda_timings_at_wan_1_3b_shapes() {
     let s =
         time(1, &|| drop(be.attention(&q, &k, &v, scale, AttentionBias::default(), AttentionPrecision::Full).unwrap()));
     record("attention 32760², 12 heads × 128 (simple)", s, 4.0 * (l * l * heads * 128) as f64);
+    let s =
+        time(1, &|| drop(be.attention(&q, &k, &v, scale, AttentionBias::default(), AttentionPrecision::Int8).unwrap()));
+    record("attention 32760², 12 heads × 128 (int8 Q·Kᵀ, simple)", s, 4.0 * (l * l * heads * 128) as f64);
 
     let mods = act(&random(&[1, 1, c], 0.1));
     let s = time(10, &|| drop(be.layer_norm_modulate(&x, 1e-6, &mods, &mods).unwrap()));

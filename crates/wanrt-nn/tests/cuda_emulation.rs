@@ -768,3 +768,96 @@ fn w8a8_kernels_match_the_cpu_backend() {
     };
     assert_close("fp8 per token (f32 sums in another order)", &got, &on_cpu(fp8_layer, None), 1e-6);
 }
+
+/// The 8-bit attention kernels (attention_int8.cu: key mean, per-(token, head) int8 codes,
+/// flash attention with `__dp4a` Q·Kᵀ) on keys with outlier channels (the case K smoothing is
+/// for): their error against the CPU backend's f32 attention is the CPU's own 8-bit attention's
+/// (same int8 Q·Kᵀ; only its 14/10-bit P·V rounding differs), and the codes are the CPU
+/// quantizer's.
+#[test]
+fn int8_attention_kernels_match_the_cpu_backend() {
+    use wanrt_nn::backend::{AttentionBias, AttentionPrecision};
+    let Some(emu) = Emulated::build("attention_int8") else { return };
+    let be = cpu();
+    let mean: unsafe extern "C" fn(P, i32, *mut f32, i32, i32, i32) =
+        kernel!(emu, "key_mean", fn(P, i32, *mut f32, i32, i32, i32));
+    let quantize: unsafe extern "C" fn(P, i32, *const f32, *mut i8, *mut f32, i64, i32, i32, i32) =
+        kernel!(emu, "quantize_heads", fn(P, i32, *const f32, *mut i8, *mut f32, i64, i32, i32, i32));
+    type Attention = unsafe extern "C" fn(P, *const f32, P, *const f32, P, M, i32, f32, i32, i32, i32);
+    let rel_l2 = |a: &[f32], b: &[f32]| {
+        let num: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
+        (num / b.iter().map(|y| (*y as f64).powi(2)).sum::<f64>()).sqrt()
+    };
+    for [b, lq, lk, h, d] in [[2, 75, 75, 3, 128], [1, 40, 13, 2, 64], [2, 21, 21, 2, 32], [1, 9, 9, 4, 16]] {
+        let (q, v) = (random(&[b, lq, h, d], 2.0, 90), random(&[b, lk, h, d], 1.0, 92));
+        let mut k = random(&[b, lk, h, d], 2.0, 91);
+        // Channel offsets in K, as Wan's keys have: what smoothing removes.
+        k.data_mut().iter_mut().enumerate().for_each(|(i, x)| *x += if i % d < 3 { 8.0 } else { 0.0 });
+        let scale = 1.0 / (d as f32).sqrt();
+        let (pq, pk, pv) = (addr(q.data().as_ptr()), addr(k.data().as_ptr()), addr(v.data().as_ptr()));
+        let mut mu = vec![0f32; b * h * d];
+        let pmu = addr(mu.as_mut_ptr());
+        emu.run_blocks(launch::per_head(b, h).unwrap(), || unsafe {
+            mean(pk as P, 0, pmu as *mut f32, lk as i32, h as i32, d as i32)
+        });
+        let quantized = |x: usize, len: usize, mean: usize| {
+            let rows = b * len * h;
+            let (mut codes, mut scales) = (vec![0i8; rows * d], vec![0f32; rows]);
+            let (pc, ps) = (addr(codes.as_mut_ptr()), addr(scales.as_mut_ptr()));
+            emu.run_blocks(launch::warp_per_row(rows), || unsafe {
+                quantize(
+                    x as P,
+                    0,
+                    mean as *const f32,
+                    pc as *mut i8,
+                    ps as *mut f32,
+                    rows as i64,
+                    len as i32,
+                    h as i32,
+                    d as i32,
+                )
+            });
+            (codes, scales)
+        };
+        let (qc, qs) = quantized(pq, lq, 0);
+        let (kc, ks) = quantized(pk, lk, pmu);
+        // The codes are the CPU's int8 quantizer's: rint(v · 127/absmax) per row.
+        let want = wanrt_nn::quant::QuantizedMatrix::quantize_per_row_symmetric(q.data(), b * lq * h, d);
+        assert_eq!(qc, want.data, "q codes");
+        assert_eq!(qs, want.scales, "q scales");
+        let entry = format!("attention_int8_d{d}\0");
+        // SAFETY: the kernel's parameter list in attention_int8.cu.
+        let f: Attention = *unsafe { emu.lib.get::<Attention>(entry.as_bytes()) }.unwrap();
+        let mut got = vec![0f32; q.numel()];
+        let (pqc, pqs, pkc, pks, po) =
+            (addr(qc.as_ptr()), addr(qs.as_ptr()), addr(kc.as_ptr()), addr(ks.as_ptr()), addr(got.as_mut_ptr()));
+        emu.run_blocks(launch::attention(b, lq, h).unwrap(), || unsafe {
+            f(
+                pqc as P,
+                pqs as *const f32,
+                pkc as P,
+                pks as *const f32,
+                pv as P,
+                po as M,
+                0,
+                scale,
+                lq as i32,
+                lk as i32,
+                h as i32,
+            )
+        });
+        let (qt, kt, vt) = (be.upload(&q).unwrap(), be.upload(&k).unwrap(), be.upload(&v).unwrap());
+        let full =
+            host(&be, &be.attention(&qt, &kt, &vt, scale, AttentionBias::default(), AttentionPrecision::Full).unwrap());
+        let cpu8 =
+            host(&be, &be.attention(&qt, &kt, &vt, scale, AttentionBias::default(), AttentionPrecision::Int8).unwrap());
+        let (ours, theirs, between) = (rel_l2(&got, &full), rel_l2(&cpu8, &full), rel_l2(&got, &cpu8));
+        println!(
+            "int8 attention {:?}: vs f32 {ours:.4} (CPU int8 {theirs:.4}), vs CPU int8 {between:.4}",
+            [b, lq, lk, h, d]
+        );
+        assert!(ours > 1e-5, "no quantization error at all?");
+        assert!(ours <= 1.1 * theirs + 1e-3 && ours < 0.05, "8-bit attention error {ours} vs the CPU's {theirs}");
+        assert!(between <= 0.5 * theirs + 1e-3, "GPU and CPU 8-bit attention differ by {between}");
+    }
+}

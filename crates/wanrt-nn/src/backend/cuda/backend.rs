@@ -9,9 +9,11 @@
 //!
 //! W8A8 int8/fp8 layers run on cuBLASLt's 8-bit GEMMs between the quantization and
 //! dequantization kernels of [`super::w8a8`]; weight-only int8/fp8 layers are dequantized to the
-//! activation dtype at load. Not on the GPU yet (clear errors, never a silent CPU fallback):
-//! 8-bit attention, attention with head dims other than 16, 32, 64 and 128.
+//! activation dtype at load; 8-bit attention runs [`super::attention_int8`]. Not on the GPU
+//! (clear errors, never a silent CPU fallback): attention with head dims other than 16, 32, 64
+//! and 128.
 
+use super::attention_int8;
 use super::gemm::{Epilogue, Gemm, GemmKey, WORKSPACE_BYTES};
 use super::kernels::FAMILIES;
 use super::launch::{self, BatchFloats, BatchInts, Launch, Terms};
@@ -381,6 +383,17 @@ impl CudaBackend {
             )
         }
         .map_err(driver_err("copy"))
+    }
+
+    /// `[B, Lq, Lk, H, D]` of `q: [B, Lq, H, D]`, `k, v: [B, Lk, H, D]`.
+    pub(super) fn attention_shape(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<[usize; 5]> {
+        let (&[b, lq, h, d], &[bk, lk, hk, dk]) = (q.shape(), k.shape()) else {
+            return Err(Error::shape("attention q/k", "[B, L, H, D]", q.shape()));
+        };
+        if (b, h, d) != (bk, hk, dk) || v.shape() != k.shape() {
+            return Err(Error::shape("attention k/v", [b, lk, h, d], v.shape()));
+        }
+        Ok([b, lq, lk, h, d])
     }
 
     /// A copy of `x` in a buffer of its own (out of the arena, with plain allocations).
@@ -989,16 +1002,12 @@ impl Backend for CudaBackend {
         precision: AttentionPrecision,
     ) -> Result<Tensor> {
         if precision == AttentionPrecision::Int8 {
-            return Err(Error::Msg(
-                "cuda backend: 8-bit attention has no kernel yet; use --attn-quant none or --backend cpu".into(),
-            ));
+            if !bias.is_none() {
+                return Err(Error::Msg("int8 attention takes no score bias".into()));
+            }
+            return attention_int8::attention_int8(self, q, k, v, scale);
         }
-        let (&[b, lq, h, d], &[bk, lk, hk, dk]) = (q.shape(), k.shape()) else {
-            return Err(Error::shape("attention q/k", "[B, L, H, D]", q.shape()));
-        };
-        if (b, h, d) != (bk, hk, dk) || v.shape() != k.shape() {
-            return Err(Error::shape("attention k/v", [b, lk, h, d], v.shape()));
-        }
+        let [b, lq, lk, h, d] = self.attention_shape(q, k, v)?;
         let entry = match d {
             16 => "attention_d16",
             32 => "attention_d32",

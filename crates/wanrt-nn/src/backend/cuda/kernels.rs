@@ -62,6 +62,18 @@ pub const FAMILIES: &[Family] = &[
         source: include_str!("kernels/attention.cu"),
         entries: &["attention_d16", "attention_d32", "attention_d64", "attention_d128"],
     },
+    Family {
+        name: "attention_int8",
+        source: include_str!("kernels/attention_int8.cu"),
+        entries: &[
+            "key_mean",
+            "quantize_heads",
+            "attention_int8_d16",
+            "attention_int8_d32",
+            "attention_int8_d64",
+            "attention_int8_d128",
+        ],
+    },
 ];
 
 impl Family {
@@ -80,7 +92,7 @@ pub fn family_of(entry: &str) -> Option<&'static Family> {
 /// against: registers × threads ≤ 64K registers of an SM, so one block always fits).
 pub fn block_threads(entry: &str) -> u32 {
     match entry {
-        e if e.starts_with("attention_d") => super::launch::ATTENTION_THREADS,
+        e if e.starts_with("attention_d") || e.starts_with("attention_int8_d") => super::launch::ATTENTION_THREADS,
         "rms_norm" | "layer_norm" | "row_absmax" | "quantize_rows" => super::launch::ROW_THREADS,
         "relative_l1" | "all_finite" | "tensor_absmax" => super::launch::REDUCE_THREADS,
         _ => super::launch::ELEMENTWISE_THREADS,
@@ -97,16 +109,24 @@ mod tests {
         for f in FAMILIES {
             for e in f.entries {
                 assert!(seen.insert(*e), "{e} listed twice");
-                let by_macro = e.strip_prefix("attention_d").map(|d| format!("\nATTENTION_ENTRY({d})\n"));
+                // `attention_d64` comes from a line `ATTENTION_ENTRY(64)`, `attention_int8_d64` from
+                // `ATTENTION_INT8_ENTRY(64)`.
+                let by_macro = e.rsplit_once("_d").map(|(stem, d)| format!("\n{}_ENTRY({d})\n", stem.to_uppercase()));
                 let defined = f.source.contains(&format!(" {e}(")) || by_macro.is_some_and(|m| f.source.contains(&m));
                 assert!(defined, "{e} not defined in {}.cu", f.name);
                 assert_eq!(family_of(e).map(|g| g.name), Some(f.name));
             }
             // Every extern "C" kernel of the file is listed (none compiled but never launched);
-            // attention.cu defines its entries through a macro, one line each.
+            // the attention files define theirs through a macro, one line each.
+            let entry_line = |l: &str| {
+                l.split_once("_ENTRY(").is_some_and(|(m, _)| {
+                    m.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_') && !m.is_empty()
+                })
+            };
+            let macros = f.source.lines().filter(|l| l.starts_with("#define ") && l.contains("_ENTRY(")).count();
             let defined = f.source.matches("extern \"C\" __global__").count()
-                + f.source.lines().filter(|l| l.starts_with("ATTENTION_ENTRY(")).count()
-                - f.source.contains("#define ATTENTION_ENTRY") as usize;
+                + f.source.lines().filter(|l| entry_line(l)).count()
+                - macros;
             assert_eq!(defined, f.entries.len(), "{}.cu defines {defined} kernels", f.name);
         }
     }

@@ -69,6 +69,20 @@ pub fn attention(b: usize, lq: usize, h: usize) -> Result<Launch> {
     Ok(Launch { grid: (tiles as u32, h as u32, b as u32), block: (ATTENTION_THREADS, 1, 1) })
 }
 
+/// `quantize_heads`: one warp per (token, head) row, eight warps a block, rows grid-strided.
+pub fn warp_per_row(rows: usize) -> Launch {
+    let blocks = (rows as u64).div_ceil(ELEMENTWISE_THREADS as u64 / 32).clamp(1, MAX_BLOCKS);
+    Launch { grid: (blocks as u32, 1, 1), block: (ELEMENTWISE_THREADS, 1, 1) }
+}
+
+/// `key_mean`: one block per (head, batch item), threads over the head dims.
+pub fn per_head(b: usize, h: usize) -> Result<Launch> {
+    if b == 0 || h == 0 || b > 65_535 || h > i32::MAX as usize {
+        return Err(Error::Msg(format!("cuda attention: {b} batch items × {h} heads do not fit one launch")));
+    }
+    Ok(Launch { grid: (h as u32, b as u32, 1), block: (128, 1, 1) })
+}
+
 /// The `Dims` argument of common.cuh (sizes and two stride sets, row-major, up to 8 dims).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -349,6 +363,17 @@ mod tests {
         assert_eq!(l.grid, (2048, 12, 2));
         assert_eq!(l.block.0 as usize / 32 * 4, ATTENTION_ROWS_PER_BLOCK);
         assert!(attention(17, 10, 1).is_err());
+    }
+
+    #[test]
+    fn eight_bit_attention_launches() {
+        // The 1.3B self-attention at 832×480×81: 2 · 32,760 · 12 rows of 128 codes, a warp each.
+        let rows = 2 * 32_760 * 12;
+        assert_eq!(warp_per_row(rows).grid.0 as usize, rows / 8);
+        assert_eq!(warp_per_row(1).grid.0, 1);
+        assert_eq!(warp_per_row(1 << 30).grid.0, MAX_BLOCKS as u32);
+        assert_eq!(per_head(2, 12).unwrap().grid, (12, 2, 1));
+        assert!(per_head(0, 12).is_err() && per_head(70_000, 12).is_err());
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! matches the CPU backend (tests/cuda_emulation.rs). On a GPU only: the conformance battery
 //! (tests/conformance_cuda.rs, `tools/device/gpu_check.sh`), cuBLASLt, device math's rounding.
 
+pub mod attention_int8;
 pub mod backend;
 pub mod gemm;
 pub mod graph;

@@ -36,14 +36,7 @@ __device__ void attention_tile(const void* q, const void* k, const void* v, void
         int r = i / D, e = i % D, row = row0 + r;
         qs[r][e] = row < lq ? ld(q, dt, ((i64)b * lq + row) * stride + (i64)h * D + e) : 0.0f;
     }
-    float m[ROWS], l[ROWS], acc[ROWS][E];
-#pragma unroll
-    for (int r = 0; r < ROWS; ++r) {
-        m[r] = NEG_INF;
-        l[r] = 0.0f;
-#pragma unroll
-        for (int e = 0; e < E; ++e) acc[r][e] = 0.0f;
-    }
+    SoftmaxRows<ROWS, E> rows;
 
     for (int k0 = 0; k0 < lk; k0 += TILE) {
         __syncthreads();
@@ -64,32 +57,14 @@ __device__ void attention_tile(const void* q, const void* k, const void* v, void
             s *= scale;
             if (bias && row < lq && key < lk) s += ld(bias, dtb, ((i64)h * lq + row) * lk + key);
             if (key >= valid_keys) s = NEG_INF;
-            float m_new = fmaxf(m[r], warp_max(s));
-            // Every key so far masked: nothing to add (avoids exp(−∞ − (−∞)) = NaN).
-            float p = m_new == NEG_INF ? 0.0f : expf(s - m_new);
-            float alpha = m_new == NEG_INF ? 1.0f : expf(m[r] - m_new);
-            l[r] = l[r] * alpha + warp_sum(p);
-            m[r] = m_new;
-#pragma unroll
-            for (int e = 0; e < E; ++e) acc[r][e] *= alpha;
-#pragma unroll 4
-            for (int j = 0; j < TILE; ++j) {
-                float pj = __shfl_sync(0xffffffffu, p, j);
-#pragma unroll
-                for (int e = 0; e < E; ++e)
-                    if (D >= 32 || lane < D) acc[r][e] += pj * vs[j][(lane + 32 * e) % D];
-            }
+            online_softmax_tile<D, E>(s, rows.m[r], rows.l[r], rows.acc[r], vs, lane);
         }
     }
 #pragma unroll
     for (int r = 0; r < ROWS; ++r) {
         int row = row0 + warp * ROWS + r;
-        if (row >= lq) continue;
-        // A row with no valid key divides 0 by 0 (NaN), as the reference's softmax over all −∞.
-        float inv = 1.0f / l[r];
-#pragma unroll
-        for (int e = 0; e < E; ++e)
-            if (D >= 32 || lane < D) st(out, dt, ((i64)b * lq + row) * stride + (i64)h * D + lane + 32 * e, acc[r][e] * inv);
+        i64 at = ((i64)b * lq + row) * stride + (i64)h * D;
+        if (row < lq) store_softmax_row<D, E>(out, dt, at, rows.acc[r], rows.l[r], lane);
     }
 }
 

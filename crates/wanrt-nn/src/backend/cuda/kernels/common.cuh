@@ -105,6 +105,57 @@ __device__ __forceinline__ float block_reduce(float v, float* scratch) {
 __device__ __forceinline__ float block_sum(float v, float* scratch) { return block_reduce<false>(v, scratch); }
 __device__ __forceinline__ float block_max(float v, float* scratch) { return block_reduce<true>(v, scratch); }
 
+// A warp's online-softmax state for R query rows: running max, sum and E accumulated head dims
+// per lane, each row starting empty.
+template <int R, int E>
+struct SoftmaxRows {
+    float m[R], l[R], acc[R][E];
+    __device__ __forceinline__ SoftmaxRows() {
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+            m[r] = NEG_INF;
+            l[r] = 0.0f;
+#pragma unroll
+            for (int e = 0; e < E; ++e) acc[r][e] = 0.0f;
+        }
+    }
+};
+
+// One key tile of a warp's online softmax (FlashAttention) for one query row: lane j holds the
+// score `s` of the tile's key j (−∞ when masked); the row's running max `m`, sum `l` and the
+// lane's E accumulated head dims (lanes ≥ D own none when D < 32) take in the tile's values
+// vs[32][D], each p_j broadcast by shuffle.
+template <int D, int E>
+__device__ __forceinline__ void online_softmax_tile(float s, float& m, float& l, float (&acc)[E],
+                                                    const float (*vs)[D], int lane) {
+    float m_new = fmaxf(m, warp_max(s));
+    // Every key so far masked: nothing to add (avoids exp(−∞ − (−∞)) = NaN).
+    float p = m_new == NEG_INF ? 0.0f : expf(s - m_new);
+    float alpha = m_new == NEG_INF ? 1.0f : expf(m - m_new);
+    l = l * alpha + warp_sum(p);
+    m = m_new;
+#pragma unroll
+    for (int e = 0; e < E; ++e) acc[e] *= alpha;
+#pragma unroll 4
+    for (int j = 0; j < 32; ++j) {
+        float pj = __shfl_sync(0xffffffffu, p, j);
+#pragma unroll
+        for (int e = 0; e < E; ++e)
+            if (D >= 32 || lane < D) acc[e] += pj * vs[j][(lane + 32 * e) % D];
+    }
+}
+
+// A finished row: out[base + lane + 32e] = acc[e] / l. A row with no valid key divides 0 by 0
+// (NaN), as the reference's softmax over all −∞.
+template <int D, int E>
+__device__ __forceinline__ void store_softmax_row(void* out, int dt, i64 base, const float (&acc)[E], float l,
+                                                  int lane) {
+    float inv = 1.0f / l;
+#pragma unroll
+    for (int e = 0; e < E; ++e)
+        if (D >= 32 || lane < D) st(out, dt, base + lane + 32 * e, acc[e] * inv);
+}
+
 // Pointwise nonlinearities, the same formulas as ops::activation (f32 arithmetic). `act`:
 // 0 gelu-tanh, 1 gelu-erf, 2 quick-gelu, 3 silu, 4 relu (`Activation` order in backend/mod.rs).
 __device__ __forceinline__ float activate(int act, float x) {

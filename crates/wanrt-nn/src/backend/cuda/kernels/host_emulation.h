@@ -139,4 +139,9 @@ static inline unsigned atomicMax(unsigned* p, unsigned v) {
 // C++ mode does not contract either).
 static inline float __fmul_rn(float a, float b) { return a * b; }
 static inline float __fadd_rn(float a, float b) { return a + b; }
+// Four signed byte products of a and b added to c.
+static inline int __dp4a(int a, int b, int c) {
+    for (int i = 0; i < 4; ++i) c += (int)(signed char)(a >> (8 * i)) * (int)(signed char)(b >> (8 * i));
+    return c;
+}
 static inline int min(int a, int b) { return a < b ? a : b; }
