@@ -367,9 +367,11 @@ mod tests {
 
     #[test]
     fn eight_bit_attention_launches() {
-        // The 1.3B self-attention at 832×480×81: 2 · 32,760 · 12 rows of 128 codes, a warp each.
-        let rows = 2 * 32_760 * 12;
-        assert_eq!(warp_per_row(rows).grid.0 as usize, rows / 8);
+        // A warp per row, 8 a block; the 1.3B self-attention at 832×480×81 (2 · 32,760 · 12 rows
+        // of 128 codes) is capped and grid-strided.
+        assert_eq!(warp_per_row(4096 * 12).grid.0 as usize, 4096 * 12 / 8);
+        assert_eq!(warp_per_row(4096 * 12 + 1).grid.0 as usize, 4096 * 12 / 8 + 1);
+        assert_eq!(warp_per_row(2 * 32_760 * 12).grid.0, MAX_BLOCKS as u32);
         assert_eq!(warp_per_row(1).grid.0, 1);
         assert_eq!(warp_per_row(1 << 30).grid.0, MAX_BLOCKS as u32);
         assert_eq!(per_head(2, 12).unwrap().grid, (12, 2, 1));
