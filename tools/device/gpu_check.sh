@@ -78,6 +78,7 @@ gen() { # gen NAME ARGS...
 gen cpu --backend cpu
 gen cuda_f32 --backend cuda --dtype f32
 gen cuda_bf16 --backend cuda --dtype bf16
+gen cuda_bf16_graph --backend cuda --dtype bf16 --cuda-graph
 # Tolerances (PSNR vs the CPU f32 frames): bf16 ≥ 40 dB (the CPU's own bf16 backend measures
 # 48.6 dB on the demo model, README); f32 ≥ 80 dB (same math, another summation order).
 # (psnr null: identical frames.)
@@ -90,6 +91,12 @@ for pair in cuda_f32:80 cuda_bf16:40; do
     step "psnr_$name" 10 python3 -c "$PSNR_CHECK" "$OUT/pipeline/compare_$name.json" "${pair##*:}"
 done
 
+# The graph replays run the eager path's kernels: its frames should equal the eager bf16 ones.
+step compare_graph 60 "$BUNDLE/wanrt" eval compare --reference "$OUT/pipeline/cuda_bf16.npy" \
+    --candidate "$OUT/pipeline/cuda_bf16_graph.npy" --json > "$OUT/pipeline/compare_graph.json"
+cat "$OUT/pipeline/compare_graph.json"
+step psnr_graph 10 python3 -c "$PSNR_CHECK" "$OUT/pipeline/compare_graph.json" 80
+
 # ---- 4b. one transformer step as a CUDA graph over the planned arena vs eager (demo model) ----
 # Step and host launch times, graph nodes, arena bytes vs the live peak, max |eager − graph|.
 step cuda_graph 120 "$BUNDLE/wanrt" bench --backend cuda --cuda-graph --repeat 5 --skip-vae --json \
@@ -97,8 +104,9 @@ step cuda_graph 120 "$BUNDLE/wanrt" bench --backend cuda --cuda-graph --repeat 5
 cat "$OUT/cuda-graph-demo.json"
 
 # ---- 5. the bench ladder on CUDA (demo model; issue 19): rungs the CUDA backend runs today ----
-# The baseline (bf16), W8A8 int8 and fp8 (cuBLASLt 8-bit GEMMs), + 8-bit attention, the step cache.
-step ladder_cuda 240 "$BUNDLE/wanrt" bench --ladder --backend cuda --rungs baseline,int8,int8-attn8,fp8,step-cache \
+# The baseline (bf16), W8A8 int8 and fp8 (cuBLASLt 8-bit GEMMs), + 8-bit attention, the step cache,
+# CUDA graph replays.
+step ladder_cuda 240 "$BUNDLE/wanrt" bench --ladder --backend cuda --rungs baseline,int8,int8-attn8,fp8,step-cache,graph \
     --videos 8 \
     --artifact-cache "$OUT/ladder-cache" --report "$OUT/ladder-cuda-demo"
 cat "$OUT/ladder-cuda-demo/ladder.md" 2>/dev/null | head -40

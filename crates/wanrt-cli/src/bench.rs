@@ -263,28 +263,31 @@ fn graph_timings(
     };
     let inputs = [latents, &temb, &proj];
     let captured = be.capture(&inputs, &step)?;
-    let best = |run: &dyn Fn() -> Result<wanrt_nn::Tensor>| -> Result<(f64, f64, wanrt_nn::Tensor)> {
-        let (mut host, mut total, mut out) = (f64::INFINITY, f64::INFINITY, None);
+    // (best host time, every step time, the last output)
+    let timed = |run: &dyn Fn() -> Result<wanrt_nn::Tensor>| -> Result<(f64, Vec<f64>, wanrt_nn::Tensor)> {
+        let (mut host, mut steps, mut out) = (f64::INFINITY, Vec::new(), None);
         for _ in 0..repeat {
             be.synchronize()?;
             let t0 = Instant::now();
             let y = run()?;
             host = host.min(t0.elapsed().as_secs_f64());
             be.synchronize()?;
-            total = total.min(t0.elapsed().as_secs_f64());
+            steps.push(t0.elapsed().as_secs_f64());
             out = Some(y);
         }
-        Ok((host, total, out.expect("repeat ≥ 1")))
+        Ok((host, steps, out.expect("repeat ≥ 1")))
     };
     let owned: Vec<wanrt_nn::Tensor> = inputs.iter().map(|&x| x.clone()).collect();
-    let (eager_host, eager_step, eager_out) = best(&|| Ok(step(&owned)?))?;
-    let (graph_host, graph_step, graph_out) = best(&|| Ok(captured.replay(&inputs)?))?;
+    let (eager_host, eager_steps, eager_out) = timed(&|| Ok(step(&owned)?))?;
+    let (graph_host, graph_steps, graph_out) = timed(&|| Ok(captured.replay(&inputs)?))?;
+    let min = |v: &[f64]| v.iter().cloned().fold(f64::INFINITY, f64::min);
     let diff = be.binary(wanrt_nn::backend::BinaryOp::Sub, &eager_out, &graph_out)?;
     let max_abs_diff = be.to_host(&diff)?.data().iter().fold(0f32, |m, v| m.max(v.abs()));
     Ok(serde_json::json!({
-        "eager_step_s": eager_step,
+        "eager_step_s": min(&eager_steps),
         "eager_host_s": eager_host,
-        "graph_step_s": graph_step,
+        "graph_step_s": min(&graph_steps),
+        "graph_step_all_s": graph_steps,
         "graph_host_s": graph_host,
         "capture": captured.report(),
         "max_abs_diff": max_abs_diff,

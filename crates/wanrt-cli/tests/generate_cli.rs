@@ -287,6 +287,11 @@ fn cuda_backend_without_a_driver_fails_in_one_line() {
     let stderr = String::from_utf8_lossy(&graph.stderr);
     assert_eq!((graph.status.code(), stderr.trim_end().lines().count()), (Some(1), 1), "{stderr}");
     assert!(stderr.contains("--cuda-graph needs --backend cuda"), "{stderr}");
+    let out = dir.path().join("g.mp4");
+    let graph = wanrt().args(["generate", "--prompt", "x", "--cuda-graph", "-o"]).arg(&out).output().unwrap();
+    let stderr = String::from_utf8_lossy(&graph.stderr);
+    assert_eq!((graph.status.code(), stderr.trim_end().lines().count()), (Some(1), 1), "{stderr}");
+    assert!(stderr.contains("--cuda-graph needs --backend cuda") && !out.exists(), "{stderr}");
 }
 
 /// `wanrt bench --op-times` says where a transformer step's time goes: a table of ops by time

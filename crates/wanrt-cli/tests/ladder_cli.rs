@@ -166,7 +166,11 @@ fn bad_ladder_input_fails_in_one_line_before_any_work() {
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec![], "--ladder needs --report DIR"),
         (vec!["--report", report.to_str().unwrap(), "--rungs", "int4"], "unknown rung `int4`"),
-        (vec!["--report", report.to_str().unwrap(), "--rungs", "graph"], "does not have yet"),
+        (vec!["--report", report.to_str().unwrap(), "--rungs", "streams"], "does not have yet"),
+        (
+            vec!["--report", report.to_str().unwrap(), "--rungs", "graph"],
+            "`graph` replays CUDA graphs: it needs --backend cuda",
+        ),
         (vec!["--report", report.to_str().unwrap(), "--videos", "0"], "--videos must be at least 1"),
         (
             vec!["--report", report.to_str().unwrap(), "--inception", "/nonexistent/x.pth"],

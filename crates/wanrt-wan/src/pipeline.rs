@@ -46,6 +46,9 @@ pub struct GenerateParams {
     pub seed: u64,
     /// Step-cache threshold (see [`crate::step_cache`]); 0 disables it.
     pub cache_threshold: Option<f64>,
+    /// Replay each expert's transformer pass from a CUDA graph captured at its first step
+    /// (`Backend::capture`; CUDA only, without the step cache).
+    pub cuda_graph: bool,
     /// The first frame (image-to-video models); resized to the video's size when it differs.
     pub image: Option<RgbImage>,
     /// The last frame (first-last-frame models); resized likewise.
@@ -69,6 +72,7 @@ impl GenerateParams {
             noise: None,
             seed: 0,
             cache_threshold: None,
+            cuda_graph: false,
             image: None,
             last_image: None,
         }
@@ -95,6 +99,8 @@ pub struct ResolvedSettings {
     pub negative_prompt: String,
     pub seed: Option<u64>,
     pub cache_threshold: f64,
+    /// Transformer passes replayed from CUDA graphs.
+    pub cuda_graph: bool,
     pub warnings: Vec<String>,
 }
 
@@ -293,6 +299,21 @@ impl WanModel {
         if !(cache_threshold.is_finite() && cache_threshold >= 0.0) {
             return Err(Error::Config(format!("cache threshold must be a non-negative number, got {cache_threshold}")));
         }
+        if p.cuda_graph {
+            let backend = self.transformer.backend().name();
+            if backend != "cuda" {
+                return Err(Error::Config(format!(
+                    "CUDA graphs need the cuda backend (the transformer runs on {backend}): use --backend cuda"
+                )));
+            }
+            if cache_threshold > 0.0 {
+                return Err(Error::Config(
+                    "CUDA graphs replay every step's whole pass; the step cache's skip decision is not captured: \
+                     use a cache threshold of 0 or no CUDA graph"
+                        .into(),
+                ));
+            }
+        }
         // A preset's explicit schedule fixes the sampler and the number of steps.
         if let Some(list) = &d.sigmas {
             if scheduler != SchedulerKind::Euler {
@@ -348,6 +369,7 @@ impl WanModel {
             negative_prompt,
             seed: if p.noise.is_some() { None } else { Some(p.seed) },
             cache_threshold,
+            cuda_graph: p.cuda_graph,
             warnings,
         })
     }
@@ -597,6 +619,7 @@ impl WanModel {
         let be = &**self.transformer.backend();
         let mut low_noise_stage = false;
         let (mut evals, mut skipped_before) = (0, 0);
+        let mut graphs: Vec<ExpertGraph> = Vec::new();
         for (i, &t) in timesteps.iter().enumerate() {
             let (transformer, context, guidance) = match (self.low_noise_expert_at(t), &conditioning.context_2) {
                 (Some(t2), Some(ctx2)) => {
@@ -618,7 +641,11 @@ impl WanModel {
             let batch = if cfg { be.cat(&[&input, &input], 0)? } else { input };
             let ts = self.step_timesteps(t, batch.dim(0), latents.dim(2), images.first_frame.is_some());
             progress.transformer_input(i, &batch, &ts);
-            let (noise_pred, computed) = transformer.forward_cached(&batch, &ts, context, cache.as_mut())?;
+            let (noise_pred, computed) = if s.cuda_graph {
+                (graph_step(transformer, &batch, &ts, context, &mut graphs)?, true)
+            } else {
+                transformer.forward_cached(&batch, &ts, context, cache.as_mut())?
+            };
             evals += usize::from(computed);
             let noise_pred = if cfg { be.cfg_combine(&noise_pred, guidance as f32)? } else { noise_pred };
             latents = sched.step(be, &noise_pred, &latents)?;
@@ -628,6 +655,48 @@ impl WanModel {
         let skipped = skipped_before + cache.map_or(0, |c| c.skipped);
         Ok(Denoised { latents, transformer_evals: evals, steps_skipped: skipped })
     }
+}
+
+/// One expert's captured transformer pass and the rotary tables its graph reads.
+struct ExpertGraph<'a> {
+    expert: &'a WanTransformer,
+    _rope: crate::attention::RotaryEmbedding,
+    step: Box<dyn wanrt_nn::backend::CapturedStep + 'a>,
+}
+
+/// The transformer pass of `expert` replayed from its graph, captured at its first step: the
+/// time conditioning is computed eagerly and enters as device tensors, so the graph serves every
+/// timestep; the text context and rotary tables are the same every step.
+fn graph_step<'a>(
+    expert: &'a WanTransformer,
+    batch: &Tensor,
+    timesteps: &[f32],
+    context: &CrossAttentionContext,
+    graphs: &mut Vec<ExpertGraph<'a>>,
+) -> Result<Tensor> {
+    let (temb, proj) = expert.time_conditioning(timesteps)?;
+    let inputs = [batch, &temb, &proj];
+    let at = match graphs.iter().position(|g| std::ptr::eq(g.expert, expert)) {
+        Some(at) => at,
+        None => {
+            let &[_, _, f, h, w] = batch.shape() else {
+                return Err(Error::Shape(format!(
+                    "transformer input must be [B, C, F, H, W], found {:?}",
+                    batch.shape()
+                )));
+            };
+            let rope = expert.rope(expert.grid(f, h, w)?)?;
+            let pass = |x: &[Tensor]| {
+                expert
+                    .forward_conditioned(&x[0], &x[1], &x[2], &rope, context)
+                    .map_err(|e| wanrt_nn::Error::Msg(e.to_string()))
+            };
+            let step = expert.backend().capture(&inputs, &pass)?;
+            graphs.push(ExpertGraph { expert, _rope: rope, step });
+            graphs.len() - 1
+        }
+    };
+    Ok(graphs[at].step.replay(&inputs)?)
 }
 
 impl WanModel {

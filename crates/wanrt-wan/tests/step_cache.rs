@@ -42,3 +42,15 @@ fn cache_skips_steps_and_threshold_zero_is_exact() {
         last_evals = out.transformer_evals;
     }
 }
+
+/// CUDA graph replays are refused, before any work, on a backend that cannot capture and with
+/// the step cache (whose skip decision a graph does not hold).
+#[test]
+fn cuda_graphs_are_refused_where_they_cannot_run() {
+    let model = WanModel::load(&fixture("a"), |_| {}).unwrap();
+    let p = GenerateParams { cuda_graph: true, ..params(None) };
+    let e = model.resolve(&p).unwrap_err().to_string();
+    assert!(e.contains("need the cuda backend") && e.contains("runs on cpu"), "{e}");
+    assert!(model.generate(&p, &mut ()).is_err());
+    assert!(!model.resolve(&params(None)).unwrap().cuda_graph);
+}

@@ -412,7 +412,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             if round % 2 == 0 { (0..plan.rungs.len()).collect() } else { (0..plan.rungs.len()).rev().collect() };
         for i in order {
             stage(format!("timing round {}/{}: {}", round + 1, plan.rounds, plan.rungs[i].name));
-            let b = bench_step(&exe, args, &plan, &measured[i].0)?;
+            let b = bench_step(&exe, args, &plan, &plan.rungs[i], &measured[i].0)?;
             times[i].extend(b["transformer_step_all_s"].as_array().into_iter().flatten().filter_map(|v| v.as_f64()));
             benches[i].get_or_insert(b);
             bar.inc(1);
@@ -603,21 +603,27 @@ fn generate(
         .path("-o", &report.join("videos").join(&rung.name))
         .path("--save-npy", &report.join("frames").join(&rung.name))
         .arg("--json")
+        .extend(rung.cuda_graph.then_some("--cuda-graph"))
         .extend(engine_flags(args, plan).0);
     run_json(exe, &size_flags(c, plan), &format!("rung {}: generate", rung.name), poll)
 }
 
-/// One child `wanrt bench` timing the rung's transformer step.
-fn bench_step(exe: &Path, args: &BenchArgs, plan: &Plan, model: &Path) -> Result<serde_json::Value> {
+/// One child `wanrt bench` timing the rung's transformer step (a graph rung's: its replays).
+fn bench_step(exe: &Path, args: &BenchArgs, plan: &Plan, rung: &Rung, model: &Path) -> Result<serde_json::Value> {
     let c = ChildArgs::default()
         .arg("bench")
         .path("--model", model)
         .flag("--repeat", plan.repeat)
         .arg("--skip-vae")
         .arg("--json")
+        .extend(rung.cuda_graph.then_some("--cuda-graph"))
         .extend(image_flags(plan))
         .extend(engine_flags(args, plan).0);
-    run_json(exe, &size_flags(c, plan), "bench", || {})
+    let mut b = run_json(exe, &size_flags(c, plan), "bench", || {})?;
+    if rung.cuda_graph {
+        b["transformer_step_all_s"] = b["cuda_graph"]["graph_step_all_s"].clone();
+    }
+    Ok(b)
 }
 
 fn row(

@@ -15,6 +15,8 @@ pub struct Rung {
     pub optimize: Option<Vec<String>>,
     /// Step cache threshold of its generations (`generate --cache-threshold`).
     pub cache_threshold: Option<f64>,
+    /// Transformer passes replayed from CUDA graphs (`generate`/`bench --cuda-graph`).
+    pub cuda_graph: bool,
 }
 
 /// Rungs by name, in ladder order. The `+` rungs stack on the one before, as in the case study
@@ -32,6 +34,7 @@ const CATALOG: &[(&str, &str, &[&str], bool)] = &[
     ),
     ("fp8", "fp8 (E4M3 W+A)", &["--quant", "fp8"], false),
     ("step-cache", "step cache", &[], true),
+    ("graph", "CUDA graph (whole-step replay)", &[], false),
     (
         "all",
         "int8 + 8-bit attention + pruning 20 % + step cache",
@@ -40,8 +43,11 @@ const CATALOG: &[(&str, &str, &[&str], bool)] = &[
     ),
 ];
 
-/// Rungs that need levers of the GPU issue (whole-step CUDA Graph, concurrent streams).
-const GPU_LEVERS: &[&str] = &["graph", "streams"];
+/// Rungs that need levers of the GPU issue not built yet (concurrent streams).
+const GPU_LEVERS: &[&str] = &["streams"];
+
+/// Rungs that replay CUDA graphs (CUDA backend only).
+const GRAPH_RUNGS: &[&str] = &["graph"];
 
 /// The rungs run without `--rungs`.
 pub const DEFAULT_RUNGS: &[&str] =
@@ -70,14 +76,18 @@ pub fn plan(list: Option<&[String]>, backend: BackendKind, cache_threshold: f64)
     for name in std::iter::once("baseline").chain(names.iter().map(String::as_str)) {
         if GPU_LEVERS.contains(&name) {
             bail!(
-                "--rungs: `{name}` needs whole-step CUDA graphs and streams in generation, which wanrt does not have \
-                 yet (`wanrt bench --backend cuda --cuda-graph` times one captured step); known rungs: {}",
+                "--rungs: `{name}` needs concurrent CUDA streams in generation, which wanrt does not have yet; known \
+                 rungs: {}",
                 known().join(", ")
             );
         }
         let Some(&(_, label, flags, cached)) = CATALOG.iter().find(|c| c.0 == name) else {
             bail!("--rungs: unknown rung `{name}` (known: {})", known().join(", "));
         };
+        let cuda_graph = GRAPH_RUNGS.contains(&name);
+        if cuda_graph && backend != BackendKind::Cuda {
+            bail!("--rungs: `{name}` replays CUDA graphs: it needs --backend cuda");
+        }
         if rungs.iter().any(|r| r.name == name) {
             if name == "baseline" && rungs.len() == 1 && names.first().map(String::as_str) == Some("baseline") {
                 continue; // named first by the user: it is the one already planned
@@ -89,6 +99,7 @@ pub fn plan(list: Option<&[String]>, backend: BackendKind, cache_threshold: f64)
             label: if name == "baseline" { baseline_label.to_string() } else { label.to_string() },
             optimize: (!flags.is_empty()).then(|| flags.iter().map(|s| s.to_string()).collect()),
             cache_threshold: cached.then_some(cache_threshold),
+            cuda_graph,
         });
     }
     Ok(rungs)
@@ -131,7 +142,10 @@ mod tests {
         assert!(err("int4").contains("unknown rung `int4`"), "{}", err("int4"));
         assert!(err("int8,int8").contains("named twice"));
         assert!(err("int8,baseline").contains("`baseline` is named twice"));
-        assert!(err("graph").contains("does not have yet"));
+        assert!(err("streams").contains("does not have yet"));
+        assert!(err("graph").contains("needs --backend cuda"), "{}", err("graph"));
+        let cuda = plan(Some(&list("graph")), BackendKind::Cuda, 0.1).unwrap();
+        assert_eq!((names(&cuda), cuda[1].cuda_graph, cuda[0].cuda_graph), (vec!["baseline", "graph"], true, false));
         assert!(err(" , ").contains("no rung named"));
     }
 }
