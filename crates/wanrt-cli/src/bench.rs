@@ -214,6 +214,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
         "transformer_op_seconds_by_kind": op_seconds,
         "vae_decode_s": vae_s,
         "peak_rss_bytes": sysinfo::peak_rss_bytes(),
+        // The device allocator's (CUDA: its pool's high-water mark since the backend opened).
+        "device_memory": be.device_memory()?,
         "cuda_graph": graph,
     });
     if args.json {
@@ -234,6 +236,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
         }
         if let Some(p) = sysinfo::peak_rss_bytes() {
             t += &format!("peak memory {}\n", sysinfo::format_bytes(p));
+        }
+        if let Some(p) = report["device_memory"]["peak"].as_u64() {
+            t += &format!("peak device memory {}\n", sysinfo::format_bytes(p));
         }
         if let Some(g) = &report["cuda_graph"].as_object() {
             t += "cuda graph (one transformer step):\n";
@@ -359,6 +364,9 @@ fn run_vae_only(
         let mut t = format!("vae_decode {best:.3} s (all: {times:?}), load {load_s:.3} s\n");
         if let Some(p) = sysinfo::peak_rss_bytes() {
             t += &format!("peak memory {}\n", sysinfo::format_bytes(p));
+        }
+        if let Some(p) = report["device_memory"]["peak"].as_u64() {
+            t += &format!("peak device memory {}\n", sysinfo::format_bytes(p));
         }
         if let Some(g) = &report["cuda_graph"].as_object() {
             t += "cuda graph (one transformer step):\n";

@@ -323,6 +323,8 @@ fn bench_reports_the_time_of_each_op() {
     let kinds = j["transformer_ops_by_kind"].as_object().unwrap();
     assert!(times.keys().all(|op| kinds.contains_key(op)), "{times:?} vs {kinds:?}");
     assert!(times["linear"].as_f64().unwrap() > 0.0);
+    // Host memory is reported as the process's RSS; a device allocator's only on a device.
+    assert!(j["device_memory"].is_null() && j["peak_rss_bytes"].as_u64().unwrap() > 0, "{j}");
     let steps: Vec<f64> = j["transformer_step_all_s"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
     let mean_step = steps.iter().sum::<f64>() / steps.len() as f64;
     let in_ops: f64 = times.values().map(|v| v.as_f64().unwrap()).sum();

@@ -157,6 +157,7 @@ fn cuda_timings_at_wan_1_3b_shapes() {
     let report = serde_json::json!({
         "device": be.device_name(), "arch": be.arch(), "dtype": "bf16", "ops": rows,
         "gemm_plans": be.gemm_shapes().len(),
+        "device_memory": be.device_memory().unwrap(),
     });
     match std::env::var("WANRT_TIMINGS") {
         Ok(path) => std::fs::write(path, serde_json::to_string_pretty(&report).unwrap()).unwrap(),

@@ -10,8 +10,8 @@
 //! asynchronous backend it is the time to enqueue.
 
 use super::{
-    Activation, AttentionBias, AttentionPrecision, Backend, BackendRef, BinaryOp, CapturedStep, PreparedWeight,
-    RelativeBuckets, StepFn, Transfers,
+    Activation, AttentionBias, AttentionPrecision, Backend, BackendRef, BinaryOp, CapturedStep, DeviceMemory,
+    PreparedWeight, RelativeBuckets, StepFn, Transfers,
 };
 use crate::host::HostTensor;
 use crate::ops::PaddingFull;
@@ -109,6 +109,7 @@ impl Backend for CountingBackend {
         fn dtype(&self) -> DType;
         fn transfers(&self) -> Transfers;
         fn synchronize(&self) -> Result<()>;
+        fn device_memory(&self) -> Result<Option<DeviceMemory>>;
         fn upload(&self, t: &HostTensor) -> Result<Tensor>;
         fn upload_ids(&self, shape: &[usize], ids: &[u32]) -> Result<Tensor>;
         fn to_host(&self, t: &Tensor) -> Result<HostTensor>;

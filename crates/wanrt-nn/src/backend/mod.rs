@@ -200,6 +200,16 @@ pub struct CaptureReport {
     pub graph_nodes: usize,
 }
 
+/// What a device backend's allocator holds (bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct DeviceMemory {
+    /// Allocated now.
+    pub in_use: u64,
+    /// The most allocated at once since the backend opened (the allocator's high-water mark),
+    /// where the allocator keeps one.
+    pub peak: Option<u64>,
+}
+
 /// Backends that can capture a step: [`Backend::capture`].
 pub type StepFn<'a> = &'a dyn Fn(&[Tensor]) -> Result<Tensor>;
 
@@ -216,6 +226,12 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
 
     /// Host ↔ backend traffic so far.
     fn transfers(&self) -> Transfers;
+
+    /// Device memory held by the backend's allocator (`None`: host memory, reported as the
+    /// process's RSS instead).
+    fn device_memory(&self) -> Result<Option<DeviceMemory>> {
+        Ok(None)
+    }
 
     /// Waits until every op enqueued so far has finished (timings of asynchronous backends; the
     /// CPU's ops finish before they return).

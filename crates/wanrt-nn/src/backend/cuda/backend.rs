@@ -21,8 +21,8 @@ use super::nvrtc;
 use super::w8a8::{self, CudaQuantLinear};
 use crate::backend::arena::{Allocator, Slot};
 use crate::backend::{
-    Activation, AttentionBias, AttentionPrecision, Backend, BinaryOp, CapturedStep, PreparedWeight, RelativeBuckets,
-    StepFn, TransferCounter, Transfers,
+    Activation, AttentionBias, AttentionPrecision, Backend, BinaryOp, CapturedStep, DeviceMemory, PreparedWeight,
+    RelativeBuckets, StepFn, TransferCounter, Transfers,
 };
 use crate::dtype::DType;
 use crate::error::{Error, Result};
@@ -567,6 +567,34 @@ impl Backend for CudaBackend {
 
     fn synchronize(&self) -> Result<()> {
         CudaBackend::synchronize(self)
+    }
+
+    fn device_memory(&self) -> Result<Option<DeviceMemory>> {
+        use cudarc::driver::sys;
+        self.ctx.bind_to_thread().map_err(driver_err("bind context"))?;
+        if !self.ctx.has_async_alloc() {
+            // Plain cuMemAlloc keeps no high-water mark: what the device has in use now.
+            let (free, total) = cudarc::driver::result::mem_get_info().map_err(driver_err("memory info"))?;
+            return Ok(Some(DeviceMemory { in_use: (total - free) as u64, peak: None }));
+        }
+        // The stream-ordered allocator's pool (every buffer of this backend comes from it).
+        let mut pool: sys::CUmemoryPool = std::ptr::null_mut();
+        let attr = |pool, a, what| -> Result<u64> {
+            let mut v = 0u64;
+            // SAFETY: a valid pool; these attributes are cuuint64_t.
+            unsafe { sys::cuMemPoolGetAttribute(pool, a, (&mut v as *mut u64).cast()) }
+                .result()
+                .map_err(driver_err(what))?;
+            Ok(v)
+        };
+        // SAFETY: the context's device; `pool` receives its default pool.
+        unsafe { sys::cuDeviceGetDefaultMemPool(&mut pool, self.ctx.cu_device()) }
+            .result()
+            .map_err(driver_err("memory pool"))?;
+        Ok(Some(DeviceMemory {
+            in_use: attr(pool, sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_CURRENT, "pool in use")?,
+            peak: Some(attr(pool, sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH, "pool high-water mark")?),
+        }))
     }
 
     fn dtype(&self) -> DType {
