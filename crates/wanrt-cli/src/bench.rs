@@ -176,19 +176,20 @@ pub fn run(args: BenchArgs) -> Result<()> {
         let (_, secs) = timed(|| Ok(model.transformer.forward_prepared(&latents, &t, context)?))?;
         step_times.push(secs);
     }
-    let op_seconds: serde_json::Map<String, serde_json::Value> = times_between(&before_times, &counting.times())
-        .into_iter()
+    // Taken here: the --cuda-graph passes below run through the same counting backend.
+    let step_op_times = times_between(&before_times, &counting.times());
+    let op_seconds: serde_json::Map<String, serde_json::Value> = step_op_times
+        .iter()
         .map(|(op, spent)| (op.to_string(), (spent.as_secs_f64() / repeat as f64).into()))
         .collect();
     let step_s = step_times.iter().cloned().fold(f64::INFINITY, f64::min);
+    let grid = model.transformer.grid(shape[2], shape[3], shape[4])?;
     let graph = if args.cuda_graph {
-        let grid = model.transformer.grid(shape[2], shape[3], shape[4])?;
         Some(graph_timings(&model.transformer, &latents, &t, context, grid, repeat)?)
     } else {
         None
     };
     let vae_s = if args.skip_vae { None } else { Some(timed(|| Ok(model.vae.decode(&one, |_, _| {})?))?.1) };
-    let grid = model.transformer.grid(shape[2], shape[3], shape[4])?;
     let with_image = p.image.is_some();
     let (text_kv_s, image_conditioning_s) =
         if with_image { (None, Some(conditioning_s)) } else { (Some(conditioning_s), None) };
@@ -231,15 +232,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
         }
         t += &format!("ops per transformer step {}\n", report["transformer_ops_per_step"]);
         if args.op_times {
-            let times = times_between(&before_times, &counting.times());
-            t += &op_time_table(&step_ops, &times, repeat, step_times.iter().sum::<f64>() / repeat as f64);
+            t += &op_time_table(&step_ops, &step_op_times, repeat, step_times.iter().sum::<f64>() / repeat as f64);
         }
-        if let Some(p) = sysinfo::peak_rss_bytes() {
-            t += &format!("peak memory {}\n", sysinfo::format_bytes(p));
-        }
-        if let Some(p) = report["device_memory"]["peak"].as_u64() {
-            t += &format!("peak device memory {}\n", sysinfo::format_bytes(p));
-        }
+        t += &peak_memory_lines(&report);
         if let Some(g) = &report["cuda_graph"].as_object() {
             t += "cuda graph (one transformer step):\n";
             for (k, v) in g.iter() {
@@ -263,13 +258,11 @@ fn graph_timings(
     let be = tr.backend();
     let rope = tr.rope(grid)?;
     let (temb, proj) = tr.time_conditioning(timesteps)?;
-    let step = |x: &[wanrt_nn::Tensor]| {
-        tr.forward_conditioned(&x[0], &x[1], &x[2], &rope, context).map_err(|e| wanrt_nn::Error::Msg(e.to_string()))
-    };
+    let step = tr.captured_pass(&rope, context);
     let inputs = [latents, &temb, &proj];
     let captured = be.capture(&inputs, &step)?;
     // (best host time, every step time, the last output)
-    let timed = |run: &dyn Fn() -> Result<wanrt_nn::Tensor>| -> Result<(f64, Vec<f64>, wanrt_nn::Tensor)> {
+    let sample = |run: &dyn Fn() -> Result<wanrt_nn::Tensor>| -> Result<(f64, Vec<f64>, wanrt_nn::Tensor)> {
         let (mut host, mut steps, mut out) = (f64::INFINITY, Vec::new(), None);
         for _ in 0..repeat {
             be.synchronize()?;
@@ -283,8 +276,8 @@ fn graph_timings(
         Ok((host, steps, out.expect("repeat ≥ 1")))
     };
     let owned: Vec<wanrt_nn::Tensor> = inputs.iter().map(|&x| x.clone()).collect();
-    let (eager_host, eager_steps, eager_out) = timed(&|| Ok(step(&owned)?))?;
-    let (graph_host, graph_steps, graph_out) = timed(&|| Ok(captured.replay(&inputs)?))?;
+    let (eager_host, eager_steps, eager_out) = sample(&|| Ok(step(&owned)?))?;
+    let (graph_host, graph_steps, graph_out) = sample(&|| Ok(captured.replay(&inputs)?))?;
     let min = |v: &[f64]| v.iter().cloned().fold(f64::INFINITY, f64::min);
     let diff = be.binary(wanrt_nn::backend::BinaryOp::Sub, &eager_out, &graph_out)?;
     let max_abs_diff = be.to_host(&diff)?.data().iter().fold(0f32, |m, v| m.max(v.abs()));
@@ -297,6 +290,19 @@ fn graph_timings(
         "capture": captured.report(),
         "max_abs_diff": max_abs_diff,
     }))
+}
+
+/// The text report's memory lines: the process's peak RSS, and the device allocator's peak where
+/// the report has one.
+fn peak_memory_lines(report: &serde_json::Value) -> String {
+    let mut t = String::new();
+    if let Some(p) = sysinfo::peak_rss_bytes() {
+        t += &format!("peak memory {}\n", sysinfo::format_bytes(p));
+    }
+    if let Some(p) = report["device_memory"]["peak"].as_u64() {
+        t += &format!("peak device memory {}\n", sysinfo::format_bytes(p));
+    }
+    t
 }
 
 /// The `--op-times` table: ops by time spent per step, most first, with their share of the step.
@@ -362,18 +368,7 @@ fn run_vae_only(
         crate::outcome::print(&format!("{report}\n"))
     } else {
         let mut t = format!("vae_decode {best:.3} s (all: {times:?}), load {load_s:.3} s\n");
-        if let Some(p) = sysinfo::peak_rss_bytes() {
-            t += &format!("peak memory {}\n", sysinfo::format_bytes(p));
-        }
-        if let Some(p) = report["device_memory"]["peak"].as_u64() {
-            t += &format!("peak device memory {}\n", sysinfo::format_bytes(p));
-        }
-        if let Some(g) = &report["cuda_graph"].as_object() {
-            t += "cuda graph (one transformer step):\n";
-            for (k, v) in g.iter() {
-                t += &format!("  {k:<24} {v}\n");
-            }
-        }
+        t += &peak_memory_lines(&report);
         crate::outcome::print(&t)
     }
 }

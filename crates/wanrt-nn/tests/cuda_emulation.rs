@@ -686,7 +686,7 @@ fn w8a8_kernels_match_the_cpu_backend() {
         let mut y = vec![0f32; m * n];
         let (pacc, pw, pb, py) =
             (addr(acc.as_ptr()), addr(weight_scales.as_ptr()), addr(bias.as_ptr()), addr(y.as_mut_ptr()));
-        let act_code = activation.map_or(-1, |a| Activation::ALL.iter().position(|&b| b == a).unwrap() as i32);
+        let act_code = activation.map_or(-1, launch::activation_code);
         emu.run(|| unsafe {
             dequantize(
                 pacc as P,

@@ -686,12 +686,7 @@ fn graph_step<'a>(
                 )));
             };
             let rope = expert.rope(expert.grid(f, h, w)?)?;
-            let pass = |x: &[Tensor]| {
-                expert
-                    .forward_conditioned(&x[0], &x[1], &x[2], &rope, context)
-                    .map_err(|e| wanrt_nn::Error::Msg(e.to_string()))
-            };
-            let step = expert.backend().capture(&inputs, &pass)?;
+            let step = expert.backend().capture(&inputs, &expert.captured_pass(&rope, context))?;
             graphs.push(ExpertGraph { expert, _rope: rope, step });
             graphs.len() - 1
         }

@@ -464,6 +464,20 @@ impl WanTransformer {
         Ok(self.forward_from(latents, grid, temb, timestep_proj, rotary_emb, text, None)?.0)
     }
 
+    /// [`Self::forward_conditioned`] as the step a backend captures (`Backend::capture`): its
+    /// inputs are `[latents, temb, timestep_proj]`; the rotary tables and the text context are
+    /// fixed for the capture's life.
+    pub fn captured_pass<'a>(
+        &'a self,
+        rotary_emb: &'a RotaryEmbedding,
+        text: &'a CrossAttentionContext,
+    ) -> impl Fn(&[Tensor]) -> wanrt_nn::Result<Tensor> + 'a {
+        move |x: &[Tensor]| {
+            self.forward_conditioned(&x[0], &x[1], &x[2], rotary_emb, text)
+                .map_err(|e| wanrt_nn::Error::Msg(e.to_string()))
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn forward_from(
         &self,

@@ -8,24 +8,13 @@ use super::backend::CudaBackend;
 use super::launch;
 use crate::backend::Backend;
 use crate::dtype::DType;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::Tensor;
-
-/// The kernel of head dim `d`.
-pub fn entry(d: usize) -> Result<&'static str> {
-    Ok(match d {
-        16 => "attention_int8_d16",
-        32 => "attention_int8_d32",
-        64 => "attention_int8_d64",
-        128 => "attention_int8_d128",
-        _ => return Err(Error::Msg(format!("cuda 8-bit attention: head dim {d} (kernels exist for 16, 32, 64, 128)"))),
-    })
-}
 
 /// `softmax(q·kᵀ·scale)·v` with int8 `Q·Kᵀ`, for `q: [B, Lq, H, D]`, `k, v: [B, Lk, H, D]`.
 pub(super) fn attention_int8(be: &CudaBackend, q: &Tensor, k: &Tensor, v: &Tensor, scale: f32) -> Result<Tensor> {
     let [b, lq, lk, h, d] = be.attention_shape(q, k, v)?;
-    let entry = entry(d)?;
+    let entry = launch::attention_entry(d, true)?;
     let (q, k, v) = (be.to_dtype(q, be.dtype())?, be.to_dtype(k, be.dtype())?, be.to_dtype(v, be.dtype())?);
     let dt = launch::dtype_code(be.dtype())?;
     let (d_i, h_i, lq_i, lk_i) = (d as i32, h as i32, lq as i32, lk as i32);

@@ -120,6 +120,17 @@ impl DeviceStorage for CudaStorage {
     }
 }
 
+/// `(m, output shape)` of a linear layer `[n, k]` on `x: [.., k]` (`m` rows of `k` features).
+pub(super) fn linear_shape(name: &str, x: &Tensor, k: usize, n: usize) -> Result<(usize, Vec<usize>)> {
+    let features = *x.shape().last().unwrap_or(&0);
+    if features != k {
+        return Err(Error::Msg(format!("{name}: input has {features} features, the layer takes {k}")));
+    }
+    let mut shape = x.shape().to_vec();
+    *shape.last_mut().expect("rank ≥ 1") = n;
+    Ok((x.numel() / k.max(1), shape))
+}
+
 /// A kernel argument passed by value (`cuLaunchKernel` takes a pointer to each).
 pub(super) trait KernelArg {
     fn ptr(&self) -> *mut c_void {
@@ -311,7 +322,7 @@ impl CudaBackend {
     pub(super) fn alloc(&self, dtype: DType, len: usize) -> Result<CudaStorage> {
         // cuMemAlloc refuses 0 bytes: empty tensors hold a small buffer nobody reads.
         let bytes = (len * dtype.size_in_bytes()).max(4);
-        let slot = self.allocator.lock().unwrap_or_else(|e| e.into_inner()).alloc(bytes)?;
+        let slot = self.allocator().alloc(bytes)?;
         match slot {
             Slot::Own { record } => {
                 let buf = self.stream.alloc_zeros::<u8>(bytes).map_err(driver_err("alloc"))?;
@@ -350,14 +361,11 @@ impl CudaBackend {
         self.allocator.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Allocates a fresh arena of `bytes` (or drops the backend's hold on the current one: its
-    /// buffers keep it alive until they go).
-    pub(super) fn set_arena(&self, bytes: Option<usize>) -> Result<()> {
-        let arena = match bytes {
-            Some(n) => Some(Arc::new(self.stream.alloc_zeros::<u8>(n).map_err(driver_err("arena"))?)),
-            None => None,
-        };
-        *self.arena.lock().unwrap_or_else(|e| e.into_inner()) = arena;
+    /// Allocates a fresh arena of `bytes` for the allocator to replay into (the previous one lives
+    /// on while buffers in it do).
+    pub(super) fn set_arena(&self, bytes: usize) -> Result<()> {
+        let arena = Arc::new(self.stream.alloc_zeros::<u8>(bytes).map_err(driver_err("arena"))?);
+        *self.arena.lock().unwrap_or_else(|e| e.into_inner()) = Some(arena);
         Ok(())
     }
 
@@ -394,11 +402,6 @@ impl CudaBackend {
             return Err(Error::shape("attention k/v", [b, lk, h, d], v.shape()));
         }
         Ok([b, lq, lk, h, d])
-    }
-
-    /// A copy of `x` in a buffer of its own (out of the arena, with plain allocations).
-    pub(super) fn copy_out(&self, x: &Tensor) -> Result<Tensor> {
-        self.copy(x)
     }
 
     /// The device address of a buffer's values.
@@ -461,7 +464,8 @@ impl CudaBackend {
         Ok(())
     }
 
-    fn copy(&self, x: &Tensor) -> Result<Tensor> {
+    /// A copy of `x` in a new buffer (its own allocation unless the allocator replays an arena).
+    pub(super) fn copy(&self, x: &Tensor) -> Result<Tensor> {
         let s = self.storage(x)?;
         let mut out = self.alloc(s.dtype, s.len)?;
         out.host_ids = s.host_ids.clone();
@@ -540,14 +544,9 @@ impl CudaBackend {
 
     fn linear_into(&self, layer: &Linear, x: &Tensor, gelu: bool) -> Result<Tensor> {
         let w: &CudaLinear = self.prepared(layer.prepared()?, &layer.name)?;
-        let k = *x.shape().last().unwrap_or(&0);
-        if k != w.k {
-            return Err(Error::Msg(format!("{}: input has {k} features, the layer takes {}", layer.name, w.k)));
-        }
+        let (m, shape) = linear_shape(&layer.name, x, w.k, w.n)?;
+        let k = w.k;
         let x = self.as_act(x)?;
-        let m = x.numel() / k.max(1);
-        let mut shape = x.shape().to_vec();
-        *shape.last_mut().expect("rank ≥ 1") = w.n;
         let y = self.empty(&shape, self.dtype)?;
         let key = GemmKey { m, n: w.n, k, dtype: self.dtype, epilogue: Epilogue::new(w.bias.is_some(), gelu) };
         let bias = w.bias.as_ref().map_or(0, |b| self.slice_ptr(b));
@@ -774,7 +773,7 @@ impl Backend for CudaBackend {
 
     fn activation(&self, x: Tensor, act: Activation) -> Result<Tensor> {
         let out = self.empty(x.shape(), self.dtype)?;
-        let code = Activation::ALL.iter().position(|&a| a == act).expect("listed") as i32;
+        let code = launch::activation_code(act);
         let (n, dx, dout) = (x.numel() as i64, self.code(&x)?, launch::dtype_code(self.dtype)?);
         let l = launch::elementwise(x.numel());
         self.launch("activation", l, &[&self.ptr(&x)?, &dx, &self.ptr(&out)?, &dout, &code, &n])?;
@@ -1036,13 +1035,7 @@ impl Backend for CudaBackend {
             return attention_int8::attention_int8(self, q, k, v, scale);
         }
         let [b, lq, lk, h, d] = self.attention_shape(q, k, v)?;
-        let entry = match d {
-            16 => "attention_d16",
-            32 => "attention_d32",
-            64 => "attention_d64",
-            128 => "attention_d128",
-            _ => return Err(Error::Msg(format!("cuda attention: head dim {d} (kernels exist for 16, 32, 64, 128)"))),
-        };
+        let entry = launch::attention_entry(d, false)?;
         let lens = match bias.key_lengths {
             Some(l) if l.len() != b || l.iter().any(|&n| n > lk) => {
                 return Err(Error::shape("attention key lengths", format!("{b} lengths ≤ {lk}"), l));

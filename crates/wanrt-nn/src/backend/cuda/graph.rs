@@ -41,7 +41,8 @@ impl CapturedStep for CudaStep<'_> {
             self.be.copy_into(x, slot)?;
         }
         self.graph.launch().map_err(|e| Error::Msg(format!("cuda graph launch: {e}")))?;
-        self.be.copy_out(&self.output)
+        // The allocator is plain again after the capture: the copy is a buffer of its own.
+        self.be.copy(&self.output)
     }
 
     fn report(&self) -> CaptureReport {
@@ -71,7 +72,8 @@ pub fn check_inputs(captured: &[Tensor], given: &[&Tensor]) -> Result<()> {
 impl CudaBackend {
     /// See [`crate::backend::Backend::capture`].
     pub(super) fn capture_step<'a>(&'a self, inputs: &[&Tensor], step: StepFn<'_>) -> Result<CudaStep<'a>> {
-        let slots: Vec<Tensor> = inputs.iter().map(|x| self.copy_out(x)).collect::<Result<_>>()?;
+        // Before recording: the input buffers are plain allocations, outside the arena.
+        let slots: Vec<Tensor> = inputs.iter().map(|x| self.copy(x)).collect::<Result<_>>()?;
         // 1. The recorded eager run.
         self.allocator().record();
         let recorded = step(&slots);
@@ -89,7 +91,7 @@ impl CudaBackend {
             }
         };
         // 2. The arena.
-        self.set_arena(Some(plan.total.max(ARENA_ALIGN)))?;
+        self.set_arena(plan.total.max(ARENA_ALIGN))?;
         // 3. The captured run.
         let graph = self.captured(|| step(&slots));
         self.allocator().stop();

@@ -2,6 +2,7 @@
 //! permutation strides, copy plans for narrow/cat, conv output sizes. Pure functions, unit-tested
 //! on the CPU (no driver needed); the kernels in `kernels/*.cu` read exactly these layouts.
 
+use crate::backend::Activation;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 
@@ -67,6 +68,24 @@ pub fn attention(b: usize, lq: usize, h: usize) -> Result<Launch> {
     }
     let tiles = lq.div_ceil(ATTENTION_ROWS_PER_BLOCK);
     Ok(Launch { grid: (tiles as u32, h as u32, b as u32), block: (ATTENTION_THREADS, 1, 1) })
+}
+
+/// The `act` argument of the kernels that apply an activation (`activate` in common.cuh): its
+/// index in [`Activation::ALL`].
+pub fn activation_code(act: Activation) -> i32 {
+    Activation::ALL.iter().position(|&a| a == act).expect("every activation is listed") as i32
+}
+
+/// The attention kernel of head dim `d`: `attention_d{d}`, or `attention_int8_d{d}` for 8-bit
+/// `Q·Kᵀ` (entries exist for 16, 32, 64 and 128).
+pub fn attention_entry(d: usize, int8: bool) -> Result<&'static str> {
+    const FULL: [&str; 4] = ["attention_d16", "attention_d32", "attention_d64", "attention_d128"];
+    const INT8: [&str; 4] = ["attention_int8_d16", "attention_int8_d32", "attention_int8_d64", "attention_int8_d128"];
+    let at = [16, 32, 64, 128].iter().position(|&x| x == d).ok_or_else(|| {
+        let what = if int8 { "8-bit attention" } else { "attention" };
+        Error::Msg(format!("cuda {what}: head dim {d} (kernels exist for 16, 32, 64, 128)"))
+    })?;
+    Ok(if int8 { INT8[at] } else { FULL[at] })
 }
 
 /// `quantize_heads`: one warp per (token, head) row, eight warps a block, rows grid-strided.
@@ -363,6 +382,15 @@ mod tests {
         assert_eq!(l.grid, (2048, 12, 2));
         assert_eq!(l.block.0 as usize / 32 * 4, ATTENTION_ROWS_PER_BLOCK);
         assert!(attention(17, 10, 1).is_err());
+    }
+
+    #[test]
+    fn attention_entries_by_head_dim() {
+        assert_eq!(attention_entry(128, false).unwrap(), "attention_d128");
+        assert_eq!(attention_entry(16, true).unwrap(), "attention_int8_d16");
+        let e = attention_entry(96, true).unwrap_err().to_string();
+        assert!(e.contains("8-bit attention: head dim 96"), "{e}");
+        assert_eq!(activation_code(Activation::ALL[3]), 3);
     }
 
     #[test]

@@ -12,7 +12,7 @@
 //! The scale arithmetic and padding below are host logic, unit-tested without a GPU; the kernels'
 //! numerics run on the CPU in tests/cuda_emulation.rs; cuBLASLt itself only on a GPU.
 
-use super::backend::{CudaBackend, KernelArg};
+use super::backend::{linear_shape, CudaBackend, KernelArg};
 use super::gemm::{Epilogue, GemmKey};
 use super::launch;
 use crate::backend::{Activation, Backend, PreparedWeight};
@@ -177,13 +177,8 @@ pub(super) fn forward(
     x: &Tensor,
     act: Option<Activation>,
 ) -> Result<Tensor> {
-    let k = *x.shape().last().unwrap_or(&0);
-    if k != w.k {
-        return Err(Error::Msg(format!("{name}: input has {k} features, the layer takes {}", w.k)));
-    }
-    let m = x.numel() / k.max(1);
-    let mut shape = x.shape().to_vec();
-    *shape.last_mut().expect("rank ≥ 1") = w.n;
+    let (m, shape) = linear_shape(name, x, w.k, w.n)?;
+    let k = w.k;
     let y = be.empty(&shape, be.dtype())?;
     if m == 0 {
         return Ok(y);
@@ -215,7 +210,7 @@ pub(super) fn forward(
     let pacc = be.addr_of(&acc);
     let key = GemmKey { m, n: np, k: kp, dtype: w.format.dtype(), epilogue: Epilogue::None };
     be.gemm(key, pc, be.slice_ptr(&w.codes), 0, pacc)?;
-    let act_code = act.map_or(-1, |a| Activation::ALL.iter().position(|&b| b == a).expect("listed") as i32);
+    let act_code = act.map_or(-1, launch::activation_code);
     let (acc_int, np64, n64, total) = (w.format.integer_sums() as i32, np as i64, w.n as i64, (m * w.n) as i64);
     let (pw, pb, py, dty) = (be.slice_ptr(&w.scales), opt(&w.bias), be.ptr(&y)?, launch::dtype_code(be.dtype())?);
     let args: [&dyn KernelArg; 11] = [&pacc, &acc_int, &np64, &ps, &pw, &pb, &act_code, &py, &dty, &n64, &total];
