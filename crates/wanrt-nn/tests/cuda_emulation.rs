@@ -828,34 +828,43 @@ fn int8_attention_kernels_match_the_cpu_backend() {
         let entry = format!("attention_int8_d{d}\0");
         // SAFETY: the kernel's parameter list in attention_int8.cu.
         let f: Attention = *unsafe { emu.lib.get::<Attention>(entry.as_bytes()) }.unwrap();
-        let mut got = vec![0f32; q.numel()];
-        let (pqc, pqs, pkc, pks, po) =
-            (addr(qc.as_ptr()), addr(qs.as_ptr()), addr(kc.as_ptr()), addr(ks.as_ptr()), addr(got.as_mut_ptr()));
-        emu.run_blocks(launch::attention(b, lq, h).unwrap(), || unsafe {
-            f(
-                pqc as P,
-                pqs as *const f32,
-                pkc as P,
-                pks as *const f32,
-                pv as P,
-                po as M,
-                0,
-                scale,
-                lq as i32,
-                lk as i32,
-                h as i32,
-            )
-        });
+        let attend = |kc: &[i8], ks: &[f32]| {
+            let mut out = vec![0f32; q.numel()];
+            let (pqc, pqs, pkc, pks, po) =
+                (addr(qc.as_ptr()), addr(qs.as_ptr()), addr(kc.as_ptr()), addr(ks.as_ptr()), addr(out.as_mut_ptr()));
+            emu.run_blocks(launch::attention(b, lq, h).unwrap(), || unsafe {
+                f(
+                    pqc as P,
+                    pqs as *const f32,
+                    pkc as P,
+                    pks as *const f32,
+                    pv as P,
+                    po as M,
+                    0,
+                    scale,
+                    lq as i32,
+                    lk as i32,
+                    h as i32,
+                )
+            });
+            out
+        };
+        let got = attend(&kc, &ks);
+        // The same kernels with K quantized as is (no mean subtracted): what the smoothing buys.
+        let (kc_raw, ks_raw) = quantized(pk, lk, 0);
+        let unsmoothed = attend(&kc_raw, &ks_raw);
         let (qt, kt, vt) = (be.upload(&q).unwrap(), be.upload(&k).unwrap(), be.upload(&v).unwrap());
         let full =
             host(&be, &be.attention(&qt, &kt, &vt, scale, AttentionBias::default(), AttentionPrecision::Full).unwrap());
         let cpu8 =
             host(&be, &be.attention(&qt, &kt, &vt, scale, AttentionBias::default(), AttentionPrecision::Int8).unwrap());
         let (ours, theirs, between) = (rel_l2(&got, &full), rel_l2(&cpu8, &full), rel_l2(&got, &cpu8));
+        let raw = rel_l2(&unsmoothed, &full);
         println!(
-            "int8 attention {:?}: vs f32 {ours:.4} (CPU int8 {theirs:.4}), vs CPU int8 {between:.4}",
+            "int8 attention {:?}: vs f32 {ours:.4} (CPU int8 {theirs:.4}; unsmoothed K {raw:.4}), vs CPU int8 {between:.4}",
             [b, lq, lk, h, d]
         );
+        assert!(raw > 1.5 * ours, "smoothing K does not help: {raw} unsmoothed vs {ours}");
         assert!(ours > 1e-5, "no quantization error at all?");
         assert!(ours <= 1.1 * theirs + 1e-3 && ours < 0.05, "8-bit attention error {ours} vs the CPU's {theirs}");
         assert!(between <= 0.5 * theirs + 1e-3, "GPU and CPU 8-bit attention differ by {between}");
